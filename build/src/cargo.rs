@@ -1,0 +1,44 @@
+//! Building the freestanding binaries for `x86_64-unknown-none`.
+//!
+//! The kernel and the user programs need different code models, so each group gets its
+//! own cargo invocation, target directory and flags; nothing is set globally, which keeps
+//! host builds and tests untouched.
+
+use crate::{err, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The bare-metal target triple.
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// The ring-3 programs that are built and can be put into images.
+pub const USER_PROGRAMS: &[&str] = &["init"];
+
+fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Result<PathBuf> {
+    let target_dir = crate::target_dir().join(target_subdir);
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(crate::root())
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"))
+        .env_remove("RUSTFLAGS");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        return Err(err!("building {} for {TARGET} failed", packages.join(", ")));
+    }
+    Ok(target_dir.join(TARGET).join("release"))
+}
+
+/// Build the kernel; returns the path of its ELF.
+pub fn build_kernel() -> Result<PathBuf> {
+    let dir = cargo_build(&["kernel"], "kernel", &["-Ccode-model=kernel", "-Crelocation-model=static"])?;
+    Ok(dir.join("kernel"))
+}
+
+/// Build every user program; returns the directory holding their ELFs.
+pub fn build_user() -> Result<PathBuf> {
+    cargo_build(USER_PROGRAMS, "user", &["-Crelocation-model=static"])
+}

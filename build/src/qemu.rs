@@ -1,0 +1,43 @@
+//! QEMU (TCG): the fast emulator for everything but VMX.
+
+use crate::emulator::{run_dir, supervise, Emulator, Outcome, RunOptions, Verdict};
+use crate::Result;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+
+/// `isa-debug-exit` turns the kernel's pass code 0x10 into (0x10 << 1) | 1.
+const PASS_STATUS: i32 = 33;
+
+fn verdict(status: ExitStatus) -> Verdict {
+    match status.code() {
+        Some(PASS_STATUS) => Verdict::Pass,
+        code => Verdict::Fail(code.or(status.signal().map(|s| 128 + s))),
+    }
+}
+
+/// Boot `iso` under QEMU.
+pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
+    let dir = run_dir(iso, Emulator::Qemu)?;
+    let serial = dir.join("serial.txt");
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m"])
+        .arg(opts.memory_mib.to_string())
+        .arg("-cdrom")
+        .arg(iso)
+        .args(["-boot", "d", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    if opts.gdb {
+        cmd.args(["-s", "-S"]);
+    }
+    let (verdict, stderr) = supervise(cmd, &dir, &serial, opts, verdict, |_| {})?;
+    Ok(Outcome {
+        verdict,
+        serial: fs::read_to_string(&serial).unwrap_or_default(),
+        emulator_log: stderr,
+        dir,
+    })
+}

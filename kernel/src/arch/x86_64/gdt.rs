@@ -1,0 +1,89 @@
+//! GDT and TSS. The selector order is fixed by SYSCALL/SYSRET: kernel code, kernel data,
+//! user data, user code, then the TSS.
+//!
+//! The tables are arrays of atomics so they can be filled at boot and the TSS's RSP0
+//! updated on each thread switch without `static mut`.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Kernel code selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x10;
+const TSS_SEL: u16 = 0x28;
+
+/// IST slots (1-based as the IDT uses them).
+pub const IST_NMI: u8 = 1;
+/// Double fault.
+pub const IST_DF: u8 = 2;
+/// Machine check.
+pub const IST_MC: u8 = 3;
+
+const IST_STACK: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct IstStacks([[u8; IST_STACK]; 3]);
+
+static IST_STACKS: IstStacks = IstStacks([[0; IST_STACK]; 3]);
+
+static GDT: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+/// 104-byte 64-bit TSS as 32-bit words (its 64-bit fields are not 8-byte aligned).
+static TSS: [AtomicU32; 26] = [const { AtomicU32::new(0) }; 26];
+
+fn set_tss_u64(word: usize, v: u64) {
+    TSS[word].store(v as u32, Relaxed);
+    TSS[word + 1].store((v >> 32) as u32, Relaxed);
+}
+
+/// The stack the CPU switches to on an interrupt from ring 3.
+pub fn set_rsp0(top: u64) {
+    set_tss_u64(1, top);
+}
+
+/// Build and load the GDT and TSS.
+pub fn init() {
+    GDT[1].store(0x00af_9a00_0000_ffff, Relaxed); // kernel code, 64-bit
+    GDT[2].store(0x00cf_9200_0000_ffff, Relaxed); // kernel data
+    GDT[3].store(0x00cf_f200_0000_ffff, Relaxed); // user data, DPL 3
+    GDT[4].store(0x00af_fa00_0000_ffff, Relaxed); // user code, 64-bit, DPL 3
+    for (i, stack) in IST_STACKS.0.iter().enumerate() {
+        let top = stack.as_ptr() as u64 + IST_STACK as u64;
+        set_tss_u64(9 + 2 * i, top); // IST1 is at byte 36 = word 9
+    }
+    // No I/O permission bitmap yet: the map base points past the TSS limit.
+    TSS[25].store(104 << 16, Relaxed);
+    let base = TSS.as_ptr() as u64;
+    let limit = 103u64;
+    let low = limit | ((base & 0xff_ffff) << 16) | (0x89 << 40) | (((base >> 24) & 0xff) << 56);
+    GDT[5].store(low, Relaxed);
+    GDT[6].store(base >> 32, Relaxed);
+
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
+    // SAFETY: the GDT is static and holds valid descriptors; the far return reloads CS
+    // with the kernel code selector that the new table defines identically.
+    unsafe {
+        asm!(
+            "lgdt [{ptr}]",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            "mov ss, {ds:x}",
+            "ltr {tss:x}",
+            ptr = in(reg) &ptr,
+            cs = const KERNEL_CS as u64,
+            tmp = out(reg) _,
+            ds = in(reg) u64::from(KERNEL_DS),
+            tss = in(reg) u64::from(TSS_SEL),
+        );
+    }
+}

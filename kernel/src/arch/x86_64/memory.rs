@@ -1,0 +1,143 @@
+//! The kernel's address space: its image in the top 2 GiB with per-section permissions,
+//! and a window onto physical memory at `PHYS_OFFSET` through which the kernel reaches
+//! page tables, boot modules and user frames (never through user mappings).
+
+use super::cpu::{self, cr4, rdmsr};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use kernel::paging::{self, PhysMemory, GLOBAL, HUGE, NO_EXECUTE, PRESENT, WRITABLE};
+
+/// Where physical memory is mapped.
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+/// How much of it (2 MiB pages).
+pub const PHYSMAP_SIZE: u64 = 4 << 30;
+/// The kernel image's virtual base (= physical 0).
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// The kernel's image mapping covers this much (4 KiB pages).
+const KERNEL_SPAN: u64 = 8 << 20;
+
+const EFER: u32 = 0xc000_0080;
+const EFER_NXE: u64 = 1 << 11;
+
+#[repr(C, align(4096))]
+struct Table([AtomicU64; 512]);
+
+const EMPTY: Table = Table([const { AtomicU64::new(0) }; 512]);
+
+static PML4: Table = EMPTY;
+static PDPT_KERNEL: Table = EMPTY;
+static PD_KERNEL: Table = EMPTY;
+static PT_KERNEL: [Table; 4] = [EMPTY, EMPTY, EMPTY, EMPTY];
+static PDPT_PHYS: Table = EMPTY;
+static PD_PHYS: [Table; 4] = [EMPTY, EMPTY, EMPTY, EMPTY];
+
+extern "C" {
+    static __kernel_phys_start: u8;
+    static __text_start: u8;
+    static __rodata_start: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Physical address of a kernel static.
+fn phys_of<T>(v: &T) -> u64 {
+    v as *const T as u64 - KERNEL_VMA
+}
+
+/// The kernel image's physical extent, to keep it out of the frame allocator.
+pub fn kernel_image() -> (u64, u64) {
+    let start = &raw const __kernel_phys_start as u64;
+    let end = &raw const __kernel_end as u64 - KERNEL_VMA;
+    (start, end)
+}
+
+/// Whether NX may be used in page tables.
+pub fn nx_enabled() -> bool {
+    // SAFETY: EFER exists on every x86-64 CPU.
+    let efer = unsafe { rdmsr(EFER) };
+    efer & EFER_NXE != 0
+}
+
+/// Build the kernel's page tables and switch to them.
+pub fn init() -> Result<(), &'static str> {
+    let nx = if nx_enabled() { NO_EXECUTE } else { 0 };
+    let (text, rodata, data, end) = (
+        &raw const __text_start as u64,
+        &raw const __rodata_start as u64,
+        &raw const __data_start as u64,
+        &raw const __kernel_end as u64,
+    );
+    if end - KERNEL_VMA > KERNEL_SPAN {
+        return Err("kernel image larger than its 8 MiB mapping");
+    }
+    for (i, pt) in PT_KERNEL.iter().enumerate() {
+        for (j, e) in pt.0.iter().enumerate() {
+            let va = KERNEL_VMA + ((i as u64) << 21) + ((j as u64) << 12);
+            let flags = if (text..rodata).contains(&va) {
+                PRESENT | GLOBAL
+            } else if (rodata..data).contains(&va) {
+                PRESENT | GLOBAL | nx
+            } else if (data..end).contains(&va) {
+                PRESENT | WRITABLE | GLOBAL | nx
+            } else {
+                continue;
+            };
+            e.store((va - KERNEL_VMA) | flags, Relaxed);
+        }
+        PD_KERNEL.0[i].store(phys_of(pt) | PRESENT | WRITABLE, Relaxed);
+    }
+    PDPT_KERNEL.0[510].store(phys_of(&PD_KERNEL) | PRESENT | WRITABLE, Relaxed);
+    PML4.0[511].store(phys_of(&PDPT_KERNEL) | PRESENT | WRITABLE, Relaxed);
+
+    for (i, pd) in PD_PHYS.iter().enumerate() {
+        for (j, e) in pd.0.iter().enumerate() {
+            let pa = ((i as u64) << 30) + ((j as u64) << 21);
+            e.store(pa | PRESENT | WRITABLE | HUGE | GLOBAL | nx, Relaxed);
+        }
+        PDPT_PHYS.0[i].store(phys_of(pd) | PRESENT | WRITABLE, Relaxed);
+    }
+    PML4.0[256].store(phys_of(&PDPT_PHYS) | PRESENT | WRITABLE, Relaxed);
+
+    // SAFETY: the new tables map the running code, stack and data at the same virtual
+    // addresses as the boot tables; only the low identity map goes away, and nothing
+    // after this point uses it.
+    unsafe {
+        cpu::write_cr4(cpu::read_cr4() | cr4::PGE);
+        cpu::write_cr3(phys_of(&PML4));
+    }
+    Ok(())
+}
+
+/// Copy the kernel half into a new address space's PML4.
+pub fn share_kernel_half(mem: &mut PhysMap, root: u64) {
+    for i in 256..512 {
+        paging::set_entry(mem, root, i, PML4.0[i].load(Relaxed));
+    }
+}
+
+/// Access to physical memory through the window. Only one is alive at a time (the kernel
+/// is single-threaded and makes one per operation), so the `&mut` it hands out is unique.
+pub struct PhysMap;
+
+impl PhysMap {
+    /// A byte view of `[phys, phys + len)`, or `None` outside the window.
+    pub fn bytes(&self, phys: u64, len: u64) -> Option<&'static [u8]> {
+        let end = phys.checked_add(len)?;
+        if end > PHYSMAP_SIZE {
+            return None;
+        }
+        // SAFETY: the range lies inside the physical window, mapped read-write for the
+        // kernel's lifetime; boot modules and the boot information block it is used for
+        // are reserved from the frame allocator, so nothing else writes them.
+        Some(unsafe { core::slice::from_raw_parts((PHYS_OFFSET + phys) as *const u8, len as usize) })
+    }
+}
+
+impl PhysMemory for PhysMap {
+    fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
+        assert!(phys % 4096 == 0 && phys < PHYSMAP_SIZE, "frame {phys:#x} outside the physical window");
+        // SAFETY: the frame is inside the window; frames reached this way are page tables
+        // and user frames from the allocator, never the kernel image, and `&mut self`
+        // keeps the borrow unique.
+        unsafe { &mut *((PHYS_OFFSET + phys) as *mut [u8; 4096]) }
+    }
+}

@@ -1,0 +1,46 @@
+//! The x86-64 hardware layer: the only place with `unsafe` and assembly.
+
+pub mod boot;
+pub mod cpu;
+pub mod entry;
+pub mod exit;
+pub mod fpu;
+pub mod gdt;
+pub mod idt;
+pub mod memory;
+pub mod pic;
+pub mod serial;
+pub mod syscall;
+pub mod thread;
+pub mod trap;
+pub mod vmx;
+
+use cpu::cr4;
+
+/// Bring the CPU into the kernel's state: tables, SSE for user code, SMEP/SMAP where the
+/// CPU has them (the kernel reaches user memory only through the physical window), and
+/// `syscall`.
+pub fn init_cpu() {
+    gdt::init();
+    idt::init();
+    pic::init_masked();
+    fpu::init();
+    let (_, ebx, _, _) = cpu::cpuid(7, 0);
+    let mut extra = 0;
+    if ebx & (1 << 7) != 0 {
+        extra |= cr4::SMEP;
+    }
+    if ebx & (1 << 20) != 0 {
+        extra |= cr4::SMAP;
+    }
+    // SAFETY: SMEP/SMAP only restrict the kernel's access to user pages, which it never
+    // makes directly.
+    unsafe { cpu::write_cr4(cpu::read_cr4() | extra) }
+    crate::kprintln!(
+        "kernel: cpu ready (SMEP {}, SMAP {}, NX {})",
+        extra & cr4::SMEP != 0,
+        extra & cr4::SMAP != 0,
+        memory::nx_enabled()
+    );
+    syscall::init();
+}

@@ -1,0 +1,82 @@
+//! Exception and interrupt handlers behind the stubs in `entry.rs`.
+//!
+//! A fault in ring 3 stops the faulting thread and is reported; the kernel keeps running.
+//! A fault in the kernel itself is a kernel bug: it is reported in full and the machine
+//! stops with a failing verdict, never a triple fault.
+
+use super::cpu::read_cr2;
+use super::entry::CURRENT_CONTEXT;
+use super::pic::{self, PIC_BASE};
+use super::thread::{self, with_current};
+use super::exit;
+use crate::context::UserContext;
+use core::sync::atomic::Ordering::Relaxed;
+
+const NAMES: [&str; 32] = [
+    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow",
+    "#BR bound range", "#UD invalid opcode", "#NM device not available", "#DF double fault",
+    "coprocessor segment overrun", "#TS invalid TSS", "#NP segment not present",
+    "#SS stack fault", "#GP general protection", "#PF page fault", "reserved (15)",
+    "#MF x87 error", "#AC alignment check", "#MC machine check", "#XM SIMD error",
+    "#VE virtualization", "#CP control protection", "reserved (22)", "reserved (23)",
+    "reserved (24)", "reserved (25)", "reserved (26)", "reserved (27)",
+    "#HV hypervisor injection", "#VC VMM communication", "#SX security", "reserved (31)",
+];
+
+fn name(vector: u64) -> &'static str {
+    NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+}
+
+/// Handle a PIC line; returns false if the vector is not one.
+fn legacy_irq(vector: u64) -> bool {
+    let base = u64::from(PIC_BASE);
+    if !(base..base + 16).contains(&vector) {
+        return false;
+    }
+    // All lines are masked, so this is a spurious IRQ 7/15 or a stray; acknowledge it.
+    pic::eoi((vector - base) as u8);
+    true
+}
+
+/// From ring 3. The frame is the current thread's save area, except for the IST vectors
+/// (NMI, #DF, #MC), whose frame is copied there first.
+#[no_mangle]
+extern "C" fn trap_from_user(frame: *mut UserContext) {
+    let ctx = CURRENT_CONTEXT.load(Relaxed);
+    if frame as u64 != ctx && ctx != 0 {
+        // SAFETY: `frame` is the IST frame the stub just built; `ctx` is the current
+        // thread's save area; they do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(frame, ctx as *mut UserContext, 1) }
+    }
+    let Some(c) = with_current(|t| t.context) else {
+        crate::kprintln!("kernel: trap from ring 3 with no current thread");
+        exit::exit(false);
+    };
+    if legacy_irq(c.vector) {
+        return;
+    }
+    let cr2 = if c.vector == 14 { read_cr2() } else { 0 };
+    with_current(|t| {
+        crate::kprintln!(
+            "kernel: thread {} faulted: {} (vector {}), error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}; thread stopped",
+            t.name(), name(c.vector), c.vector, c.error_code, c.rip, c.rsp, cr2
+        );
+    });
+    thread::clear_current();
+    crate::no_runnable_thread()
+}
+
+/// From ring 0: only interrupts while idle are expected; anything else is a kernel bug.
+#[no_mangle]
+extern "C" fn trap_from_kernel(frame: *mut UserContext) {
+    // SAFETY: the stub passes the frame it just pushed on the current stack.
+    let c = unsafe { *frame };
+    if legacy_irq(c.vector) {
+        return;
+    }
+    crate::kprintln!(
+        "KERNEL PANIC: {} (vector {}) in the kernel, error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",
+        name(c.vector), c.vector, c.error_code, c.rip, c.rsp, read_cr2()
+    );
+    exit::exit(false)
+}

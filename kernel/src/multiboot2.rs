@@ -1,0 +1,332 @@
+//! A validating parser for the Multiboot2 boot information block.
+//!
+//! The block comes from the boot loader, so it is treated as untrusted input: every
+//! length is bounds-checked against the block's declared size, and a malformed block is
+//! a typed error rather than a wild read. The parser borrows the bytes and never copies.
+
+use core::str;
+
+/// The value the boot loader leaves in `eax`.
+pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
+
+const TAG_END: u32 = 0;
+const TAG_CMDLINE: u32 = 1;
+const TAG_BOOTLOADER: u32 = 2;
+const TAG_MODULE: u32 = 3;
+const TAG_MMAP: u32 = 6;
+
+/// Why a boot information block was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// `eax` did not hold the Multiboot2 magic.
+    BadMagic(u32),
+    /// The block is shorter than its header or than its declared size.
+    Truncated,
+    /// A tag runs past the end of the block or is smaller than a tag header.
+    BadTag { offset: usize },
+    /// No end tag was found.
+    MissingEnd,
+    /// The memory-map tag's entry size is unusable.
+    BadMmapEntrySize(u32),
+    /// A module's end lies before its start.
+    BadModule { index: usize },
+}
+
+/// The kind of a memory-map region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionKind {
+    /// Usable RAM.
+    Available,
+    /// Anything else (reserved, ACPI, defective, …): never handed out.
+    Reserved(u32),
+}
+
+/// One memory-map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Physical start.
+    pub base: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// What the firmware says it is.
+    pub kind: RegionKind,
+}
+
+/// One boot module: a physical byte range and its GRUB command line (its name here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Module<'a> {
+    /// Physical start.
+    pub start: u64,
+    /// Physical end (exclusive).
+    pub end: u64,
+    /// The module's command line; the kernel uses it as the module's name.
+    pub name: &'a str,
+}
+
+/// A validated boot information block.
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo<'a> {
+    bytes: &'a [u8],
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let lo = read_u32(bytes, at)?;
+    let hi = read_u32(bytes, at.checked_add(4)?)?;
+    Some(u64::from(lo) | (u64::from(hi) << 32))
+}
+
+/// A NUL-terminated string inside a tag; invalid UTF-8 is replaced by a marker name.
+fn c_str(bytes: &[u8]) -> &str {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    str::from_utf8(bytes.get(..end).unwrap_or_default()).unwrap_or("<non-utf8>")
+}
+
+/// The declared total size of a block whose first 8 bytes are `header`.
+pub fn total_size(header: &[u8; 8]) -> usize {
+    u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize
+}
+
+impl<'a> BootInfo<'a> {
+    /// Validate `bytes` (exactly the block, as long as its declared size) and the magic.
+    pub fn parse(magic: u32, bytes: &'a [u8]) -> Result<Self, Error> {
+        if magic != BOOTLOADER_MAGIC {
+            return Err(Error::BadMagic(magic));
+        }
+        let size = read_u32(bytes, 0).ok_or(Error::Truncated)? as usize;
+        if size < 16 || size > bytes.len() {
+            return Err(Error::Truncated);
+        }
+        let info = Self { bytes: bytes.get(..size).ok_or(Error::Truncated)? };
+        // Walk once so every later iteration only sees well-formed tags.
+        let mut saw_end = false;
+        for tag in info.raw_tags() {
+            let (kind, body) = tag?;
+            match kind {
+                TAG_END => saw_end = true,
+                TAG_MMAP => {
+                    let entry = read_u32(body, 0).ok_or(Error::Truncated)?;
+                    if entry < 24 || entry % 8 != 0 {
+                        return Err(Error::BadMmapEntrySize(entry));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_end {
+            return Err(Error::MissingEnd);
+        }
+        for (index, m) in info.modules().enumerate() {
+            if m.end < m.start {
+                return Err(Error::BadModule { index });
+            }
+        }
+        Ok(info)
+    }
+
+    /// The block's size in bytes (to reserve it from the frame allocator).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Every tag as `(type, body)`, with errors for malformed ones; stops after the end tag.
+    fn raw_tags(&self) -> impl Iterator<Item = Result<(u32, &'a [u8]), Error>> + 'a {
+        let bytes = self.bytes;
+        let mut offset = 8usize;
+        let mut done = false;
+        core::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let (Some(kind), Some(size)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4))
+            else {
+                done = true;
+                return Some(Err(Error::MissingEnd));
+            };
+            let size = size as usize;
+            let end = offset.checked_add(size);
+            let body = match end {
+                Some(end) if size >= 8 && end <= bytes.len() => bytes.get(offset + 8..end),
+                _ => None,
+            };
+            let Some(body) = body else {
+                done = true;
+                return Some(Err(Error::BadTag { offset }));
+            };
+            if kind == TAG_END {
+                done = true;
+            }
+            // Tags start on 8-byte boundaries.
+            offset = offset.saturating_add((size + 7) & !7);
+            Some(Ok((kind, body)))
+        })
+    }
+
+    /// Well-formed tags only (the block was validated in `parse`).
+    fn tags(&self) -> impl Iterator<Item = (u32, &'a [u8])> + 'a {
+        self.raw_tags().map_while(Result::ok)
+    }
+
+    fn string_tag(&self, want: u32) -> Option<&'a str> {
+        self.tags().find(|(k, _)| *k == want).map(|(_, body)| c_str(body))
+    }
+
+    /// The kernel command line, if the boot loader passed one.
+    pub fn cmdline(&self) -> Option<&'a str> {
+        self.string_tag(TAG_CMDLINE)
+    }
+
+    /// The boot loader's name.
+    pub fn bootloader(&self) -> Option<&'a str> {
+        self.string_tag(TAG_BOOTLOADER)
+    }
+
+    /// The memory map entries.
+    pub fn memory_map(&self) -> impl Iterator<Item = Region> + 'a {
+        self.tags().filter(|(k, _)| *k == TAG_MMAP).flat_map(|(_, body)| {
+            let entry = read_u32(body, 0).unwrap_or(24).max(24) as usize;
+            body.get(8..).unwrap_or_default().chunks_exact(entry).filter_map(|e| {
+                let kind = match read_u32(e, 16)? {
+                    1 => RegionKind::Available,
+                    other => RegionKind::Reserved(other),
+                };
+                Some(Region { base: read_u64(e, 0)?, len: read_u64(e, 8)?, kind })
+            })
+        })
+    }
+
+    /// The boot modules, in the order the boot loader lists them.
+    pub fn modules(&self) -> impl Iterator<Item = Module<'a>> + 'a {
+        self.tags().filter(|(k, _)| *k == TAG_MODULE).filter_map(|(_, body)| {
+            Some(Module {
+                start: u64::from(read_u32(body, 0)?),
+                end: u64::from(read_u32(body, 4)?),
+                name: c_str(body.get(8..)?),
+            })
+        })
+    }
+
+    /// The module whose name (command line) is `name`.
+    pub fn module(&self, name: &str) -> Option<Module<'a>> {
+        self.modules().find(|m| m.name == name)
+    }
+}
+
+/// Builds boot information blocks for tests and fuzzing.
+#[cfg(test)]
+pub mod builder {
+    /// Append a tag (header + body, padded to 8 bytes).
+    pub fn tag(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+    }
+
+    /// Wrap tags into a block with header and end tag.
+    pub fn block(tags: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        out.extend_from_slice(tags);
+        tag(&mut out, 0, &[]);
+        let len = out.len() as u32;
+        out[0..4].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builder::{block, tag};
+    use super::{BootInfo, Error, Module, Region, RegionKind, BOOTLOADER_MAGIC};
+
+    fn sample() -> Vec<u8> {
+        let mut t = Vec::new();
+        tag(&mut t, 1, b"console=serial\0");
+        tag(&mut t, 2, b"GRUB 2.06\0");
+        let mut m = Vec::new();
+        m.extend_from_slice(&0x20_0000u32.to_le_bytes());
+        m.extend_from_slice(&0x20_1000u32.to_le_bytes());
+        m.extend_from_slice(b"init\0");
+        tag(&mut t, 3, &m);
+        let mut mm = Vec::new();
+        mm.extend_from_slice(&24u32.to_le_bytes());
+        mm.extend_from_slice(&0u32.to_le_bytes());
+        for (base, len, kind) in [(0u64, 0x9f000u64, 1u32), (0x10_0000, 0xff0_0000, 1), (0xfffc_0000, 0x4_0000, 2)] {
+            mm.extend_from_slice(&base.to_le_bytes());
+            mm.extend_from_slice(&len.to_le_bytes());
+            mm.extend_from_slice(&kind.to_le_bytes());
+            mm.extend_from_slice(&0u32.to_le_bytes());
+        }
+        tag(&mut t, 6, &mm);
+        block(&t)
+    }
+
+    #[test]
+    fn parses_a_grub_like_block() {
+        let bytes = sample();
+        let info = BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap();
+        assert_eq!(info.cmdline(), Some("console=serial"));
+        assert_eq!(info.bootloader(), Some("GRUB 2.06"));
+        let m: Vec<_> = info.modules().collect();
+        assert_eq!(m, [Module { start: 0x20_0000, end: 0x20_1000, name: "init" }]);
+        assert!(info.module("init").is_some() && info.module("vmm").is_none());
+        let map: Vec<_> = info.memory_map().collect();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[1], Region { base: 0x10_0000, len: 0xff0_0000, kind: RegionKind::Available });
+        assert_eq!(map[2].kind, RegionKind::Reserved(2));
+    }
+
+    #[test]
+    fn refuses_bad_magic_and_truncation() {
+        let bytes = sample();
+        assert_eq!(BootInfo::parse(0x2bad_b002, &bytes).unwrap_err(), Error::BadMagic(0x2bad_b002));
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes[..bytes.len() - 8]).unwrap_err(), Error::Truncated);
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &[1, 2]).unwrap_err(), Error::Truncated);
+    }
+
+    #[test]
+    fn refuses_a_tag_running_past_the_end() {
+        let mut bytes = sample();
+        // Make the first tag claim to be huge.
+        bytes[12..16].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(), Error::BadTag { offset: 8 });
+    }
+
+    #[test]
+    fn refuses_missing_end_and_bad_entries() {
+        let mut t = Vec::new();
+        tag(&mut t, 6, &[16, 0, 0, 0, 0, 0, 0, 0]);
+        let bytes = block(&t);
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(), Error::BadMmapEntrySize(16));
+
+        let mut no_end = vec![0u8; 8];
+        tag(&mut no_end, 1, b"x\0");
+        let len = no_end.len() as u32;
+        no_end[0..4].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &no_end).unwrap_err(), Error::MissingEnd);
+
+        let mut t = Vec::new();
+        let mut m = Vec::new();
+        m.extend_from_slice(&0x3000u32.to_le_bytes());
+        m.extend_from_slice(&0x2000u32.to_le_bytes());
+        m.extend_from_slice(b"init\0");
+        tag(&mut t, 3, &m);
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &block(&t)).unwrap_err(), Error::BadModule { index: 0 });
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let bytes = sample();
+        for cut in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[cut] ^= 0xa5;
+            let _ = BootInfo::parse(BOOTLOADER_MAGIC, &b).map(|i| (i.modules().count(), i.memory_map().count()));
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! VT-x policy that needs no hardware: capability-MSR decoding and the VMCS-write
+//! batch validator. The raw VMX instructions live in `arch/x86_64/vmx.rs`.
+
+pub mod caps;

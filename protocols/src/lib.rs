@@ -1,0 +1,15 @@
+//! The single definition of the kernel ABI and of every IPC message.
+//!
+//! The kernel, user programs, the VMM server, tests and fuzzers all import this crate;
+//! nothing re-declares a number. Every enum here is part of a wire format: variants are
+//! only ever appended, never renumbered.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod layout;
+pub mod rights;
+pub mod syscall;
+pub mod testlog;
+pub mod vmcs;
+pub mod vmexit;

@@ -1,0 +1,34 @@
+//! Boot the default image under both emulators: the kernel reaches `init` in ring 3,
+//! init's checks pass, and the VT-x probe says what each emulator offers.
+
+use system_tests::{assert_suite_passed, boot, check, Emulator};
+
+/// How many checks init runs at least.
+const INIT_CHECKS: u32 = 12;
+
+#[test]
+fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
+    let out = boot("default", Emulator::Qemu);
+    assert_suite_passed(&out, INIT_CHECKS);
+    check(&out, out.serial.contains("init: hello from ring 3"), "init did not print");
+    check(
+        &out,
+        out.serial.contains("vmx: absent: CPUID.1:ECX.VMX = 0"),
+        "QEMU TCG must be reported as having no VMX",
+    );
+    check(&out, !out.serial.contains("vmx: present"), "VMX reported present under TCG");
+}
+
+#[test]
+fn bochs_boots_init_in_ring3_and_finds_vmx() {
+    let out = boot("default", Emulator::Bochs);
+    assert_suite_passed(&out, INIT_CHECKS);
+    check(&out, out.serial.contains("kernel: entering init in ring 3"), "init not entered");
+    let probe = out.serial.lines().find(|l| l.starts_with("vmx: present")).unwrap_or_default();
+    check(
+        &out,
+        probe.contains("EPT yes") && probe.contains("unrestricted guest yes"),
+        &format!("VMX probe line lacks EPT/unrestricted guest: {probe:?}"),
+    );
+    check(&out, probe.contains("VMCS revision 0x"), "no VMCS revision in the probe line");
+}

@@ -1,0 +1,7 @@
+//! Device models, one per file. Each implements [`crate::bus::BusDevice`] (or, for the
+//! PIC pair whose two chips sit at unrelated ports, per-chip port methods) and keeps its
+//! interrupt output as a level the VMM routes to the interrupt controller.
+
+pub mod pic8259;
+pub mod pit8254;
+pub mod uart16550;

@@ -1,0 +1,14 @@
+//! The VMM server's host-testable core: buses, device models, CPUID/MSR policy, exit
+//! decoding and the exit dispatcher. Everything here is pure logic over values the kernel
+//! forwards in an exit message, so it runs under `cargo test`; the ring-3 binary that
+//! talks to the kernel is a thin loop around [`dispatch`]-style handling.
+//!
+//! Every guest-controlled value is untrusted: no code path may panic on it. Indexing and
+//! unchecked arithmetic are denied outside tests to keep that promise checkable.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::indexing_slicing))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
+
+pub mod bus;
+pub mod devices;
