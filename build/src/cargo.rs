@@ -34,7 +34,8 @@ fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Re
 
 /// Build the kernel; returns the path of its ELF.
 pub fn build_kernel() -> Result<PathBuf> {
-    let dir = cargo_build(&["kernel"], "kernel", &["-Ccode-model=kernel", "-Crelocation-model=static"])?;
+    let dir =
+        cargo_build(&["kernel"], "kernel", &["-Ccode-model=kernel", "-Crelocation-model=static"])?;
     Ok(dir.join("kernel"))
 }
 

@@ -13,7 +13,10 @@ struct Tool {
 const TOOLS: &[Tool] = &[
     Tool { program: "qemu-system-x86_64", packages: &["qemu-system-x86"] },
     Tool { program: "bochs-bin", packages: &["bochs", "bochsbios", "vgabios", "bochs-term"] },
-    Tool { program: "grub-mkrescue", packages: &["grub-pc-bin", "grub-common", "xorriso", "mtools"] },
+    Tool {
+        program: "grub-mkrescue",
+        packages: &["grub-pc-bin", "grub-common", "xorriso", "mtools"],
+    },
     Tool { program: "xorriso", packages: &["xorriso"] },
     Tool { program: "mformat", packages: &["mtools"] },
 ];
@@ -54,7 +57,9 @@ pub fn ensure() -> Result<()> {
     }
     let list = missing.join(" ");
     if !is_root() {
-        return Err(err!("missing host packages; install them with:\n  sudo apt-get install -y {list}"));
+        return Err(err!(
+            "missing host packages; install them with:\n  sudo apt-get install -y {list}"
+        ));
     }
     eprintln!("xtask: installing {list}");
     let update = Command::new("apt-get").args(["update", "-q"]).status()?;
@@ -73,9 +78,18 @@ pub fn ensure() -> Result<()> {
 }
 
 fn ensure_rust_target() -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).current_dir(crate::root()).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(crate::root())
+        .output();
     match out {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "x86_64-unknown-none") => Ok(()),
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "x86_64-unknown-none") =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("xtask: adding the x86_64-unknown-none target");
             let s = Command::new("rustup")
@@ -88,8 +102,8 @@ fn ensure_rust_target() -> Result<()> {
                 Err(err!("`rustup target add x86_64-unknown-none` failed"))
             }
         }
-        Err(_) => Err(err!(
-            "rustup not found; install the x86_64-unknown-none target for your toolchain"
-        )),
+        Err(_) => {
+            Err(err!("rustup not found; install the x86_64-unknown-none target for your toolchain"))
+        }
     }
 }

@@ -98,7 +98,12 @@ impl Outcome {
         let errors: Vec<&str> = self
             .emulator_log
             .lines()
-            .filter(|l| l.contains("e[") || l.contains("p[") || l.contains("VMFAIL") || l.contains("VMENTER"))
+            .filter(|l| {
+                l.contains("e[")
+                    || l.contains("p[")
+                    || l.contains("VMFAIL")
+                    || l.contains("VMENTER")
+            })
             .collect();
         format!(
             "verdict {:?} (logs in {})\n--- serial ---\n{}\n--- emulator errors ---\n{}",
@@ -116,7 +121,11 @@ static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn run_dir(image: &Path, emulator: Emulator) -> Result<PathBuf> {
     let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = crate::target_dir().join("runs").join(format!("{stem}-{}-{}-{n}", emulator.name(), std::process::id()));
+    let dir = crate::target_dir().join("runs").join(format!(
+        "{stem}-{}-{}-{n}",
+        emulator.name(),
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     Ok(dir)

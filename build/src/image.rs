@@ -37,7 +37,11 @@ pub struct Image {
 pub const IMAGES: &[Image] = &[
     Image { name: "default", init: InitVariant::Intact, about: "the kernel and the root task" },
     Image { name: "bad-init-truncated", init: InitVariant::Truncated, about: "init cut short" },
-    Image { name: "bad-init-machine", init: InitVariant::WrongMachine, about: "init built for ARM" },
+    Image {
+        name: "bad-init-machine",
+        init: InitVariant::WrongMachine,
+        about: "init built for ARM",
+    },
     Image {
         name: "bad-init-kernel-overlap",
         init: InitVariant::KernelOverlap,
@@ -105,7 +109,9 @@ fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {
 }
 
 fn put_u16(b: &mut [u8], at: usize, v: u16) -> Result<()> {
-    b.get_mut(at..at + 2).ok_or_else(|| err!("init ELF too short"))?.copy_from_slice(&v.to_le_bytes());
+    b.get_mut(at..at + 2)
+        .ok_or_else(|| err!("init ELF too short"))?
+        .copy_from_slice(&v.to_le_bytes());
     Ok(())
 }
 

@@ -148,7 +148,15 @@ fn test(args: Args) -> Result<bool> {
     step(
         "clippy (bare-metal kernel)",
         cargo_cmd()
-            .args(["clippy", "--release", "--target", cargo::TARGET, "-p", "kernel", "--target-dir"])
+            .args([
+                "clippy",
+                "--release",
+                "--target",
+                cargo::TARGET,
+                "-p",
+                "kernel",
+                "--target-dir",
+            ])
             .arg(xtask::target_dir().join("kernel"))
             .env("CARGO_ENCODED_RUSTFLAGS", "-Ccode-model=kernel\x1f-Crelocation-model=static")
             .args(["--", "-D", "warnings"]),
@@ -161,7 +169,10 @@ fn test(args: Args) -> Result<bool> {
         user.args(["-p", p]);
     }
     step("clippy (bare-metal user programs)", user.args(["--", "-D", "warnings"]))?;
-    step("host unit tests and emulator integration tests", cargo_cmd().args(["test", "--workspace"]))?;
+    step(
+        "host unit tests and emulator integration tests",
+        cargo_cmd().args(["test", "--workspace"]),
+    )?;
     Ok(true)
 }
 
@@ -172,7 +183,9 @@ fn bench(args: Args) -> Result<bool> {
     if outcome.verdict != Verdict::Pass {
         return Err(err!("the benchmark run failed:\n{}", outcome.report()));
     }
-    println!("benchmarks under Bochs 2.7 (corei7_skylake_x), in TSC ticks = emulated instructions:");
+    println!(
+        "benchmarks under Bochs 2.7 (corei7_skylake_x), in TSC ticks = emulated instructions:"
+    );
     let mut any = false;
     for line in outcome.serial.lines().filter_map(|l| l.trim_end().strip_prefix("bench: ")) {
         println!("  {line}");

@@ -32,6 +32,8 @@ pub enum Error {
     WrongMachine(u16),
     /// Not a static executable (`ET_EXEC`).
     NotExecutable,
+    /// The image or its program-header table is not 8-byte aligned.
+    Misaligned,
     /// A program header has an unknown layout.
     BadProgramHeader { index: usize },
     /// No loadable segment.
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
             Self::WrongClass => write!(f, "not a 64-bit little-endian ELF"),
             Self::WrongMachine(m) => write!(f, "wrong machine {m:#x} (expected x86-64, 0x3e)"),
             Self::NotExecutable => write!(f, "not a static executable (ET_EXEC)"),
+            Self::Misaligned => write!(f, "image or program-header table not 8-byte aligned"),
             Self::BadProgramHeader { index } => write!(f, "program header {index} is malformed"),
             Self::NoSegments => write!(f, "no loadable segment"),
             Self::TooManySegments => write!(f, "more than {MAX_SEGMENTS} loadable segments"),
@@ -142,6 +145,10 @@ pub struct Plan {
 
 fn check_layout(bytes: &[u8]) -> Result<(), Error> {
     let header = bytes.get(..ELF_HEADER_SIZE).ok_or(Error::Truncated)?;
+    // The parser reads headers in place and requires natural alignment.
+    if !(bytes.as_ptr() as usize).is_multiple_of(8) {
+        return Err(Error::Misaligned);
+    }
     if header.get(..4) != Some(b"\x7fELF".as_slice()) {
         return Err(Error::NotElf("bad magic"));
     }
@@ -160,6 +167,9 @@ fn check_layout(bytes: &[u8]) -> Result<(), Error> {
     let phnum = half(56) as u64;
     if phnum > 0 && phentsize != PHDR_SIZE as u64 {
         return Err(Error::BadProgramHeader { index: 0 });
+    }
+    if phoff % 8 != 0 {
+        return Err(Error::Misaligned);
     }
     let end = phnum.checked_mul(PHDR_SIZE as u64).and_then(|n| n.checked_add(phoff));
     match end {
@@ -233,9 +243,8 @@ pub fn plan(bytes: &[u8]) -> Result<Plan, Error> {
         return Err(Error::NoSegments);
     }
     let entry = elf.header.pt2.entry_point();
-    let in_code = segments
-        .iter()
-        .any(|s| s.executable && entry >= s.vaddr && entry - s.vaddr < s.mem_size);
+    let in_code =
+        segments.iter().any(|s| s.executable && entry >= s.vaddr && entry - s.vaddr < s.mem_size);
     if !in_code {
         return Err(Error::BadEntry(entry));
     }
@@ -289,7 +298,8 @@ mod tests {
 
     #[test]
     fn accepts_a_well_formed_image() {
-        let img = image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_1000, 6, b"data", 0x2000)]);
+        let img =
+            image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_1000, 6, b"data", 0x2000)]);
         let p = plan(&img).unwrap();
         assert_eq!(p.entry, 0x40_0000);
         assert_eq!(p.segments.len(), 2);
@@ -311,7 +321,10 @@ mod tests {
         let mut bad = good.clone();
         bad[0] = b'X';
         assert_eq!(plan(&bad), Err(Error::NotElf("bad magic")));
-        assert_eq!(plan(&image(0x40_0000, 0x28, &[(0x40_0000, 5, CODE, 16)])), Err(Error::WrongMachine(0x28)));
+        assert_eq!(
+            plan(&image(0x40_0000, 0x28, &[(0x40_0000, 5, CODE, 16)])),
+            Err(Error::WrongMachine(0x28))
+        );
         assert_eq!(
             plan(&image(0xffff_ffff_8010_0000, X86_64, &[(0xffff_ffff_8010_0000, 5, CODE, 16)])),
             Err(Error::OverlapsKernel { index: 0, vaddr: 0xffff_ffff_8010_0000 })
@@ -320,7 +333,10 @@ mod tests {
             plan(&image(0x7fff_ffff_f000, X86_64, &[(0x7fff_ffff_f000, 5, CODE, 0x2000)])),
             Err(Error::OverlapsKernel { index: 0, vaddr: 0x7fff_ffff_f000 })
         );
-        assert_eq!(plan(&image(0x10, X86_64, &[(0x10, 5, CODE, 16)])), Err(Error::BelowUserSpace { index: 0, vaddr: 0x10 }));
+        assert_eq!(
+            plan(&image(0x10, X86_64, &[(0x10, 5, CODE, 16)])),
+            Err(Error::BelowUserSpace { index: 0, vaddr: 0x10 })
+        );
         assert_eq!(
             plan(&image(0x40_0000, X86_64, &[(0x40_0000, 7, CODE, 16)])),
             Err(Error::WritableAndExecutable { index: 0 })
@@ -329,8 +345,14 @@ mod tests {
             plan(&image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_0800, 6, b"x", 1)])),
             Err(Error::SegmentsOverlap { first: 0, second: 1 })
         );
-        assert_eq!(plan(&image(0x50_0000, X86_64, &[(0x40_0000, 5, CODE, 16)])), Err(Error::BadEntry(0x50_0000)));
-        assert_eq!(plan(&image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 8)])), Err(Error::FileLargerThanMemory { index: 0 }));
+        assert_eq!(
+            plan(&image(0x50_0000, X86_64, &[(0x40_0000, 5, CODE, 16)])),
+            Err(Error::BadEntry(0x50_0000))
+        );
+        assert_eq!(
+            plan(&image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 8)])),
+            Err(Error::FileLargerThanMemory { index: 0 })
+        );
         let mut dynamic = good.clone();
         dynamic[16] = 3; // ET_DYN
         assert_eq!(plan(&dynamic), Err(Error::NotExecutable));
@@ -338,7 +360,8 @@ mod tests {
 
     #[test]
     fn never_panics_on_mutations() {
-        let good = image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_1000, 6, b"data", 0x2000)]);
+        let good =
+            image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_1000, 6, b"data", 0x2000)]);
         for len in 0..good.len() {
             let _ = plan(&good[..len]);
         }

@@ -140,10 +140,10 @@ mod tests {
     fn reserved_ranges_are_never_handed_out() {
         let usable = [PhysRange::new(0, 0x9f000), PhysRange::new(MIB, 15 * MIB)];
         let reserved = [
-            PhysRange::new(0, MIB),              // low memory
-            PhysRange::new(MIB, 2 * MIB),        // kernel
-            PhysRange::new(4 * MIB + 10, 100),   // boot info, unaligned
-            PhysRange::new(5 * MIB, 3 * MIB),    // modules
+            PhysRange::new(0, MIB),            // low memory
+            PhysRange::new(MIB, 2 * MIB),      // kernel
+            PhysRange::new(4 * MIB + 10, 100), // boot info, unaligned
+            PhysRange::new(5 * MIB, 3 * MIB),  // modules
         ];
         let mut fa = FrameAllocator::new(usable, &reserved, u64::MAX).unwrap();
         let expected = 16 * MIB - 3 * MIB - FRAME_SIZE - 3 * MIB;
@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn fragmentation_is_an_error_not_a_crash() {
-        let usable: Vec<_> = (0..=MAX_RANGES as u64).map(|i| PhysRange::new(i * 2 * MIB, MIB)).collect();
+        let usable: Vec<_> =
+            (0..=MAX_RANGES as u64).map(|i| PhysRange::new(i * 2 * MIB, MIB)).collect();
         assert_eq!(FrameAllocator::new(usable, &[], u64::MAX).unwrap_err(), Error::TooFragmented);
     }
 }

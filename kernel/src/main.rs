@@ -66,7 +66,12 @@ mod bare {
             info.cmdline().unwrap_or("")
         );
         for r in info.memory_map() {
-            kprintln!("kernel: memory {:#014x}..{:#014x} {:?}", r.base, r.base.saturating_add(r.len), r.kind);
+            kprintln!(
+                "kernel: memory {:#014x}..{:#014x} {:?}",
+                r.base,
+                r.base.saturating_add(r.len),
+                r.kind
+            );
         }
         for m in info.modules() {
             kprintln!("kernel: module {:?} at {:#x}..{:#x}", m.name, m.start, m.end);
@@ -89,7 +94,10 @@ mod bare {
             PhysRange { start: k_start, end: k_end },
             PhysRange::new(info_phys, info.size() as u64),
         ];
-        for r in fixed.into_iter().chain(info.modules().map(|m| PhysRange { start: m.start, end: m.end })) {
+        for r in fixed
+            .into_iter()
+            .chain(info.modules().map(|m| PhysRange { start: m.start, end: m.end }))
+        {
             if reserved.push(r).is_err() {
                 return Err(kernel::frame_alloc::Error::TooFragmented);
             }
@@ -101,7 +109,9 @@ mod bare {
         let result = info
             .module("init")
             .ok_or(root_task::Error::Missing)
-            .and_then(|m| PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable))
+            .and_then(|m| {
+                PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable)
+            })
             .and_then(|image| root_task::load(image, frames));
         match result {
             Ok(tcb) => {

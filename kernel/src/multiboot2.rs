@@ -224,7 +224,7 @@ pub mod builder {
         out.extend_from_slice(&kind.to_le_bytes());
         out.extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
         out.extend_from_slice(body);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
     }
@@ -257,7 +257,9 @@ mod tests {
         let mut mm = Vec::new();
         mm.extend_from_slice(&24u32.to_le_bytes());
         mm.extend_from_slice(&0u32.to_le_bytes());
-        for (base, len, kind) in [(0u64, 0x9f000u64, 1u32), (0x10_0000, 0xff0_0000, 1), (0xfffc_0000, 0x4_0000, 2)] {
+        for (base, len, kind) in
+            [(0u64, 0x9f000u64, 1u32), (0x10_0000, 0xff0_0000, 1), (0xfffc_0000, 0x4_0000, 2)]
+        {
             mm.extend_from_slice(&base.to_le_bytes());
             mm.extend_from_slice(&len.to_le_bytes());
             mm.extend_from_slice(&kind.to_le_bytes());
@@ -278,7 +280,10 @@ mod tests {
         assert!(info.module("init").is_some() && info.module("vmm").is_none());
         let map: Vec<_> = info.memory_map().collect();
         assert_eq!(map.len(), 3);
-        assert_eq!(map[1], Region { base: 0x10_0000, len: 0xff0_0000, kind: RegionKind::Available });
+        assert_eq!(
+            map[1],
+            Region { base: 0x10_0000, len: 0xff0_0000, kind: RegionKind::Available }
+        );
         assert_eq!(map[2].kind, RegionKind::Reserved(2));
     }
 
@@ -286,7 +291,10 @@ mod tests {
     fn refuses_bad_magic_and_truncation() {
         let bytes = sample();
         assert_eq!(BootInfo::parse(0x2bad_b002, &bytes).unwrap_err(), Error::BadMagic(0x2bad_b002));
-        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes[..bytes.len() - 8]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            BootInfo::parse(BOOTLOADER_MAGIC, &bytes[..bytes.len() - 8]).unwrap_err(),
+            Error::Truncated
+        );
         assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &[1, 2]).unwrap_err(), Error::Truncated);
     }
 
@@ -295,7 +303,10 @@ mod tests {
         let mut bytes = sample();
         // Make the first tag claim to be huge.
         bytes[12..16].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
-        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(), Error::BadTag { offset: 8 });
+        assert_eq!(
+            BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(),
+            Error::BadTag { offset: 8 }
+        );
     }
 
     #[test]
@@ -303,7 +314,10 @@ mod tests {
         let mut t = Vec::new();
         tag(&mut t, 6, &[16, 0, 0, 0, 0, 0, 0, 0]);
         let bytes = block(&t);
-        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(), Error::BadMmapEntrySize(16));
+        assert_eq!(
+            BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap_err(),
+            Error::BadMmapEntrySize(16)
+        );
 
         let mut no_end = vec![0u8; 8];
         tag(&mut no_end, 1, b"x\0");
@@ -317,7 +331,10 @@ mod tests {
         m.extend_from_slice(&0x2000u32.to_le_bytes());
         m.extend_from_slice(b"init\0");
         tag(&mut t, 3, &m);
-        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &block(&t)).unwrap_err(), Error::BadModule { index: 0 });
+        assert_eq!(
+            BootInfo::parse(BOOTLOADER_MAGIC, &block(&t)).unwrap_err(),
+            Error::BadModule { index: 0 }
+        );
     }
 
     #[test]
@@ -326,7 +343,8 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut b = bytes.clone();
             b[cut] ^= 0xa5;
-            let _ = BootInfo::parse(BOOTLOADER_MAGIC, &b).map(|i| (i.modules().count(), i.memory_map().count()));
+            let _ = BootInfo::parse(BOOTLOADER_MAGIC, &b)
+                .map(|i| (i.modules().count(), i.memory_map().count()));
         }
     }
 }

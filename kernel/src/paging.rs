@@ -99,7 +99,7 @@ pub fn map_page(
     paddr: u64,
     flags: u64,
 ) -> Result<(), Error> {
-    if vaddr % PAGE != 0 || paddr % PAGE != 0 || !is_canonical(vaddr) {
+    if !vaddr.is_multiple_of(PAGE) || !paddr.is_multiple_of(PAGE) || !is_canonical(vaddr) {
         return Err(Error::BadAddress);
     }
     let mut table = root;
@@ -303,7 +303,10 @@ mod tests {
             copy_from_user(mem, root, 0x7fff_ffff_fffe, &mut buf),
             Err(UserFault::OutOfUserSpace)
         );
-        assert_eq!(copy_from_user(mem, root, u64::MAX - 1, &mut buf), Err(UserFault::OutOfUserSpace));
+        assert_eq!(
+            copy_from_user(mem, root, u64::MAX - 1, &mut buf),
+            Err(UserFault::OutOfUserSpace)
+        );
     }
 
     #[test]
@@ -326,9 +329,6 @@ mod tests {
         let root = mem.alloc_frame().unwrap();
         let (mem, mut frames) = split(&mut mem);
         frames.limit = Some(2);
-        assert_eq!(
-            map_page(mem, &mut frames, root, 0x1000, 0x2000, USER),
-            Err(Error::OutOfMemory)
-        );
+        assert_eq!(map_page(mem, &mut frames, root, 0x1000, 0x2000, USER), Err(Error::OutOfMemory));
     }
 }

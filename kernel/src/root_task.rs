@@ -66,7 +66,12 @@ pub fn load(image: &[u8], frames: &mut FrameAllocator) -> Result<u64, Error> {
     Ok(tcb)
 }
 
-fn map_segments(plan: &Plan, image: &[u8], root: u64, frames: &mut FrameAllocator) -> Result<(), Error> {
+fn map_segments(
+    plan: &Plan,
+    image: &[u8],
+    root: u64,
+    frames: &mut FrameAllocator,
+) -> Result<(), Error> {
     let mem = &mut PhysMap;
     let nx = if memory::nx_enabled() { NO_EXECUTE } else { 0 };
     for seg in &plan.segments {

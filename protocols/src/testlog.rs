@@ -45,10 +45,7 @@ mod tests {
     #[test]
     fn lines_parse() {
         assert_eq!(parse_line("TEST PASS debug_write\r"), Some(Outcome::Pass("debug_write")));
-        assert_eq!(
-            parse_line("TEST FAIL bad_ptr: got 0"),
-            Some(Outcome::Fail("bad_ptr", "got 0"))
-        );
+        assert_eq!(parse_line("TEST FAIL bad_ptr: got 0"), Some(Outcome::Fail("bad_ptr", "got 0")));
         assert_eq!(parse_line("kernel: hello"), None);
     }
 

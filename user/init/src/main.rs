@@ -30,13 +30,22 @@ fn main() -> u64 {
         expect_eq(write_raw(0x40_0000, DEBUG_WRITE_MAX as u64 + 1), Err(Error::InvalidArgument)),
     );
     t.check("invalid_syscall", expect_eq(status(raw(999, 0, 0, 0).0), Err(Error::InvalidSyscall)));
-    t.check("shutdown_bad_status", expect_eq(status(raw(Syscall::Shutdown as u64, 7, 0, 0).0), Err(Error::InvalidArgument)));
-    t.check("sse_state_survives_syscall", expect_eq(sse_round_trip(0x1234_5678_9abc_def0), 0x1234_5678_9abc_def0));
+    t.check(
+        "shutdown_bad_status",
+        expect_eq(status(raw(Syscall::Shutdown as u64, 7, 0, 0).0), Err(Error::InvalidArgument)),
+    );
+    t.check(
+        "sse_state_survives_syscall",
+        expect_eq(sse_round_trip(0x1234_5678_9abc_def0), 0x1234_5678_9abc_def0),
+    );
     t.check(
         "registers_survive_syscall",
         expect_eq(
             registers_survive(),
-            [0x1111, 0x2222, 0x3333, 0x4444, 0x8888, 0x9999, 0xaaaa, 0xcccc, 0xdddd, 0xeeee, 0xffff],
+            [
+                0x1111, 0x2222, 0x3333, 0x4444, 0x8888, 0x9999, 0xaaaa, 0xcccc, 0xdddd, 0xeeee,
+                0xffff,
+            ],
         ),
     );
     let verdict = t.finish();
@@ -59,7 +68,6 @@ fn status(raw_status: u64) -> Result<(), Error> {
 fn write_raw(ptr: u64, len: u64) -> Result<(), Error> {
     status(raw(Syscall::DebugWrite as u64, ptr, len, 0).0)
 }
-
 
 fn current_cpl() -> u64 {
     let cs: u64;
@@ -94,7 +102,19 @@ fn sse_round_trip(v: u64) -> u64 {
 /// Fill the registers the kernel must preserve (all but rax, rdx, rcx, r11), make a
 /// syscall, and read them back.
 fn registers_survive() -> [u64; 11] {
-    let (b, s, d, p, a8, a9, a10, a12, a13, a14, a15): (u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
+    let (b, s, d, p, a8, a9, a10, a12, a13, a14, a15): (
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+    );
     // SAFETY: every register set before the syscall is declared as an output; rbx and rbp
     // cannot be named as operands, so they are saved by hand and read back through rax
     // and rdx, which the syscall clobbers anyway.

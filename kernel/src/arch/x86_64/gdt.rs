@@ -64,7 +64,8 @@ pub fn init() {
         limit: u16,
         base: u64,
     }
-    let ptr = Pointer { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
+    let ptr =
+        Pointer { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
     // SAFETY: the GDT is static and holds valid descriptors; the far return reloads CS
     // with the kernel code selector that the new table defines identically.
     unsafe {

@@ -34,7 +34,8 @@ pub fn init() {
         limit: u16,
         base: u64,
     }
-    let ptr = Pointer { limit: (core::mem::size_of_val(&IDT) - 1) as u16, base: IDT.as_ptr() as u64 };
+    let ptr =
+        Pointer { limit: (core::mem::size_of_val(&IDT) - 1) as u16, base: IDT.as_ptr() as u64 };
     // SAFETY: the IDT is static and every gate points at a stub in `entry.rs`.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack, readonly)) }
 }

@@ -21,14 +21,18 @@ const EFER_NXE: u64 = 1 << 11;
 #[repr(C, align(4096))]
 struct Table([AtomicU64; 512]);
 
-const EMPTY: Table = Table([const { AtomicU64::new(0) }; 512]);
+impl Table {
+    const fn new() -> Self {
+        Self([const { AtomicU64::new(0) }; 512])
+    }
+}
 
-static PML4: Table = EMPTY;
-static PDPT_KERNEL: Table = EMPTY;
-static PD_KERNEL: Table = EMPTY;
-static PT_KERNEL: [Table; 4] = [EMPTY, EMPTY, EMPTY, EMPTY];
-static PDPT_PHYS: Table = EMPTY;
-static PD_PHYS: [Table; 4] = [EMPTY, EMPTY, EMPTY, EMPTY];
+static PML4: Table = Table::new();
+static PDPT_KERNEL: Table = Table::new();
+static PD_KERNEL: Table = Table::new();
+static PT_KERNEL: [Table; 4] = [const { Table::new() }; 4];
+static PDPT_PHYS: Table = Table::new();
+static PD_PHYS: [Table; 4] = [const { Table::new() }; 4];
 
 extern "C" {
     static __kernel_phys_start: u8;
@@ -128,13 +132,18 @@ impl PhysMap {
         // SAFETY: the range lies inside the physical window, mapped read-write for the
         // kernel's lifetime; boot modules and the boot information block it is used for
         // are reserved from the frame allocator, so nothing else writes them.
-        Some(unsafe { core::slice::from_raw_parts((PHYS_OFFSET + phys) as *const u8, len as usize) })
+        Some(unsafe {
+            core::slice::from_raw_parts((PHYS_OFFSET + phys) as *const u8, len as usize)
+        })
     }
 }
 
 impl PhysMemory for PhysMap {
     fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
-        assert!(phys % 4096 == 0 && phys < PHYSMAP_SIZE, "frame {phys:#x} outside the physical window");
+        assert!(
+            phys.is_multiple_of(4096) && phys < PHYSMAP_SIZE,
+            "frame {phys:#x} outside the physical window"
+        );
         // SAFETY: the frame is inside the window; frames reached this way are page tables
         // and user frames from the allocator, never the kernel image, and `&mut self`
         // keeps the borrow unique.

@@ -9,11 +9,16 @@ pub const PIC_BASE: u8 = 0x20;
 /// Remap to vectors 0x20..0x30 and mask every line.
 pub fn init_masked() {
     let steps: [(u16, u8); 10] = [
-        (0x20, 0x11), (0xa0, 0x11),              // ICW1: init, ICW4 follows
-        (0x21, PIC_BASE), (0xa1, PIC_BASE + 8),  // ICW2: vector bases
-        (0x21, 0x04), (0xa1, 0x02),              // ICW3: cascade on IRQ2
-        (0x21, 0x01), (0xa1, 0x01),              // ICW4: 8086 mode
-        (0x21, 0xff), (0xa1, 0xff),              // mask all
+        (0x20, 0x11),
+        (0xa0, 0x11), // ICW1: init, ICW4 follows
+        (0x21, PIC_BASE),
+        (0xa1, PIC_BASE + 8), // ICW2: vector bases
+        (0x21, 0x04),
+        (0xa1, 0x02), // ICW3: cascade on IRQ2
+        (0x21, 0x01),
+        (0xa1, 0x01), // ICW4: 8086 mode
+        (0x21, 0xff),
+        (0xa1, 0xff), // mask all
     ];
     for (port, v) in steps {
         // SAFETY: the PICs belong to the kernel; this is their documented init sequence.

@@ -11,7 +11,9 @@ pub struct Serial;
 impl Serial {
     /// Program 115200 8N1 with FIFOs, interrupts off.
     pub fn init() {
-        for (off, v) in [(1, 0x00), (3, 0x80), (0, 0x01), (1, 0x00), (3, 0x03), (2, 0xc7), (4, 0x03)] {
+        for (off, v) in
+            [(1, 0x00), (3, 0x80), (0, 0x01), (1, 0x00), (3, 0x03), (2, 0xc7), (4, 0x03)]
+        {
             // SAFETY: COM1 belongs to the kernel until a console driver is given its ports.
             unsafe { outb(COM1 + off, v) }
         }
