@@ -2,3 +2,4 @@
 //! batch validator. The raw VMX instructions live in `arch/x86_64/vmx.rs`.
 
 pub mod caps;
+pub mod validator;
