@@ -252,7 +252,7 @@ pub fn plan(bytes: &[u8]) -> Result<Plan, Error> {
 }
 
 /// Hand-built ELF images for tests and fuzz seeds.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod sample {
     /// `(vaddr, flags, file bytes, mem_size)` per segment; flags use PF_X=1, PF_W=2, PF_R=4.
     pub fn image(entry: u64, machine: u16, segs: &[(u64, u32, &[u8], u64)]) -> Vec<u8> {

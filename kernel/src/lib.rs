@@ -1,11 +1,28 @@
 //! The kernel's logic, free of hardware access so it runs (and is tested and fuzzed) on
 //! the host. The bare-metal binary (`main.rs` and `arch/`) is a thin layer over this.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod cap;
+pub mod cnode;
 pub mod context;
 pub mod elf_loader;
+pub mod endpoint;
 pub mod frame_alloc;
+pub mod invoke;
+pub mod ipc;
 pub mod multiboot2;
+pub mod notification;
 pub mod paging;
+pub mod queue;
+pub mod sched;
+pub mod state;
+pub mod store;
+#[cfg(test)]
+mod syscall_tests;
+pub mod tcb;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod testbed;
+pub mod untyped;
 pub mod vmx;
+pub mod vspace;

@@ -217,7 +217,7 @@ impl<'a> BootInfo<'a> {
 }
 
 /// Builds boot information blocks for tests and fuzzing.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod builder {
     /// Append a tag (header + body, padded to 8 bytes).
     pub fn tag(out: &mut Vec<u8>, kind: u32, body: &[u8]) {

@@ -125,6 +125,26 @@ pub fn map_page(
     Ok(())
 }
 
+/// Clear the 4 KiB mapping of `vaddr` if it maps `paddr` (tables stay; they belong to
+/// the address space's pool).
+pub fn unmap_page(mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> bool {
+    let mut table = root;
+    for level in [3, 2, 1] {
+        let e = entry(mem, table, index(vaddr, level));
+        if e & PRESENT == 0 || e & HUGE != 0 {
+            return false;
+        }
+        table = e & ADDR_MASK;
+    }
+    let i = index(vaddr, 0);
+    let e = entry(mem, table, i);
+    if e & PRESENT == 0 || e & ADDR_MASK != paddr & ADDR_MASK {
+        return false;
+    }
+    set_entry(mem, table, i, 0);
+    true
+}
+
 /// A successful translation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
@@ -228,7 +248,7 @@ pub fn copy_from_user(
 }
 
 /// A host stand-in for physical memory, for tests and fuzzing.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fake {
     use std::collections::HashMap;
 

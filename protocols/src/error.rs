@@ -22,11 +22,15 @@ pub enum Error {
     OutOfMemory = 8,
     /// The hardware cannot do this (for example VT-x is absent).
     NotSupported = 9,
+    /// A non-blocking receive found no message.
+    WouldBlock = 10,
+    /// The object the thread waited on was destroyed.
+    ObjectDeleted = 11,
 }
 
 impl Error {
     /// Every variant, in ABI order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::InvalidSyscall,
         Self::InvalidArgument,
         Self::BadUserPointer,
@@ -36,6 +40,8 @@ impl Error {
         Self::InsufficientRights,
         Self::OutOfMemory,
         Self::NotSupported,
+        Self::WouldBlock,
+        Self::ObjectDeleted,
     ];
 
     /// Decode a nonzero `rax`; `None` for 0 (success) and unknown codes.
@@ -55,6 +61,8 @@ impl Error {
             Self::InsufficientRights => "insufficient rights",
             Self::OutOfMemory => "out of memory",
             Self::NotSupported => "not supported",
+            Self::WouldBlock => "would block",
+            Self::ObjectDeleted => "object deleted",
         }
     }
 }

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod ipc;
 pub mod layout;
+pub mod object;
 pub mod rights;
 pub mod syscall;
 pub mod testlog;

@@ -13,8 +13,10 @@ impl Rights {
     pub const GRANT: Self = Self(1 << 2);
     /// Make a call (send and wait for the reply) on an endpoint.
     pub const CALL: Self = Self(1 << 3);
+    /// Map a frame executable.
+    pub const EXECUTE: Self = Self(1 << 4);
     /// Every right.
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b1_1111);
     /// No right at all.
     pub const NONE: Self = Self(0);
 
@@ -54,6 +56,6 @@ mod tests {
         assert_eq!(child, parent);
         assert!(!child.contains(Rights::WRITE));
         assert!(Rights::ALL.contains(child));
-        assert_eq!(Rights::from_bits(0x10), None);
+        assert_eq!(Rights::from_bits(0x20), None);
     }
 }

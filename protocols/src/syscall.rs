@@ -18,6 +18,18 @@ pub enum Syscall {
     Shutdown = 2,
     /// Give up the rest of the time slice. Always succeeds.
     Yield = 3,
+    /// Send a message on an endpoint (blocking) or signal a notification. `rdi` = slot.
+    Send = 4,
+    /// Send on an endpoint only if a receiver is waiting; otherwise drop the message.
+    NbSend = 5,
+    /// Send and wait for the reply (endpoints), or invoke a kernel object. `rdi` = slot.
+    Call = 6,
+    /// Wait for a message on an endpoint or a signal on a notification. `rdi` = slot.
+    Recv = 7,
+    /// Reply to the last caller, then wait on the endpoint in `rdi`.
+    ReplyRecv = 8,
+    /// Like `Recv` on a notification, but never blocks (a poll).
+    NbRecv = 9,
 }
 
 /// Longest single `DebugWrite`, so the kernel's copy is bounded.
@@ -31,6 +43,12 @@ impl Syscall {
             1 => Self::ThreadExit,
             2 => Self::Shutdown,
             3 => Self::Yield,
+            4 => Self::Send,
+            5 => Self::NbSend,
+            6 => Self::Call,
+            7 => Self::Recv,
+            8 => Self::ReplyRecv,
+            9 => Self::NbRecv,
             _ => return None,
         })
     }
@@ -63,10 +81,10 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        for s in [Syscall::DebugWrite, Syscall::ThreadExit, Syscall::Shutdown, Syscall::Yield] {
-            assert_eq!(Syscall::from_raw(s as u64), Some(s));
+        for n in 0..10 {
+            assert_eq!(Syscall::from_raw(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Syscall::from_raw(4), None);
+        assert_eq!(Syscall::from_raw(10), None);
         assert_eq!(Syscall::from_raw(u64::MAX), None);
     }
 

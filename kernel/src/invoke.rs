@@ -1,0 +1,395 @@
+//! Invocations of kernel objects (`Call` on a non-endpoint capability), each split into
+//! decoding (every check, a specific error each) and acting (cannot fail on user input),
+//! plus deletion and revocation with the finalisation of objects whose last capability
+//! goes.
+
+use crate::cap::{Cap, Mapping};
+use crate::cnode;
+use crate::paging::{NO_EXECUTE, USER, WRITABLE};
+use crate::state::{Done, Kernel, Platform};
+use crate::store::{object_bits, tcb_slot, Store, TcbSlot};
+use crate::tcb::ThreadState;
+use crate::untyped;
+use protocols::error::Error;
+use protocols::ipc::MsgInfo;
+use protocols::object::{map, Invocation, ObjectType};
+use protocols::rights::Rights;
+
+impl<S: Store> Kernel<S> {
+    /// Decode and perform the invocation the current thread made on slot `cptr`.
+    pub(crate) fn invoke(
+        &mut self,
+        _p: &mut impl Platform,
+        cptr: u64,
+        info: u64,
+    ) -> Result<Done, Error> {
+        let info = MsgInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
+        let label = Invocation::from_raw(info.label).ok_or(Error::InvalidArgument)?;
+        let (at, cap) = self.lookup(cptr)?;
+        let c = self.store.tcb(self.current).context;
+        let w = [c.rdx, c.r10, c.r8, c.r9];
+        let need = |n: u8| if info.len >= n { Ok(()) } else { Err(Error::InvalidArgument) };
+        match (label, cap) {
+            (Invocation::UntypedRetype, Cap::Untyped { .. }) => {
+                need(4)?;
+                let ty = ObjectType::from_raw(w[0]).ok_or(Error::InvalidArgument)?;
+                let size_bits = u8::try_from(w[1]).map_err(|_| Error::InvalidArgument)?;
+                self.retype(at, ty, size_bits, w[2], w[3])
+            }
+            (Invocation::CNodeCopy, Cap::CNode { .. }) => {
+                need(3)?;
+                let rights = Rights::from_bits(w[2] as u8)
+                    .filter(|_| w[2] <= 0xff)
+                    .ok_or(Error::InvalidArgument)?;
+                self.copy(cap, w[0], w[1], |c| c.derive(rights))
+            }
+            (Invocation::CNodeMint, Cap::CNode { .. }) => {
+                need(4)?;
+                let rights = Rights::from_bits(w[2] as u8)
+                    .filter(|_| w[2] <= 0xff)
+                    .ok_or(Error::InvalidArgument)?;
+                let badge = w[3];
+                self.copy(cap, w[0], w[1], |c| c.mint(rights, badge))
+            }
+            (Invocation::CNodeMove, Cap::CNode { .. }) => {
+                need(2)?;
+                let (src, _) = self.lookup(w[0])?;
+                let dst = self.empty_slot(cap, w[1])?;
+                cnode::move_slot(&mut self.store, src, dst).map_err(|_| Error::InvalidArgument)?;
+                Ok(Done::Value(0))
+            }
+            (Invocation::CNodeDelete, Cap::CNode { .. }) => {
+                need(1)?;
+                let slot = self.slot_in(cap, w[0])?;
+                self.delete(slot);
+                Ok(Done::Value(0))
+            }
+            (Invocation::CNodeRevoke, Cap::CNode { .. }) => {
+                need(1)?;
+                let slot = self.slot_in(cap, w[0])?;
+                self.revoke(slot);
+                Ok(Done::Value(0))
+            }
+            (Invocation::TcbConfigure, Cap::Tcb { addr }) => {
+                need(3)?;
+                self.tcb_configure(addr, w[0], w[1], w[2])
+            }
+            (Invocation::TcbWriteRegisters, Cap::Tcb { addr }) => {
+                need(3)?;
+                let ctx = &mut self.store.tcb(addr).context;
+                ctx.rip = w[0];
+                ctx.rsp = w[1];
+                ctx.rdi = w[2];
+                ctx.sanitize();
+                Ok(Done::Value(0))
+            }
+            (Invocation::TcbResume, Cap::Tcb { addr }) => {
+                if self.store.tcb(addr).state == ThreadState::Inactive {
+                    self.store.tcb(addr).fault = None;
+                    self.make_ready(addr);
+                }
+                Ok(Done::Value(0))
+            }
+            (Invocation::TcbSuspend, Cap::Tcb { addr }) => {
+                self.suspend(addr);
+                Ok(Done::Value(0))
+            }
+            (Invocation::TcbSetPriority, Cap::Tcb { addr }) => {
+                need(1)?;
+                let own = self.store.tcb(self.current).priority;
+                let prio =
+                    u8::try_from(w[0]).ok().filter(|p| *p <= own).ok_or(Error::NotPermitted)?;
+                let queued = self.sched.unlink(&mut self.store, addr);
+                self.store.tcb(addr).priority = prio;
+                if queued {
+                    self.sched.enqueue(&mut self.store, addr);
+                }
+                Ok(Done::Value(0))
+            }
+            (Invocation::FrameMap, Cap::Frame { addr, rights, mapped }) => {
+                need(3)?;
+                self.frame_map(at, addr, rights, mapped, w[0], w[1], w[2])
+            }
+            (Invocation::FrameUnmap, Cap::Frame { addr, rights, mapped }) => {
+                if let Some(m) = mapped {
+                    self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+                    self.store.slot(at).cap = Cap::Frame { addr, rights, mapped: None };
+                }
+                Ok(Done::Value(0))
+            }
+            (Invocation::FrameAddress, Cap::Frame { addr, .. }) => Ok(Done::Value(addr)),
+            _ => Err(Error::WrongType),
+        }
+    }
+
+    /// Slot `index` of CNode `cnode`, which must hold a capability.
+    fn slot_in(&mut self, cnode: Cap, index: u64) -> Result<u64, Error> {
+        let Cap::CNode { addr, radix } = cnode else { return Err(Error::WrongType) };
+        if index >> radix != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let at = crate::store::cnode_slot(addr, index);
+        if self.store.slot(at).cap == Cap::Null {
+            return Err(Error::InvalidCapability);
+        }
+        Ok(at)
+    }
+
+    /// Copy from the caller's CSpace slot `src` into slot `dst` of `cnode`.
+    fn copy(
+        &mut self,
+        cnode: Cap,
+        src: u64,
+        dst: u64,
+        derive: impl FnOnce(&Cap) -> Result<Cap, crate::cap::DeriveError>,
+    ) -> Result<Done, Error> {
+        let (src, cap) = self.lookup(src)?;
+        let dst = self.empty_slot(cnode, dst)?;
+        let cap = derive(&cap).map_err(|_| Error::InvalidArgument)?;
+        cnode::insert_child(&mut self.store, src, dst, cap).map_err(|_| Error::InvalidArgument)?;
+        Ok(Done::Value(0))
+    }
+
+    fn retype(
+        &mut self,
+        ut_slot: u64,
+        ty: ObjectType,
+        size_bits: u8,
+        first: u64,
+        count: u64,
+    ) -> Result<Done, Error> {
+        let Cap::Untyped { base, size_bits: ut_bits, free } = self.store.slot(ut_slot).cap else {
+            return Err(Error::WrongType);
+        };
+        let bits = object_bits(ty, size_bits).ok_or(Error::InvalidArgument)?;
+        if count == 0 || count > 256 {
+            return Err(Error::InvalidArgument);
+        }
+        let root = self.store.slot(tcb_slot(self.current, TcbSlot::CSpace)).cap;
+        let mut dsts = [0u64; 256];
+        for (i, d) in dsts.iter_mut().enumerate().take(count as usize) {
+            *d =
+                self.empty_slot(root, first.checked_add(i as u64).ok_or(Error::InvalidArgument)?)?;
+        }
+        if ty == ObjectType::VSpace && !self.vspaces.has_room() {
+            return Err(Error::OutOfMemory);
+        }
+        let (start, new_free) =
+            untyped::place(base, ut_bits, free, bits, count).map_err(|e| match e {
+                untyped::Error::BadCount => Error::InvalidArgument,
+                untyped::Error::OutOfMemory => Error::OutOfMemory,
+            })?;
+        // Everything is checked: from here on nothing can fail.
+        self.store.slot(ut_slot).cap = Cap::Untyped { base, size_bits: ut_bits, free: new_free };
+        for (i, dst) in dsts.iter().take(count as usize).enumerate() {
+            let addr = start + ((i as u64) << bits);
+            self.store.create(ty, addr, bits);
+            let cap = match ty {
+                ObjectType::Untyped => Cap::Untyped { base: addr, size_bits: bits, free: 0 },
+                ObjectType::CNode => Cap::CNode { addr, radix: size_bits },
+                ObjectType::Tcb => Cap::Tcb { addr },
+                ObjectType::Endpoint => Cap::Endpoint { addr, badge: 0, rights: Rights::ALL },
+                ObjectType::Notification => {
+                    Cap::Notification { addr, badge: 0, rights: Rights::ALL }
+                }
+                ObjectType::Frame => Cap::Frame { addr, rights: Rights::ALL, mapped: None },
+                ObjectType::VSpace => {
+                    for (j, e) in self.kernel_half.iter().enumerate() {
+                        crate::paging::set_entry(&mut self.store, addr, 256 + j, *e);
+                    }
+                    let pages = (1u64 << bits) / 4096 - 1;
+                    // Room was checked above and retype makes at most one VSpace per
+                    // free table entry, so this cannot fail.
+                    let _ = self.vspaces.add(addr, addr + 4096, pages);
+                    Cap::VSpace { addr, size_bits: bits }
+                }
+            };
+            let _ = cnode::insert_child(&mut self.store, ut_slot, *dst, cap);
+        }
+        Ok(Done::Value(start))
+    }
+
+    fn tcb_configure(
+        &mut self,
+        tcb: u64,
+        cspace: u64,
+        vspace: u64,
+        fault_ep: u64,
+    ) -> Result<Done, Error> {
+        let (cs_at, cs) = self.lookup(cspace)?;
+        let (vs_at, vs) = self.lookup(vspace)?;
+        if !matches!(cs, Cap::CNode { .. }) || !matches!(vs, Cap::VSpace { .. }) {
+            return Err(Error::WrongType);
+        }
+        let ep = if fault_ep == u64::MAX {
+            None
+        } else {
+            let (ep_at, ep) = self.lookup(fault_ep)?;
+            match ep {
+                Cap::Endpoint { rights, .. } if rights.contains(Rights::CALL) => Some((ep_at, ep)),
+                Cap::Endpoint { .. } => return Err(Error::InsufficientRights),
+                _ => return Err(Error::WrongType),
+            }
+        };
+        if self.store.tcb(tcb).state != ThreadState::Inactive {
+            return Err(Error::NotPermitted);
+        }
+        // The TCB holds its own copies, so revoking the originals also unbinds it.
+        for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
+            let s = tcb_slot(tcb, which);
+            if self.store.slot(s).cap != Cap::Null {
+                self.delete(s);
+            }
+        }
+        let _ = cnode::insert_child(&mut self.store, cs_at, tcb_slot(tcb, TcbSlot::CSpace), cs);
+        let _ = cnode::insert_child(&mut self.store, vs_at, tcb_slot(tcb, TcbSlot::VSpace), vs);
+        if let Some((at, ep)) = ep {
+            let _ =
+                cnode::insert_child(&mut self.store, at, tcb_slot(tcb, TcbSlot::FaultEndpoint), ep);
+        }
+        Ok(Done::Value(0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frame_map(
+        &mut self,
+        at: u64,
+        frame: u64,
+        rights: Rights,
+        mapped: Option<Mapping>,
+        vspace: u64,
+        vaddr: u64,
+        want: u64,
+    ) -> Result<Done, Error> {
+        if mapped.is_some() {
+            return Err(Error::InvalidArgument);
+        }
+        let (_, vs) = self.lookup(vspace)?;
+        let Cap::VSpace { addr: root, .. } = vs else { return Err(Error::WrongType) };
+        if want & !(map::WRITE | map::EXECUTE) != 0
+            || !vaddr.is_multiple_of(4096)
+            || vaddr.checked_add(4096).is_none_or(|end| end > protocols::layout::USER_MAP_END)
+            || vaddr < protocols::layout::USER_MIN
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let write = want & map::WRITE != 0;
+        let exec = want & map::EXECUTE != 0;
+        if write && exec {
+            return Err(Error::InvalidArgument);
+        }
+        if (write && !rights.contains(Rights::WRITE))
+            || (exec && !rights.contains(Rights::EXECUTE))
+            || !rights.contains(Rights::READ)
+        {
+            return Err(Error::InsufficientRights);
+        }
+        let mut flags = USER;
+        if write {
+            flags |= WRITABLE;
+        }
+        if !exec && self.nx {
+            flags |= NO_EXECUTE;
+        }
+        self.vspaces.map(&mut self.store, root, vaddr, frame, flags).map_err(|e| match e {
+            crate::vspace::MapError::Paging(crate::paging::Error::OutOfMemory) => {
+                Error::OutOfMemory
+            }
+            _ => Error::InvalidArgument,
+        })?;
+        self.store.slot(at).cap =
+            Cap::Frame { addr: frame, rights, mapped: Some(Mapping { vspace: root, vaddr }) };
+        Ok(Done::Value(0))
+    }
+
+    /// Stop a thread: out of every queue, no longer runnable.
+    pub(crate) fn suspend(&mut self, tcb: u64) {
+        match self.store.tcb(tcb).state {
+            ThreadState::Ready => {
+                self.sched.unlink(&mut self.store, tcb);
+            }
+            ThreadState::BlockedSend { ep, .. } | ThreadState::BlockedRecv { ep } => {
+                let mut q = self.store.endpoint(ep).queue;
+                q.remove(&mut self.store, tcb);
+                let e = self.store.endpoint(ep);
+                e.queue = q;
+                if q.is_empty() {
+                    e.state = crate::endpoint::EndpointState::Idle;
+                }
+            }
+            ThreadState::BlockedNotification { ntfn } => {
+                let mut q = self.store.notification(ntfn).waiters;
+                q.remove(&mut self.store, tcb);
+                self.store.notification(ntfn).waiters = q;
+            }
+            ThreadState::BlockedReply { server } => {
+                if server != 0 && self.store.tcb(server).caller == tcb {
+                    self.store.tcb(server).caller = 0;
+                }
+            }
+            ThreadState::Inactive => {}
+        }
+        // Whoever waits for this thread's reply learns that it is gone.
+        let caller = core::mem::take(&mut self.store.tcb(tcb).caller);
+        if caller != 0 {
+            self.store.tcb(caller).context.rax = Error::ObjectDeleted as u64;
+            self.store.tcb(caller).fault = None;
+            self.make_ready(caller);
+        }
+        self.store.tcb(tcb).state = ThreadState::Inactive;
+    }
+
+    /// Delete the capability in `slot`, finalising its object if it was the last one.
+    pub fn delete(&mut self, slot: u64) {
+        let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
+        if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
+            self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+        }
+        if !last {
+            return;
+        }
+        match cap {
+            Cap::Tcb { addr } => {
+                self.suspend(addr);
+                for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
+                    self.delete(tcb_slot(addr, which));
+                }
+            }
+            Cap::Endpoint { addr, .. } => {
+                let mut q = self.store.endpoint(addr).queue;
+                while let Some(t) = q.pop(&mut self.store) {
+                    self.store.tcb(t).context.rax = Error::ObjectDeleted as u64;
+                    self.store.tcb(t).fault = None;
+                    self.make_ready(t);
+                }
+                *self.store.endpoint(addr) = Default::default();
+            }
+            Cap::Notification { addr, .. } => {
+                let mut q = self.store.notification(addr).waiters;
+                while let Some(t) = q.pop(&mut self.store) {
+                    self.store.tcb(t).context.rax = Error::ObjectDeleted as u64;
+                    self.make_ready(t);
+                }
+                *self.store.notification(addr) = Default::default();
+            }
+            Cap::VSpace { addr, .. } => self.vspaces.remove(addr),
+            Cap::CNode { addr, radix } => {
+                for i in 0..(1u64 << radix) {
+                    self.delete(crate::store::cnode_slot(addr, i));
+                }
+            }
+            Cap::Untyped { .. } | Cap::Frame { .. } | Cap::Null => {}
+        }
+    }
+
+    /// Delete every capability derived from the one in `slot`. An untyped region whose
+    /// objects are all gone starts again from its beginning.
+    pub fn revoke(&mut self, slot: u64) {
+        while let Some(d) = cnode::first_descendant(&mut self.store, slot) {
+            self.delete(d);
+        }
+        if let Cap::Untyped { base, size_bits, .. } = self.store.slot(slot).cap {
+            self.store.slot(slot).cap = Cap::Untyped { base, size_bits, free: 0 };
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Synchronous IPC on endpoints and signals on notifications.
+//!
+//! A message is the sender's registers (see `protocols::ipc`), copied straight into the
+//! receiver's saved registers at the rendezvous; a blocked sender keeps its message in
+//! its own registers until then. `Call` leaves the caller blocked on the reply, and the
+//! receiver's `caller` link is the implicit reply capability.
+
+use crate::cap::Cap;
+use crate::cnode;
+use crate::endpoint::EndpointState;
+use crate::state::{Done, Kernel, Platform, FAULT_LABEL};
+use crate::store::{tcb_slot, Store, TcbSlot};
+use crate::tcb::ThreadState;
+use protocols::error::Error;
+use protocols::ipc::MsgInfo;
+use protocols::rights::Rights;
+
+/// Reply label that resumes a faulted thread at the address in word 0.
+pub const RESUME_AT: u64 = 1;
+
+impl<S: Store> Kernel<S> {
+    /// `Send`/`NbSend`: on an endpoint, deliver or (if `block`) wait; on a notification,
+    /// signal.
+    pub(crate) fn send(
+        &mut self,
+        cptr: u64,
+        info: u64,
+        block: bool,
+        call: bool,
+    ) -> Result<Done, Error> {
+        let info = MsgInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
+        let (_, cap) = self.lookup(cptr)?;
+        match cap {
+            Cap::Endpoint { addr, badge, rights } => {
+                let need = if call { Rights::CALL } else { Rights::WRITE };
+                if !rights.contains(need) {
+                    return Err(Error::InsufficientRights);
+                }
+                let grant = info.grant && rights.contains(Rights::GRANT);
+                self.send_endpoint(addr, badge, block, call, grant);
+                Ok(Done::Handled)
+            }
+            Cap::Notification { addr, badge, rights } => {
+                if call || !rights.contains(Rights::WRITE) {
+                    return Err(if call { Error::WrongType } else { Error::InsufficientRights });
+                }
+                self.signal(addr, badge);
+                Ok(Done::Value(0))
+            }
+            _ => Err(Error::WrongType),
+        }
+    }
+
+    fn send_endpoint(&mut self, ep: u64, badge: u64, block: bool, call: bool, grant: bool) {
+        let cur = self.current;
+        let e = *self.store.endpoint(ep);
+        if e.state == EndpointState::Receiving {
+            let mut q = e.queue;
+            if let Some(receiver) = q.pop(&mut self.store) {
+                let e = self.store.endpoint(ep);
+                e.queue = q;
+                if q.is_empty() {
+                    e.state = EndpointState::Idle;
+                }
+                self.transfer(cur, receiver, badge, grant);
+                self.store.tcb(cur).context.rax = 0;
+                if call {
+                    self.store.tcb(cur).state = ThreadState::BlockedReply { server: receiver };
+                    self.store.tcb(receiver).caller = cur;
+                }
+                self.make_ready(receiver);
+                return;
+            }
+        }
+        if !block {
+            // Nobody listens: the message is dropped, as NbSend promises.
+            self.store.tcb(cur).context.rax = 0;
+            return;
+        }
+        self.store.tcb(cur).state = ThreadState::BlockedSend { ep, badge, call, grant };
+        let mut q = e.queue;
+        q.push(&mut self.store, cur);
+        let e = self.store.endpoint(ep);
+        e.queue = q;
+        e.state = EndpointState::Sending;
+    }
+
+    /// Block `tcb` on `ep` with a fault message as a call.
+    pub(crate) fn send_fault(&mut self, tcb: u64, ep: u64, badge: u64, words: [u64; 4]) {
+        self.store.tcb(tcb).fault = Some(words);
+        let saved = self.current;
+        self.current = tcb;
+        self.send_endpoint(ep, badge, true, true, false);
+        self.current = saved;
+    }
+
+    /// `Call`: an endpoint call, or an invocation of a kernel object.
+    pub(crate) fn call(
+        &mut self,
+        p: &mut impl Platform,
+        cptr: u64,
+        info: u64,
+    ) -> Result<Done, Error> {
+        let (_, cap) = self.lookup(cptr)?;
+        match cap {
+            Cap::Endpoint { .. } | Cap::Notification { .. } => self.send(cptr, info, true, true),
+            _ => self.invoke(p, cptr, info),
+        }
+    }
+
+    /// `Recv`/`NbRecv` on an endpoint or a notification.
+    pub(crate) fn recv(&mut self, cptr: u64, block: bool) -> Result<Done, Error> {
+        let cur = self.current;
+        let (_, cap) = self.lookup(cptr)?;
+        match cap {
+            Cap::Endpoint { addr, rights, .. } => {
+                if !rights.contains(Rights::READ) {
+                    return Err(Error::InsufficientRights);
+                }
+                self.recv_endpoint(addr, block);
+                Ok(Done::Handled)
+            }
+            Cap::Notification { addr, rights, .. } => {
+                if !rights.contains(Rights::READ) {
+                    return Err(Error::InsufficientRights);
+                }
+                let n = self.store.notification(addr);
+                if n.word != 0 || !block {
+                    let word = core::mem::take(&mut n.word);
+                    let c = &mut self.store.tcb(cur).context;
+                    c.rax = 0;
+                    c.rdi = word;
+                    return Ok(Done::Handled);
+                }
+                let mut q = n.waiters;
+                q.push(&mut self.store, cur);
+                self.store.notification(addr).waiters = q;
+                self.store.tcb(cur).state = ThreadState::BlockedNotification { ntfn: addr };
+                Ok(Done::Handled)
+            }
+            _ => Err(Error::WrongType),
+        }
+    }
+
+    fn recv_endpoint(&mut self, ep: u64, block: bool) {
+        let cur = self.current;
+        let e = *self.store.endpoint(ep);
+        if e.state == EndpointState::Sending {
+            let mut q = e.queue;
+            if let Some(sender) = q.pop(&mut self.store) {
+                let e = self.store.endpoint(ep);
+                e.queue = q;
+                if q.is_empty() {
+                    e.state = EndpointState::Idle;
+                }
+                let ThreadState::BlockedSend { badge, call, grant, .. } =
+                    self.store.tcb(sender).state
+                else {
+                    return;
+                };
+                self.transfer(sender, cur, badge, grant);
+                if call {
+                    self.store.tcb(sender).state = ThreadState::BlockedReply { server: cur };
+                    self.store.tcb(cur).caller = sender;
+                } else {
+                    self.store.tcb(sender).context.rax = 0;
+                    self.make_ready(sender);
+                }
+                return;
+            }
+        }
+        if !block {
+            let c = &mut self.store.tcb(cur).context;
+            c.rax = Error::WouldBlock as u64;
+            return;
+        }
+        let mut q = e.queue;
+        q.push(&mut self.store, cur);
+        let e = self.store.endpoint(ep);
+        e.queue = q;
+        e.state = EndpointState::Receiving;
+        self.store.tcb(cur).state = ThreadState::BlockedRecv { ep };
+    }
+
+    /// Reply to the current thread's caller, if it still waits.
+    pub(crate) fn reply(&mut self) {
+        let cur = self.current;
+        let caller = core::mem::take(&mut self.store.tcb(cur).caller);
+        if caller == 0
+            || self.store.tcb(caller).state != (ThreadState::BlockedReply { server: cur })
+        {
+            return;
+        }
+        if self.store.tcb(caller).fault.take().is_some() {
+            // A faulted thread resumes with its own registers; the handler may move it on.
+            let c = self.store.tcb(cur).context;
+            let info = MsgInfo::from_raw(c.rsi).unwrap_or_default();
+            if info.label == RESUME_AT && info.len >= 1 {
+                self.store.tcb(caller).context.rip = c.rdx;
+                self.store.tcb(caller).context.sanitize();
+            }
+        } else {
+            self.transfer(cur, caller, 0, false);
+        }
+        self.make_ready(caller);
+    }
+
+    /// Signal a notification: wake a waiter with the badge, or accumulate it.
+    pub(crate) fn signal(&mut self, ntfn: u64, badge: u64) {
+        let mut q = self.store.notification(ntfn).waiters;
+        match q.pop(&mut self.store) {
+            Some(waiter) => {
+                self.store.notification(ntfn).waiters = q;
+                let c = &mut self.store.tcb(waiter).context;
+                c.rax = 0;
+                c.rdi = badge;
+                self.make_ready(waiter);
+            }
+            None => self.store.notification(ntfn).word |= badge,
+        }
+    }
+
+    /// Copy a message from `from`'s registers (or its pending fault) to `to`'s.
+    fn transfer(&mut self, from: u64, to: u64, badge: u64, grant: bool) {
+        let f = self.store.tcb(from).context;
+        let (mut out, words) = match self.store.tcb(from).fault {
+            Some(w) => (MsgInfo::new(FAULT_LABEL, 4), w),
+            None => {
+                let info = MsgInfo::from_raw(f.rsi).unwrap_or_default();
+                (MsgInfo::new(info.label, info.len), [f.rdx, f.r10, f.r8, f.r9])
+            }
+        };
+        let wants_cap = MsgInfo::from_raw(f.rsi).is_some_and(|i| i.grant);
+        if grant && wants_cap && self.store.tcb(from).fault.is_none() {
+            out.grant = self.transfer_cap(from, f.r12, to).is_ok();
+        }
+        let n = usize::from(out.len);
+        let mut w = [0u64; 4];
+        for (dst, src) in w.iter_mut().zip(words).take(n) {
+            *dst = src;
+        }
+        let t = &mut self.store.tcb(to).context;
+        t.rax = 0;
+        t.rdi = badge;
+        t.rsi = out.to_raw();
+        [t.rdx, t.r10, t.r8, t.r9] = w;
+    }
+
+    /// Copy the capability in `from`'s slot `src` into `to`'s slot (its `r13`).
+    fn transfer_cap(&mut self, from: u64, src: u64, to: u64) -> Result<(), Error> {
+        let src_root = self.store.slot(tcb_slot(from, TcbSlot::CSpace)).cap;
+        let dst_root = self.store.slot(tcb_slot(to, TcbSlot::CSpace)).cap;
+        let Cap::CNode { addr, radix } = src_root else { return Err(Error::InvalidCapability) };
+        if src >> radix != 0 {
+            return Err(Error::InvalidCapability);
+        }
+        let src_at = crate::store::cnode_slot(addr, src);
+        let cap = self
+            .store
+            .slot(src_at)
+            .cap
+            .derive(Rights::ALL)
+            .map_err(|_| Error::InvalidCapability)?;
+        let dst_index = self.store.tcb(to).context.r13;
+        let dst_at = self.empty_slot(dst_root, dst_index)?;
+        cnode::insert_child(&mut self.store, src_at, dst_at, cap)
+            .map_err(|_| Error::InvalidArgument)
+    }
+}

@@ -1,0 +1,91 @@
+//! Fixed-priority round-robin run queues. The running thread is not in a queue; a
+//! bitmap finds the highest non-empty priority in four word scans.
+
+use crate::queue::ThreadQueue;
+use crate::store::Store;
+use crate::tcb::ThreadState;
+
+/// One FIFO per priority.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    queues: [ThreadQueue; 256],
+    bitmap: [u64; 4],
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self { queues: [ThreadQueue::default(); 256], bitmap: [0; 4] }
+    }
+}
+
+impl Scheduler {
+    /// Mark `tcb` ready and append it to its priority's queue.
+    pub fn enqueue(&mut self, store: &mut impl Store, tcb: u64) {
+        let t = store.tcb(tcb);
+        t.state = ThreadState::Ready;
+        let p = usize::from(t.priority);
+        self.queues[p].push(store, tcb);
+        self.bitmap[p / 64] |= 1 << (p % 64);
+    }
+
+    /// The highest priority with a queued thread.
+    pub fn highest(&self) -> Option<u8> {
+        (0..4).rev().find_map(|w| {
+            let bits = self.bitmap[w];
+            (bits != 0).then(|| (w * 64 + 63 - bits.leading_zeros() as usize) as u8)
+        })
+    }
+
+    /// Take the first thread of the highest priority.
+    pub fn dequeue(&mut self, store: &mut impl Store) -> Option<u64> {
+        let p = usize::from(self.highest()?);
+        let tcb = self.queues[p].pop(store);
+        self.update(p);
+        tcb
+    }
+
+    /// Remove `tcb` from its run queue if it is in one.
+    pub fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
+        let p = usize::from(store.tcb(tcb).priority);
+        let removed = self.queues[p].remove(store, tcb);
+        self.update(p);
+        removed
+    }
+
+    fn update(&mut self, p: usize) {
+        if self.queues[p].is_empty() {
+            self.bitmap[p / 64] &= !(1 << (p % 64));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scheduler;
+    use crate::store::fake::FakeStore;
+    use crate::store::Store;
+
+    #[test]
+    fn highest_priority_first_then_round_robin() {
+        let mut s = FakeStore::default();
+        let mut q = Scheduler::default();
+        for (addr, prio) in [(0x1000, 10), (0x2000, 200), (0x3000, 10), (0x4000, 0)] {
+            s.tcb(addr).priority = prio;
+            q.enqueue(&mut s, addr);
+        }
+        assert_eq!(q.highest(), Some(200));
+        let order: Vec<u64> = std::iter::from_fn(|| q.dequeue(&mut s)).collect();
+        assert_eq!(order, [0x2000, 0x1000, 0x3000, 0x4000]);
+        assert_eq!(q.highest(), None);
+    }
+
+    #[test]
+    fn unlinking_the_last_clears_the_priority() {
+        let mut s = FakeStore::default();
+        let mut q = Scheduler::default();
+        s.tcb(0x1000).priority = 70;
+        q.enqueue(&mut s, 0x1000);
+        assert!(q.unlink(&mut s, 0x1000));
+        assert_eq!(q.highest(), None);
+    }
+}

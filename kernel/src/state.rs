@@ -1,0 +1,243 @@
+//! The kernel's state and its one entry point for syscalls and faults.
+//!
+//! The bare-metal layer saves the user registers into the current TCB and calls
+//! [`Kernel::syscall`] or [`Kernel::fault`]; everything else is decided here, against
+//! the object store, so the whole syscall layer runs (and is fuzzed) on the host.
+
+use crate::cap::Cap;
+use crate::cnode::SLOT_BITS;
+use crate::sched::Scheduler;
+use crate::store::{tcb_slot, Store, TcbSlot};
+use crate::tcb::ThreadState;
+use crate::vspace::VSpaces;
+use core::fmt;
+use protocols::error::Error;
+use protocols::syscall::{ShutdownStatus, Syscall, DEBUG_WRITE_MAX};
+
+/// What the kernel needs from the machine that is not memory.
+pub trait Platform {
+    /// Write bytes to the debug console.
+    fn debug_write(&mut self, bytes: &[u8]);
+    /// Write a kernel log message.
+    fn log(&mut self, args: fmt::Arguments<'_>);
+}
+
+/// What the bare-metal layer does after a syscall or fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Return to the (possibly new) current thread.
+    Run,
+    /// No thread is runnable: wait for an interrupt.
+    Idle,
+    /// The root task asked to stop the machine.
+    Shutdown(ShutdownStatus),
+}
+
+/// A syscall's effect on the caller's registers.
+pub(crate) enum Done {
+    /// Success with a result word in `rdx`.
+    Value(u64),
+    /// The IPC path already wrote the caller's registers (or it is blocked).
+    Handled,
+}
+
+/// Label of the message a thread's fault sends to its fault endpoint; the words are
+/// `[vector, error code, rip, fault address]`.
+pub const FAULT_LABEL: u64 = 0xfa17;
+
+/// The whole kernel state.
+pub struct Kernel<S: Store> {
+    /// Every object.
+    pub store: S,
+    /// Run queues.
+    pub sched: Scheduler,
+    /// Live address spaces.
+    pub vspaces: VSpaces,
+    /// The running thread's TCB (0: none).
+    pub current: u64,
+    /// PML4 entries 256..511, copied into every new address space.
+    pub kernel_half: [u64; 256],
+    /// Whether page tables may use the NX bit.
+    pub nx: bool,
+}
+
+impl<S: Store> Kernel<S> {
+    /// A kernel with no threads.
+    pub fn new(store: S, kernel_half: [u64; 256], nx: bool) -> Self {
+        Self {
+            store,
+            sched: Scheduler::default(),
+            vspaces: VSpaces::default(),
+            current: 0,
+            kernel_half,
+            nx,
+        }
+    }
+
+    /// Look up slot `cptr` in the current thread's CSpace: `(slot address, capability)`.
+    pub(crate) fn lookup(&mut self, cptr: u64) -> Result<(u64, Cap), Error> {
+        let root = self.store.slot(tcb_slot(self.current, TcbSlot::CSpace)).cap;
+        let Cap::CNode { addr, radix } = root else { return Err(Error::InvalidCapability) };
+        if cptr >> radix != 0 {
+            return Err(Error::InvalidCapability);
+        }
+        let at = addr + (cptr << SLOT_BITS);
+        match self.store.slot(at).cap {
+            Cap::Null => Err(Error::InvalidCapability),
+            cap => Ok((at, cap)),
+        }
+    }
+
+    /// An empty slot `index` in the CNode `cnode` (a destination).
+    pub(crate) fn empty_slot(&mut self, cnode: Cap, index: u64) -> Result<u64, Error> {
+        let Cap::CNode { addr, radix } = cnode else { return Err(Error::WrongType) };
+        if index >> radix != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let at = addr + (index << SLOT_BITS);
+        if self.store.slot(at).cap != Cap::Null {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(at)
+    }
+
+    /// Make `tcb` runnable (queued behind threads of its priority).
+    pub fn make_ready(&mut self, tcb: u64) {
+        if tcb != self.current {
+            self.sched.enqueue(&mut self.store, tcb);
+        } else {
+            self.store.tcb(tcb).state = ThreadState::Ready;
+        }
+    }
+
+    /// Pick the thread to run next. The current thread keeps the CPU if still ready and
+    /// no thread of higher priority waits.
+    pub fn schedule(&mut self) -> Next {
+        let cur = self.current;
+        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready {
+            let prio = self.store.tcb(cur).priority;
+            match self.sched.highest() {
+                Some(p) if p > prio => self.sched.enqueue(&mut self.store, cur),
+                _ => return Next::Run,
+            }
+        }
+        self.current = 0;
+        while let Some(next) = self.sched.dequeue(&mut self.store) {
+            // A thread whose address space or CSpace was revoked cannot run.
+            let vs = self.store.slot(tcb_slot(next, TcbSlot::VSpace)).cap;
+            if matches!(vs, Cap::VSpace { .. }) {
+                self.current = next;
+                self.store.tcb(next).state = ThreadState::Ready;
+                return Next::Run;
+            }
+            self.store.tcb(next).state = ThreadState::Inactive;
+        }
+        Next::Idle
+    }
+
+    /// Round-robin at a timer tick: the current thread goes behind its equals.
+    pub fn preempt(&mut self) -> Next {
+        let cur = self.current;
+        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready {
+            self.sched.enqueue(&mut self.store, cur);
+            self.current = 0;
+        }
+        self.schedule()
+    }
+
+    /// The PML4 of the current thread's address space.
+    pub fn current_root(&mut self) -> Option<u64> {
+        match self.store.slot(tcb_slot(self.current, TcbSlot::VSpace)).cap {
+            Cap::VSpace { addr, .. } => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// Handle the syscall the current thread made (its registers are in its TCB).
+    pub fn syscall(&mut self, p: &mut impl Platform) -> Next {
+        let cur = self.current;
+        let c = self.store.tcb(cur).context;
+        let result = match Syscall::from_raw(c.rax) {
+            None => Err(Error::InvalidSyscall),
+            Some(Syscall::DebugWrite) => self.debug_write(p, c.rdi, c.rsi),
+            Some(Syscall::ThreadExit) => {
+                let name = self.store.tcb(cur).name;
+                let name = core::str::from_utf8(&name).unwrap_or("?").trim_end_matches('\0');
+                p.log(format_args!("thread {name} exited with code {}", c.rdi));
+                self.store.tcb(cur).state = ThreadState::Inactive;
+                Ok(Done::Handled)
+            }
+            Some(Syscall::Shutdown) => {
+                if !self.store.tcb(cur).root_task {
+                    Err(Error::NotPermitted)
+                } else {
+                    match ShutdownStatus::from_raw(c.rdi) {
+                        Some(s) => return Next::Shutdown(s),
+                        None => Err(Error::InvalidArgument),
+                    }
+                }
+            }
+            Some(Syscall::Yield) => {
+                self.store.tcb(cur).context.rax = 0;
+                return self.preempt();
+            }
+            Some(Syscall::Send) => self.send(c.rdi, c.rsi, true, false),
+            Some(Syscall::NbSend) => self.send(c.rdi, c.rsi, false, false),
+            Some(Syscall::Call) => self.call(p, c.rdi, c.rsi),
+            Some(Syscall::Recv) => self.recv(c.rdi, true),
+            Some(Syscall::NbRecv) => self.recv(c.rdi, false),
+            Some(Syscall::ReplyRecv) => {
+                self.reply();
+                self.recv(c.rdi, true)
+            }
+        };
+        let ctx = &mut self.store.tcb(cur).context;
+        match result {
+            Ok(Done::Value(v)) => {
+                ctx.rax = 0;
+                ctx.rdx = v;
+            }
+            Ok(Done::Handled) => {}
+            Err(e) => ctx.rax = e as u64,
+        }
+        self.schedule()
+    }
+
+    fn debug_write(&mut self, p: &mut impl Platform, ptr: u64, len: u64) -> Result<Done, Error> {
+        if len > DEBUG_WRITE_MAX as u64 {
+            return Err(Error::InvalidArgument);
+        }
+        let root = self.current_root().ok_or(Error::BadUserPointer)?;
+        let mut buf = [0u8; DEBUG_WRITE_MAX];
+        let dst = buf.get_mut(..len as usize).ok_or(Error::InvalidArgument)?;
+        crate::paging::copy_from_user(&mut self.store, root, ptr, dst)
+            .map_err(|_| Error::BadUserPointer)?;
+        p.debug_write(dst);
+        Ok(Done::Value(len))
+    }
+
+    /// The current thread took an exception in ring 3. With a fault endpoint it sends a
+    /// fault message there and waits for the handler's reply; without one it stops.
+    pub fn fault(&mut self, p: &mut impl Platform, vector: u64, error: u64, addr: u64) -> Next {
+        let cur = self.current;
+        let rip = self.store.tcb(cur).context.rip;
+        let handler = self.store.slot(tcb_slot(cur, TcbSlot::FaultEndpoint)).cap;
+        let name = self.store.tcb(cur).name;
+        let name = core::str::from_utf8(&name).unwrap_or("?").trim_end_matches('\0');
+        match handler {
+            Cap::Endpoint { addr: ep, badge, .. } => {
+                p.log(format_args!(
+                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x} (address {addr:#x}) sent to its handler"
+                ));
+                self.send_fault(cur, ep, badge, [vector, error, rip, addr]);
+            }
+            _ => {
+                p.log(format_args!(
+                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x} (address {addr:#x}) with no handler; thread stopped"
+                ));
+                self.store.tcb(cur).state = ThreadState::Inactive;
+            }
+        }
+        self.schedule()
+    }
+}

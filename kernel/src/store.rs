@@ -1,0 +1,136 @@
+//! Where kernel objects live. Objects sit in memory retyped from Untyped capabilities and
+//! are named by their physical address; the bare-metal kernel reaches them through its
+//! physical-memory window, the host tests through [`fake::FakeStore`].
+
+use crate::cnode::{Slot, SLOT_BITS};
+use crate::endpoint::Endpoint;
+use crate::notification::Notification;
+use crate::paging::PhysMemory;
+use crate::tcb::Tcb;
+use protocols::object::ObjectType;
+
+/// log2 of a TCB object's size.
+pub const TCB_BITS: u8 = 12;
+/// Offset of a TCB's own capability slots (CSpace root, VSpace, fault endpoint).
+pub const TCB_SLOTS_OFFSET: u64 = 2048;
+/// log2 of an endpoint's size.
+pub const ENDPOINT_BITS: u8 = 6;
+/// log2 of a notification's size.
+pub const NOTIFICATION_BITS: u8 = 6;
+/// log2 of a frame's size.
+pub const FRAME_BITS: u8 = 12;
+/// Smallest VSpace: the PML4 and three tables, enough for one mapping.
+pub const VSPACE_MIN_BITS: u8 = 14;
+/// Smallest untyped that may be carved out.
+pub const UNTYPED_MIN_BITS: u8 = 12;
+/// Largest size any object may ask for.
+pub const MAX_OBJECT_BITS: u8 = 47;
+/// Largest CNode radix.
+pub const CNODE_MAX_RADIX: u8 = 16;
+
+/// The size in bits of one object of type `ty` with parameter `size_bits`, or `None` if
+/// the parameter is out of range for that type.
+pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
+    match ty {
+        ObjectType::Untyped => {
+            (UNTYPED_MIN_BITS..=MAX_OBJECT_BITS).contains(&size_bits).then_some(size_bits)
+        }
+        ObjectType::CNode => {
+            (1..=CNODE_MAX_RADIX).contains(&size_bits).then_some(size_bits + SLOT_BITS)
+        }
+        ObjectType::Tcb => Some(TCB_BITS),
+        ObjectType::Endpoint => Some(ENDPOINT_BITS),
+        ObjectType::Notification => Some(NOTIFICATION_BITS),
+        ObjectType::Frame => Some(FRAME_BITS),
+        ObjectType::VSpace => (VSPACE_MIN_BITS..=24).contains(&size_bits).then_some(size_bits),
+    }
+}
+
+/// Access to kernel objects by address. Callers only pass addresses taken from
+/// capabilities (or derived from them), so the type at each address is known.
+pub trait Store: PhysMemory {
+    /// The capability slot at `at`.
+    fn slot(&mut self, at: u64) -> &mut Slot;
+    /// The TCB at `at`.
+    fn tcb(&mut self, at: u64) -> &mut Tcb;
+    /// The endpoint at `at`.
+    fn endpoint(&mut self, at: u64) -> &mut Endpoint;
+    /// The notification at `at`.
+    fn notification(&mut self, at: u64) -> &mut Notification;
+    /// Zero `[addr, addr + 2^bits)` and construct a fresh object of type `ty` there.
+    fn create(&mut self, ty: ObjectType, addr: u64, bits: u8);
+}
+
+/// Address of slot `index` of the CNode at `cnode`.
+pub const fn cnode_slot(cnode: u64, index: u64) -> u64 {
+    cnode + (index << SLOT_BITS)
+}
+
+/// Address of a TCB's own slot `which` (see [`TcbSlot`]).
+pub const fn tcb_slot(tcb: u64, which: TcbSlot) -> u64 {
+    tcb + TCB_SLOTS_OFFSET + ((which as u64) << SLOT_BITS)
+}
+
+/// The capability slots inside a TCB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcbSlot {
+    /// The thread's CSpace root (a CNode).
+    CSpace = 0,
+    /// The thread's address space.
+    VSpace = 1,
+    /// Where the thread's faults are sent.
+    FaultEndpoint = 2,
+}
+
+/// A host stand-in: objects in hash maps, frames in a sparse byte store.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fake {
+    use super::{Slot, Store};
+    use crate::endpoint::Endpoint;
+    use crate::notification::Notification;
+    use crate::paging::PhysMemory;
+    use crate::tcb::Tcb;
+    use protocols::object::ObjectType;
+    use std::collections::HashMap;
+
+    /// Every object the kernel creates, keyed by address.
+    #[derive(Default)]
+    pub struct FakeStore {
+        pub slots: HashMap<u64, Slot>,
+        pub tcbs: HashMap<u64, Box<Tcb>>,
+        pub endpoints: HashMap<u64, Endpoint>,
+        pub notifications: HashMap<u64, Notification>,
+        pub frames: HashMap<u64, Box<[u8; 4096]>>,
+        pub created: Vec<(ObjectType, u64, u8)>,
+    }
+
+    impl PhysMemory for FakeStore {
+        fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
+            self.frames.entry(phys).or_insert_with(|| Box::new([0; 4096]))
+        }
+    }
+
+    impl Store for FakeStore {
+        fn slot(&mut self, at: u64) -> &mut Slot {
+            self.slots.entry(at).or_default()
+        }
+        fn tcb(&mut self, at: u64) -> &mut Tcb {
+            self.tcbs.entry(at).or_insert_with(|| Box::new(Tcb::default()))
+        }
+        fn endpoint(&mut self, at: u64) -> &mut Endpoint {
+            self.endpoints.entry(at).or_default()
+        }
+        fn notification(&mut self, at: u64) -> &mut Notification {
+            self.notifications.entry(at).or_default()
+        }
+        fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
+            let end = addr + (1u64 << bits);
+            self.slots.retain(|a, _| !(addr..end).contains(a));
+            self.frames.retain(|a, _| !(addr..end).contains(a));
+            self.tcbs.remove(&addr);
+            self.endpoints.remove(&addr);
+            self.notifications.remove(&addr);
+            self.created.push((ty, addr, bits));
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The syscall layer driven as user code would drive it: capabilities, rights, IPC,
+//! notifications, faults and untyped accounting, on the host.
+
+use crate::cap::Cap;
+use crate::ipc::RESUME_AT;
+use crate::paging::PhysMemory;
+use crate::state::{Next, FAULT_LABEL};
+use crate::store::Store;
+use crate::tcb::ThreadState;
+use crate::testbed::{slot, Testbed, ROOT_TCB, UNTYPED_BASE, USER_PAGE};
+use protocols::error::Error;
+use protocols::ipc::MsgInfo;
+use protocols::object::{Invocation, ObjectType};
+use protocols::rights::Rights;
+use protocols::syscall::{ShutdownStatus, Syscall};
+
+const CALL: u64 = Syscall::Call as u64;
+
+fn invoke(t: &mut Testbed, cptr: u64, label: Invocation, words: &[u64]) -> u64 {
+    let mut w = [0u64; 4];
+    w[..words.len()].copy_from_slice(words);
+    let info = MsgInfo::new(label as u64, words.len() as u8).to_raw();
+    t.sys(CALL, [cptr, info, w[0], w[1], w[2], w[3]]);
+    t.regs(t.k.current)[0]
+}
+
+fn retype(t: &mut Testbed, ty: ObjectType, bits: u64, dst: u64, count: u64) -> u64 {
+    invoke(t, slot::UNTYPED, Invocation::UntypedRetype, &[ty as u64, bits, dst, count])
+}
+
+/// A second thread sharing the root's CSpace and VSpace, blocked in `Recv` on `ep`.
+fn spawn_server(t: &mut Testbed, tcb_slot: u64, ep: u64) -> u64 {
+    assert_eq!(retype(t, ObjectType::Tcb, 0, tcb_slot, 1), 0);
+    let Cap::Tcb { addr } = t.cap(tcb_slot) else { panic!("no tcb") };
+    assert_eq!(
+        invoke(t, tcb_slot, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX]),
+        0
+    );
+    assert_eq!(invoke(t, tcb_slot, Invocation::TcbSetPriority, &[100]), 0);
+    t.k.store.tcb(addr).context.rip = 0x40_0000;
+    assert_eq!(invoke(t, tcb_slot, Invocation::TcbResume, &[]), 0);
+    // Let the server run until it blocks receiving.
+    t.sys(Syscall::Yield as u64, [0; 6]);
+    assert_eq!(t.k.current, addr);
+    t.sys(Syscall::Recv as u64, [ep, 0, 0, 0, 0, 0]);
+    let ep = ep_addr(t, ep);
+    assert_eq!(t.k.store.tcb(addr).state, ThreadState::BlockedRecv { ep });
+    assert_eq!(t.k.current, ROOT_TCB);
+    addr
+}
+
+fn ep_addr(t: &mut Testbed, ep: u64) -> u64 {
+    match t.cap(ep) {
+        Cap::Endpoint { addr, .. } => addr,
+        other => panic!("not an endpoint: {other:?}"),
+    }
+}
+
+#[test]
+fn call_and_reply_recv_carry_words_and_badge() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 20, 1), 0);
+    assert_eq!(
+        invoke(&mut t, slot::CNODE, Invocation::CNodeMint, &[20, 21, Testbed::all(), 0xbeef]),
+        0
+    );
+    let server = spawn_server(&mut t, 30, 20);
+    // The root calls through the badged copy; the server runs at once.
+    t.sys(CALL, [21, MsgInfo::new(7, 3).to_raw(), 11, 22, 33, 44]);
+    assert_eq!(t.k.current, server);
+    let [rax, badge, info, w0, w1, w2, w3] = t.regs(server);
+    assert_eq!((rax, badge), (0, 0xbeef));
+    assert_eq!(MsgInfo::from_raw(info), Some(MsgInfo::new(7, 3)));
+    assert_eq!([w0, w1, w2, w3], [11, 22, 33, 0], "only len words travel");
+    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::BlockedReply { server });
+    // The server replies and waits again; the root resumes with the reply.
+    t.sys(Syscall::ReplyRecv as u64, [20, MsgInfo::new(9, 1).to_raw(), 555, 0, 0, 0]);
+    assert_eq!(t.k.current, ROOT_TCB);
+    let [rax, _, info, w0, ..] = t.regs(ROOT_TCB);
+    assert_eq!((rax, w0), (0, 555));
+    assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(9));
+    assert!(matches!(t.k.store.tcb(server).state, ThreadState::BlockedRecv { .. }));
+}
+
+#[test]
+fn rights_are_checked_at_the_lookup() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let read_only = u64::from(Rights::READ.bits());
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[20, 21, read_only]), 0);
+    t.sys(Syscall::Send as u64, [21, MsgInfo::new(1, 0).to_raw(), 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::InsufficientRights as u64);
+    t.sys(CALL, [21, MsgInfo::new(1, 0).to_raw(), 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::InsufficientRights as u64);
+    // Copying from the narrowed copy cannot widen it again.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[21, 22, Testbed::all()]), 0);
+    assert_eq!(t.cap(22).rights(), Rights::READ);
+    // Wrong types and empty slots.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::TcbResume, &[]), Error::WrongType as u64);
+    assert_eq!(invoke(&mut t, 99, Invocation::TcbResume, &[]), Error::InvalidCapability as u64);
+    assert_eq!(
+        invoke(&mut t, 1 << 20, Invocation::TcbResume, &[]),
+        Error::InvalidCapability as u64
+    );
+    t.sys(Syscall::Recv as u64, [slot::TCB, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::WrongType as u64);
+}
+
+#[test]
+fn revoked_capabilities_stay_dead() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Notification, 0, 20, 1);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeMint, &[20, 21, Testbed::all(), 1]);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[21, 22, Testbed::all()]);
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
+    for dead in [21, 22] {
+        assert_eq!(t.cap(dead), Cap::Null);
+        t.sys(Syscall::Send as u64, [dead, 0, 0, 0, 0, 0]);
+        assert_eq!(t.regs(ROOT_TCB)[0], Error::InvalidCapability as u64);
+    }
+    // The original survives its revocation.
+    t.sys(Syscall::Send as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+}
+
+#[test]
+fn untyped_accounting_is_exact_and_exhaustion_is_an_error() {
+    let mut t = Testbed::new();
+    // A 2^14-byte untyped carved from the root's holds exactly four TCBs of 2^12.
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 15, 1), 0);
+    assert_eq!(retype(&mut t, ObjectType::Untyped, 14, 16, 1), 0);
+    let small = |t: &mut Testbed, ty: ObjectType, dst: u64, n: u64| {
+        invoke(t, 16, Invocation::UntypedRetype, &[ty as u64, 0, dst, n])
+    };
+    assert_eq!(small(&mut t, ObjectType::Tcb, 20, 3), 0);
+    assert_eq!(small(&mut t, ObjectType::Tcb, 23, 1), 0);
+    let before = t.k.store.created.len();
+    assert_eq!(small(&mut t, ObjectType::Tcb, 24, 1), Error::OutOfMemory as u64);
+    assert_eq!(small(&mut t, ObjectType::Endpoint, 24, 1), Error::OutOfMemory as u64);
+    assert_eq!(t.k.store.created.len(), before, "a refused retype creates nothing");
+    let Cap::Untyped { base, .. } = t.cap(16) else { panic!() };
+    let mut tcbs: Vec<u64> =
+        t.k.store.created.iter().filter(|c| c.0 == ObjectType::Tcb).map(|c| c.1).collect();
+    tcbs.sort_unstable();
+    assert_eq!(tcbs, [base, base + 0x1000, base + 0x2000, base + 0x3000], "exact, disjoint");
+    assert!(base >= UNTYPED_BASE + 64, "the carved untyped does not overlap the endpoint");
+    // The parent untyped keeps going after the carved region.
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 30, 1), 0);
+    let Cap::Endpoint { addr, .. } = t.cap(30) else { panic!() };
+    assert!(addr >= base + (1 << 14));
+    // Revoking the small untyped frees its objects, and retyping starts over.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[16]), 0);
+    assert_eq!(t.cap(20), Cap::Null);
+    assert_eq!(small(&mut t, ObjectType::Tcb, 20, 4), 0);
+    assert_eq!(t.k.store.created.last().map(|c| c.1), Some(base + 0x3000));
+}
+
+#[test]
+fn hostile_retype_arguments_are_refused() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 16, 0), Error::InvalidArgument as u64);
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 16, 1 << 40), Error::InvalidArgument as u64);
+    assert_eq!(retype(&mut t, ObjectType::CNode, 40, 16, 1), Error::InvalidArgument as u64);
+    assert_eq!(
+        retype(&mut t, ObjectType::Tcb, 0, slot::TCB, 1),
+        Error::InvalidArgument as u64,
+        "occupied"
+    );
+    assert_eq!(
+        retype(&mut t, ObjectType::Tcb, 0, 255, 2),
+        Error::InvalidArgument as u64,
+        "past the CNode"
+    );
+    assert_eq!(
+        invoke(&mut t, slot::UNTYPED, Invocation::UntypedRetype, &[99, 0, 16, 1]),
+        Error::InvalidArgument as u64
+    );
+    assert_eq!(
+        invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[slot::UNTYPED, 20, 31]),
+        Error::InvalidArgument as u64,
+        "untyped is never copied"
+    );
+}
+
+#[test]
+fn notifications_accumulate_and_wake() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Notification, 0, 20, 1);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeMint, &[20, 21, Testbed::all(), 0b01]);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeMint, &[20, 22, Testbed::all(), 0b10]);
+    t.sys(Syscall::Send as u64, [21, 0, 0, 0, 0, 0]);
+    t.sys(Syscall::Send as u64, [22, 0, 0, 0, 0, 0]);
+    t.sys(Syscall::NbRecv as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0b11]);
+    t.sys(Syscall::NbRecv as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0], "a poll finds nothing");
+    // Blocking wait, then a signal from another thread wakes it.
+    t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, 0, "nothing else to run");
+    let Cap::Notification { addr: ntfn, .. } = t.cap(20) else { panic!() };
+    t.k.signal(ntfn, 0b100);
+    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
+    assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0b100]);
+}
+
+#[test]
+fn capabilities_travel_only_with_the_grant_right() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    retype(&mut t, ObjectType::Notification, 0, 40, 1);
+    let no_grant = u64::from(Rights::ALL.bits() & !Rights::GRANT.bits());
+    invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[20, 21, no_grant]);
+    let server = spawn_server(&mut t, 30, 20);
+    t.k.store.tcb(server).context.r13 = 50;
+    let mut grant = MsgInfo::new(1, 0);
+    grant.grant = true;
+    // Without the grant right the message arrives but the capability does not.
+    t.k.store.tcb(ROOT_TCB).context.r12 = 40;
+    t.sys(Syscall::Send as u64, [21, grant.to_raw(), 0, 0, 0, 0]);
+    assert_eq!(t.cap(50), Cap::Null);
+    assert_eq!(MsgInfo::from_raw(t.regs(server)[2]).map(|i| i.grant), Some(false));
+    // Server waits again; with the grant right the notification lands in slot 50.
+    t.k.current = server;
+    t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
+    t.k.current = ROOT_TCB;
+    t.k.store.tcb(ROOT_TCB).state = ThreadState::Ready;
+    t.sys(Syscall::Send as u64, [20, grant.to_raw(), 0, 0, 0, 0]);
+    assert!(matches!(t.cap(50), Cap::Notification { .. }));
+    assert_eq!(MsgInfo::from_raw(t.regs(server)[2]).map(|i| i.grant), Some(true));
+}
+
+#[test]
+fn a_fault_reaches_the_handler_which_resumes_the_thread() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let handler = spawn_server(&mut t, 30, 20);
+    // A worker whose faults go to endpoint 20.
+    retype(&mut t, ObjectType::Tcb, 0, 31, 1);
+    let Cap::Tcb { addr: worker } = t.cap(31) else { panic!() };
+    assert_eq!(invoke(&mut t, 31, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, 20]), 0);
+    t.k.store.tcb(worker).context.rip = 0x40_1234;
+    t.k.store.tcb(worker).context.rbx = 77;
+    invoke(&mut t, 31, Invocation::TcbSetPriority, &[100]);
+    invoke(&mut t, 31, Invocation::TcbResume, &[]);
+    invoke(&mut t, slot::TCB, Invocation::TcbSetPriority, &[50]);
+    assert_eq!(t.k.current, worker);
+    let next = t.k.fault(&mut t.out, 14, 6, 0xdead_0000);
+    assert_eq!(next, Next::Run);
+    assert_eq!(t.k.current, handler);
+    let [_, _, info, vector, error, rip, addr] = t.regs(handler);
+    assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(FAULT_LABEL));
+    assert_eq!([vector, error, rip, addr], [14, 6, 0x40_1234, 0xdead_0000]);
+    // The handler resumes it two bytes on; the worker's registers are untouched.
+    t.sys(Syscall::ReplyRecv as u64, [20, MsgInfo::new(RESUME_AT, 1).to_raw(), 0x40_1236, 0, 0, 0]);
+    assert_eq!(t.k.current, worker);
+    let c = t.k.store.tcb(worker).context;
+    assert_eq!((c.rip, c.rbx), (0x40_1236, 77));
+    // Revoking the endpoint removes the worker's copy: a fault then has no handler, and
+    // the thread just stops while the rest keep running.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
+    let next = t.k.fault(&mut t.out, 13, 0, 0);
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!((next, t.k.current), (Next::Run, ROOT_TCB));
+    assert!(t.out.log.last().is_some_and(|l| l.contains("no handler")));
+}
+
+#[test]
+fn deleting_an_endpoint_wakes_its_waiters_with_an_error() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let server = spawn_server(&mut t, 30, 20);
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[20]), 0);
+    assert_eq!(t.k.store.tcb(server).state, ThreadState::Ready);
+    assert_eq!(t.regs(server)[0], Error::ObjectDeleted as u64);
+}
+
+#[test]
+fn user_pointers_are_checked_and_only_the_root_task_may_shut_down() {
+    let mut t = Testbed::new();
+    t.k.store.frame(0x50_0000)[..5].copy_from_slice(b"hello");
+    t.sys(Syscall::DebugWrite as u64, [USER_PAGE, 5, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!(t.out.console, b"hello");
+    for (ptr, len) in [(0xffff_ffff_8000_0000, 4), (USER_PAGE + 4090, 16), (0, 1), (u64::MAX, 2)] {
+        t.sys(Syscall::DebugWrite as u64, [ptr, len, 0, 0, 0, 0]);
+        assert_eq!(t.regs(ROOT_TCB)[0], Error::BadUserPointer as u64, "{ptr:#x}+{len}");
+    }
+    assert_eq!(t.out.console, b"hello", "nothing of a bad buffer is written");
+    assert_eq!(t.sys(Syscall::Shutdown as u64, [5, 0, 0, 0, 0, 0]), Next::Run);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::InvalidArgument as u64);
+    t.k.store.tcb(ROOT_TCB).root_task = false;
+    t.sys(Syscall::Shutdown as u64, [0, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::NotPermitted as u64);
+    t.k.store.tcb(ROOT_TCB).root_task = true;
+    assert_eq!(t.sys(Syscall::Shutdown as u64, [0; 6]), Next::Shutdown(ShutdownStatus::Pass));
+    t.sys(999, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::InvalidSyscall as u64);
+}

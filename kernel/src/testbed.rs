@@ -1,0 +1,129 @@
+//! A booted kernel on the host, for the syscall tests and the syscall fuzzer: a root
+//! thread with a CSpace, an address space with a mapped page, and untyped memory.
+
+use crate::cap::Cap;
+use crate::cnode;
+use crate::context::UserContext;
+use crate::paging::{USER, WRITABLE};
+use crate::state::{Kernel, Next, Platform};
+use crate::store::fake::FakeStore;
+use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot};
+use protocols::rights::Rights;
+use std::fmt;
+
+/// The root thread's TCB.
+pub const ROOT_TCB: u64 = 0x10_0000;
+/// The root CNode (radix [`ROOT_RADIX`]).
+pub const ROOT_CNODE: u64 = 0x20_0000;
+/// Slots in the root CNode, log2.
+pub const ROOT_RADIX: u8 = 8;
+/// The root VSpace.
+pub const ROOT_VSPACE: u64 = 0x30_0000;
+/// The untyped region given to the root thread.
+pub const UNTYPED_BASE: u64 = 0x100_0000;
+/// Its size, log2.
+pub const UNTYPED_BITS: u8 = 20;
+/// A user page mapped writable in the root VSpace.
+pub const USER_PAGE: u64 = 0x40_0000;
+
+/// Fixed slots of the root CSpace.
+pub mod slot {
+    /// The root thread's TCB.
+    pub const TCB: u64 = 1;
+    /// The root CNode itself.
+    pub const CNODE: u64 = 2;
+    /// The root VSpace.
+    pub const VSPACE: u64 = 3;
+    /// The untyped region.
+    pub const UNTYPED: u64 = 4;
+    /// First free slot.
+    pub const FREE: u64 = 16;
+}
+
+/// Collects console output and log lines.
+#[derive(Default)]
+pub struct Recorder {
+    /// Bytes written with `DebugWrite`.
+    pub console: Vec<u8>,
+    /// Kernel log lines.
+    pub log: Vec<String>,
+}
+
+impl Platform for Recorder {
+    fn debug_write(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
+    }
+    fn log(&mut self, args: fmt::Arguments<'_>) {
+        self.log.push(args.to_string());
+    }
+}
+
+/// The kernel plus its platform.
+pub struct Testbed {
+    /// The kernel.
+    pub k: Kernel<FakeStore>,
+    /// What it printed.
+    pub out: Recorder,
+}
+
+impl Default for Testbed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Testbed {
+    /// Boot: the root thread runs with its capabilities in place.
+    pub fn new() -> Self {
+        let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
+        let s = &mut k.store;
+        let roots = [
+            (slot::TCB, Cap::Tcb { addr: ROOT_TCB }),
+            (slot::CNODE, Cap::CNode { addr: ROOT_CNODE, radix: ROOT_RADIX }),
+            (slot::VSPACE, Cap::VSpace { addr: ROOT_VSPACE, size_bits: 16 }),
+            (slot::UNTYPED, Cap::Untyped { base: UNTYPED_BASE, size_bits: UNTYPED_BITS, free: 0 }),
+        ];
+        for (i, cap) in roots {
+            cnode::insert_root(s, cnode_slot(ROOT_CNODE, i), cap).expect("empty slot");
+        }
+        for (which, i) in [(TcbSlot::CSpace, slot::CNODE), (TcbSlot::VSpace, slot::VSPACE)] {
+            let cap = s.slot(cnode_slot(ROOT_CNODE, i)).cap;
+            cnode::insert_child(s, cnode_slot(ROOT_CNODE, i), tcb_slot(ROOT_TCB, which), cap)
+                .expect("empty slot");
+        }
+        s.tcb(ROOT_TCB).root_task = true;
+        s.tcb(ROOT_TCB).priority = 100;
+        s.tcb(ROOT_TCB).context = UserContext::new_user(0x40_0000, 0x7000_0000);
+        k.vspaces.add(ROOT_VSPACE, ROOT_VSPACE + 4096, 15).expect("room");
+        k.vspaces
+            .map(&mut k.store, ROOT_VSPACE, USER_PAGE, 0x50_0000, USER | WRITABLE)
+            .expect("map");
+        k.current = ROOT_TCB;
+        k.store.tcb(ROOT_TCB).state = crate::tcb::ThreadState::Ready;
+        Self { k, out: Recorder::default() }
+    }
+
+    /// Make a syscall as the current thread: `rax`, then `rdi, rsi, rdx, r10, r8, r9`.
+    pub fn sys(&mut self, number: u64, args: [u64; 6]) -> Next {
+        let c = &mut self.k.store.tcb(self.k.current).context;
+        c.rax = number;
+        [c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9] = args;
+        self.k.syscall(&mut self.out)
+    }
+
+    /// The current thread's `(rax, rdi, rsi, rdx, r10, r8, r9)` after a syscall.
+    pub fn regs(&mut self, tcb: u64) -> [u64; 7] {
+        let c = self.k.store.tcb(tcb).context;
+        [c.rax, c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9]
+    }
+
+    /// The capability in root slot `i`.
+    pub fn cap(&mut self, i: u64) -> Cap {
+        self.k.store.slot(cnode_slot(ROOT_CNODE, i)).cap
+    }
+
+    /// Every right.
+    pub fn all() -> u64 {
+        u64::from(Rights::ALL.bits())
+    }
+}

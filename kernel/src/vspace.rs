@@ -1,0 +1,128 @@
+//! Live address spaces. A VSpace object is a PML4 followed by a pool of pages that its
+//! page tables are drawn from, so mapping can never take kernel memory the VSpace's
+//! owner did not pay for. The table here records each live VSpace and its pool, so a
+//! frame is only ever unmapped from a VSpace that still exists.
+
+use crate::paging::{self, FrameSource, PhysMemory};
+use heapless::Vec;
+
+/// The most address spaces alive at once.
+pub const MAX_VSPACES: usize = 256;
+
+/// One live address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VSpace {
+    /// Physical address of the PML4 (also the object's address).
+    pub root: u64,
+    /// First page of the page-table pool.
+    pub pool: u64,
+    /// Pages in the pool.
+    pub pool_pages: u64,
+    /// Pages of the pool already used.
+    pub used: u64,
+}
+
+/// Why a VSpace operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The table of live address spaces is full.
+    TooMany,
+    /// No such live address space.
+    NotLive,
+}
+
+/// The set of live address spaces.
+#[derive(Clone, Debug, Default)]
+pub struct VSpaces {
+    live: Vec<VSpace, MAX_VSPACES>,
+}
+
+struct Pool<'a>(&'a mut VSpace);
+
+impl FrameSource for Pool<'_> {
+    fn alloc_frame(&mut self) -> Option<u64> {
+        (self.0.used < self.0.pool_pages).then(|| {
+            let f = self.0.pool + self.0.used * 4096;
+            self.0.used += 1;
+            f
+        })
+    }
+}
+
+impl VSpaces {
+    /// Record a new address space whose PML4 (already holding the kernel half) is at
+    /// `root`, with `pool_pages` pages for tables at `pool`.
+    pub fn add(&mut self, root: u64, pool: u64, pool_pages: u64) -> Result<(), Error> {
+        self.live.push(VSpace { root, pool, pool_pages, used: 0 }).map_err(|_| Error::TooMany)
+    }
+
+    /// Forget a destroyed address space.
+    pub fn remove(&mut self, root: u64) {
+        self.live.retain(|v| v.root != root);
+    }
+
+    /// Whether `root` is a live address space.
+    pub fn is_live(&self, root: u64) -> bool {
+        self.live.iter().any(|v| v.root == root)
+    }
+
+    /// Whether another address space can be recorded.
+    pub fn has_room(&self) -> bool {
+        !self.live.is_full()
+    }
+
+    /// Map the frame `paddr` at `vaddr` in `root`, drawing tables from its pool.
+    pub fn map(
+        &mut self,
+        mem: &mut impl PhysMemory,
+        root: u64,
+        vaddr: u64,
+        paddr: u64,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let v = self.live.iter_mut().find(|v| v.root == root).ok_or(MapError::NotLive)?;
+        paging::map_page(mem, &mut Pool(v), root, vaddr, paddr, flags).map_err(MapError::Paging)
+    }
+
+    /// Unmap `vaddr` from `root` if it maps `paddr`; a dead VSpace is left alone.
+    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) {
+        if self.is_live(root) {
+            paging::unmap_page(mem, root, vaddr, paddr);
+        }
+    }
+}
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The VSpace is not live.
+    NotLive,
+    /// The page-table walk failed (occupied, out of pool pages, bad address).
+    Paging(paging::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MapError, VSpaces};
+    use crate::paging::{fake::Memory, translate, Error, USER};
+
+    #[test]
+    fn tables_come_from_the_pool_and_run_out() {
+        let mut mem = Memory::default();
+        let mut v = VSpaces::default();
+        v.add(0x10_0000, 0x10_1000, 3).unwrap();
+        v.map(&mut mem, 0x10_0000, 0x40_0000, 0x80_0000, USER).unwrap();
+        assert_eq!(translate(&mut mem, 0x10_0000, 0x40_0123).unwrap().phys, 0x80_0123);
+        // Same tables: no new pool page needed.
+        v.map(&mut mem, 0x10_0000, 0x40_1000, 0x80_1000, USER).unwrap();
+        // A far address needs three new tables; the pool is spent.
+        assert_eq!(
+            v.map(&mut mem, 0x10_0000, 0x7f00_0000_0000, 0x80_2000, USER),
+            Err(MapError::Paging(Error::OutOfMemory))
+        );
+        v.unmap(&mut mem, 0x10_0000, 0x40_0000, 0x80_0000);
+        assert!(translate(&mut mem, 0x10_0000, 0x40_0000).is_none());
+        v.remove(0x10_0000);
+        assert_eq!(v.map(&mut mem, 0x10_0000, 0x40_0000, 0, USER), Err(MapError::NotLive));
+    }
+}

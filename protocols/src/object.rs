@@ -1,0 +1,131 @@
+//! Kernel object types and the invocation labels of `Call` on a kernel-object capability.
+//!
+//! A `Call` whose capability names a kernel object (not an endpoint) is an invocation:
+//! the message label selects the operation and the message words are its arguments,
+//! seL4-style. Each operation's words are listed on its label.
+
+/// A kernel object type, as passed to `Untyped::Retype`.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectType {
+    /// Untyped memory (a smaller untyped carved from a larger one).
+    Untyped = 0,
+    /// A capability node of `2^size_bits` slots.
+    CNode = 1,
+    /// A thread control block.
+    Tcb = 2,
+    /// A synchronous IPC endpoint.
+    Endpoint = 3,
+    /// An asynchronous notification word.
+    Notification = 4,
+    /// A 4 KiB page of memory.
+    Frame = 5,
+    /// An address space (a PML4 and the page tables below it).
+    VSpace = 6,
+}
+
+impl ObjectType {
+    /// Decode a raw type; `None` for an unknown one.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            0 => Self::Untyped,
+            1 => Self::CNode,
+            2 => Self::Tcb,
+            3 => Self::Endpoint,
+            4 => Self::Notification,
+            5 => Self::Frame,
+            6 => Self::VSpace,
+            _ => return None,
+        })
+    }
+}
+
+/// What a `Call` on a kernel-object capability does (the message label).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invocation {
+    /// Untyped: `[type, size_bits, first destination slot, count]`; the new capabilities
+    /// land in the caller's CSpace root.
+    UntypedRetype = 1,
+    /// CNode: `[source slot, destination slot, rights]`: copy with rights narrowed. The
+    /// source is a slot of the caller's CSpace, the destination a slot of this CNode.
+    CNodeCopy = 2,
+    /// CNode: `[source slot, destination slot, rights, badge]`: copy with a badge set
+    /// (endpoint and notification capabilities whose badge is still 0).
+    CNodeMint = 3,
+    /// CNode: `[source slot, destination slot]`: move from the caller's CSpace into
+    /// this CNode.
+    CNodeMove = 4,
+    /// CNode: `[slot]`: delete the capability.
+    CNodeDelete = 5,
+    /// CNode: `[slot]`: delete every capability derived from it.
+    CNodeRevoke = 6,
+    /// TCB: `[cspace slot, vspace slot, fault endpoint slot or u64::MAX]`.
+    TcbConfigure = 7,
+    /// TCB: `[rip, rsp, rdi]`: set the start registers.
+    TcbWriteRegisters = 8,
+    /// TCB: `[]`: make the thread runnable.
+    TcbResume = 9,
+    /// TCB: `[]`: stop the thread.
+    TcbSuspend = 10,
+    /// TCB: `[priority]`: at most the caller's own priority.
+    TcbSetPriority = 11,
+    /// Frame: `[vspace slot, vaddr, rights]`: map it (read always; write and execute if
+    /// both the capability and `rights` allow; never write and execute together).
+    FrameMap = 12,
+    /// Frame: `[]`: unmap it.
+    FrameUnmap = 13,
+    /// Frame: `[]`: its physical address (for device drivers and the VMM).
+    FrameAddress = 14,
+}
+
+impl Invocation {
+    /// Every invocation, in ABI order.
+    pub const ALL: [Self; 14] = [
+        Self::UntypedRetype,
+        Self::CNodeCopy,
+        Self::CNodeMint,
+        Self::CNodeMove,
+        Self::CNodeDelete,
+        Self::CNodeRevoke,
+        Self::TcbConfigure,
+        Self::TcbWriteRegisters,
+        Self::TcbResume,
+        Self::TcbSuspend,
+        Self::TcbSetPriority,
+        Self::FrameMap,
+        Self::FrameUnmap,
+        Self::FrameAddress,
+    ];
+
+    /// Decode a label.
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| *i as u64 == raw)
+    }
+}
+
+/// Frame-mapping rights (`FrameMap`'s third word).
+pub mod map {
+    /// Writable mapping.
+    pub const WRITE: u64 = 1 << 0;
+    /// Executable mapping.
+    pub const EXECUTE: u64 = 1 << 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Invocation, ObjectType};
+
+    #[test]
+    fn labels_round_trip() {
+        for (i, inv) in Invocation::ALL.iter().enumerate() {
+            assert_eq!(*inv as u64, i as u64 + 1);
+            assert_eq!(Invocation::from_raw(*inv as u64), Some(*inv));
+        }
+        assert_eq!(Invocation::from_raw(0), None);
+        for t in 0..7 {
+            assert_eq!(ObjectType::from_raw(t).map(|o| o as u64), Some(t));
+        }
+        assert_eq!(ObjectType::from_raw(7), None);
+    }
+}
