@@ -114,6 +114,31 @@ impl FrameAllocator {
         Some(frame)
     }
 
+    /// A naturally aligned block of `2^bits` bytes (at least one frame), or `None`.
+    /// The range it comes from is split around it.
+    pub fn alloc_block(&mut self, bits: u8) -> Option<u64> {
+        let size = 1u64.checked_shl(u32::from(bits))?.max(FRAME_SIZE);
+        let (i, start) = self.free.iter().enumerate().find_map(|(i, r)| {
+            let start = r.start.checked_add(size - 1)? & !(size - 1);
+            (start.checked_add(size)? <= r.end).then_some((i, start))
+        })?;
+        let r = *self.free.get(i)?;
+        let after = PhysRange { start: start + size, end: r.end };
+        let before = PhysRange { start: r.start, end: start };
+        // Replace the range by what is left on either side (at most one more entry).
+        if !after.is_empty() && self.free.is_full() && !before.is_empty() {
+            return None;
+        }
+        self.free.remove(i);
+        for piece in [after, before] {
+            if !piece.is_empty() {
+                let _ = self.free.insert(i, piece);
+            }
+        }
+        self.handed_out += size / FRAME_SIZE;
+        Some(start)
+    }
+
     /// Bytes still free.
     pub fn free_bytes(&self) -> u64 {
         self.free.iter().map(PhysRange::len).sum()
@@ -159,6 +184,18 @@ mod tests {
         assert_eq!(n * FRAME_SIZE, expected);
         assert_eq!(fa.frames_handed_out(), n);
         assert_eq!(fa.free_bytes(), 0);
+    }
+
+    #[test]
+    fn aligned_blocks_split_their_range() {
+        let mut fa = FrameAllocator::new([PhysRange::new(MIB + 0x3000, 3 * MIB)], &[], u64::MAX).unwrap();
+        let total = fa.free_bytes();
+        let b = fa.alloc_block(20).unwrap();
+        assert_eq!(b, 2 * MIB);
+        assert_eq!(fa.free_bytes(), total - MIB);
+        assert_eq!(fa.free_ranges(), &[PhysRange { start: MIB + 0x3000, end: 2 * MIB }, PhysRange { start: 3 * MIB, end: 4 * MIB + 0x3000 }]);
+        assert_eq!(fa.alloc_block(22), None);
+        assert_eq!(fa.alloc(), Some(MIB + 0x3000));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod cap;
 pub mod cnode;
 pub mod context;

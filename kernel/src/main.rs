@@ -19,10 +19,14 @@ fn main() {
 #[cfg(target_os = "none")]
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
-    use crate::arch::x86_64::{exit, init_cpu, serial::Serial, thread, vmx};
+    use crate::arch::x86_64::phys_store::PhysStore;
+    use crate::arch::x86_64::{exit, init_cpu, pit, serial::Serial, thread, vmx};
     use crate::{kprintln, root_task};
+    use kernel::bootstrap::{self, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
     use kernel::multiboot2::{self, BootInfo, RegionKind};
+    use kernel::state::Kernel;
+    use protocols::layout::ROOT_STACK_TOP;
 
     /// Entered from the long-mode stub with the boot loader's `eax` and `ebx`.
     #[no_mangle]
@@ -106,26 +110,55 @@ mod bare {
     }
 
     fn start_init(info: &BootInfo<'_>, frames: &mut FrameAllocator) -> ! {
-        let result = info
+        let loaded = info
             .module("init")
             .ok_or(root_task::Error::Missing)
-            .and_then(|m| {
-                PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable)
-            })
+            .and_then(|m| PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable))
             .and_then(|image| root_task::load(image, frames));
-        match result {
-            Ok(tcb) => {
-                thread::switch_to(tcb);
-                kprintln!("kernel: entering init in ring 3");
-                // SAFETY: `switch_to` made the new thread current with a sanitised ring-3
-                // frame; the return path pops it and `iretq`s.
-                unsafe { crate::arch::x86_64::entry::return_to_user() }
-            }
+        let loaded = match loaded {
+            Ok(l) => l,
             Err(e) => {
                 kprintln!("kernel: init {e}");
                 crate::no_runnable_thread()
             }
+        };
+        const POOL_BITS: u8 = 18;
+        let blocks = (
+            frames.alloc_block(12),
+            frames.alloc_block(bootstrap::ROOT_CNODE_BITS),
+            frames.alloc_block(POOL_BITS),
+        );
+        let (Some(tcb), Some(cnode), Some(pool)) = blocks else {
+            kprintln!("kernel: not enough memory for the root task's objects; halting");
+            exit::exit(false)
+        };
+        let rt = RootTask {
+            tcb,
+            cnode,
+            vspace: loaded.root,
+            pool,
+            pool_pages: 1 << (POOL_BITS - 12),
+            bootinfo: loaded.bootinfo,
+            entry: loaded.entry,
+            stack: ROOT_STACK_TOP - 8,
+        };
+        let free: heapless::Vec<PhysRange, { kernel::frame_alloc::MAX_RANGES }> =
+            frames.free_ranges().iter().copied().collect();
+        let mut k = Kernel::new(PhysStore, memory::kernel_half(), memory::nx_enabled());
+        match bootstrap::start_root_task(&mut k, &rt, &free) {
+            Ok((n, bytes)) => kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024),
+            Err(e) => {
+                kprintln!("kernel: cannot start the root task: {e:?}; halting");
+                exit::exit(false)
+            }
         }
+        *crate::KERNEL.lock() = Some(k);
+        pit::start();
+        kprintln!("kernel: entering init in ring 3");
+        crate::with_kernel(|k| thread::activate(k));
+        // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
+        // return path pops it and `iretq`s.
+        unsafe { crate::arch::x86_64::entry::return_to_user() }
     }
 
     #[panic_handler]
@@ -141,4 +174,54 @@ mod bare {
 pub fn no_runnable_thread() -> ! {
     kprintln!("kernel: no runnable thread left; halting");
     arch::x86_64::exit::exit(false)
+}
+
+/// The kernel state, created at boot.
+#[cfg(target_os = "none")]
+static KERNEL: spin::Mutex<Option<kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>>> =
+    spin::Mutex::new(None);
+
+/// Run `f` on the kernel state. The kernel is single-threaded with interrupts off, so
+/// the lock is never contended; a missing state is a boot-order bug.
+#[cfg(target_os = "none")]
+pub fn with_kernel<R>(f: impl FnOnce(&mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>) -> R) -> R {
+    let mut guard = KERNEL.lock();
+    match guard.as_mut() {
+        Some(k) => f(k),
+        None => {
+            kprintln!("KERNEL PANIC: entered from user mode before the kernel state exists");
+            arch::x86_64::exit::exit(false)
+        }
+    }
+}
+
+/// Act on what the kernel decided after a syscall or trap.
+#[cfg(target_os = "none")]
+pub fn resume(k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>, next: kernel::state::Next) {
+    use kernel::state::Next;
+    match next {
+        Next::Run => arch::x86_64::thread::activate(k),
+        Next::Idle => {
+            arch::x86_64::thread::deactivate();
+            no_runnable_thread()
+        }
+        Next::Shutdown(status) => {
+            kprintln!("kernel: shutdown requested by the root task: {status:?}");
+            arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
+        }
+    }
+}
+
+/// The kernel's console for `DebugWrite` and its log.
+#[cfg(target_os = "none")]
+pub struct Console;
+
+#[cfg(target_os = "none")]
+impl kernel::state::Platform for Console {
+    fn debug_write(&mut self, bytes: &[u8]) {
+        arch::x86_64::serial::Serial::write_bytes(bytes);
+    }
+    fn log(&mut self, args: core::fmt::Arguments<'_>) {
+        kprintln!("kernel: {args}");
+    }
 }

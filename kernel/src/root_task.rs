@@ -1,12 +1,12 @@
-//! Loading the root task `init` from its boot module into a fresh address space.
+//! Loading the root task `init` from its boot module into a fresh address space. Its
+//! kernel objects and capabilities are made by `kernel::bootstrap`.
 
 use crate::arch::x86_64::memory::{self, PhysMap};
-use crate::arch::x86_64::thread::Thread;
 use core::fmt;
-use kernel::context::UserContext;
 use kernel::elf_loader::{self, Plan};
 use kernel::frame_alloc::FrameAllocator;
 use kernel::paging::{self, map_page, PhysMemory, NO_EXECUTE, USER, WRITABLE};
+use protocols::bootinfo::BOOTINFO_ADDR;
 use protocols::layout::{PAGE_SIZE, ROOT_STACK_SIZE, ROOT_STACK_TOP};
 
 /// Why the root task could not be started.
@@ -39,48 +39,58 @@ impl From<paging::Error> for Error {
     }
 }
 
-/// Validate and load `image`, returning the frame of the new thread's TCB.
-pub fn load(image: &[u8], frames: &mut FrameAllocator) -> Result<u64, Error> {
+/// The loaded image.
+pub struct Loaded {
+    /// Its PML4.
+    pub root: u64,
+    /// Its entry point.
+    pub entry: u64,
+    /// The boot-information frame mapped read-only at `BOOTINFO_ADDR`.
+    pub bootinfo: u64,
+}
+
+fn nx() -> u64 {
+    if memory::nx_enabled() {
+        NO_EXECUTE
+    } else {
+        0
+    }
+}
+
+/// Validate `image` and map it, a stack and the boot-information page into a new
+/// address space.
+pub fn load(image: &[u8], frames: &mut FrameAllocator) -> Result<Loaded, Error> {
     let plan = elf_loader::plan(image).map_err(Error::BadImage)?;
     let mem = &mut PhysMap;
     let root = paging::new_table(mem, frames)?;
     memory::share_kernel_half(mem, root);
     map_segments(&plan, image, root, frames)?;
-    let nx = if memory::nx_enabled() { NO_EXECUTE } else { 0 };
     let mut page = ROOT_STACK_TOP - ROOT_STACK_SIZE;
     while page < ROOT_STACK_TOP {
         let f = paging::new_table(mem, frames)?;
-        map_page(mem, frames, root, page, f, USER | WRITABLE | nx)?;
+        map_page(mem, frames, root, page, f, USER | WRITABLE | nx())?;
         page += PAGE_SIZE;
     }
-    let tcb = frames.alloc().ok_or(paging::Error::OutOfMemory)?;
-    // The stack pointer is 16-byte aligned minus the return-address slot, as after a call.
-    let context = UserContext::new_user(plan.entry, ROOT_STACK_TOP - 8);
-    Thread::create(tcb, root, context, "init", true);
+    let bootinfo = paging::new_table(mem, frames)?;
+    map_page(mem, frames, root, BOOTINFO_ADDR, bootinfo, USER | nx())?;
     crate::kprintln!(
         "kernel: init loaded: entry {:#x}, {} segments, stack top {:#x}",
         plan.entry,
         plan.segments.len(),
         ROOT_STACK_TOP
     );
-    Ok(tcb)
+    Ok(Loaded { root, entry: plan.entry, bootinfo })
 }
 
-fn map_segments(
-    plan: &Plan,
-    image: &[u8],
-    root: u64,
-    frames: &mut FrameAllocator,
-) -> Result<(), Error> {
+fn map_segments(plan: &Plan, image: &[u8], root: u64, frames: &mut FrameAllocator) -> Result<(), Error> {
     let mem = &mut PhysMap;
-    let nx = if memory::nx_enabled() { NO_EXECUTE } else { 0 };
     for seg in &plan.segments {
         let mut flags = USER;
         if seg.writable {
             flags |= WRITABLE;
         }
         if !seg.executable {
-            flags |= nx;
+            flags |= nx();
         }
         let mut page = seg.page_start();
         while page < seg.page_end() {

@@ -114,6 +114,9 @@ impl<S: Store> Kernel<S> {
     /// no thread of higher priority waits.
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
+        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready && !self.runnable(cur) {
+            self.store.tcb(cur).state = ThreadState::Inactive;
+        }
         if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready {
             let prio = self.store.tcb(cur).priority;
             match self.sched.highest() {
@@ -123,9 +126,7 @@ impl<S: Store> Kernel<S> {
         }
         self.current = 0;
         while let Some(next) = self.sched.dequeue(&mut self.store) {
-            // A thread whose address space or CSpace was revoked cannot run.
-            let vs = self.store.slot(tcb_slot(next, TcbSlot::VSpace)).cap;
-            if matches!(vs, Cap::VSpace { .. }) {
+            if self.runnable(next) {
                 self.current = next;
                 self.store.tcb(next).state = ThreadState::Ready;
                 return Next::Run;
@@ -133,6 +134,11 @@ impl<S: Store> Kernel<S> {
             self.store.tcb(next).state = ThreadState::Inactive;
         }
         Next::Idle
+    }
+
+    /// A thread whose address space was revoked cannot run.
+    fn runnable(&mut self, tcb: u64) -> bool {
+        matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
     /// Round-robin at a timer tick: the current thread goes behind its equals.

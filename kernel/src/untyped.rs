@@ -39,9 +39,48 @@ pub fn place(
     Ok((base + start, end))
 }
 
+/// Split `[start, end)` into the largest naturally aligned power-of-two blocks (at least
+/// `min_bits`, at most `max_bits`), as untyped capabilities must be.
+pub fn blocks(start: u64, end: u64, min_bits: u8, max_bits: u8) -> impl Iterator<Item = (u64, u8)> {
+    let mut at = start;
+    core::iter::from_fn(move || loop {
+        if at >= end {
+            return None;
+        }
+        let align = if at == 0 { 63 } else { at.trailing_zeros().min(63) as u8 };
+        let room = 63 - (end - at).leading_zeros().min(63) as u8;
+        let bits = align.min(room).min(max_bits);
+        if bits < min_bits {
+            // Too small or misaligned for a block: skip to the next aligned address.
+            at = (at | ((1u64 << min_bits) - 1)).checked_add(1)?;
+            continue;
+        }
+        let block = (at, bits);
+        at += 1u64 << bits;
+        return Some(block);
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{place, Error};
+    use super::{blocks, place, Error};
+
+    #[test]
+    fn ranges_split_into_aligned_blocks() {
+        let b: Vec<_> = blocks(0x10_3000, 0x20_0000, 12, 47).collect();
+        assert_eq!(b.first(), Some(&(0x10_3000, 12)));
+        let mut at = 0x10_3000;
+        for (base, bits) in &b {
+            assert_eq!(*base, at);
+            assert_eq!(base % (1 << bits), 0);
+            at += 1 << bits;
+        }
+        assert_eq!(at, 0x20_0000);
+        assert_eq!(b.last(), Some(&(0x18_0000, 19)));
+        let capped: Vec<_> = blocks(0, 1 << 30, 12, 24).collect();
+        assert_eq!(capped.len(), 64);
+        assert!(blocks(0x1800, 0x2800, 12, 47).next().is_none(), "no whole aligned page");
+    }
 
     #[test]
     fn objects_are_aligned_and_never_overlap() {

@@ -3,11 +3,7 @@
 
 use super::cpu::{self, cr0, cr4};
 use core::arch::asm;
-
-/// An FXSAVE area.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-pub struct FpuState(pub [u8; 512]);
+use kernel::tcb::FpuArea;
 
 /// Enable SSE for user code (CR0.EM off, MP and NE on; CR4.OSFXSR and OSXMMEXCPT).
 pub fn init() {
@@ -18,26 +14,15 @@ pub fn init() {
     }
 }
 
-impl FpuState {
-    /// The reset state (x87 default control word, MXCSR with all exceptions masked).
-    pub fn initial() -> Self {
-        let mut s = Self([0; 512]);
-        s.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
-        s.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR
-        s.0[28..32].copy_from_slice(&0xffffu32.to_le_bytes()); // MXCSR_MASK (ignored by FXRSTOR)
-        s
-    }
+/// Save the CPU's x87/SSE state into `area`.
+pub fn save(area: &mut FpuArea) {
+    // SAFETY: the area is 512 bytes and 16-byte aligned as FXSAVE requires.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) }
+}
 
-    /// Save the CPU's user state here.
-    pub fn save(&mut self) {
-        // SAFETY: the area is 512 bytes and 16-byte aligned as FXSAVE requires.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) }
-    }
-
-    /// Load this state into the CPU.
-    pub fn restore(&self) {
-        // SAFETY: the area is aligned and was produced by `initial` or `save`, so its
-        // MXCSR has no reserved bits set.
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly)) }
-    }
+/// Load `area` into the CPU.
+pub fn restore(area: &FpuArea) {
+    // SAFETY: the area is aligned and was produced by `FpuArea::default` or `save`, so
+    // its MXCSR has no reserved bits set.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, readonly)) }
 }

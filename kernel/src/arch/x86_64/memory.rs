@@ -111,10 +111,15 @@ pub fn init() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The kernel half of the PML4 (entries 256..511), which every address space shares.
+pub fn kernel_half() -> [u64; 256] {
+    core::array::from_fn(|i| PML4.0[256 + i].load(Relaxed))
+}
+
 /// Copy the kernel half into a new address space's PML4.
 pub fn share_kernel_half(mem: &mut PhysMap, root: u64) {
-    for i in 256..512 {
-        paging::set_entry(mem, root, i, PML4.0[i].load(Relaxed));
+    for (i, e) in kernel_half().into_iter().enumerate() {
+        paging::set_entry(mem, root, 256 + i, e);
     }
 }
 
@@ -138,15 +143,25 @@ impl PhysMap {
     }
 }
 
+/// The frame at `phys` through the window.
+///
+/// # Safety
+/// No other reference to the frame may be alive while the returned one is used.
+pub unsafe fn frame_at(phys: u64) -> &'static mut [u8; 4096] {
+    assert!(
+        phys.is_multiple_of(4096) && phys < PHYSMAP_SIZE,
+        "frame {phys:#x} outside the physical window"
+    );
+    // SAFETY: the frame is inside the window, mapped read-write for the kernel's
+    // lifetime; the caller guarantees exclusivity.
+    unsafe { &mut *((PHYS_OFFSET + phys) as *mut [u8; 4096]) }
+}
+
 impl PhysMemory for PhysMap {
     fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
-        assert!(
-            phys.is_multiple_of(4096) && phys < PHYSMAP_SIZE,
-            "frame {phys:#x} outside the physical window"
-        );
-        // SAFETY: the frame is inside the window; frames reached this way are page tables
-        // and user frames from the allocator, never the kernel image, and `&mut self`
-        // keeps the borrow unique.
-        unsafe { &mut *((PHYS_OFFSET + phys) as *mut [u8; 4096]) }
+        // SAFETY: frames reached this way are page tables, objects and user frames from
+        // the allocator or untyped memory, never the kernel image; `&mut self` keeps the
+        // borrow unique.
+        unsafe { frame_at(phys) }
     }
 }

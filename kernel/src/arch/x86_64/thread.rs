@@ -1,91 +1,47 @@
-//! Threads as the hardware sees them: a register save area the entry stubs fill, an FPU
-//! area, and an address-space root. The TCB lives in a frame of its own.
+//! Putting a thread on the CPU: its address space, FPU state, and the save area the
+//! entry stubs write to.
 
 use super::entry::CURRENT_CONTEXT;
-use super::fpu::FpuState;
-use super::memory::{PhysMap, PHYS_OFFSET};
-use super::{cpu, gdt};
+use super::memory::PHYS_OFFSET;
+use super::{cpu, fpu, gdt};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use kernel::context::{UserContext, CONTEXT_SIZE};
-use kernel::paging::PhysMemory;
+use kernel::context::CONTEXT_SIZE;
+use kernel::state::Kernel;
+use kernel::store::Store;
 
-/// A thread control block.
-#[repr(C, align(64))]
-pub struct Thread {
-    /// Saved user registers; the entry stubs write here directly.
-    pub context: UserContext,
-    /// Saved x87/SSE registers.
-    pub fpu: FpuState,
-    /// Physical address of the thread's PML4.
-    pub root: u64,
-    /// Whether this is the root task (holds the machine-control authority).
-    pub root_task: bool,
-    name: [u8; 16],
-    name_len: usize,
-}
+/// The thread whose FPU registers are in the CPU (0: none).
+static FPU_OWNER: AtomicU64 = AtomicU64::new(0);
+/// The thread whose frame `CURRENT_CONTEXT` points at.
+static ON_CPU: AtomicU64 = AtomicU64::new(0);
 
-const _: () = assert!(core::mem::size_of::<Thread>() <= 4096);
-
-/// The running thread's TCB address (0: none).
-static CURRENT: AtomicU64 = AtomicU64::new(0);
-
-impl Thread {
-    /// Build a TCB in the (allocator-owned, otherwise unused) frame at `frame`.
-    pub fn create(frame: u64, root: u64, context: UserContext, name: &str, root_task: bool) {
-        let mut t = Thread {
-            context,
-            fpu: FpuState::initial(),
-            root,
-            root_task,
-            name: [0; 16],
-            name_len: name.len().min(16),
-        };
-        t.name[..t.name_len].copy_from_slice(&name.as_bytes()[..t.name_len]);
-        let mut window = PhysMap;
-        let bytes = window.frame(frame);
-        let tcb = bytes.as_mut_ptr().cast::<Thread>();
-        // SAFETY: the frame is 4 KiB, page-aligned (so aligned for `Thread`), exclusively
-        // owned by the caller, and large enough (checked at compile time).
-        unsafe { tcb.write(t) }
+/// Make the kernel's current thread the one the return path resumes.
+pub fn activate<S: Store>(k: &mut Kernel<S>) {
+    let cur = k.current;
+    if cur == ON_CPU.load(Relaxed) {
+        return;
     }
-
-    /// The thread's name, for logs.
-    pub fn name(&self) -> &str {
-        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    let owner = FPU_OWNER.load(Relaxed);
+    if owner != 0 {
+        // The previous thread's TCB memory cannot have been reused yet: objects are only
+        // made by a retype, and no retype runs between its last syscall and this switch.
+        fpu::save(&mut k.store.tcb(owner).fpu);
     }
-}
-
-/// Run `f` on the current thread, if there is one.
-pub fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> Option<R> {
-    let addr = CURRENT.load(Relaxed);
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: CURRENT only ever holds a TCB built by `Thread::create` in the physical
-    // window; the kernel is single-threaded, and the borrow is confined to `f`.
-    Some(f(unsafe { &mut *(addr as *mut Thread) }))
-}
-
-/// Make the TCB in `frame` the running thread: its address space, FPU state, and the
-/// save area the entry stubs use.
-pub fn switch_to(frame: u64) {
-    with_current(|old| old.fpu.save());
-    let addr = PHYS_OFFSET + frame;
-    CURRENT.store(addr, Relaxed);
-    with_current(|t| {
-        t.fpu.restore();
-        let ctx = &raw mut t.context as u64;
-        CURRENT_CONTEXT.store(ctx, Relaxed);
-        gdt::set_rsp0(ctx + CONTEXT_SIZE as u64);
-        if cpu::read_cr3() != t.root {
-            // SAFETY: the thread's PML4 shares the kernel half, so the kernel keeps running.
-            unsafe { cpu::write_cr3(t.root) }
+    fpu::restore(&k.store.tcb(cur).fpu);
+    FPU_OWNER.store(cur, Relaxed);
+    let ctx = PHYS_OFFSET + cur; // the context is the first field of the TCB
+    CURRENT_CONTEXT.store(ctx, Relaxed);
+    gdt::set_rsp0(ctx + CONTEXT_SIZE as u64);
+    if let Some(root) = k.current_root() {
+        if cpu::read_cr3() != root {
+            // SAFETY: every VSpace shares the kernel half, so the kernel keeps running.
+            unsafe { cpu::write_cr3(root) }
         }
-    });
+    }
+    ON_CPU.store(cur, Relaxed);
 }
 
-/// Forget the current thread (it exited or faulted).
-pub fn clear_current() {
-    CURRENT.store(0, Relaxed);
+/// Forget the thread on the CPU (before idling), so the next activation reloads all.
+pub fn deactivate() {
+    ON_CPU.store(0, Relaxed);
     CURRENT_CONTEXT.store(0, Relaxed);
 }

@@ -8,7 +8,6 @@ use super::cpu::read_cr2;
 use super::entry::CURRENT_CONTEXT;
 use super::exit;
 use super::pic::{self, PIC_BASE};
-use super::thread::{self, with_current};
 use crate::context::UserContext;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -51,15 +50,15 @@ fn name(vector: u64) -> &'static str {
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
 
-/// Handle a PIC line; returns false if the vector is not one.
-fn legacy_irq(vector: u64) -> bool {
+/// Acknowledge a PIC line; returns the IRQ number, or `None` if the vector is not one.
+fn legacy_irq(vector: u64) -> Option<u8> {
     let base = u64::from(PIC_BASE);
     if !(base..base + 16).contains(&vector) {
-        return false;
+        return None;
     }
-    // All lines are masked, so this is a spurious IRQ 7/15 or a stray; acknowledge it.
-    pic::eoi((vector - base) as u8);
-    true
+    let irq = (vector - base) as u8;
+    pic::eoi(irq);
+    Some(irq)
 }
 
 /// From ring 3. The frame is the current thread's save area, except for the IST vectors
@@ -72,22 +71,20 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
         // thread's save area; they do not overlap.
         unsafe { core::ptr::copy_nonoverlapping(frame, ctx as *mut UserContext, 1) }
     }
-    let Some(c) = with_current(|t| t.context) else {
-        crate::kprintln!("kernel: trap from ring 3 with no current thread");
-        exit::exit(false);
-    };
-    if legacy_irq(c.vector) {
-        return;
-    }
-    let cr2 = if c.vector == 14 { read_cr2() } else { 0 };
-    with_current(|t| {
-        crate::kprintln!(
-            "kernel: thread {} faulted: {} (vector {}), error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}; thread stopped",
-            t.name(), name(c.vector), c.vector, c.error_code, c.rip, c.rsp, cr2
-        );
+    // SAFETY: `ctx` (or `frame` when no thread is current) holds the frame just saved.
+    let c = unsafe { *(if ctx != 0 { ctx as *const UserContext } else { frame }) };
+    crate::with_kernel(|k| {
+        let next = match legacy_irq(c.vector) {
+            Some(0) => k.preempt(),
+            Some(_) => return,
+            None => {
+                let addr = if c.vector == 14 { read_cr2() } else { 0 };
+                crate::kprintln!("kernel: {} in ring 3", name(c.vector));
+                k.fault(&mut crate::Console, c.vector, c.error_code, addr)
+            }
+        };
+        crate::resume(k, next);
     });
-    thread::clear_current();
-    crate::no_runnable_thread()
 }
 
 /// From ring 0: only interrupts while idle are expected; anything else is a kernel bug.
@@ -95,7 +92,7 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
 extern "C" fn trap_from_kernel(frame: *mut UserContext) {
     // SAFETY: the stub passes the frame it just pushed on the current stack.
     let c = unsafe { *frame };
-    if legacy_irq(c.vector) {
+    if legacy_irq(c.vector).is_some() {
         return;
     }
     crate::kprintln!(

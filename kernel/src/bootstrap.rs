@@ -1,0 +1,135 @@
+//! Creating the root task's kernel objects and capabilities at boot: its TCB, CSpace,
+//! address space, boot-information page, and every byte of free memory as untyped
+//! capabilities (the kernel keeps none for itself).
+
+use crate::cap::{Cap, Mapping};
+use crate::cnode::{self, SLOT_BITS};
+use crate::context::UserContext;
+use crate::frame_alloc::PhysRange;
+use crate::state::Kernel;
+use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot, TCB_BITS, UNTYPED_MIN_BITS};
+use crate::tcb::ThreadState;
+use crate::untyped;
+use crate::vspace;
+use protocols::bootinfo::{self, slot, word, BOOTINFO_ADDR, MAX_UNTYPED, ROOT_CNODE_RADIX};
+use protocols::object::ObjectType;
+use protocols::rights::Rights;
+
+/// Memory the boot code set aside for the root task.
+#[derive(Clone, Copy, Debug)]
+pub struct RootTask {
+    /// A 4 KiB frame for its TCB.
+    pub tcb: u64,
+    /// `2^(ROOT_CNODE_RADIX + SLOT_BITS)` aligned bytes for its CNode.
+    pub cnode: u64,
+    /// The PML4 its image is already mapped in.
+    pub vspace: u64,
+    /// Contiguous pages for the page tables of its later mappings.
+    pub pool: u64,
+    /// How many.
+    pub pool_pages: u64,
+    /// The boot-information frame, already mapped read-only at `BOOTINFO_ADDR`.
+    pub bootinfo: u64,
+    /// Entry point and initial stack pointer.
+    pub entry: u64,
+    /// Initial stack pointer.
+    pub stack: u64,
+}
+
+/// Bytes of the root CNode.
+pub const ROOT_CNODE_BITS: u8 = ROOT_CNODE_RADIX + SLOT_BITS;
+
+/// Install the root task and make it the current thread. Returns how many untyped
+/// capabilities it received and how many bytes they cover.
+pub fn start_root_task<S: Store>(
+    k: &mut Kernel<S>,
+    rt: &RootTask,
+    free: &[PhysRange],
+) -> Result<(usize, u64), vspace::Error> {
+    let s = &mut k.store;
+    s.create(ObjectType::Tcb, rt.tcb, TCB_BITS);
+    s.create(ObjectType::CNode, rt.cnode, ROOT_CNODE_BITS);
+    let at = |i| cnode_slot(rt.cnode, i);
+    let mapping = Mapping { vspace: rt.vspace, vaddr: BOOTINFO_ADDR };
+    let roots = [
+        (slot::TCB, Cap::Tcb { addr: rt.tcb }),
+        (slot::CNODE, Cap::CNode { addr: rt.cnode, radix: ROOT_CNODE_RADIX }),
+        (slot::VSPACE, Cap::VSpace { addr: rt.vspace, size_bits: 12 }),
+        (slot::BOOTINFO, Cap::Frame { addr: rt.bootinfo, rights: Rights::READ, mapped: Some(mapping) }),
+    ];
+    for (i, cap) in roots {
+        let _ = cnode::insert_root(s, at(i), cap);
+    }
+    let mut words = [0u64; 512];
+    words[word::MAGIC] = bootinfo::MAGIC;
+    let (mut count, mut bytes) = (0usize, 0u64);
+    let all = free.iter().flat_map(|r| untyped::blocks(r.start, r.end, UNTYPED_MIN_BITS, 47));
+    for (base, bits) in all.take(MAX_UNTYPED) {
+        let cap = Cap::Untyped { base, size_bits: bits, free: 0 };
+        let _ = cnode::insert_root(s, at(slot::FIRST_UNTYPED + count as u64), cap);
+        let w = word::UNTYPED_LIST + 2 * count;
+        words[w] = base;
+        words[w + 1] = u64::from(bits);
+        count += 1;
+        bytes += 1u64 << bits;
+    }
+    words[word::UNTYPED_COUNT] = count as u64;
+    let page = s.frame(rt.bootinfo);
+    for (chunk, w) in page.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    for (which, i) in [(TcbSlot::CSpace, slot::CNODE), (TcbSlot::VSpace, slot::VSPACE)] {
+        let cap = s.slot(at(i)).cap;
+        let _ = cnode::insert_child(s, at(i), tcb_slot(rt.tcb, which), cap);
+    }
+    let t = s.tcb(rt.tcb);
+    t.root_task = true;
+    t.priority = 255;
+    t.set_name("init");
+    t.context = UserContext::new_user(rt.entry, rt.stack);
+    t.state = ThreadState::Ready;
+    k.vspaces.add(rt.vspace, rt.pool, rt.pool_pages)?;
+    k.current = rt.tcb;
+    Ok((count, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{start_root_task, RootTask};
+    use crate::cap::Cap;
+    use crate::frame_alloc::PhysRange;
+    use crate::paging::PhysMemory;
+    use crate::state::Kernel;
+    use crate::store::fake::FakeStore;
+    use crate::store::{cnode_slot, Store};
+    use protocols::bootinfo::{slot, untypeds};
+
+    #[test]
+    fn every_free_byte_becomes_untyped_and_is_listed() {
+        let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
+        let rt = RootTask {
+            tcb: 0x1000,
+            cnode: 0x2_0000,
+            vspace: 0x8000,
+            pool: 0x9000,
+            pool_pages: 4,
+            bootinfo: 0xa000,
+            entry: 0x40_0000,
+            stack: 0x7fff_0000,
+        };
+        let free = [PhysRange { start: 0x10_3000, end: 0x20_0000 }, PhysRange { start: 0x100_0000, end: 0x200_0000 }];
+        let (n, bytes) = start_root_task(&mut k, &rt, &free).unwrap();
+        assert_eq!(bytes, (0x20_0000 - 0x10_3000) + 0x100_0000);
+        assert_eq!(k.current, 0x1000);
+        assert!(k.store.tcb(0x1000).root_task);
+        let page = *k.store.frame(0xa000);
+        let words: Vec<u64> = page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let listed: Vec<_> = untypeds(&words).unwrap().collect();
+        assert_eq!(listed.len(), n);
+        for (i, d) in listed.iter().enumerate() {
+            let cap = k.store.slot(cnode_slot(0x2_0000, slot::FIRST_UNTYPED + i as u64)).cap;
+            assert_eq!(cap, Cap::Untyped { base: d.base, size_bits: d.size_bits, free: 0 });
+        }
+        assert_eq!(k.current_root(), Some(0x8000));
+    }
+}
