@@ -192,6 +192,10 @@ impl<S: Store> Kernel<S> {
             Some(Syscall::Call) => self.call(p, c.rdi, c.rsi),
             Some(Syscall::Recv) => self.recv(c.rdi, true),
             Some(Syscall::NbRecv) => self.recv(c.rdi, false),
+            Some(Syscall::Reply) => {
+                self.reply();
+                Ok(Done::Value(0))
+            }
             Some(Syscall::ReplyRecv) => {
                 self.reply();
                 self.recv(c.rdi, true)

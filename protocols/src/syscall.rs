@@ -30,6 +30,8 @@ pub enum Syscall {
     ReplyRecv = 8,
     /// Like `Recv` on a notification, but never blocks (a poll).
     NbRecv = 9,
+    /// Reply to the last caller without waiting afterwards.
+    Reply = 10,
 }
 
 /// Longest single `DebugWrite`, so the kernel's copy is bounded.
@@ -49,6 +51,7 @@ impl Syscall {
             7 => Self::Recv,
             8 => Self::ReplyRecv,
             9 => Self::NbRecv,
+            10 => Self::Reply,
             _ => return None,
         })
     }
@@ -81,10 +84,10 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        for n in 0..10 {
+        for n in 0..11 {
             assert_eq!(Syscall::from_raw(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Syscall::from_raw(10), None);
+        assert_eq!(Syscall::from_raw(11), None);
         assert_eq!(Syscall::from_raw(u64::MAX), None);
     }
 

@@ -7,6 +7,12 @@ use protocols::syscall::{ShutdownStatus, Syscall, DEBUG_WRITE_MAX};
 use rt::syscall::{debug_write, raw, shutdown};
 use rt::testing::{expect_eq, Suite};
 
+mod alloc;
+mod bench;
+mod caps;
+mod isolated;
+mod threads;
+
 rt::entry!(main);
 
 fn main() -> u64 {
@@ -48,6 +54,17 @@ fn main() -> u64 {
             ],
         ),
     );
+    match alloc::Alloc::from_bootinfo() {
+        Some(mut a) => match caps::run(&mut t, &mut a) {
+            Ok(fixture) => {
+                if let Err(e) = bench::run(&mut a, fixture.iso_ep) {
+                    t.check("benchmarks_ran", Err(e.name()));
+                }
+            }
+            Err(e) => t.check("capability_setup", Err(e.name())),
+        },
+        None => t.check("bootinfo_page", Err("malformed boot-information page")),
+    }
     let verdict = t.finish();
     let _ = shutdown(verdict);
     // Only reached if the kernel refused the shutdown.

@@ -2,6 +2,7 @@
 //! typed syscall wrappers over `protocols`, and `print!`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod ipc;
 pub mod syscall;
 pub mod testing;
 

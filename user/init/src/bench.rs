@@ -1,0 +1,110 @@
+//! Benchmarks printed as `bench: <name>: <ticks> ticks`. Under Bochs one TSC tick is one
+//! emulated instruction, so the numbers count instructions and are deterministic.
+//!
+//! Each figure is measured the way sel4bench does: the counter is read right before the
+//! `syscall` and right after it returns, averaged over many iterations, minus the cost
+//! of the same sequence without the `syscall` instruction.
+
+use crate::alloc::Alloc;
+use crate::threads::spawn;
+use protocols::error::Error;
+use protocols::object::{Invocation, ObjectType};
+use protocols::rights::Rights;
+use protocols::syscall::Syscall;
+use rt::ipc::invoke;
+
+const ITERATIONS: u64 = 2000;
+
+/// Ticks of one `syscall` with `rax = number`, `rdi = cptr`, `rsi = info`; with
+/// `real = false` the `syscall` is left out (the measurement's own cost).
+fn one(number: u64, cptr: u64, info: u64, real: bool) -> u64 {
+    let (t0, t1): (u64, u64);
+    // SAFETY: rdtsc and syscall only; every register either may clobber is declared.
+    unsafe {
+        if real {
+            core::arch::asm!(
+                "rdtsc", "shl rdx, 32", "or rax, rdx", "mov r14, rax",
+                "mov rax, r15", "mov rdi, r12", "mov rsi, r13",
+                "syscall",
+                "rdtsc", "shl rdx, 32", "or rax, rdx",
+                in("r15") number, in("r12") cptr, in("r13") info,
+                out("r14") t0, out("rax") t1,
+                out("rdx") _, out("rdi") _, out("rsi") _, out("r10") _, out("r8") _, out("r9") _,
+                out("rcx") _, out("r11") _,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "rdtsc", "shl rdx, 32", "or rax, rdx", "mov r14, rax",
+                "mov rax, r15", "mov rdi, r12", "mov rsi, r13",
+                "rdtsc", "shl rdx, 32", "or rax, rdx",
+                in("r15") number, in("r12") cptr, in("r13") info,
+                out("r14") t0, out("rax") t1,
+                out("rdx") _, out("rdi") _, out("rsi") _,
+                options(nostack),
+            );
+        }
+    }
+    t1.wrapping_sub(t0)
+}
+
+fn average(number: u64, cptr: u64, info: u64) -> u64 {
+    let mut with = 0u64;
+    let mut without = 0u64;
+    for _ in 0..ITERATIONS {
+        with += one(number, cptr, info, true);
+        without += one(number, cptr, info, false);
+    }
+    with.saturating_sub(without) / ITERATIONS
+}
+
+extern "C" {
+    /// Minimal server: `Recv` on the endpoint in `rdi`, then `ReplyRecv` forever.
+    fn bench_server(ep: u64) -> !;
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.bench_server, "ax"
+    .global bench_server
+bench_server:
+    mov r12, rdi
+    mov eax, {recv}
+    syscall
+2:
+    mov rdi, r12
+    mov esi, 1
+    mov eax, {reply_recv}
+    syscall
+    jmp 2b
+"#,
+    recv = const Syscall::Recv as u64,
+    reply_recv = const Syscall::ReplyRecv as u64,
+);
+
+/// Run and print the benchmarks; `iso_ep` is served by the isolated process.
+pub fn run(a: &mut Alloc, iso_ep: u64) -> Result<(), Error> {
+    let call_info = 1; // label 0, one word
+    let null = average(u64::MAX, 0, 0);
+    rt::println!("bench: null syscall (invalid number, error return): {null} ticks");
+
+    let ep = a.make(ObjectType::Endpoint, 0)?;
+    let tcb = spawn(a, bench_server as *const () as u64, ep, 254, u64::MAX)?;
+    let same = average(Syscall::Call as u64, ep, call_info);
+    rt::println!("bench: ipc call + reply_recv round trip, same address space: {same} ticks");
+    invoke(tcb, Invocation::TcbSuspend, &[])?;
+
+    let cross = average(Syscall::Call as u64, iso_ep, call_info);
+    rt::println!("bench: ipc call + reply_recv round trip, two address spaces: {cross} ticks");
+
+    let n = a.make(ObjectType::Notification, 0)?;
+    let badged = a.slot();
+    let all = u64::from(Rights::ALL.bits());
+    invoke(protocols::bootinfo::slot::CNODE, Invocation::CNodeMint, &[n, badged, all, 1])?;
+    let signal = average(Syscall::Send as u64, badged, 0);
+    let poll = average(Syscall::NbRecv as u64, n, 0);
+    rt::println!("bench: notification signal: {signal} ticks");
+    rt::println!("bench: notification poll: {poll} ticks");
+    rt::println!("bench: notification signal + poll: {} ticks", signal + poll);
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! A position-independent program the root task copies into a separate process with its
+//! own address space and a CSpace holding one endpoint (slot 1). It probes what it can
+//! reach, reports to the root task by calling the endpoint, then serves calls on it
+//! (the cross-address-space IPC benchmark).
+//!
+//! It reports `[DebugWrite status on the root task's boot-information page, Send status
+//! on its empty slot 4]`, which isolation makes `[BadUserPointer, InvalidCapability]`.
+
+use protocols::bootinfo::BOOTINFO_ADDR;
+use protocols::syscall::Syscall;
+
+extern "C" {
+    static isolated_start: u8;
+    static isolated_end: u8;
+}
+
+/// The program's bytes.
+pub fn code() -> &'static [u8] {
+    let start = &raw const isolated_start;
+    let end = &raw const isolated_end;
+    // SAFETY: both symbols delimit the code below in this image's read-only text.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.isolated, "ax"
+    .global isolated_start
+    .global isolated_end
+isolated_start:
+    mov eax, {debug_write}
+    mov rdi, {bootinfo}
+    mov esi, 8
+    syscall
+    mov r14, rax
+    mov eax, {send}
+    mov edi, 4
+    xor esi, esi
+    syscall
+    mov r15, rax
+    mov eax, {call}
+    mov edi, 1
+    mov esi, (1 << 12) | 2
+    mov rdx, r14
+    mov r10, r15
+    syscall
+    mov eax, {recv}
+    mov edi, 1
+    syscall
+2:
+    mov eax, {reply_recv}
+    mov edi, 1
+    mov esi, 1
+    syscall
+    jmp 2b
+isolated_end:
+"#,
+    debug_write = const Syscall::DebugWrite as u64,
+    send = const Syscall::Send as u64,
+    call = const Syscall::Call as u64,
+    recv = const Syscall::Recv as u64,
+    reply_recv = const Syscall::ReplyRecv as u64,
+    bootinfo = const BOOTINFO_ADDR,
+);
