@@ -55,7 +55,10 @@ pub fn start_root_task<S: Store>(
         (slot::TCB, Cap::Tcb { addr: rt.tcb }),
         (slot::CNODE, Cap::CNode { addr: rt.cnode, radix: ROOT_CNODE_RADIX }),
         (slot::VSPACE, Cap::VSpace { addr: rt.vspace, size_bits: 12 }),
-        (slot::BOOTINFO, Cap::Frame { addr: rt.bootinfo, rights: Rights::READ, mapped: Some(mapping) }),
+        (
+            slot::BOOTINFO,
+            Cap::Frame { addr: rt.bootinfo, rights: Rights::READ, mapped: Some(mapping) },
+        ),
     ];
     for (i, cap) in roots {
         let _ = cnode::insert_root(s, at(i), cap);
@@ -117,13 +120,17 @@ mod tests {
             entry: 0x40_0000,
             stack: 0x7fff_0000,
         };
-        let free = [PhysRange { start: 0x10_3000, end: 0x20_0000 }, PhysRange { start: 0x100_0000, end: 0x200_0000 }];
+        let free = [
+            PhysRange { start: 0x10_3000, end: 0x20_0000 },
+            PhysRange { start: 0x100_0000, end: 0x200_0000 },
+        ];
         let (n, bytes) = start_root_task(&mut k, &rt, &free).unwrap();
         assert_eq!(bytes, (0x20_0000 - 0x10_3000) + 0x100_0000);
         assert_eq!(k.current, 0x1000);
         assert!(k.store.tcb(0x1000).root_task);
         let page = *k.store.frame(0xa000);
-        let words: Vec<u64> = page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let words: Vec<u64> =
+            page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         let listed: Vec<_> = untypeds(&words).unwrap().collect();
         assert_eq!(listed.len(), n);
         for (i, d) in listed.iter().enumerate() {

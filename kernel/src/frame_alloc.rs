@@ -188,12 +188,19 @@ mod tests {
 
     #[test]
     fn aligned_blocks_split_their_range() {
-        let mut fa = FrameAllocator::new([PhysRange::new(MIB + 0x3000, 3 * MIB)], &[], u64::MAX).unwrap();
+        let mut fa =
+            FrameAllocator::new([PhysRange::new(MIB + 0x3000, 3 * MIB)], &[], u64::MAX).unwrap();
         let total = fa.free_bytes();
         let b = fa.alloc_block(20).unwrap();
         assert_eq!(b, 2 * MIB);
         assert_eq!(fa.free_bytes(), total - MIB);
-        assert_eq!(fa.free_ranges(), &[PhysRange { start: MIB + 0x3000, end: 2 * MIB }, PhysRange { start: 3 * MIB, end: 4 * MIB + 0x3000 }]);
+        assert_eq!(
+            fa.free_ranges(),
+            &[
+                PhysRange { start: MIB + 0x3000, end: 2 * MIB },
+                PhysRange { start: 3 * MIB, end: 4 * MIB + 0x3000 }
+            ]
+        );
         assert_eq!(fa.alloc_block(22), None);
         assert_eq!(fa.alloc(), Some(MIB + 0x3000));
     }

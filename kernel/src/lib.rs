@@ -9,6 +9,7 @@ pub mod cnode;
 pub mod context;
 pub mod elf_loader;
 pub mod endpoint;
+pub mod fastpath;
 pub mod frame_alloc;
 pub mod invoke;
 pub mod ipc;

@@ -113,7 +113,9 @@ mod bare {
         let loaded = info
             .module("init")
             .ok_or(root_task::Error::Missing)
-            .and_then(|m| PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable))
+            .and_then(|m| {
+                PhysMap.bytes(m.start, m.end - m.start).ok_or(root_task::Error::Unreachable)
+            })
             .and_then(|image| root_task::load(image, frames));
         let loaded = match loaded {
             Ok(l) => l,
@@ -146,7 +148,9 @@ mod bare {
             frames.free_ranges().iter().copied().collect();
         let mut k = Kernel::new(PhysStore, memory::kernel_half(), memory::nx_enabled());
         match bootstrap::start_root_task(&mut k, &rt, &free) {
-            Ok((n, bytes)) => kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024),
+            Ok((n, bytes)) => {
+                kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024)
+            }
             Err(e) => {
                 kprintln!("kernel: cannot start the root task: {e:?}; halting");
                 exit::exit(false)
@@ -155,7 +159,7 @@ mod bare {
         *crate::KERNEL.lock() = Some(k);
         pit::start();
         kprintln!("kernel: entering init in ring 3");
-        crate::with_kernel(|k| thread::activate(k));
+        crate::with_kernel(thread::activate);
         // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
         // return path pops it and `iretq`s.
         unsafe { crate::arch::x86_64::entry::return_to_user() }
@@ -184,7 +188,9 @@ static KERNEL: spin::Mutex<Option<kernel::state::Kernel<arch::x86_64::phys_store
 /// Run `f` on the kernel state. The kernel is single-threaded with interrupts off, so
 /// the lock is never contended; a missing state is a boot-order bug.
 #[cfg(target_os = "none")]
-pub fn with_kernel<R>(f: impl FnOnce(&mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>) -> R) -> R {
+pub fn with_kernel<R>(
+    f: impl FnOnce(&mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>) -> R,
+) -> R {
     let mut guard = KERNEL.lock();
     match guard.as_mut() {
         Some(k) => f(k),
@@ -197,7 +203,10 @@ pub fn with_kernel<R>(f: impl FnOnce(&mut kernel::state::Kernel<arch::x86_64::ph
 
 /// Act on what the kernel decided after a syscall or trap.
 #[cfg(target_os = "none")]
-pub fn resume(k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>, next: kernel::state::Next) {
+pub fn resume(
+    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
+    next: kernel::state::Next,
+) {
     use kernel::state::Next;
     match next {
         Next::Run => arch::x86_64::thread::activate(k),

@@ -82,7 +82,12 @@ pub fn load(image: &[u8], frames: &mut FrameAllocator) -> Result<Loaded, Error> 
     Ok(Loaded { root, entry: plan.entry, bootinfo })
 }
 
-fn map_segments(plan: &Plan, image: &[u8], root: u64, frames: &mut FrameAllocator) -> Result<(), Error> {
+fn map_segments(
+    plan: &Plan,
+    image: &[u8],
+    root: u64,
+    frames: &mut FrameAllocator,
+) -> Result<(), Error> {
     let mem = &mut PhysMap;
     for seg in &plan.segments {
         let mut flags = USER;

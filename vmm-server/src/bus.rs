@@ -148,7 +148,12 @@ impl<K: Copy, const N: usize> Bus<K, N> {
     }
 
     /// Perform a guest write; returns whether a device claimed it.
-    pub fn write<D: DeviceMap<K> + ?Sized>(&mut self, devices: &mut D, addr: u64, data: &[u8]) -> bool {
+    pub fn write<D: DeviceMap<K> + ?Sized>(
+        &mut self,
+        devices: &mut D,
+        addr: u64,
+        data: &[u8],
+    ) -> bool {
         match self.resolve(addr, data.len()) {
             Some((key, offset)) => {
                 devices.write(key, offset, data);

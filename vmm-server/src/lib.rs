@@ -1,7 +1,7 @@
 //! The VMM server's host-testable core: buses, device models, CPUID/MSR policy, exit
 //! decoding and the exit dispatcher. Everything here is pure logic over values the kernel
 //! forwards in an exit message, so it runs under `cargo test`; the ring-3 binary that
-//! talks to the kernel is a thin loop around [`dispatch`]-style handling.
+//! talks to the kernel is a thin loop around [`dispatch::Vm::handle`].
 //!
 //! Every guest-controlled value is untrusted: no code path may panic on it. Indexing and
 //! unchecked arithmetic are denied outside tests to keep that promise checkable.
@@ -11,4 +11,15 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod bus;
+pub mod cpuid;
+pub mod cr;
 pub mod devices;
+pub mod dispatch;
+pub mod exit_qualification;
+pub mod guest_memory;
+pub mod hypercall;
+pub mod io;
+pub mod msr;
+pub mod paging;
+pub mod platform;
+pub mod reply;

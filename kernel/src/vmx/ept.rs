@@ -339,8 +339,8 @@ impl Ept {
         let walk_ok = raw & (7 << 3) == EPTP_WALK_4 && caps.walk_length_4();
         let ad_ok = raw & EPTP_AD == 0 || caps.accessed_dirty();
         let reserved = raw & EPTP_FLAGS & !0x7f != 0;
-        let fits = raw & ADDR_MASK < 1u64.checked_shl(maxphyaddr.into()).unwrap_or(0)
-            || maxphyaddr >= 52;
+        let fits =
+            raw & ADDR_MASK < 1u64.checked_shl(maxphyaddr.into()).unwrap_or(0) || maxphyaddr >= 52;
         (ty_ok && walk_ok && ad_ok && !reserved && fits && raw >> 52 == 0).then_some(Eptp(raw))
     }
 
@@ -648,8 +648,7 @@ mod tests {
         assert_eq!(map(0x1000, 0x2000, write_only), Err(Error::BadAccess));
         let exec_only = Access { read: false, write: false, execute: true };
         assert_eq!(map(0x1000, 0x2000, exec_only), Ok(()));
-        let (mut mem, mut frames, strict) =
-            setup(EptVpidCaps::from_raw(SKYLAKE & !1));
+        let (mut mem, mut frames, strict) = setup(EptVpidCaps::from_raw(SKYLAKE & !1));
         assert_eq!(
             strict.map(&mut mem, &mut frames, 0x1000, 0x2000, exec_only),
             Err(Error::BadAccess)

@@ -2,4 +2,6 @@
 //! batch validator. The raw VMX instructions live in `arch/x86_64/vmx.rs`.
 
 pub mod caps;
+pub mod ept;
 pub mod validator;
+pub mod vmcs_setup;

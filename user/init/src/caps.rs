@@ -34,7 +34,9 @@ extern "C" fn echo_server(ep: u64) -> ! {
             Err(_) => (u64::MAX, 0),
         };
         // SAFETY: xmm0 is unused by this soft-float program; the value is arbitrary.
-        unsafe { core::arch::asm!("mov rax, 0xdead; movq xmm0, rax", out("rax") _, options(nostack)) };
+        unsafe {
+            core::arch::asm!("mov rax, 0xdead; movq xmm0, rax", out("rax") _, options(nostack))
+        };
         r = reply_recv(ep, &Msg::new(0, &[w.wrapping_add(1), badge]));
     }
 }
@@ -71,25 +73,49 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     spawn(a, echo_server as *const () as u64, ep, 254, u64::MAX)?;
 
     let r = call(badged, &Msg::new(7, &[41]));
-    t.check("ipc_call_reply_and_badge", expect_eq(r.map(|r| (r.msg.words[0], r.msg.words[1])), Ok((42, 0x42))));
+    t.check(
+        "ipc_call_reply_and_badge",
+        expect_eq(r.map(|r| (r.msg.words[0], r.msg.words[1])), Ok((42, 0x42))),
+    );
 
     let read_only = a.slot();
     invoke(slot::CNODE, Invocation::CNodeCopy, &[ep, read_only, u64::from(Rights::READ.bits())])?;
-    t.check("ipc_needs_the_call_right", expect_eq(call(read_only, &Msg::new(1, &[])).err(), Some(Error::InsufficientRights)));
+    t.check(
+        "ipc_needs_the_call_right",
+        expect_eq(call(read_only, &Msg::new(1, &[])).err(), Some(Error::InsufficientRights)),
+    );
     let widened = a.slot();
     invoke(slot::CNODE, Invocation::CNodeCopy, &[read_only, widened, all()])?;
-    t.check("rights_never_widen", expect_eq(call(widened, &Msg::new(1, &[])).err(), Some(Error::InsufficientRights)));
+    t.check(
+        "rights_never_widen",
+        expect_eq(call(widened, &Msg::new(1, &[])).err(), Some(Error::InsufficientRights)),
+    );
 
     let child = a.slot();
     invoke(slot::CNODE, Invocation::CNodeCopy, &[badged, child, all()])?;
-    t.check("derived_copy_works", expect_eq(call(child, &Msg::new(1, &[1])).map(|r| r.msg.words[0]), Ok(2)));
+    t.check(
+        "derived_copy_works",
+        expect_eq(call(child, &Msg::new(1, &[1])).map(|r| r.msg.words[0]), Ok(2)),
+    );
     invoke(slot::CNODE, Invocation::CNodeRevoke, &[badged])?;
-    t.check("revoked_copy_is_dead", expect_eq(call(child, &Msg::new(1, &[1])).err(), Some(Error::InvalidCapability)));
-    t.check("revoke_keeps_the_original", expect_eq(call(badged, &Msg::new(1, &[1])).map(|r| r.msg.words[0]), Ok(2)));
+    t.check(
+        "revoked_copy_is_dead",
+        expect_eq(call(child, &Msg::new(1, &[1])).err(), Some(Error::InvalidCapability)),
+    );
+    t.check(
+        "revoke_keeps_the_original",
+        expect_eq(call(badged, &Msg::new(1, &[1])).map(|r| r.msg.words[0]), Ok(2)),
+    );
     invoke(slot::CNODE, Invocation::CNodeDelete, &[badged])?;
-    t.check("deleted_slot_is_empty", expect_eq(call(badged, &Msg::new(1, &[])).err(), Some(Error::InvalidCapability)));
+    t.check(
+        "deleted_slot_is_empty",
+        expect_eq(call(badged, &Msg::new(1, &[])).err(), Some(Error::InvalidCapability)),
+    );
 
-    t.check("invocation_on_wrong_type", expect_eq(invoke(slot::CNODE, Invocation::TcbResume, &[]).err(), Some(Error::WrongType)));
+    t.check(
+        "invocation_on_wrong_type",
+        expect_eq(invoke(slot::CNODE, Invocation::TcbResume, &[]).err(), Some(Error::WrongType)),
+    );
 
     // Untyped accounting: a 16 KiB untyped holds exactly four TCBs.
     let small = a.make(ObjectType::Untyped, 14)?;
@@ -97,10 +123,22 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     for _ in 0..3 {
         a.slot();
     }
-    t.check("untyped_holds_what_it_should", expect_eq(retype(small, ObjectType::Tcb, 0, four, 4).map(|_| ()), Ok(())));
+    t.check(
+        "untyped_holds_what_it_should",
+        expect_eq(retype(small, ObjectType::Tcb, 0, four, 4).map(|_| ()), Ok(())),
+    );
     let fifth = a.slot();
-    t.check("untyped_exhaustion", expect_eq(retype(small, ObjectType::Tcb, 0, fifth, 1).err(), Some(Error::OutOfMemory)));
-    t.check("retype_into_occupied_slot", expect_eq(retype(a.untyped, ObjectType::Tcb, 0, slot::TCB, 1).err(), Some(Error::InvalidArgument)));
+    t.check(
+        "untyped_exhaustion",
+        expect_eq(retype(small, ObjectType::Tcb, 0, fifth, 1).err(), Some(Error::OutOfMemory)),
+    );
+    t.check(
+        "retype_into_occupied_slot",
+        expect_eq(
+            retype(a.untyped, ObjectType::Tcb, 0, slot::TCB, 1).err(),
+            Some(Error::InvalidArgument),
+        ),
+    );
 
     // Notifications.
     let n = a.make(ObjectType::Notification, 0)?;
@@ -130,7 +168,10 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     // timer gives it back.
     let spin_tcb = spawn(a, spinner as *const () as u64, 0, 255, u64::MAX)?;
     rt::syscall::yield_now();
-    t.check("timer_preempts_a_spinning_thread", if SPINS.load(Ordering::Relaxed) > 0 { Ok(()) } else { Err("spinner never ran") });
+    t.check(
+        "timer_preempts_a_spinning_thread",
+        if SPINS.load(Ordering::Relaxed) > 0 { Ok(()) } else { Err("spinner never ran") },
+    );
     invoke(spin_tcb, Invocation::TcbSuspend, &[])?;
 
     let iso_ep = isolation(t, a)?;

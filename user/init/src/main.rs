@@ -13,9 +13,9 @@ mod caps;
 mod isolated;
 mod threads;
 
-rt::entry!(main);
+rt::entry!(start);
 
-fn main() -> u64 {
+fn start() -> u64 {
     rt::println!("init: hello from ring 3");
     let mut t = Suite::new();
     t.check("ring3_cpl", expect_eq(current_cpl(), 3));

@@ -9,7 +9,13 @@ use rt::ipc::invoke;
 /// Start a thread in the root task's CSpace and address space, with its own stack.
 /// `fault_ep` is a slot or `u64::MAX`. Returns the TCB's slot.
 /// `entry` is the address of an `extern "C" fn(u64) -> !`.
-pub fn spawn(a: &mut Alloc, entry: u64, arg: u64, priority: u64, fault_ep: u64) -> Result<u64, Error> {
+pub fn spawn(
+    a: &mut Alloc,
+    entry: u64,
+    arg: u64,
+    priority: u64,
+    fault_ep: u64,
+) -> Result<u64, Error> {
     let tcb = a.make(ObjectType::Tcb, 0)?;
     let (_, stack) = a.page()?;
     invoke(tcb, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, fault_ep])?;

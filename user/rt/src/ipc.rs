@@ -35,7 +35,13 @@ pub struct Received {
 
 /// The full register-level IPC syscall: sends `msg` (and the capability in slot
 /// `grant`), receives into `recv_slot`.
-pub fn ipc(number: Syscall, cptr: u64, msg: &Msg, grant: u64, recv_slot: u64) -> Result<Received, RawError> {
+pub fn ipc(
+    number: Syscall,
+    cptr: u64,
+    msg: &Msg,
+    grant: u64,
+    recv_slot: u64,
+) -> Result<Received, RawError> {
     let (status, badge, info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` preserves every register except the outputs named here and rcx,
     // r11; r12 and r13 are only read by the kernel.
@@ -103,10 +109,18 @@ pub fn reply(reply: &Msg) -> Result<(), Error> {
 
 /// Invoke a kernel object: `Call` with an invocation label.
 pub fn invoke(cptr: u64, op: Invocation, words: &[u64]) -> Result<u64, Error> {
-    ipc(Syscall::Call, cptr, &Msg::new(op as u64, words), 0, 0).map(|r| r.msg.words[0]).map_err(error)
+    ipc(Syscall::Call, cptr, &Msg::new(op as u64, words), 0, 0)
+        .map(|r| r.msg.words[0])
+        .map_err(error)
 }
 
 /// Retype `count` objects from the untyped in `untyped` into slots `dst..dst+count`.
-pub fn retype(untyped: u64, ty: ObjectType, size_bits: u64, dst: u64, count: u64) -> Result<u64, Error> {
+pub fn retype(
+    untyped: u64,
+    ty: ObjectType,
+    size_bits: u64,
+    dst: u64,
+    count: u64,
+) -> Result<u64, Error> {
     invoke(untyped, Invocation::UntypedRetype, &[ty as u64, size_bits, dst, count])
 }

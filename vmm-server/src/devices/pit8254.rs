@@ -94,7 +94,11 @@ struct Channel {
 /// Decode four BCD digits; out-of-range digits count at face value rather than failing.
 fn from_bcd(raw: u16) -> u32 {
     let d = |shift: u32| u32::from((raw >> shift) & 0xf);
-    d(12).wrapping_mul(1000).wrapping_add(d(8).wrapping_mul(100)).wrapping_add(d(4).wrapping_mul(10)).wrapping_add(d(0))
+    d(12)
+        .wrapping_mul(1000)
+        .wrapping_add(d(8).wrapping_mul(100))
+        .wrapping_add(d(4).wrapping_mul(10))
+        .wrapping_add(d(0))
 }
 
 /// `a % n`, with 0 for the impossible `n == 0` (counts are never zero once decoded).
@@ -221,7 +225,11 @@ impl Channel {
             Run::Idle { out } => out,
             Run::Armed { .. } => true,
             // Gate low in modes 2 and 3 forces OUT high; other modes just stop.
-            Run::Counting { .. } | Run::Frozen { .. } if !self.gate && matches!(self.mode, 2 | 3) => true,
+            Run::Counting { .. } | Run::Frozen { .. }
+                if !self.gate && matches!(self.mode, 2 | 3) =>
+            {
+                true
+            }
             Run::Counting { .. } | Run::Frozen { .. } => {
                 self.progress(now).is_some_and(|(d, n)| self.out_at(d, n))
             }
@@ -469,7 +477,12 @@ impl Default for Pit8254 {
 impl Pit8254 {
     /// A PIT at tick 0 with all channels unprogrammed.
     pub const fn new() -> Self {
-        Self { channels: [Channel::new(), Channel::new(), Channel::new()], now: 0, port_b: 0, refresh: false }
+        Self {
+            channels: [Channel::new(), Channel::new(), Channel::new()],
+            now: 0,
+            port_b: 0,
+            refresh: false,
+        }
     }
 
     /// Ticks since creation.

@@ -83,7 +83,9 @@ impl Store for PhysStore {
             }
             ObjectType::Notification => {
                 // SAFETY: a fresh, exclusively owned, aligned notification object.
-                unsafe { ((PHYS_OFFSET + addr) as *mut Notification).write(Notification::default()) }
+                unsafe {
+                    ((PHYS_OFFSET + addr) as *mut Notification).write(Notification::default())
+                }
             }
             ObjectType::Untyped | ObjectType::Frame | ObjectType::VSpace => {}
         }

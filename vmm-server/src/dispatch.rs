@@ -1,0 +1,775 @@
+//! The exit dispatcher: one [`Vm`] per guest, and [`Vm::handle`], which turns every
+//! [`ExitMessage`] into an [`ExitReply`].
+//!
+//! `handle` first lets a handler for the exit reason emulate the instruction or event
+//! (CPUID, port I/O, RDMSR/WRMSR, CR access, HLT, VMCALL, ...). A handler either finishes,
+//! leaving VMCS writes, GPR loads and flags in a [`ReplyBuilder`], or returns a
+//! [`StopReason`]. Then one place decides interrupt delivery: an event the exit cut short
+//! (IDT-vectoring information) is re-injected first, otherwise the PIC's pending vector
+//! is injected when the guest can take it, and an interrupt window is requested when it
+//! cannot. A stop replaces the whole reply with a bare [`ReplyFlags::STOP_VCPU`], so a
+//! half-emulated instruction never leaks into the guest, and the VM stays stopped.
+//!
+//! Nothing here panics on any message: every decoder is total, arithmetic is checked or
+//! wrapping, and a batch that would overflow becomes a stop. HLT with interrupts enabled
+//! and nothing pending replies ADVANCE_RIP | STOP_VCPU and marks the VM
+//! [`RunState::Halted`]; the exit loop waits for time or input to raise an interrupt and
+//! resumes the vCPU with the reply [`Vm::wake`] builds.
+
+use core::fmt;
+
+use protocols::vmexit::{
+    exception_has_error_code, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs,
+    ReplyFlags, TransferMask,
+};
+
+use crate::bus::{Bus, BusError};
+use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
+use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState, CR0_NE, CR4_VMXE, EFER_LMA};
+use crate::devices::uart16550::SerialSink;
+use crate::exit_qualification::{CrAccess, DecodeError, InterruptionInfo, IoQualification};
+use crate::guest_memory::GuestMemory;
+use crate::hypercall::{self, Hypercall};
+use crate::io::{self, GuestMode, IoFault};
+use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
+use crate::paging::PagingMode;
+use crate::platform::{Platform, PortKey, PORT_SLOTS};
+use crate::reply::ReplyBuilder;
+
+/// Exception vectors the dispatcher injects.
+const UD: u8 = 6;
+const GP: u8 = 13;
+const PF: u8 = 14;
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.VM (virtual-8086 mode, always CPL 3).
+const RFLAGS_VM: u64 = 1 << 17;
+/// Interruptibility: blocking by STI or by MOV SS.
+const SHADOW: u32 = 0b11;
+/// Interruptibility: blocking by NMI.
+const BLOCKING_BY_NMI: u32 = 1 << 3;
+/// Segment access rights: CS.L (64-bit code).
+const AR_L: u32 = 1 << 13;
+/// Index of SS and CS in [`protocols::vmexit::Segments`].
+const SEG_CS: usize = 1;
+const SEG_SS: usize = 2;
+/// IDT-vectoring information bits that describe the event (vector, type, error code,
+/// valid); bit 12 is undefined there and must not reach the entry field.
+const VECTORING_EVENT_BITS: u32 = 0x8000_0fff;
+/// Number of basic exit reasons counted individually.
+const REASONS: usize = 80;
+
+/// Placeholder key type for the MMIO bus: no MMIO device exists yet (the LAPIC and IOAPIC
+/// will be the first), so the bus is always empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioKey {}
+
+/// MMIO ranges a [`Vm`] can hold.
+pub const MMIO_SLOTS: usize = 8;
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest called the EXIT hypercall with this code.
+    GuestExit(u64),
+    /// The guest wrote this code to the debug-exit port.
+    DebugExit(u32),
+    /// The guest asked the keyboard controller for a system reset.
+    Reset,
+    /// The guest triple-faulted.
+    TripleFault,
+    /// HLT with interrupts disabled: nothing this VMM sends can wake it.
+    HaltedForever,
+    /// VM entry failed (basic reason and qualification as the CPU reported them).
+    EntryFailure {
+        /// Basic exit reason (33, 34 or 41).
+        reason: u16,
+        /// Exit qualification.
+        qualification: u64,
+    },
+    /// An exit reason this VMM does not handle.
+    Unhandled {
+        /// The full exit reason.
+        reason: u32,
+    },
+    /// An MSR that is live CPU state the kernel must pass through.
+    UnsupportedMsr {
+        /// The MSR index.
+        index: u32,
+        /// WRMSR rather than RDMSR.
+        write: bool,
+    },
+    /// An exit whose qualification or instruction information did not decode.
+    BadQualification {
+        /// Basic exit reason.
+        reason: u16,
+        /// What was wrong.
+        error: DecodeError,
+    },
+    /// The exit needs a message group the vCPU's transfer mask leaves out.
+    NeedsTransfer(TransferMask),
+    /// Emulation touched guest-physical memory the VMM cannot see.
+    GuestMemory {
+        /// The address.
+        gpa: u64,
+    },
+    /// Emulation would raise a #PF, which needs CR2 support to inject.
+    PageFault {
+        /// The faulting linear address.
+        linear: u64,
+    },
+    /// An EPT violation at an address no RAM or MMIO device backs.
+    Mmio {
+        /// The guest-physical address.
+        gpa: u64,
+    },
+    /// A handler queued more VMCS writes than a reply holds (a VMM bug).
+    ReplyOverflow,
+    /// The IDT-vectoring information names an event that cannot be re-injected into the
+    /// guest state the exit reports (the message is inconsistent).
+    BadVectoring {
+        /// The IDT-vectoring information.
+        info: u32,
+    },
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::GuestExit(code) => write!(f, "guest exit hypercall, code {code}"),
+            Self::DebugExit(code) => write!(f, "debug-exit port, code {code:#x}"),
+            Self::Reset => f.write_str("guest requested a reset"),
+            Self::TripleFault => f.write_str("triple fault"),
+            Self::HaltedForever => f.write_str("HLT with interrupts disabled"),
+            Self::EntryFailure { reason, qualification } => {
+                write!(f, "VM entry failed: reason {reason}, qualification {qualification:#x}")
+            }
+            Self::Unhandled { reason } => match ExitReason::from_raw(reason as u16) {
+                Some(r) => write!(f, "unhandled exit {} ({reason:#x})", r.name()),
+                None => write!(f, "unknown exit reason {reason:#x}"),
+            },
+            Self::UnsupportedMsr { index, write } => write!(
+                f,
+                "{} of MSR {index:#x}: live CPU state, needs kernel pass-through",
+                if write { "WRMSR" } else { "RDMSR" }
+            ),
+            Self::BadQualification { reason, error } => {
+                write!(f, "exit {reason}: undecodable exit information ({error:?})")
+            }
+            Self::NeedsTransfer(mask) => {
+                write!(f, "exit needs transfer-mask groups {:#x}", mask.bits())
+            }
+            Self::GuestMemory { gpa } => write!(f, "emulation touched unmapped memory {gpa:#x}"),
+            Self::PageFault { linear } => {
+                write!(f, "emulated access would page-fault at {linear:#x}")
+            }
+            Self::Mmio { gpa } => write!(f, "access to unbacked guest-physical {gpa:#x}"),
+            Self::ReplyOverflow => f.write_str("reply batch overflow"),
+            Self::BadVectoring { info } => {
+                write!(f, "IDT-vectoring information {info:#x} cannot be re-injected")
+            }
+        }
+    }
+}
+
+/// Whether the vCPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Running (or about to resume).
+    Running,
+    /// Stopped in HLT until an interrupt is pending; see [`Vm::wake`].
+    Halted,
+    /// Stopped for good.
+    Stopped(StopReason),
+}
+
+/// Exit and delivery counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    exits: [u64; REASONS],
+    /// Interrupts injected from the PIC.
+    pub interrupts_injected: u64,
+    /// Exceptions injected by emulation (#GP, #UD, reflected exceptions).
+    pub exceptions_injected: u64,
+    /// Hypercalls served.
+    pub hypercalls: u64,
+}
+
+impl Stats {
+    /// Exits with basic reason `reason`.
+    pub fn exits(&self, reason: ExitReason) -> u64 {
+        self.exits.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    /// All exits.
+    pub fn total_exits(&self) -> u64 {
+        self.exits.iter().fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// Test results the guest reported through the REPORT hypercall.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestReport {
+    /// Reports with status 0.
+    pub passed: u64,
+    /// Reports with another status.
+    pub failed: u64,
+    /// The first failure: (test number, status).
+    pub first_failure: Option<(u64, u64)>,
+}
+
+/// How a VM starts.
+#[derive(Clone, Copy, Debug)]
+pub struct VmConfig {
+    /// CPUID policy knobs.
+    pub cpuid: CpuidConfig,
+    /// CR0 as the guest first sees it (reset value: CD | NW | ET).
+    pub cr0: u64,
+    /// CR4 as the guest first sees it.
+    pub cr4: u64,
+    /// CR0 bits the real register must keep set (NE; PE and PG without unrestricted guest).
+    pub cr0_forced_on: u64,
+    /// CR4 bits the real register must keep set (VMXE).
+    pub cr4_forced_on: u64,
+    /// Guest IA32_EFER at start.
+    pub efer: u64,
+    /// VM-entry controls at start, if the VMM knows them.
+    pub entry_controls: Option<u32>,
+    /// Port of the debug-exit device, if any.
+    pub debug_exit_port: Option<u16>,
+    /// Host Unix time for the RTC.
+    pub unix_time: i64,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            cpuid: CpuidConfig::default(),
+            cr0: 0x6000_0010,
+            cr4: 0,
+            cr0_forced_on: CR0_NE,
+            cr4_forced_on: CR4_VMXE,
+            efer: 0,
+            entry_controls: None,
+            debug_exit_port: Some(crate::devices::debug_exit::DEFAULT_PORT),
+            unix_time: 0,
+        }
+    }
+}
+
+/// One virtual machine with one vCPU.
+pub struct Vm<M, S> {
+    platform: Platform<S>,
+    ports: Bus<PortKey, PORT_SLOTS>,
+    mmio: Bus<MmioKey, MMIO_SLOTS>,
+    memory: M,
+    cpuid: CpuidTable,
+    msr: MsrPolicy,
+    cr: CrState,
+    long_mode: LongModeState,
+    state: RunState,
+    stats: Stats,
+    tests: TestReport,
+}
+
+/// A handler's verdict: done (the reply says what to do) or stop.
+type Handled = Result<(), StopReason>;
+
+impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
+    /// The transfer mask the dispatcher wants on every exit: EFER (long-mode state for
+    /// CR0 and EFER emulation) and the controls (to flip "IA-32e mode guest").
+    pub const TRANSFER_MASK: TransferMask = TransferMask::EFER_PAT.union(TransferMask::CONTROLS);
+
+    /// A VM with the standard PC devices, CPUID derived from `host_cpuid(leaf, subleaf)`,
+    /// guest RAM `memory` and a console writing into `sink`. Fails only if the debug-exit
+    /// port collides with a standard device.
+    pub fn new(
+        config: &VmConfig,
+        host_cpuid: impl FnMut(u32, u32) -> CpuidRegs,
+        memory: M,
+        sink: S,
+    ) -> Result<Self, BusError> {
+        let cpuid = CpuidTable::from_host(&config.cpuid, host_cpuid);
+        Ok(Self {
+            platform: Platform::new(sink, config.unix_time),
+            ports: Platform::<S>::port_bus(config.debug_exit_port)?,
+            mmio: Bus::new(),
+            memory,
+            msr: MsrPolicy::new(&cpuid),
+            cr: CrState::new(
+                &cpuid,
+                config.cr0,
+                config.cr4,
+                config.cr0_forced_on,
+                config.cr4_forced_on,
+            ),
+            cpuid,
+            long_mode: LongModeState { efer: config.efer, entry_controls: config.entry_controls },
+            state: RunState::Running,
+            stats: Stats {
+                exits: [0; REASONS],
+                interrupts_injected: 0,
+                exceptions_injected: 0,
+                hypercalls: 0,
+            },
+            tests: TestReport::default(),
+        })
+    }
+
+    /// VMCS writes that program the CR0/CR4 policy, for the vCPU's first entry.
+    pub fn setup_reply(&self) -> ExitReply {
+        let mut r = ReplyBuilder::new();
+        self.cr.setup_writes(&mut r);
+        r.finish()
+    }
+
+    /// The vCPU's state.
+    pub fn run_state(&self) -> RunState {
+        self.state
+    }
+
+    /// Exit counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// What the guest reported through the REPORT hypercall.
+    pub fn test_report(&self) -> TestReport {
+        self.tests
+    }
+
+    /// The devices.
+    pub fn platform(&self) -> &Platform<S> {
+        &self.platform
+    }
+
+    /// The devices, mutably (e.g. to drain the console sink).
+    pub fn platform_mut(&mut self) -> &mut Platform<S> {
+        &mut self.platform
+    }
+
+    /// The port bus (its unclaimed-access counters).
+    pub fn port_bus(&self) -> &Bus<PortKey, PORT_SLOTS> {
+        &self.ports
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// Guest RAM, mutably (for the loader).
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.memory
+    }
+
+    /// The guest's CPUID.
+    pub fn cpuid(&self) -> &CpuidTable {
+        &self.cpuid
+    }
+
+    /// Let `ticks` PIT clocks (1.193182 MHz) pass.
+    pub fn advance_time(&mut self, ticks: u64) {
+        self.platform.advance_time(ticks);
+    }
+
+    /// Offer a console byte from the host; false if the UART cannot take it yet.
+    pub fn console_input(&mut self, byte: u8) -> bool {
+        self.platform.console_input(byte)
+    }
+
+    /// For a halted vCPU with an interrupt now pending: the reply that resumes it with the
+    /// interrupt injected. `None` while there is nothing to deliver or the vCPU is not
+    /// halted. (HLT only halts with RFLAGS.IF set and RIP already past the HLT, so the
+    /// injection is always allowed.)
+    pub fn wake(&mut self) -> Option<ExitReply> {
+        if self.state != RunState::Halted {
+            return None;
+        }
+        self.platform.pic.pending_vector()?;
+        let vector = self.platform.pic.acknowledge();
+        let mut r = ReplyBuilder::new();
+        r.inject(EventInjection::interrupt(vector), 0, 0);
+        self.stats.interrupts_injected = self.stats.interrupts_injected.saturating_add(1);
+        self.state = RunState::Running;
+        Some(r.finish())
+    }
+
+    /// Handle one exit and produce the reply.
+    pub fn handle(&mut self, msg: &ExitMessage) -> ExitReply {
+        if let Some(slot) = self.stats.exits.get_mut(usize::from(msg.reason as u16)) {
+            *slot = slot.saturating_add(1);
+        }
+        if let RunState::Stopped(_) = self.state {
+            return stop_reply();
+        }
+        self.state = RunState::Running;
+        // State the message carries is fresher than anything remembered.
+        if msg.transfer.contains(TransferMask::EFER_PAT) {
+            self.long_mode.efer = msg.efer;
+        }
+        if msg.transfer.contains(TransferMask::CONTROLS) {
+            self.long_mode.entry_controls = Some(msg.controls.entry);
+        }
+        let mut reply = ReplyBuilder::new();
+        let handled = self.dispatch(msg, &mut reply);
+        let handled = handled.and_then(|()| {
+            if reply.overflowed() {
+                Err(StopReason::ReplyOverflow)
+            } else {
+                Ok(())
+            }
+        });
+        match handled.and_then(|()| self.deliver_interrupts(msg, &mut reply)) {
+            Ok(()) => reply.finish(),
+            Err(reason) => {
+                self.state = RunState::Stopped(reason);
+                stop_reply()
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let basic = msg.reason as u16;
+        if msg.is_entry_failure() {
+            return Err(StopReason::EntryFailure {
+                reason: basic,
+                qualification: msg.qualification,
+            });
+        }
+        let Some(reason) = msg.basic_reason() else {
+            return Err(StopReason::Unhandled { reason: msg.reason });
+        };
+        match reason {
+            ExitReason::Cpuid => self.cpuid_exit(msg, reply),
+            ExitReason::IoInstruction => self.io_exit(msg, reply),
+            ExitReason::Rdmsr => self.rdmsr_exit(msg, reply),
+            ExitReason::Wrmsr => self.wrmsr_exit(msg, reply),
+            ExitReason::CrAccess => self.cr_exit(msg, reply),
+            ExitReason::Hlt => self.hlt_exit(msg, reply),
+            ExitReason::Vmcall => self.vmcall_exit(msg, reply),
+            ExitReason::ExceptionOrNmi => self.exception_exit(msg, reply),
+            ExitReason::TripleFault => Err(StopReason::TripleFault),
+            ExitReason::EptViolation | ExitReason::EptMisconfig => {
+                let gpa = msg.guest_physical;
+                // An MMIO device would be dispatched here (through an instruction
+                // decoder); none exists yet, so every such access stops.
+                if let Some((key, _)) = self.mmio.resolve(gpa, 1) {
+                    match key {}
+                }
+                Err(StopReason::Mmio { gpa })
+            }
+            // Delivery happens below; these exits only give the VMM a chance to run it.
+            ExitReason::InterruptWindow
+            | ExitReason::ExternalInterrupt
+            | ExitReason::PreemptionTimer
+            | ExitReason::NmiWindow => Ok(()),
+            // Harmless to skip under EPT: nothing for the VMM to do.
+            ExitReason::Pause | ExitReason::Invd | ExitReason::Wbinvd | ExitReason::Invlpg => {
+                reply.flag(ReplyFlags::ADVANCE_RIP);
+                Ok(())
+            }
+            // Features CPUID hides: #UD, as on a CPU without them.
+            ExitReason::Vmclear
+            | ExitReason::Vmlaunch
+            | ExitReason::Vmptrld
+            | ExitReason::Vmptrst
+            | ExitReason::Vmread
+            | ExitReason::Vmresume
+            | ExitReason::Vmwrite
+            | ExitReason::Vmxoff
+            | ExitReason::Vmxon
+            | ExitReason::Invept
+            | ExitReason::Invvpid
+            | ExitReason::Vmfunc
+            | ExitReason::Getsec
+            | ExitReason::Xsetbv
+            | ExitReason::Monitor
+            | ExitReason::Mwait => {
+                self.inject_exception(reply, UD, 0);
+                Ok(())
+            }
+            // No performance counters are offered.
+            ExitReason::Rdpmc => {
+                self.inject_exception(reply, GP, 0);
+                Ok(())
+            }
+            _ => Err(StopReason::Unhandled { reason: msg.reason }),
+        }
+    }
+
+    fn inject_exception(&mut self, reply: &mut ReplyBuilder, vector: u8, error_code: u32) {
+        reply.inject(EventInjection::exception(vector), error_code, 0);
+        self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+    }
+
+    fn cpuid_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let reg = |r: u8| msg.gprs.get(r).unwrap_or(0) as u32;
+        let out = self.cpuid.lookup(reg(Gprs::RAX), reg(Gprs::RCX));
+        // CPUID writes 32-bit registers, which zero-extends them.
+        reply.set_gpr(Gprs::RAX, u64::from(out.eax));
+        reply.set_gpr(Gprs::RBX, u64::from(out.ebx));
+        reply.set_gpr(Gprs::RCX, u64::from(out.ecx));
+        reply.set_gpr(Gprs::RDX, u64::from(out.edx));
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        Ok(())
+    }
+
+    /// The guest's long-mode EFER as best known.
+    fn efer(&self) -> u64 {
+        self.long_mode.efer
+    }
+
+    fn io_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let q = IoQualification::decode(msg.qualification)
+            .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
+        let mode = GuestMode {
+            paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
+            cpl: cpl(msg),
+        };
+        let done =
+            io::emulate(msg, q, &mut self.ports, &mut self.platform, &mut self.memory, mode, reply)
+                .map_err(|e| match e {
+                    IoFault::Decode(error) => {
+                        StopReason::BadQualification { reason: msg.reason as u16, error }
+                    }
+                    IoFault::Memory(m) => StopReason::GuestMemory { gpa: m.gpa },
+                    IoFault::PageFault { linear } => StopReason::PageFault { linear },
+                })?;
+        if done {
+            reply.flag(ReplyFlags::ADVANCE_RIP);
+        }
+        // Port writes are how a guest asks to be stopped.
+        if self.platform.i8042.take_reset_request() {
+            return Err(StopReason::Reset);
+        }
+        if let Some(code) = self.platform.debug_exit.take_exit() {
+            return Err(StopReason::DebugExit(code));
+        }
+        Ok(())
+    }
+
+    fn rdmsr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let index = msg.gprs.get(Gprs::RCX).unwrap_or(0) as u32;
+        let value = match self.msr.read(index) {
+            MsrRead::Value(v) => v,
+            MsrRead::GuestState(GuestStateMsr::Efer) => self.efer(),
+            MsrRead::GuestState(m) => {
+                m.read(msg).ok_or(StopReason::NeedsTransfer(m.transfer_group()))?
+            }
+            MsrRead::Gp => {
+                self.inject_exception(reply, GP, 0);
+                return Ok(());
+            }
+            MsrRead::Unsupported => return Err(StopReason::UnsupportedMsr { index, write: false }),
+        };
+        reply.set_gpr(Gprs::RAX, value & 0xffff_ffff);
+        reply.set_gpr(Gprs::RDX, value >> 32);
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        Ok(())
+    }
+
+    fn wrmsr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let reg = |r: u8| msg.gprs.get(r).unwrap_or(0);
+        let index = reg(Gprs::RCX) as u32;
+        let value = (reg(Gprs::RDX) << 32) | (reg(Gprs::RAX) & 0xffff_ffff);
+        let ctx = MsrContext { cr0: self.cr.guest_cr0(msg.cr0), efer: self.efer() };
+        match self.msr.write(index, value, &ctx) {
+            MsrWrite::Done => {}
+            MsrWrite::GuestState(m, v) => {
+                reply.write(m.field(), v);
+                if m == GuestStateMsr::Efer {
+                    self.long_mode.efer = v;
+                }
+            }
+            MsrWrite::Gp => {
+                self.inject_exception(reply, GP, 0);
+                return Ok(());
+            }
+            MsrWrite::Unsupported => return Err(StopReason::UnsupportedMsr { index, write: true }),
+        }
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        Ok(())
+    }
+
+    fn cr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let access = CrAccess::decode(msg.qualification)
+            .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
+        let op64 = self.efer() & EFER_LMA != 0 && cs_long(msg).unwrap_or(true);
+        let mut env = CrEnv { msg, op64, long_mode: &mut self.long_mode, mem: &self.memory };
+        match self.cr.emulate(access, &mut env, reply) {
+            CrOutcome::Done => {
+                reply.flag(ReplyFlags::ADVANCE_RIP);
+                Ok(())
+            }
+            CrOutcome::Gp => {
+                self.inject_exception(reply, GP, 0);
+                Ok(())
+            }
+            CrOutcome::Ud => {
+                self.inject_exception(reply, UD, 0);
+                Ok(())
+            }
+            CrOutcome::NeedsTransfer(mask) => Err(StopReason::NeedsTransfer(mask)),
+            CrOutcome::Memory(m) => Err(StopReason::GuestMemory { gpa: m.gpa }),
+        }
+    }
+
+    fn hlt_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        if msg.rflags & RFLAGS_IF == 0 {
+            return Err(StopReason::HaltedForever);
+        }
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        // With an interrupt pending the HLT completes at once: delivery injects it below.
+        if self.platform.pic.pending_vector().is_none() {
+            reply.flag(ReplyFlags::STOP_VCPU);
+            self.state = RunState::Halted;
+        }
+        Ok(())
+    }
+
+    fn vmcall_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        if cpl(msg) != 0 {
+            reply.set_gpr(Gprs::RAX, hypercall::STATUS_DENIED);
+            return Ok(());
+        }
+        self.stats.hypercalls = self.stats.hypercalls.saturating_add(1);
+        let status = match Hypercall::decode(&msg.gprs) {
+            Ok(Hypercall::PutChar(byte)) => {
+                self.platform.uart.sink_mut().write_byte(byte);
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::Report { test, status }) => {
+                if status == 0 {
+                    self.tests.passed = self.tests.passed.saturating_add(1);
+                } else {
+                    self.tests.failed = self.tests.failed.saturating_add(1);
+                    self.tests.first_failure.get_or_insert((test, status));
+                }
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::Exit(code)) => return Err(StopReason::GuestExit(code)),
+            Err(_) => hypercall::STATUS_UNKNOWN,
+        };
+        reply.set_gpr(Gprs::RAX, status);
+        Ok(())
+    }
+
+    /// An exception the VMM did not ask to intercept is given back to the guest; #PF
+    /// cannot be (CR2 is not VMCS state) and NMIs belong to the host.
+    fn exception_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let info = InterruptionInfo::decode(msg.exit_intr_info)
+            .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
+        match info.kind {
+            EventType::Nmi => Ok(()),
+            EventType::HardwareException if !matches!(info.vector, 2 | PF) && info.vector < 32 => {
+                let event = EventInjection::exception(info.vector);
+                reply.inject(event, msg.exit_intr_error, 0);
+                self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+                Ok(())
+            }
+            EventType::SoftwareException if matches!(info.vector, 3 | 4) => {
+                let event = EventInjection::new(info.vector, EventType::SoftwareException, false);
+                reply.inject(event, 0, msg.instruction_len);
+                Ok(())
+            }
+            _ => Err(StopReason::Unhandled { reason: msg.reason }),
+        }
+    }
+
+    /// Re-deliver an event the exit interrupted, else inject the PIC's pending vector if
+    /// the guest can take it now, else ask for an interrupt window.
+    fn deliver_interrupts(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        if reply.has(ReplyFlags::STOP_VCPU) {
+            return Ok(());
+        }
+        // Retiring the instruction (ADVANCE_RIP) ends an STI/MOV SS shadow.
+        let shadow = msg.interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
+        let interruptible = msg.rflags & RFLAGS_IF != 0 && !shadow;
+        if !reply.injects() {
+            if let Some(event) = vectoring_event(msg, interruptible)? {
+                reply.inject(event, msg.idt_vectoring_error, msg.instruction_len);
+            }
+        }
+        if self.platform.pic.pending_vector().is_none() {
+            return Ok(());
+        }
+        if reply.injects() || !interruptible {
+            reply.flag(ReplyFlags::REQUEST_INTERRUPT_WINDOW);
+            return Ok(());
+        }
+        let vector = self.platform.pic.acknowledge();
+        reply.inject(EventInjection::interrupt(vector), 0, 0);
+        self.stats.interrupts_injected = self.stats.interrupts_injected.saturating_add(1);
+        if self.platform.pic.pending_vector().is_some() {
+            reply.flag(ReplyFlags::REQUEST_INTERRUPT_WINDOW);
+        }
+        Ok(())
+    }
+}
+
+/// The event whose delivery the exit interrupted, checked against the rules VM entry
+/// applies to injection; an event that breaks them means the message is inconsistent.
+fn vectoring_event(
+    msg: &ExitMessage,
+    interruptible: bool,
+) -> Result<Option<EventInjection>, StopReason> {
+    let raw = msg.idt_vectoring_info;
+    let bad = StopReason::BadVectoring { info: raw };
+    let info = match InterruptionInfo::decode(raw) {
+        Ok(info) => info,
+        Err(DecodeError::NotValid) => return Ok(None),
+        Err(_) => return Err(bad),
+    };
+    let ok = match info.kind {
+        EventType::ExternalInterrupt => interruptible,
+        EventType::Nmi => info.vector == 2 && msg.interruptibility & BLOCKING_BY_NMI == 0,
+        EventType::HardwareException => {
+            info.vector < 32
+                && info.vector != 2
+                && info.error_code_valid == exception_has_error_code(info.vector)
+        }
+        EventType::SoftwareInterrupt
+        | EventType::PrivilegedSoftwareException
+        | EventType::SoftwareException => !info.error_code_valid,
+        EventType::Other => false,
+    };
+    if ok {
+        Ok(Some(EventInjection::from_raw(raw & VECTORING_EVENT_BITS)))
+    } else {
+        Err(bad)
+    }
+}
+
+/// A reply that stops the vCPU and changes nothing else.
+fn stop_reply() -> ExitReply {
+    let mut r = ExitReply::new();
+    r.flags = ReplyFlags::STOP_VCPU;
+    r
+}
+
+/// The guest's CPL: SS.DPL when the message carries segments, 3 in virtual-8086 mode,
+/// otherwise assumed 0.
+fn cpl(msg: &ExitMessage) -> u8 {
+    if msg.rflags & RFLAGS_VM != 0 {
+        return 3;
+    }
+    if msg.transfer.contains(TransferMask::SEGMENTS) {
+        if let Some(ss) = msg.segments.regs.get(SEG_SS) {
+            return ((ss.access_rights >> 5) & 3) as u8;
+        }
+    }
+    0
+}
+
+/// CS.L when the message carries segments.
+fn cs_long(msg: &ExitMessage) -> Option<bool> {
+    if !msg.transfer.contains(TransferMask::SEGMENTS) {
+        return None;
+    }
+    msg.segments.regs.get(SEG_CS).map(|cs| cs.access_rights & AR_L != 0)
+}
+
+#[cfg(test)]
+mod tests;

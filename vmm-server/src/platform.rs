@@ -1,0 +1,277 @@
+//! The legacy PC platform: which device sits at which port and which IRQ line it drives.
+//!
+//! [`Platform`] owns the device models by value; [`Platform::port_bus`] builds the port
+//! map that routes to them by [`PortKey`]; after every access [`Platform`] re-evaluates
+//! the device interrupt lines into the PIC, so "which vector is pending" is always current
+//! when the dispatcher asks. Time enters only through [`Platform::advance_time`].
+
+use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
+use crate::devices::cmos_rtc::CmosRtc;
+use crate::devices::debug_exit::DebugExit;
+use crate::devices::i8042::{self, I8042};
+use crate::devices::pic8259::{Chip, DualPic};
+use crate::devices::pit8254::Pit8254;
+use crate::devices::uart16550::{SerialSink, Uart16550};
+
+/// Port ranges a [`Platform`] bus can hold.
+pub const PORT_SLOTS: usize = 16;
+
+/// COM1's base port.
+pub const COM1: u16 = 0x3f8;
+/// COM1's IRQ line.
+pub const COM1_IRQ: u8 = 4;
+/// The PIT's IRQ line.
+pub const PIT_IRQ: u8 = 0;
+/// The keyboard's IRQ line.
+pub const KEYBOARD_IRQ: u8 = 1;
+/// The PS/2 aux (mouse) IRQ line.
+pub const AUX_IRQ: u8 = 12;
+/// The POST-code port, which Linux also writes for I/O delays.
+pub const POST_PORT: u16 = 0x80;
+
+/// What a port range routes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKey {
+    /// One chip of the 8259 pair.
+    Pic(Chip),
+    /// 8254 ports 0x40-0x43.
+    Pit,
+    /// Port 0x61 (timer 2 gate and output).
+    PortB,
+    /// RTC/CMOS 0x70-0x71.
+    Rtc,
+    /// i8042 data port 0x60.
+    I8042Data,
+    /// i8042 command/status port 0x64.
+    I8042Command,
+    /// COM1.
+    Com1,
+    /// The debug-exit port.
+    DebugExit,
+    /// Port 0x80: POST codes and I/O delays.
+    PostCode,
+}
+
+/// The legacy devices of one VM.
+#[derive(Clone, Debug)]
+pub struct Platform<S> {
+    /// COM1, the VM's console.
+    pub uart: Uart16550<S>,
+    /// The interrupt controllers.
+    pub pic: DualPic,
+    /// The interval timer.
+    pub pit: Pit8254,
+    /// The real-time clock.
+    pub rtc: CmosRtc,
+    /// The keyboard controller (reset line).
+    pub i8042: I8042,
+    /// The debug-exit port.
+    pub debug_exit: DebugExit,
+    /// The last byte written to port 0x80.
+    pub post_code: u8,
+    /// PIT channel 0 periods that elapsed while an earlier tick was still latched in the
+    /// PIC, so the guest saw them as one interrupt.
+    pub coalesced_ticks: u64,
+}
+
+impl<S: SerialSink> Platform<S> {
+    /// A platform whose console writes into `sink` and whose clock reads `unix_time`.
+    pub fn new(sink: S, unix_time: i64) -> Self {
+        Self {
+            uart: Uart16550::new(sink),
+            pic: DualPic::new(),
+            pit: Pit8254::new(),
+            rtc: CmosRtc::new(unix_time),
+            i8042: I8042::new(),
+            debug_exit: DebugExit::new(),
+            post_code: 0,
+            coalesced_ticks: 0,
+        }
+    }
+
+    /// The standard PC port map, plus the debug-exit device (4 ports) at `debug_exit`.
+    pub fn port_bus(debug_exit: Option<u16>) -> Result<Bus<PortKey, PORT_SLOTS>, BusError> {
+        let mut bus = Bus::new();
+        bus.insert(0x20, 2, PortKey::Pic(Chip::Master))?;
+        bus.insert(0xa0, 2, PortKey::Pic(Chip::Slave))?;
+        bus.insert(0x40, 4, PortKey::Pit)?;
+        bus.insert(0x60, 1, PortKey::I8042Data)?;
+        bus.insert(0x61, 1, PortKey::PortB)?;
+        bus.insert(0x64, 1, PortKey::I8042Command)?;
+        bus.insert(0x70, 2, PortKey::Rtc)?;
+        bus.insert(u64::from(POST_PORT), 1, PortKey::PostCode)?;
+        bus.insert(u64::from(COM1), 8, PortKey::Com1)?;
+        if let Some(port) = debug_exit {
+            bus.insert(u64::from(port), 4, PortKey::DebugExit)?;
+        }
+        Ok(bus)
+    }
+
+    /// Drive the PIC inputs from the devices' interrupt outputs.
+    pub fn sync_irqs(&mut self) {
+        self.pic.set_irq(COM1_IRQ, self.uart.irq_level());
+        self.pic.set_irq(KEYBOARD_IRQ, self.i8042.irq1_level());
+        self.pic.set_irq(AUX_IRQ, self.i8042.irq12_level());
+    }
+
+    /// Let `ticks` PIT input clocks pass; every rising edge of channel 0 is an IRQ 0 edge.
+    pub fn advance_time(&mut self, ticks: u64) {
+        self.pit.advance(ticks);
+        let edges = self.pit.take_rising_edges(0);
+        if edges > 0 {
+            self.pic.set_irq(PIT_IRQ, false);
+            self.pic.set_irq(PIT_IRQ, true);
+            self.coalesced_ticks = self.coalesced_ticks.saturating_add(edges.saturating_sub(1));
+        }
+        self.pic.set_irq(PIT_IRQ, self.pit.out(0));
+    }
+
+    /// Offer a console byte from the host; false if the UART cannot take it now.
+    pub fn console_input(&mut self, byte: u8) -> bool {
+        let taken = self.uart.receive(byte);
+        self.sync_irqs();
+        taken
+    }
+}
+
+/// Split `data` byte-wise over consecutive ports of a device with per-port methods.
+fn each_byte(offset: u64, data: &mut [u8], mut f: impl FnMut(u64) -> u8) {
+    let mut off = offset;
+    for b in data.iter_mut() {
+        *b = f(off);
+        off = off.wrapping_add(1);
+    }
+}
+
+impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
+    fn read(&mut self, key: PortKey, offset: u64, data: &mut [u8]) {
+        match key {
+            PortKey::Pic(chip) => self.pic.read_bytes(chip, offset, data),
+            PortKey::Pit => self.pit.read(offset, data),
+            PortKey::PortB => each_byte(offset, data, |_| self.pit.read_port_b()),
+            PortKey::Rtc => self.rtc.read(offset, data),
+            PortKey::I8042Data => {
+                self.i8042.read(i8042::DATA, data);
+                // The line drops while the controller loads the next byte, so a queued
+                // byte is a fresh edge for the PIC.
+                self.pic.set_irq(KEYBOARD_IRQ, false);
+                self.pic.set_irq(AUX_IRQ, false);
+            }
+            PortKey::I8042Command => self.i8042.read(i8042::COMMAND, data),
+            PortKey::Com1 => self.uart.read(offset, data),
+            PortKey::DebugExit => self.debug_exit.read(offset, data),
+            PortKey::PostCode => data.fill(self.post_code),
+        }
+        self.sync_irqs();
+    }
+
+    fn write(&mut self, key: PortKey, offset: u64, data: &[u8]) {
+        match key {
+            PortKey::Pic(chip) => self.pic.write_bytes(chip, offset, data),
+            PortKey::Pit => self.pit.write(offset, data),
+            PortKey::PortB => {
+                if let Some(&v) = data.first() {
+                    self.pit.write_port_b(v);
+                }
+            }
+            PortKey::Rtc => self.rtc.write(offset, data),
+            PortKey::I8042Data => self.i8042.write(i8042::DATA, data),
+            PortKey::I8042Command => self.i8042.write(i8042::COMMAND, data),
+            PortKey::Com1 => self.uart.write(offset, data),
+            PortKey::DebugExit => self.debug_exit.write(offset, data),
+            PortKey::PostCode => {
+                if let Some(&v) = data.first() {
+                    self.post_code = v;
+                }
+            }
+        }
+        self.sync_irqs();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Platform, PortKey};
+    use crate::devices::pic8259::{port, Chip};
+
+    fn platform() -> Platform<Vec<u8>> {
+        let mut p = Platform::new(Vec::new(), 0);
+        for (chip, base, icw3) in [(Chip::Master, 0x30, 4), (Chip::Slave, 0x38, 2)] {
+            for (off, v) in
+                [(port::COMMAND, 0x11), (port::DATA, base), (port::DATA, icw3), (port::DATA, 1)]
+            {
+                p.pic.write(chip, off, v);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn the_standard_port_map() {
+        let bus = Platform::<Vec<u8>>::port_bus(Some(0xf4)).unwrap();
+        assert_eq!(bus.resolve(0x3fd, 1), Some((PortKey::Com1, 5)));
+        assert_eq!(bus.resolve(0xa1, 1), Some((PortKey::Pic(Chip::Slave), 1)));
+        assert_eq!(bus.resolve(0x43, 1), Some((PortKey::Pit, 3)));
+        assert_eq!(bus.resolve(0x61, 1), Some((PortKey::PortB, 0)));
+        assert_eq!(bus.resolve(0x64, 1), Some((PortKey::I8042Command, 0)));
+        assert_eq!(bus.resolve(0xf4, 4), Some((PortKey::DebugExit, 0)));
+        assert_eq!(bus.resolve(0x2f8, 1), None, "no COM2");
+        assert!(Platform::<Vec<u8>>::port_bus(Some(0x3f8)).is_err(), "overlap refused");
+    }
+
+    #[test]
+    fn uart_interrupt_reaches_the_pic() {
+        let mut p = platform();
+        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        bus.write(&mut p, 0x3f9, &[0x01]); // IER: receive interrupt
+        assert_eq!(p.pic.pending_vector(), None);
+        assert!(p.console_input(b'k'));
+        assert_eq!(p.pic.pending_vector(), Some(0x34));
+    }
+
+    #[test]
+    fn pit_ticks_become_irq0_edges() {
+        let mut p = platform();
+        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        bus.write(&mut p, 0x43, &[0x34]);
+        bus.write(&mut p, 0x40, &[100]);
+        bus.write(&mut p, 0x40, &[0]);
+        p.advance_time(99);
+        assert_eq!(p.pic.pending_vector(), None);
+        p.advance_time(1);
+        assert_eq!(p.pic.acknowledge(), 0x30);
+        p.pic.write(Chip::Master, port::COMMAND, 0x20);
+        // Three periods at once: one interrupt, two coalesced.
+        p.advance_time(300);
+        assert_eq!(p.pic.acknowledge(), 0x30);
+        assert_eq!(p.coalesced_ticks, 2);
+    }
+
+    #[test]
+    fn port_b_and_post_code() {
+        let mut p = platform();
+        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        bus.write(&mut p, 0x80, &[0x42]);
+        let mut b = [0];
+        bus.read(&mut p, 0x80, &mut b);
+        assert_eq!(b, [0x42]);
+        bus.write(&mut p, 0x61, &[0x01]);
+        bus.read(&mut p, 0x61, &mut b);
+        assert_eq!(b[0] & 0x01, 0x01);
+    }
+
+    #[test]
+    fn keyboard_bytes_are_separate_edges() {
+        let mut p = platform();
+        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        bus.write(&mut p, 0x60, &[0xff]); // keyboard reset: two answer bytes
+        assert_eq!(p.pic.acknowledge(), 0x31);
+        p.pic.write(Chip::Master, port::COMMAND, 0x20);
+        let mut b = [0];
+        bus.read(&mut p, 0x60, &mut b);
+        assert_eq!(b, [0xfa]);
+        assert_eq!(p.pic.acknowledge(), 0x31, "the second byte raises IRQ 1 again");
+        bus.read(&mut p, 0x60, &mut b);
+        assert_eq!(b, [0xaa]);
+    }
+}
