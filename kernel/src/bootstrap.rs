@@ -11,7 +11,9 @@ use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot, TCB_BITS, UNTYPED_MIN_B
 use crate::tcb::ThreadState;
 use crate::untyped;
 use crate::vspace;
-use protocols::bootinfo::{self, slot, word, BOOTINFO_ADDR, MAX_UNTYPED, ROOT_CNODE_RADIX};
+use protocols::bootinfo::{
+    self, slot, word, BOOTINFO_ADDR, MAX_MODULES, MAX_MODULE_PAGES, MAX_UNTYPED, ROOT_CNODE_RADIX,
+};
 use protocols::object::ObjectType;
 use protocols::rights::Rights;
 
@@ -36,6 +38,17 @@ pub struct RootTask {
     pub stack: u64,
 }
 
+/// A boot module to hand over as read-only frames.
+#[derive(Clone, Copy, Debug)]
+pub struct BootModule<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Physical start (page-aligned).
+    pub start: u64,
+    /// Physical end.
+    pub end: u64,
+}
+
 /// Bytes of the root CNode.
 pub const ROOT_CNODE_BITS: u8 = ROOT_CNODE_RADIX + SLOT_BITS;
 
@@ -45,6 +58,7 @@ pub fn start_root_task<S: Store>(
     k: &mut Kernel<S>,
     rt: &RootTask,
     free: &[PhysRange],
+    modules: &[BootModule<'_>],
 ) -> Result<(usize, u64), vspace::Error> {
     let s = &mut k.store;
     s.create(ObjectType::Tcb, rt.tcb, TCB_BITS);
@@ -77,6 +91,31 @@ pub fn start_root_task<S: Store>(
         bytes += 1u64 << bits;
     }
     words[word::UNTYPED_COUNT] = count as u64;
+    let mut next = 0u64;
+    let mut listed = 0usize;
+    for m in modules.iter().filter(|m| m.start % 4096 == 0).take(MAX_MODULES) {
+        let pages = (m.end.saturating_sub(m.start)).div_ceil(4096);
+        if next + pages > MAX_MODULE_PAGES as u64 {
+            break;
+        }
+        for p in 0..pages {
+            let cap = Cap::Frame { addr: m.start + p * 4096, rights: Rights::READ, mapped: None };
+            let _ = cnode::insert_root(s, at(slot::FIRST_MODULE_FRAME + next + p), cap);
+        }
+        let mut name = [0u8; 16];
+        for (d, c) in name.iter_mut().zip(m.name.bytes()) {
+            *d = c;
+        }
+        let w = word::MODULE_LIST + word::MODULE_WORDS * listed;
+        let (lo, hi) = name.split_at(8);
+        words[w] = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+        words[w + 1] = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+        words[w + 2] = slot::FIRST_MODULE_FRAME + next;
+        words[w + 3] = m.end - m.start;
+        next += pages;
+        listed += 1;
+    }
+    words[word::MODULE_COUNT] = listed as u64;
     let page = s.frame(rt.bootinfo);
     for (chunk, w) in page.chunks_exact_mut(8).zip(words) {
         chunk.copy_from_slice(&w.to_le_bytes());
@@ -124,7 +163,8 @@ mod tests {
             PhysRange { start: 0x10_3000, end: 0x20_0000 },
             PhysRange { start: 0x100_0000, end: 0x200_0000 },
         ];
-        let (n, bytes) = start_root_task(&mut k, &rt, &free).unwrap();
+        let modules = [super::BootModule { name: "vmm", start: 0x300_0000, end: 0x300_1800 }];
+        let (n, bytes) = start_root_task(&mut k, &rt, &free, &modules).unwrap();
         assert_eq!(bytes, (0x20_0000 - 0x10_3000) + 0x100_0000);
         assert_eq!(k.current, 0x1000);
         assert!(k.store.tcb(0x1000).root_task);
@@ -138,5 +178,15 @@ mod tests {
             assert_eq!(cap, Cap::Untyped { base: d.base, size_bits: d.size_bits, free: 0 });
         }
         assert_eq!(k.current_root(), Some(0x8000));
+        let m: Vec<_> = protocols::bootinfo::modules(&words).unwrap().collect();
+        assert_eq!(
+            (m[0].name(), m[0].size, m[0].first_slot),
+            ("vmm", 0x1800, slot::FIRST_MODULE_FRAME)
+        );
+        let second = k.store.slot(cnode_slot(0x2_0000, slot::FIRST_MODULE_FRAME + 1)).cap;
+        assert_eq!(
+            second,
+            Cap::Frame { addr: 0x300_1000, rights: protocols::rights::Rights::READ, mapped: None }
+        );
     }
 }

@@ -35,6 +35,10 @@ pub enum Cap {
     Frame { addr: u64, rights: Rights, mapped: Option<Mapping> },
     /// An address space; `size_bits` covers its PML4 and its page-table pool.
     VSpace { addr: u64, size_bits: u8 },
+    /// A virtual CPU.
+    VCpu { addr: u64 },
+    /// A guest-physical address space (EPT PML4 and its table pool).
+    GuestSpace { addr: u64, size_bits: u8 },
 }
 
 impl Cap {
@@ -50,6 +54,8 @@ impl Cap {
             Self::Notification { addr, .. } => (addr, 4),
             Self::Frame { addr, .. } => (addr, 5),
             Self::VSpace { addr, .. } => (addr, 6),
+            Self::VCpu { addr } => (addr, 7),
+            Self::GuestSpace { addr, .. } => (addr, 8),
         })
     }
 

@@ -19,7 +19,7 @@ impl<S: Store> Kernel<S> {
     /// Decode and perform the invocation the current thread made on slot `cptr`.
     pub(crate) fn invoke(
         &mut self,
-        _p: &mut impl Platform,
+        p: &mut impl Platform,
         cptr: u64,
         info: u64,
     ) -> Result<Done, Error> {
@@ -112,12 +112,24 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::FrameUnmap, Cap::Frame { addr, rights, mapped }) => {
                 if let Some(m) = mapped {
-                    self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+                    self.ept_stale |= self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
                     self.store.slot(at).cap = Cap::Frame { addr, rights, mapped: None };
                 }
                 Ok(Done::Value(0))
             }
             (Invocation::FrameAddress, Cap::Frame { addr, .. }) => Ok(Done::Value(addr)),
+            (Invocation::FrameMapGuest, Cap::Frame { addr, rights, mapped }) => {
+                need(3)?;
+                self.frame_map_guest(at, addr, rights, mapped, w[0], w[1], w[2])
+            }
+            (Invocation::VCpuConfigure, Cap::VCpu { addr }) => {
+                need(3)?;
+                self.vcpu_configure(addr, w[0], w[1], w[2])
+            }
+            (Invocation::VCpuStart, Cap::VCpu { addr }) => {
+                need(4)?;
+                self.vcpu_start(p, addr, w)
+            }
             _ => Err(Error::WrongType),
         }
     }
@@ -171,8 +183,12 @@ impl<S: Store> Kernel<S> {
             *d =
                 self.empty_slot(root, first.checked_add(i as u64).ok_or(Error::InvalidArgument)?)?;
         }
-        if ty == ObjectType::VSpace && !self.vspaces.has_room() {
+        let spaces = matches!(ty, ObjectType::VSpace | ObjectType::GuestSpace);
+        if spaces && (self.vspaces.room() as u64) < count {
             return Err(Error::OutOfMemory);
+        }
+        if ty == ObjectType::VCpu && self.vmx.is_none() {
+            return Err(Error::NotSupported);
         }
         let (start, new_free) =
             untyped::place(base, ut_bits, free, bits, count).map_err(|e| match e {
@@ -198,10 +214,18 @@ impl<S: Store> Kernel<S> {
                         crate::paging::set_entry(&mut self.store, addr, 256 + j, *e);
                     }
                     let pages = (1u64 << bits) / 4096 - 1;
-                    // Room was checked above and retype makes at most one VSpace per
-                    // free table entry, so this cannot fail.
+                    // Room for `count` spaces was checked above, so this cannot fail.
                     let _ = self.vspaces.add(addr, addr + 4096, pages);
                     Cap::VSpace { addr, size_bits: bits }
+                }
+                ObjectType::GuestSpace => {
+                    let pages = (1u64 << bits) / 4096 - 1;
+                    let _ = self.vspaces.add_guest(addr, addr + 4096, pages);
+                    Cap::GuestSpace { addr, size_bits: bits }
+                }
+                ObjectType::VCpu => {
+                    self.init_vcpu_pages(addr);
+                    Cap::VCpu { addr }
                 }
             };
             let _ = cnode::insert_child(&mut self.store, ut_slot, *dst, cap);
@@ -343,7 +367,7 @@ impl<S: Store> Kernel<S> {
     pub fn delete(&mut self, slot: u64) {
         let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
         if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
-            self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+            self.ept_stale |= self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
         }
         if !last {
             return;
@@ -373,6 +397,17 @@ impl<S: Store> Kernel<S> {
                 *self.store.notification(addr) = Default::default();
             }
             Cap::VSpace { addr, .. } => self.vspaces.remove(addr),
+            Cap::GuestSpace { addr, .. } => {
+                self.vspaces.remove(addr);
+                self.ept_stale = true;
+            }
+            Cap::VCpu { addr } => {
+                self.suspend(addr);
+                for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
+                    self.delete(tcb_slot(addr, which));
+                }
+                self.vmcs_released = true;
+            }
             Cap::CNode { addr, radix } => {
                 for i in 0..(1u64 << radix) {
                     self.delete(crate::store::cnode_slot(addr, i));

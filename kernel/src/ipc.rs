@@ -94,6 +94,15 @@ impl<S: Store> Kernel<S> {
         self.current = saved;
     }
 
+    /// Block the vCPU `v` on its exit endpoint `ep` with the exit message set up in its
+    /// registers, as a call.
+    pub(crate) fn send_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64) {
+        let saved = self.current;
+        self.current = v;
+        self.send_endpoint(ep, badge, true, true, false);
+        self.current = saved;
+    }
+
     /// `Call`: an endpoint call, or an invocation of a kernel object.
     pub(crate) fn call(
         &mut self,
@@ -182,14 +191,21 @@ impl<S: Store> Kernel<S> {
         self.store.tcb(cur).state = ThreadState::BlockedRecv { ep };
     }
 
-    /// Reply to the current thread's caller, if it still waits.
-    pub(crate) fn reply(&mut self) {
+    /// Reply to the current thread's caller, if it still waits. A vCPU's reply is a
+    /// VMCS-write batch; a refused one is the replier's error.
+    pub(crate) fn reply(&mut self) -> Result<(), Error> {
         let cur = self.current;
         let caller = core::mem::take(&mut self.store.tcb(cur).caller);
         if caller == 0
             || self.store.tcb(caller).state != (ThreadState::BlockedReply { server: cur })
         {
-            return;
+            return Ok(());
+        }
+        if self.store.tcb(caller).vcpu {
+            return self.vcpu_reply(caller).map_err(|(e, code, field)| {
+                self.rejected = Some((code, field));
+                e
+            });
         }
         if self.store.tcb(caller).fault.take().is_some() {
             // A faulted thread resumes with its own registers; the handler may move it on.
@@ -203,6 +219,7 @@ impl<S: Store> Kernel<S> {
             self.transfer(cur, caller, 0, false);
         }
         self.make_ready(caller);
+        Ok(())
     }
 
     /// Signal a notification: wake a waiter with the badge, or accumulate it.

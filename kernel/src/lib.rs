@@ -26,5 +26,8 @@ pub mod tcb;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod testbed;
 pub mod untyped;
+pub mod vcpu;
+#[cfg(test)]
+mod vcpu_tests;
 pub mod vmx;
 pub mod vspace;

@@ -59,6 +59,15 @@ pub struct Kernel<S: Store> {
     pub kernel_half: [u64; 256],
     /// Whether page tables may use the NX bit.
     pub nx: bool,
+    /// VT-x, where present.
+    pub vmx: Option<crate::vcpu::VmxInfo>,
+    /// A VCpu was destroyed: the hardware layer must VMCLEAR the active VMCS before its
+    /// memory can be reused.
+    pub vmcs_released: bool,
+    /// A guest mapping went away: the hardware layer must invalidate EPT translations.
+    pub ept_stale: bool,
+    /// Details of a batch refused during this syscall: `(BatchError code, field)`.
+    pub(crate) rejected: Option<(u64, u64)>,
 }
 
 impl<S: Store> Kernel<S> {
@@ -71,6 +80,10 @@ impl<S: Store> Kernel<S> {
             current: 0,
             kernel_half,
             nx,
+            vmx: None,
+            vmcs_released: false,
+            ept_stale: false,
+            rejected: None,
         }
     }
 
@@ -136,8 +149,15 @@ impl<S: Store> Kernel<S> {
         Next::Idle
     }
 
-    /// A thread whose address space was revoked cannot run.
+    /// A thread whose address space was revoked cannot run; a vCPU needs its guest
+    /// space and a VMCS.
     fn runnable(&mut self, tcb: u64) -> bool {
+        if self.store.tcb(tcb).vcpu {
+            return matches!(
+                self.store.slot(tcb_slot(tcb, TcbSlot::CSpace)).cap,
+                Cap::GuestSpace { .. }
+            ) && self.store.vcpu(tcb).started;
+        }
         matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
@@ -192,14 +212,8 @@ impl<S: Store> Kernel<S> {
             Some(Syscall::Call) => self.call(p, c.rdi, c.rsi),
             Some(Syscall::Recv) => self.recv(c.rdi, true),
             Some(Syscall::NbRecv) => self.recv(c.rdi, false),
-            Some(Syscall::Reply) => {
-                self.reply();
-                Ok(Done::Value(0))
-            }
-            Some(Syscall::ReplyRecv) => {
-                self.reply();
-                self.recv(c.rdi, true)
-            }
+            Some(Syscall::Reply) => self.reply().map(|()| Done::Value(0)),
+            Some(Syscall::ReplyRecv) => self.reply().and_then(|()| self.recv(c.rdi, true)),
         };
         let ctx = &mut self.store.tcb(cur).context;
         match result {
@@ -209,6 +223,10 @@ impl<S: Store> Kernel<S> {
             }
             Ok(Done::Handled) => {}
             Err(e) => ctx.rax = e as u64,
+        }
+        if let Some((code, field)) = self.rejected.take() {
+            ctx.rdx = code;
+            ctx.r10 = field;
         }
         self.schedule()
     }

@@ -42,7 +42,10 @@ pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
         ObjectType::Endpoint => Some(ENDPOINT_BITS),
         ObjectType::Notification => Some(NOTIFICATION_BITS),
         ObjectType::Frame => Some(FRAME_BITS),
-        ObjectType::VSpace => (VSPACE_MIN_BITS..=24).contains(&size_bits).then_some(size_bits),
+        ObjectType::VSpace | ObjectType::GuestSpace => {
+            (VSPACE_MIN_BITS..=24).contains(&size_bits).then_some(size_bits)
+        }
+        ObjectType::VCpu => Some(crate::vcpu::VCPU_BITS),
     }
 }
 
@@ -57,6 +60,8 @@ pub trait Store: PhysMemory {
     fn endpoint(&mut self, at: u64) -> &mut Endpoint;
     /// The notification at `at`.
     fn notification(&mut self, at: u64) -> &mut Notification;
+    /// The kernel data of the VCpu object at `at`.
+    fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData;
     /// Zero `[addr, addr + 2^bits)` and construct a fresh object of type `ty` there.
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8);
 }
@@ -100,6 +105,7 @@ pub mod fake {
         pub tcbs: HashMap<u64, Box<Tcb>>,
         pub endpoints: HashMap<u64, Endpoint>,
         pub notifications: HashMap<u64, Notification>,
+        pub vcpus: HashMap<u64, Box<crate::vcpu::VcpuData>>,
         pub frames: HashMap<u64, Box<[u8; 4096]>>,
         pub created: Vec<(ObjectType, u64, u8)>,
     }
@@ -123,6 +129,9 @@ pub mod fake {
         fn notification(&mut self, at: u64) -> &mut Notification {
             self.notifications.entry(at).or_default()
         }
+        fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData {
+            self.vcpus.entry(at).or_default()
+        }
         fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
             let end = addr + (1u64 << bits);
             self.slots.retain(|a, _| !(addr..end).contains(a));
@@ -130,6 +139,10 @@ pub mod fake {
             self.tcbs.remove(&addr);
             self.endpoints.remove(&addr);
             self.notifications.remove(&addr);
+            self.vcpus.remove(&addr);
+            if ty == ObjectType::VCpu {
+                self.tcb(addr).vcpu = true;
+            }
             self.created.push((ty, addr, bits));
         }
     }

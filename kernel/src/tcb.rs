@@ -76,6 +76,8 @@ pub struct Tcb {
     pub fault: Option<[u64; 4]>,
     /// The root task holds the machine-control authority (shutdown).
     pub root_task: bool,
+    /// This TCB is the schedulable part of a VCpu: running it means entering the guest.
+    pub vcpu: bool,
     /// A name for logs.
     pub name: [u8; 16],
 }
@@ -93,6 +95,7 @@ impl Default for Tcb {
             caller: 0,
             fault: None,
             root_task: false,
+            vcpu: false,
             name: *b"thread\0\0\0\0\0\0\0\0\0\0",
         }
     }

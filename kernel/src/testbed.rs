@@ -103,6 +103,21 @@ impl Testbed {
         Self { k, out: Recorder::default() }
     }
 
+    /// The same, on a CPU with VT-x (Bochs's Skylake model).
+    pub fn with_vmx() -> Self {
+        use crate::vmx::{caps::VmxCaps, ept::EptVpidCaps, samples, validator::Policy};
+        let mut t = Self::new();
+        let caps = VmxCaps::from_all(&samples::SKYLAKE);
+        t.k.vmx = Some(crate::vcpu::VmxInfo {
+            caps,
+            policy: Policy::new(&caps, true, false),
+            ept: EptVpidCaps::from_raw(samples::EPT_CAPS),
+            host: samples::host(),
+            maxphyaddr: samples::MAXPHYADDR,
+        });
+        t
+    }
+
     /// Make a syscall as the current thread: `rax`, then `rdi, rsi, rdx, r10, r8, r9`.
     pub fn sys(&mut self, number: u64, args: [u64; 6]) -> Next {
         let c = &mut self.k.store.tcb(self.k.current).context;

@@ -4,6 +4,7 @@
 //! frame is only ever unmapped from a VSpace that still exists.
 
 use crate::paging::{self, FrameSource, PhysMemory};
+use crate::vmx::ept::{Access, Ept, EptVpidCaps};
 use heapless::Vec;
 
 /// The most address spaces alive at once.
@@ -20,6 +21,8 @@ pub struct VSpace {
     pub pool_pages: u64,
     /// Pages of the pool already used.
     pub used: u64,
+    /// A guest-physical space (EPT) rather than a process address space.
+    pub guest: bool,
 }
 
 /// Why a VSpace operation failed.
@@ -53,7 +56,29 @@ impl VSpaces {
     /// Record a new address space whose PML4 (already holding the kernel half) is at
     /// `root`, with `pool_pages` pages for tables at `pool`.
     pub fn add(&mut self, root: u64, pool: u64, pool_pages: u64) -> Result<(), Error> {
-        self.live.push(VSpace { root, pool, pool_pages, used: 0 }).map_err(|_| Error::TooMany)
+        let v = VSpace { root, pool, pool_pages, used: 0, guest: false };
+        self.live.push(v).map_err(|_| Error::TooMany)
+    }
+
+    /// Record a new guest-physical space whose (zeroed) EPT PML4 is at `root`.
+    pub fn add_guest(&mut self, root: u64, pool: u64, pool_pages: u64) -> Result<(), Error> {
+        let v = VSpace { root, pool, pool_pages, used: 0, guest: true };
+        self.live.push(v).map_err(|_| Error::TooMany)
+    }
+
+    /// Map host frame `paddr` at guest-physical `gpa` in the guest space `root`.
+    pub fn map_guest(
+        &mut self,
+        mem: &mut impl PhysMemory,
+        root: u64,
+        gpa: u64,
+        paddr: u64,
+        access: Access,
+        caps: EptVpidCaps,
+    ) -> Result<(), MapError> {
+        let v =
+            self.live.iter_mut().find(|v| v.root == root && v.guest).ok_or(MapError::NotLive)?;
+        Ept::from_root(root, caps).map(mem, &mut Pool(v), gpa, paddr, access).map_err(MapError::Ept)
     }
 
     /// Forget a destroyed address space.
@@ -66,9 +91,14 @@ impl VSpaces {
         self.live.iter().any(|v| v.root == root)
     }
 
-    /// Whether another address space can be recorded.
-    pub fn has_room(&self) -> bool {
-        !self.live.is_full()
+    /// How many more address spaces can be recorded.
+    pub fn room(&self) -> usize {
+        MAX_VSPACES - self.live.len()
+    }
+
+    /// Whether `root` is a live guest space.
+    pub fn is_guest(&self, root: u64) -> bool {
+        self.live.iter().any(|v| v.root == root && v.guest)
     }
 
     /// Map the frame `paddr` at `vaddr` in `root`, drawing tables from its pool.
@@ -80,14 +110,28 @@ impl VSpaces {
         paddr: u64,
         flags: u64,
     ) -> Result<(), MapError> {
-        let v = self.live.iter_mut().find(|v| v.root == root).ok_or(MapError::NotLive)?;
+        let v =
+            self.live.iter_mut().find(|v| v.root == root && !v.guest).ok_or(MapError::NotLive)?;
         paging::map_page(mem, &mut Pool(v), root, vaddr, paddr, flags).map_err(MapError::Paging)
     }
 
     /// Unmap `vaddr` from `root` if it maps `paddr`; a dead VSpace is left alone.
-    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) {
-        if self.is_live(root) {
-            paging::unmap_page(mem, root, vaddr, paddr);
+    /// Returns whether a guest mapping went (the caller then invalidates EPT caches).
+    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> bool {
+        match self.live.iter().find(|v| v.root == root) {
+            Some(v) if v.guest => {
+                let ept = Ept::from_root(root, EptVpidCaps::from_raw(0));
+                if ept.translate(mem, vaddr).is_some_and(|t| t.host & !0xfff == paddr) {
+                    let _ = ept.unmap(mem, vaddr);
+                    return true;
+                }
+                false
+            }
+            Some(_) => {
+                paging::unmap_page(mem, root, vaddr, paddr);
+                false
+            }
+            None => false,
         }
     }
 }
@@ -99,6 +143,8 @@ pub enum MapError {
     NotLive,
     /// The page-table walk failed (occupied, out of pool pages, bad address).
     Paging(paging::Error),
+    /// The EPT walk failed.
+    Ept(crate::vmx::ept::Error),
 }
 
 #[cfg(test)]

@@ -13,27 +13,83 @@ pub mod slot {
     pub const BOOTINFO: u64 = 4;
     /// The first untyped capability; they occupy consecutive slots.
     pub const FIRST_UNTYPED: u64 = 32;
+    /// The first frame capability of the boot modules' pages (read-only copies of every
+    /// module but `init`), consecutive, module after module.
+    pub const FIRST_MODULE_FRAME: u64 = FIRST_UNTYPED + super::MAX_UNTYPED as u64;
     /// The first slot the kernel leaves empty for the root task's own use.
-    pub const FIRST_FREE: u64 = FIRST_UNTYPED + super::MAX_UNTYPED as u64;
+    pub const FIRST_FREE: u64 = FIRST_MODULE_FRAME + super::MAX_MODULE_PAGES as u64;
 }
 
 /// log2 of the root CNode's slot count.
-pub const ROOT_CNODE_RADIX: u8 = 10;
+pub const ROOT_CNODE_RADIX: u8 = 12;
 /// The most untyped capabilities the kernel hands out.
 pub const MAX_UNTYPED: usize = 200;
+/// The most boot-module pages handed to the root task as frames.
+pub const MAX_MODULE_PAGES: usize = 2048;
+/// The most boot modules listed.
+pub const MAX_MODULES: usize = 16;
 /// Where the boot-information page is mapped.
 pub const BOOTINFO_ADDR: u64 = 0x0000_7fff_fff0_0000;
 /// First word of the page.
 pub const MAGIC: u64 = 0x626f_6f74_696e_666f; // "bootinfo"
 
-/// Word offsets in the page: `[MAGIC, count, (base, size_bits) × count]`.
+/// Word offsets in the page.
 pub mod word {
     /// [`super::MAGIC`].
     pub const MAGIC: usize = 0;
     /// How many untyped capabilities follow.
     pub const UNTYPED_COUNT: usize = 1;
+    /// How many modules are listed.
+    pub const MODULE_COUNT: usize = 2;
     /// The first `(base, size_bits)` pair; untyped `i` is in slot `FIRST_UNTYPED + i`.
-    pub const UNTYPED_LIST: usize = 2;
+    pub const UNTYPED_LIST: usize = 8;
+    /// The module list: per module `[name (16 bytes, NUL-padded) as 2 words, first frame
+    /// slot, size in bytes]`.
+    pub const MODULE_LIST: usize = UNTYPED_LIST + 2 * super::MAX_UNTYPED;
+    /// Words per module entry.
+    pub const MODULE_WORDS: usize = 4;
+}
+
+/// A boot module handed to the root task as frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleDesc {
+    /// Its name (the boot loader's module command line), NUL-padded.
+    pub name: [u8; 16],
+    /// The slot of its first page's frame capability.
+    pub first_slot: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl ModuleDesc {
+    /// The name as text.
+    pub fn name(&self) -> &str {
+        let end = self.name.iter().position(|b| *b == 0).unwrap_or(16);
+        core::str::from_utf8(self.name.get(..end).unwrap_or_default()).unwrap_or("")
+    }
+
+    /// Pages it spans.
+    pub const fn pages(&self) -> u64 {
+        self.size.div_ceil(4096)
+    }
+}
+
+/// Read the module list; `None` if the page is malformed.
+pub fn modules(words: &[u64]) -> Option<impl Iterator<Item = ModuleDesc> + '_> {
+    if words.get(word::MAGIC) != Some(&MAGIC) {
+        return None;
+    }
+    let n = usize::try_from(*words.get(word::MODULE_COUNT)?).ok()?;
+    if n > MAX_MODULES {
+        return None;
+    }
+    let list = words.get(word::MODULE_LIST..word::MODULE_LIST + word::MODULE_WORDS * n)?;
+    Some(list.chunks_exact(word::MODULE_WORDS).map(|m| {
+        let mut name = [0u8; 16];
+        name[..8].copy_from_slice(&m[0].to_le_bytes());
+        name[8..].copy_from_slice(&m[1].to_le_bytes());
+        ModuleDesc { name, first_slot: m[2], size: m[3] }
+    }))
 }
 
 /// One untyped region as listed in the boot-information page.
@@ -63,12 +119,32 @@ mod tests {
     use super::{untypeds, UntypedDesc, MAGIC};
 
     #[test]
+    fn modules_parse() {
+        let mut words = vec![0u64; 512];
+        words[0] = MAGIC;
+        words[super::word::MODULE_COUNT] = 1;
+        let at = super::word::MODULE_LIST;
+        words[at] = u64::from_le_bytes(*b"vmm\0\0\0\0\0");
+        words[at + 2] = 300;
+        words[at + 3] = 5000;
+        let m: Vec<_> = super::modules(&words).unwrap().collect();
+        assert_eq!((m[0].name(), m[0].first_slot, m[0].pages()), ("vmm", 300, 2));
+        words[super::word::MODULE_COUNT] = 99;
+        assert!(super::modules(&words).is_none());
+    }
+
+    #[test]
     fn parses_and_rejects() {
-        let words = [MAGIC, 2, 0x10_0000, 20, 0x20_0000, 21];
+        let mut words = vec![0u64; 16];
+        words[..2].copy_from_slice(&[MAGIC, 2]);
+        words[8..12].copy_from_slice(&[0x10_0000, 20, 0x20_0000, 21]);
         let list: Vec<_> = untypeds(&words).unwrap().collect();
         assert_eq!(list[1], UntypedDesc { base: 0x20_0000, size_bits: 21 });
         assert!(untypeds(&[0, 0]).is_none());
-        assert!(untypeds(&[MAGIC, 3, 1, 2]).is_none(), "count runs past the page");
+        assert!(
+            untypeds(&[MAGIC, 3, 0, 0, 0, 0, 0, 0, 1, 2]).is_none(),
+            "count runs past the page"
+        );
         assert!(untypeds(&[MAGIC, 100_000]).is_none());
     }
 }

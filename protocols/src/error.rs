@@ -26,11 +26,13 @@ pub enum Error {
     WouldBlock = 10,
     /// The object the thread waited on was destroyed.
     ObjectDeleted = 11,
+    /// A VMCS-write batch was refused (`rdx` = `BatchError` code, `r10` = field).
+    BatchRejected = 12,
 }
 
 impl Error {
     /// Every variant, in ABI order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::InvalidSyscall,
         Self::InvalidArgument,
         Self::BadUserPointer,
@@ -42,6 +44,7 @@ impl Error {
         Self::NotSupported,
         Self::WouldBlock,
         Self::ObjectDeleted,
+        Self::BatchRejected,
     ];
 
     /// Decode a nonzero `rax`; `None` for 0 (success) and unknown codes.
@@ -63,6 +66,7 @@ impl Error {
             Self::NotSupported => "not supported",
             Self::WouldBlock => "would block",
             Self::ObjectDeleted => "object deleted",
+            Self::BatchRejected => "VMCS-write batch rejected",
         }
     }
 }

@@ -22,6 +22,11 @@ pub enum ObjectType {
     Frame = 5,
     /// An address space (a PML4 and the page tables below it).
     VSpace = 6,
+    /// A virtual CPU: a schedulable context that runs a guest (VMCS, guest registers).
+    /// Retyping one fails with `NotSupported` where VT-x is absent.
+    VCpu = 7,
+    /// A guest-physical address space (an EPT hierarchy and its table pool).
+    GuestSpace = 8,
 }
 
 impl ObjectType {
@@ -35,6 +40,8 @@ impl ObjectType {
             4 => Self::Notification,
             5 => Self::Frame,
             6 => Self::VSpace,
+            7 => Self::VCpu,
+            8 => Self::GuestSpace,
             _ => return None,
         })
     }
@@ -77,11 +84,48 @@ pub enum Invocation {
     FrameUnmap = 13,
     /// Frame: `[]`: its physical address (for device drivers and the VMM).
     FrameAddress = 14,
+    /// Frame: `[guest space slot, guest-physical address, rights]`: map it into a guest
+    /// (readable always; `map::WRITE`, `map::EXECUTE` as asked and allowed).
+    FrameMapGuest = 15,
+    /// VCpu: `[guest space slot, exit endpoint slot, message frame slot]`: bind the
+    /// guest memory, where exits are sent (the endpoint's badge names the vCPU to the
+    /// VMM), and the frame that carries exit messages and reply batches.
+    VCpuConfigure = 16,
+    /// VCpu: `[mode (see `vcpu_mode`), rip, rsp, priority]`: set up the VMCS and run.
+    VCpuStart = 17,
+}
+
+/// Guest modes for `VCpuStart`.
+pub mod vcpu_mode {
+    /// 64-bit long mode (IA-32e guest).
+    pub const LONG64: u64 = 0;
+    /// 32-bit protected mode, flat segments, paging off.
+    pub const PROTECTED32: u64 = 1;
+    /// Real mode (needs unrestricted guest).
+    pub const REAL: u64 = 2;
+}
+
+/// The VM-exit protocol between the kernel and a VMM.
+///
+/// On each exit the vCPU calls its exit endpoint with label [`vm::EXIT_LABEL`] and words
+/// `[basic exit reason, qualification, guest rip, instruction length]`; the full
+/// `vmexit::ExitMessage` is in the message frame at [`vm::EXIT_OFFSET`]. The VMM answers
+/// with `Reply`/`ReplyRecv` after writing a `vmexit::ExitReply` at [`vm::REPLY_OFFSET`].
+/// A batch the kernel refuses makes the reply syscall fail with `BatchRejected`
+/// (`rdx` = the `BatchError` code, `r10` = the offending field's encoding) and leaves the
+/// vCPU stopped.
+pub mod vm {
+    /// Label of an exit message.
+    pub const EXIT_LABEL: u64 = 0x766d_6578; // "vmex"
+    /// Byte offset of the `ExitMessage` words in the message frame.
+    pub const EXIT_OFFSET: usize = 0;
+    /// Byte offset of the `ExitReply` words in the message frame.
+    pub const REPLY_OFFSET: usize = 2048;
 }
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 17] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -96,6 +140,9 @@ impl Invocation {
         Self::FrameMap,
         Self::FrameUnmap,
         Self::FrameAddress,
+        Self::FrameMapGuest,
+        Self::VCpuConfigure,
+        Self::VCpuStart,
     ];
 
     /// Decode a label.
@@ -123,9 +170,9 @@ mod tests {
             assert_eq!(Invocation::from_raw(*inv as u64), Some(*inv));
         }
         assert_eq!(Invocation::from_raw(0), None);
-        for t in 0..7 {
+        for t in 0..9 {
             assert_eq!(ObjectType::from_raw(t).map(|o| o as u64), Some(t));
         }
-        assert_eq!(ObjectType::from_raw(7), None);
+        assert_eq!(ObjectType::from_raw(9), None);
     }
 }

@@ -39,6 +39,11 @@ impl Rights {
         self.0 & other.0 == other.0
     }
 
+    /// Every right of either set.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// The rights both sets have: how derivation narrows a capability.
     pub const fn intersect(self, other: Self) -> Self {
         Self(self.0 & other.0)

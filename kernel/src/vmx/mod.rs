@@ -3,5 +3,7 @@
 
 pub mod caps;
 pub mod ept;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod samples;
 pub mod validator;
 pub mod vmcs_setup;

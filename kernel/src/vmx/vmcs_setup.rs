@@ -736,23 +736,7 @@ mod tests {
     use protocols::vmcs::Field;
     use protocols::vmexit::{Controls, ExitReply};
 
-    /// Skylake-like (Bochs corei7_skylake_x): TRUE controls, EPT, VPID, unrestricted
-    /// guest, EFER/PAT load and save.
-    const SKYLAKE: VmxMsrs = VmxMsrs {
-        basic: 0x00d8_1000_0000_002b,
-        pinbased: 0x0000_007f_0000_0016,
-        procbased: 0xf7f9_fffe_0400_6172,
-        procbased2: 0x0217_7fff_0000_0000,
-        exit: 0x01ff_ffff_0003_6dfb,
-        entry: 0x0000_f3ff_0000_11fb,
-        misc: 0x0004_01e0,
-        cr0_fixed0: 0x8000_0021,
-        cr0_fixed1: 0xffff_ffff,
-        cr4_fixed0: 0x2000,
-        cr4_fixed1: 0x0037_67ff,
-    };
-    const EPT_CAPS: u64 = 0x0000_0f01_0673_4141;
-    const MAXPHYADDR: u8 = 36;
+    use crate::vmx::samples::{host, EPT_CAPS, MAXPHYADDR, SKYLAKE};
 
     fn caps() -> VmxCaps {
         VmxCaps::from_all(&SKYLAKE)
@@ -770,33 +754,6 @@ mod tests {
             procbased2: 0,
             ..SKYLAKE
         })
-    }
-
-    fn host() -> HostState {
-        HostState {
-            cr0: 0x8005_0033,
-            cr3: 0x0012_3000,
-            cr4: 0x0000_26a0,
-            cs: 0x08,
-            ss: 0x10,
-            ds: 0x10,
-            es: 0x10,
-            fs: 0,
-            gs: 0,
-            tr: 0x28,
-            fs_base: 0,
-            gs_base: 0,
-            tr_base: 0xffff_ffff_8012_3450,
-            gdtr_base: 0xffff_ffff_8012_3000,
-            idtr_base: 0xffff_ffff_8012_4000,
-            rip: 0xffff_ffff_8010_0000,
-            rsp: 0xffff_ffff_8020_0000,
-            sysenter_cs: 0,
-            sysenter_esp: 0,
-            sysenter_eip: 0,
-            efer: 0xd01,
-            pat: 0x0007_0406_0007_0406,
-        }
     }
 
     fn pages(caps: &VmxCaps) -> VcpuPages {

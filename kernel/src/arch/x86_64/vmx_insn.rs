@@ -1,0 +1,538 @@
+//! The raw VMX instructions (Intel SDM Vol. 3, chapter 31), typed.
+//!
+//! Each instruction's status flags are captured inside the same `asm!` statement as the
+//! instruction (`setc`/`setz`), so no compiler-generated code can run between them and
+//! clobber CF/ZF. VMfailInvalid and VMfailValid become a [`VmxError`]; on VMfailValid the
+//! VM-instruction error field is read at once and decoded into an [`InstructionError`].
+//!
+//! VMX root operation is a capability: [`enable`] hands out the only [`VmxRoot`] token,
+//! and [`disable`] takes it back. Instructions that merely need VMX operation (VMREAD,
+//! VMPTRST, INVEPT, INVVPID) take `&VmxRoot` and are safe; those that make the CPU own a
+//! caller's memory (VMXON, VMCLEAR, VMPTRLD) or can change the state the kernel resumes
+//! in after a VM exit (VMWRITE) are `unsafe` and say what the caller vouches for.
+
+use core::arch::asm;
+use core::fmt;
+
+use super::cpu::{cpuid, rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
+use kernel::vmx::caps::{
+    self, Absent, FeatureControl, MSR_FEATURE_CONTROL, MSR_VMX_BASIC, MSR_VMX_CR0_FIXED0,
+    MSR_VMX_CR0_FIXED1, MSR_VMX_CR4_FIXED0, MSR_VMX_CR4_FIXED1,
+};
+use kernel::vmx::ept::{EptVpidCaps, Eptp, InveptType, InvvpidType};
+use protocols::vmcs::Field;
+
+const CR4_VMXE: u64 = 1 << 13;
+/// IA32_VMX_BASIC bit 48: VMXON, VMCS and related addresses are limited to 32 bits.
+const BASIC_32BIT_ADDRESSES: u64 = 1 << 48;
+const RFLAGS_CF: u64 = 1 << 0;
+const RFLAGS_ZF: u64 = 1 << 6;
+
+/// The VM-instruction error numbers (SDM Vol. 3, 31.4), read from
+/// [`Field::VmInstructionError`] after a VMfailValid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstructionError {
+    /// 1: VMCALL executed in VMX root operation.
+    VmcallInRoot,
+    /// 2: VMCLEAR with an invalid physical address.
+    VmclearInvalidAddress,
+    /// 3: VMCLEAR with the VMXON pointer.
+    VmclearVmxonPointer,
+    /// 4: VMLAUNCH with a non-clear VMCS.
+    VmlaunchNonClear,
+    /// 5: VMRESUME with a non-launched VMCS.
+    VmresumeNonLaunched,
+    /// 6: VMRESUME after VMXOFF (VMXOFF and VMXON between VMLAUNCH and VMRESUME).
+    VmresumeAfterVmxoff,
+    /// 7: VM entry with invalid control field(s).
+    EntryInvalidControls,
+    /// 8: VM entry with invalid host-state field(s).
+    EntryInvalidHostState,
+    /// 9: VMPTRLD with an invalid physical address.
+    VmptrldInvalidAddress,
+    /// 10: VMPTRLD with the VMXON pointer.
+    VmptrldVmxonPointer,
+    /// 11: VMPTRLD with an incorrect VMCS revision identifier.
+    VmptrldBadRevision,
+    /// 12: VMREAD/VMWRITE from/to an unsupported VMCS component.
+    UnsupportedComponent,
+    /// 13: VMWRITE to a read-only VMCS component.
+    WriteReadOnlyComponent,
+    /// 15: VMXON executed in VMX root operation.
+    VmxonInRoot,
+    /// 16: VM entry with an invalid executive-VMCS pointer.
+    EntryInvalidExecutiveVmcs,
+    /// 17: VM entry with a non-launched executive VMCS.
+    EntryNonLaunchedExecutiveVmcs,
+    /// 18: VM entry with an executive-VMCS pointer that is not the VMXON pointer.
+    EntryExecutiveVmcsNotVmxon,
+    /// 19: VMCALL with a non-clear VMCS (activating the dual-monitor treatment).
+    VmcallNonClearVmcs,
+    /// 20: VMCALL with invalid VM-exit control fields.
+    VmcallInvalidExitControls,
+    /// 22: VMCALL with an incorrect MSEG revision identifier.
+    VmcallBadMsegRevision,
+    /// 23: VMXOFF under the dual-monitor treatment of SMIs and SMM.
+    VmxoffUnderDualMonitor,
+    /// 24: VMCALL with invalid SMM-monitor features.
+    VmcallInvalidSmmFeatures,
+    /// 25: VM entry with invalid VM-execution control fields in the executive VMCS.
+    EntryInvalidExecutiveControls,
+    /// 26: VM entry with events blocked by MOV SS.
+    EntryBlockedByMovSs,
+    /// 28: invalid operand to INVEPT/INVVPID.
+    InvalidInvOperand,
+    /// A number this table does not know (0 if the error field itself was unreadable).
+    Unknown(u32),
+}
+
+impl InstructionError {
+    /// Decode an error number.
+    pub const fn from_number(n: u32) -> Self {
+        match n {
+            1 => Self::VmcallInRoot,
+            2 => Self::VmclearInvalidAddress,
+            3 => Self::VmclearVmxonPointer,
+            4 => Self::VmlaunchNonClear,
+            5 => Self::VmresumeNonLaunched,
+            6 => Self::VmresumeAfterVmxoff,
+            7 => Self::EntryInvalidControls,
+            8 => Self::EntryInvalidHostState,
+            9 => Self::VmptrldInvalidAddress,
+            10 => Self::VmptrldVmxonPointer,
+            11 => Self::VmptrldBadRevision,
+            12 => Self::UnsupportedComponent,
+            13 => Self::WriteReadOnlyComponent,
+            15 => Self::VmxonInRoot,
+            16 => Self::EntryInvalidExecutiveVmcs,
+            17 => Self::EntryNonLaunchedExecutiveVmcs,
+            18 => Self::EntryExecutiveVmcsNotVmxon,
+            19 => Self::VmcallNonClearVmcs,
+            20 => Self::VmcallInvalidExitControls,
+            22 => Self::VmcallBadMsegRevision,
+            23 => Self::VmxoffUnderDualMonitor,
+            24 => Self::VmcallInvalidSmmFeatures,
+            25 => Self::EntryInvalidExecutiveControls,
+            26 => Self::EntryBlockedByMovSs,
+            28 => Self::InvalidInvOperand,
+            other => Self::Unknown(other),
+        }
+    }
+
+    /// The SDM's error number.
+    pub const fn number(self) -> u32 {
+        match self {
+            Self::VmcallInRoot => 1,
+            Self::VmclearInvalidAddress => 2,
+            Self::VmclearVmxonPointer => 3,
+            Self::VmlaunchNonClear => 4,
+            Self::VmresumeNonLaunched => 5,
+            Self::VmresumeAfterVmxoff => 6,
+            Self::EntryInvalidControls => 7,
+            Self::EntryInvalidHostState => 8,
+            Self::VmptrldInvalidAddress => 9,
+            Self::VmptrldVmxonPointer => 10,
+            Self::VmptrldBadRevision => 11,
+            Self::UnsupportedComponent => 12,
+            Self::WriteReadOnlyComponent => 13,
+            Self::VmxonInRoot => 15,
+            Self::EntryInvalidExecutiveVmcs => 16,
+            Self::EntryNonLaunchedExecutiveVmcs => 17,
+            Self::EntryExecutiveVmcsNotVmxon => 18,
+            Self::VmcallNonClearVmcs => 19,
+            Self::VmcallInvalidExitControls => 20,
+            Self::VmcallBadMsegRevision => 22,
+            Self::VmxoffUnderDualMonitor => 23,
+            Self::VmcallInvalidSmmFeatures => 24,
+            Self::EntryInvalidExecutiveControls => 25,
+            Self::EntryBlockedByMovSs => 26,
+            Self::InvalidInvOperand => 28,
+            Self::Unknown(n) => n,
+        }
+    }
+}
+
+/// Why a VMX instruction failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmxError {
+    /// VMfailInvalid (CF = 1): there is no current VMCS to hold an error number.
+    FailInvalid,
+    /// VMfailValid (ZF = 1), with the VM-instruction error.
+    FailValid(InstructionError),
+    /// The CPU lacks this INVEPT/INVVPID type (IA32_VMX_EPT_VPID_CAP); nothing executed.
+    Unsupported,
+}
+
+impl fmt::Display for VmxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FailInvalid => f.write_str("VMfailInvalid"),
+            Self::FailValid(e) => {
+                write!(f, "VMfailValid: VM-instruction error {} ({e:?})", e.number())
+            }
+            Self::Unsupported => f.write_str("instruction type not supported by this CPU"),
+        }
+    }
+}
+
+/// Why [`enable`] could not enter VMX operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnableError {
+    /// VT-x is absent or disabled by firmware.
+    Absent(Absent),
+    /// IA32_VMX_CR0_FIXED0/1 cannot both be met: these bits are required and forbidden.
+    Cr0Fixed(u64),
+    /// IA32_VMX_CR4_FIXED0/1 cannot both be met (or CR4.VMXE is not allowed).
+    Cr4Fixed(u64),
+    /// The VMXON region is not 4 KiB aligned, or above 4 GiB on a CPU limited to 32-bit
+    /// VMX addresses.
+    BadRegion(u64),
+    /// VMXON itself failed (CR4.VMXE has been cleared again).
+    Vmxon(VmxError),
+}
+
+impl fmt::Display for EnableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent(why) => write!(f, "{why}"),
+            Self::Cr0Fixed(bits) => write!(f, "CR0 bits {bits:#x} are both required and forbidden"),
+            Self::Cr4Fixed(bits) => write!(f, "CR4 bits {bits:#x} cannot be set for VMX"),
+            Self::BadRegion(phys) => write!(f, "VMXON region {phys:#x} is not usable"),
+            Self::Vmxon(e) => write!(f, "VMXON failed: {e}"),
+        }
+    }
+}
+
+/// Proof that this CPU is in VMX root operation. [`enable`] makes the only one; it is
+/// neither `Clone` nor `Copy`, and [`disable`] consumes it.
+#[derive(Debug)]
+pub struct VmxRoot {
+    revision: u32,
+    region: u64,
+}
+
+impl VmxRoot {
+    /// The VMCS revision identifier every VMCS region must carry.
+    pub const fn revision(&self) -> u32 {
+        self.revision
+    }
+
+    /// The VMXON region's physical address (to be freed after [`disable`]).
+    pub const fn vmxon_region(&self) -> u64 {
+        self.region
+    }
+
+    /// Zero a VMCS region and stamp it with the revision identifier (bit 31 clear: an
+    /// ordinary, not a shadow, VMCS), ready for VMCLEAR.
+    pub fn stamp_vmcs(&self, region: &mut [u8; 4096]) {
+        stamp(region, self.revision);
+    }
+}
+
+fn stamp(region: &mut [u8; 4096], revision: u32) {
+    region.fill(0);
+    let id = (revision & 0x7fff_ffff).to_le_bytes();
+    region[..4].copy_from_slice(&id);
+}
+
+/// Turn the flags a VMX instruction left into its outcome.
+fn outcome(cf: u8, zf: u8) -> Result<(), VmxError> {
+    if cf != 0 {
+        Err(VmxError::FailInvalid)
+    } else if zf != 0 {
+        Err(VmxError::FailValid(last_error()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The outcome of a VMLAUNCH/VMRESUME that fell through, from the RFLAGS the entry stub
+/// returned.
+pub fn entry_failure(_root: &VmxRoot, rflags: u64) -> VmxError {
+    if rflags & RFLAGS_CF != 0 {
+        VmxError::FailInvalid
+    } else if rflags & RFLAGS_ZF != 0 {
+        VmxError::FailValid(last_error())
+    } else {
+        VmxError::FailValid(InstructionError::Unknown(0))
+    }
+}
+
+/// VMREAD without the token, for the error paths that only run after a VMX instruction
+/// reported VMfailValid (so VMX operation and a current VMCS are certain).
+fn vmread_raw(encoding: u32) -> (u64, u8, u8) {
+    let (value, cf, zf): (u64, u8, u8);
+    // SAFETY: only called in VMX root operation with a current VMCS (see above); VMREAD
+    // writes nothing but its register operand and the flags captured here.
+    unsafe {
+        asm!(
+            "vmread {value}, {enc}",
+            "setc {cf}",
+            "setz {zf}",
+            enc = in(reg) u64::from(encoding),
+            value = out(reg) value,
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack),
+        );
+    }
+    (value, cf, zf)
+}
+
+fn last_error() -> InstructionError {
+    match vmread_raw(Field::VmInstructionError.encoding()) {
+        (n, 0, 0) => InstructionError::from_number(n as u32),
+        _ => InstructionError::Unknown(0),
+    }
+}
+
+/// Enter VMX root operation: check VT-x and IA32_FEATURE_CONTROL (locking it if firmware
+/// left it unlocked), apply IA32_VMX_CR0/CR4_FIXED0/1 to CR0 and CR4, set CR4.VMXE, stamp
+/// the VMXON region with the revision from IA32_VMX_BASIC, and execute VMXON.
+///
+/// # Safety
+/// `region` must be the kernel's mapping of the frame at physical address `region_phys`,
+/// dedicated to VMX until [`disable`] returns (the CPU may use it at any time), and no
+/// other code may change CR0/CR4 concurrently.
+pub unsafe fn enable(region_phys: u64, region: &mut [u8; 4096]) -> Result<VmxRoot, EnableError> {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if ecx & (1 << 5) == 0 {
+        return Err(EnableError::Absent(Absent::NoCpuid));
+    }
+    // SAFETY: IA32_FEATURE_CONTROL and the VMX capability MSRs exist whenever CPUID
+    // reports VMX; the lock write is allowed while the MSR is unlocked.
+    let (basic, cr0_fixed, cr4_fixed) = unsafe {
+        let fc = rdmsr(MSR_FEATURE_CONTROL);
+        if caps::feature_control(fc).map_err(EnableError::Absent)? == FeatureControl::NeedsLock {
+            wrmsr(MSR_FEATURE_CONTROL, caps::feature_control_locked(fc));
+        }
+        (
+            rdmsr(MSR_VMX_BASIC),
+            (rdmsr(MSR_VMX_CR0_FIXED0), rdmsr(MSR_VMX_CR0_FIXED1)),
+            (rdmsr(MSR_VMX_CR4_FIXED0), rdmsr(MSR_VMX_CR4_FIXED1)),
+        )
+    };
+    let too_high = basic & BASIC_32BIT_ADDRESSES != 0 && region_phys >> 32 != 0;
+    if !region_phys.is_multiple_of(4096) || too_high {
+        return Err(EnableError::BadRegion(region_phys));
+    }
+    let conflict = cr0_fixed.0 & !cr0_fixed.1;
+    if conflict != 0 {
+        return Err(EnableError::Cr0Fixed(conflict));
+    }
+    let cr4_required = cr4_fixed.0 | CR4_VMXE;
+    let conflict = cr4_required & !cr4_fixed.1;
+    if conflict != 0 {
+        return Err(EnableError::Cr4Fixed(conflict));
+    }
+    let (old_cr0, old_cr4) = (read_cr0(), read_cr4());
+    let cr0 = (old_cr0 | cr0_fixed.0) & cr0_fixed.1;
+    let cr4 = (old_cr4 | cr4_required) & cr4_fixed.1;
+    // SAFETY: FIXED0 bits (PE, NE, PG on every VMX CPU) are already set in a 64-bit kernel
+    // with native x87 errors; FIXED1 only clears bits VMX cannot run with. VMXE only
+    // enables the VMX instructions.
+    unsafe {
+        if cr0 != old_cr0 {
+            write_cr0(cr0);
+        }
+        write_cr4(cr4);
+    }
+    let revision = (basic & 0x7fff_ffff) as u32;
+    stamp(region, revision);
+    // SAFETY: the caller dedicates the stamped region at `region_phys` to VMX.
+    if let Err(e) = unsafe { vmxon(region_phys) } {
+        // SAFETY: VMXON failed, so the CPU is not in VMX operation and VMXE may be cleared.
+        unsafe { write_cr4(old_cr4) }
+        return Err(EnableError::Vmxon(e));
+    }
+    Ok(VmxRoot { revision, region: region_phys })
+}
+
+/// Leave VMX operation (VMXOFF) and clear CR4.VMXE. On failure the CPU is still in VMX
+/// operation and the token comes back.
+pub fn disable(root: VmxRoot) -> Result<(), (VmxRoot, VmxError)> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX root operation; VMXOFF touches no Rust memory.
+    unsafe {
+        asm!("vmxoff", "setc {cf}", "setz {zf}", cf = out(reg_byte) cf, zf = out(reg_byte) zf,
+             options(nostack));
+    }
+    if let Err(e) = outcome(cf, zf) {
+        return Err((root, e));
+    }
+    // SAFETY: outside VMX operation CR4.VMXE may be cleared; nothing else changes.
+    unsafe { write_cr4(read_cr4() & !CR4_VMXE) }
+    Ok(())
+}
+
+/// VMXON with the region at `phys`.
+///
+/// # Safety
+/// CR4.VMXE is set, and `phys` is a stamped region dedicated to VMX.
+unsafe fn vmxon(phys: u64) -> Result<(), VmxError> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the caller vouches for CR4.VMXE and the region; the operand is a local u64.
+    unsafe {
+        asm!(
+            "vmxon qword ptr [{ptr}]",
+            "setc {cf}",
+            "setz {zf}",
+            ptr = in(reg) &raw const phys,
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack),
+        );
+    }
+    outcome(cf, zf)
+}
+
+/// VMCLEAR: write the VMCS at `phys` back to memory, make it inactive and its launch state
+/// clear (so the next entry must be VMLAUNCH).
+///
+/// # Safety
+/// `phys` is a VMCS region (stamped with [`VmxRoot::stamp_vmcs`]) that belongs to the
+/// caller's VCpu and is used for nothing else: the CPU writes it.
+pub unsafe fn vmclear(_root: &VmxRoot, phys: u64) -> Result<(), VmxError> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX operation; the caller vouches for the region.
+    unsafe {
+        asm!(
+            "vmclear qword ptr [{ptr}]",
+            "setc {cf}",
+            "setz {zf}",
+            ptr = in(reg) &raw const phys,
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack),
+        );
+    }
+    outcome(cf, zf)
+}
+
+/// VMPTRLD: make the VMCS at `phys` current and active.
+///
+/// # Safety
+/// As for [`vmclear`]: `phys` is the caller's VCpu's VMCS region.
+pub unsafe fn vmptrld(_root: &VmxRoot, phys: u64) -> Result<(), VmxError> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX operation; the caller vouches for the region.
+    unsafe {
+        asm!(
+            "vmptrld qword ptr [{ptr}]",
+            "setc {cf}",
+            "setz {zf}",
+            ptr = in(reg) &raw const phys,
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack),
+        );
+    }
+    outcome(cf, zf)
+}
+
+/// VMPTRST: the current VMCS's physical address (all ones if there is none), for
+/// diagnostics.
+pub fn vmptrst(_root: &VmxRoot) -> u64 {
+    let mut current: u64 = 0;
+    // SAFETY: the token proves VMX operation; VMPTRST stores 8 bytes into `current`.
+    unsafe {
+        asm!("vmptrst qword ptr [{ptr}]", ptr = in(reg) &raw mut current, options(nostack));
+    }
+    current
+}
+
+/// VMREAD a field of the current VMCS.
+pub fn vmread(_root: &VmxRoot, field: Field) -> Result<u64, VmxError> {
+    let (value, cf, zf) = vmread_raw(field.encoding());
+    outcome(cf, zf).map(|()| value)
+}
+
+/// VMWRITE a field of the current VMCS.
+///
+/// # Safety
+/// The value must keep the kernel's invariants: host-state fields describe the kernel's
+/// real state, and kernel-owned pointers (EPT, bitmaps, MSR areas, link pointer) name
+/// memory the VCpu owns. Values from `kernel::vmx::vmcs_setup::initial_vmcs` and from a
+/// `ValidatedBatch` meet this.
+pub unsafe fn vmwrite(_root: &VmxRoot, field: Field, value: u64) -> Result<(), VmxError> {
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX operation; the caller vouches for the value.
+    unsafe {
+        asm!(
+            "vmwrite {enc}, {value}",
+            "setc {cf}",
+            "setz {zf}",
+            enc = in(reg) u64::from(field.encoding()),
+            value = in(reg) value,
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack),
+        );
+    }
+    outcome(cf, zf)
+}
+
+/// The 128-bit descriptor of INVEPT and INVVPID.
+#[repr(C, align(16))]
+struct InvDescriptor([u64; 2]);
+
+/// INVEPT: drop cached translations derived from `eptp` (single context) or from every
+/// EPT (all context). Refused without executing if the CPU lacks the type.
+pub fn invept(
+    _root: &VmxRoot,
+    caps: EptVpidCaps,
+    kind: InveptType,
+    eptp: Eptp,
+) -> Result<(), VmxError> {
+    if !caps.invept(kind) {
+        return Err(VmxError::Unsupported);
+    }
+    let desc = InvDescriptor([eptp.raw(), 0]);
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX operation and the type is supported; INVEPT only reads
+    // the descriptor and invalidates TLB entries.
+    unsafe {
+        asm!(
+            "invept {kind}, xmmword ptr [{desc}]",
+            "setc {cf}",
+            "setz {zf}",
+            kind = in(reg) kind as u64,
+            desc = in(reg) desc.0.as_ptr(),
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack, readonly),
+        );
+    }
+    outcome(cf, zf)
+}
+
+/// INVVPID: drop cached linear translations tagged with `vpid` (for one `address`, or all
+/// of them), or of every VPID. Refused without executing if the CPU lacks the type.
+pub fn invvpid(
+    _root: &VmxRoot,
+    caps: EptVpidCaps,
+    kind: InvvpidType,
+    vpid: u16,
+    address: u64,
+) -> Result<(), VmxError> {
+    if !caps.invvpid(kind) {
+        return Err(VmxError::Unsupported);
+    }
+    let desc = InvDescriptor([u64::from(vpid), address]);
+    let (cf, zf): (u8, u8);
+    // SAFETY: the token proves VMX operation and the type is supported; INVVPID only reads
+    // the descriptor and invalidates TLB entries.
+    unsafe {
+        asm!(
+            "invvpid {kind}, xmmword ptr [{desc}]",
+            "setc {cf}",
+            "setz {zf}",
+            kind = in(reg) kind as u64,
+            desc = in(reg) desc.0.as_ptr(),
+            cf = out(reg_byte) cf,
+            zf = out(reg_byte) zf,
+            options(nostack, readonly),
+        );
+    }
+    outcome(cf, zf)
+}

@@ -1,0 +1,363 @@
+//! VCpu objects: a schedulable context that runs a guest instead of ring-3 code.
+//!
+//! A VCpu is a TCB (so it sits in run queues and endpoint queues like any thread) plus
+//! its VMCS and the kernel's per-vCPU data. Its three TCB slots hold its GuestSpace, its
+//! message frame and its exit endpoint. An exit is a `Call` on the exit endpoint; the
+//! VMM's reply carries a VMCS-write batch in the message frame, which is validated in
+//! full before anything is applied.
+
+use crate::cap::{Cap, Mapping};
+use crate::cnode;
+use crate::state::{Done, Kernel, Platform};
+use crate::store::{tcb_slot, Store, TcbSlot};
+use crate::tcb::{FpuArea, ThreadState};
+use crate::vmx::caps::VmxCaps;
+use crate::vmx::ept::EptVpidCaps;
+use crate::vmx::ept::{self, Access, Ept};
+use crate::vmx::validator::{decode_reply, Policy, VcpuState, MAX_VALIDATED_WRITES};
+use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, MsrAreas, VcpuPages};
+use crate::vmx::vmcs_setup::{HostState, InitialVmcs};
+use crate::vspace::MapError;
+use protocols::error::Error;
+use protocols::ipc::MsgInfo;
+use protocols::object::vm;
+use protocols::object::{map, vcpu_mode};
+use protocols::rights::Rights;
+use protocols::vmcs::Field;
+use protocols::vmexit::{BatchError, ExitMessage, ExitReply, Gprs};
+
+/// log2 of a VCpu object's size.
+pub const VCPU_BITS: u8 = 15;
+/// Offset of the VMCS region.
+pub const VMCS_OFFSET: u64 = 0x1000;
+/// Offset of [`VcpuData`].
+pub const DATA_OFFSET: u64 = 0x2000;
+/// Offset of I/O bitmap A (ports 0-0x7fff); B follows.
+pub const IO_BITMAP_OFFSET: u64 = 0x4000;
+/// Offset of the MSR bitmaps.
+pub const MSR_BITMAP_OFFSET: u64 = 0x6000;
+
+/// Where the VCpu's TCB slots keep its bindings.
+pub const GUEST_SPACE_SLOT: TcbSlot = TcbSlot::CSpace;
+/// The message frame.
+pub const MESSAGE_SLOT: TcbSlot = TcbSlot::VSpace;
+/// The exit endpoint.
+pub const EXIT_SLOT: TcbSlot = TcbSlot::FaultEndpoint;
+
+/// What VT-x support the kernel found at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct VmxInfo {
+    /// The capability MSRs.
+    pub caps: VmxCaps,
+    /// The kernel's control policy.
+    pub policy: Policy,
+    /// EPT/VPID capabilities.
+    pub ept: EptVpidCaps,
+    /// Host state every VMCS gets.
+    pub host: HostState,
+    /// Physical-address width.
+    pub maxphyaddr: u8,
+}
+
+/// The kernel's per-vCPU data.
+#[repr(C)]
+#[derive(Clone, Debug)]
+pub struct VcpuData {
+    /// Guest general-purpose registers (RSP lives in the VMCS; slot 4 is unused).
+    pub gprs: Gprs,
+    /// Guest x87/SSE state.
+    pub fpu: FpuArea,
+    /// The validator's view of the VMCS.
+    pub cached: VcpuState,
+    /// VMCS writes to apply before the next entry.
+    pub pending: [(Field, u64); MAX_VALIDATED_WRITES],
+    /// How many of `pending` are valid.
+    pub pending_len: usize,
+    /// VMLAUNCH done (VMRESUME from now on).
+    pub launched: bool,
+    /// The VMCS was set up by `VCpuStart`.
+    pub started: bool,
+    /// Exits so far.
+    pub exits: u64,
+    /// The initial VMCS, written (after VMCLEAR and VMPTRLD) before the first entry.
+    pub init: Option<InitialVmcs>,
+}
+
+impl Default for VcpuData {
+    fn default() -> Self {
+        Self {
+            gprs: Gprs::default(),
+            fpu: FpuArea::default(),
+            cached: VcpuState::default(),
+            pending: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
+            pending_len: 0,
+            launched: false,
+            started: false,
+            exits: 0,
+            init: None,
+        }
+    }
+}
+
+impl VcpuData {
+    /// The writes to apply before the next entry.
+    pub fn pending(&self) -> &[(Field, u64)] {
+        self.pending.get(..self.pending_len).unwrap_or(&[])
+    }
+}
+
+/// A refused reply: the error, the `BatchError` code and the offending field.
+pub type ReplyError = (Error, u64, u64);
+
+impl<S: Store> Kernel<S> {
+    /// The message frame of `vcpu`, if bound.
+    fn message_frame(&mut self, vcpu: u64) -> Option<u64> {
+        match self.store.slot(tcb_slot(vcpu, MESSAGE_SLOT)).cap {
+            Cap::Frame { addr, .. } => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// The current vCPU left the guest: send the exit to its VMM and block for the reply.
+    pub fn vcpu_exit(&mut self, msg: &ExitMessage) -> crate::state::Next {
+        let v = self.current;
+        let data = self.store.vcpu(v);
+        data.exits += 1;
+        let c = &mut data.cached;
+        (c.cr0, c.cr4, c.rflags, c.rip) = (msg.cr0, msg.cr4, msg.rflags, msg.rip);
+        c.interruptibility = msg.interruptibility;
+        c.exit_instruction_len = msg.instruction_len;
+        let mut words = [0u64; ExitMessage::SIZE];
+        let n = msg.to_words(&mut words);
+        let exit_ep = self.store.slot(tcb_slot(v, EXIT_SLOT)).cap;
+        match (self.message_frame(v), exit_ep) {
+            (Some(frame), Cap::Endpoint { addr, badge, .. }) => {
+                let page = self.store.frame(frame);
+                let area = page.get_mut(vm::EXIT_OFFSET..).unwrap_or_default();
+                for (chunk, w) in area.chunks_exact_mut(8).zip(words.iter().take(n)) {
+                    chunk.copy_from_slice(&w.to_le_bytes());
+                }
+                let t = &mut self.store.tcb(v).context;
+                t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
+                (t.rdx, t.r10, t.r8, t.r9) = (
+                    u64::from(msg.reason),
+                    msg.qualification,
+                    msg.rip,
+                    u64::from(msg.instruction_len),
+                );
+                self.send_vcpu_exit(v, addr, badge);
+            }
+            _ => self.store.tcb(v).state = ThreadState::Inactive,
+        }
+        self.schedule()
+    }
+
+    /// Apply the VMM's reply to the vCPU `v` waiting for it: validate the batch in the
+    /// message frame and queue it, or leave the vCPU stopped and say why.
+    pub(crate) fn vcpu_reply(&mut self, v: u64) -> Result<(), ReplyError> {
+        let refuse = |e: BatchError| {
+            (Error::BatchRejected, u64::from(e.code()), e.field().map_or(0, u64::from))
+        };
+        let Some(vmx) = self.vmx else { return Err((Error::NotSupported, 0, 0)) };
+        let Some(frame) = self.message_frame(v) else {
+            return Err((Error::InvalidCapability, 0, 0));
+        };
+        let page = *self.store.frame(frame);
+        let mut words = [0u64; ExitReply::SIZE];
+        let area = page.get(vm::REPLY_OFFSET..).unwrap_or_default();
+        for (w, chunk) in words.iter_mut().zip(area.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
+        let len = ExitReply::wire_len_of(words[0], words[1])
+            .ok_or(BatchError::TooManyWrites { count: (words[0] >> 32) as u32 })
+            .map_err(refuse);
+        let decoded = len.and_then(|n| {
+            ExitReply::from_words(words.get(..n).unwrap_or_default()).map_err(refuse)
+        });
+        let data = self.store.vcpu(v);
+        let batch = decoded.and_then(|reply| {
+            decode_reply(&reply, &vmx.caps, &vmx.policy, &data.cached).map_err(refuse)
+        });
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
+                self.store.tcb(v).state = ThreadState::Inactive;
+                return Err(e);
+            }
+        };
+        let data = self.store.vcpu(v);
+        for (i, (field, value)) in batch.writes().iter().enumerate() {
+            if let Some(slot) = data.pending.get_mut(i) {
+                *slot = (*field, *value);
+            }
+        }
+        data.pending_len = batch.writes().len();
+        for r in 0..16u8 {
+            if batch.gpr_mask & (1 << r) != 0 {
+                if let Some(value) = batch.gprs.get(r) {
+                    data.gprs.set(r, value);
+                }
+            }
+        }
+        data.cached = batch.next;
+        if batch.stop {
+            self.store.tcb(v).state = ThreadState::Inactive;
+        } else {
+            self.make_ready(v);
+        }
+        Ok(())
+    }
+}
+
+impl<S: Store> Kernel<S> {
+    /// Fresh VCpu memory: the VMCS revision identifier, and bitmaps that make every I/O
+    /// port and MSR access exit (pass-through is granted by the kernel, never by the VMM).
+    pub(crate) fn init_vcpu_pages(&mut self, addr: u64) {
+        let revision = self.vmx.map_or(0, |v| v.caps.revision);
+        self.store.frame(addr + VMCS_OFFSET)[..4].copy_from_slice(&revision.to_le_bytes());
+        for page in [IO_BITMAP_OFFSET, IO_BITMAP_OFFSET + 0x1000, MSR_BITMAP_OFFSET] {
+            self.store.frame(addr + page).fill(0xff);
+        }
+    }
+
+    /// `FrameMapGuest`: map a frame into a guest space.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn frame_map_guest(
+        &mut self,
+        at: u64,
+        frame: u64,
+        rights: Rights,
+        mapped: Option<Mapping>,
+        space: u64,
+        gpa: u64,
+        want: u64,
+    ) -> Result<Done, Error> {
+        let vmx = self.vmx.ok_or(Error::NotSupported)?;
+        if mapped.is_some() || want & !(map::WRITE | map::EXECUTE) != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let (_, gs) = self.lookup(space)?;
+        let Cap::GuestSpace { addr: root, .. } = gs else { return Err(Error::WrongType) };
+        let access =
+            Access { read: true, write: want & map::WRITE != 0, execute: want & map::EXECUTE != 0 };
+        if (access.write && !rights.contains(Rights::WRITE))
+            || (access.execute && !rights.contains(Rights::EXECUTE))
+            || !rights.contains(Rights::READ)
+        {
+            return Err(Error::InsufficientRights);
+        }
+        self.vspaces.map_guest(&mut self.store, root, gpa, frame, access, vmx.ept).map_err(
+            |e| match e {
+                MapError::Ept(ept::Error::OutOfMemory) => Error::OutOfMemory,
+                _ => Error::InvalidArgument,
+            },
+        )?;
+        self.store.slot(at).cap =
+            Cap::Frame { addr: frame, rights, mapped: Some(Mapping { vspace: root, vaddr: gpa }) };
+        Ok(Done::Value(0))
+    }
+
+    /// `VCpuConfigure`: bind the guest space, the exit endpoint and the message frame.
+    pub(crate) fn vcpu_configure(
+        &mut self,
+        v: u64,
+        space: u64,
+        exit_ep: u64,
+        frame: u64,
+    ) -> Result<Done, Error> {
+        let (gs_at, gs) = self.lookup(space)?;
+        let (ep_at, ep) = self.lookup(exit_ep)?;
+        let (fr_at, fr) = self.lookup(frame)?;
+        match (gs, ep, fr) {
+            (
+                Cap::GuestSpace { .. },
+                Cap::Endpoint { rights: er, .. },
+                Cap::Frame { rights: fr_rights, .. },
+            ) => {
+                if !er.contains(Rights::CALL)
+                    || !fr_rights.contains(Rights::READ.union(Rights::WRITE))
+                {
+                    return Err(Error::InsufficientRights);
+                }
+            }
+            _ => return Err(Error::WrongType),
+        }
+        if self.store.tcb(v).state != ThreadState::Inactive {
+            return Err(Error::NotPermitted);
+        }
+        let copies =
+            [(GUEST_SPACE_SLOT, gs_at, gs), (EXIT_SLOT, ep_at, ep), (MESSAGE_SLOT, fr_at, fr)];
+        for (which, src, cap) in copies {
+            let dst = tcb_slot(v, which);
+            if self.store.slot(dst).cap != Cap::Null {
+                self.delete(dst);
+            }
+            let cap = cap.derive(Rights::ALL).map_err(|_| Error::InvalidArgument)?;
+            let _ = cnode::insert_child(&mut self.store, src, dst, cap);
+        }
+        Ok(Done::Value(0))
+    }
+
+    /// `VCpuStart`: `[mode | priority << 8, rip, rsp, cr3]`.
+    pub(crate) fn vcpu_start(
+        &mut self,
+        p: &mut impl Platform,
+        v: u64,
+        w: [u64; 4],
+    ) -> Result<Done, Error> {
+        let vmx = self.vmx.ok_or(Error::NotSupported)?;
+        let mode = match w[0] & 0xff {
+            vcpu_mode::LONG64 => GuestMode::Long64,
+            vcpu_mode::PROTECTED32 => GuestMode::Protected32,
+            vcpu_mode::REAL => GuestMode::Real,
+            _ => return Err(Error::InvalidArgument),
+        };
+        let priority = u8::try_from(w[0] >> 8).map_err(|_| Error::InvalidArgument)?;
+        if priority > self.store.tcb(self.current).priority {
+            return Err(Error::NotPermitted);
+        }
+        let Cap::GuestSpace { addr: root, .. } = self.store.slot(tcb_slot(v, GUEST_SPACE_SLOT)).cap
+        else {
+            return Err(Error::InvalidCapability);
+        };
+        if self.store.tcb(v).state != ThreadState::Inactive {
+            return Err(Error::NotPermitted);
+        }
+        let eptp = Ept::from_root(root, vmx.ept).eptp(false).ok();
+        let pages = VcpuPages {
+            io_bitmap_a: v + IO_BITMAP_OFFSET,
+            io_bitmap_b: v + IO_BITMAP_OFFSET + 0x1000,
+            msr_bitmap: v + MSR_BITMAP_OFFSET,
+            eptp,
+            vpid: 0,
+            msr_areas: MsrAreas::default(),
+            maxphyaddr: vmx.maxphyaddr,
+        };
+        let entry = GuestEntry {
+            mode,
+            rip: w[1],
+            rsp: w[2],
+            cr3: w[3],
+            exception_bitmap: 0,
+            extra_controls: Default::default(),
+        };
+        let init =
+            initial_vmcs(&vmx.caps, &vmx.policy, &vmx.host, &entry, &pages).map_err(|e| {
+                p.log(format_args!("vcpu: cannot start: {e}"));
+                Error::NotSupported
+            })?;
+        let data = self.store.vcpu(v);
+        data.cached = init.state;
+        data.init = Some(init);
+        data.started = true;
+        data.launched = false;
+        data.pending_len = 0;
+        data.gprs = Gprs::default();
+        self.store.tcb(v).priority = priority;
+        self.make_ready(v);
+        Ok(Done::Value(0))
+    }
+}
