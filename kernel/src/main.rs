@@ -20,12 +20,13 @@ fn main() {
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
     use crate::arch::x86_64::phys_store::PhysStore;
-    use crate::arch::x86_64::{exit, init_cpu, pit, serial::Serial, thread, vmx};
+    use crate::arch::x86_64::{exit, init_cpu, pit, serial::Serial, thread, vcpu_run};
     use crate::{kprintln, root_task};
-    use kernel::bootstrap::{self, RootTask};
+    use kernel::bootstrap::{self, BootModule, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
     use kernel::multiboot2::{self, BootInfo, RegionKind};
     use kernel::state::Kernel;
+    use kernel::vcpu::VmxInfo;
     use protocols::layout::ROOT_STACK_TOP;
 
     /// Entered from the long-mode stub with the boot loader's `eax` and `ebx`.
@@ -53,8 +54,8 @@ mod bare {
             }
         };
         kprintln!("kernel: {} KiB of free memory", frames.free_bytes() / 1024);
-        let _vmx = vmx::probe();
-        start_init(&info, &mut frames)
+        let vmx = vcpu_run::enable(&mut frames);
+        start_init(&info, &mut frames, vmx)
     }
 
     fn boot_info(magic: u32, phys: u64) -> Result<BootInfo<'static>, multiboot2::Error> {
@@ -109,7 +110,7 @@ mod bare {
         FrameAllocator::new(usable, &reserved, PHYSMAP_SIZE)
     }
 
-    fn start_init(info: &BootInfo<'_>, frames: &mut FrameAllocator) -> ! {
+    fn start_init(info: &BootInfo<'_>, frames: &mut FrameAllocator, vmx: Option<VmxInfo>) -> ! {
         let loaded = info
             .module("init")
             .ok_or(root_task::Error::Missing)
@@ -147,7 +148,12 @@ mod bare {
         let free: heapless::Vec<PhysRange, { kernel::frame_alloc::MAX_RANGES }> =
             frames.free_ranges().iter().copied().collect();
         let mut k = Kernel::new(PhysStore, memory::kernel_half(), memory::nx_enabled());
-        match bootstrap::start_root_task(&mut k, &rt, &free) {
+        k.vmx = vmx;
+        let mut modules: heapless::Vec<BootModule<'_>, 16> = heapless::Vec::new();
+        for m in info.modules().filter(|m| m.name != "init") {
+            let _ = modules.push(BootModule { name: m.name, start: m.start, end: m.end });
+        }
+        match bootstrap::start_root_task(&mut k, &rt, &free, &modules) {
             Ok((n, bytes)) => {
                 kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024)
             }
@@ -205,18 +211,25 @@ pub fn with_kernel<R>(
 #[cfg(target_os = "none")]
 pub fn resume(
     k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
-    next: kernel::state::Next,
+    mut next: kernel::state::Next,
 ) {
+    use arch::x86_64::{thread, vcpu_run};
     use kernel::state::Next;
-    match next {
-        Next::Run => arch::x86_64::thread::activate(k),
-        Next::Idle => {
-            arch::x86_64::thread::deactivate();
-            no_runnable_thread()
-        }
-        Next::Shutdown(status) => {
-            kprintln!("kernel: shutdown requested by the root task: {status:?}");
-            arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
+    use kernel::store::Store;
+    vcpu_run::flush(k);
+    loop {
+        match next {
+            // A vCPU runs right here, in the kernel, until an exit its VMM must see.
+            Next::Run if k.store.tcb(k.current).vcpu => next = vcpu_run::run(k, &mut Console),
+            Next::Run => return thread::activate(k),
+            Next::Idle => {
+                thread::deactivate();
+                no_runnable_thread()
+            }
+            Next::Shutdown(status) => {
+                kprintln!("kernel: shutdown requested by the root task: {status:?}");
+                arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
+            }
         }
     }
 }

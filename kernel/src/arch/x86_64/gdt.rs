@@ -36,6 +36,19 @@ fn set_tss_u64(word: usize, v: u64) {
     TSS[word + 1].store((v >> 32) as u32, Relaxed);
 }
 
+/// The GDT's address (host state for VM exits).
+pub fn gdt_base() -> u64 {
+    GDT.as_ptr() as u64
+}
+
+/// The TSS's address (host state for VM exits).
+pub fn tss_base() -> u64 {
+    TSS.as_ptr() as u64
+}
+
+/// The TSS selector.
+pub const TSS_SELECTOR: u16 = TSS_SEL;
+
 /// The stack the CPU switches to on an interrupt from ring 3.
 pub fn set_rsp0(top: u64) {
     set_tss_u64(1, top);

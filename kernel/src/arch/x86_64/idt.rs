@@ -8,6 +8,11 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 static IDT: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
 
+/// The IDT's address (host state for VM exits).
+pub fn idt_base() -> u64 {
+    IDT.as_ptr() as u64
+}
+
 /// Fill and load the IDT.
 pub fn init() {
     let base = isr_stubs as *const () as u64;

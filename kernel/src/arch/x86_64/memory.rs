@@ -111,6 +111,11 @@ pub fn init() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Physical address of the kernel's own PML4 (the address space VM exits return to).
+pub fn kernel_root() -> u64 {
+    phys_of(&PML4)
+}
+
 /// The kernel half of the PML4 (entries 256..511), which every address space shares.
 pub fn kernel_half() -> [u64; 256] {
     core::array::from_fn(|i| PML4.0[256 + i].load(Relaxed))

@@ -15,7 +15,10 @@ pub mod serial;
 pub mod syscall;
 pub mod thread;
 pub mod trap;
+pub mod vcpu_run;
+pub mod vm_entry;
 pub mod vmx;
+pub mod vmx_insn;
 
 use cpu::cr4;
 

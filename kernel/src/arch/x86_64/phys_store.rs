@@ -8,6 +8,7 @@ use kernel::notification::Notification;
 use kernel::paging::PhysMemory;
 use kernel::store::{tcb_slot, Store, TcbSlot};
 use kernel::tcb::Tcb;
+use kernel::vcpu::{VcpuData, DATA_OFFSET};
 use protocols::object::ObjectType;
 
 /// The store. The kernel is single-threaded and holds at most one borrow from it at a
@@ -53,6 +54,12 @@ impl Store for PhysStore {
         unsafe { object(at) }
     }
 
+    fn vcpu(&mut self, at: u64) -> &mut VcpuData {
+        // SAFETY: as for `slot`: `at` is the address of a VCpu object, whose data page
+        // was initialised when it was created.
+        unsafe { object(at + DATA_OFFSET) }
+    }
+
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
         // Untyped memory is zeroed when something is made from it, not when carved.
         if ty != ObjectType::Untyped {
@@ -87,7 +94,17 @@ impl Store for PhysStore {
                     ((PHYS_OFFSET + addr) as *mut Notification).write(Notification::default())
                 }
             }
-            ObjectType::Untyped | ObjectType::Frame | ObjectType::VSpace => {}
+            ObjectType::VCpu => {
+                let tcb = Tcb { vcpu: true, ..Tcb::default() };
+                // SAFETY: a fresh, exclusively owned, aligned VCpu object; its first page
+                // is the TCB and its data page follows the VMCS.
+                unsafe {
+                    ((PHYS_OFFSET + addr) as *mut Tcb).write(tcb);
+                    ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData).write(VcpuData::default());
+                }
+                init_slots(tcb_slot(addr, TcbSlot::CSpace), 3);
+            }
+            ObjectType::Untyped | ObjectType::Frame | ObjectType::VSpace | ObjectType::GuestSpace => {}
         }
     }
 }

@@ -20,12 +20,9 @@ pub fn activate<S: Store>(k: &mut Kernel<S>) {
     if cur == ON_CPU.load(Relaxed) {
         return;
     }
-    let owner = FPU_OWNER.load(Relaxed);
-    if owner != 0 {
-        // The previous thread's TCB memory cannot have been reused yet: objects are only
-        // made by a retype, and no retype runs between its last syscall and this switch.
-        fpu::save(&mut k.store.tcb(owner).fpu);
-    }
+    // The previous thread's TCB memory cannot have been reused yet: objects are only
+    // made by a retype, and no retype runs between its last syscall and this switch.
+    release_fpu(k);
     fpu::restore(&k.store.tcb(cur).fpu);
     FPU_OWNER.store(cur, Relaxed);
     let ctx = PHYS_OFFSET + cur; // the context is the first field of the TCB
@@ -38,6 +35,14 @@ pub fn activate<S: Store>(k: &mut Kernel<S>) {
         }
     }
     ON_CPU.store(cur, Relaxed);
+}
+
+/// Save the user FPU state to its thread before a guest's state is loaded.
+pub fn release_fpu<S: Store>(k: &mut Kernel<S>) {
+    let owner = FPU_OWNER.swap(0, Relaxed);
+    if owner != 0 {
+        fpu::save(&mut k.store.tcb(owner).fpu);
+    }
 }
 
 /// Forget the thread on the CPU (before idling), so the next activation reloads all.

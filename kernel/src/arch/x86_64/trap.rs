@@ -92,8 +92,14 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
 extern "C" fn trap_from_kernel(frame: *mut UserContext) {
     // SAFETY: the stub passes the frame it just pushed on the current stack.
     let c = unsafe { *frame };
-    if legacy_irq(c.vector).is_some() {
-        return;
+    match legacy_irq(c.vector) {
+        Some(0) => {
+            // A tick that interrupted a guest: the vCPU loop reschedules.
+            super::vcpu_run::TICK.store(true, Relaxed);
+            return;
+        }
+        Some(_) => return,
+        None => {}
     }
     crate::kprintln!(
         "KERNEL PANIC: {} (vector {}) in the kernel, error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",

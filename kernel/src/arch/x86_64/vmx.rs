@@ -3,7 +3,7 @@
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
 use kernel::vmx::caps::{
-    self, Absent, FeatureControl, VmxCaps, MSR_FEATURE_CONTROL, MSR_VMX_BASIC,
+    self, Absent, FeatureControl, VmxCaps, VmxMsrs, MSR_FEATURE_CONTROL, MSR_VMX_BASIC,
     MSR_VMX_PROCBASED_CTLS2,
 };
 
@@ -30,15 +30,32 @@ fn probe_inner() -> Result<VmxCaps, Absent> {
     }
     // SAFETY: the VMX capability MSRs exist whenever CPUID reports VMX; the TRUE and
     // secondary MSRs are read only when IA32_VMX_BASIC / the primary controls say so.
-    let (basic, procbased, procbased2) = unsafe {
+    let msrs = unsafe {
         let basic = rdmsr(MSR_VMX_BASIC);
         let procbased = rdmsr(VmxCaps::procbased_msr(basic));
-        let procbased2 =
-            if VmxCaps::has_secondary(procbased) { rdmsr(MSR_VMX_PROCBASED_CTLS2) } else { 0 };
-        (basic, procbased, procbased2)
+        VmxMsrs {
+            basic,
+            pinbased: rdmsr(VmxCaps::pinbased_msr(basic)),
+            procbased,
+            procbased2: if VmxCaps::has_secondary(procbased) {
+                rdmsr(MSR_VMX_PROCBASED_CTLS2)
+            } else {
+                0
+            },
+            exit: rdmsr(VmxCaps::exit_msr(basic)),
+            entry: rdmsr(VmxCaps::entry_msr(basic)),
+            misc: rdmsr(caps::MSR_VMX_MISC),
+            cr0_fixed0: rdmsr(caps::MSR_VMX_CR0_FIXED0),
+            cr0_fixed1: rdmsr(caps::MSR_VMX_CR0_FIXED1),
+            cr4_fixed0: rdmsr(caps::MSR_VMX_CR4_FIXED0),
+            cr4_fixed1: rdmsr(caps::MSR_VMX_CR4_FIXED1),
+        }
     };
     crate::kprintln!(
-        "vmx: IA32_VMX_BASIC {basic:#018x}, procbased {procbased:#018x}, procbased2 {procbased2:#018x}"
+        "vmx: IA32_VMX_BASIC {:#018x}, procbased {:#018x}, procbased2 {:#018x}",
+        msrs.basic,
+        msrs.procbased,
+        msrs.procbased2
     );
-    Ok(VmxCaps::from_msrs(basic, procbased, procbased2))
+    Ok(VmxCaps::from_all(&msrs))
 }

@@ -1,0 +1,222 @@
+//! Running a vCPU: VMX root operation at boot, and the loop body that enters the guest,
+//! reads what the exit says, and hands it to `kernel::vcpu`.
+//!
+//! At most one VMCS is active at a time: switching to another vCPU VMCLEARs the previous
+//! one, so a destroyed VCpu's memory is never in use by the CPU once the kernel has
+//! cleared the active VMCS (which it does whenever the kernel reports a release).
+
+use super::cpu::{self, rdmsr};
+use super::memory::{self, frame_at};
+use super::vm_entry::{self, GuestGprs};
+use super::vmx_insn::{self, VmxRoot};
+use super::{fpu, gdt, idt, thread, vmx};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use kernel::frame_alloc::FrameAllocator;
+use kernel::state::{Kernel, Next, Platform};
+use kernel::store::Store;
+use kernel::tcb::ThreadState;
+use kernel::vcpu::{VmxInfo, VMCS_OFFSET};
+use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
+use kernel::vmx::validator::Policy;
+use kernel::vmx::vmcs_setup::HostState;
+use protocols::vmcs::Field;
+use protocols::vmexit::{Controls, ExitMessage, ExitReason, TransferMask};
+
+static ROOT: spin::Once<VmxRoot> = spin::Once::new();
+/// The VMCS currently active on this CPU (0: none).
+static ACTIVE: AtomicU64 = AtomicU64::new(0);
+/// A timer tick arrived while a guest ran.
+pub static TICK: AtomicBool = AtomicBool::new(false);
+
+const MSR_EPT_VPID_CAP: u32 = 0x48c;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_PAT: u32 = 0x277;
+
+/// Enter VMX root operation if the CPU can; returns what the kernel needs to make VCpus.
+pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
+    let caps = vmx::probe().ok()?;
+    let region = frames.alloc()?;
+    // SAFETY: the frame was just taken from the allocator and is dedicated to VMXON for
+    // the kernel's lifetime; the kernel is single-threaded.
+    let root = match unsafe { vmx_insn::enable(region, frame_at(region)) } {
+        Ok(r) => r,
+        Err(e) => {
+            crate::kprintln!("vmx: cannot enter VMX operation: {e}");
+            return None;
+        }
+    };
+    let policy = Policy::new(&caps, true, false);
+    if let Some((field, bits)) = policy.unsupported(&caps) {
+        crate::kprintln!("vmx: this CPU lacks control bits {bits:#x} of {field} the kernel needs; VMs disabled");
+        return None;
+    }
+    // SAFETY: the EPT/VPID capability MSR exists when EPT or VPID may be enabled, which
+    // `Policy::unsupported` just confirmed for EPT.
+    let ept = EptVpidCaps::from_raw(unsafe { rdmsr(MSR_EPT_VPID_CAP) });
+    let maxphyaddr = (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8;
+    // SAFETY: EFER and PAT exist on every x86-64 CPU.
+    let (efer, pat) = unsafe { (rdmsr(MSR_EFER), rdmsr(MSR_PAT)) };
+    let host = HostState {
+        cr0: cpu::read_cr0(),
+        cr3: memory::kernel_root(),
+        cr4: cpu::read_cr4(),
+        cs: gdt::KERNEL_CS,
+        ss: gdt::KERNEL_DS,
+        ds: gdt::KERNEL_DS,
+        es: gdt::KERNEL_DS,
+        fs: 0,
+        gs: 0,
+        tr: gdt::TSS_SELECTOR,
+        fs_base: 0,
+        gs_base: 0,
+        tr_base: gdt::tss_base(),
+        gdtr_base: gdt::gdt_base(),
+        idtr_base: idt::idt_base(),
+        rip: vm_entry::host_rip(),
+        rsp: 0xffff_ffff_8000_0000,
+        sysenter_cs: 0,
+        sysenter_esp: 0,
+        sysenter_eip: 0,
+        efer,
+        pat,
+    };
+    ROOT.call_once(|| root);
+    crate::kprintln!("vmx: VMX root operation entered; VCpus available");
+    Some(VmxInfo { caps, policy, ept, host, maxphyaddr })
+}
+
+fn vmread(root: &VmxRoot, f: Field) -> u64 {
+    vmx_insn::vmread(root, f).unwrap_or(0)
+}
+
+/// Carry out what the kernel asked of the hardware: clear the active VMCS after a VCpu
+/// was destroyed, invalidate EPT translations after a guest mapping went.
+pub fn flush<S: Store>(k: &mut Kernel<S>) {
+    let Some(root) = ROOT.get() else { return };
+    if core::mem::take(&mut k.vmcs_released) {
+        let active = ACTIVE.swap(0, Relaxed);
+        if active != 0 {
+            // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
+            let _ = unsafe { vmx_insn::vmclear(root, active) };
+        }
+    }
+    if core::mem::take(&mut k.ept_stale) {
+        if let Some(vmx) = k.vmx {
+            // All-context invalidation ignores the pointer; any well-formed one will do.
+            if let Ok(any) = Ept::from_root(0, vmx.ept).eptp(false) {
+                let _ = vmx_insn::invept(root, vmx.ept, InveptType::AllContext, any);
+            }
+        }
+    }
+}
+
+fn stop<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform, why: core::fmt::Arguments<'_>) -> Next {
+    p.log(why);
+    let v = k.current;
+    k.store.tcb(v).state = ThreadState::Inactive;
+    k.schedule()
+}
+
+/// Run the current vCPU until its next exit that the VMM must see (or a tick).
+pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
+    let Some(root) = ROOT.get() else { return stop(k, p, format_args!("vcpu: no VMX")) };
+    flush(k);
+    thread::deactivate();
+    let v = k.current;
+    let vmcs = v + VMCS_OFFSET;
+    let active = ACTIVE.load(Relaxed);
+    let init = k.store.vcpu(v).init.take();
+    if active != vmcs || init.is_some() {
+        if active != 0 && active != vmcs {
+            // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
+            let _ = unsafe { vmx_insn::vmclear(root, active) };
+            k.store.vcpu(active - VMCS_OFFSET).launched = false;
+        }
+        if init.is_some() {
+            // SAFETY: the VMCS region belongs to the VCpu object, stamped at creation.
+            if let Err(e) = unsafe { vmx_insn::vmclear(root, vmcs) } {
+                return stop(k, p, format_args!("vcpu: VMCLEAR failed: {e}"));
+            }
+            k.store.vcpu(v).launched = false;
+        }
+        // SAFETY: as above; the region is cleared or was cleared when last switched out.
+        if let Err(e) = unsafe { vmx_insn::vmptrld(root, vmcs) } {
+            return stop(k, p, format_args!("vcpu: VMPTRLD failed: {e}"));
+        }
+        ACTIVE.store(vmcs, Relaxed);
+    }
+    if let Some(init) = init {
+        for &(f, val) in init.writes() {
+            // SAFETY: the initial VMCS was computed by `initial_vmcs` for this CPU.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+            }
+        }
+    }
+    let data = k.store.vcpu(v);
+    for &(f, val) in data.pending() {
+        // SAFETY: the writes passed the batch validator.
+        if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+            return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+        }
+    }
+    data.pending_len = 0;
+    let r = &data.gprs.regs;
+    let mut g = GuestGprs {
+        rax: r[0], rcx: r[1], rdx: r[2], rbx: r[3], rsp_unused: 0, rbp: r[5], rsi: r[6], rdi: r[7],
+        r8: r[8], r9: r[9], r10: r[10], r11: r[11], r12: r[12], r13: r[13], r14: r[14], r15: r[15],
+    };
+    let launched = data.launched;
+    thread::release_fpu(k);
+    fpu::restore(&k.store.vcpu(v).fpu);
+    // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host state,
+    // and interrupts are disabled in the kernel.
+    let entered = unsafe { vm_entry::enter(root, &mut g, launched) };
+    let data = k.store.vcpu(v);
+    fpu::save(&mut data.fpu);
+    if let Err(e) = entered {
+        return stop(k, p, format_args!("vcpu: VM entry failed: {e}; vCPU stopped"));
+    }
+    data.launched = true;
+    let rsp = vmread(root, Field::GuestRsp);
+    data.gprs = g.abi(rsp);
+    let reason = vmread(root, Field::ExitReason) as u32;
+    if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
+        // The interrupt is still pending: let it in, in the kernel, then reschedule.
+        // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
+        // acknowledge the line and note the tick.
+        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+        return if TICK.swap(false, Relaxed) { k.preempt() } else { Next::Run };
+    }
+    let msg = ExitMessage {
+        reason,
+        instruction_len: vmread(root, Field::ExitInstructionLength) as u32,
+        qualification: vmread(root, Field::ExitQualification),
+        instruction_info: vmread(root, Field::ExitInstructionInfo) as u32,
+        interruptibility: vmread(root, Field::GuestInterruptibility) as u32,
+        guest_linear: vmread(root, Field::GuestLinearAddress),
+        guest_physical: vmread(root, Field::GuestPhysicalAddress),
+        rip: vmread(root, Field::GuestRip),
+        rflags: vmread(root, Field::GuestRflags),
+        cr0: vmread(root, Field::GuestCr0),
+        cr3: vmread(root, Field::GuestCr3),
+        cr4: vmread(root, Field::GuestCr4),
+        idt_vectoring_info: vmread(root, Field::IdtVectoringInfo) as u32,
+        idt_vectoring_error: vmread(root, Field::IdtVectoringErrorCode) as u32,
+        exit_intr_info: vmread(root, Field::ExitInterruptionInfo) as u32,
+        exit_intr_error: vmread(root, Field::ExitInterruptionErrorCode) as u32,
+        transfer: TransferMask::EFER_PAT | TransferMask::CONTROLS,
+        gprs: data.gprs,
+        efer: vmread(root, Field::GuestIa32Efer),
+        pat: vmread(root, Field::GuestIa32Pat),
+        controls: Controls {
+            pin: vmread(root, Field::PinBasedControls) as u32,
+            proc: vmread(root, Field::ProcBasedControls) as u32,
+            proc2: vmread(root, Field::SecondaryProcBasedControls) as u32,
+            exit: vmread(root, Field::ExitControls) as u32,
+            entry: vmread(root, Field::EntryControls) as u32,
+        },
+        ..ExitMessage::default()
+    };
+    k.vcpu_exit(&msg)
+}
