@@ -12,7 +12,7 @@ use std::process::Command;
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// The ring-3 programs that are built and can be put into images.
-pub const USER_PROGRAMS: &[&str] = &["init"];
+pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server"];
 
 fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Result<PathBuf> {
     let target_dir = crate::target_dir().join(target_subdir);
@@ -39,7 +39,16 @@ pub fn build_kernel() -> Result<PathBuf> {
     Ok(dir.join("kernel"))
 }
 
+/// The test guests (`images/guests`), each a module of the default image.
+pub const GUESTS: &[&str] = &["guest64", "guest32", "guest_real", "guest_triple"];
+
+/// Build the test guests; returns the directory holding their ELFs.
+pub fn build_guests() -> Result<PathBuf> {
+    cargo_build(&["test-guests"], "guests", &["-Crelocation-model=static"])
+}
+
 /// Build every user program; returns the directory holding their ELFs.
 pub fn build_user() -> Result<PathBuf> {
-    cargo_build(USER_PROGRAMS, "user", &["-Crelocation-model=static"])
+    // Debug information stays out of boot modules, which the root task loads page by page.
+    cargo_build(USER_PROGRAMS, "user", &["-Crelocation-model=static", "-Cstrip=debuginfo"])
 }

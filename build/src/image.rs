@@ -71,12 +71,17 @@ pub fn build(image: Image) -> Result<PathBuf> {
     let kernel = cargo::build_kernel()?;
     let user = cargo::build_user()?;
     let init = mutate(&fs::read(user.join("init"))?, image.init)?;
+    let guests = cargo::build_guests()?;
 
     let dir = images.join(image.name);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("boot/grub"))?;
     fs::copy(&kernel, dir.join("boot/kernel"))?;
     fs::write(dir.join("boot/init"), init)?;
+    fs::copy(user.join("vmm-server"), dir.join("boot/vmm"))?;
+    for g in cargo::GUESTS {
+        fs::copy(guests.join(g), dir.join("boot").join(g))?;
+    }
     fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg())?;
     let iso = images.join(format!("{}.iso", image.name));
     mkrescue(&dir, &iso)?;
@@ -84,9 +89,13 @@ pub fn build(image: Image) -> Result<PathBuf> {
 }
 
 fn grub_cfg() -> String {
-    "set timeout=0\nset default=0\n\
-     menuentry \"microkernel\" {\n  multiboot2 /boot/kernel\n  module2 /boot/init init\n  boot\n}\n"
-        .to_string()
+    let mut modules = String::from("  module2 /boot/init init\n  module2 /boot/vmm vmm\n");
+    for g in cargo::GUESTS {
+        modules.push_str(&format!("  module2 /boot/{g} {g}\n"));
+    }
+    format!(
+        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel\n{modules}  boot\n}}\n"
+    )
 }
 
 fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {

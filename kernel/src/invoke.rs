@@ -10,6 +10,7 @@ use crate::state::{Done, Kernel, Platform};
 use crate::store::{object_bits, tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use crate::untyped;
+use crate::vspace::Stale;
 use protocols::error::Error;
 use protocols::ipc::MsgInfo;
 use protocols::object::{map, Invocation, ObjectType};
@@ -112,7 +113,7 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::FrameUnmap, Cap::Frame { addr, rights, mapped }) => {
                 if let Some(m) = mapped {
-                    self.ept_stale |= self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+                    self.unmap_frame(m, addr);
                     self.store.slot(at).cap = Cap::Frame { addr, rights, mapped: None };
                 }
                 Ok(Done::Value(0))
@@ -123,8 +124,8 @@ impl<S: Store> Kernel<S> {
                 self.frame_map_guest(at, addr, rights, mapped, w[0], w[1], w[2])
             }
             (Invocation::VCpuConfigure, Cap::VCpu { addr }) => {
-                need(3)?;
-                self.vcpu_configure(addr, w[0], w[1], w[2])
+                need(4)?;
+                self.vcpu_configure(addr, w)
             }
             (Invocation::VCpuStart, Cap::VCpu { addr }) => {
                 need(4)?;
@@ -326,6 +327,16 @@ impl<S: Store> Kernel<S> {
         Ok(Done::Value(0))
     }
 
+    /// Remove a frame's mapping and note which translation caches the hardware layer
+    /// must flush before user code runs again.
+    fn unmap_frame(&mut self, m: Mapping, frame: u64) {
+        match self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, frame) {
+            Stale::Tlb => self.tlb_stale = true,
+            Stale::Ept => self.ept_stale = true,
+            Stale::Nothing => {}
+        }
+    }
+
     /// Stop a thread: out of every queue, no longer runnable.
     pub(crate) fn suspend(&mut self, tcb: u64) {
         match self.store.tcb(tcb).state {
@@ -367,7 +378,7 @@ impl<S: Store> Kernel<S> {
     pub fn delete(&mut self, slot: u64) {
         let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
         if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
-            self.ept_stale |= self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, addr);
+            self.unmap_frame(m, addr);
         }
         if !last {
             return;

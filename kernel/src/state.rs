@@ -66,6 +66,8 @@ pub struct Kernel<S: Store> {
     pub vmcs_released: bool,
     /// A guest mapping went away: the hardware layer must invalidate EPT translations.
     pub ept_stale: bool,
+    /// A process mapping went away: the hardware layer must flush the TLB.
+    pub tlb_stale: bool,
     /// Details of a batch refused during this syscall: `(BatchError code, field)`.
     pub(crate) rejected: Option<(u64, u64)>,
 }
@@ -83,6 +85,7 @@ impl<S: Store> Kernel<S> {
             vmx: None,
             vmcs_released: false,
             ept_stale: false,
+            tlb_stale: false,
             rejected: None,
         }
     }
@@ -248,7 +251,7 @@ impl<S: Store> Kernel<S> {
     /// fault message there and waits for the handler's reply; without one it stops.
     pub fn fault(&mut self, p: &mut impl Platform, vector: u64, error: u64, addr: u64) -> Next {
         let cur = self.current;
-        let rip = self.store.tcb(cur).context.rip;
+        let (rip, rsp) = (self.store.tcb(cur).context.rip, self.store.tcb(cur).context.rsp);
         let handler = self.store.slot(tcb_slot(cur, TcbSlot::FaultEndpoint)).cap;
         let name = self.store.tcb(cur).name;
         let name = core::str::from_utf8(&name).unwrap_or("?").trim_end_matches('\0');
@@ -261,7 +264,7 @@ impl<S: Store> Kernel<S> {
             }
             _ => {
                 p.log(format_args!(
-                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x} (address {addr:#x}) with no handler; thread stopped"
+                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x}, rsp {rsp:#x} (address {addr:#x}) with no handler; thread stopped"
                 ));
                 self.store.tcb(cur).state = ThreadState::Inactive;
             }

@@ -24,7 +24,7 @@ use protocols::object::vm;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
 use protocols::vmcs::Field;
-use protocols::vmexit::{BatchError, ExitMessage, ExitReply, Gprs};
+use protocols::vmexit::{BatchError, ExitMessage, ExitReply, Gprs, TransferMask};
 
 /// log2 of a VCpu object's size.
 pub const VCPU_BITS: u8 = 15;
@@ -81,6 +81,8 @@ pub struct VcpuData {
     pub exits: u64,
     /// The initial VMCS, written (after VMCLEAR and VMPTRLD) before the first entry.
     pub init: Option<InitialVmcs>,
+    /// The optional groups every exit message carries, as the VMM asked.
+    pub transfer: TransferMask,
 }
 
 impl Default for VcpuData {
@@ -95,6 +97,7 @@ impl Default for VcpuData {
             started: false,
             exits: 0,
             init: None,
+            transfer: TransferMask::NONE,
         }
     }
 }
@@ -260,14 +263,11 @@ impl<S: Store> Kernel<S> {
         Ok(Done::Value(0))
     }
 
-    /// `VCpuConfigure`: bind the guest space, the exit endpoint and the message frame.
-    pub(crate) fn vcpu_configure(
-        &mut self,
-        v: u64,
-        space: u64,
-        exit_ep: u64,
-        frame: u64,
-    ) -> Result<Done, Error> {
+    /// `VCpuConfigure`: bind the guest space, the exit endpoint and the message frame,
+    /// and choose the exit message's optional groups.
+    pub(crate) fn vcpu_configure(&mut self, v: u64, w: [u64; 4]) -> Result<Done, Error> {
+        let [space, exit_ep, frame, mask] = w;
+        let transfer = TransferMask::from_bits(mask).ok_or(Error::InvalidArgument)?;
         let (gs_at, gs) = self.lookup(space)?;
         let (ep_at, ep) = self.lookup(exit_ep)?;
         let (fr_at, fr) = self.lookup(frame)?;
@@ -298,6 +298,7 @@ impl<S: Store> Kernel<S> {
             let cap = cap.derive(Rights::ALL).map_err(|_| Error::InvalidArgument)?;
             let _ = cnode::insert_child(&mut self.store, src, dst, cap);
         }
+        self.store.vcpu(v).transfer = transfer;
         Ok(Done::Value(0))
     }
 
@@ -315,7 +316,8 @@ impl<S: Store> Kernel<S> {
             vcpu_mode::REAL => GuestMode::Real,
             _ => return Err(Error::InvalidArgument),
         };
-        let priority = u8::try_from(w[0] >> 8).map_err(|_| Error::InvalidArgument)?;
+        let priority = (w[0] >> 8) as u8;
+        let extra_proc = u32::try_from(w[0] >> 16).map_err(|_| Error::InvalidArgument)?;
         if priority > self.store.tcb(self.current).priority {
             return Err(Error::NotPermitted);
         }
@@ -342,7 +344,7 @@ impl<S: Store> Kernel<S> {
             rsp: w[2],
             cr3: w[3],
             exception_bitmap: 0,
-            extra_controls: Default::default(),
+            extra_controls: protocols::vmexit::Controls { proc: extra_proc, ..Default::default() },
         };
         let init =
             initial_vmcs(&vmx.caps, &vmx.policy, &vmx.host, &entry, &pages).map_err(|e| {

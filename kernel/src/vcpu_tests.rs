@@ -45,7 +45,7 @@ fn started() -> (Testbed, u64, u64) {
         invoke(&mut t, RAM, Invocation::FrameMapGuest, &[GUEST, 0x1000, map::WRITE | map::EXECUTE]),
         0
     );
-    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG]), 0);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG, 0]), 0);
     assert_eq!(
         invoke(&mut t, VCPU, Invocation::VCpuStart, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]),
         0

@@ -116,24 +116,32 @@ impl VSpaces {
     }
 
     /// Unmap `vaddr` from `root` if it maps `paddr`; a dead VSpace is left alone.
-    /// Returns whether a guest mapping went (the caller then invalidates EPT caches).
-    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> bool {
+    /// Says which translation caches went stale (the caller has them invalidated).
+    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> Stale {
         match self.live.iter().find(|v| v.root == root) {
             Some(v) if v.guest => {
                 let ept = Ept::from_root(root, EptVpidCaps::from_raw(0));
                 if ept.translate(mem, vaddr).is_some_and(|t| t.host & !0xfff == paddr) {
                     let _ = ept.unmap(mem, vaddr);
-                    return true;
+                    return Stale::Ept;
                 }
-                false
+                Stale::Nothing
             }
-            Some(_) => {
-                paging::unmap_page(mem, root, vaddr, paddr);
-                false
-            }
-            None => false,
+            Some(_) if paging::unmap_page(mem, root, vaddr, paddr) => Stale::Tlb,
+            _ => Stale::Nothing,
         }
     }
+}
+
+/// Which cached translations an unmap made stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// Nothing was mapped there.
+    Nothing,
+    /// A process mapping: the TLB.
+    Tlb,
+    /// A guest mapping: EPT translations.
+    Ept,
 }
 
 /// Why a mapping failed.

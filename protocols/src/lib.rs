@@ -16,3 +16,4 @@ pub mod syscall;
 pub mod testlog;
 pub mod vmcs;
 pub mod vmexit;
+pub mod vmm;

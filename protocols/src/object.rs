@@ -87,11 +87,15 @@ pub enum Invocation {
     /// Frame: `[guest space slot, guest-physical address, rights]`: map it into a guest
     /// (readable always; `map::WRITE`, `map::EXECUTE` as asked and allowed).
     FrameMapGuest = 15,
-    /// VCpu: `[guest space slot, exit endpoint slot, message frame slot]`: bind the
-    /// guest memory, where exits are sent (the endpoint's badge names the vCPU to the
-    /// VMM), and the frame that carries exit messages and reply batches.
+    /// VCpu: `[guest space slot, exit endpoint slot, message frame slot, transfer mask]`:
+    /// bind the guest memory, where exits are sent (the endpoint's badge names the vCPU to
+    /// the VMM), the frame that carries exit messages and reply batches, and which
+    /// optional `vmexit::TransferMask` groups every exit message carries.
     VCpuConfigure = 16,
-    /// VCpu: `[mode (see `vcpu_mode`), rip, rsp, priority]`: set up the VMCS and run.
+    /// VCpu: `[mode | priority << 8 | primary controls << 16, rip, rsp, cr3]`: set up
+    /// the VMCS and run. `mode` is one of [`vcpu_mode`]; the primary processor-based
+    /// controls named are set from the first entry on (HLT exiting, …) where the kernel's
+    /// policy lets the VMM choose them.
     VCpuStart = 17,
 }
 

@@ -281,6 +281,11 @@ impl CpuidTable {
         allowed
     }
 
+    /// Whether the guest is told about MONITOR/MWAIT.
+    pub fn has_monitor(&self) -> bool {
+        self.lookup(1, 0).ecx & L1_ECX_MONITOR != 0
+    }
+
     /// Whether the guest is told about a local APIC.
     pub fn has_apic(&self) -> bool {
         self.l1_edx() & L1_EDX_APIC != 0

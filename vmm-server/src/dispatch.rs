@@ -469,6 +469,12 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 reply.flag(ReplyFlags::ADVANCE_RIP);
                 Ok(())
             }
+            // Offered MONITOR/MWAIT: MWAIT may return at any time, so returning at once is
+            // correct and never sleeps the host CPU.
+            ExitReason::Monitor | ExitReason::Mwait if self.cpuid.has_monitor() => {
+                reply.flag(ReplyFlags::ADVANCE_RIP);
+                Ok(())
+            }
             // Features CPUID hides: #UD, as on a CPU without them.
             ExitReason::Vmclear
             | ExitReason::Vmlaunch

@@ -16,6 +16,7 @@ pub mod cr;
 pub mod devices;
 pub mod dispatch;
 pub mod exit_qualification;
+pub mod guest_image;
 pub mod guest_memory;
 pub mod hypercall;
 pub mod io;

@@ -11,11 +11,13 @@ mod alloc;
 mod bench;
 mod caps;
 mod isolated;
+mod process;
 mod threads;
+mod vms;
 
 rt::entry!(start);
 
-fn start() -> u64 {
+fn start(_: u64) -> u64 {
     rt::println!("init: hello from ring 3");
     let mut t = Suite::new();
     t.check("ring3_cpl", expect_eq(current_cpl(), 3));
@@ -59,6 +61,9 @@ fn start() -> u64 {
             Ok(fixture) => {
                 if let Err(e) = bench::run(&mut a, fixture.iso_ep) {
                     t.check("benchmarks_ran", Err(e.name()));
+                }
+                if let Err(e) = vms::run(&mut t, &mut a) {
+                    t.check("virtual_machines_started", Err(e.name()));
                 }
             }
             Err(e) => t.check("capability_setup", Err(e.name())),

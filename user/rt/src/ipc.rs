@@ -42,6 +42,13 @@ pub fn ipc(
     grant: u64,
     recv_slot: u64,
 ) -> Result<Received, RawError> {
+    let (status, r) = ipc_raw(number, cptr, msg, grant, recv_slot);
+    protocols::error::check(status).map(|()| r)
+}
+
+/// [`ipc`] returning the status word and every result register even on failure (a
+/// refused VMCS batch explains itself in `rdx` and `r10`).
+pub fn ipc_raw(number: Syscall, cptr: u64, msg: &Msg, grant: u64, recv_slot: u64) -> (u64, Received) {
     let (status, badge, info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` preserves every register except the outputs named here and rcx,
     // r11; r12 and r13 are only read by the kernel.
@@ -62,9 +69,8 @@ pub fn ipc(
             options(nostack),
         );
     }
-    protocols::error::check(status)?;
     let info = MsgInfo::from_raw(info).unwrap_or_default();
-    Ok(Received { badge, msg: Msg { info, words: [w0, w1, w2, w3] } })
+    (status, Received { badge, msg: Msg { info, words: [w0, w1, w2, w3] } })
 }
 
 /// Typed error of a raw status.

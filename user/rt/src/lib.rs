@@ -76,16 +76,17 @@ macro_rules! println {
     }};
 }
 
-/// Declare the program's entry function: `rt::entry!(start);` with `fn start() -> u64`
+/// Declare the program's entry function: `rt::entry!(start);` with
+/// `fn start(arg: u64) -> u64`, `arg` being the `rdi` its creator set
 /// (not `main`, which the host build of the crate defines as a stub).
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
         #[cfg(target_os = "none")]
         #[no_mangle]
-        extern "C" fn _start() -> ! {
-            let f: fn() -> u64 = $main;
-            $crate::syscall::thread_exit(f())
+        extern "C" fn _start(arg: u64) -> ! {
+            let f: fn(u64) -> u64 = $main;
+            $crate::syscall::thread_exit(f(arg))
         }
 
         #[cfg(target_os = "none")]
@@ -98,7 +99,7 @@ macro_rules! entry {
         #[cfg(not(target_os = "none"))]
         fn main() {
             // Referenced so the host build (for lints) sees the program's code as used.
-            let _: fn() -> u64 = $main;
+            let _: fn(u64) -> u64 = $main;
             eprintln!("this is a ring-3 program for the kernel: build it with `cargo xtask build`");
             std::process::exit(2);
         }

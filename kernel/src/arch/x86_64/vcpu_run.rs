@@ -89,9 +89,14 @@ fn vmread(root: &VmxRoot, f: Field) -> u64 {
     vmx_insn::vmread(root, f).unwrap_or(0)
 }
 
-/// Carry out what the kernel asked of the hardware: clear the active VMCS after a VCpu
-/// was destroyed, invalidate EPT translations after a guest mapping went.
+/// Carry out what the kernel asked of the hardware: flush the TLB after a mapping went,
+/// clear the active VMCS after a VCpu was destroyed, invalidate EPT translations after a
+/// guest mapping went.
 pub fn flush<S: Store>(k: &mut Kernel<S>) {
+    if core::mem::take(&mut k.tlb_stale) {
+        // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
+        unsafe { cpu::write_cr3(cpu::read_cr3()) }
+    }
     let Some(root) = ROOT.get() else { return };
     if core::mem::take(&mut k.vmcs_released) {
         let active = ACTIVE.swap(0, Relaxed);
@@ -107,6 +112,60 @@ pub fn flush<S: Store>(k: &mut Kernel<S>) {
                 let _ = vmx_insn::invept(root, vmx.ept, InveptType::AllContext, any);
             }
         }
+    }
+}
+
+/// Fill the optional groups the VMM asked for (and only those: each costs VMREADs).
+fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
+    let read = |raw: u32| Field::from_raw(raw).map_or(0, |f| vmread(root, f));
+    if mask.contains(TransferMask::SEGMENTS) {
+        for (i, seg) in msg.segments.regs.iter_mut().enumerate() {
+            let i = 2 * i as u32;
+            seg.selector = read(Field::GuestEsSelector as u32 + i) as u16;
+            seg.limit = read(Field::GuestEsLimit as u32 + i) as u32;
+            seg.access_rights = read(Field::GuestEsAccessRights as u32 + i) as u32;
+            seg.base = read(Field::GuestEsBase as u32 + i);
+        }
+    }
+    if mask.contains(TransferMask::DESCRIPTOR_TABLES) {
+        msg.gdtr.base = vmread(root, Field::GuestGdtrBase);
+        msg.gdtr.limit = vmread(root, Field::GuestGdtrLimit) as u32;
+        msg.idtr.base = vmread(root, Field::GuestIdtrBase);
+        msg.idtr.limit = vmread(root, Field::GuestIdtrLimit) as u32;
+    }
+    if mask.contains(TransferMask::EFER_PAT) {
+        msg.efer = vmread(root, Field::GuestIa32Efer);
+        msg.pat = vmread(root, Field::GuestIa32Pat);
+    }
+    if mask.contains(TransferMask::DEBUG_CONTROLS) {
+        msg.dr7 = vmread(root, Field::GuestDr7);
+        msg.debugctl = vmread(root, Field::GuestIa32Debugctl);
+    }
+    if mask.contains(TransferMask::PENDING_DEBUG) {
+        msg.pending_debug = vmread(root, Field::GuestPendingDebugExceptions);
+    }
+    if mask.contains(TransferMask::ACTIVITY_STATE) {
+        msg.activity_state = vmread(root, Field::GuestActivityState) as u32;
+    }
+    if mask.contains(TransferMask::SYSENTER) {
+        msg.sysenter_cs = vmread(root, Field::GuestIa32SysenterCs) as u32;
+        msg.sysenter_esp = vmread(root, Field::GuestIa32SysenterEsp);
+        msg.sysenter_eip = vmread(root, Field::GuestIa32SysenterEip);
+    }
+    if mask.contains(TransferMask::PDPTES) {
+        let f = [Field::GuestPdpte0, Field::GuestPdpte1, Field::GuestPdpte2, Field::GuestPdpte3];
+        for (d, f) in msg.pdptes.iter_mut().zip(f) {
+            *d = vmread(root, f);
+        }
+    }
+    if mask.contains(TransferMask::CONTROLS) {
+        msg.controls = Controls {
+            pin: vmread(root, Field::PinBasedControls) as u32,
+            proc: vmread(root, Field::ProcBasedControls) as u32,
+            proc2: vmread(root, Field::SecondaryProcBasedControls) as u32,
+            exit: vmread(root, Field::ExitControls) as u32,
+            entry: vmread(root, Field::EntryControls) as u32,
+        };
     }
 }
 
@@ -188,7 +247,8 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
         return if TICK.swap(false, Relaxed) { k.preempt() } else { Next::Run };
     }
-    let msg = ExitMessage {
+    let transfer = data.transfer;
+    let mut msg = ExitMessage {
         reason,
         instruction_len: vmread(root, Field::ExitInstructionLength) as u32,
         qualification: vmread(root, Field::ExitQualification),
@@ -205,18 +265,10 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         idt_vectoring_error: vmread(root, Field::IdtVectoringErrorCode) as u32,
         exit_intr_info: vmread(root, Field::ExitInterruptionInfo) as u32,
         exit_intr_error: vmread(root, Field::ExitInterruptionErrorCode) as u32,
-        transfer: TransferMask::EFER_PAT | TransferMask::CONTROLS,
+        transfer,
         gprs: data.gprs,
-        efer: vmread(root, Field::GuestIa32Efer),
-        pat: vmread(root, Field::GuestIa32Pat),
-        controls: Controls {
-            pin: vmread(root, Field::PinBasedControls) as u32,
-            proc: vmread(root, Field::ProcBasedControls) as u32,
-            proc2: vmread(root, Field::SecondaryProcBasedControls) as u32,
-            exit: vmread(root, Field::ExitControls) as u32,
-            entry: vmread(root, Field::EntryControls) as u32,
-        },
         ..ExitMessage::default()
     };
+    read_groups(root, transfer, &mut msg);
     k.vcpu_exit(&msg)
 }

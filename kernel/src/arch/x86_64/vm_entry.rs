@@ -96,6 +96,10 @@ impl GuestGprs {
 
     /// Load the registers selected by `mask` (bit n = register n) from a reply; bit 4
     /// (RSP) is ignored here because RSP is a VMCS write.
+    #[allow(
+        dead_code,
+        reason = "for applying a reply's GPR mask in place; vcpu_run copies the whole set today"
+    )]
     pub fn load_masked(&mut self, gprs: &Gprs, mask: u16) {
         let slots: [&mut u64; 16] = [
             &mut self.rax,
@@ -257,6 +261,7 @@ pub unsafe fn enter(root: &VmxRoot, gprs: &mut GuestGprs, launched: bool) -> Res
 /// # Safety
 /// As for [`enter`]; `guest` holds state from [`FpuArea::default`] or a previous save,
 /// and CR0.TS is clear.
+#[allow(dead_code, reason = "vcpu_run swaps FPU state through the thread code instead")]
 pub unsafe fn enter_with_fpu(
     root: &VmxRoot,
     gprs: &mut GuestGprs,

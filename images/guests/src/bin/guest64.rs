@@ -1,0 +1,369 @@
+//! `guest64`: a 64-bit guest entered directly in IA-32e mode (`GuestMode::Long64`, CR3 =
+//! 0x100000, RIP = the ELF entry point), exercising the VT-x features of issue 4 one
+//! test at a time. Each test prints one line on COM1 and reports its result by hypercall
+//! (VMCALL rax = 1, rbx = test number, rcx = 0 for pass); the guest ends with VMCALL
+//! rax = 2, rbx = the number of failed tests (0 = all passed).
+//!
+//! What the VMM must provide: guest RAM at 0-2 MiB (the image is at 1-2 MiB), the 16550
+//! at 0x3f8, the 8259 pair and the 8254 (for the HLT test), HLT, MONITOR and MWAIT
+//! exiting (MWAIT with interrupts off would otherwise sleep for good), and #GP injection
+//! for a missing MSR. Exiting on RDTSC, INVLPG, CR3 loads and the exception bitmap is
+//! optional: the results are the same either way, which is the point (the VMM's
+//! exit handlers must be invisible to the guest).
+//!
+//! Expected serial output under Bochs (`corei7_skylake_x`), exactly:
+//! ```text
+//! guest64: hello from 64-bit long mode
+//! guest64: cpuid vendor GenuineIntel ok
+//! guest64: cpuid.1 hides vmx ok
+//! guest64: cpuid hypervisor leaf CapVMMCapVMM ok
+//! guest64: in from the uart lsr ok
+//! guest64: rep outsb string i/o ok
+//! guest64: vmcall putchar ok
+//! guest64: rdtsc monotonic ok
+//! guest64: cr0=0x0000000080010033 cr4=0x0000000000000020
+//! guest64: cr0/cr4 read shadows hide vmxe ok
+//! guest64: mov to cr4 (osfxsr) ok
+//! guest64: mov to cr3 ok
+//! guest64: mov to/from cr8 ok
+//! guest64: invlpg ok
+//! guest64: monitor/mwait ok
+//! guest64: int3 -> #BP handled ok
+//! guest64: ud2 -> #UD handled ok
+//! guest64: rdmsr IA32_MISC_ENABLE ok
+//! guest64: wrmsr/rdmsr IA32_SYSENTER_ESP ok
+//! guest64: rdmsr of a missing MSR -> #GP ok
+//! guest64: hlt woken by PIT irq0 (vector 0x20) ok
+//! guest64: done
+//! ```
+//! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
+//! did not expect prints `guest: unexpected vector 0x... at rip 0x...` and exits with
+//! code 0xee. If the VMM injects an NMI, `guest: NMI received` appears and the run goes on.
+#![no_std]
+#![no_main]
+
+core::arch::global_asm!(include_str!("../common/long64.s"));
+
+core::arch::global_asm!(
+    r#"
+    .section .rodata.guest, "a"
+g64_hello:      .asciz "guest64: hello from 64-bit long mode\n"
+g64_vendor:     .asciz "guest64: cpuid vendor "
+g64_vmx:        .asciz "guest64: cpuid.1 hides vmx"
+g64_hv:         .asciz "guest64: cpuid hypervisor leaf "
+g64_in:         .asciz "guest64: in from the uart lsr"
+g64_outsb:      .ascii "guest64: rep outsb string i/o"
+g64_outsb_end:
+g64_putchar:    .asciz "guest64: vmcall putchar"
+g64_rdtsc:      .asciz "guest64: rdtsc monotonic"
+g64_cr0:        .asciz "guest64: cr0="
+g64_cr4:        .asciz " cr4="
+g64_shadow:     .asciz "guest64: cr0/cr4 read shadows hide vmxe"
+g64_cr4w:       .asciz "guest64: mov to cr4 (osfxsr)"
+g64_cr3:        .asciz "guest64: mov to cr3"
+g64_cr8:        .asciz "guest64: mov to/from cr8"
+g64_invlpg:     .asciz "guest64: invlpg"
+g64_mwait:      .asciz "guest64: monitor/mwait"
+g64_bp:         .asciz "guest64: int3 -> #BP handled"
+g64_ud:         .asciz "guest64: ud2 -> #UD handled"
+g64_misc:       .asciz "guest64: rdmsr IA32_MISC_ENABLE"
+g64_sysenter:   .asciz "guest64: wrmsr/rdmsr IA32_SYSENTER_ESP"
+g64_gp:         .asciz "guest64: rdmsr of a missing MSR -> #GP"
+g64_hlt:        .asciz "guest64: hlt woken by PIT irq0 (vector 0x20)"
+g64_done:       .asciz "guest64: done\n"
+
+    .section .bss.guest, "aw", @nobits
+    .balign 64
+g64_text:       .skip 16
+g64_monitor:    .skip 64
+
+    .section .text.guest, "ax"
+    .global _start
+_start:
+    cli
+    lea rsp, [rip + stack_top]
+    call load_gdt64
+    call load_data_segments
+    call load_idt64
+    lea rsi, [rip + g64_hello]
+    call puts
+
+    // 1: CPUID leaf 0 names the vendor and has leaf 1.
+    xor eax, eax
+    xor ecx, ecx
+    cpuid
+    mov [rip + g64_text], ebx
+    mov [rip + g64_text + 4], edx
+    mov [rip + g64_text + 8], ecx
+    mov byte ptr [rip + g64_text + 12], 0
+    lea rsi, [rip + g64_vendor]
+    call puts
+    lea rsi, [rip + g64_text]
+    call puts
+    xor ecx, ecx
+    cmp eax, 1
+    setb cl
+    mov ebx, 1
+    xor esi, esi
+    call check
+
+    // 2: CPUID.1:ECX.VMX (bit 5) is hidden from the guest.
+    mov eax, 1
+    xor ecx, ecx
+    cpuid
+    shr ecx, 5
+    and ecx, 1
+    mov ebx, 2
+    lea rsi, [rip + g64_vmx]
+    call check
+
+    // 3: the hypervisor leaf 0x40000000 carries the VMM's signature.
+    mov eax, 0x40000000
+    xor ecx, ecx
+    cpuid
+    mov [rip + g64_text], ebx
+    mov [rip + g64_text + 4], ecx
+    mov [rip + g64_text + 8], edx
+    mov byte ptr [rip + g64_text + 12], 0
+    lea rsi, [rip + g64_hv]
+    call puts
+    lea rsi, [rip + g64_text]
+    call puts
+    xor ecx, ecx
+    cmp eax, 0x40000000
+    setb cl
+    mov ebx, 3
+    xor esi, esi
+    call check
+
+    // 4: IN from the UART's line-status register: THR empty (bit 5).
+    mov dx, 0x3fd
+    in al, dx
+    xor ecx, ecx
+    test al, 0x20
+    setz cl
+    mov ebx, 4
+    lea rsi, [rip + g64_in]
+    call check
+
+    // 5: string output, one REP OUTSB the VMM emulates through the guest's page tables.
+    lea rsi, [rip + g64_outsb]
+    lea rcx, [rip + g64_outsb_end]
+    sub rcx, rsi
+    mov dx, 0x3f8
+    cld
+    rep outsb
+    xor ecx, ecx
+    mov ebx, 5
+    xor esi, esi
+    call check
+
+    // 6: the putchar hypercall; every call must return status 0.
+    lea rdi, [rip + g64_putchar]
+    xor r12d, r12d
+.Lg64_putchar_next:
+    movzx ebx, byte ptr [rdi]
+    test ebx, ebx
+    jz .Lg64_putchar_done
+    xor eax, eax
+    vmcall
+    or r12, rax
+    inc rdi
+    jmp .Lg64_putchar_next
+.Lg64_putchar_done:
+    xor ecx, ecx
+    test r12, r12
+    setnz cl
+    mov ebx, 6
+    xor esi, esi
+    call check
+
+    // 7: RDTSC never goes backwards (with or without RDTSC exiting and a TSC offset).
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r12, rax
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    xor ecx, ecx
+    cmp rax, r12
+    setb cl
+    mov ebx, 7
+    lea rsi, [rip + g64_rdtsc]
+    call check
+
+    // 8: CR0 and CR4 as the read shadows show them: a 64-bit CPU without VMXE.
+    lea rsi, [rip + g64_cr0]
+    call puts
+    mov rax, cr0
+    mov r12, rax
+    call puthex
+    lea rsi, [rip + g64_cr4]
+    call puts
+    mov rax, cr4
+    mov r13, rax
+    call puthex
+    lea rsi, [rip + msg_newline]
+    call puts
+    xor ecx, ecx
+    bt r13, 13
+    adc ecx, 0
+    bt r12, 31
+    jc .Lg64_pg_ok
+    or ecx, 2
+.Lg64_pg_ok:
+    mov ebx, 8
+    lea rsi, [rip + g64_shadow]
+    call check
+
+    // 9: MOV to CR4 of guest-owned bits (OSFXSR, OSXMMEXCPT) reads back.
+    mov rax, cr4
+    or rax, 0x600
+    mov cr4, rax
+    mov rax, cr4
+    and eax, 0x600
+    xor ecx, ecx
+    cmp eax, 0x600
+    setne cl
+    mov ebx, 9
+    lea rsi, [rip + g64_cr4w]
+    call check
+
+    // 10: MOV to CR3 (CR3-load exiting when the VMM asks for it) keeps the mapping.
+    mov rax, cr3
+    mov r12, rax
+    mov cr3, rax
+    mov rax, cr3
+    xor ecx, ecx
+    cmp rax, r12
+    setne cl
+    mov ebx, 10
+    lea rsi, [rip + g64_cr3]
+    call check
+
+    // 11: MOV to and from CR8 (the TPR), which always exits under the kernel's policy.
+    mov eax, 5
+    mov cr8, rax
+    mov rax, cr8
+    xor ecx, ecx
+    cmp rax, 5
+    setne cl
+    xor eax, eax
+    mov cr8, rax
+    mov ebx, 11
+    lea rsi, [rip + g64_cr8]
+    call check
+
+    // 12: INVLPG.
+    invlpg [rip + g64_text]
+    xor ecx, ecx
+    mov ebx, 12
+    lea rsi, [rip + g64_invlpg]
+    call check
+
+    // 13: MONITOR then MWAIT (both exit; the VMM treats MWAIT as a NOP).
+    lea rax, [rip + g64_monitor]
+    xor ecx, ecx
+    xor edx, edx
+    monitor
+    xor eax, eax
+    xor ecx, ecx
+    mwait
+    xor ecx, ecx
+    mov ebx, 13
+    lea rsi, [rip + g64_mwait]
+    call check
+
+    // 14: INT3 reaches the guest's #BP handler (directly, or reflected by the VMM if the
+    // exception bitmap intercepts it); a trap, so nothing to skip.
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 0
+    mov qword ptr [rip + expected_vector], 3
+    int3
+    mov rcx, [rip + fault_hits]
+    xor rcx, 1
+    mov ebx, 14
+    lea rsi, [rip + g64_bp]
+    call check
+
+    // 15: UD2 reaches the #UD handler, which skips the two-byte instruction.
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 2
+    mov qword ptr [rip + expected_vector], 6
+    ud2
+    mov rcx, [rip + fault_hits]
+    xor rcx, 1
+    mov ebx, 15
+    lea rsi, [rip + g64_ud]
+    call check
+
+    // 16: RDMSR of an MSR the VMM emulates: IA32_MISC_ENABLE has fast strings (bit 0).
+    mov ecx, 0x1a0
+    rdmsr
+    mov ecx, eax
+    and ecx, 1
+    xor ecx, 1
+    mov ebx, 16
+    lea rsi, [rip + g64_misc]
+    call check
+
+    // 17: WRMSR then RDMSR of IA32_SYSENTER_ESP (guest state in the VMCS).
+    mov ecx, 0x175
+    mov eax, 0x12345678
+    xor edx, edx
+    wrmsr
+    xor eax, eax
+    rdmsr
+    xor ecx, ecx
+    cmp eax, 0x12345678
+    setne cl
+    mov ebx, 17
+    lea rsi, [rip + g64_sysenter]
+    call check
+
+    // 18: RDMSR of an MSR nobody implements: the VMM injects #GP, the handler skips it.
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 2
+    mov qword ptr [rip + expected_vector], 13
+    mov ecx, 0x00012345
+    rdmsr
+    mov rcx, [rip + fault_hits]
+    xor rcx, 1
+    mov ebx, 18
+    lea rsi, [rip + g64_gp]
+    call check
+
+    // 19: HLT with interrupts on wakes on the PIT's IRQ0, injected by the VMM as vector
+    // 0x20 (HLT exiting, interrupt-window exiting, event injection).
+    mov qword ptr [rip + ticks], 0
+    call start_timer
+    mov r12d, 1000
+.Lg64_hlt_again:
+    sti
+    hlt
+    cli
+    cmp qword ptr [rip + ticks], 0
+    jne .Lg64_hlt_woken
+    dec r12d
+    jnz .Lg64_hlt_again
+.Lg64_hlt_woken:
+    call stop_timer
+    xor ecx, ecx
+    cmp qword ptr [rip + ticks], 0
+    sete cl
+    mov ebx, 19
+    lea rsi, [rip + g64_hlt]
+    call check
+
+    lea rsi, [rip + g64_done]
+    call puts
+    mov rbx, [rip + failures]
+    jmp guest_exit
+"#
+);
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

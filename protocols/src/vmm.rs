@@ -1,0 +1,37 @@
+//! How the root task starts a VMM process: the capabilities in its CSpace and its start
+//! registers. One VMM process runs one VM.
+
+/// Slots of a VMM process's CSpace.
+pub mod slot {
+    /// Its own CNode.
+    pub const CNODE: u64 = 1;
+    /// Its own address space.
+    pub const VSPACE: u64 = 2;
+    /// Untyped memory for the VM's RAM and objects.
+    pub const UNTYPED: u64 = 3;
+    /// An endpoint to the root task for the final report (badged by the root task).
+    pub const REPORT: u64 = 4;
+    /// The first of the guest image's frames (read-only), one per page, in order.
+    pub const FIRST_IMAGE_FRAME: u64 = 16;
+}
+
+/// log2 of a VMM process's CNode slot count.
+pub const CNODE_RADIX: u8 = 12;
+
+// Start registers: `rdi` = the guest image's size in bytes.
+
+
+/// Label of the report message: words `[guest exit code, exits handled, stop reason]`.
+pub const REPORT_LABEL: u64 = 0x7265_7074; // "rept"
+
+/// Stop reasons in the report.
+pub mod stop {
+    /// The guest asked to exit (hypercall) with the reported code.
+    pub const EXITED: u64 = 0;
+    /// The guest triple-faulted; only its VM stopped.
+    pub const TRIPLE_FAULT: u64 = 1;
+    /// The VMM stopped the VM for another reason (see its log).
+    pub const OTHER: u64 = 2;
+    /// The kernel refused to run the VM (see the VMM's log).
+    pub const NOT_SUPPORTED: u64 = 3;
+}

@@ -1,0 +1,102 @@
+//! Starting processes from boot modules: the root task maps a module's frames, loads the
+//! ELF image page by page into fresh frames of a new address space, and gives the process
+//! a CSpace of its own.
+
+use crate::alloc::Alloc;
+use kernel::elf_loader::{self, Plan};
+use protocols::bootinfo::{self, slot, ModuleDesc, BOOTINFO_ADDR};
+use protocols::error::Error;
+use protocols::object::{map, Invocation, ObjectType};
+use protocols::rights::Rights;
+use rt::ipc::invoke;
+
+/// Top of a new process's stack.
+const STACK_TOP: u64 = 0x0000_7fff_0000_0000;
+const STACK_PAGES: u64 = 8;
+
+/// A started process.
+pub struct Process {
+    /// Its TCB.
+    pub tcb: u64,
+    /// Its CNode (in the root task's CSpace).
+    pub cnode: u64,
+}
+
+/// The boot module called `name`.
+pub fn module(name: &str) -> Option<ModuleDesc> {
+    // SAFETY: the kernel maps the boot-information page read-only at BOOTINFO_ADDR.
+    let words = unsafe { core::slice::from_raw_parts(BOOTINFO_ADDR as *const u64, 512) };
+    bootinfo::modules(words)?.find(|m| m.name() == name)
+}
+
+/// Map module `m` read-only into the root task; returns its bytes.
+pub fn map_module(a: &mut Alloc, m: &ModuleDesc) -> Result<&'static [u8], Error> {
+    let va = a.vaddr(m.pages());
+    for i in 0..m.pages() {
+        invoke(m.first_slot + i, Invocation::FrameMap, &[slot::VSPACE, va + i * 4096, 0])?;
+    }
+    // SAFETY: the pages were just mapped, read-only, and stay mapped for good.
+    Ok(unsafe { core::slice::from_raw_parts(va as *const u8, m.size as usize) })
+}
+
+/// A fresh frame holding `bytes` at `offset`, left unmapped: returns its slot.
+fn filled_frame(a: &mut Alloc, scratch: u64, offset: usize, bytes: &[u8]) -> Result<u64, Error> {
+    let f = a.make(ObjectType::Frame, 0)?;
+    invoke(f, Invocation::FrameMap, &[slot::VSPACE, scratch, map::WRITE])?;
+    // SAFETY: the frame is mapped writable at `scratch` just above; offset + len fit in
+    // the page (the loader's plan guarantees it).
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (scratch + offset as u64) as *mut u8, bytes.len()) };
+    invoke(f, Invocation::FrameUnmap, &[])?;
+    Ok(f)
+}
+
+fn load_segments(a: &mut Alloc, plan: &Plan, image: &[u8], vs: u64) -> Result<(), Error> {
+    let scratch = a.vaddr(1);
+    for seg in &plan.segments {
+        let rights = if seg.writable {
+            map::WRITE
+        } else if seg.executable {
+            map::EXECUTE
+        } else {
+            0
+        };
+        let mut page = seg.page_start();
+        while page < seg.page_end() {
+            let (at, bytes) = match seg.file_bytes_for_page(page) {
+                Some((at, range)) => (at, image.get(range).ok_or(Error::InvalidArgument)?),
+                None => (0, &[][..]),
+            };
+            let f = filled_frame(a, scratch, at, bytes)?;
+            invoke(f, Invocation::FrameMap, &[vs, page, rights])?;
+            page += 4096;
+        }
+    }
+    Ok(())
+}
+
+/// Load `image` as a new process with a CNode of `2^radix` slots whose slots 1 and 2 hold
+/// its own CNode and VSpace, start it at `priority` with `rdi = arg`, faults going to
+/// `fault_ep` (a slot, or `u64::MAX`).
+pub fn spawn(a: &mut Alloc, image: &[u8], radix: u64, priority: u64, fault_ep: u64, arg: u64) -> Result<Process, Error> {
+    let plan = elf_loader::plan(image).map_err(|_| Error::InvalidArgument)?;
+    let vs = a.make(ObjectType::VSpace, 17)?;
+    let cn = a.make(ObjectType::CNode, radix)?;
+    load_segments(a, &plan, image, vs)?;
+    for i in 0..STACK_PAGES {
+        let f = a.make(ObjectType::Frame, 0)?;
+        invoke(f, Invocation::FrameMap, &[vs, STACK_TOP - (i + 1) * 4096, map::WRITE])?;
+    }
+    let all = u64::from(Rights::ALL.bits());
+    invoke(cn, Invocation::CNodeCopy, &[cn, 1, all])?;
+    invoke(cn, Invocation::CNodeCopy, &[vs, 2, all])?;
+    let tcb = a.make(ObjectType::Tcb, 0)?;
+    invoke(tcb, Invocation::TcbConfigure, &[cn, vs, fault_ep])?;
+    invoke(tcb, Invocation::TcbWriteRegisters, &[plan.entry, STACK_TOP - 8, arg])?;
+    invoke(tcb, Invocation::TcbSetPriority, &[priority])?;
+    Ok(Process { tcb, cnode: cn })
+}
+
+/// Make the process runnable.
+pub fn start(p: &Process) -> Result<(), Error> {
+    invoke(p.tcb, Invocation::TcbResume, &[]).map(|_| ())
+}

@@ -1,0 +1,72 @@
+//! Starting one VMM process per guest module and collecting their reports as test lines.
+
+use crate::alloc::Alloc;
+use crate::process;
+use protocols::error::Error;
+use protocols::object::{vcpu_mode, Invocation, ObjectType};
+use protocols::rights::Rights;
+use protocols::vmm::{self, slot, stop, REPORT_LABEL};
+use rt::ipc::{invoke, recv, reply};
+use rt::testing::{expect_eq, Suite};
+
+/// A guest and what its VM must end with: `(module, mode, expected report)`.
+const GUESTS: &[(&str, u64, (u64, u64))] = &[
+    ("guest64", vcpu_mode::LONG64, (stop::EXITED, 0)),
+    ("guest32", vcpu_mode::PROTECTED32, (stop::EXITED, 0)),
+    ("guest_real", vcpu_mode::REAL, (stop::EXITED, 0)),
+    ("guest_triple", vcpu_mode::LONG64, (stop::TRIPLE_FAULT, 0)),
+];
+
+/// log2 of the untyped memory each VMM gets.
+const VMM_UNTYPED_BITS: u64 = 23;
+
+/// Run every guest whose module is present, one VMM process each, all at once; report.
+pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
+    let Some(vmm) = process::module("vmm") else { return Ok(()) };
+    // Whether this machine can run VMs at all: a VCpu can be made only with VT-x.
+    let probe = a.slot();
+    let vmx = match rt::ipc::retype(a.untyped, ObjectType::VCpu, 0, probe, 1) {
+        Ok(_) => {
+            invoke(protocols::bootinfo::slot::CNODE, Invocation::CNodeDelete, &[probe])?;
+            true
+        }
+        Err(Error::NotSupported) => false,
+        Err(e) => return Err(e),
+    };
+    rt::println!("init: VT-x {}", if vmx { "available: starting the test VMs" } else { "absent: every VMM must say so" });
+    let image = process::map_module(a, &vmm)?;
+    let report = a.make(ObjectType::Endpoint, 0)?;
+    let all = u64::from(Rights::ALL.bits());
+    let mut started = 0u64;
+    for (badge, (name, mode, _)) in GUESTS.iter().enumerate() {
+        let Some(guest) = process::module(name) else { continue };
+        let arg = guest.size | (mode << 48);
+        let p = process::spawn(a, image, u64::from(vmm::CNODE_RADIX), 200, u64::MAX, arg)?;
+        let ut = a.make(ObjectType::Untyped, VMM_UNTYPED_BITS)?;
+        invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
+        invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge as u64 + 1])?;
+        for i in 0..guest.pages() {
+            let read = u64::from(Rights::READ.bits());
+            invoke(p.cnode, Invocation::CNodeCopy, &[guest.first_slot + i, slot::FIRST_IMAGE_FRAME + i, read])?;
+        }
+        process::start(&p)?;
+        started |= 1 << badge;
+    }
+    while started != 0 {
+        let r = recv(report)?;
+        let index = r.badge.wrapping_sub(1);
+        let Some((name, _, want)) = GUESTS.get(index as usize) else { continue };
+        started &= !(1 << index);
+        let want = if vmx { *want } else { (stop::NOT_SUPPORTED, 0) };
+        let got = if r.msg.info.label == REPORT_LABEL {
+            (r.msg.words[2], r.msg.words[0])
+        } else {
+            (u64::MAX, r.msg.info.label)
+        };
+        let mut line = heapless::String::<48>::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!("vm_{name}"));
+        t.check(&line, expect_eq(got, want));
+        reply(&rt::ipc::Msg::default())?;
+    }
+    Ok(())
+}

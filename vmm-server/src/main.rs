@@ -1,0 +1,240 @@
+//! The VMM process: one per VM. It builds the VM from the untyped memory and guest image
+//! the root task gave it (guest RAM mapped both into the guest space and into its own
+//! address space, a VCpu, an exit endpoint, a message frame), then serves exits:
+//! receive, emulate with [`vmm_server::dispatch::Vm`], reply with a VMCS-write batch.
+//! Guest console output goes to the kernel's debug console.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+rt::entry!(start);
+
+#[cfg(target_os = "none")]
+mod process {
+    use protocols::error::Error;
+    use protocols::object::{map, vm, vcpu_mode, Invocation, ObjectType};
+    use protocols::rights::Rights;
+    use protocols::syscall::Syscall;
+    use protocols::vmcs::ctl::proc;
+    use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags, TransferMask};
+    use protocols::vmm::{slot, stop, REPORT_LABEL};
+    use rt::ipc::{invoke, ipc_raw, recv, retype, Msg};
+    use vmm_server::cpuid::CpuidRegs;
+    use vmm_server::devices::uart16550::SerialSink;
+    use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
+    use vmm_server::guest_image;
+    use vmm_server::guest_memory::SliceMemory;
+
+    const IMAGE_VA: u64 = 0x1000_0000;
+    const RAM_VA: u64 = 0x2000_0000;
+    const MSG_VA: u64 = 0x3000_0000;
+    /// Guest RAM: 2 MiB at guest-physical 0.
+    const RAM_PAGES: u64 = 512;
+    const MAX_IMAGE_PAGES: u64 = 256;
+    const FIRST_FREE: u64 = slot::FIRST_IMAGE_FRAME + MAX_IMAGE_PAGES;
+    const RAM_GUEST: u64 = FIRST_FREE;
+    const RAM_OWN: u64 = RAM_GUEST + RAM_PAGES;
+    const GUEST_SPACE: u64 = RAM_OWN + RAM_PAGES;
+    const VCPU: u64 = GUEST_SPACE + 1;
+    const EXIT_EP: u64 = GUEST_SPACE + 2;
+    const MSG_FRAME: u64 = GUEST_SPACE + 3;
+    const PRIORITY: u64 = 200;
+
+    /// Guest UART output, a line at a time, to the kernel's debug console.
+    struct LineSink {
+        buf: [u8; 160],
+        len: usize,
+    }
+
+    impl SerialSink for LineSink {
+        fn write_byte(&mut self, byte: u8) {
+            if let Some(b) = self.buf.get_mut(self.len) {
+                *b = byte;
+                self.len += 1;
+            }
+            if byte == b'\n' || self.len == self.buf.len() {
+                let _ = rt::syscall::debug_write(self.buf.get(..self.len).unwrap_or_default());
+                self.len = 0;
+            }
+        }
+    }
+
+    fn host_cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    }
+
+    /// Build the VM; returns guest RAM as bytes and the guest's entry point.
+    fn build(image_size: u64, mode: u64) -> Result<(&'static mut [u8], u64), Error> {
+        let pages = image_size.div_ceil(4096);
+        if pages > MAX_IMAGE_PAGES {
+            return Err(Error::InvalidArgument);
+        }
+        for i in 0..pages {
+            invoke(slot::FIRST_IMAGE_FRAME + i, Invocation::FrameMap, &[slot::VSPACE, IMAGE_VA + i * 4096, 0])?;
+        }
+        // SAFETY: the image's frames were just mapped read-only at IMAGE_VA.
+        let image = unsafe { core::slice::from_raw_parts(IMAGE_VA as *const u8, image_size as usize) };
+        retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
+        retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).map_err(|e| {
+            if e == Error::NotSupported {
+                rt::println!("vmm: no VM can run: the kernel has no VT-x on this machine (VCpu creation: not supported)");
+            }
+            e
+        })?;
+        retype(slot::UNTYPED, ObjectType::Endpoint, 0, EXIT_EP, 1)?;
+        retype(slot::UNTYPED, ObjectType::Frame, 0, MSG_FRAME, 1)?;
+        invoke(MSG_FRAME, Invocation::FrameMap, &[slot::VSPACE, MSG_VA, map::WRITE])?;
+        let all = u64::from(Rights::ALL.bits());
+        for batch in (0..RAM_PAGES).step_by(256) {
+            retype(slot::UNTYPED, ObjectType::Frame, 0, RAM_GUEST + batch, 256)?;
+        }
+        for i in 0..RAM_PAGES {
+            let rwx = map::WRITE | map::EXECUTE;
+            invoke(RAM_GUEST + i, Invocation::FrameMapGuest, &[GUEST_SPACE, i * 4096, rwx])?;
+            invoke(slot::CNODE, Invocation::CNodeCopy, &[RAM_GUEST + i, RAM_OWN + i, all])?;
+            invoke(RAM_OWN + i, Invocation::FrameMap, &[slot::VSPACE, RAM_VA + i * 4096, map::WRITE])?;
+        }
+        // SAFETY: the RAM pages were just mapped writable and contiguous at RAM_VA; they
+        // stay mapped for the VMM's life and nothing else in this process aliases them.
+        let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, (RAM_PAGES * 4096) as usize) };
+        let img = guest_image::parse(image, RAM_PAGES * 4096).map_err(|e| {
+            rt::println!("vmm: guest image refused: {e:?}");
+            Error::InvalidArgument
+        })?;
+        guest_image::load(&img, image, ram).map_err(|_| Error::InvalidArgument)?;
+        invoke(VCPU, Invocation::VCpuConfigure, &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()])?;
+        let controls = u64::from(proc::HLT_EXITING | proc::MWAIT_EXITING | proc::MONITOR_EXITING);
+        let cr3 = if mode == vcpu_mode::LONG64 { 0x10_0000 } else { 0 };
+        let word0 = mode | (PRIORITY << 8) | (controls << 16);
+        invoke(VCPU, Invocation::VCpuStart, &[word0, img.entry, 0x8000, cr3]).map_err(|e| {
+            rt::println!("vmm: the kernel cannot run this guest: {}", e.name());
+            e
+        })?;
+        Ok((ram, img.entry))
+    }
+
+    /// What every exit message carries beyond the base: what the dispatcher needs.
+    const TRANSFER: TransferMask = Vm::<SliceMemory<'static>, LineSink>::TRANSFER_MASK.union(TransferMask::SYSENTER);
+
+    fn read_exit() -> Option<ExitMessage> {
+        let n = ExitMessage::BASE_WORDS + TRANSFER.extra_words();
+        let mut words = [0u64; ExitMessage::SIZE];
+        for (i, w) in words.iter_mut().take(n).enumerate() {
+            // SAFETY: the message frame is mapped at MSG_VA; the kernel wrote the words.
+            *w = unsafe { ((MSG_VA + (vm::EXIT_OFFSET + 8 * i) as u64) as *const u64).read_volatile() };
+        }
+        ExitMessage::from_words(words.get(..n)?).ok()
+    }
+
+    fn write_reply(reply: &ExitReply) {
+        let mut words = [0u64; ExitReply::SIZE];
+        let n = reply.to_words(&mut words);
+        for (i, w) in words.iter().take(n).enumerate() {
+            // SAFETY: the message frame is mapped writable at MSG_VA.
+            unsafe { ((MSG_VA + (vm::REPLY_OFFSET + 8 * i) as u64) as *mut u64).write_volatile(*w) };
+        }
+    }
+
+    /// For a halted vCPU: let virtual time run to the next timer edge and resume it with
+    /// the interrupt injected, instead of stopping it.
+    fn wake_from_halt<M, S>(vm: &mut Vm<M, S>, reply: &mut ExitReply)
+    where
+        M: vmm_server::guest_memory::GuestMemory,
+        S: SerialSink,
+    {
+        let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
+        vm.advance_time(ticks);
+        if let Some(w) = vm.wake() {
+            reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits()).unwrap_or(reply.flags);
+            reply.inject(w.injection, w.injection_error, w.injection_len);
+        }
+    }
+
+    /// The CPU state the guest starts with, as the kernel set up its VMCS for `mode`.
+    fn config(mode: u64) -> VmConfig {
+        let mut base = VmConfig::default();
+        // The test guests use MONITOR/MWAIT, which exit to this VMM (never sleep the CPU).
+        base.cpuid.allow_mwait = true;
+        match mode {
+            // PG | WP | NE | ET | MP | PE, CR4.PAE, EFER.LME | LMA: IA-32e mode.
+            vcpu_mode::LONG64 => VmConfig { cr0: 0x8001_0033, cr4: 0x20, efer: 0x500, ..base },
+            // CD | NW | ET | PE: protected mode, paging off.
+            vcpu_mode::PROTECTED32 => VmConfig { cr0: 0x6000_0011, ..base },
+            _ => base,
+        }
+    }
+
+    fn serve(ram: &'static mut [u8], mode: u64) -> Result<(u64, u64, u64), Error> {
+        let sink = LineSink { buf: [0; 160], len: 0 };
+        let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, ram), sink)
+            .map_err(|_| Error::InvalidArgument)?;
+        let mut first = true;
+        let mut next = recv(EXIT_EP)?;
+        loop {
+            if next.msg.info.label != vm::EXIT_LABEL {
+                next = recv(EXIT_EP)?;
+                continue;
+            }
+            let Some(msg) = read_exit() else {
+                rt::println!("vmm: malformed exit message");
+                return Ok((stop::OTHER, 0, 0));
+            };
+            let mut reply = vm.handle(&msg);
+            if core::mem::take(&mut first) {
+                for w in vm.setup_reply().writes() {
+                    let _ = reply.write_raw(w.field, w.value);
+                }
+            }
+            let state = vm.run_state();
+            if state == RunState::Halted {
+                wake_from_halt(&mut vm, &mut reply);
+            }
+            write_reply(&reply);
+            let exits = vm.stats().total_exits();
+            if let RunState::Stopped(why) = vm.run_state() {
+                let _ = rt::ipc::reply(&Msg::default());
+                rt::println!("vmm: VM stopped: {why} after {exits} exits");
+                return Ok(match why {
+                    StopReason::GuestExit(code) => (stop::EXITED, code, exits),
+                    StopReason::TripleFault => (stop::TRIPLE_FAULT, 0, exits),
+                    _ => (stop::OTHER, 0, exits),
+                });
+            }
+            let (status, r) = ipc_raw(Syscall::ReplyRecv, EXIT_EP, &Msg::default(), 0, 0);
+            if status != 0 {
+                rt::println!(
+                    "vmm: the kernel refused the reply: error {status}, batch error {}, field {:#x}",
+                    r.msg.words[0],
+                    r.msg.words[1]
+                );
+                return Ok((stop::OTHER, 0, exits));
+            }
+            next = r;
+        }
+    }
+
+    /// The VMM's life: build, serve, report.
+    pub fn run(arg: u64) -> u64 {
+        let (size, mode) = (arg & 0xffff_ffff_ffff, arg >> 48);
+        let outcome = match build(size, mode) {
+            Ok((ram, _)) => serve(ram, mode).unwrap_or((stop::OTHER, 0, 0)),
+            Err(Error::NotSupported) => (stop::NOT_SUPPORTED, 0, 0),
+            Err(e) => {
+                rt::println!("vmm: cannot build the VM: {}", e.name());
+                (stop::OTHER, 0, 0)
+            }
+        };
+        let (why, code, exits) = outcome;
+        let _ = rt::ipc::call(slot::REPORT, &Msg::new(REPORT_LABEL, &[code, exits, why]));
+        code
+    }
+}
+
+#[cfg(target_os = "none")]
+fn start(arg: u64) -> u64 {
+    process::run(arg)
+}
+
+#[cfg(not(target_os = "none"))]
+fn start(_: u64) -> u64 {
+    0
+}
