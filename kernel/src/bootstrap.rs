@@ -60,6 +60,16 @@ pub fn start_root_task<S: Store>(
     free: &[PhysRange],
     modules: &[BootModule<'_>],
 ) -> Result<(usize, u64), vspace::Error> {
+    let vmx_features = k.vmx.map_or(0, |v| {
+        let mut f = bootinfo::vmx::VCPUS;
+        if v.caps.ept() {
+            f |= bootinfo::vmx::EPT;
+        }
+        if v.caps.unrestricted_guest() {
+            f |= bootinfo::vmx::UNRESTRICTED_GUEST;
+        }
+        f
+    });
     let s = &mut k.store;
     s.create(ObjectType::Tcb, rt.tcb, TCB_BITS);
     s.create(ObjectType::CNode, rt.cnode, ROOT_CNODE_BITS);
@@ -116,6 +126,7 @@ pub fn start_root_task<S: Store>(
         listed += 1;
     }
     words[word::MODULE_COUNT] = listed as u64;
+    words[word::VMX_FEATURES] = vmx_features;
     let page = s.frame(rt.bootinfo);
     for (chunk, w) in page.chunks_exact_mut(8).zip(words) {
         chunk.copy_from_slice(&w.to_le_bytes());

@@ -41,6 +41,8 @@ pub mod word {
     pub const UNTYPED_COUNT: usize = 1;
     /// How many modules are listed.
     pub const MODULE_COUNT: usize = 2;
+    /// What VT-x support the kernel offers ([`super::vmx`] bits).
+    pub const VMX_FEATURES: usize = 3;
     /// The first `(base, size_bits)` pair; untyped `i` is in slot `FIRST_UNTYPED + i`.
     pub const UNTYPED_LIST: usize = 8;
     /// The module list: per module `[name (16 bytes, NUL-padded) as 2 words, first frame
@@ -48,6 +50,16 @@ pub mod word {
     pub const MODULE_LIST: usize = UNTYPED_LIST + 2 * super::MAX_UNTYPED;
     /// Words per module entry.
     pub const MODULE_WORDS: usize = 4;
+}
+
+/// Bits of the [`word::VMX_FEATURES`] word.
+pub mod vmx {
+    /// VCpus can be made (VT-x present and usable).
+    pub const VCPUS: u64 = 1 << 0;
+    /// EPT is available (every guest needs it).
+    pub const EPT: u64 = 1 << 1;
+    /// Unrestricted guest: real-mode and unpaged protected-mode guests can run.
+    pub const UNRESTRICTED_GUEST: u64 = 1 << 2;
 }
 
 /// A boot module handed to the root task as frames.

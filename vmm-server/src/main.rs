@@ -76,7 +76,7 @@ mod process {
         retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
         retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).map_err(|e| {
             if e == Error::NotSupported {
-                rt::println!("vmm: no VM can run: the kernel has no VT-x on this machine (VCpu creation: not supported)");
+                rt::println!("vmm: no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel log says which)");
             }
             e
         })?;

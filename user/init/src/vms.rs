@@ -2,6 +2,7 @@
 
 use crate::alloc::Alloc;
 use crate::process;
+use protocols::bootinfo::{self, BOOTINFO_ADDR};
 use protocols::error::Error;
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
@@ -17,23 +18,41 @@ const GUESTS: &[(&str, u64, (u64, u64))] = &[
     ("guest_triple", vcpu_mode::LONG64, (stop::TRIPLE_FAULT, 0)),
 ];
 
+/// What the kernel says this CPU can run (`bootinfo::vmx` bits).
+fn vmx_features() -> u64 {
+    // SAFETY: the kernel maps the boot-information page read-only at BOOTINFO_ADDR.
+    unsafe { (BOOTINFO_ADDR as *const u64).add(bootinfo::word::VMX_FEATURES).read() }
+}
+
+/// Whether a guest in `mode` can run with `features`: every guest needs EPT; real mode
+/// and unpaged protected mode need unrestricted guest.
+fn runnable(mode: u64, features: u64) -> bool {
+    let mut need = bootinfo::vmx::VCPUS | bootinfo::vmx::EPT;
+    if mode != vcpu_mode::LONG64 {
+        need |= bootinfo::vmx::UNRESTRICTED_GUEST;
+    }
+    features & need == need
+}
+
 /// log2 of the untyped memory each VMM gets.
 const VMM_UNTYPED_BITS: u64 = 23;
 
 /// Run every guest whose module is present, one VMM process each, all at once; report.
 pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
     let Some(vmm) = process::module("vmm") else { return Ok(()) };
-    // Whether this machine can run VMs at all: a VCpu can be made only with VT-x.
+    let features = vmx_features();
+    // A VCpu can be made exactly when the kernel says so.
     let probe = a.slot();
-    let vmx = match rt::ipc::retype(a.untyped, ObjectType::VCpu, 0, probe, 1) {
+    let made = match rt::ipc::retype(a.untyped, ObjectType::VCpu, 0, probe, 1) {
         Ok(_) => {
-            invoke(protocols::bootinfo::slot::CNODE, Invocation::CNodeDelete, &[probe])?;
+            invoke(bootinfo::slot::CNODE, Invocation::CNodeDelete, &[probe])?;
             true
         }
         Err(Error::NotSupported) => false,
         Err(e) => return Err(e),
     };
-    rt::println!("init: VT-x {}", if vmx { "available: starting the test VMs" } else { "absent: every VMM must say so" });
+    t.check("vcpu_creation_matches_vmx", expect_eq(made, features & bootinfo::vmx::VCPUS != 0));
+    rt::println!("init: VT-x features {features:#x}: starting the test VMs");
     let image = process::map_module(a, &vmm)?;
     let report = a.make(ObjectType::Endpoint, 0)?;
     let all = u64::from(Rights::ALL.bits());
@@ -57,7 +76,8 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
         let index = r.badge.wrapping_sub(1);
         let Some((name, _, want)) = GUESTS.get(index as usize) else { continue };
         started &= !(1 << index);
-        let want = if vmx { *want } else { (stop::NOT_SUPPORTED, 0) };
+        let mode = GUESTS.get(index as usize).map_or(0, |g| g.1);
+        let want = if runnable(mode, features) { *want } else { (stop::NOT_SUPPORTED, 0) };
         let got = if r.msg.info.label == REPORT_LABEL {
             (r.msg.words[2], r.msg.words[0])
         } else {

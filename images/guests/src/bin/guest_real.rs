@@ -9,7 +9,7 @@
 //! ```text
 //! guest_real: hello from real mode
 //! guest_real: cpuid vendor GenuineIntel ok
-//! guest_real: cr0=0x00000010 (PE and PG clear) ok
+//! guest_real: cr0=0x60000010 (PE and PG clear) ok
 //! guest_real: done
 //! ```
 //! and exit code 0. On a CPU without unrestricted guest (`corei5_lynnfield_750`,

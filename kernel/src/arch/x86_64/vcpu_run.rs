@@ -19,6 +19,7 @@ use kernel::vcpu::{VmxInfo, VMCS_OFFSET};
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
+use protocols::vmcs::ctl::proc2;
 use protocols::vmcs::Field;
 use protocols::vmexit::{Controls, ExitMessage, ExitReason, TransferMask};
 
@@ -47,7 +48,11 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     };
     let policy = Policy::new(&caps, true, false);
     if let Some((field, bits)) = policy.unsupported(&caps) {
-        crate::kprintln!("vmx: this CPU lacks control bits {bits:#x} of {field} the kernel needs; VMs disabled");
+        if field == Field::SecondaryProcBasedControls && bits & proc2::ENABLE_EPT != 0 {
+            crate::kprintln!("vmx: VMs disabled: this CPU lacks EPT, which every guest needs");
+        } else {
+            crate::kprintln!("vmx: VMs disabled: this CPU lacks control bits {bits:#x} of {field}");
+        }
         return None;
     }
     // SAFETY: the EPT/VPID capability MSR exists when EPT or VPID may be enabled, which

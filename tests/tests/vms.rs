@@ -1,0 +1,82 @@
+//! Virtual machines end to end: every test guest runs through its own ring-3 VMM under
+//! Bochs and prints what its source file says it must; CPU models without unrestricted
+//! guest or EPT refuse exactly the guests they cannot run, with a clear message; QEMU's
+//! TCG (no VT-x) makes every VMM say that no VM can run.
+
+use system_tests::{assert_suite_passed, boot, boot_with, check, Emulator, Outcome, RunOptions};
+
+const GUESTS: [&str; 4] = ["guest64", "guest32", "guest_real", "guest_triple"];
+
+/// The expected serial lines a guest documents in its source (the ```text block).
+fn expected_lines(guest: &str) -> Vec<String> {
+    let path = format!("{}/../images/guests/src/bin/{guest}.rs", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let doc: Vec<&str> = src.lines().filter_map(|l| l.strip_prefix("//!")).map(str::trim).collect();
+    let start = doc.iter().position(|l| *l == "```text").expect("expected-output block");
+    doc[start + 1..].iter().take_while(|l| **l != "```").map(|l| l.to_string()).collect()
+}
+
+fn assert_guest_output(out: &Outcome, guest: &str) {
+    let lines = expected_lines(guest);
+    check(out, !lines.is_empty(), &format!("{guest}: no expected output documented"));
+    for line in lines {
+        // The CR0/CR4 dump is informational (its values depend on the VMM's CR policy);
+        // the checks after it assert the shadows.
+        if line.starts_with("guest64: cr0=") {
+            continue;
+        }
+        check(out, out.serial.contains(&line), &format!("{guest}: missing line {line:?}"));
+    }
+}
+
+/// Whether any guest started (each greets first).
+fn a_guest_ran(out: &Outcome) -> bool {
+    out.serial.lines().any(|l| l.starts_with("guest") && l.contains(": hello from"))
+}
+
+fn bochs_on(cpu: &str) -> Outcome {
+    let opts = RunOptions { bochs_cpu: cpu.into(), timeout: std::time::Duration::from_secs(300), ..RunOptions::default() };
+    boot_with("default", Emulator::Bochs, &opts)
+}
+
+#[test]
+fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
+    let out = bochs_on("corei7_skylake_x");
+    assert_suite_passed(&out, 35);
+    for g in GUESTS {
+        check(&out, out.serial.contains(&format!("TEST PASS vm_{g}")), &format!("vm_{g} did not pass"));
+        assert_guest_output(&out, g);
+    }
+    check(&out, out.serial.contains("vmm: VM stopped: triple fault"), "triple fault not reported");
+    check(&out, out.serial.contains("guest64: done"), "guest64 did not finish");
+}
+
+#[test]
+fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
+    let out = boot("default", Emulator::Qemu);
+    assert_suite_passed(&out, 35);
+    let refusals = out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
+    check(&out, refusals == GUESTS.len(), &format!("{refusals} VMMs said no VM can run"));
+    check(&out, !a_guest_ran(&out), "a guest ran without VT-x");
+}
+
+#[test]
+fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
+    let out = bochs_on("corei5_lynnfield_750");
+    assert_suite_passed(&out, 35);
+    check(&out, out.serial.contains("unrestricted guest no"), "probe line");
+    let refused = out.serial.matches("needs unrestricted guest, which this CPU lacks").count();
+    check(&out, refused == 2, &format!("{refused} refusals for lack of unrestricted guest, want 2"));
+    assert_guest_output(&out, "guest64");
+    check(&out, !out.serial.contains("hello from real mode"), "a real-mode guest ran");
+}
+
+#[test]
+fn bochs_penryn_without_ept_runs_no_guest_and_says_why() {
+    let out = bochs_on("core2_penryn_t9600");
+    assert_suite_passed(&out, 35);
+    check(&out, out.serial.contains("vmx: present"), "penryn has VMX");
+    check(&out, out.serial.contains("EPT no"), "probe line says no EPT");
+    check(&out, !a_guest_ran(&out), "a guest ran without EPT");
+    check(&out, out.serial.contains("VMs disabled: this CPU lacks EPT"), "the kernel names EPT");
+}
