@@ -18,8 +18,17 @@ pub mod slot {
 /// log2 of a VMM process's CNode slot count.
 pub const CNODE_RADIX: u8 = 12;
 
-// Start registers: `rdi` = the guest image's size in bytes.
+// Start register `rdi`: the guest image's size in bytes (bits 47:0), the guest's mode
+// (`object::vcpu_mode`, bits 55:48) and [`flags`] (bits 63:56).
 
+/// Flags in the start register.
+pub mod flags {
+    /// Hostile mode: instead of serving the guest, answer its exits with batches that
+    /// try to take over the host (host state, pointers, kernel-owned control bits) and
+    /// check that the kernel refuses each one, naming the field. Reports the number of
+    /// attempts that were not refused as the guest exit code.
+    pub const HOSTILE: u64 = 1 << 0;
+}
 
 /// Label of the report message: words `[guest exit code, exits handled, stop reason]`.
 pub const REPORT_LABEL: u64 = 0x7265_7074; // "rept"

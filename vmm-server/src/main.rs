@@ -15,7 +15,8 @@ mod process {
     use protocols::syscall::Syscall;
     use protocols::vmcs::ctl::proc;
     use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags, TransferMask};
-    use protocols::vmm::{slot, stop, REPORT_LABEL};
+    use protocols::vmcs::Field;
+    use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, recv, retype, Msg};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
@@ -102,10 +103,7 @@ mod process {
         })?;
         guest_image::load(&img, image, ram).map_err(|_| Error::InvalidArgument)?;
         invoke(VCPU, Invocation::VCpuConfigure, &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()])?;
-        let controls = u64::from(proc::HLT_EXITING | proc::MWAIT_EXITING | proc::MONITOR_EXITING);
-        let cr3 = if mode == vcpu_mode::LONG64 { 0x10_0000 } else { 0 };
-        let word0 = mode | (PRIORITY << 8) | (controls << 16);
-        invoke(VCPU, Invocation::VCpuStart, &[word0, img.entry, 0x8000, cr3]).map_err(|e| {
+        invoke(VCPU, Invocation::VCpuStart, &start_words(mode, img.entry)).map_err(|e| {
             rt::println!("vmm: the kernel cannot run this guest: {}", e.name());
             e
         })?;
@@ -114,6 +112,15 @@ mod process {
 
     /// What every exit message carries beyond the base: what the dispatcher needs.
     const TRANSFER: TransferMask = Vm::<SliceMemory<'static>, LineSink>::TRANSFER_MASK.union(TransferMask::SYSENTER);
+
+    /// `VCpuStart`'s words: the mode, this VMM's priority, the exits the guests rely on
+    /// (HLT, MONITOR, MWAIT), the entry point, a stack, and for 64-bit guests the page
+    /// tables they carry at 1 MiB.
+    fn start_words(mode: u64, entry: u64) -> [u64; 4] {
+        let controls = u64::from(proc::HLT_EXITING | proc::MWAIT_EXITING | proc::MONITOR_EXITING);
+        let cr3 = if mode == vcpu_mode::LONG64 { 0x10_0000 } else { 0 };
+        [mode | (PRIORITY << 8) | (controls << 16), entry, 0x8000, cr3]
+    }
 
     fn read_exit() -> Option<ExitMessage> {
         let n = ExitMessage::BASE_WORDS + TRANSFER.extra_words();
@@ -212,10 +219,49 @@ mod process {
         }
     }
 
-    /// The VMM's life: build, serve, report.
+    /// Batches a hostile VMM tries: each must be refused, naming its field.
+    const HOSTILE: [(Field, u64, &str); 8] = [
+        (Field::HostRip, 0x4141_4141, "HOST_RIP"),
+        (Field::HostCr3, 0x1000, "HOST_CR3"),
+        (Field::EptPointer, 0x1e, "EPT pointer"),
+        (Field::IoBitmapA, 0x2000, "I/O bitmap A address"),
+        (Field::MsrBitmap, 0x3000, "MSR bitmap address"),
+        (Field::VmcsLinkPointer, 0, "VMCS link pointer"),
+        (Field::PinBasedControls, 0, "pin-based controls without external-interrupt exiting"),
+        (Field::ProcBasedControls, 0xffff_ffff, "processor-based controls with reserved bits"),
+    ];
+
+    /// Hostile mode: answer exits with forbidden batches; count those not refused.
+    fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
+        let mut missed = 0u64;
+        for (i, (field, value, name)) in HOSTILE.iter().enumerate() {
+            if i > 0 {
+                // The previous refusal left the vCPU stopped: start it afresh.
+                invoke(VCPU, Invocation::VCpuStart, &start_words(mode, entry))?;
+            }
+            recv(EXIT_EP)?;
+            let mut reply = ExitReply::new();
+            let _ = reply.write(*field, *value);
+            write_reply(&reply);
+            let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
+            let named = r.msg.words[1] == *field as u64;
+            if status == Error::BatchRejected as u64 && named {
+                rt::println!("vmm(hostile): {name} refused (batch error {})", r.msg.words[0]);
+            } else {
+                rt::println!("vmm(hostile): {name} NOT refused as expected (status {status})");
+                missed += 1;
+            }
+        }
+        Ok((stop::EXITED, missed, HOSTILE.len() as u64))
+    }
+
+    /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
-        let (size, mode) = (arg & 0xffff_ffff_ffff, arg >> 48);
+        let (size, mode, flags) = (arg & 0xffff_ffff_ffff, (arg >> 48) & 0xff, arg >> 56);
         let outcome = match build(size, mode) {
+            Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
+                attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
+            }
             Ok((ram, _)) => serve(ram, mode).unwrap_or((stop::OTHER, 0, 0)),
             Err(Error::NotSupported) => (stop::NOT_SUPPORTED, 0, 0),
             Err(e) => {

@@ -10,12 +10,15 @@ use protocols::vmm::{self, slot, stop, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
-/// A guest and what its VM must end with: `(module, mode, expected report)`.
-const GUESTS: &[(&str, u64, (u64, u64))] = &[
-    ("guest64", vcpu_mode::LONG64, (stop::EXITED, 0)),
-    ("guest32", vcpu_mode::PROTECTED32, (stop::EXITED, 0)),
-    ("guest_real", vcpu_mode::REAL, (stop::EXITED, 0)),
-    ("guest_triple", vcpu_mode::LONG64, (stop::TRIPLE_FAULT, 0)),
+/// A VM to run and what it must end with: `(test name, guest module, mode, VMM flags,
+/// expected (stop reason, exit code))`. The hostile VMM runs beside the others, which
+/// must not notice.
+const GUESTS: &[(&str, &str, u64, u64, (u64, u64))] = &[
+    ("vm_guest64", "guest64", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
+    ("vm_guest32", "guest32", vcpu_mode::PROTECTED32, 0, (stop::EXITED, 0)),
+    ("vm_guest_real", "guest_real", vcpu_mode::REAL, 0, (stop::EXITED, 0)),
+    ("vm_guest_triple", "guest_triple", vcpu_mode::LONG64, 0, (stop::TRIPLE_FAULT, 0)),
+    ("vm_hostile_vmm_refused", "guest64", vcpu_mode::LONG64, vmm::flags::HOSTILE, (stop::EXITED, 0)),
 ];
 
 /// What the kernel says this CPU can run (`bootinfo::vmx` bits).
@@ -35,7 +38,7 @@ fn runnable(mode: u64, features: u64) -> bool {
 }
 
 /// log2 of the untyped memory each VMM gets.
-const VMM_UNTYPED_BITS: u64 = 23;
+const VMM_UNTYPED_BITS: u64 = 22;
 
 /// Run every guest whose module is present, one VMM process each, all at once; report.
 pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
@@ -57,9 +60,9 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
     let report = a.make(ObjectType::Endpoint, 0)?;
     let all = u64::from(Rights::ALL.bits());
     let mut started = 0u64;
-    for (badge, (name, mode, _)) in GUESTS.iter().enumerate() {
-        let Some(guest) = process::module(name) else { continue };
-        let arg = guest.size | (mode << 48);
+    for (badge, (_, module, mode, flags, _)) in GUESTS.iter().enumerate() {
+        let Some(guest) = process::module(module) else { continue };
+        let arg = guest.size | (mode << 48) | (flags << 56);
         let p = process::spawn(a, image, u64::from(vmm::CNODE_RADIX), 200, u64::MAX, arg)?;
         let ut = a.make(ObjectType::Untyped, VMM_UNTYPED_BITS)?;
         invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
@@ -74,18 +77,15 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
     while started != 0 {
         let r = recv(report)?;
         let index = r.badge.wrapping_sub(1);
-        let Some((name, _, want)) = GUESTS.get(index as usize) else { continue };
+        let Some((name, _, mode, _, want)) = GUESTS.get(index as usize) else { continue };
         started &= !(1 << index);
-        let mode = GUESTS.get(index as usize).map_or(0, |g| g.1);
-        let want = if runnable(mode, features) { *want } else { (stop::NOT_SUPPORTED, 0) };
+        let want = if runnable(*mode, features) { *want } else { (stop::NOT_SUPPORTED, 0) };
         let got = if r.msg.info.label == REPORT_LABEL {
             (r.msg.words[2], r.msg.words[0])
         } else {
             (u64::MAX, r.msg.info.label)
         };
-        let mut line = heapless::String::<48>::new();
-        let _ = core::fmt::Write::write_fmt(&mut line, format_args!("vm_{name}"));
-        t.check(&line, expect_eq(got, want));
+        t.check(name, expect_eq(got, want));
         reply(&rt::ipc::Msg::default())?;
     }
     Ok(())
