@@ -6,6 +6,7 @@ pub mod bochs;
 pub mod cargo;
 pub mod deps;
 pub mod emulator;
+pub mod fuzz;
 pub mod image;
 pub mod qemu;
 

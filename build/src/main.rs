@@ -13,10 +13,16 @@ commands:
   run   [--emulator bochs|qemu] [--image NAME] [--cpu MODEL] [--timeout SECS] [--gdb]
                                 boot an image headless and show its serial console
                                 (default: bochs, image default); exit 0 only on a pass
-  test                          everything: formatting, lints, host unit tests, and the
-                                integration tests that boot images under QEMU and Bochs
+  test                          everything: formatting, lints, host unit tests, the
+                                integration tests that boot images under QEMU and Bochs,
+                                and the fuzz smoke
   bench                         boot the default image under Bochs and print the
                                 benchmark lines (Bochs TSC ticks = emulated instructions)
+  fuzz  [--time SECS]           smoke every libFuzzer target in tests/fuzz (SECS each,
+                                default 10; needs the nightly toolchain, installs cargo-fuzz)
+  fuzz  --long TARGET [--time SECS]
+                                fuzz one target for SECS (default a day), then report
+                                coverage (with the nightly llvm-tools component)
   images                        list the images
 ";
 
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
         "run" => run(Args(argv)),
         "test" => test(Args(argv)),
         "bench" => bench(Args(argv)),
+        "fuzz" => xtask::fuzz::command(argv),
         "images" => {
             for i in image::IMAGES {
                 println!("{:<26} {}", i.name, i.about);
@@ -173,7 +180,8 @@ fn test(args: Args) -> Result<bool> {
         "host unit tests and emulator integration tests",
         cargo_cmd().args(["test", "--workspace"]),
     )?;
-    Ok(true)
+    // Last, as it needs the nightly toolchain and cargo-fuzz (checked and installed there).
+    xtask::fuzz::command(Vec::new())
 }
 
 fn bench(args: Args) -> Result<bool> {
@@ -187,9 +195,19 @@ fn bench(args: Args) -> Result<bool> {
         "benchmarks under Bochs 2.7 (corei7_skylake_x), in TSC ticks = emulated instructions:"
     );
     let mut any = false;
-    for line in outcome.serial.lines().filter_map(|l| l.trim_end().strip_prefix("bench: ")) {
-        println!("  {line}");
-        any = true;
+    for line in outcome.serial.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("bench: ") {
+            println!("  {rest}");
+            any = true;
+        } else if let Some(rest) = line.strip_prefix("guest_bench: ") {
+            // The guest prints hex (it has no decimal formatting); show decimal.
+            let (name, hex) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+            match u64::from_str_radix(hex.trim_start_matches("0x"), 16) {
+                Ok(ticks) => println!("  {name} (guest, kernel, ring-3 VMM and back): {ticks} ticks"),
+                Err(_) => println!("  {rest}"),
+            }
+            any = true;
+        }
     }
     if !any {
         return Err(err!("the run printed no benchmark lines"));

@@ -165,9 +165,10 @@ impl<S: Store> Kernel<S> {
         let Some(frame) = self.message_frame(v) else {
             return Err((Error::InvalidCapability, 0, 0));
         };
-        let page = *self.store.frame(frame);
         let mut words = [0u64; ExitReply::SIZE];
+        let page = self.store.frame(frame);
         let area = page.get(vm::REPLY_OFFSET..).unwrap_or_default();
+        // Only the reply's words are read (not the whole page): this is the exit path.
         for (w, chunk) in words.iter_mut().zip(area.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);

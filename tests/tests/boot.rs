@@ -4,7 +4,7 @@
 use system_tests::{assert_suite_passed, boot, check, Emulator};
 
 /// How many checks init runs at least.
-const INIT_CHECKS: u32 = 36;
+const INIT_CHECKS: u32 = 37;
 
 #[test]
 fn qemu_boots_init_in_ring3_and_reports_no_vmx() {

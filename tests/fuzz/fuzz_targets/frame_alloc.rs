@@ -72,10 +72,8 @@ fn expected_free(usable: &[PhysRange], reserved: &[PhysRange], limit: u64) -> u1
     // A reserved byte range blocks every frame it touches. An empty one at an unaligned
     // address inside a usable range blocks the frame around it, as the allocator cuts
     // there too (conservative, never unsafe); the same formula covers both.
-    let mut blocked: Vec<(u128, u128)> = reserved
-        .iter()
-        .map(|r| (align_down(r.start.into()), align_up(r.end.into())))
-        .collect();
+    let mut blocked: Vec<(u128, u128)> =
+        reserved.iter().map(|r| (align_down(r.start.into()), align_up(r.end.into()))).collect();
     blocked.sort_unstable();
     let mut merged: Vec<(u128, u128)> = Vec::new();
     for (s, e) in blocked {
@@ -91,7 +89,8 @@ fn expected_free(usable: &[PhysRange], reserved: &[PhysRange], limit: u64) -> u1
         if s >= e {
             continue;
         }
-        let covered: u128 = merged.iter().map(|&(bs, be)| be.min(e).saturating_sub(bs.max(s))).sum();
+        let covered: u128 =
+            merged.iter().map(|&(bs, be)| be.min(e).saturating_sub(bs.max(s))).sum();
         total += (e - s) - covered;
     }
     total

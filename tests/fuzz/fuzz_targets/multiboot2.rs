@@ -103,10 +103,20 @@ fn check(magic: u32, bytes: &[u8]) -> Option<Summary> {
 enum TagSpec {
     Cmdline(String),
     Bootloader(String),
-    Module { start: u32, len: u32, name: String },
+    Module {
+        start: u32,
+        len: u32,
+        name: String,
+    },
     /// `extra` adds 8-byte words to each entry (entry sizes 24, 32, 40 are legal).
-    Mmap { extra: u8, entries: Vec<(u64, u64, u32)> },
-    Unknown { kind: u32, body: Vec<u8> },
+    Mmap {
+        extra: u8,
+        entries: Vec<(u64, u64, u32)>,
+    },
+    Unknown {
+        kind: u32,
+        body: Vec<u8>,
+    },
 }
 
 /// A block description plus byte mutations applied after building it.
@@ -161,11 +171,8 @@ fn build(spec: &Built) -> (Vec<u8>, Summary) {
                     body.extend_from_slice(&len.to_le_bytes());
                     body.extend_from_slice(&kind.to_le_bytes());
                     body.resize(body.len() + entry_size as usize - 20, 0);
-                    let kind = if kind == 1 {
-                        RegionKind::Available
-                    } else {
-                        RegionKind::Reserved(kind)
-                    };
+                    let kind =
+                        if kind == 1 { RegionKind::Available } else { RegionKind::Reserved(kind) };
                     want.memory_map.push(Region { base, len, kind });
                 }
                 tag(&mut tags, 6, &body);

@@ -42,10 +42,10 @@ impl VAddr {
                 const BASES: [u64; 9] = [
                     0,
                     0x40_0000,
-                    0x3fff_f000,          // a 1 GiB boundary
-                    0x7f_ffff_f000,       // a 512 GiB (PML4 entry) boundary
-                    USER_END - PAGE,      // the last user page
-                    USER_END,             // the first non-canonical address
+                    0x3fff_f000,           // a 1 GiB boundary
+                    0x7f_ffff_f000,        // a 512 GiB (PML4 entry) boundary
+                    USER_END - PAGE,       // the last user page
+                    USER_END,              // the first non-canonical address
                     0xffff_8000_0000_0000, // the first kernel-half address
                     0xffff_ffff_8000_0000, // the kernel image
                     u64::MAX - 0xfff,
@@ -61,13 +61,30 @@ impl VAddr {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Map { vaddr: VAddr, frame: u16, unaligned_frame: bool, writable: bool, user: bool, nx: bool, global: bool },
-    Translate { vaddr: VAddr },
+    Map {
+        vaddr: VAddr,
+        frame: u16,
+        unaligned_frame: bool,
+        writable: bool,
+        user: bool,
+        nx: bool,
+        global: bool,
+    },
+    Translate {
+        vaddr: VAddr,
+    },
     /// A length from the whole `u64` range finds wrap-around; the walk stops at the
     /// first unmapped page, so a huge length stays cheap.
-    Check { vaddr: VAddr, len: u64, write: bool },
+    Check {
+        vaddr: VAddr,
+        len: u64,
+        write: bool,
+    },
     /// Copies are limited to a few pages (enough to cross every boundary).
-    Copy { vaddr: VAddr, len: u16 },
+    Copy {
+        vaddr: VAddr,
+        len: u16,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -112,7 +129,7 @@ impl Model {
 
     /// What `map_page` must return, updating the model the way the walk updates tables.
     fn map(&mut self, vaddr: u64, paddr: u64, leaf: Leaf) -> Result<(), Error> {
-        if vaddr % PAGE != 0 || paddr % PAGE != 0 || !is_canonical(vaddr) {
+        if !vaddr.is_multiple_of(PAGE) || !paddr.is_multiple_of(PAGE) || !is_canonical(vaddr) {
             return Err(Error::BadAddress);
         }
         for key in Self::path(vaddr) {
@@ -184,7 +201,8 @@ fuzz_target!(|input: Input| {
                 let frame = (u64::from(frame) % DATA_FRAMES + 1) * PAGE;
                 let paddr = if unaligned_frame { frame + 8 } else { frame };
                 let mut flags = 0;
-                for (on, bit) in [(writable, WRITABLE), (user, USER), (nx, NO_EXECUTE), (global, GLOBAL)]
+                for (on, bit) in
+                    [(writable, WRITABLE), (user, USER), (nx, NO_EXECUTE), (global, GLOBAL)]
                 {
                     if on {
                         flags |= bit;
@@ -237,7 +255,12 @@ fuzz_target!(|input: Input| {
                     let n = ((PAGE - at % PAGE) as usize).min(buf.len() - done);
                     for (k, &b) in buf[done..done + n].iter().enumerate() {
                         let off = at % PAGE + k as u64;
-                        assert_eq!(b, pattern(leaf.frame, off), "wrong byte at {:#x}", at + k as u64);
+                        assert_eq!(
+                            b,
+                            pattern(leaf.frame, off),
+                            "wrong byte at {:#x}",
+                            at + k as u64
+                        );
                     }
                     done += n;
                 }

@@ -27,25 +27,64 @@ use protocols::vmexit::{
 #[derive(Arbitrary, Debug)]
 enum ReplyOp {
     /// A write of a known field (an index into `Field::ALL`).
-    Write { field: u16, value: u64 },
-    WriteRaw { field: u32, value: u64 },
-    SetGpr { reg: u8, value: u64 },
-    Inject { info: u32, error: u32, len: u32 },
+    Write {
+        field: u16,
+        value: u64,
+    },
+    WriteRaw {
+        field: u32,
+        value: u64,
+    },
+    SetGpr {
+        reg: u8,
+        value: u64,
+    },
+    Inject {
+        info: u32,
+        error: u32,
+        len: u32,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
 enum Case {
-    Scalars { r64: u64, r32: u32, r16: u16, r8: u8, other8: u8 },
+    Scalars {
+        r64: u64,
+        r32: u32,
+        r16: u16,
+        r8: u8,
+        other8: u8,
+    },
     ExitMessageWords(Vec<u64>),
     /// Words shaped like a message (valid mask, right length) so decoding gets deep.
-    ExitMessageShaped { mask: u16, words: Vec<u64> },
+    ExitMessageShaped {
+        mask: u16,
+        words: Vec<u64>,
+    },
     ExitReplyWords(Vec<u64>),
-    ExitReplyBuilt { flags: u32, ops: Vec<ReplyOp> },
+    ExitReplyBuilt {
+        flags: u32,
+        ops: Vec<ReplyOp>,
+    },
     BatchErrorWords(Vec<u64>),
-    BatchErrorBuilt { code: u8, arg: u32, value: u64, bits: u64 },
+    BatchErrorBuilt {
+        code: u8,
+        arg: u32,
+        value: u64,
+        bits: u64,
+    },
     TestLogLine(String),
-    TestLogBuilt { name: String, why: String, passed: u32, failed: u32 },
-    MsgInfoBuilt { label: u64, len: u8, grant: bool },
+    TestLogBuilt {
+        name: String,
+        why: String,
+        passed: u32,
+        failed: u32,
+    },
+    MsgInfoBuilt {
+        label: u64,
+        len: u8,
+        grant: bool,
+    },
 }
 
 fn scalars(r64: u64, r32: u32, r16: u16, r8: u8, other8: u8) {

@@ -21,8 +21,8 @@ use libfuzzer_sys::fuzz_target;
 use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
 use protocols::vmcs::{Field, FieldClass};
 use protocols::vmexit::{
-    exception_has_error_code, BatchError, Controls, EventInjection, EventType, ExitReply,
-    Gprs, ReplyFlags,
+    exception_has_error_code, BatchError, Controls, EventInjection, EventType, ExitReply, Gprs,
+    ReplyFlags,
 };
 
 /// A Skylake-like CPU with TRUE_* controls, EPT, VPID and unrestricted guest (the values
@@ -45,7 +45,15 @@ const SKYLAKE: VmxMsrs = VmxMsrs {
 enum Cpu {
     Skylake,
     /// Skylake with capability bits flipped: other CPUs, and inconsistent MSRs.
-    SkylakeXor { pin: u64, proc: u64, proc2: u64, exit: u64, entry: u64, basic: u64, misc: u64 },
+    SkylakeXor {
+        pin: u64,
+        proc: u64,
+        proc2: u64,
+        exit: u64,
+        entry: u64,
+        basic: u64,
+        misc: u64,
+    },
     Raw([u64; 11]),
 }
 
@@ -83,8 +91,22 @@ impl Cpu {
 #[derive(Arbitrary, Debug)]
 enum StateSpec {
     /// A 64-bit guest with the policy's initial controls, just after an exit.
-    Long { rip: u32, exit_len: u8, interruptibility: u8, if_flag: bool, flip: Option<(u8, u8)> },
-    Raw { controls: [u32; 5], cr0: u64, cr4: u64, rflags: u64, rip: u64, blocking: u32, len: u32 },
+    Long {
+        rip: u32,
+        exit_len: u8,
+        interruptibility: u8,
+        if_flag: bool,
+        flip: Option<(u8, u8)>,
+    },
+    Raw {
+        controls: [u32; 5],
+        cr0: u64,
+        cr4: u64,
+        rflags: u64,
+        rip: u64,
+        blocking: u32,
+        len: u32,
+    },
 }
 
 /// A value to write: raw, small, or the field's current value with one bit flipped (so
@@ -100,11 +122,30 @@ enum Value {
 #[derive(Arbitrary, Debug)]
 enum ReplyOp {
     /// A known field (an index into `Field::ALL`).
-    Write { field: u16, value: Value },
-    WriteRaw { field: u32, value: u64 },
-    SetGpr { reg: u8, value: u64 },
-    Inject { vector: u8, kind: u8, deliver: bool, error: u32, len: u8 },
-    InjectRaw { info: u32, error: u32, len: u32 },
+    Write {
+        field: u16,
+        value: Value,
+    },
+    WriteRaw {
+        field: u32,
+        value: u64,
+    },
+    SetGpr {
+        reg: u8,
+        value: u64,
+    },
+    Inject {
+        vector: u8,
+        kind: u8,
+        deliver: bool,
+        error: u32,
+        len: u8,
+    },
+    InjectRaw {
+        info: u32,
+        error: u32,
+        len: u32,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -226,8 +267,8 @@ fn build_reply(input: &Input, now: &VcpuState) -> ExitReply {
             }
         };
     }
-    r.flags |= ReplyFlags::from_bits(u32::from(input.flags) & ReplyFlags::ALL.bits())
-        .unwrap_or_default();
+    r.flags |=
+        ReplyFlags::from_bits(u32::from(input.flags) & ReplyFlags::ALL.bits()).unwrap_or_default();
     r
 }
 

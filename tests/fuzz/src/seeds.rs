@@ -48,8 +48,18 @@ fn grub_like() -> Vec<u8> {
     tag(&mut t, 1, b"\0");
     tag(&mut t, 2, b"GRUB 2.12\0");
     tag(&mut t, 3, &module(0x11_a000, 0x12_4000, "init"));
-    tag(&mut t, 6, &mmap(&[(0, 0x9_fc00, 1), (0x9_fc00, 0x400, 2), (0xf_0000, 0x1_0000, 2),
-        (0x10_0000, 0x7ee_0000, 1), (0x7fe_0000, 0x2_0000, 2), (0xfffc_0000, 0x4_0000, 2)]));
+    tag(
+        &mut t,
+        6,
+        &mmap(&[
+            (0, 0x9_fc00, 1),
+            (0x9_fc00, 0x400, 2),
+            (0xf_0000, 0x1_0000, 2),
+            (0x10_0000, 0x7ee_0000, 1),
+            (0x7fe_0000, 0x2_0000, 2),
+            (0xfffc_0000, 0x4_0000, 2),
+        ]),
+    );
     // Tags the kernel skips (framebuffer info, ACPI RSDP) still have to be walked past.
     tag(&mut t, 8, &[0u8; 24]);
     tag(&mut t, 14, b"RSD PTR \0\0\0\0\0\0\0\0\0\0\0\0");
@@ -123,16 +133,31 @@ pub fn trimmed_elf(elf: &[u8]) -> Option<Vec<u8>> {
 /// Seeds for the `elf_loader` target; `init` is the built root task, if any.
 pub fn elf_loader(init: Option<&[u8]>) -> Vec<Seed> {
     let mut seeds: Vec<Seed> = vec![
-        ("code-and-data".into(), image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16),
-            (0x40_1000, 6, b"data", 0x2000)])),
-        ("three-segments".into(), image(0x40_1004, X86_64, &[(0x40_0000, 4, b"rodata", 6),
-            (0x40_1000, 5, CODE, 0x20), (0x40_3000, 6, &[], 0x8000)])),
-        ("top-of-user-space".into(), image(0x7fff_fffe_e000, X86_64,
-            &[(0x7fff_fffe_e000, 5, CODE, 0x1000)])),
-        ("writable-and-executable".into(), image(0x40_0000, X86_64,
-            &[(0x40_0000, 7, CODE, 16)])),
-        ("kernel-half".into(), image(0xffff_ffff_8010_0000, X86_64,
-            &[(0xffff_ffff_8010_0000, 5, CODE, 16)])),
+        (
+            "code-and-data".into(),
+            image(0x40_0000, X86_64, &[(0x40_0000, 5, CODE, 16), (0x40_1000, 6, b"data", 0x2000)]),
+        ),
+        (
+            "three-segments".into(),
+            image(
+                0x40_1004,
+                X86_64,
+                &[
+                    (0x40_0000, 4, b"rodata", 6),
+                    (0x40_1000, 5, CODE, 0x20),
+                    (0x40_3000, 6, &[], 0x8000),
+                ],
+            ),
+        ),
+        (
+            "top-of-user-space".into(),
+            image(0x7fff_fffe_e000, X86_64, &[(0x7fff_fffe_e000, 5, CODE, 0x1000)]),
+        ),
+        ("writable-and-executable".into(), image(0x40_0000, X86_64, &[(0x40_0000, 7, CODE, 16)])),
+        (
+            "kernel-half".into(),
+            image(0xffff_ffff_8010_0000, X86_64, &[(0xffff_ffff_8010_0000, 5, CODE, 16)]),
+        ),
     ];
     if let Some(init) = init.and_then(trimmed_elf) {
         seeds.push(("init".into(), init));
@@ -157,6 +182,8 @@ pub fn all(init: Option<&[u8]>) -> Vec<(&'static str, Vec<Seed>)> {
         ("frame_alloc", structured(1)),
         ("paging", structured(2)),
         ("protocols_messages", structured(3)),
+        ("vmcs_validator", structured(4)),
+        ("vmm_dispatch", structured(5)),
     ]
 }
 

@@ -1,0 +1,316 @@
+//! Fuzzes the VMM server's exit dispatcher (`vmm_server::dispatch::Vm`) with its device
+//! models: a sequence of arbitrary exit messages, passing time, console input, guest-RAM
+//! contents and wake-ups, as a hostile guest (and a confused kernel) could produce them.
+//!
+//! Every exit message first goes through the wire encoding, as the real VMM receives it,
+//! so fields outside the transfer mask are zero. Invariants after every step: no panic;
+//! the reply survives its own wire round trip; every write names a known field the VMM may
+//! write, fits the field's width and appears once; ADVANCE_RIP and an explicit RIP write
+//! never meet; an injection is valid, has no reserved bits, is not combined with STOP or an
+//! explicit interruption-info write, and obeys its type's rules (exceptions below 32 with
+//! the architectural error-code bit, interrupts only with RFLAGS.IF set and outside an
+//! interrupt shadow, NMIs with vector 2, never type 7); no injection leaves the injection
+//! words zero; STOP never asks for an interrupt window; a stopped VM answers every later
+//! exit with a bare STOP and stays stopped; and the exit counter moves by at most one.
+#![no_main]
+
+use std::collections::HashSet;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use protocols::vmcs::Field;
+use protocols::vmexit::{
+    exception_has_error_code, EventType, ExitMessage, ExitReason, ExitReply, ReplyFlags,
+    TransferMask, EXIT_REASON_ENTRY_FAILURE,
+};
+use vmm_server::cpuid::CpuidRegs;
+use vmm_server::devices::uart16550::SerialSink;
+use vmm_server::dispatch::{RunState, Vm, VmConfig};
+use vmm_server::guest_memory::{GuestMemory, MemoryError};
+
+/// Guest RAM from guest-physical 0, like the dispatcher's own tests.
+struct Ram(Vec<u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(MemoryError { gpa })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
+        let dst = start
+            .checked_add(data.len())
+            .and_then(|end| self.0.get_mut(start..end))
+            .ok_or(MemoryError { gpa })?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// The console: only counts bytes (what was printed is not an invariant).
+struct Sink(u64);
+
+impl SerialSink for Sink {
+    fn write_byte(&mut self, _byte: u8) {
+        self.0 = self.0.wrapping_add(1);
+    }
+}
+
+const RAM_SIZE: usize = 0x1_0000;
+
+/// A Skylake-like host CPUID (the dispatcher's tests use the same).
+fn host_cpuid(leaf: u32, _sub: u32) -> CpuidRegs {
+    let r = |eax, ebx, ecx, edx| CpuidRegs { eax, ebx, ecx, edx };
+    match leaf {
+        0 => r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
+        1 => r(0x0009_06ea, 0x0810_0800, 0x7ffa_fbff, 0xbfeb_fbff),
+        7 => r(0, 0x029c_6fbf, 0x4000_0000, 0xbc00_0400),
+        0x8000_0000 => r(0x8000_0008, 0, 0, 0),
+        0x8000_0001 => r(0, 0, 0x121, 0x2c10_0800),
+        0x8000_0008 => r(0x3027, 0, 0, 0),
+        _ => r(0, 0, 0, 0),
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Reason {
+    /// One the SDM defines (an index into `ExitReason::ALL`).
+    Known(u8),
+    /// Anything, including entry failures and undefined numbers.
+    Raw(u32),
+}
+
+/// A change to the flat 32-bit protected-mode exit the message starts from.
+#[derive(Arbitrary, Debug)]
+enum Tweak {
+    Qualification(u64),
+    /// A port-I/O qualification at a port a device claims: `(port index, size, flags)`.
+    PortIo(u8, u8, u8),
+    /// A MOV-CR qualification: `(cr index, access type, gpr, value)`.
+    CrAccess(u8, u8, u8, u64),
+    InstructionLen(u8),
+    InstructionInfo(u32),
+    Rip(u64),
+    Rflags(u64),
+    Cr0(u64),
+    Cr3(u64),
+    Cr4(u64),
+    Gpr(u8, u64),
+    Interruptibility(u32),
+    IdtVectoring(u32, u32),
+    ExitInterruption(u32, u32),
+    GuestLinear(u64),
+    GuestPhysical(u64),
+    Transfer(u16),
+    Efer(u64),
+    EntryControls(u32),
+    SegmentAccess(u8, u32),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Exit { reason: Reason, tweaks: Vec<Tweak> },
+    Time(u16),
+    Console(u8),
+    Poke { gpa: u16, bytes: Vec<u8> },
+    Wake,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    cr0: Option<u64>,
+    efer: Option<u64>,
+    entry_controls: Option<u32>,
+    debug_exit_port: Option<u16>,
+    ops: Vec<Op>,
+}
+
+const PORTS: [u64; 16] = [
+    0x20, 0x21, 0xa0, 0xa1, 0x40, 0x41, 0x42, 0x43, 0x60, 0x61, 0x64, 0x70, 0x71, 0x80, 0x3f8,
+    0x3fd,
+];
+
+fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
+    let reason = match *reason {
+        Reason::Known(i) => ExitReason::ALL[usize::from(i) % ExitReason::ALL.len()] as u32,
+        Reason::Raw(r) => r,
+    };
+    let mut m = ExitMessage {
+        reason,
+        instruction_len: 2,
+        rip: 0x1000,
+        rflags: 0x202,
+        cr0: 0x31,
+        transfer: Vm::<Ram, Sink>::TRANSFER_MASK,
+        ..ExitMessage::default()
+    };
+    for t in tweaks.iter().take(16) {
+        match *t {
+            Tweak::Qualification(q) => m.qualification = q,
+            Tweak::PortIo(port, size, flags) => {
+                let port = PORTS[usize::from(port) % PORTS.len()];
+                let size = [0u64, 1, 3][usize::from(size) % 3];
+                m.qualification = port << 16 | u64::from(flags & 0x78) | size;
+            }
+            Tweak::CrAccess(cr, access, gpr, value) => {
+                let cr = [0u64, 3, 4, 8][usize::from(cr) % 4];
+                let gpr = gpr % 16;
+                m.qualification = cr | u64::from(access % 4) << 4 | u64::from(gpr) << 8;
+                m.gprs.set(gpr, value);
+            }
+            Tweak::InstructionLen(l) => m.instruction_len = u32::from(l),
+            Tweak::InstructionInfo(i) => m.instruction_info = i,
+            Tweak::Rip(v) => m.rip = v,
+            Tweak::Rflags(v) => m.rflags = v,
+            Tweak::Cr0(v) => m.cr0 = v,
+            Tweak::Cr3(v) => m.cr3 = v,
+            Tweak::Cr4(v) => m.cr4 = v,
+            Tweak::Gpr(r, v) => {
+                m.gprs.set(r % 16, v);
+            }
+            Tweak::Interruptibility(v) => m.interruptibility = v,
+            Tweak::IdtVectoring(info, error) => {
+                (m.idt_vectoring_info, m.idt_vectoring_error) = (info, error);
+            }
+            Tweak::ExitInterruption(info, error) => {
+                (m.exit_intr_info, m.exit_intr_error) = (info, error);
+            }
+            Tweak::GuestLinear(v) => m.guest_linear = v,
+            Tweak::GuestPhysical(v) => m.guest_physical = v,
+            Tweak::Transfer(t) => {
+                m.transfer = TransferMask::from_bits(u64::from(t) & TransferMask::ALL.bits())
+                    .unwrap_or_default();
+            }
+            Tweak::Efer(v) => m.efer = v,
+            Tweak::EntryControls(v) => m.controls.entry = v,
+            Tweak::SegmentAccess(i, ar) => m.segments.regs[usize::from(i) % 8].access_rights = ar,
+        }
+    }
+    // What the VMM really receives: the decoded wire form (groups outside the transfer
+    // mask are zero; reserved high halves cleared so the message decodes).
+    m.activity_state = 0;
+    m.sysenter_cs = 0;
+    let mut words = [0u64; ExitMessage::SIZE];
+    let n = m.to_words(&mut words);
+    ExitMessage::from_words(&words[..n]).expect("an encoded exit message decodes")
+}
+
+fn assert_well_formed(msg: &ExitMessage, r: &ExitReply) {
+    let mut words = [0u64; ExitReply::SIZE];
+    let n = r.to_words(&mut words);
+    assert_eq!(ExitReply::from_words(&words[..n]), Ok(*r), "reply fails its wire round trip");
+    let mut seen = HashSet::new();
+    for w in r.writes() {
+        let field = Field::from_raw(w.field).expect("reply writes an unknown field");
+        assert!(field.vmm_writable(), "reply writes {field}, which the VMM may not");
+        assert!(w.value <= field.width().max_value(), "{field} = {:#x} too wide", w.value);
+        assert!(seen.insert(w.field), "{field} written twice");
+    }
+    let flags = r.flags;
+    if flags.contains(ReplyFlags::ADVANCE_RIP) {
+        assert!(!seen.contains(&(Field::GuestRip as u32)), "ADVANCE_RIP with a RIP write");
+    }
+    if flags.contains(ReplyFlags::INJECT_EVENT) {
+        let inj = r.injection;
+        assert!(inj.is_valid(), "invalid event injected: {:#x}", inj.raw());
+        assert_eq!(inj.raw() & 0x7fff_f000, 0, "reserved injection bits");
+        assert!(!seen.contains(&(Field::EntryInterruptionInfo as u32)), "two injections");
+        assert!(!flags.contains(ReplyFlags::STOP_VCPU), "injection into a stopped vCPU");
+        match inj.event_type().expect("reserved event type injected") {
+            EventType::HardwareException => {
+                assert!(inj.vector() < 32 && inj.vector() != 2, "exception {}", inj.vector());
+                assert_eq!(inj.delivers_error_code(), exception_has_error_code(inj.vector()));
+            }
+            EventType::ExternalInterrupt => {
+                assert_ne!(msg.rflags & 1 << 9, 0, "interrupt injected with IF = 0");
+                let shadow = msg.interruptibility & 3 != 0;
+                assert!(!shadow || flags.contains(ReplyFlags::ADVANCE_RIP), "in a shadow");
+                assert!(!inj.delivers_error_code());
+            }
+            EventType::Nmi => assert_eq!(inj.vector(), 2),
+            EventType::Other => panic!("event type 7 injected"),
+            _ => assert!(!inj.delivers_error_code()),
+        }
+        if !inj.delivers_error_code() {
+            assert_eq!(r.injection_error, 0, "error code without the deliver bit");
+        }
+    } else {
+        assert_eq!((r.injection.raw(), r.injection_error, r.injection_len), (0, 0, 0));
+    }
+    if flags.contains(ReplyFlags::STOP_VCPU) {
+        assert!(!flags.contains(ReplyFlags::REQUEST_INTERRUPT_WINDOW), "STOP with a window");
+    }
+}
+
+fn bare_stop() -> ExitReply {
+    let mut r = ExitReply::new();
+    r.flags = ReplyFlags::STOP_VCPU;
+    r
+}
+
+fuzz_target!(|input: Input| {
+    let mut config = VmConfig::default();
+    config.cr0 = input.cr0.unwrap_or(config.cr0);
+    config.efer = input.efer.unwrap_or(config.efer);
+    config.entry_controls = input.entry_controls.or(config.entry_controls);
+    config.debug_exit_port = input.debug_exit_port.or(config.debug_exit_port);
+    let Ok(mut vm) = Vm::new(&config, host_cpuid, Ram(vec![0; RAM_SIZE]), Sink(0)) else {
+        return; // The debug-exit port collides with a device: a configuration error.
+    };
+    let setup = vm.setup_reply();
+    assert_well_formed(&ExitMessage::default(), &setup);
+
+    for op in input.ops.iter().take(64) {
+        match op {
+            Op::Exit { reason, tweaks } => {
+                let msg = message(reason, tweaks);
+                let before = vm.run_state();
+                let exits = vm.stats().total_exits();
+                let r = vm.handle(&msg);
+                assert_well_formed(&msg, &r);
+                let after = vm.run_state();
+                assert!(vm.stats().total_exits() - exits <= 1, "one exit counted twice");
+                if let RunState::Stopped(_) = before {
+                    assert_eq!(r, bare_stop(), "a stopped VM resumed");
+                    assert_eq!(after, before, "a stopped VM changed its stop reason");
+                }
+                if let RunState::Stopped(_) = after {
+                    assert_eq!(r, bare_stop(), "a stop reply carries emulation results");
+                }
+                if r.flags.contains(ReplyFlags::STOP_VCPU) {
+                    assert_ne!(after, RunState::Running, "STOP sent but the VM runs");
+                }
+                if msg.reason & EXIT_REASON_ENTRY_FAILURE != 0 {
+                    assert!(matches!(after, RunState::Stopped(_)), "ran on after a failed entry");
+                }
+            }
+            Op::Time(ticks) => vm.advance_time(u64::from(*ticks)),
+            Op::Console(byte) => {
+                let _ = vm.console_input(*byte);
+            }
+            Op::Poke { gpa, bytes } => {
+                let len = bytes.len().min(RAM_SIZE - usize::from(*gpa));
+                let _ = vm.memory_mut().write(u64::from(*gpa), &bytes[..len]);
+            }
+            Op::Wake => {
+                let before = vm.run_state();
+                if let Some(r) = vm.wake() {
+                    assert_eq!(before, RunState::Halted, "woke a vCPU that was not halted");
+                    // HLT only halts with IF set, and RIP is past the HLT already.
+                    let msg = ExitMessage { rflags: 0x202, ..ExitMessage::default() };
+                    assert_well_formed(&msg, &r);
+                    assert!(r.flags.contains(ReplyFlags::INJECT_EVENT));
+                    assert_eq!(vm.run_state(), RunState::Running);
+                } else {
+                    assert_eq!(vm.run_state(), before, "a failed wake changed the state");
+                }
+            }
+        }
+    }
+});
