@@ -11,6 +11,12 @@ use std::process::Command;
 /// The bare-metal target triple.
 pub const TARGET: &str = "x86_64-unknown-none";
 
+/// Flags of the ring-3 build. Debug information stays out of boot modules, which the
+/// root task loads page by page.
+pub const USER_RUSTFLAGS: &[&str] = &["-Crelocation-model=static", "-Cstrip=debuginfo"];
+/// Flags of the kernel build: it runs in the top 2 GiB.
+pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-model=static"];
+
 /// The ring-3 programs that are built and can be put into images.
 pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server"];
 
@@ -49,6 +55,5 @@ pub fn build_guests() -> Result<PathBuf> {
 
 /// Build every user program; returns the directory holding their ELFs.
 pub fn build_user() -> Result<PathBuf> {
-    // Debug information stays out of boot modules, which the root task loads page by page.
-    cargo_build(USER_PROGRAMS, "user", &["-Crelocation-model=static", "-Cstrip=debuginfo"])
+    cargo_build(USER_PROGRAMS, "user", USER_RUSTFLAGS)
 }

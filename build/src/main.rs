@@ -165,13 +165,13 @@ fn test(args: Args) -> Result<bool> {
                 "--target-dir",
             ])
             .arg(xtask::target_dir().join("kernel"))
-            .env("CARGO_ENCODED_RUSTFLAGS", "-Ccode-model=kernel\x1f-Crelocation-model=static")
+            .env("CARGO_ENCODED_RUSTFLAGS", cargo::KERNEL_RUSTFLAGS.join("\x1f"))
             .args(["--", "-D", "warnings"]),
     )?;
     let mut user = cargo_cmd();
     user.args(["clippy", "--release", "--target", cargo::TARGET, "--target-dir"])
         .arg(xtask::target_dir().join("user"))
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Crelocation-model=static");
+        .env("CARGO_ENCODED_RUSTFLAGS", cargo::USER_RUSTFLAGS.join("\x1f"));
     for p in cargo::USER_PROGRAMS {
         user.args(["-p", p]);
     }
@@ -203,7 +203,9 @@ fn bench(args: Args) -> Result<bool> {
             // The guest prints hex (it has no decimal formatting); show decimal.
             let (name, hex) = rest.rsplit_once(' ').unwrap_or((rest, ""));
             match u64::from_str_radix(hex.trim_start_matches("0x"), 16) {
-                Ok(ticks) => println!("  {name} (guest, kernel, ring-3 VMM and back): {ticks} ticks"),
+                Ok(ticks) => {
+                    println!("  {name} (guest, kernel, ring-3 VMM and back): {ticks} ticks")
+                }
                 Err(_) => println!("  {rest}"),
             }
             any = true;

@@ -35,7 +35,11 @@ fn a_guest_ran(out: &Outcome) -> bool {
 }
 
 fn bochs_on(cpu: &str) -> Outcome {
-    let opts = RunOptions { bochs_cpu: cpu.into(), timeout: std::time::Duration::from_secs(300), ..RunOptions::default() };
+    let opts = RunOptions {
+        bochs_cpu: cpu.into(),
+        timeout: std::time::Duration::from_secs(300),
+        ..RunOptions::default()
+    };
     boot_with("default", Emulator::Bochs, &opts)
 }
 
@@ -44,13 +48,24 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
     let out = bochs_on("corei7_skylake_x");
     assert_suite_passed(&out, 37);
     for g in GUESTS {
-        check(&out, out.serial.contains(&format!("TEST PASS vm_{g}")), &format!("vm_{g} did not pass"));
+        check(
+            &out,
+            out.serial.contains(&format!("TEST PASS vm_{g}")),
+            &format!("vm_{g} did not pass"),
+        );
         assert_guest_output(&out, g);
     }
     check(&out, out.serial.contains("vmm: VM stopped: triple fault"), "triple fault not reported");
-    for field in ["HOST_RIP", "HOST_CR3", "EPT pointer", "I/O bitmap A address", "MSR bitmap address",
-        "VMCS link pointer", "pin-based controls without external-interrupt exiting",
-        "processor-based controls with reserved bits"] {
+    for field in [
+        "HOST_RIP",
+        "HOST_CR3",
+        "EPT pointer",
+        "I/O bitmap A address",
+        "MSR bitmap address",
+        "VMCS link pointer",
+        "pin-based controls without external-interrupt exiting",
+        "processor-based controls with reserved bits",
+    ] {
         let line = format!("vmm(hostile): {field} refused");
         check(&out, out.serial.contains(&line), &format!("missing {line:?}"));
     }
@@ -62,7 +77,8 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
 fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
     let out = boot("default", Emulator::Qemu);
     assert_suite_passed(&out, 37);
-    let refusals = out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
+    let refusals =
+        out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
     check(&out, refusals == GUESTS.len() + 2, &format!("{refusals} VMMs said no VM can run"));
     check(&out, !a_guest_ran(&out), "a guest ran without VT-x");
 }
@@ -73,7 +89,11 @@ fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
     assert_suite_passed(&out, 37);
     check(&out, out.serial.contains("unrestricted guest no"), "probe line");
     let refused = out.serial.matches("needs unrestricted guest, which this CPU lacks").count();
-    check(&out, refused == 2, &format!("{refused} refusals for lack of unrestricted guest, want 2"));
+    check(
+        &out,
+        refused == 2,
+        &format!("{refused} refusals for lack of unrestricted guest, want 2"),
+    );
     assert_guest_output(&out, "guest64");
     check(&out, !out.serial.contains("hello from real mode"), "a real-mode guest ran");
 }

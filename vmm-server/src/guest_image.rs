@@ -61,7 +61,8 @@ pub fn parse(bytes: &[u8], ram_bytes: u64) -> Result<GuestImage, ImageError> {
         return Err(ImageError::NotElf64);
     }
     let entry = u64_at(bytes, 24).ok_or(ImageError::NotElf64)?;
-    let phoff = usize::try_from(u64_at(bytes, 32).ok_or(ImageError::NotElf64)?).map_err(|_| ImageError::NotElf64)?;
+    let phoff = usize::try_from(u64_at(bytes, 32).ok_or(ImageError::NotElf64)?)
+        .map_err(|_| ImageError::NotElf64)?;
     let phentsize = usize::from(u16_at(bytes, 54).ok_or(ImageError::NotElf64)?);
     let phnum = usize::from(u16_at(bytes, 56).ok_or(ImageError::NotElf64)?);
     if phentsize < 56 && phnum > 0 {
@@ -69,8 +70,13 @@ pub fn parse(bytes: &[u8], ram_bytes: u64) -> Result<GuestImage, ImageError> {
     }
     let mut segments = Vec::new();
     for i in 0..phnum {
-        let at = i.checked_mul(phentsize).and_then(|o| o.checked_add(phoff)).ok_or(ImageError::NotElf64)?;
-        let ph = bytes.get(at..at.checked_add(56).ok_or(ImageError::NotElf64)?).ok_or(ImageError::NotElf64)?;
+        let at = i
+            .checked_mul(phentsize)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or(ImageError::NotElf64)?;
+        let ph = bytes
+            .get(at..at.checked_add(56).ok_or(ImageError::NotElf64)?)
+            .ok_or(ImageError::NotElf64)?;
         if u32_at(ph, 0) != Some(1) {
             continue;
         }
@@ -87,7 +93,12 @@ pub fn parse(bytes: &[u8], ram_bytes: u64) -> Result<GuestImage, ImageError> {
             Some(end) if end <= ram_bytes => {}
             _ => return Err(ImageError::OutsideRam),
         }
-        let seg = Segment { gpa: paddr, file_offset: offset as usize, file_len: filesz as usize, mem_len: memsz };
+        let seg = Segment {
+            gpa: paddr,
+            file_offset: offset as usize,
+            file_len: filesz as usize,
+            mem_len: memsz,
+        };
         segments.push(seg).map_err(|_| ImageError::TooManySegments)?;
     }
     Ok(GuestImage { entry, segments })
@@ -97,10 +108,16 @@ pub fn parse(bytes: &[u8], ram_bytes: u64) -> Result<GuestImage, ImageError> {
 pub fn load(image: &GuestImage, bytes: &[u8], ram: &mut [u8]) -> Result<(), ImageError> {
     for s in &image.segments {
         let start = usize::try_from(s.gpa).map_err(|_| ImageError::OutsideRam)?;
-        let mem_end = start.checked_add(usize::try_from(s.mem_len).map_err(|_| ImageError::OutsideRam)?);
-        let dst = ram.get_mut(start..mem_end.ok_or(ImageError::OutsideRam)?).ok_or(ImageError::OutsideRam)?;
+        let mem_end =
+            start.checked_add(usize::try_from(s.mem_len).map_err(|_| ImageError::OutsideRam)?);
+        let dst = ram
+            .get_mut(start..mem_end.ok_or(ImageError::OutsideRam)?)
+            .ok_or(ImageError::OutsideRam)?;
         let src = bytes
-            .get(s.file_offset..s.file_offset.checked_add(s.file_len).ok_or(ImageError::OutsideFile)?)
+            .get(
+                s.file_offset
+                    ..s.file_offset.checked_add(s.file_len).ok_or(ImageError::OutsideFile)?,
+            )
             .ok_or(ImageError::OutsideFile)?;
         let (head, tail) = dst.split_at_mut(src.len().min(dst.len()));
         head.copy_from_slice(src.get(..head.len()).ok_or(ImageError::OutsideFile)?);

@@ -10,12 +10,12 @@ rt::entry!(start);
 #[cfg(target_os = "none")]
 mod process {
     use protocols::error::Error;
-    use protocols::object::{map, vm, vcpu_mode, Invocation, ObjectType};
+    use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
     use protocols::rights::Rights;
     use protocols::syscall::Syscall;
     use protocols::vmcs::ctl::proc;
-    use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags, TransferMask};
     use protocols::vmcs::Field;
+    use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags, TransferMask};
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, recv, retype, Msg};
     use vmm_server::cpuid::CpuidRegs;
@@ -70,16 +70,20 @@ mod process {
             return Err(Error::InvalidArgument);
         }
         for i in 0..pages {
-            invoke(slot::FIRST_IMAGE_FRAME + i, Invocation::FrameMap, &[slot::VSPACE, IMAGE_VA + i * 4096, 0])?;
+            invoke(
+                slot::FIRST_IMAGE_FRAME + i,
+                Invocation::FrameMap,
+                &[slot::VSPACE, IMAGE_VA + i * 4096, 0],
+            )?;
         }
         // SAFETY: the image's frames were just mapped read-only at IMAGE_VA.
-        let image = unsafe { core::slice::from_raw_parts(IMAGE_VA as *const u8, image_size as usize) };
+        let image =
+            unsafe { core::slice::from_raw_parts(IMAGE_VA as *const u8, image_size as usize) };
         retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
-        retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).map_err(|e| {
+        retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).inspect_err(|&e| {
             if e == Error::NotSupported {
                 rt::println!("vmm: no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel log says which)");
             }
-            e
         })?;
         retype(slot::UNTYPED, ObjectType::Endpoint, 0, EXIT_EP, 1)?;
         retype(slot::UNTYPED, ObjectType::Frame, 0, MSG_FRAME, 1)?;
@@ -92,26 +96,36 @@ mod process {
             let rwx = map::WRITE | map::EXECUTE;
             invoke(RAM_GUEST + i, Invocation::FrameMapGuest, &[GUEST_SPACE, i * 4096, rwx])?;
             invoke(slot::CNODE, Invocation::CNodeCopy, &[RAM_GUEST + i, RAM_OWN + i, all])?;
-            invoke(RAM_OWN + i, Invocation::FrameMap, &[slot::VSPACE, RAM_VA + i * 4096, map::WRITE])?;
+            invoke(
+                RAM_OWN + i,
+                Invocation::FrameMap,
+                &[slot::VSPACE, RAM_VA + i * 4096, map::WRITE],
+            )?;
         }
         // SAFETY: the RAM pages were just mapped writable and contiguous at RAM_VA; they
         // stay mapped for the VMM's life and nothing else in this process aliases them.
-        let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, (RAM_PAGES * 4096) as usize) };
+        let ram = unsafe {
+            core::slice::from_raw_parts_mut(RAM_VA as *mut u8, (RAM_PAGES * 4096) as usize)
+        };
         let img = guest_image::parse(image, RAM_PAGES * 4096).map_err(|e| {
             rt::println!("vmm: guest image refused: {e:?}");
             Error::InvalidArgument
         })?;
         guest_image::load(&img, image, ram).map_err(|_| Error::InvalidArgument)?;
-        invoke(VCPU, Invocation::VCpuConfigure, &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()])?;
-        invoke(VCPU, Invocation::VCpuStart, &start_words(mode, img.entry)).map_err(|e| {
+        invoke(
+            VCPU,
+            Invocation::VCpuConfigure,
+            &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()],
+        )?;
+        invoke(VCPU, Invocation::VCpuStart, &start_words(mode, img.entry)).inspect_err(|e| {
             rt::println!("vmm: the kernel cannot run this guest: {}", e.name());
-            e
         })?;
         Ok((ram, img.entry))
     }
 
     /// What every exit message carries beyond the base: what the dispatcher needs.
-    const TRANSFER: TransferMask = Vm::<SliceMemory<'static>, LineSink>::TRANSFER_MASK.union(TransferMask::SYSENTER);
+    const TRANSFER: TransferMask =
+        Vm::<SliceMemory<'static>, LineSink>::TRANSFER_MASK.union(TransferMask::SYSENTER);
 
     /// `VCpuStart`'s words: the mode, this VMM's priority, the exits the guests rely on
     /// (HLT, MONITOR, MWAIT), the entry point, a stack, and for 64-bit guests the page
@@ -127,7 +141,9 @@ mod process {
         let mut words = [0u64; ExitMessage::SIZE];
         for (i, w) in words.iter_mut().take(n).enumerate() {
             // SAFETY: the message frame is mapped at MSG_VA; the kernel wrote the words.
-            *w = unsafe { ((MSG_VA + (vm::EXIT_OFFSET + 8 * i) as u64) as *const u64).read_volatile() };
+            *w = unsafe {
+                ((MSG_VA + (vm::EXIT_OFFSET + 8 * i) as u64) as *const u64).read_volatile()
+            };
         }
         ExitMessage::from_words(words.get(..n)?).ok()
     }
@@ -137,7 +153,9 @@ mod process {
         let n = reply.to_words(&mut words);
         for (i, w) in words.iter().take(n).enumerate() {
             // SAFETY: the message frame is mapped writable at MSG_VA.
-            unsafe { ((MSG_VA + (vm::REPLY_OFFSET + 8 * i) as u64) as *mut u64).write_volatile(*w) };
+            unsafe {
+                ((MSG_VA + (vm::REPLY_OFFSET + 8 * i) as u64) as *mut u64).write_volatile(*w)
+            };
         }
     }
 
@@ -151,7 +169,8 @@ mod process {
         let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
         vm.advance_time(ticks);
         if let Some(w) = vm.wake() {
-            reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits()).unwrap_or(reply.flags);
+            reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
+                .unwrap_or(reply.flags);
             reply.inject(w.injection, w.injection_error, w.injection_len);
         }
     }

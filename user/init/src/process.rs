@@ -45,7 +45,13 @@ fn filled_frame(a: &mut Alloc, scratch: u64, offset: usize, bytes: &[u8]) -> Res
     invoke(f, Invocation::FrameMap, &[slot::VSPACE, scratch, map::WRITE])?;
     // SAFETY: the frame is mapped writable at `scratch` just above; offset + len fit in
     // the page (the loader's plan guarantees it).
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (scratch + offset as u64) as *mut u8, bytes.len()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (scratch + offset as u64) as *mut u8,
+            bytes.len(),
+        )
+    };
     invoke(f, Invocation::FrameUnmap, &[])?;
     Ok(f)
 }
@@ -77,7 +83,14 @@ fn load_segments(a: &mut Alloc, plan: &Plan, image: &[u8], vs: u64) -> Result<()
 /// Load `image` as a new process with a CNode of `2^radix` slots whose slots 1 and 2 hold
 /// its own CNode and VSpace, start it at `priority` with `rdi = arg`, faults going to
 /// `fault_ep` (a slot, or `u64::MAX`).
-pub fn spawn(a: &mut Alloc, image: &[u8], radix: u64, priority: u64, fault_ep: u64, arg: u64) -> Result<Process, Error> {
+pub fn spawn(
+    a: &mut Alloc,
+    image: &[u8],
+    radix: u64,
+    priority: u64,
+    fault_ep: u64,
+    arg: u64,
+) -> Result<Process, Error> {
     let plan = elf_loader::plan(image).map_err(|_| Error::InvalidArgument)?;
     let vs = a.make(ObjectType::VSpace, 17)?;
     let cn = a.make(ObjectType::CNode, radix)?;

@@ -10,16 +10,44 @@ use protocols::vmm::{self, slot, stop, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
-/// A VM to run and what it must end with: `(test name, guest module, mode, VMM flags,
-/// expected (stop reason, exit code))`. The hostile VMM runs beside the others, which
-/// must not notice.
-const GUESTS: &[(&str, &str, u64, u64, (u64, u64))] = &[
-    ("vm_guest64", "guest64", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
-    ("vm_guest32", "guest32", vcpu_mode::PROTECTED32, 0, (stop::EXITED, 0)),
-    ("vm_guest_real", "guest_real", vcpu_mode::REAL, 0, (stop::EXITED, 0)),
-    ("vm_guest_triple", "guest_triple", vcpu_mode::LONG64, 0, (stop::TRIPLE_FAULT, 0)),
-    ("vm_hostile_vmm_refused", "guest64", vcpu_mode::LONG64, vmm::flags::HOSTILE, (stop::EXITED, 0)),
-    ("vm_guest_bench", "guest_bench", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
+/// A VM to run and what it must end with.
+struct VmTest {
+    /// The test line's name.
+    name: &'static str,
+    /// The guest's boot module.
+    module: &'static str,
+    /// Its processor mode (`vcpu_mode`).
+    mode: u64,
+    /// VMM flags (`vmm::flags`).
+    flags: u64,
+    /// The expected report: (stop reason, exit code).
+    want: (u64, u64),
+}
+
+const fn vm(
+    name: &'static str,
+    module: &'static str,
+    mode: u64,
+    flags: u64,
+    want: (u64, u64),
+) -> VmTest {
+    VmTest { name, module, mode, flags, want }
+}
+
+/// The VMs. The hostile VMM runs beside the others, which must not notice.
+const GUESTS: &[VmTest] = &[
+    vm("vm_guest64", "guest64", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
+    vm("vm_guest32", "guest32", vcpu_mode::PROTECTED32, 0, (stop::EXITED, 0)),
+    vm("vm_guest_real", "guest_real", vcpu_mode::REAL, 0, (stop::EXITED, 0)),
+    vm("vm_guest_triple", "guest_triple", vcpu_mode::LONG64, 0, (stop::TRIPLE_FAULT, 0)),
+    vm(
+        "vm_hostile_vmm_refused",
+        "guest64",
+        vcpu_mode::LONG64,
+        vmm::flags::HOSTILE,
+        (stop::EXITED, 0),
+    ),
+    vm("vm_guest_bench", "guest_bench", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
 ];
 
 /// What the kernel says this CPU can run (`bootinfo::vmx` bits).
@@ -64,11 +92,12 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
     let (tests, bench): (u64, u64) = (0b01_1111, 0b10_0000);
     for phase in [tests, bench] {
         let mut started = 0u64;
-        for (badge, (_, module, mode, flags, _)) in GUESTS.iter().enumerate() {
-            let Some(guest) = process::module(module).filter(|_| phase & (1 << badge) != 0) else {
+        for (badge, vm) in GUESTS.iter().enumerate() {
+            let Some(guest) = process::module(vm.module).filter(|_| phase & (1 << badge) != 0)
+            else {
                 continue;
             };
-            let arg = guest.size | (mode << 48) | (flags << 56);
+            let arg = guest.size | (vm.mode << 48) | (vm.flags << 56);
             start_vmm(a, image, &guest, arg, report, badge as u64 + 1)?;
             started |= 1 << badge;
         }
@@ -78,7 +107,14 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
 }
 
 /// Start one VMM process for `guest`, reporting on `report` with `badge`.
-fn start_vmm(a: &mut Alloc, image: &[u8], guest: &ModuleDesc, arg: u64, report: u64, badge: u64) -> Result<(), Error> {
+fn start_vmm(
+    a: &mut Alloc,
+    image: &[u8],
+    guest: &ModuleDesc,
+    arg: u64,
+    report: u64,
+    badge: u64,
+) -> Result<(), Error> {
     let all = u64::from(Rights::ALL.bits());
     let p = process::spawn(a, image, u64::from(vmm::CNODE_RADIX), 200, u64::MAX, arg)?;
     let ut = a.make(ObjectType::Untyped, VMM_UNTYPED_BITS)?;
@@ -86,7 +122,11 @@ fn start_vmm(a: &mut Alloc, image: &[u8], guest: &ModuleDesc, arg: u64, report: 
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     let read = u64::from(Rights::READ.bits());
     for i in 0..guest.pages() {
-        invoke(p.cnode, Invocation::CNodeCopy, &[guest.first_slot + i, slot::FIRST_IMAGE_FRAME + i, read])?;
+        invoke(
+            p.cnode,
+            Invocation::CNodeCopy,
+            &[guest.first_slot + i, slot::FIRST_IMAGE_FRAME + i, read],
+        )?;
     }
     process::start(&p)
 }
@@ -96,15 +136,15 @@ fn collect(t: &mut Suite, report: u64, mut started: u64, features: u64) -> Resul
     while started != 0 {
         let r = recv(report)?;
         let index = r.badge.wrapping_sub(1);
-        let Some((name, _, mode, _, want)) = GUESTS.get(index as usize) else { continue };
+        let Some(vm) = GUESTS.get(index as usize) else { continue };
         started &= !(1 << index);
-        let want = if runnable(*mode, features) { *want } else { (stop::NOT_SUPPORTED, 0) };
+        let want = if runnable(vm.mode, features) { vm.want } else { (stop::NOT_SUPPORTED, 0) };
         let got = if r.msg.info.label == REPORT_LABEL {
             (r.msg.words[2], r.msg.words[0])
         } else {
             (u64::MAX, r.msg.info.label)
         };
-        t.check(name, expect_eq(got, want));
+        t.check(vm.name, expect_eq(got, want));
         reply(&rt::ipc::Msg::default())?;
     }
     Ok(())

@@ -48,7 +48,13 @@ pub fn ipc(
 
 /// [`ipc`] returning the status word and every result register even on failure (a
 /// refused VMCS batch explains itself in `rdx` and `r10`).
-pub fn ipc_raw(number: Syscall, cptr: u64, msg: &Msg, grant: u64, recv_slot: u64) -> (u64, Received) {
+pub fn ipc_raw(
+    number: Syscall,
+    cptr: u64,
+    msg: &Msg,
+    grant: u64,
+    recv_slot: u64,
+) -> (u64, Received) {
     let (status, badge, info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` preserves every register except the outputs named here and rcx,
     // r11; r12 and r13 are only read by the kernel.

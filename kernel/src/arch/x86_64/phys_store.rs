@@ -100,11 +100,15 @@ impl Store for PhysStore {
                 // is the TCB and its data page follows the VMCS.
                 unsafe {
                     ((PHYS_OFFSET + addr) as *mut Tcb).write(tcb);
-                    ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData).write(VcpuData::default());
+                    ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData)
+                        .write(VcpuData::default());
                 }
                 init_slots(tcb_slot(addr, TcbSlot::CSpace), 3);
             }
-            ObjectType::Untyped | ObjectType::Frame | ObjectType::VSpace | ObjectType::GuestSpace => {}
+            ObjectType::Untyped
+            | ObjectType::Frame
+            | ObjectType::VSpace
+            | ObjectType::GuestSpace => {}
         }
     }
 }

@@ -227,8 +227,22 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     data.pending_len = 0;
     let r = &data.gprs.regs;
     let mut g = GuestGprs {
-        rax: r[0], rcx: r[1], rdx: r[2], rbx: r[3], rsp_unused: 0, rbp: r[5], rsi: r[6], rdi: r[7],
-        r8: r[8], r9: r[9], r10: r[10], r11: r[11], r12: r[12], r13: r[13], r14: r[14], r15: r[15],
+        rax: r[0],
+        rcx: r[1],
+        rdx: r[2],
+        rbx: r[3],
+        rsp_unused: 0,
+        rbp: r[5],
+        rsi: r[6],
+        rdi: r[7],
+        r8: r[8],
+        r9: r[9],
+        r10: r[10],
+        r11: r[11],
+        r12: r[12],
+        r13: r[13],
+        r14: r[14],
+        r15: r[15],
     };
     let launched = data.launched;
     thread::release_fpu(k);
