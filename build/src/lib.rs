@@ -8,6 +8,7 @@ pub mod deps;
 pub mod emulator;
 pub mod fuzz;
 pub mod image;
+pub mod manifest;
 pub mod qemu;
 
 use std::path::PathBuf;

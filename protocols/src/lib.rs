@@ -10,6 +10,7 @@ pub mod bootinfo;
 pub mod error;
 pub mod ipc;
 pub mod layout;
+pub mod manifest;
 pub mod object;
 pub mod rights;
 pub mod syscall;

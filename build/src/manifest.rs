@@ -1,0 +1,147 @@
+//! Checking and encoding the system manifest: TOML written by people under `images/`
+//! becomes the postcard-encoded boot module `manifest` (`protocols::manifest`). Every
+//! refusal names the file and the entry.
+
+use crate::{err, Result};
+use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry, MAX_ENCODED};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    vm: Vec<Vm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Vm {
+    name: String,
+    vmm: String,
+    guest: String,
+    mode: String,
+    memory_mib: u64,
+    priority: u8,
+    #[serde(default)]
+    phase: u8,
+    #[serde(default)]
+    hostile: bool,
+    expect: String,
+}
+
+fn mode(vm: &Vm) -> Result<GuestMode> {
+    Ok(match vm.mode.as_str() {
+        "long64" => GuestMode::Long64,
+        "protected32" => GuestMode::Protected32,
+        "real" => GuestMode::Real,
+        other => {
+            return Err(err!("vm {:?}: unknown mode {other:?} (long64, protected32, real)", vm.name))
+        }
+    })
+}
+
+fn expect(vm: &Vm) -> Result<Expect> {
+    if vm.expect == "triple fault" {
+        return Ok(Expect::TripleFault);
+    }
+    vm.expect
+        .strip_prefix("exit ")
+        .and_then(|n| n.parse().ok())
+        .map(Expect::Exit)
+        .ok_or_else(|| err!("vm {:?}: expect {:?} is neither \"exit N\" nor \"triple fault\"", vm.name, vm.expect))
+}
+
+fn memory_bits(vm: &Vm) -> Result<u8> {
+    let mib = vm.memory_mib;
+    if !mib.is_power_of_two() || !(4..=256).contains(&mib) {
+        return Err(err!("vm {:?}: memory_mib {mib} must be a power of two in 4..=256", vm.name));
+    }
+    Ok(20 + mib.trailing_zeros() as u8)
+}
+
+/// Parse, check and encode `text` (from `path`, for messages); `modules` are the boot
+/// modules the image will carry.
+pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
+    let at = |e: crate::Error| err!("{}: {e}", path.display());
+    let file: File = toml::from_str(text).map_err(|e| err!("{}: {e}", path.display()))?;
+    let mut manifest = Manifest { vms: heapless::Vec::new() };
+    for vm in &file.vm {
+        for (what, module) in [("vmm", &vm.vmm), ("guest", &vm.guest)] {
+            if !modules.contains(&module.as_str()) {
+                return Err(at(err!(
+                    "vm {:?}: unknown {what} module {module:?} (the image has: {})",
+                    vm.name,
+                    modules.join(", ")
+                )));
+            }
+        }
+        let entry = VmEntry {
+            name: &vm.name,
+            vmm: &vm.vmm,
+            guest: &vm.guest,
+            mode: mode(vm).map_err(at)?,
+            memory_bits: memory_bits(vm).map_err(at)?,
+            priority: vm.priority,
+            phase: vm.phase,
+            hostile: vm.hostile,
+            expect: expect(vm).map_err(at)?,
+        };
+        manifest.vms.push(entry).map_err(|_| at(err!("more than {} VMs", protocols::manifest::MAX_VMS)))?;
+    }
+    manifest.check().map_err(|e| at(err!("{e}")))?;
+    let bytes = postcard::to_allocvec(&manifest).map_err(|e| at(err!("cannot encode: {e}")))?;
+    if bytes.len() > MAX_ENCODED {
+        return Err(at(err!("the encoded manifest is {} bytes, over {MAX_ENCODED}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+    use protocols::manifest::{Expect, GuestMode, Manifest};
+    use std::path::PathBuf;
+
+    const MODULES: &[&str] = &["vmm", "guest64", "guest32", "guest_real", "guest_triple", "guest_bench"];
+
+    fn images() -> PathBuf {
+        crate::root().join("images")
+    }
+
+    #[test]
+    fn the_default_manifest_encodes_and_decodes() {
+        let path = images().join("default.toml");
+        let bytes = encode(&path, &std::fs::read_to_string(&path).unwrap(), MODULES).unwrap();
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.vms.len(), 6);
+        assert_eq!(m.vms[2].mode, GuestMode::Real);
+        assert_eq!(m.vms[3].expect, Expect::TripleFault);
+        assert!(m.vms[4].hostile);
+        assert_eq!(m.vms[5].phase, 1);
+        assert_eq!(m.vms[0].memory_bits, 22);
+    }
+
+    #[test]
+    fn each_bad_manifest_is_refused_naming_its_entry() {
+        let cases = [
+            ("unknown-guest.toml", "vm \"vm_missing\": unknown guest module \"guest_that_does_not_exist\""),
+            ("duplicate-name.toml", "vm \"twin\": name used twice"),
+            ("bad-mode.toml", "vm \"vm_mode\": unknown mode \"virtual8086\""),
+            ("too-little-memory.toml", "vm \"vm_small\": memory_mib 1 must be a power of two"),
+            ("bad-expect.toml", "vm \"vm_expect\": expect \"finish somehow\""),
+            ("unknown-key.toml", "unknown field `priorty`"),
+            ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),
+        ];
+        let dir = images().join("bad-manifests");
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, cases.len(), "every file in {} has a case", dir.display());
+        for (file, message) in cases {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let e = encode(&path, &text, MODULES).unwrap_err().to_string();
+            assert!(e.contains(message), "{file}: {e}");
+            assert!(e.starts_with(&path.display().to_string()), "{file}: names the file: {e}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The system manifest: what the root task builds. People write it as TOML under
+//! `images/`; the build tool checks it and encodes it with postcard into the boot module
+//! `manifest`, which the root task decodes (and checks again: a boot module is input).
+//!
+//! The wire format is postcard over these types; enums only ever get variants appended.
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The most VMs a manifest lists.
+pub const MAX_VMS: usize = 16;
+/// Longest name or module name.
+pub const MAX_NAME: usize = 32;
+/// The boot module that carries the manifest.
+pub const MODULE: &str = "manifest";
+/// Largest encoded manifest.
+pub const MAX_ENCODED: usize = 4096;
+
+/// A guest's processor mode at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMode {
+    /// 64-bit long mode.
+    Long64,
+    /// 32-bit protected mode, paging off.
+    Protected32,
+    /// Real mode.
+    Real,
+}
+
+/// How a VM must end for the run to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The guest exits by hypercall with this code.
+    Exit(u64),
+    /// The guest triple-faults (only its VM stops).
+    TripleFault,
+}
+
+/// One VM: a VMM process serving one guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEntry<'a> {
+    /// Its name (the test line's name).
+    pub name: &'a str,
+    /// The VMM's boot module.
+    pub vmm: &'a str,
+    /// The guest image's boot module.
+    pub guest: &'a str,
+    /// The guest's mode.
+    pub mode: GuestMode,
+    /// log2 of the untyped memory the VMM gets for the VM (RAM and objects).
+    pub memory_bits: u8,
+    /// The VMM's scheduling priority (its vCPU runs at the same).
+    pub priority: u8,
+    /// Start only after every VM of a lower phase has ended (benchmarks run alone).
+    pub phase: u8,
+    /// Hostile VMM (see `vmm::flags::HOSTILE`).
+    pub hostile: bool,
+    /// How it must end.
+    pub expect: Expect,
+}
+
+/// The whole manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest<'a> {
+    /// The VMs, in start order.
+    #[serde(borrow)]
+    pub vms: Vec<VmEntry<'a>, MAX_VMS>,
+}
+
+/// Why a manifest was refused; every variant names the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error<'a> {
+    /// The bytes do not decode.
+    Malformed,
+    /// An entry's name is empty or too long.
+    BadName { index: usize },
+    /// Two entries share a name.
+    DuplicateName { name: &'a str },
+    /// The VM memory is outside 2^22..=2^28 bytes.
+    BadMemory { name: &'a str, bits: u8 },
+    /// A priority above what the root task may hand out (254).
+    BadPriority { name: &'a str, priority: u8 },
+    /// A module name is empty or too long.
+    BadModule { name: &'a str },
+}
+
+impl core::fmt::Display for Error<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Malformed => write!(f, "the manifest does not decode"),
+            Self::BadName { index } => write!(f, "vm #{index}: name empty or over {MAX_NAME} bytes"),
+            Self::DuplicateName { name } => write!(f, "vm {name:?}: name used twice"),
+            Self::BadMemory { name, bits } => {
+                write!(f, "vm {name:?}: memory 2^{bits} bytes is outside 4 MiB..=256 MiB")
+            }
+            Self::BadPriority { name, priority } => {
+                write!(f, "vm {name:?}: priority {priority} is above 254")
+            }
+            Self::BadModule { name } => write!(f, "vm {name:?}: module name empty or too long"),
+        }
+    }
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME
+}
+
+impl<'a> Manifest<'a> {
+    /// Decode and check an encoded manifest.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error<'a>> {
+        let m: Self = postcard::from_bytes(bytes).map_err(|_| Error::Malformed)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Check every entry (the build tool checks the same before encoding).
+    pub fn check(&self) -> Result<(), Error<'a>> {
+        for (index, vm) in self.vms.iter().enumerate() {
+            if !name_ok(vm.name) {
+                return Err(Error::BadName { index });
+            }
+            if self.vms.iter().take(index).any(|other| other.name == vm.name) {
+                return Err(Error::DuplicateName { name: vm.name });
+            }
+            if !(22..=28).contains(&vm.memory_bits) {
+                return Err(Error::BadMemory { name: vm.name, bits: vm.memory_bits });
+            }
+            if vm.priority > 254 {
+                return Err(Error::BadPriority { name: vm.name, priority: vm.priority });
+            }
+            if !name_ok(vm.vmm) || !name_ok(vm.guest) {
+                return Err(Error::BadModule { name: vm.name });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, Expect, GuestMode, Manifest, VmEntry};
+
+    fn vm(name: &'static str) -> VmEntry<'static> {
+        VmEntry {
+            name,
+            vmm: "vmm",
+            guest: "guest64",
+            mode: GuestMode::Long64,
+            memory_bits: 22,
+            priority: 200,
+            phase: 0,
+            hostile: false,
+            expect: Expect::Exit(0),
+        }
+    }
+
+    fn encode(m: &Manifest<'_>) -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        postcard::to_slice(m, &mut buf).unwrap().to_vec()
+    }
+
+    #[test]
+    fn round_trips_with_golden_prefix() {
+        let mut m = Manifest { vms: heapless::Vec::new() };
+        m.vms.push(vm("a")).unwrap();
+        let bytes = encode(&m);
+        // One entry, then the name "a" (length 1).
+        assert_eq!(&bytes[..3], &[1, 1, b'a']);
+        assert_eq!(Manifest::decode(&bytes), Ok(m));
+    }
+
+    #[test]
+    fn refuses_bad_entries_by_name() {
+        let mut m = Manifest { vms: heapless::Vec::new() };
+        m.vms.push(vm("a")).unwrap();
+        m.vms.push(vm("a")).unwrap();
+        assert_eq!(m.check(), Err(Error::DuplicateName { name: "a" }));
+        m.vms[1].name = "b";
+        m.vms[1].memory_bits = 40;
+        assert_eq!(m.check(), Err(Error::BadMemory { name: "b", bits: 40 }));
+        m.vms[1].memory_bits = 22;
+        m.vms[1].priority = 255;
+        assert_eq!(m.check(), Err(Error::BadPriority { name: "b", priority: 255 }));
+        m.vms[1].priority = 1;
+        m.vms[1].guest = "";
+        assert_eq!(m.check(), Err(Error::BadModule { name: "b" }));
+        assert_eq!(Manifest::decode(&[0xff, 0xff, 0xff]), Err(Error::Malformed));
+        let bytes = encode(&m);
+        for cut in 0..bytes.len() {
+            let _ = Manifest::decode(&bytes[..cut]);
+        }
+    }
+}
