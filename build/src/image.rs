@@ -31,21 +31,35 @@ pub struct Image {
     pub init: InitVariant,
     /// What it is for.
     pub about: &'static str,
+    /// Its system manifest, under `images/`.
+    pub manifest: &'static str,
 }
 
 /// Every image this tree knows.
 pub const IMAGES: &[Image] = &[
-    Image { name: "default", init: InitVariant::Intact, about: "the kernel and the root task" },
-    Image { name: "bad-init-truncated", init: InitVariant::Truncated, about: "init cut short" },
+    Image {
+        name: "default",
+        init: InitVariant::Intact,
+        about: "the kernel, the root task and the test VMs",
+        manifest: "default.toml",
+    },
+    Image {
+        name: "bad-init-truncated",
+        init: InitVariant::Truncated,
+        about: "init cut short",
+        manifest: "default.toml",
+    },
     Image {
         name: "bad-init-machine",
         init: InitVariant::WrongMachine,
         about: "init built for ARM",
+        manifest: "default.toml",
     },
     Image {
         name: "bad-init-kernel-overlap",
         init: InitVariant::KernelOverlap,
         about: "init with a segment inside kernel space",
+        manifest: "default.toml",
     },
 ];
 
@@ -82,6 +96,13 @@ pub fn build(image: Image) -> Result<PathBuf> {
     for g in cargo::GUESTS {
         fs::copy(guests.join(g), dir.join("boot").join(g))?;
     }
+    let mut modules = vec!["vmm"];
+    modules.extend_from_slice(cargo::GUESTS);
+    let manifest_path = crate::root().join("images").join(image.manifest);
+    let text =
+        fs::read_to_string(&manifest_path).map_err(|e| err!("{}: {e}", manifest_path.display()))?;
+    let manifest = crate::manifest::encode(&manifest_path, &text, &modules)?;
+    fs::write(dir.join("boot/manifest"), manifest)?;
     fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg())?;
     let iso = images.join(format!("{}.iso", image.name));
     mkrescue(&dir, &iso)?;
@@ -89,7 +110,9 @@ pub fn build(image: Image) -> Result<PathBuf> {
 }
 
 fn grub_cfg() -> String {
-    let mut modules = String::from("  module2 /boot/init init\n  module2 /boot/vmm vmm\n");
+    let mut modules = String::from(
+        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/vmm vmm\n",
+    );
     for g in cargo::GUESTS {
         modules.push_str(&format!("  module2 /boot/{g} {g}\n"));
     }

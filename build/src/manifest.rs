@@ -36,7 +36,10 @@ fn mode(vm: &Vm) -> Result<GuestMode> {
         "protected32" => GuestMode::Protected32,
         "real" => GuestMode::Real,
         other => {
-            return Err(err!("vm {:?}: unknown mode {other:?} (long64, protected32, real)", vm.name))
+            return Err(err!(
+                "vm {:?}: unknown mode {other:?} (long64, protected32, real)",
+                vm.name
+            ))
         }
     })
 }
@@ -45,11 +48,15 @@ fn expect(vm: &Vm) -> Result<Expect> {
     if vm.expect == "triple fault" {
         return Ok(Expect::TripleFault);
     }
-    vm.expect
-        .strip_prefix("exit ")
-        .and_then(|n| n.parse().ok())
-        .map(Expect::Exit)
-        .ok_or_else(|| err!("vm {:?}: expect {:?} is neither \"exit N\" nor \"triple fault\"", vm.name, vm.expect))
+    vm.expect.strip_prefix("exit ").and_then(|n| n.parse().ok()).map(Expect::Exit).ok_or_else(
+        || {
+            err!(
+                "vm {:?}: expect {:?} is neither \"exit N\" nor \"triple fault\"",
+                vm.name,
+                vm.expect
+            )
+        },
+    )
 }
 
 fn memory_bits(vm: &Vm) -> Result<u8> {
@@ -87,7 +94,10 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             hostile: vm.hostile,
             expect: expect(vm).map_err(at)?,
         };
-        manifest.vms.push(entry).map_err(|_| at(err!("more than {} VMs", protocols::manifest::MAX_VMS)))?;
+        manifest
+            .vms
+            .push(entry)
+            .map_err(|_| at(err!("more than {} VMs", protocols::manifest::MAX_VMS)))?;
     }
     manifest.check().map_err(|e| at(err!("{e}")))?;
     let bytes = postcard::to_allocvec(&manifest).map_err(|e| at(err!("cannot encode: {e}")))?;
@@ -103,7 +113,8 @@ mod tests {
     use protocols::manifest::{Expect, GuestMode, Manifest};
     use std::path::PathBuf;
 
-    const MODULES: &[&str] = &["vmm", "guest64", "guest32", "guest_real", "guest_triple", "guest_bench"];
+    const MODULES: &[&str] =
+        &["vmm", "guest64", "guest32", "guest_real", "guest_triple", "guest_bench"];
 
     fn images() -> PathBuf {
         crate::root().join("images")
@@ -125,7 +136,10 @@ mod tests {
     #[test]
     fn each_bad_manifest_is_refused_naming_its_entry() {
         let cases = [
-            ("unknown-guest.toml", "vm \"vm_missing\": unknown guest module \"guest_that_does_not_exist\""),
+            (
+                "unknown-guest.toml",
+                "vm \"vm_missing\": unknown guest module \"guest_that_does_not_exist\"",
+            ),
             ("duplicate-name.toml", "vm \"twin\": name used twice"),
             ("bad-mode.toml", "vm \"vm_mode\": unknown mode \"virtual8086\""),
             ("too-little-memory.toml", "vm \"vm_small\": memory_mib 1 must be a power of two"),

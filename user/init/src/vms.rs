@@ -1,54 +1,16 @@
-//! Starting one VMM process per guest module and collecting their reports as test lines.
+//! Starting the VMs the system manifest lists, one VMM process each, and checking how
+//! each ends (their reports become test lines).
 
 use crate::alloc::Alloc;
 use crate::process;
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
+use protocols::manifest::{self, Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::vmm::{self, slot, stop, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
-
-/// A VM to run and what it must end with.
-struct VmTest {
-    /// The test line's name.
-    name: &'static str,
-    /// The guest's boot module.
-    module: &'static str,
-    /// Its processor mode (`vcpu_mode`).
-    mode: u64,
-    /// VMM flags (`vmm::flags`).
-    flags: u64,
-    /// The expected report: (stop reason, exit code).
-    want: (u64, u64),
-}
-
-const fn vm(
-    name: &'static str,
-    module: &'static str,
-    mode: u64,
-    flags: u64,
-    want: (u64, u64),
-) -> VmTest {
-    VmTest { name, module, mode, flags, want }
-}
-
-/// The VMs. The hostile VMM runs beside the others, which must not notice.
-const GUESTS: &[VmTest] = &[
-    vm("vm_guest64", "guest64", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
-    vm("vm_guest32", "guest32", vcpu_mode::PROTECTED32, 0, (stop::EXITED, 0)),
-    vm("vm_guest_real", "guest_real", vcpu_mode::REAL, 0, (stop::EXITED, 0)),
-    vm("vm_guest_triple", "guest_triple", vcpu_mode::LONG64, 0, (stop::TRIPLE_FAULT, 0)),
-    vm(
-        "vm_hostile_vmm_refused",
-        "guest64",
-        vcpu_mode::LONG64,
-        vmm::flags::HOSTILE,
-        (stop::EXITED, 0),
-    ),
-    vm("vm_guest_bench", "guest_bench", vcpu_mode::LONG64, 0, (stop::EXITED, 0)),
-];
 
 /// What the kernel says this CPU can run (`bootinfo::vmx` bits).
 fn vmx_features() -> u64 {
@@ -56,22 +18,47 @@ fn vmx_features() -> u64 {
     unsafe { (BOOTINFO_ADDR as *const u64).add(bootinfo::word::VMX_FEATURES).read() }
 }
 
+fn mode(m: GuestMode) -> u64 {
+    match m {
+        GuestMode::Long64 => vcpu_mode::LONG64,
+        GuestMode::Protected32 => vcpu_mode::PROTECTED32,
+        GuestMode::Real => vcpu_mode::REAL,
+    }
+}
+
 /// Whether a guest in `mode` can run with `features`: every guest needs EPT; real mode
 /// and unpaged protected mode need unrestricted guest.
-fn runnable(mode: u64, features: u64) -> bool {
+fn runnable(m: GuestMode, features: u64) -> bool {
     let mut need = bootinfo::vmx::VCPUS | bootinfo::vmx::EPT;
-    if mode != vcpu_mode::LONG64 {
+    if m != GuestMode::Long64 {
         need |= bootinfo::vmx::UNRESTRICTED_GUEST;
     }
     features & need == need
 }
 
-/// log2 of the untyped memory each VMM gets.
-const VMM_UNTYPED_BITS: u64 = 22;
+/// The report a VM must send: `(stop reason, exit code)`.
+fn expected(vm: &VmEntry<'_>, features: u64) -> (u64, u64) {
+    if !runnable(vm.mode, features) {
+        return (stop::NOT_SUPPORTED, 0);
+    }
+    match vm.expect {
+        Expect::Exit(code) => (stop::EXITED, code),
+        Expect::TripleFault => (stop::TRIPLE_FAULT, 0),
+    }
+}
 
-/// Run every guest whose module is present, one VMM process each, all at once; report.
+/// Run the VMs of the manifest, phase by phase (VMs of one phase run side by side; a
+/// later phase starts when the earlier one has ended, so benchmarks can run alone).
 pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
-    let Some(vmm) = process::module("vmm") else { return Ok(()) };
+    let Some(desc) = process::module(manifest::MODULE) else { return Ok(()) };
+    let bytes = process::map_module(a, &desc)?;
+    let manifest = match Manifest::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            t.check("manifest", Err(e));
+            return Ok(());
+        }
+    };
     let features = vmx_features();
     // A VCpu can be made exactly when the kernel says so.
     let probe = a.slot();
@@ -84,67 +71,92 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
         Err(e) => return Err(e),
     };
     t.check("vcpu_creation_matches_vmx", expect_eq(made, features & bootinfo::vmx::VCPUS != 0));
-    rt::println!("init: VT-x features {features:#x}: starting the test VMs");
-    let image = process::map_module(a, &vmm)?;
+    rt::println!(
+        "init: VT-x features {features:#x}; the manifest lists {} VMs",
+        manifest.vms.len()
+    );
     let report = a.make(ObjectType::Endpoint, 0)?;
-    // The test VMs run side by side; the benchmark VM runs alone afterwards, so other
-    // VMs' time slices do not pollute its figures.
-    let (tests, bench): (u64, u64) = (0b01_1111, 0b10_0000);
-    for phase in [tests, bench] {
+    let mut images = Images::default();
+    let last_phase = manifest.vms.iter().map(|v| v.phase).max().unwrap_or(0);
+    for phase in 0..=last_phase {
         let mut started = 0u64;
-        for (badge, vm) in GUESTS.iter().enumerate() {
-            let Some(guest) = process::module(vm.module).filter(|_| phase & (1 << badge) != 0)
-            else {
-                continue;
-            };
-            let arg = guest.size | (vm.mode << 48) | (vm.flags << 56);
-            start_vmm(a, image, &guest, arg, report, badge as u64 + 1)?;
-            started |= 1 << badge;
+        for (i, vm) in manifest.vms.iter().enumerate().filter(|(_, v)| v.phase == phase) {
+            match start_vmm(a, &mut images, vm, report, i as u64 + 1) {
+                Ok(()) => started |= 1 << i,
+                Err(e) => t.check(vm.name, Err(e.name())),
+            }
         }
-        collect(t, report, started, features)?;
+        collect(t, &manifest, report, started, features)?;
     }
     Ok(())
 }
 
-/// Start one VMM process for `guest`, reporting on `report` with `badge`.
+fn module(name: &str) -> Result<ModuleDesc, Error> {
+    process::module(name).ok_or(Error::InvalidArgument)
+}
+
+/// VMM images already mapped into the root task (a module's frames map only once).
+#[derive(Default)]
+struct Images {
+    mapped: heapless::Vec<(&'static str, &'static [u8]), 4>,
+}
+
+impl Images {
+    fn get(&mut self, a: &mut Alloc, name: &'static str) -> Result<&'static [u8], Error> {
+        if let Some((_, bytes)) = self.mapped.iter().find(|(n, _)| *n == name) {
+            return Ok(bytes);
+        }
+        let bytes = process::map_module(a, &module(name)?)?;
+        self.mapped.push((name, bytes)).map_err(|_| Error::OutOfMemory)?;
+        Ok(bytes)
+    }
+}
+
+/// Start the VMM process of `vm`, reporting on `report` with `badge`.
 fn start_vmm(
     a: &mut Alloc,
-    image: &[u8],
-    guest: &ModuleDesc,
-    arg: u64,
+    images: &mut Images,
+    vm: &VmEntry<'static>,
     report: u64,
     badge: u64,
 ) -> Result<(), Error> {
-    let all = u64::from(Rights::ALL.bits());
-    let p = process::spawn(a, image, u64::from(vmm::CNODE_RADIX), 200, u64::MAX, arg)?;
-    let ut = a.make(ObjectType::Untyped, VMM_UNTYPED_BITS)?;
+    let guest = module(vm.guest)?;
+    let image = images.get(a, vm.vmm)?;
+    let flags = if vm.hostile { vmm::flags::HOSTILE } else { 0 };
+    let arg = guest.size | (mode(vm.mode) << 48) | (flags << 56);
+    let radix = u64::from(vmm::CNODE_RADIX);
+    let p = process::spawn(a, image, radix, u64::from(vm.priority), u64::MAX, arg)?;
+    let ut = a.make(ObjectType::Untyped, u64::from(vm.memory_bits))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
+    let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     let read = u64::from(Rights::READ.bits());
     for i in 0..guest.pages() {
-        invoke(
-            p.cnode,
-            Invocation::CNodeCopy,
-            &[guest.first_slot + i, slot::FIRST_IMAGE_FRAME + i, read],
-        )?;
+        let dst = slot::FIRST_IMAGE_FRAME + i;
+        invoke(p.cnode, Invocation::CNodeCopy, &[guest.first_slot + i, dst, read])?;
     }
     process::start(&p)
 }
 
 /// Wait for the reports of every VM in `started` and check each.
-fn collect(t: &mut Suite, report: u64, mut started: u64, features: u64) -> Result<(), Error> {
+fn collect(
+    t: &mut Suite,
+    manifest: &Manifest<'_>,
+    report: u64,
+    mut started: u64,
+    features: u64,
+) -> Result<(), Error> {
     while started != 0 {
         let r = recv(report)?;
         let index = r.badge.wrapping_sub(1);
-        let Some(vm) = GUESTS.get(index as usize) else { continue };
+        let Some(vm) = manifest.vms.get(index as usize) else { continue };
         started &= !(1 << index);
-        let want = if runnable(vm.mode, features) { vm.want } else { (stop::NOT_SUPPORTED, 0) };
         let got = if r.msg.info.label == REPORT_LABEL {
             (r.msg.words[2], r.msg.words[0])
         } else {
             (u64::MAX, r.msg.info.label)
         };
-        t.check(vm.name, expect_eq(got, want));
+        t.check(vm.name, expect_eq(got, expected(vm, features)));
         reply(&rt::ipc::Msg::default())?;
     }
     Ok(())
