@@ -79,6 +79,17 @@ impl FrameAllocator {
                 free.push(r).map_err(|_| Error::TooFragmented)?;
             }
         }
+        // Firmware maps may list overlapping usable ranges: merge them, so no frame is
+        // counted (and handed out) twice.
+        free.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<PhysRange, MAX_RANGES> = Vec::new();
+        for r in free {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r).map_err(|_| Error::TooFragmented)?,
+            }
+        }
+        let mut free = merged;
         for cut in reserved {
             let mut next: Vec<PhysRange, MAX_RANGES> = Vec::new();
             for r in &free {
@@ -203,6 +214,14 @@ mod tests {
         );
         assert_eq!(fa.alloc_block(22), None);
         assert_eq!(fa.alloc(), Some(MIB + 0x3000));
+    }
+
+    #[test]
+    fn overlapping_usable_ranges_never_hand_out_a_frame_twice() {
+        let usable = [PhysRange::new(MIB, 0x3000), PhysRange::new(MIB + 0x1000, 0x3000)];
+        let mut fa = FrameAllocator::new(usable, &[], u64::MAX).unwrap();
+        let frames: Vec<u64> = std::iter::from_fn(|| fa.alloc()).collect();
+        assert_eq!(frames, [MIB, MIB + 0x1000, MIB + 0x2000, MIB + 0x3000]);
     }
 
     #[test]

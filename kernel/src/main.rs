@@ -93,16 +93,20 @@ mod bare {
             .filter(|r| r.kind == RegionKind::Available)
             .map(|r| PhysRange::new(r.base, r.len));
         let (k_start, k_end) = memory::kernel_image();
-        let mut reserved: heapless::Vec<PhysRange, 40> = heapless::Vec::new();
+        let mut reserved: heapless::Vec<PhysRange, 80> = heapless::Vec::new();
         let fixed = [
             PhysRange::new(0, 1 << 20),
             PhysRange { start: k_start, end: k_end },
             PhysRange::new(info_phys, info.size() as u64),
         ];
-        for r in fixed
-            .into_iter()
-            .chain(info.modules().map(|m| PhysRange { start: m.start, end: m.end }))
-        {
+        let modules = info.modules().map(|m| PhysRange { start: m.start, end: m.end });
+        // A region the map calls reserved stays reserved even where another entry
+        // claims it is usable.
+        let firmware = info
+            .memory_map()
+            .filter(|r| r.kind != RegionKind::Available)
+            .map(|r| PhysRange::new(r.base, r.len));
+        for r in fixed.into_iter().chain(modules).chain(firmware) {
             if reserved.push(r).is_err() {
                 return Err(kernel::frame_alloc::Error::TooFragmented);
             }
