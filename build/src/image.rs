@@ -33,6 +33,8 @@ pub struct Image {
     pub about: &'static str,
     /// Its system manifest, under `images/`.
     pub manifest: &'static str,
+    /// Cut the encoded manifest short (to prove the root task refuses it cleanly).
+    pub corrupt_manifest: bool,
 }
 
 /// Every image this tree knows.
@@ -42,24 +44,35 @@ pub const IMAGES: &[Image] = &[
         init: InitVariant::Intact,
         about: "the kernel, the root task and the test VMs",
         manifest: "default.toml",
+        corrupt_manifest: false,
     },
     Image {
         name: "bad-init-truncated",
         init: InitVariant::Truncated,
         about: "init cut short",
         manifest: "default.toml",
+        corrupt_manifest: false,
     },
     Image {
         name: "bad-init-machine",
         init: InitVariant::WrongMachine,
         about: "init built for ARM",
         manifest: "default.toml",
+        corrupt_manifest: false,
     },
     Image {
         name: "bad-init-kernel-overlap",
         init: InitVariant::KernelOverlap,
         about: "init with a segment inside kernel space",
         manifest: "default.toml",
+        corrupt_manifest: false,
+    },
+    Image {
+        name: "bad-manifest",
+        init: InitVariant::Intact,
+        about: "a manifest module cut short",
+        manifest: "default.toml",
+        corrupt_manifest: true,
     },
 ];
 
@@ -101,7 +114,10 @@ pub fn build(image: Image) -> Result<PathBuf> {
     let manifest_path = crate::root().join("images").join(image.manifest);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| err!("{}: {e}", manifest_path.display()))?;
-    let manifest = crate::manifest::encode(&manifest_path, &text, &modules)?;
+    let mut manifest = crate::manifest::encode(&manifest_path, &text, &modules)?;
+    if image.corrupt_manifest {
+        manifest.truncate(manifest.len() / 2);
+    }
     fs::write(dir.join("boot/manifest"), manifest)?;
     fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg())?;
     let iso = images.join(format!("{}.iso", image.name));
