@@ -106,6 +106,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
     fs::copy(&kernel, dir.join("boot/kernel"))?;
     fs::write(dir.join("boot/init"), init)?;
     fs::copy(user.join("vmm-server"), dir.join("boot/vmm"))?;
+    fs::copy(user.join("console-driver"), dir.join("boot/console"))?;
     for g in cargo::GUESTS {
         fs::copy(guests.join(g), dir.join("boot").join(g))?;
     }
@@ -127,7 +128,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
 
 fn grub_cfg() -> String {
     let mut modules = String::from(
-        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/vmm vmm\n",
+        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/console console\n  module2 /boot/vmm vmm\n",
     );
     for g in cargo::GUESTS {
         modules.push_str(&format!("  module2 /boot/{g} {g}\n"));

@@ -1,11 +1,13 @@
 //! Creating the root task's kernel objects and capabilities at boot: its TCB, CSpace,
-//! address space, boot-information page, and every byte of free memory as untyped
-//! capabilities (the kernel keeps none for itself).
+//! address space, boot-information page, every byte of free memory as untyped
+//! capabilities (the kernel keeps none for itself), and the host's devices: every I/O
+//! port but the kernel's own and the authority over the IRQ lines.
 
 use crate::cap::{Cap, Mapping};
 use crate::cnode::{self, SLOT_BITS};
 use crate::context::UserContext;
 use crate::frame_alloc::PhysRange;
+use crate::irq::IRQ_NODE_BITS;
 use crate::state::Kernel;
 use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot, TCB_BITS, UNTYPED_MIN_BITS};
 use crate::tcb::ThreadState;
@@ -14,6 +16,7 @@ use crate::vspace;
 use protocols::bootinfo::{
     self, slot, word, BOOTINFO_ADDR, MAX_MODULES, MAX_MODULE_PAGES, MAX_UNTYPED, ROOT_CNODE_RADIX,
 };
+use protocols::io::ROOT_PORTS;
 use protocols::object::ObjectType;
 use protocols::rights::Rights;
 
@@ -32,6 +35,8 @@ pub struct RootTask {
     pub pool_pages: u64,
     /// The boot-information frame, already mapped read-only at `BOOTINFO_ADDR`.
     pub bootinfo: u64,
+    /// `2^IRQ_NODE_BITS` aligned bytes for the kernel's IRQ node.
+    pub irq_node: u64,
     /// Entry point and initial stack pointer.
     pub entry: u64,
     /// Initial stack pointer.
@@ -135,7 +140,8 @@ pub fn start_root_task<S: Store>(
         let cap = s.slot(at(i)).cap;
         let _ = cnode::insert_child(s, at(i), tcb_slot(rt.tcb, which), cap);
     }
-    let t = s.tcb(rt.tcb);
+    hand_over_devices(k, rt.cnode, rt.irq_node);
+    let t = k.store.tcb(rt.tcb);
     t.root_task = true;
     t.priority = 255;
     t.set_name("init");
@@ -144,6 +150,18 @@ pub fn start_root_task<S: Store>(
     k.vspaces.add(rt.vspace, rt.pool, rt.pool_pages)?;
     k.current = rt.tcb;
     Ok((count, bytes))
+}
+
+/// Set up the IRQ node at `irq_node` and give the root task (CNode `cnode`) the IRQ
+/// control capability and one `IoPorts` capability per range of `io::ROOT_PORTS`.
+pub fn hand_over_devices<S: Store>(k: &mut Kernel<S>, cnode: u64, irq_node: u64) {
+    k.store.create(ObjectType::CNode, irq_node, IRQ_NODE_BITS);
+    k.irqs.node = irq_node;
+    let _ = cnode::insert_root(&mut k.store, cnode_slot(cnode, slot::IRQ_CONTROL), Cap::IrqControl);
+    for (i, &(first, last)) in ROOT_PORTS.iter().enumerate() {
+        let at = cnode_slot(cnode, slot::FIRST_IO_PORTS + i as u64);
+        let _ = cnode::insert_root(&mut k.store, at, Cap::IoPorts { first, last });
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +185,7 @@ mod tests {
             pool: 0x9000,
             pool_pages: 4,
             bootinfo: 0xa000,
+            irq_node: 0xb000,
             entry: 0x40_0000,
             stack: 0x7fff_0000,
         };
@@ -199,5 +218,12 @@ mod tests {
             second,
             Cap::Frame { addr: 0x300_1000, rights: protocols::rights::Rights::READ, mapped: None }
         );
+        let root = |k: &mut Kernel<FakeStore>, i| k.store.slot(cnode_slot(0x2_0000, i)).cap;
+        assert_eq!(root(&mut k, slot::IRQ_CONTROL), Cap::IrqControl);
+        for (i, (first, last)) in protocols::io::ROOT_PORTS.into_iter().enumerate() {
+            let cap = root(&mut k, slot::FIRST_IO_PORTS + i as u64);
+            assert_eq!(cap, Cap::IoPorts { first, last });
+        }
+        assert_eq!(k.irqs.node, 0xb000);
     }
 }

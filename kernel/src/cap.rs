@@ -39,6 +39,12 @@ pub enum Cap {
     VCpu { addr: u64 },
     /// A guest-physical address space (EPT PML4 and its table pool).
     GuestSpace { addr: u64, size_bits: u8 },
+    /// Host I/O ports `first..=last`, accessed through the kernel (no object behind it).
+    IoPorts { first: u16, last: u16 },
+    /// The authority to make IRQ handler capabilities (the root task's alone).
+    IrqControl,
+    /// One IRQ line: bind it to a notification, acknowledge it.
+    IrqHandler { irq: u8 },
 }
 
 impl Cap {
@@ -56,6 +62,10 @@ impl Cap {
             Self::VSpace { addr, .. } => (addr, 6),
             Self::VCpu { addr } => (addr, 7),
             Self::GuestSpace { addr, .. } => (addr, 8),
+            // Not memory: the "address" only has to tell the resources apart.
+            Self::IoPorts { first, last } => ((u64::from(first) << 16) | u64::from(last), 9),
+            Self::IrqControl => (0, 10),
+            Self::IrqHandler { irq } => (u64::from(irq), 11),
         })
     }
 

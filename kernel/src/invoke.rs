@@ -131,6 +131,27 @@ impl<S: Store> Kernel<S> {
                 need(4)?;
                 self.vcpu_start(p, addr, w)
             }
+            (Invocation::IoPortIn, Cap::IoPorts { first, last }) => {
+                need(2)?;
+                self.io_port_in(p, (first, last), w[0], w[1])
+            }
+            (Invocation::IoPortOut, Cap::IoPorts { first, last }) => {
+                need(3)?;
+                self.io_port_out(p, (first, last), [w[0], w[1], w[2]])
+            }
+            (Invocation::IoPortsCarve, Cap::IoPorts { first, last }) => {
+                need(3)?;
+                self.io_ports_carve(at, (first, last), [w[0], w[1], w[2]])
+            }
+            (Invocation::IrqControlGet, Cap::IrqControl) => {
+                need(2)?;
+                self.irq_control_get(at, w[0], w[1])
+            }
+            (Invocation::IrqHandlerSetNotification, Cap::IrqHandler { irq }) => {
+                need(1)?;
+                self.irq_set_notification(irq, w[0])
+            }
+            (Invocation::IrqHandlerAck, Cap::IrqHandler { irq }) => self.irq_ack(p, irq),
             _ => Err(Error::WrongType),
         }
     }
@@ -424,7 +445,12 @@ impl<S: Store> Kernel<S> {
                     self.delete(crate::store::cnode_slot(addr, i));
                 }
             }
-            Cap::Untyped { .. } | Cap::Frame { .. } | Cap::Null => {}
+            Cap::IrqHandler { irq } => self.release_irq(irq),
+            Cap::Untyped { .. }
+            | Cap::Frame { .. }
+            | Cap::IoPorts { .. }
+            | Cap::IrqControl
+            | Cap::Null => {}
         }
     }
 

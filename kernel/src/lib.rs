@@ -6,13 +6,18 @@
 pub mod bootstrap;
 pub mod cap;
 pub mod cnode;
+pub mod console_share;
 pub mod context;
 pub mod elf_loader;
 pub mod endpoint;
 pub mod fastpath;
 pub mod frame_alloc;
+#[cfg(test)]
+mod hw_tests;
 pub mod invoke;
+pub mod io_ports;
 pub mod ipc;
+pub mod irq;
 pub mod multiboot2;
 pub mod notification;
 pub mod paging;

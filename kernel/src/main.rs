@@ -134,8 +134,9 @@ mod bare {
             frames.alloc_block(12),
             frames.alloc_block(bootstrap::ROOT_CNODE_BITS),
             frames.alloc_block(POOL_BITS),
+            frames.alloc(),
         );
-        let (Some(tcb), Some(cnode), Some(pool)) = blocks else {
+        let (Some(tcb), Some(cnode), Some(pool), Some(irq_node)) = blocks else {
             kprintln!("kernel: not enough memory for the root task's objects; halting");
             exit::exit(false)
         };
@@ -146,6 +147,7 @@ mod bare {
             pool,
             pool_pages: 1 << (POOL_BITS - 12),
             bootinfo: loaded.bootinfo,
+            irq_node,
             entry: loaded.entry,
             stack: ROOT_STACK_TOP - 8,
         };
@@ -177,6 +179,7 @@ mod bare {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        crate::release_held_log();
         kprintln!("KERNEL PANIC: {info}");
         exit::exit(false)
     }
@@ -186,6 +189,7 @@ mod bare {
 /// system ends through the root task's shutdown call).
 #[cfg(target_os = "none")]
 pub fn no_runnable_thread() -> ! {
+    release_held_log();
     kprintln!("kernel: no runnable thread left; halting");
     arch::x86_64::exit::exit(false)
 }
@@ -217,20 +221,35 @@ pub fn resume(
     k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
     mut next: kernel::state::Next,
 ) {
-    use arch::x86_64::{thread, vcpu_run};
+    use arch::x86_64::{cpu, thread, trap, vcpu_run};
+    use core::sync::atomic::Ordering::Relaxed;
     use kernel::state::Next;
     use kernel::store::Store;
     vcpu_run::flush(k);
     loop {
+        // Interrupts taken since the last pass (in ring 3, while a guest ran, while idle)
+        // may wake a driver that outranks whatever was going to run.
+        let irqs = trap::take_pending_irqs();
+        if irqs != 0 && !matches!(next, Next::Shutdown(_)) {
+            next = k.interrupts(&mut Console, irqs);
+        }
         match next {
             // A vCPU runs right here, in the kernel, until an exit its VMM must see.
             Next::Run if k.store.tcb(k.current).vcpu => next = vcpu_run::run(k, &mut Console),
             Next::Run => return thread::activate(k),
+            // Every thread waits. If a driver waits for its device, sleep until an
+            // interrupt; otherwise nothing can ever run again.
             Next::Idle => {
                 thread::deactivate();
-                no_runnable_thread()
+                if !k.irqs.armed() {
+                    no_runnable_thread()
+                }
+                cpu::wait_for_interrupt();
+                // Ticks that woke the CPU while nothing ran preempt nobody.
+                vcpu_run::TICK.store(false, Relaxed);
             }
             Next::Shutdown(status) => {
+                release_held_log();
                 kprintln!("kernel: shutdown requested by the root task: {status:?}");
                 arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
             }
@@ -242,12 +261,52 @@ pub fn resume(
 #[cfg(target_os = "none")]
 pub struct Console;
 
+/// What the kernel's log knows of the console driver's output on the shared COM1.
+#[cfg(target_os = "none")]
+static SHARED: spin::Mutex<kernel::console_share::SharedConsole> =
+    spin::Mutex::new(kernel::console_share::SharedConsole::new());
+
+/// Print the runtime log held back while a console driver's line was half sent.
+#[cfg(target_os = "none")]
+fn release_held_log() {
+    // `try_lock`: a panic may have struck while the lock was held.
+    let held = SHARED.try_lock().map(|mut s| s.take_held()).unwrap_or_default();
+    arch::x86_64::serial::Serial::write_bytes(&held);
+}
+
 #[cfg(target_os = "none")]
 impl kernel::state::Platform for Console {
     fn debug_write(&mut self, bytes: &[u8]) {
         arch::x86_64::serial::Serial::write_bytes(bytes);
     }
     fn log(&mut self, args: core::fmt::Arguments<'_>) {
-        kprintln!("kernel: {args}");
+        use core::fmt::Write as _;
+        let mut line = heapless::String::<256>::new();
+        // A longer message is cut, but still ends its line.
+        let _ = write!(line, "kernel: {args}");
+        while line.push('\n').is_err() {
+            line.pop();
+        }
+        if !SHARED.lock().hold(line.as_bytes()) {
+            arch::x86_64::serial::Serial::write_bytes(line.as_bytes());
+        }
+    }
+    fn port_in(&mut self, port: u16, width: protocols::io::PortWidth) -> u32 {
+        // SAFETY: the caller's IoPorts capability covers the port, and no capability
+        // covers the PICs or the PIT, whose state the kernel depends on.
+        unsafe { arch::x86_64::cpu::port_in(port, width) }
+    }
+    fn port_out(&mut self, port: u16, width: protocols::io::PortWidth, value: u32) {
+        // SAFETY: as for `port_in`.
+        unsafe { arch::x86_64::cpu::port_out(port, width, value) }
+        if SHARED.lock().driver_wrote(port, width, value) {
+            release_held_log();
+        }
+    }
+    fn mask_irq(&mut self, irq: u8) {
+        arch::x86_64::pic::mask(irq);
+    }
+    fn unmask_irq(&mut self, irq: u8) {
+        arch::x86_64::pic::unmask(irq);
     }
 }

@@ -6,20 +6,31 @@
 
 use crate::cap::Cap;
 use crate::cnode::SLOT_BITS;
+use crate::irq::IrqTable;
 use crate::sched::Scheduler;
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use crate::vspace::VSpaces;
 use core::fmt;
 use protocols::error::Error;
+use protocols::io::PortWidth;
 use protocols::syscall::{ShutdownStatus, Syscall, DEBUG_WRITE_MAX};
 
-/// What the kernel needs from the machine that is not memory.
+/// What the kernel needs from the machine that is not memory: the only way the logic in
+/// this crate touches hardware, so host tests can stand in for it.
 pub trait Platform {
     /// Write bytes to the debug console.
     fn debug_write(&mut self, bytes: &[u8]);
     /// Write a kernel log message.
     fn log(&mut self, args: fmt::Arguments<'_>);
+    /// Read an I/O port for the holder of an `IoPorts` capability that covers it.
+    fn port_in(&mut self, port: u16, width: PortWidth) -> u32;
+    /// Write an I/O port for the holder of an `IoPorts` capability that covers it.
+    fn port_out(&mut self, port: u16, width: PortWidth, value: u32);
+    /// Mask an IRQ line at the interrupt controller.
+    fn mask_irq(&mut self, irq: u8);
+    /// Unmask an IRQ line at the interrupt controller.
+    fn unmask_irq(&mut self, irq: u8);
 }
 
 /// What the bare-metal layer does after a syscall or fault.
@@ -70,6 +81,8 @@ pub struct Kernel<S: Store> {
     pub tlb_stale: bool,
     /// Details of a batch refused during this syscall: `(BatchError code, field)`.
     pub(crate) rejected: Option<(u64, u64)>,
+    /// The IRQ lines: who handles each, which are unmasked.
+    pub irqs: IrqTable,
 }
 
 impl<S: Store> Kernel<S> {
@@ -87,6 +100,7 @@ impl<S: Store> Kernel<S> {
             ept_stale: false,
             tlb_stale: false,
             rejected: None,
+            irqs: IrqTable::default(),
         }
     }
 
@@ -115,6 +129,13 @@ impl<S: Store> Kernel<S> {
             return Err(Error::InvalidArgument);
         }
         Ok(at)
+    }
+
+    /// An empty slot `index` in the current thread's CSpace root (where invocations that
+    /// make capabilities put them).
+    pub(crate) fn empty_root_slot(&mut self, index: u64) -> Result<u64, Error> {
+        let root = self.store.slot(tcb_slot(self.current, TcbSlot::CSpace)).cap;
+        self.empty_slot(root, index)
     }
 
     /// Make `tcb` runnable (queued behind threads of its priority).
@@ -231,6 +252,7 @@ impl<S: Store> Kernel<S> {
             ctx.rdx = code;
             ctx.r10 = field;
         }
+        self.mask_released_irqs(p);
         self.schedule()
     }
 

@@ -66,6 +66,19 @@ pub trait Store: PhysMemory {
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8);
 }
 
+/// The bytes of the object of `2^bits` bytes at `addr`, page by page: `(page, byte range
+/// in it)`. An object smaller than a page shares it with others, so making one must
+/// clear exactly these bytes and no more.
+pub fn object_bytes(addr: u64, bits: u8) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
+    let end = addr.saturating_add(1u64 << bits);
+    let first = addr & !0xfff;
+    (first..end).step_by(4096).map(move |page| {
+        let from = addr.max(page) - page;
+        let to = end.min(page + 4096) - page;
+        (page, from as usize..to as usize)
+    })
+}
+
 /// Address of slot `index` of the CNode at `cnode`.
 pub const fn cnode_slot(cnode: u64, index: u64) -> u64 {
     cnode + (index << SLOT_BITS)
@@ -145,5 +158,21 @@ pub mod fake {
             }
             self.created.push((ty, addr, bits));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_bytes;
+
+    #[test]
+    fn small_objects_clear_only_their_bytes() {
+        let endpoint: Vec<_> = object_bytes(0x8030a40, 6).collect();
+        assert_eq!(endpoint, [(0x8030000, 0xa40..0xa80)]);
+        let tcb: Vec<_> = object_bytes(0x5000, 12).collect();
+        assert_eq!(tcb, [(0x5000, 0..4096)]);
+        let vcpu: Vec<_> = object_bytes(0x10000, 15).map(|(p, r)| (p, r.len())).collect();
+        assert_eq!(vcpu.len(), 8);
+        assert!(vcpu.iter().all(|&(p, n)| n == 4096 && p % 4096 == 0));
     }
 }

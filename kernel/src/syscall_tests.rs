@@ -17,15 +17,11 @@ use protocols::syscall::{ShutdownStatus, Syscall};
 const CALL: u64 = Syscall::Call as u64;
 
 fn invoke(t: &mut Testbed, cptr: u64, label: Invocation, words: &[u64]) -> u64 {
-    let mut w = [0u64; 4];
-    w[..words.len()].copy_from_slice(words);
-    let info = MsgInfo::new(label as u64, words.len() as u8).to_raw();
-    t.sys(CALL, [cptr, info, w[0], w[1], w[2], w[3]]);
-    t.regs(t.k.current)[0]
+    t.invoke(cptr, label, words)
 }
 
 fn retype(t: &mut Testbed, ty: ObjectType, bits: u64, dst: u64, count: u64) -> u64 {
-    invoke(t, slot::UNTYPED, Invocation::UntypedRetype, &[ty as u64, bits, dst, count])
+    t.retype(ty, bits, dst, count)
 }
 
 /// A second thread sharing the root's CSpace and VSpace, blocked in `Recv` on `ep`.

@@ -8,7 +8,12 @@ use crate::paging::{USER, WRITABLE};
 use crate::state::{Kernel, Next, Platform};
 use crate::store::fake::FakeStore;
 use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot};
+use protocols::io::PortWidth;
+use protocols::ipc::MsgInfo;
+use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
+use protocols::syscall::Syscall;
+use std::collections::HashMap;
 use std::fmt;
 
 /// The root thread's TCB.
@@ -25,6 +30,8 @@ pub const UNTYPED_BASE: u64 = 0x100_0000;
 pub const UNTYPED_BITS: u8 = 20;
 /// A user page mapped writable in the root VSpace.
 pub const USER_PAGE: u64 = 0x40_0000;
+/// The kernel's IRQ node.
+pub const IRQ_NODE: u64 = 0x60_0000;
 
 /// Fixed slots of the root CSpace.
 pub mod slot {
@@ -36,17 +43,38 @@ pub mod slot {
     pub const VSPACE: u64 = 3;
     /// The untyped region.
     pub const UNTYPED: u64 = 4;
+    /// The IRQ control capability, as at boot.
+    pub const IRQ_CONTROL: u64 = protocols::bootinfo::slot::IRQ_CONTROL;
+    /// The first of the I/O-port capabilities, as at boot.
+    pub const FIRST_IO_PORTS: u64 = protocols::bootinfo::slot::FIRST_IO_PORTS;
     /// First free slot.
     pub const FREE: u64 = 16;
 }
 
-/// Collects console output and log lines.
+/// One port access the kernel made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAccess {
+    /// A read.
+    In(u16, PortWidth),
+    /// A write of a value.
+    Out(u16, PortWidth, u32),
+}
+
+/// Stands in for the machine: collects console output and log lines, records port
+/// accesses, answers port reads, and keeps the interrupt controller's mask.
 #[derive(Default)]
 pub struct Recorder {
     /// Bytes written with `DebugWrite`.
     pub console: Vec<u8>,
     /// Kernel log lines.
     pub log: Vec<String>,
+    /// Port accesses, in order.
+    pub ports: Vec<PortAccess>,
+    /// What reading a port returns (0 for ports not listed).
+    pub port_values: HashMap<u16, u32>,
+    /// IRQ lines unmasked at the interrupt controller (bit `i` = line `i`); all start
+    /// masked, as the bare-metal kernel leaves them.
+    pub unmasked: u16,
 }
 
 impl Platform for Recorder {
@@ -55,6 +83,19 @@ impl Platform for Recorder {
     }
     fn log(&mut self, args: fmt::Arguments<'_>) {
         self.log.push(args.to_string());
+    }
+    fn port_in(&mut self, port: u16, width: PortWidth) -> u32 {
+        self.ports.push(PortAccess::In(port, width));
+        self.port_values.get(&port).copied().unwrap_or(0)
+    }
+    fn port_out(&mut self, port: u16, width: PortWidth, value: u32) {
+        self.ports.push(PortAccess::Out(port, width, value));
+    }
+    fn mask_irq(&mut self, irq: u8) {
+        self.unmasked &= !(1 << irq);
+    }
+    fn unmask_irq(&mut self, irq: u8) {
+        self.unmasked |= 1 << irq;
     }
 }
 
@@ -98,6 +139,7 @@ impl Testbed {
         k.vspaces
             .map(&mut k.store, ROOT_VSPACE, USER_PAGE, 0x50_0000, USER | WRITABLE)
             .expect("map");
+        crate::bootstrap::hand_over_devices(&mut k, ROOT_CNODE, IRQ_NODE);
         k.current = ROOT_TCB;
         k.store.tcb(ROOT_TCB).state = crate::tcb::ThreadState::Ready;
         Self { k, out: Recorder::default() }
@@ -124,6 +166,20 @@ impl Testbed {
         c.rax = number;
         [c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9] = args;
         self.k.syscall(&mut self.out)
+    }
+
+    /// Invoke the kernel object in slot `cptr` as the current thread: its status word.
+    pub fn invoke(&mut self, cptr: u64, label: Invocation, words: &[u64]) -> u64 {
+        let mut w = [0u64; 4];
+        w.iter_mut().zip(words).for_each(|(d, s)| *d = *s);
+        let info = MsgInfo::new(label as u64, words.len() as u8).to_raw();
+        self.sys(Syscall::Call as u64, [cptr, info, w[0], w[1], w[2], w[3]]);
+        self.regs(self.k.current)[0]
+    }
+
+    /// Retype `count` objects from the root's untyped into slots `dst..`: the status.
+    pub fn retype(&mut self, ty: ObjectType, bits: u64, dst: u64, count: u64) -> u64 {
+        self.invoke(slot::UNTYPED, Invocation::UntypedRetype, &[ty as u64, bits, dst, count])
     }
 
     /// The current thread's `(rax, rdi, rsi, rdx, r10, r8, r9)` after a syscall.

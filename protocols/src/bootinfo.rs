@@ -1,5 +1,6 @@
-//! What the kernel hands the root task at boot: fixed capability slots in its CSpace and
-//! a read-only page describing its untyped memory.
+//! What the kernel hands the root task at boot: fixed capability slots in its CSpace (its
+//! own objects, the host's I/O ports and IRQ lines, untyped memory, the boot modules) and
+//! a read-only page describing its untyped memory and modules.
 
 /// Slots of the root task's CSpace that the kernel fills.
 pub mod slot {
@@ -11,6 +12,11 @@ pub mod slot {
     pub const VSPACE: u64 = 3;
     /// The boot-information frame (mapped read-only at [`super::BOOTINFO_ADDR`]).
     pub const BOOTINFO: u64 = 4;
+    /// The IRQ control capability: makes one `IrqHandler` per line (`IrqControlGet`).
+    pub const IRQ_CONTROL: u64 = 5;
+    /// The first `IoPorts` capability; slot `FIRST_IO_PORTS + i` covers
+    /// `io::ROOT_PORTS[i]` (every port but the PICs' and the PIT's, which the kernel keeps).
+    pub const FIRST_IO_PORTS: u64 = 8;
     /// The first untyped capability; they occupy consecutive slots.
     pub const FIRST_UNTYPED: u64 = 32;
     /// The first frame capability of the boot modules' pages (read-only copies of every

@@ -28,11 +28,13 @@ pub enum Error {
     ObjectDeleted = 11,
     /// A VMCS-write batch was refused (`rdx` = `BatchError` code, `r10` = field).
     BatchRejected = 12,
+    /// The resource is taken: an IRQ line whose handler capability already exists.
+    InUse = 13,
 }
 
 impl Error {
     /// Every variant, in ABI order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::InvalidSyscall,
         Self::InvalidArgument,
         Self::BadUserPointer,
@@ -45,6 +47,7 @@ impl Error {
         Self::WouldBlock,
         Self::ObjectDeleted,
         Self::BatchRejected,
+        Self::InUse,
     ];
 
     /// Decode a nonzero `rax`; `None` for 0 (success) and unknown codes.
@@ -67,6 +70,7 @@ impl Error {
             Self::WouldBlock => "would block",
             Self::ObjectDeleted => "object deleted",
             Self::BatchRejected => "VMCS-write batch rejected",
+            Self::InUse => "in use",
         }
     }
 }

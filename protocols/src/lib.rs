@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bootinfo;
+pub mod console;
 pub mod error;
+pub mod io;
 pub mod ipc;
 pub mod layout;
 pub mod manifest;

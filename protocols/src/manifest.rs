@@ -88,7 +88,9 @@ impl core::fmt::Display for Error<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Malformed => write!(f, "the manifest does not decode"),
-            Self::BadName { index } => write!(f, "vm #{index}: name empty or over {MAX_NAME} bytes"),
+            Self::BadName { index } => {
+                write!(f, "vm #{index}: name empty or over {MAX_NAME} bytes")
+            }
             Self::DuplicateName { name } => write!(f, "vm {name:?}: name used twice"),
             Self::BadMemory { name, bits } => {
                 write!(f, "vm {name:?}: memory 2^{bits} bytes is outside 4 MiB..=256 MiB")

@@ -97,6 +97,25 @@ pub enum Invocation {
     /// controls named are set from the first entry on (HLT exiting, …) where the kernel's
     /// policy lets the VMM choose them.
     VCpuStart = 17,
+    /// IoPorts: `[port, width]`: read the port (width 1, 2 or 4 bytes, every byte inside
+    /// the capability's range); the value is the result word.
+    IoPortIn = 18,
+    /// IoPorts: `[port, width, value]`: write the port (the value must fit the width).
+    IoPortOut = 19,
+    /// IoPorts: `[first, last, destination slot]`: a capability for the narrower range
+    /// `first..=last` (inside this one's), derived from it, in the caller's CSpace root.
+    IoPortsCarve = 20,
+    /// IrqControl: `[irq, destination slot]`: the handler capability of one IRQ line, in
+    /// the caller's CSpace root. Each line has at most one live handler (`InUse`); the
+    /// timer line (0) and the cascade (2) are the kernel's (`NotPermitted`).
+    IrqControlGet = 21,
+    /// IrqHandler: `[notification slot]`: signal this notification (it needs the `WRITE`
+    /// right) when the line fires, with its badge, or `1 << irq` if it has none. The
+    /// kernel keeps a copy derived from that capability: revoking it unbinds the line.
+    IrqHandlerSetNotification = 22,
+    /// IrqHandler: `[]`: unmask the line. The kernel masks it when it fires, so the
+    /// driver acknowledges each interrupt once it has served the device.
+    IrqHandlerAck = 23,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -129,7 +148,7 @@ pub mod vm {
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 23] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -147,6 +166,12 @@ impl Invocation {
         Self::FrameMapGuest,
         Self::VCpuConfigure,
         Self::VCpuStart,
+        Self::IoPortIn,
+        Self::IoPortOut,
+        Self::IoPortsCarve,
+        Self::IrqControlGet,
+        Self::IrqHandlerSetNotification,
+        Self::IrqHandlerAck,
     ];
 
     /// Decode a label.

@@ -11,6 +11,9 @@ pub mod slot {
     pub const UNTYPED: u64 = 3;
     /// An endpoint to the root task for the final report (badged by the root task).
     pub const REPORT: u64 = 4;
+    /// A badged endpoint of the console driver for the VMM's log and the guest's UART
+    /// output; without one the VMM falls back to the kernel's debug console.
+    pub const CONSOLE: u64 = 5;
     /// The first of the guest image's frames (read-only), one per page, in order.
     pub const FIRST_IMAGE_FRAME: u64 = 16;
 }

@@ -1,16 +1,25 @@
 //! Boot the default image under both emulators: the kernel reaches `init` in ring 3,
-//! init's checks pass, and the VT-x probe says what each emulator offers.
+//! init's checks pass, the console driver prints through COM1 with its IRQ, and the
+//! VT-x probe says what each emulator offers.
 
-use system_tests::{assert_suite_passed, boot, check, Emulator};
+use system_tests::{assert_suite_passed, boot, check, Emulator, Outcome};
 
 /// How many checks init runs at least.
-const INIT_CHECKS: u32 = 37;
+const INIT_CHECKS: u32 = 47;
+
+/// The ring-3 console driver greeted on COM1, and init's checks came through it.
+fn assert_console_driver_printed(out: &Outcome) {
+    let greeting = "console: COM1 driver ready, transmitting on IRQ 4";
+    check(out, out.serial.contains(greeting), "the console driver did not print");
+    check(out, out.serial.contains("TEST PASS console_output_paced_by_irq4"), "no IRQ 4");
+}
 
 #[test]
 fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
     let out = boot("default", Emulator::Qemu);
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("init: hello from ring 3"), "init did not print");
+    assert_console_driver_printed(&out);
     check(
         &out,
         out.serial.contains("vmx: absent: CPUID.1:ECX.VMX = 0"),
@@ -24,6 +33,7 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
     let out = boot("default", Emulator::Bochs);
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("kernel: entering init in ring 3"), "init not entered");
+    assert_console_driver_printed(&out);
     let probe = out.serial.lines().find(|l| l.starts_with("vmx: present")).unwrap_or_default();
     check(
         &out,

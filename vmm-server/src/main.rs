@@ -2,7 +2,8 @@
 //! the root task gave it (guest RAM mapped both into the guest space and into its own
 //! address space, a VCpu, an exit endpoint, a message frame), then serves exits:
 //! receive, emulate with [`vmm_server::dispatch::Vm`], reply with a VMCS-write batch.
-//! Guest console output goes to the kernel's debug console.
+//! Its log and the guest's console output go to the console driver, whose badged
+//! endpoint the root task puts in its CSpace (the kernel's debug console without one).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 rt::entry!(start);
@@ -39,7 +40,8 @@ mod process {
     const MSG_FRAME: u64 = GUEST_SPACE + 3;
     const PRIORITY: u64 = 200;
 
-    /// Guest UART output, a line at a time, to the kernel's debug console.
+    /// Guest UART output, a line at a time, to the console driver (or, without one, the
+    /// kernel's debug console).
     struct LineSink {
         buf: [u8; 160],
         len: usize,
@@ -52,7 +54,7 @@ mod process {
                 self.len += 1;
             }
             if byte == b'\n' || self.len == self.buf.len() {
-                let _ = rt::syscall::debug_write(self.buf.get(..self.len).unwrap_or_default());
+                rt::console::write(self.buf.get(..self.len).unwrap_or_default());
                 self.len = 0;
             }
         }
@@ -238,7 +240,11 @@ mod process {
                 let _ = rt::ipc::reply(&Msg::default());
                 rt::println!("vmm: VM stopped: {why} after {exits} exits");
                 let avg = |k: usize| ticks[k].checked_div(counts[k]).unwrap_or(0);
-                rt::println!("vmm: ticks in the VMM per exit: cpuid {}, port-io {}", avg(0), avg(1));
+                rt::println!(
+                    "vmm: ticks in the VMM per exit: cpuid {}, port-io {}",
+                    avg(0),
+                    avg(1)
+                );
                 return Ok(match why {
                     StopReason::GuestExit(code) => (stop::EXITED, code, exits),
                     StopReason::TripleFault => (stop::TRIPLE_FAULT, 0, exits),
@@ -296,6 +302,7 @@ mod process {
 
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
+        rt::console::attach(slot::CONSOLE);
         let (size, mode, flags) = (arg & 0xffff_ffff_ffff, (arg >> 48) & 0xff, arg >> 56);
         let outcome = match build(size, mode) {
             Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {

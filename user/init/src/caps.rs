@@ -7,16 +7,16 @@ use crate::threads::spawn;
 use core::sync::atomic::{AtomicU64, Ordering};
 use protocols::bootinfo::slot;
 use protocols::error::Error;
-use protocols::object::{map, Invocation, ObjectType};
+use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use rt::ipc::{call, invoke, nb_recv, recv, reply, reply_recv, retype, send, Msg};
 use rt::testing::{expect_eq, Suite};
 
-/// Label of the fault messages the kernel sends (`kernel::state::FAULT_LABEL`).
-const FAULT_LABEL: u64 = 0xfa17;
+/// Label of the fault messages the kernel sends.
+pub const FAULT_LABEL: u64 = kernel::state::FAULT_LABEL;
 /// Reply label that resumes a faulted thread at word 0.
-const RESUME_AT: u64 = 1;
+pub const RESUME_AT: u64 = kernel::ipc::RESUME_AT;
 
 /// Slots the checks share with the benchmarks.
 pub struct Fixture {
@@ -168,11 +168,12 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     // timer gives it back.
     let spin_tcb = spawn(a, spinner as *const () as u64, 0, 255, u64::MAX)?;
     rt::syscall::yield_now();
+    // Stopped before printing: the console driver runs at this priority too.
+    invoke(spin_tcb, Invocation::TcbSuspend, &[])?;
     t.check(
         "timer_preempts_a_spinning_thread",
         if SPINS.load(Ordering::Relaxed) > 0 { Ok(()) } else { Err("spinner never ran") },
     );
-    invoke(spin_tcb, Invocation::TcbSuspend, &[])?;
 
     let iso_ep = isolation(t, a)?;
     Ok(Fixture { iso_ep })
@@ -204,20 +205,9 @@ fn sse_across_call(ep: u64) -> u64 {
 /// A process with its own address space and a CSpace holding one badged endpoint.
 fn isolation(t: &mut Suite, a: &mut Alloc) -> Result<u64, Error> {
     let ep = a.make(ObjectType::Endpoint, 0)?;
-    let vs = a.make(ObjectType::VSpace, 16)?;
     let cn = a.make(ObjectType::CNode, 4)?;
     invoke(cn, Invocation::CNodeMint, &[ep, 1, all(), 0xd])?;
-    let (code, va) = a.page()?;
-    let blob = crate::isolated::code();
-    // SAFETY: `va` is a fresh writable page mapped just above; the blob fits in it.
-    unsafe { core::ptr::copy_nonoverlapping(blob.as_ptr(), va as *mut u8, blob.len().min(4096)) };
-    invoke(code, Invocation::FrameUnmap, &[])?;
-    invoke(code, Invocation::FrameMap, &[vs, 0x40_0000, map::EXECUTE])?;
-    let tcb = a.make(ObjectType::Tcb, 0)?;
-    invoke(tcb, Invocation::TcbConfigure, &[cn, vs, u64::MAX])?;
-    invoke(tcb, Invocation::TcbWriteRegisters, &[0x40_0000, 0, 0])?;
-    invoke(tcb, Invocation::TcbSetPriority, &[254])?;
-    invoke(tcb, Invocation::TcbResume, &[])?;
+    crate::process::spawn_code(a, crate::isolated::code(), cn, 254, u64::MAX)?;
     let report = recv(ep).map(|r| (r.badge, r.msg.words[0], r.msg.words[1]));
     let want = (0xd, Error::BadUserPointer as u64, Error::InvalidCapability as u64);
     t.check("processes_cannot_reach_each_other", expect_eq(report, Ok(want)));

@@ -9,17 +9,9 @@
 use protocols::bootinfo::BOOTINFO_ADDR;
 use protocols::syscall::Syscall;
 
-extern "C" {
-    static isolated_start: u8;
-    static isolated_end: u8;
-}
-
 /// The program's bytes.
 pub fn code() -> &'static [u8] {
-    let start = &raw const isolated_start;
-    let end = &raw const isolated_end;
-    // SAFETY: both symbols delimit the code below in this image's read-only text.
-    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+    crate::process::code_between!(isolated_start, isolated_end)
 }
 
 core::arch::global_asm!(

@@ -1,5 +1,6 @@
-//! The root task. For now it checks the kernel's ring-3 interface from the inside
-//! (syscalls, user-pointer validation, FPU state) and ends the run with the verdict.
+//! The root task. It starts the console driver, checks the kernel's ring-3 interface
+//! from the inside (syscalls, user-pointer validation, FPU state, capabilities, devices),
+//! runs the benchmarks and the VMs the manifest lists, and ends the run with the verdict.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use protocols::error::Error;
@@ -10,7 +11,10 @@ use rt::testing::{expect_eq, Suite};
 mod alloc;
 mod bench;
 mod caps;
+mod console;
+mod devices;
 mod isolated;
+mod port_probe;
 mod process;
 mod threads;
 mod vms;
@@ -20,6 +24,12 @@ rt::entry!(start);
 fn start(_: u64) -> u64 {
     rt::println!("init: hello from ring 3");
     let mut t = Suite::new();
+    let mut a = alloc::Alloc::from_bootinfo();
+    let console = a.as_mut().map(console::start);
+    if let Some(started) = &console {
+        t.check("console_driver_started", started.as_ref().map(|_| ()).map_err(|e| e.name()));
+    }
+    let console = console.and_then(Result::ok);
     t.check("ring3_cpl", expect_eq(current_cpl(), 3));
     t.check("debug_write", expect_eq(debug_write(b"init: debug_write works\n"), Ok(24)));
     t.check("debug_write_empty", expect_eq(debug_write(&[]), Ok(0)));
@@ -56,13 +66,16 @@ fn start(_: u64) -> u64 {
             ],
         ),
     );
-    match alloc::Alloc::from_bootinfo() {
+    match a {
         Some(mut a) => match caps::run(&mut t, &mut a) {
             Ok(fixture) => {
+                if let Err(e) = devices::run(&mut t, &mut a, console.as_ref()) {
+                    t.check("device_checks_ran", Err(e.name()));
+                }
                 if let Err(e) = bench::run(&mut a, fixture.iso_ep) {
                     t.check("benchmarks_ran", Err(e.name()));
                 }
-                if let Err(e) = vms::run(&mut t, &mut a) {
+                if let Err(e) = vms::run(&mut t, &mut a, console.as_ref()) {
                     t.check("virtual_machines_started", Err(e.name()));
                 }
             }

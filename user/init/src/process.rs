@@ -10,6 +10,22 @@ use protocols::object::{map, Invocation, ObjectType};
 use protocols::rights::Rights;
 use rt::ipc::invoke;
 
+/// The bytes of a position-independent program that a `global_asm!` block placed between
+/// the global symbols `$start` and `$end` (for [`spawn_code`]).
+macro_rules! code_between {
+    ($start:ident, $end:ident) => {{
+        extern "C" {
+            static $start: u8;
+            static $end: u8;
+        }
+        let start = &raw const $start;
+        let end = &raw const $end;
+        // SAFETY: both symbols delimit code in this image's read-only text.
+        unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+    }};
+}
+pub(crate) use code_between;
+
 /// Top of a new process's stack.
 const STACK_TOP: u64 = 0x0000_7fff_0000_0000;
 const STACK_PAGES: u64 = 8;
@@ -112,4 +128,32 @@ pub fn spawn(
 /// Make the process runnable.
 pub fn start(p: &Process) -> Result<(), Error> {
     invoke(p.tcb, Invocation::TcbResume, &[]).map(|_| ())
+}
+
+/// Where a [`spawn_code`] process's code is mapped and starts.
+pub const CODE_ENTRY: u64 = 0x40_0000;
+
+/// Start `code` (position-independent, at most a page, needing no stack) as a process
+/// with an address space of its own, holding nothing but that page, and the CSpace in
+/// slot `cnode`; at `priority`, faults going to `fault_ep` (a slot, or `u64::MAX`).
+/// Returns its TCB's slot.
+pub fn spawn_code(
+    a: &mut Alloc,
+    code: &[u8],
+    cnode: u64,
+    priority: u64,
+    fault_ep: u64,
+) -> Result<u64, Error> {
+    let vs = a.make(ObjectType::VSpace, 16)?;
+    let (page, va) = a.page()?;
+    // SAFETY: `va` is a fresh writable page mapped just above; at most a page is copied.
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), va as *mut u8, code.len().min(4096)) };
+    invoke(page, Invocation::FrameUnmap, &[])?;
+    invoke(page, Invocation::FrameMap, &[vs, CODE_ENTRY, map::EXECUTE])?;
+    let tcb = a.make(ObjectType::Tcb, 0)?;
+    invoke(tcb, Invocation::TcbConfigure, &[cnode, vs, fault_ep])?;
+    invoke(tcb, Invocation::TcbWriteRegisters, &[CODE_ENTRY, 0, 0])?;
+    invoke(tcb, Invocation::TcbSetPriority, &[priority])?;
+    invoke(tcb, Invocation::TcbResume, &[])?;
+    Ok(tcb)
 }

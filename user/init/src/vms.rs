@@ -2,6 +2,7 @@
 //! each ends (their reports become test lines).
 
 use crate::alloc::Alloc;
+use crate::console::{Console, FIRST_VMM_BADGE};
 use crate::process;
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
@@ -49,7 +50,7 @@ fn expected(vm: &VmEntry<'_>, features: u64) -> (u64, u64) {
 
 /// Run the VMs of the manifest, phase by phase (VMs of one phase run side by side; a
 /// later phase starts when the earlier one has ended, so benchmarks can run alone).
-pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
+pub fn run(t: &mut Suite, a: &mut Alloc, console: Option<&Console>) -> Result<(), Error> {
     let Some(desc) = process::module(manifest::MODULE) else { return Ok(()) };
     let bytes = process::map_module(a, &desc)?;
     let manifest = match Manifest::decode(bytes) {
@@ -81,7 +82,7 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<(), Error> {
     for phase in 0..=last_phase {
         let mut started = 0u64;
         for (i, vm) in manifest.vms.iter().enumerate().filter(|(_, v)| v.phase == phase) {
-            match start_vmm(a, &mut images, vm, report, i as u64 + 1) {
+            match start_vmm(a, &mut images, vm, (report, console), i as u64 + 1) {
                 Ok(()) => started |= 1 << i,
                 Err(e) => t.check(vm.name, Err(e.name())),
             }
@@ -112,12 +113,13 @@ impl Images {
     }
 }
 
-/// Start the VMM process of `vm`, reporting on `report` with `badge`.
+/// Start the VMM process of `vm`, reporting on `report` with `badge` and printing
+/// through `console` (with the badge after the root task's).
 fn start_vmm(
     a: &mut Alloc,
     images: &mut Images,
     vm: &VmEntry<'static>,
-    report: u64,
+    (report, console): (u64, Option<&Console>),
     badge: u64,
 ) -> Result<(), Error> {
     let guest = module(vm.guest)?;
@@ -130,6 +132,9 @@ fn start_vmm(
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
     let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
+    if let Some(c) = console {
+        c.grant(p.cnode, slot::CONSOLE, FIRST_VMM_BADGE + badge)?;
+    }
     let read = u64::from(Rights::READ.bits());
     for i in 0..guest.pages() {
         let dst = slot::FIRST_IMAGE_FRAME + i;

@@ -1,15 +1,17 @@
 //! The ring-3 runtime every user program links: the `_start` entry, the panic handler,
-//! typed syscall wrappers over `protocols`, and `print!`.
+//! typed syscall wrappers over `protocols`, and `print!` (through the console driver
+//! once one is attached, see [`console`]).
 #![cfg_attr(not(test), no_std)]
 
+pub mod console;
 pub mod ipc;
 pub mod syscall;
 pub mod testing;
 
 use core::fmt::{self, Write};
 
-/// A `fmt::Write` sink that batches into a line buffer and flushes through the kernel's
-/// debug console (the console driver takes this over later).
+/// A `fmt::Write` sink that batches into a line buffer and flushes it, a line at a time,
+/// through [`console::write`].
 pub struct DebugOut {
     buf: [u8; 256],
     len: usize,
@@ -24,7 +26,7 @@ impl DebugOut {
     /// Send what is buffered.
     pub fn flush(&mut self) {
         if self.len > 0 {
-            let _ = syscall::debug_write(self.buf.get(..self.len).unwrap_or_default());
+            console::write(self.buf.get(..self.len).unwrap_or_default());
             self.len = 0;
         }
     }

@@ -4,6 +4,7 @@
 //! callers in `arch` document why their use is sound.
 
 use core::arch::asm;
+use protocols::io::PortWidth;
 
 /// `cpuid` leaf/subleaf → (eax, ebx, ecx, edx).
 pub fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
@@ -33,6 +34,48 @@ pub unsafe fn inb(port: u16) -> u8 {
         asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
     }
     v
+}
+
+/// Read an I/O port of any width.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn port_in(port: u16, width: PortWidth) -> u32 {
+    // SAFETY: the caller vouches for the port; each form only reads it.
+    unsafe {
+        match width {
+            PortWidth::Byte => u32::from(inb(port)),
+            PortWidth::Word => {
+                let v: u16;
+                asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags));
+                u32::from(v)
+            }
+            PortWidth::Dword => {
+                let v: u32;
+                asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags));
+                v
+            }
+        }
+    }
+}
+
+/// Write an I/O port of any width (the value is truncated to the width).
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn port_out(port: u16, width: PortWidth, value: u32) {
+    // SAFETY: the caller vouches for the port and the value.
+    unsafe {
+        match width {
+            PortWidth::Byte => outb(port, value as u8),
+            PortWidth::Word => {
+                asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack, preserves_flags))
+            }
+            PortWidth::Dword => {
+                asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+            }
+        }
+    }
 }
 
 /// Read an MSR.
@@ -91,6 +134,15 @@ pub fn read_cr2() -> u64 {
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
     v
+}
+
+/// Sleep until an interrupt has been taken, then continue with interrupts disabled
+/// again. `sti` takes effect after `hlt`, so an interrupt pending at `sti` wakes the
+/// `hlt` instead of being taken before it and sleeping through.
+pub fn wait_for_interrupt() {
+    // SAFETY: the interrupt handlers run on the current (kernel) stack and only note
+    // what arrived; the kernel's state is not touched until this returns.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
 }
 
 /// Stop until the next interrupt, with interrupts disabled: halts for good unless an

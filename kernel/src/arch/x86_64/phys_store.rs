@@ -6,7 +6,7 @@ use kernel::cnode::{Slot, SLOT_BITS};
 use kernel::endpoint::Endpoint;
 use kernel::notification::Notification;
 use kernel::paging::PhysMemory;
-use kernel::store::{tcb_slot, Store, TcbSlot};
+use kernel::store::{object_bytes, tcb_slot, Store, TcbSlot};
 use kernel::tcb::Tcb;
 use kernel::vcpu::{VcpuData, DATA_OFFSET};
 use protocols::object::ObjectType;
@@ -63,10 +63,10 @@ impl Store for PhysStore {
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
         // Untyped memory is zeroed when something is made from it, not when carved.
         if ty != ObjectType::Untyped {
-            let mut at = addr;
-            while at < addr + (1u64 << bits) {
-                PhysMap.frame(at & !0xfff).fill(0);
-                at += 4096;
+            for (page, bytes) in object_bytes(addr, bits) {
+                if let Some(b) = PhysMap.frame(page).get_mut(bytes) {
+                    b.fill(0);
+                }
             }
         }
         let init_slots = |first: u64, n: u64| {

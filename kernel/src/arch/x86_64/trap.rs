@@ -1,6 +1,8 @@
 //! Exception and interrupt handlers behind the stubs in `entry.rs`.
 //!
-//! A fault in ring 3 stops the faulting thread and is reported; the kernel keeps running.
+//! A fault in ring 3 goes to the thread's fault handler (or stops it) and is reported;
+//! the kernel keeps running. The PIT's IRQ 0 is the scheduling tick; every other IRQ
+//! line belongs to the driver holding its `IrqHandler`, and is delivered to it.
 //! A fault in the kernel itself is a kernel bug: it is reported in full and the machine
 //! stops with a failing verdict, never a triple fault.
 
@@ -9,7 +11,8 @@ use super::entry::CURRENT_CONTEXT;
 use super::exit;
 use super::pic::{self, PIC_BASE};
 use crate::context::UserContext;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use kernel::state::Platform;
 
 const NAMES: [&str; 32] = [
     "#DE divide error",
@@ -50,15 +53,43 @@ fn name(vector: u64) -> &'static str {
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
 
-/// Acknowledge a PIC line; returns the IRQ number, or `None` if the vector is not one.
-fn legacy_irq(vector: u64) -> Option<u8> {
+/// Device IRQ lines that fired and are not yet delivered (bit `i` = IRQ `i`). An
+/// interrupt taken in the kernel (while idle or while a guest ran) cannot reach the
+/// kernel state, which its interrupted owner holds; it is noted here and delivered by
+/// `crate::resume` before anything runs next.
+static PENDING: AtomicU16 = AtomicU16::new(0);
+
+/// Take the pending device IRQs.
+pub fn take_pending_irqs() -> u16 {
+    PENDING.swap(0, Relaxed)
+}
+
+/// What an interrupt vector turned out to be.
+enum Source {
+    /// A CPU exception.
+    Exception,
+    /// The PIT: the scheduling tick.
+    Tick,
+    /// A device line, acknowledged at the PIC and noted in [`PENDING`].
+    Device,
+    /// A spurious PIC interrupt: nothing happened.
+    Spurious,
+}
+
+fn classify(vector: u64) -> Source {
     let base = u64::from(PIC_BASE);
     if !(base..base + 16).contains(&vector) {
-        return None;
+        return Source::Exception;
     }
     let irq = (vector - base) as u8;
-    pic::eoi(irq);
-    Some(irq)
+    if !pic::acknowledge(irq) {
+        return Source::Spurious;
+    }
+    if irq == 0 {
+        return Source::Tick;
+    }
+    PENDING.fetch_or(1 << irq, Relaxed);
+    Source::Device
 }
 
 /// From ring 3. The frame is the current thread's save area, except for the IST vectors
@@ -74,12 +105,14 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     // SAFETY: `ctx` (or `frame` when no thread is current) holds the frame just saved.
     let c = unsafe { *(if ctx != 0 { ctx as *const UserContext } else { frame }) };
     crate::with_kernel(|k| {
-        let next = match legacy_irq(c.vector) {
-            Some(0) => k.preempt(),
-            Some(_) => return,
-            None => {
+        let next = match classify(c.vector) {
+            Source::Tick => k.preempt(),
+            // `resume` delivers it and picks who runs.
+            Source::Device => kernel::state::Next::Run,
+            Source::Spurious => return,
+            Source::Exception => {
                 let addr = if c.vector == 14 { read_cr2() } else { 0 };
-                crate::kprintln!("kernel: {} in ring 3", name(c.vector));
+                crate::Console.log(format_args!("{} in ring 3", name(c.vector)));
                 k.fault(&mut crate::Console, c.vector, c.error_code, addr)
             }
         };
@@ -92,14 +125,14 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
 extern "C" fn trap_from_kernel(frame: *mut UserContext) {
     // SAFETY: the stub passes the frame it just pushed on the current stack.
     let c = unsafe { *frame };
-    match legacy_irq(c.vector) {
-        Some(0) => {
+    match classify(c.vector) {
+        Source::Tick => {
             // A tick that interrupted a guest: the vCPU loop reschedules.
             super::vcpu_run::TICK.store(true, Relaxed);
             return;
         }
-        Some(_) => return,
-        None => {}
+        Source::Device | Source::Spurious => return,
+        Source::Exception => {}
     }
     crate::kprintln!(
         "KERNEL PANIC: {} (vector {}) in the kernel, error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",
