@@ -11,9 +11,18 @@ use std::process::Command;
 /// The bare-metal target triple.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-/// Flags of the ring-3 build. Debug information stays out of boot modules, which the
-/// root task loads page by page.
-pub const USER_RUSTFLAGS: &[&str] = &["-Crelocation-model=static", "-Cstrip=debuginfo"];
+/// Flags of the ring-3 build: static executables at 4 MiB with page-aligned segments (the
+/// loaders map whole pages with one set of permissions each). Debug information stays out
+/// of boot modules, which the root task loads page by page.
+pub const USER_RUSTFLAGS: &[&str] = &[
+    "-Crelocation-model=static",
+    "-Cstrip=debuginfo",
+    "-Clink-arg=--no-pie",
+    "-Clink-arg=-zseparate-loadable-segments",
+    "-Clink-arg=-zmax-page-size=0x1000",
+    "-Clink-arg=--build-id=none",
+    "-Clink-arg=--image-base=0x400000",
+];
 /// Flags of the kernel build: it runs in the top 2 GiB.
 pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-model=static"];
 
