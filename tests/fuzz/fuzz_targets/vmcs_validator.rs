@@ -27,19 +27,7 @@ use protocols::vmexit::{
 
 /// A Skylake-like CPU with TRUE_* controls, EPT, VPID and unrestricted guest (the values
 /// the validator's unit tests use).
-const SKYLAKE: VmxMsrs = VmxMsrs {
-    basic: 0x00d8_1000_0000_002b,
-    pinbased: 0x0000_007f_0000_0016,
-    procbased: 0xf7f9_fffe_0400_6172,
-    procbased2: 0x0217_7fff_0000_0000,
-    exit: 0x01ff_ffff_0003_6dfb,
-    entry: 0x0000_f3ff_0000_11fb,
-    misc: 0x0004_01e0,
-    cr0_fixed0: 0x8000_0021,
-    cr0_fixed1: 0xffff_ffff,
-    cr4_fixed0: 0x2000,
-    cr4_fixed1: 0x0037_67ff,
-};
+const SKYLAKE: VmxMsrs = kernel::vmx::samples::SKYLAKE;
 
 #[derive(Arbitrary, Debug)]
 enum Cpu {
