@@ -17,8 +17,21 @@ use protocols::object::{map, Invocation, ObjectType};
 use protocols::rights::Rights;
 
 impl<S: Store> Kernel<S> {
-    /// Decode and perform the invocation the current thread made on slot `cptr`.
+    /// Decode and perform the invocation the current thread made on slot `cptr`. An
+    /// invocation is the only way a capability is deleted, so IRQ lines it released are
+    /// masked here.
     pub(crate) fn invoke(
+        &mut self,
+        p: &mut impl Platform,
+        cptr: u64,
+        info: u64,
+    ) -> Result<Done, Error> {
+        let result = self.invoke_object(p, cptr, info);
+        self.mask_released_irqs(p);
+        result
+    }
+
+    fn invoke_object(
         &mut self,
         p: &mut impl Platform,
         cptr: u64,

@@ -30,7 +30,7 @@ pub struct IrqTable {
     issued: u16,
     /// Lines unmasked by an acknowledgement and not yet fired.
     unmasked: u16,
-    /// Lines whose last handler capability went during this syscall, to be masked
+    /// Lines whose last handler capability went during this invocation, to be masked
     /// before it returns (deletion has no platform at hand).
     released: u16,
 }
@@ -126,7 +126,7 @@ impl<S: Store> Kernel<S> {
     }
 
     /// The last capability to line `irq`'s handler went: unbind the line, and mask it
-    /// before the syscall returns.
+    /// before the invocation returns.
     pub(crate) fn release_irq(&mut self, irq: u8) {
         let b = bit(irq);
         self.irqs.issued &= !b;
@@ -138,8 +138,11 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// Mask the lines released during this syscall.
+    /// Mask the lines released during this invocation.
     pub(crate) fn mask_released_irqs(&mut self, p: &mut impl Platform) {
+        if self.irqs.released == 0 {
+            return;
+        }
         for irq in lines(core::mem::take(&mut self.irqs.released)) {
             p.mask_irq(irq);
         }

@@ -221,21 +221,19 @@ pub fn resume(
     k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
     mut next: kernel::state::Next,
 ) {
-    use arch::x86_64::{cpu, thread, trap, vcpu_run};
+    use arch::x86_64::{cpu, thread, vcpu_run};
     use core::sync::atomic::Ordering::Relaxed;
     use kernel::state::Next;
     use kernel::store::Store;
     vcpu_run::flush(k);
     loop {
-        // Interrupts taken since the last pass (in ring 3, while a guest ran, while idle)
-        // may wake a driver that outranks whatever was going to run.
-        let irqs = trap::take_pending_irqs();
-        if irqs != 0 && !matches!(next, Next::Shutdown(_)) {
-            next = k.interrupts(&mut Console, irqs);
-        }
         match next {
-            // A vCPU runs right here, in the kernel, until an exit its VMM must see.
-            Next::Run if k.store.tcb(k.current).vcpu => next = vcpu_run::run(k, &mut Console),
+            // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
+            // interrupt that came meanwhile may wake a driver).
+            Next::Run if k.store.tcb(k.current).vcpu => {
+                next = vcpu_run::run(k, &mut Console);
+                next = deliver_interrupts(k, next);
+            }
             Next::Run => return thread::activate(k),
             // Every thread waits. If a driver waits for its device, sleep until an
             // interrupt; otherwise nothing can ever run again.
@@ -247,6 +245,7 @@ pub fn resume(
                 cpu::wait_for_interrupt();
                 // Ticks that woke the CPU while nothing ran preempt nobody.
                 vcpu_run::TICK.store(false, Relaxed);
+                next = deliver_interrupts(k, next);
             }
             Next::Shutdown(status) => {
                 release_held_log();
@@ -255,6 +254,22 @@ pub fn resume(
             }
         }
     }
+}
+
+/// Deliver the device interrupts taken since they were last delivered (they are noted
+/// in the trap handler, which cannot reach the kernel state) and pick who runs next: a
+/// woken driver may outrank the thread that was to run. Interrupts are only taken in ring
+/// 3, while idle or while a guest runs, so only those paths call this.
+#[cfg(target_os = "none")]
+pub fn deliver_interrupts(
+    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
+    next: kernel::state::Next,
+) -> kernel::state::Next {
+    let irqs = arch::x86_64::trap::take_pending_irqs();
+    if irqs == 0 || matches!(next, kernel::state::Next::Shutdown(_)) {
+        return next;
+    }
+    k.interrupts(&mut Console, irqs)
 }
 
 /// The kernel's console for `DebugWrite` and its log.

@@ -252,7 +252,6 @@ impl<S: Store> Kernel<S> {
             ctx.rdx = code;
             ctx.r10 = field;
         }
-        self.mask_released_irqs(p);
         self.schedule()
     }
 
