@@ -372,16 +372,15 @@ pub fn disable(root: VmxRoot) -> Result<(), (VmxRoot, VmxError)> {
     Ok(())
 }
 
-/// VMXON with the region at `phys`.
-///
-/// # Safety
-/// CR4.VMXE is set, and `phys` is a stamped region dedicated to VMX.
-unsafe fn vmxon(phys: u64) -> Result<(), VmxError> {
-    let (cf, zf): (u8, u8);
-    // SAFETY: the caller vouches for CR4.VMXE and the region; the operand is a local u64.
-    unsafe {
+/// Run a VMX instruction whose operand is a 64-bit physical address in memory (VMXON,
+/// VMCLEAR, VMPTRLD) and turn the flags it leaves into the outcome. Expands to an unsafe
+/// operation: the caller's `unsafe` block states why the address may be used.
+macro_rules! pointer_instruction {
+    ($mnemonic:literal, $phys:expr) => {{
+        let phys: u64 = $phys;
+        let (cf, zf): (u8, u8);
         asm!(
-            "vmxon qword ptr [{ptr}]",
+            concat!($mnemonic, " qword ptr [{ptr}]"),
             "setc {cf}",
             "setz {zf}",
             ptr = in(reg) &raw const phys,
@@ -389,8 +388,17 @@ unsafe fn vmxon(phys: u64) -> Result<(), VmxError> {
             zf = out(reg_byte) zf,
             options(nostack),
         );
-    }
-    outcome(cf, zf)
+        outcome(cf, zf)
+    }};
+}
+
+/// VMXON with the region at `phys`.
+///
+/// # Safety
+/// CR4.VMXE is set, and `phys` is a stamped region dedicated to VMX.
+unsafe fn vmxon(phys: u64) -> Result<(), VmxError> {
+    // SAFETY: the caller vouches for CR4.VMXE and the region; the operand is a local u64.
+    unsafe { pointer_instruction!("vmxon", phys) }
 }
 
 /// VMCLEAR: write the VMCS at `phys` back to memory, make it inactive and its launch state
@@ -400,20 +408,8 @@ unsafe fn vmxon(phys: u64) -> Result<(), VmxError> {
 /// `phys` is a VMCS region (stamped with [`VmxRoot::stamp_vmcs`]) that belongs to the
 /// caller's VCpu and is used for nothing else: the CPU writes it.
 pub unsafe fn vmclear(_root: &VmxRoot, phys: u64) -> Result<(), VmxError> {
-    let (cf, zf): (u8, u8);
     // SAFETY: the token proves VMX operation; the caller vouches for the region.
-    unsafe {
-        asm!(
-            "vmclear qword ptr [{ptr}]",
-            "setc {cf}",
-            "setz {zf}",
-            ptr = in(reg) &raw const phys,
-            cf = out(reg_byte) cf,
-            zf = out(reg_byte) zf,
-            options(nostack),
-        );
-    }
-    outcome(cf, zf)
+    unsafe { pointer_instruction!("vmclear", phys) }
 }
 
 /// VMPTRLD: make the VMCS at `phys` current and active.
@@ -421,20 +417,8 @@ pub unsafe fn vmclear(_root: &VmxRoot, phys: u64) -> Result<(), VmxError> {
 /// # Safety
 /// As for [`vmclear`]: `phys` is the caller's VCpu's VMCS region.
 pub unsafe fn vmptrld(_root: &VmxRoot, phys: u64) -> Result<(), VmxError> {
-    let (cf, zf): (u8, u8);
     // SAFETY: the token proves VMX operation; the caller vouches for the region.
-    unsafe {
-        asm!(
-            "vmptrld qword ptr [{ptr}]",
-            "setc {cf}",
-            "setz {zf}",
-            ptr = in(reg) &raw const phys,
-            cf = out(reg_byte) cf,
-            zf = out(reg_byte) zf,
-            options(nostack),
-        );
-    }
-    outcome(cf, zf)
+    unsafe { pointer_instruction!("vmptrld", phys) }
 }
 
 /// VMPTRST: the current VMCS's physical address (all ones if there is none), for
