@@ -91,16 +91,22 @@ pub fn run(a: &mut Alloc, iso_ep: u64) -> Result<(), Error> {
     let ep = a.make(ObjectType::Endpoint, 0)?;
     let tcb = spawn(a, bench_server as *const () as u64, ep, 254, u64::MAX)?;
     let same = average(Syscall::Call as u64, ep, call_info);
-    rt::println!("bench: ipc fastpath round trip (call + reply_recv), same address space: {same} ticks");
+    rt::println!(
+        "bench: ipc fastpath round trip (call + reply_recv), same address space: {same} ticks"
+    );
     invoke(tcb, Invocation::TcbSuspend, &[])?;
 
     let cross = average(Syscall::Call as u64, iso_ep, call_info);
-    rt::println!("bench: ipc fastpath round trip (call + reply_recv), two address spaces: {cross} ticks");
+    rt::println!(
+        "bench: ipc fastpath round trip (call + reply_recv), two address spaces: {cross} ticks"
+    );
     // Label 1 with the grant flag (no grant right, so nothing moves): both directions take
     // the general path.
     let slow_info = (1 << 12) | 8 | 1;
     let slow = average(Syscall::Call as u64, iso_ep, slow_info);
-    rt::println!("bench: ipc slowpath round trip (call + reply_recv), two address spaces: {slow} ticks");
+    rt::println!(
+        "bench: ipc slowpath round trip (call + reply_recv), two address spaces: {slow} ticks"
+    );
 
     let n = a.make(ObjectType::Notification, 0)?;
     let badged = a.slot();
