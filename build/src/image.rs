@@ -35,6 +35,8 @@ pub struct Image {
     pub manifest: &'static str,
     /// Cut the encoded manifest short (to prove the root task refuses it cleanly).
     pub corrupt_manifest: bool,
+    /// The kernel command line.
+    pub cmdline: &'static str,
 }
 
 /// Every image this tree knows.
@@ -45,6 +47,7 @@ pub const IMAGES: &[Image] = &[
         about: "the kernel, the root task and the test VMs",
         manifest: "default.toml",
         corrupt_manifest: false,
+        cmdline: "",
     },
     Image {
         name: "bad-init-truncated",
@@ -52,6 +55,7 @@ pub const IMAGES: &[Image] = &[
         about: "init cut short",
         manifest: "default.toml",
         corrupt_manifest: false,
+        cmdline: "",
     },
     Image {
         name: "bad-init-machine",
@@ -59,6 +63,7 @@ pub const IMAGES: &[Image] = &[
         about: "init built for ARM",
         manifest: "default.toml",
         corrupt_manifest: false,
+        cmdline: "",
     },
     Image {
         name: "bad-init-kernel-overlap",
@@ -66,6 +71,7 @@ pub const IMAGES: &[Image] = &[
         about: "init with a segment inside kernel space",
         manifest: "default.toml",
         corrupt_manifest: false,
+        cmdline: "",
     },
     Image {
         name: "bad-manifest",
@@ -73,6 +79,15 @@ pub const IMAGES: &[Image] = &[
         about: "a manifest module cut short",
         manifest: "default.toml",
         corrupt_manifest: true,
+        cmdline: "",
+    },
+    Image {
+        name: "pit-tick",
+        init: InitVariant::Intact,
+        about: "the default system with the PIT as the tick (no local APIC timer)",
+        manifest: "default.toml",
+        corrupt_manifest: false,
+        cmdline: "tick=pit",
     },
 ];
 
@@ -120,13 +135,13 @@ pub fn build(image: Image) -> Result<PathBuf> {
         manifest.truncate(manifest.len() / 2);
     }
     fs::write(dir.join("boot/manifest"), manifest)?;
-    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg())?;
+    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline))?;
     let iso = images.join(format!("{}.iso", image.name));
     mkrescue(&dir, &iso)?;
     Ok(iso)
 }
 
-fn grub_cfg() -> String {
+fn grub_cfg(cmdline: &str) -> String {
     let mut modules = String::from(
         "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/console console\n  module2 /boot/vmm vmm\n",
     );
@@ -134,7 +149,7 @@ fn grub_cfg() -> String {
         modules.push_str(&format!("  module2 /boot/{g} {g}\n"));
     }
     format!(
-        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel\n{modules}  boot\n}}\n"
+        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel {cmdline}\n{modules}  boot\n}}\n"
     )
 }
 

@@ -20,7 +20,7 @@ fn main() {
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
     use crate::arch::x86_64::phys_store::PhysStore;
-    use crate::arch::x86_64::{exit, init_cpu, pit, serial::Serial, thread, vcpu_run};
+    use crate::arch::x86_64::{exit, init_cpu, lapic, pit, serial::Serial, thread, vcpu_run};
     use crate::{kprintln, root_task};
     use kernel::bootstrap::{self, BootModule, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
@@ -169,7 +169,12 @@ mod bare {
             }
         }
         *crate::KERNEL.lock() = Some(k);
-        pit::start();
+        // `tick=pit` on the command line keeps the PIT as the tick (the fallback path).
+        let pit_only = info.cmdline().is_some_and(|c| c.split(' ').any(|w| w == "tick=pit"));
+        if pit_only || !lapic::start() {
+            pit::start();
+            kprintln!("kernel: tick from the PIT (IRQ 0)");
+        }
         kprintln!("kernel: entering init in ring 3");
         crate::with_kernel(thread::activate);
         // SAFETY: `activate` made init current with a sanitised ring-3 frame; the

@@ -42,3 +42,24 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
     );
     check(&out, probe.contains("VMCS revision 0x"), "no VMCS revision in the probe line");
 }
+
+#[test]
+fn the_tick_comes_from_the_local_apic_timer_or_the_pit() {
+    for emulator in [Emulator::Qemu, Emulator::Bochs] {
+        let out = boot("default", emulator);
+        check(&out, out.serial.contains("kernel: tick from the local APIC timer"), "no LAPIC tick");
+        check(
+            &out,
+            out.serial.contains("TEST PASS timer_preempts_a_spinning_thread"),
+            "no preemption",
+        );
+    }
+    let out = boot("pit-tick", Emulator::Qemu);
+    assert_suite_passed(&out, INIT_CHECKS);
+    check(&out, out.serial.contains("kernel: tick from the PIT (IRQ 0)"), "no PIT fallback");
+    check(
+        &out,
+        out.serial.contains("TEST PASS timer_preempts_a_spinning_thread"),
+        "PIT preemption",
+    );
+}

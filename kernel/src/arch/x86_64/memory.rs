@@ -111,6 +111,19 @@ pub fn init() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Make the 2 MiB of the physical window around `phys` uncached (device registers).
+pub fn uncache(phys: u64) {
+    const PWT: u64 = 1 << 3;
+    const PCD: u64 = 1 << 4;
+    let (gib, two_mib) = ((phys >> 30) as usize, ((phys >> 21) & 0x1ff) as usize);
+    if let Some(pd) = PD_PHYS.get(gib) {
+        pd.0[two_mib].fetch_or(PWT | PCD, Relaxed);
+        let va = PHYS_OFFSET + (phys & !0x1f_ffff);
+        // SAFETY: INVLPG only drops the (global) TLB entry of the page just changed.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+    }
+}
+
 /// Physical address of the kernel's own PML4 (the address space VM exits return to).
 pub fn kernel_root() -> u64 {
     phys_of(&PML4)

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;
+pub mod lapic;
 pub mod memory;
 pub mod phys_store;
 pub mod pic;

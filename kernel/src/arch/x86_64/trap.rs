@@ -8,8 +8,8 @@
 
 use super::cpu::read_cr2;
 use super::entry::CURRENT_CONTEXT;
-use super::exit;
 use super::pic::{self, PIC_BASE};
+use super::{exit, lapic};
 use crate::context::UserContext;
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use kernel::state::Platform;
@@ -77,6 +77,14 @@ enum Source {
 }
 
 fn classify(vector: u64) -> Source {
+    match vector {
+        lapic::TIMER_VECTOR => {
+            lapic::eoi();
+            return Source::Tick;
+        }
+        lapic::SPURIOUS_VECTOR => return Source::Spurious,
+        _ => {}
+    }
     let base = u64::from(PIC_BASE);
     if !(base..base + 16).contains(&vector) {
         return Source::Exception;
