@@ -144,6 +144,14 @@ impl<S: Store> Kernel<S> {
                 need(4)?;
                 self.vcpu_start(p, addr, w)
             }
+            (Invocation::VCpuPassPorts, Cap::VCpu { addr }) => {
+                need(1)?;
+                self.vcpu_pass_ports(addr, w[0])
+            }
+            (Invocation::VCpuSwitchMsr, Cap::VCpu { addr }) => {
+                need(2)?;
+                self.vcpu_switch_msr(addr, w[0], w[1])
+            }
             (Invocation::IoPortIn, Cap::IoPorts { first, last }) => {
                 need(2)?;
                 self.io_port_in(p, (first, last), w[0], w[1])

@@ -32,6 +32,7 @@ pub mod tcb;
 pub mod testbed;
 pub mod untyped;
 pub mod vcpu;
+pub mod vcpu_passthrough;
 #[cfg(test)]
 mod vcpu_tests;
 pub mod vmx;

@@ -125,6 +125,8 @@ pub mod fake {
 
     impl PhysMemory for FakeStore {
         fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
+            // As strict as the bare-metal store, which refuses an unaligned frame.
+            assert!(phys.is_multiple_of(4096), "frame {phys:#x} is not page-aligned");
             self.frames.entry(phys).or_insert_with(|| Box::new([0; 4096]))
         }
     }

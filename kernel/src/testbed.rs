@@ -156,6 +156,7 @@ impl Testbed {
             ept: EptVpidCaps::from_raw(samples::EPT_CAPS),
             host: samples::host(),
             maxphyaddr: samples::MAXPHYADDR,
+            host_msrs: samples::host_msrs(),
         });
         t
     }

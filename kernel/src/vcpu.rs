@@ -11,11 +11,14 @@ use crate::cnode;
 use crate::state::{Done, Kernel, Platform};
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::{FpuArea, ThreadState};
+use crate::vcpu_passthrough::HostMsrs;
 use crate::vmx::caps::VmxCaps;
 use crate::vmx::ept::EptVpidCaps;
 use crate::vmx::ept::{self, Access, Ept};
-use crate::vmx::validator::{decode_reply, Policy, VcpuState, MAX_VALIDATED_WRITES};
-use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, MsrAreas, VcpuPages};
+use crate::vmx::validator::{
+    decode_reply, Policy, ValidatedBatch, VcpuState, MAX_VALIDATED_WRITES,
+};
+use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, VcpuPages};
 use crate::vmx::vmcs_setup::{HostState, InitialVmcs};
 use crate::vspace::MapError;
 use protocols::error::Error;
@@ -24,7 +27,9 @@ use protocols::object::vm;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
 use protocols::vmcs::Field;
-use protocols::vmexit::{BatchError, ExitMessage, ExitReply, Gprs, TransferMask};
+use protocols::vmexit::{
+    BatchError, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs, TransferMask,
+};
 
 /// log2 of a VCpu object's size.
 pub const VCPU_BITS: u8 = 15;
@@ -34,7 +39,8 @@ pub const VMCS_OFFSET: u64 = 0x1000;
 pub const DATA_OFFSET: u64 = 0x2000;
 /// Offset of I/O bitmap A (ports 0-0x7fff); B follows.
 pub const IO_BITMAP_OFFSET: u64 = 0x4000;
-/// Offset of the MSR bitmaps.
+/// Offset of the MSR bitmaps. The last page holds the MSR areas
+/// (`vcpu_passthrough::GUEST_MSR_AREA_OFFSET`).
 pub const MSR_BITMAP_OFFSET: u64 = 0x6000;
 
 /// Where the VCpu's TCB slots keep its bindings.
@@ -57,6 +63,8 @@ pub struct VmxInfo {
     pub host: HostState,
     /// Physical-address width.
     pub maxphyaddr: u8,
+    /// The host's values of the MSRs a VCpu may switch (`VCpuSwitchMsr`).
+    pub host_msrs: HostMsrs,
 }
 
 /// The kernel's per-vCPU data.
@@ -83,6 +91,15 @@ pub struct VcpuData {
     pub init: Option<InitialVmcs>,
     /// The optional groups every exit message carries, as the VMM asked.
     pub transfer: TransferMask,
+    /// MSRs switched on entry and exit (entries of the MSR areas in use).
+    pub msr_count: u8,
+    /// `msr_count` changed since the VMCS's MSR-area counts were written.
+    pub msr_areas_changed: bool,
+    /// The guest's CR2, which VMX does not switch: loaded before every entry, saved
+    /// after every exit.
+    pub cr2: u64,
+    /// The linear address of the page fault the last exit intercepted, if it was one.
+    pub page_fault: Option<u64>,
 }
 
 impl Default for VcpuData {
@@ -98,6 +115,10 @@ impl Default for VcpuData {
             exits: 0,
             init: None,
             transfer: TransferMask::NONE,
+            msr_count: 0,
+            msr_areas_changed: false,
+            cr2: 0,
+            page_fault: None,
         }
     }
 }
@@ -111,6 +132,27 @@ impl VcpuData {
 
 /// A refused reply: the error, the `BatchError` code and the offending field.
 pub type ReplyError = (Error, u64, u64);
+
+/// Whether interruption information (exit or entry) names a #PF.
+fn is_page_fault(raw: u32) -> bool {
+    let info = EventInjection::from_raw(raw);
+    info.is_valid()
+        && info.event_type() == Some(EventType::HardwareException)
+        && info.vector() == 14
+}
+
+/// Whether the exit is a page fault the exception bitmap intercepted.
+fn intercepted_page_fault(msg: &ExitMessage) -> bool {
+    msg.basic_reason() == Some(ExitReason::ExceptionOrNmi) && is_page_fault(msg.exit_intr_info)
+}
+
+/// Whether the batch injects a #PF.
+fn injects_page_fault(batch: &ValidatedBatch) -> bool {
+    batch
+        .writes()
+        .iter()
+        .any(|&(f, v)| f == Field::EntryInterruptionInfo && is_page_fault(v as u32))
+}
 
 impl<S: Store> Kernel<S> {
     /// The message frame of `vcpu`, if bound.
@@ -130,6 +172,7 @@ impl<S: Store> Kernel<S> {
         (c.cr0, c.cr4, c.rflags, c.rip) = (msg.cr0, msg.cr4, msg.rflags, msg.rip);
         c.interruptibility = msg.interruptibility;
         c.exit_instruction_len = msg.instruction_len;
+        data.page_fault = intercepted_page_fault(msg).then_some(msg.qualification);
         let mut words = [0u64; ExitMessage::SIZE];
         let n = msg.to_words(&mut words);
         let exit_ep = self.store.slot(tcb_slot(v, EXIT_SLOT)).cap;
@@ -207,6 +250,10 @@ impl<S: Store> Kernel<S> {
             }
         }
         data.cached = batch.next;
+        // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
+        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&batch)) {
+            data.cr2 = address;
+        }
         if batch.stop {
             self.store.tcb(v).state = ThreadState::Inactive;
         } else {
@@ -330,13 +377,14 @@ impl<S: Store> Kernel<S> {
             return Err(Error::NotPermitted);
         }
         let eptp = Ept::from_root(root, vmx.ept).eptp(false).ok();
+        let msr_areas = self.msr_areas(v);
         let pages = VcpuPages {
             io_bitmap_a: v + IO_BITMAP_OFFSET,
             io_bitmap_b: v + IO_BITMAP_OFFSET + 0x1000,
             msr_bitmap: v + MSR_BITMAP_OFFSET,
             eptp,
             vpid: 0,
-            msr_areas: MsrAreas::default(),
+            msr_areas,
             maxphyaddr: vmx.maxphyaddr,
         };
         let entry = GuestEntry {
@@ -359,6 +407,9 @@ impl<S: Store> Kernel<S> {
         data.launched = false;
         data.pending_len = 0;
         data.gprs = Gprs::default();
+        data.msr_areas_changed = false;
+        data.page_fault = None;
+        data.cr2 = 0;
         self.store.tcb(v).priority = priority;
         self.make_ready(v);
         Ok(Done::Value(0))

@@ -13,7 +13,9 @@ use protocols::ipc::MsgInfo;
 use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
 use protocols::syscall::Syscall;
 use protocols::vmcs::Field;
-use protocols::vmexit::{BatchError, ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags};
+use protocols::vmexit::{
+    BatchError, EventInjection, ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags,
+};
 
 fn invoke(t: &mut Testbed, cptr: u64, label: Invocation, words: &[u64]) -> u64 {
     let mut w = [0u64; 4];
@@ -35,6 +37,19 @@ const RAM: u64 = 44;
 
 /// A started vCPU whose guest space maps one page at guest-physical 0x1000.
 fn started() -> (Testbed, u64, u64) {
+    let mut t = configured();
+    assert_eq!(
+        invoke(&mut t, VCPU, Invocation::VCpuStart, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]),
+        0
+    );
+    let Cap::VCpu { addr } = t.cap(VCPU) else { panic!() };
+    let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
+    (t, addr, msg)
+}
+
+/// A vCPU bound to its guest space (one page at guest-physical 0x1000), exit endpoint
+/// and message frame, not yet started.
+fn configured() -> Testbed {
     let mut t = Testbed::with_vmx();
     assert_eq!(retype(&mut t, ObjectType::VCpu, 0, VCPU), 0);
     assert_eq!(retype(&mut t, ObjectType::GuestSpace, 14, GUEST), 0);
@@ -46,13 +61,7 @@ fn started() -> (Testbed, u64, u64) {
         0
     );
     assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG, 0]), 0);
-    assert_eq!(
-        invoke(&mut t, VCPU, Invocation::VCpuStart, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]),
-        0
-    );
-    let Cap::VCpu { addr } = t.cap(VCPU) else { panic!() };
-    let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
-    (t, addr, msg)
+    t
 }
 
 fn write_reply(t: &mut Testbed, msg: u64, reply: &ExitReply) {
@@ -67,19 +76,22 @@ fn write_reply(t: &mut Testbed, msg: u64, reply: &ExitReply) {
 
 /// The root task waits on the exit endpoint; the vCPU runs and exits with CPUID.
 fn exit_with_cpuid(t: &mut Testbed, v: u64) {
+    let msg = ExitMessage { reason: ExitReason::Cpuid as u32, instruction_len: 2, ..exit() };
+    exit_with(t, v, msg);
+}
+
+/// An exit message without a reason, at 0x1000.
+fn exit() -> ExitMessage {
+    ExitMessage { rip: 0x1000, ..Default::default() }
+}
+
+/// The root task waits on the exit endpoint; the vCPU runs and exits with `msg`.
+fn exit_with(t: &mut Testbed, v: u64, msg: ExitMessage) {
     t.sys(Syscall::Recv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
     assert_eq!(t.k.current, v, "the vCPU runs once the VMM blocks");
     // What the hardware reports: the guest's real CR0/CR4/RFLAGS, as the VMCS holds them.
     let now = t.k.store.vcpu(v).cached;
-    let msg = ExitMessage {
-        reason: ExitReason::Cpuid as u32,
-        instruction_len: 2,
-        rip: 0x1000,
-        cr0: now.cr0,
-        cr4: now.cr4,
-        rflags: now.rflags,
-        ..Default::default()
-    };
+    let msg = ExitMessage { cr0: now.cr0, cr4: now.cr4, rflags: now.rflags, ..msg };
     assert_eq!(t.k.vcpu_exit(&msg), Next::Run);
     assert_eq!(t.k.current, ROOT_TCB);
 }
@@ -196,4 +208,144 @@ fn deleting_a_running_vcpu_is_clean() {
     assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "the VMM no longer owes a reply");
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[GUEST]), 0);
     assert!(t.k.ept_stale);
+}
+
+#[test]
+fn passing_ports_clears_exactly_their_bits() {
+    let (mut t, v, _) = started();
+    let (post, wide) = (slot::FREE + 60, slot::FREE + 61);
+    // 0x80 from the root range 0x44-0x9f, and 0x7ffe-0x8001 across the two bitmaps.
+    let root = |i: u64| slot::FIRST_IO_PORTS + i;
+    assert_eq!(invoke(&mut t, root(2), Invocation::IoPortsCarve, &[0x80, 0x80, post]), 0);
+    assert_eq!(invoke(&mut t, root(3), Invocation::IoPortsCarve, &[0x7ffe, 0x8001, wide]), 0);
+    for ports in [post, wide] {
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[ports]), 0);
+    }
+    let a = *t.k.store.frame(v + crate::vcpu::IO_BITMAP_OFFSET);
+    let b = *t.k.store.frame(v + crate::vcpu::IO_BITMAP_OFFSET + 0x1000);
+    let cleared = |map: &[u8; 4096]| map.iter().map(|b| b.count_zeros()).sum::<u32>();
+    assert_eq!((a[0x10], a[0xfff], b[0]), (0xfe, 0x3f, 0xfc));
+    assert_eq!((cleared(&a), cleared(&b)), (3, 2), "no other port passes");
+    assert_eq!(
+        invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[RAM]),
+        Error::WrongType as u64,
+        "only an IoPorts capability grants ports"
+    );
+    assert_eq!(
+        invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[slot::FREE + 62]),
+        Error::InvalidCapability as u64
+    );
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[]), Error::InvalidArgument as u64);
+}
+
+const LSTAR: u64 = 0xc000_0082;
+const STAR: u64 = 0xc000_0081;
+const TSC_AUX: u64 = 0xc000_0103;
+
+/// MSR-area entry `i` of the area at physical `area`: (index, value).
+fn msr_entry(t: &mut Testbed, area: u64, i: usize) -> (u64, u64) {
+    let page = t.k.store.frame(area & !0xfff);
+    let at = (area & 0xfff) as usize + 16 * i;
+    let word = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().unwrap());
+    (word(at) & 0xffff_ffff, word(at + 8))
+}
+
+#[test]
+fn switched_msrs_fill_both_areas_and_open_the_bitmap() {
+    use crate::vcpu_passthrough::{GUEST_MSR_AREA_OFFSET, HOST_MSR_AREA_OFFSET};
+    let mut t = configured();
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    let switch = |t: &mut Testbed, msr: u64, value: u64| {
+        invoke(t, VCPU, Invocation::VCpuSwitchMsr, &[msr, value])
+    };
+    assert_eq!(switch(&mut t, LSTAR, 0xffff_8000_0000_1000), 0);
+    assert_eq!(switch(&mut t, STAR, 0x23_0010_0000_0000), 0);
+    assert_eq!(switch(&mut t, LSTAR, 0x40_1000), 0, "a second switch sets the guest value");
+    let host = crate::vmx::samples::host_msrs().values;
+    let guest_area = v + GUEST_MSR_AREA_OFFSET;
+    let host_area = v + HOST_MSR_AREA_OFFSET;
+    assert_eq!(msr_entry(&mut t, guest_area, 0), (LSTAR, 0x40_1000));
+    assert_eq!(msr_entry(&mut t, guest_area, 1), (STAR, 0x23_0010_0000_0000));
+    assert_eq!(msr_entry(&mut t, host_area, 0), (LSTAR, host[1]));
+    assert_eq!(msr_entry(&mut t, host_area, 1), (STAR, host[0]));
+    assert_eq!(t.k.store.vcpu(v).msr_count, 2);
+    // Reads and writes of MSR 0xc000_0082 no longer exit; 0xc000_0080 (EFER) still does.
+    let bitmap = *t.k.store.frame(v + crate::vcpu::MSR_BITMAP_OFFSET);
+    assert_eq!((bitmap[0x410], bitmap[0xc10]), (0xf9, 0xf9));
+    assert_eq!(bitmap.iter().map(|b| b.count_zeros()).sum::<u32>(), 4);
+
+    let refused = [
+        (0xc000_0080, 0, Error::NotSupported),
+        (0x10, 0, Error::NotSupported),
+        (1 << 32 | LSTAR, 0, Error::NotSupported),
+        (LSTAR, 0x8000_0000_0000_0000, Error::InvalidArgument),
+        (0xc000_0084, 1 << 32, Error::InvalidArgument),
+    ];
+    for (msr, value, e) in refused {
+        assert_eq!(switch(&mut t, msr, value), e as u64, "{msr:#x} = {value:#x}");
+    }
+    assert_eq!(t.k.store.vcpu(v).msr_count, 2, "refusals change nothing");
+    // A CPU without RDTSCP or RDPID has no TSC_AUX.
+    t.k.vmx.as_mut().unwrap().host_msrs.present &= !(1 << 5);
+    assert_eq!(switch(&mut t, TSC_AUX, 0), Error::NotSupported as u64);
+
+    // The VMCS names the kernel's areas, with the count at start.
+    assert_eq!(
+        invoke(&mut t, VCPU, Invocation::VCpuStart, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]),
+        0
+    );
+    let data = t.k.store.vcpu(v);
+    assert!(!data.msr_areas_changed, "the initial VMCS carries the counts");
+    let init = data.init.expect("initial VMCS");
+    for (field, value) in [
+        (Field::EntryMsrLoadAddress, guest_area),
+        (Field::ExitMsrStoreAddress, guest_area),
+        (Field::ExitMsrLoadAddress, host_area),
+        (Field::EntryMsrLoadCount, 2),
+        (Field::ExitMsrStoreCount, 2),
+        (Field::ExitMsrLoadCount, 2),
+    ] {
+        assert_eq!(init.get(field), Some(value), "{field:?}");
+    }
+    // Switching one more while it runs has the counts rewritten before the next entry.
+    assert_eq!(switch(&mut t, 0xc000_0102, 0), 0);
+    assert!(t.k.store.vcpu(v).msr_areas_changed);
+    assert_eq!(t.k.store.vcpu(v).msr_count, 3);
+}
+
+#[test]
+fn reflecting_an_intercepted_page_fault_gives_the_guest_its_address() {
+    let mut t = configured();
+    let long = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x2000];
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &long), 0);
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
+    let page_fault = ExitMessage {
+        reason: ExitReason::ExceptionOrNmi as u32,
+        exit_intr_info: EventInjection::exception(14).raw(),
+        exit_intr_error: 2,
+        qualification: 0x4000_0000,
+        ..exit()
+    };
+    let mut reflect = ExitReply::new();
+    reflect.inject(EventInjection::exception(14), 2, 0);
+
+    // A #PF that is not reflected (here: resumed to retry) leaves CR2 alone.
+    exit_with(&mut t, v, page_fault);
+    write_reply(&mut t, msg, &ExitReply::new());
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!(t.k.store.vcpu(v).cr2, 0);
+    // Injecting #PF after another exit (the VMM's own emulation) leaves it alone too.
+    exit_with_cpuid(&mut t, v);
+    write_reply(&mut t, msg, &reflect);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "{:?}", t.regs(ROOT_TCB));
+    assert_eq!(t.k.store.vcpu(v).cr2, 0);
+    // Reflected: the guest's handler finds the address in CR2.
+    exit_with(&mut t, v, page_fault);
+    write_reply(&mut t, msg, &reflect);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!(t.k.store.vcpu(v).cr2, 0x4000_0000);
 }

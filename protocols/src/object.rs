@@ -116,6 +116,21 @@ pub enum Invocation {
     /// IrqHandler: `[]`: unmask the line. The kernel masks it when it fires, so the
     /// driver acknowledges each interrupt once it has served the device.
     IrqHandlerAck = 23,
+    /// VCpu: `[IoPorts slot]`: let the guest reach the capability's ports directly: the
+    /// kernel clears their bits in the VCpu's I/O bitmaps, so the guest's IN/OUT to them
+    /// run on the hardware without a VM exit. Every other port keeps exiting to the VMM.
+    /// The pass-through lasts as long as the VCpu (revoking the IoPorts capability later
+    /// does not withdraw it).
+    VCpuPassPorts = 24,
+    /// VCpu: `[msr index, guest value]`: have the kernel switch one of
+    /// [`vm::SWITCHABLE_MSRS`] on every VM entry and exit: the guest's value is loaded on
+    /// entry and saved on exit (VM-entry MSR-load and VM-exit MSR-store areas, which the
+    /// kernel owns), the host's value is loaded on exit (VM-exit MSR-load area), and the
+    /// guest reads and writes the MSR without exiting. Naming an MSR already switched
+    /// sets its guest value. `NotSupported` for an MSR outside the list or one this CPU
+    /// lacks; `InvalidArgument` for a value the MSR cannot hold (a non-canonical address,
+    /// reserved bits).
+    VCpuSwitchMsr = 25,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -144,11 +159,18 @@ pub mod vm {
     pub const EXIT_OFFSET: usize = 0;
     /// Byte offset of the `ExitReply` words in the message frame.
     pub const REPLY_OFFSET: usize = 2048;
+
+    /// The MSRs `VCpuSwitchMsr` accepts: live CPU state that the VMCS does not hold and
+    /// that a guest must own while it runs (the SYSCALL MSRs, the SWAPGS base, the RDTSCP
+    /// value): IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE,
+    /// IA32_TSC_AUX.
+    pub const SWITCHABLE_MSRS: [u32; 6] =
+        [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103];
 }
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 25] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -172,6 +194,8 @@ impl Invocation {
         Self::IrqControlGet,
         Self::IrqHandlerSetNotification,
         Self::IrqHandlerAck,
+        Self::VCpuPassPorts,
+        Self::VCpuSwitchMsr,
     ];
 
     /// Decode a label.

@@ -3,6 +3,7 @@
 
 use super::caps::VmxMsrs;
 use super::vmcs_setup::HostState;
+use crate::vcpu_passthrough::HostMsrs;
 
 /// Skylake-like (Bochs corei7_skylake_x): TRUE controls, EPT, VPID, unrestricted
 /// guest, EFER/PAT load and save.
@@ -49,5 +50,14 @@ pub fn host() -> HostState {
         sysenter_eip: 0,
         efer: 0xd01,
         pat: 0x0007_0406_0007_0406,
+    }
+}
+
+/// The host's switchable MSRs as the kernel sets them (`object::vm::SWITCHABLE_MSRS`
+/// order: STAR, LSTAR, CSTAR, FMASK, KERNEL_GS_BASE, TSC_AUX), all present.
+pub fn host_msrs() -> HostMsrs {
+    HostMsrs {
+        values: [0x0010_0008_0000_0000, 0xffff_ffff_8010_2000, 0, 0x4700, 0, 0],
+        present: 0x3f,
     }
 }

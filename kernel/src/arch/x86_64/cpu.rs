@@ -136,6 +136,15 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// Set CR2 (the guest's, before VM entry: VMX does not switch it).
+///
+/// # Safety
+/// Nothing may rely on CR2 naming the kernel's last page fault afterwards.
+pub unsafe fn write_cr2(v: u64) {
+    // SAFETY: the caller vouches that nobody reads the old value.
+    unsafe { asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) }
+}
+
 /// Sleep until an interrupt has been taken, then continue with interrupts disabled
 /// again. `sti` takes effect after `hlt`, so an interrupt pending at `sti` wakes the
 /// `hlt` instead of being taken before it and sleeping through.

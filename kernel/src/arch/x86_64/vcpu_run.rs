@@ -16,12 +16,16 @@ use kernel::state::{Kernel, Next, Platform};
 use kernel::store::Store;
 use kernel::tcb::ThreadState;
 use kernel::vcpu::{VmxInfo, VMCS_OFFSET};
+use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
+use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
 use protocols::vmcs::Field;
-use protocols::vmexit::{Controls, ExitMessage, ExitReason, TransferMask};
+use protocols::vmexit::{
+    Controls, ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE,
+};
 
 static ROOT: spin::Once<VmxRoot> = spin::Once::new();
 /// The VMCS currently active on this CPU (0: none).
@@ -32,6 +36,7 @@ pub static TICK: AtomicBool = AtomicBool::new(false);
 const MSR_EPT_VPID_CAP: u32 = 0x48c;
 const MSR_EFER: u32 = 0xc000_0080;
 const MSR_PAT: u32 = 0x277;
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 
 /// Enter VMX root operation if the CPU can; returns what the kernel needs to make VCpus.
 pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
@@ -87,7 +92,26 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     };
     ROOT.call_once(|| root);
     crate::kprintln!("vmx: VMX root operation entered; VCpus available");
-    Some(VmxInfo { caps, policy, ept, host, maxphyaddr })
+    Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs() })
+}
+
+/// The kernel's values of the MSRs a VCpu may switch (set by `syscall::init`, never
+/// changed afterwards), and which of them this CPU has: IA32_TSC_AUX exists only with
+/// RDTSCP or RDPID, the others on every x86-64 CPU.
+fn host_msrs() -> HostMsrs {
+    let rdtscp = cpu::cpuid(0x8000_0001, 0).3 & (1 << 27) != 0;
+    let rdpid = cpu::cpuid(0, 0).0 >= 7 && cpu::cpuid(7, 0).2 & (1 << 22) != 0;
+    let mut m = HostMsrs::default();
+    for (i, (&index, value)) in SWITCHABLE_MSRS.iter().zip(m.values.iter_mut()).enumerate() {
+        if index == MSR_TSC_AUX && !(rdtscp || rdpid) {
+            continue;
+        }
+        // SAFETY: every MSR of the list but TSC_AUX exists on an x86-64 CPU, and TSC_AUX
+        // was just found to exist.
+        *value = unsafe { rdmsr(index) };
+        m.present |= 1 << i;
+    }
+    m
 }
 
 fn vmread(root: &VmxRoot, f: Field) -> u64 {
@@ -194,7 +218,11 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         if active != 0 && active != vmcs {
             // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
             let _ = unsafe { vmx_insn::vmclear(root, active) };
-            k.store.vcpu(active - VMCS_OFFSET).launched = false;
+        }
+        if active != vmcs {
+            // A VMCS stops being the active one only by VMCLEAR (when another is loaded,
+            // or in `flush` after any VCpu was destroyed), which makes it clear again.
+            k.store.vcpu(v).launched = false;
         }
         if init.is_some() {
             // SAFETY: the VMCS region belongs to the VCpu object, stamped at creation.
@@ -225,6 +253,21 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         }
     }
     data.pending_len = 0;
+    if core::mem::take(&mut data.msr_areas_changed) {
+        let count = u64::from(data.msr_count);
+        for f in [Field::EntryMsrLoadCount, Field::ExitMsrStoreCount, Field::ExitMsrLoadCount] {
+            // SAFETY: the kernel's own MSR areas, whose addresses the VMCS already holds;
+            // every entry names a listed MSR with a value WRMSR accepts.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, count) } {
+                return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+            }
+        }
+    }
+    if cpu::read_cr2() != data.cr2 {
+        // SAFETY: CR2 only reports page-fault addresses; the kernel never reads it but
+        // in its fault handlers, which record it at once.
+        unsafe { cpu::write_cr2(data.cr2) };
+    }
     let r = &data.gprs.regs;
     let mut g = GuestGprs {
         rax: r[0],
@@ -255,10 +298,16 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     if let Err(e) = entered {
         return stop(k, p, format_args!("vcpu: VM entry failed: {e}; vCPU stopped"));
     }
-    data.launched = true;
+    let reason = vmread(root, Field::ExitReason) as u32;
+    // A VM entry that failed its checks (bit 31) leaves the launch state as it was: a
+    // VMCS whose VMLAUNCH failed must be launched again, not resumed.
+    if reason & EXIT_REASON_ENTRY_FAILURE == 0 {
+        data.launched = true;
+    }
+    // VM exits leave CR2 as the guest had it.
+    data.cr2 = cpu::read_cr2();
     let rsp = vmread(root, Field::GuestRsp);
     data.gprs = g.abi(rsp);
-    let reason = vmread(root, Field::ExitReason) as u32;
     if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
         // The interrupt is still pending: let it in, in the kernel, then reschedule.
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
