@@ -7,6 +7,7 @@
 //! The others use `arbitrary` to build structured operation sequences.
 
 pub mod seeds;
+pub mod syscalls;
 
 /// The `multiboot2` target's mode byte (the first input byte).
 pub mod multiboot2_mode {

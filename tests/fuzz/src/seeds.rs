@@ -174,6 +174,221 @@ pub fn structured(salt: u64) -> Vec<Seed> {
         .collect()
 }
 
+/// Seeds for the `syscalls` target: short scenarios that reach the interesting states
+/// (two threads talking, revocation, nested untyped, a vCPU round trip, faults), which
+/// random bytes would take long to find.
+pub fn syscalls() -> Vec<Seed> {
+    use crate::syscalls::{which, Info, Op, Word, Writer};
+    use protocols::object::{vcpu_mode, Invocation as I, ObjectType as T};
+    use protocols::syscall::Syscall as S;
+    const CNODE: u64 = 2;
+    const VSPACE: u64 = 3;
+    const UNTYPED: u64 = 4;
+    let w = |v: u64| Word(v);
+    let inv = |i: I, slot: u64, words: &[u64]| {
+        let mut ws = [Word(0); 4];
+        for (d, s) in ws.iter_mut().zip(words) {
+            *d = Word(*s);
+        }
+        Op::Invoke { which: which(i), slot: Word(slot), len: words.len() as u8, words: ws }
+    };
+    let sys = |n: S, slot: u64, label: u64, words: &[u64]| {
+        let mut ws = [Word(0); 4];
+        for (d, s) in ws.iter_mut().zip(words) {
+            *d = Word(*s);
+        }
+        let info = Info { label: Word(label), flags: words.len() as u8 };
+        Op::Syscall {
+            number: n as u8,
+            rdi: Word(slot),
+            info,
+            words: ws,
+            r12: w(0),
+            r13: w(0),
+            fast: true,
+        }
+    };
+    let retype = |ty: T, bits: u8, dst: u64, count: u8| Op::Retype {
+        untyped: w(UNTYPED),
+        ty: ty as u8,
+        bits,
+        dst: w(dst),
+        count,
+    };
+    let spawn = |dst: u64, fault: u64, priority: u8| Op::Spawn {
+        dst: w(dst),
+        cspace: w(CNODE),
+        vspace: w(VSPACE),
+        fault: w(fault),
+        priority,
+    };
+    let all = 0x1f;
+    let mut seeds = Vec::new();
+    let mut add = |name: &str, vmx: bool, ops: &[Op]| {
+        let mut wr = Writer::new(vmx);
+        for op in ops {
+            wr.op(op);
+        }
+        seeds.push((name.to_string(), wr.bytes));
+    };
+    // A server thread receives a badged call and replies (fastpath both ways), then a
+    // capability travels with the grant right.
+    let mut grant = sys(S::Send, 21, 5, &[1]);
+    if let Op::Syscall { info, r12, .. } = &mut grant {
+        info.flags |= 8;
+        *r12 = w(22);
+    }
+    add(
+        "ipc",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            inv(I::CNodeMint, CNODE, &[20, 21, all, 0xbeef]),
+            spawn(30, u64::MAX, 100),
+            sys(S::Yield, 0, 0, &[]),
+            sys(S::Recv, 20, 0, &[]),
+            sys(S::Call, 21, 7, &[11, 22, 33]),
+            sys(S::ReplyRecv, 20, 9, &[555]),
+            retype(T::Notification, 0, 22, 1),
+            grant,
+            sys(S::Yield, 0, 0, &[]),
+        ],
+    );
+    // Copies with fewer rights and a badge, then the original revoked.
+    add(
+        "revoke",
+        false,
+        &[
+            retype(T::Notification, 0, 20, 1),
+            inv(I::CNodeMint, CNODE, &[20, 21, all, 1]),
+            inv(I::CNodeCopy, CNODE, &[21, 22, 1]),
+            inv(I::CNodeCopy, CNODE, &[22, 23, all]),
+            sys(S::Send, 21, 0, &[]),
+            sys(S::NbRecv, 20, 0, &[]),
+            inv(I::CNodeRevoke, CNODE, &[20]),
+            sys(S::Send, 22, 0, &[]),
+        ],
+    );
+    // A nested untyped filled with TCBs, revoked and filled again.
+    add(
+        "untyped",
+        false,
+        &[
+            retype(T::Endpoint, 0, 15, 1),
+            retype(T::Untyped, 14, 16, 1),
+            inv(I::UntypedRetype, 16, &[T::Tcb as u64, 0, 20, 3]),
+            inv(I::UntypedRetype, 16, &[T::Tcb as u64, 0, 23, 2]),
+            inv(I::CNodeRevoke, CNODE, &[16]),
+            inv(I::UntypedRetype, 16, &[T::CNode as u64, 4, 20, 1]),
+            inv(I::CNodeMove, 20, &[15, 3]),
+            inv(I::CNodeDelete, CNODE, &[20]),
+        ],
+    );
+    // Frames mapped into a new address space and the root's, a thread on it, faults.
+    add(
+        "frames-and-faults",
+        false,
+        &[
+            retype(T::VSpace, 14, 17, 1),
+            retype(T::Frame, 0, 18, 2),
+            inv(I::FrameMap, 18, &[17, 0x40_0000, map_write()]),
+            inv(I::FrameMap, 19, &[VSPACE, 0x7fff_ffff_e000, 0]),
+            retype(T::Endpoint, 0, 20, 1),
+            Op::Spawn { dst: w(30), cspace: w(CNODE), vspace: w(17), fault: w(20), priority: 100 },
+            sys(S::Recv, 20, 0, &[]),
+            Op::Fault { vector: 14, error: w(6), addr: w(0x1000) },
+            sys(S::Reply, 0, 1, &[0x40_0000]),
+            inv(I::CNodeRevoke, CNODE, &[17]),
+            inv(I::CNodeDelete, CNODE, &[17]),
+            sys(S::DebugWrite, 0x40_0000, 0, &[]),
+        ],
+    );
+    // A vCPU: an exit reaches the VMM, a valid batch resumes the guest, a tick, a
+    // forbidden batch is refused, and the vCPU is deleted while it waits.
+    let exit = |reason: u64, kind: u8| Op::Exit {
+        kind,
+        reason: w(reason),
+        qualification: w(0),
+        len: 2,
+        real: true,
+        cr0: w(0),
+        cr4: w(0),
+        rflags: w(0),
+        rip: w(0),
+        interruptibility: 0,
+        gprs: [w(1), w(2)],
+    };
+    let reply = |flags: u8, writes: Vec<(u8, Word)>| Op::ReplyArea {
+        frame: w(43),
+        flags,
+        count: writes.len() as u8,
+        gpr_mask: 1,
+        injection: w(0),
+        gprs: [w(0x1234), w(0)],
+        writes,
+    };
+    let field = |f: protocols::vmcs::Field| {
+        protocols::vmcs::Field::ALL.iter().position(|x| *x == f).unwrap_or(0) as u8
+    };
+    use protocols::vmcs::Field as F;
+    // Index 10 of `ExitReason::ALL` is CPUID in SDM order (0, 1, 2, ... 10).
+    let cpuid = protocols::vmexit::ExitReason::ALL
+        .iter()
+        .position(|r| *r == protocols::vmexit::ExitReason::Cpuid)
+        .unwrap_or(0) as u64;
+    add(
+        "vcpu",
+        true,
+        &[
+            Op::VcpuSetup {
+                base: w(40),
+                mode: vcpu_mode::REAL as u8,
+                priority: 50,
+                mask: 0,
+                controls: 0,
+            },
+            sys(S::Recv, 42, 0, &[]),
+            exit(cpuid, 0),
+            reply(1, vec![]),
+            sys(S::ReplyRecv, 42, 0, &[]),
+            exit(0, 6),
+            exit(cpuid, 0),
+            reply(0, vec![(field(F::GuestRip), w(0x2000)), (field(F::HostRip), w(0x4141_4000))]),
+            sys(S::ReplyRecv, 42, 0, &[]),
+            inv(I::VCpuStart, 40, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0x8000, 0]),
+            sys(S::Recv, 42, 0, &[]),
+            exit(cpuid, 0),
+            inv(I::CNodeDelete, CNODE, &[40]),
+            inv(I::CNodeRevoke, CNODE, &[UNTYPED]),
+        ],
+    );
+    // A driver: ports carved from the root's range and used, an IRQ line bound to a
+    // notification, the thread idles until the interrupt wakes it.
+    add(
+        "irq-and-ports",
+        false,
+        &[
+            inv(I::IoPortsCarve, 11, &[0x3f8, 0x3ff, 24]),
+            inv(I::IoPortOut, 24, &[0x3f9, 1, 0x01]),
+            inv(I::IoPortIn, 24, &[0x3fd, 1]),
+            inv(I::IrqControlGet, 5, &[4, 25]),
+            retype(T::Notification, 0, 26, 1),
+            inv(I::IrqHandlerSetNotification, 25, &[26]),
+            inv(I::IrqHandlerAck, 25, &[]),
+            sys(S::Recv, 26, 0, &[]),
+            Op::Irq { lines: 0x10 },
+            inv(I::IrqHandlerAck, 25, &[]),
+            inv(I::CNodeRevoke, CNODE, &[26]),
+            Op::Irq { lines: 0x10 },
+        ],
+    );
+    seeds
+}
+
+fn map_write() -> u64 {
+    protocols::object::map::WRITE
+}
+
 /// Every target's seeds, by target name.
 pub fn all(init: Option<&[u8]>) -> Vec<(&'static str, Vec<Seed>)> {
     vec![
@@ -184,6 +399,7 @@ pub fn all(init: Option<&[u8]>) -> Vec<(&'static str, Vec<Seed>)> {
         ("protocols_messages", structured(3)),
         ("vmcs_validator", structured(4)),
         ("vmm_dispatch", structured(5)),
+        ("syscalls", syscalls()),
     ]
 }
 
