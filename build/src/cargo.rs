@@ -55,7 +55,8 @@ pub fn build_kernel() -> Result<PathBuf> {
 }
 
 /// The test guests (`images/guests`), each a module of the default image.
-pub const GUESTS: &[&str] = &["guest64", "guest32", "guest_real", "guest_triple", "guest_bench"];
+pub const GUESTS: &[&str] =
+    &["guest64", "guest32", "guest_real", "guest_triple", "guest_bench", "guest_controls"];
 
 /// Build the test guests; returns the directory holding their ELFs.
 pub fn build_guests() -> Result<PathBuf> {

@@ -28,6 +28,8 @@ struct Vm {
     #[serde(default)]
     hostile: bool,
     expect: String,
+    #[serde(default)]
+    pass_ports: Option<[u16; 2]>,
 }
 
 fn mode(vm: &Vm) -> Result<GuestMode> {
@@ -93,6 +95,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             phase: vm.phase,
             hostile: vm.hostile,
             expect: expect(vm).map_err(at)?,
+            pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
         };
         manifest
             .vms
@@ -113,8 +116,15 @@ mod tests {
     use protocols::manifest::{Expect, GuestMode, Manifest};
     use std::path::PathBuf;
 
-    const MODULES: &[&str] =
-        &["vmm", "guest64", "guest32", "guest_real", "guest_triple", "guest_bench"];
+    const MODULES: &[&str] = &[
+        "vmm",
+        "guest64",
+        "guest32",
+        "guest_real",
+        "guest_triple",
+        "guest_bench",
+        "guest_controls",
+    ];
 
     fn images() -> PathBuf {
         crate::root().join("images")
@@ -125,12 +135,13 @@ mod tests {
         let path = images().join("default.toml");
         let bytes = encode(&path, &std::fs::read_to_string(&path).unwrap(), MODULES).unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 6);
+        assert_eq!(m.vms.len(), 7);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
         assert!(m.vms[4].hostile);
         assert_eq!(m.vms[5].phase, 1);
         assert_eq!(m.vms[0].memory_bits, 22);
+        assert_eq!(m.vms[6].pass_ports, Some((0x80, 0x80)));
     }
 
     #[test]
@@ -146,6 +157,7 @@ mod tests {
             ("bad-expect.toml", "vm \"vm_expect\": expect \"finish somehow\""),
             ("unknown-key.toml", "unknown field `priorty`"),
             ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),
+            ("pass-ports-of-the-pit.toml", "vm \"vm_timer\": pass_ports 0x40..=0x43 is reversed"),
         ];
         let dir = images().join("bad-manifests");
         let files = std::fs::read_dir(&dir).unwrap().count();

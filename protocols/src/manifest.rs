@@ -57,6 +57,9 @@ pub struct VmEntry<'a> {
     pub hostile: bool,
     /// How it must end.
     pub expect: Expect,
+    /// Host ports `first..=last` the guest reaches without exiting (an `IoPorts`
+    /// capability the VMM passes to its VCpu); never the kernel's ports.
+    pub pass_ports: Option<(u16, u16)>,
 }
 
 /// The whole manifest.
@@ -82,6 +85,8 @@ pub enum Error<'a> {
     BadPriority { name: &'a str, priority: u8 },
     /// A module name is empty or too long.
     BadModule { name: &'a str },
+    /// `pass_ports` is reversed or reaches a port the kernel keeps (the PICs, the PIT).
+    BadPorts { name: &'a str, first: u16, last: u16 },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -99,6 +104,11 @@ impl core::fmt::Display for Error<'_> {
                 write!(f, "vm {name:?}: priority {priority} is above 254")
             }
             Self::BadModule { name } => write!(f, "vm {name:?}: module name empty or too long"),
+            Self::BadPorts { name, first, last } => write!(
+                f,
+                "vm {name:?}: pass_ports {first:#x}..={last:#x} is reversed or reaches a port \
+                 the kernel keeps (the PICs, the PIT)"
+            ),
         }
     }
 }
@@ -133,6 +143,11 @@ impl<'a> Manifest<'a> {
             if !name_ok(vm.vmm) || !name_ok(vm.guest) {
                 return Err(Error::BadModule { name: vm.name });
             }
+            if let Some((first, last)) = vm.pass_ports {
+                if first > last || crate::io::root_range_covering(first, last).is_none() {
+                    return Err(Error::BadPorts { name: vm.name, first, last });
+                }
+            }
         }
         Ok(())
     }
@@ -153,6 +168,7 @@ mod tests {
             phase: 0,
             hostile: false,
             expect: Expect::Exit(0),
+            pass_ports: None,
         }
     }
 
@@ -186,6 +202,13 @@ mod tests {
         m.vms[1].priority = 1;
         m.vms[1].guest = "";
         assert_eq!(m.check(), Err(Error::BadModule { name: "b" }));
+        m.vms[1].guest = "g";
+        m.vms[1].pass_ports = Some((0x80, 0x80));
+        assert_eq!(m.check(), Ok(()));
+        for (first, last) in [(0x81, 0x80), (0x40, 0x40), (0x1f, 0x22), (0x00, 0xffff)] {
+            m.vms[1].pass_ports = Some((first, last));
+            assert_eq!(m.check(), Err(Error::BadPorts { name: "b", first, last }));
+        }
         assert_eq!(Manifest::decode(&[0xff, 0xff, 0xff]), Err(Error::Malformed));
         let bytes = encode(&m);
         for cut in 0..bytes.len() {

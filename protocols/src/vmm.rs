@@ -14,6 +14,9 @@ pub mod slot {
     /// A badged endpoint of the console driver for the VMM's log and the guest's UART
     /// output; without one the VMM falls back to the kernel's debug console.
     pub const CONSOLE: u64 = 5;
+    /// An `IoPorts` capability for the ports the guest reaches without exiting (the
+    /// manifest's `pass_ports`); empty when the VM has none.
+    pub const PASS_PORTS: u64 = 6;
     /// The first of the guest image's frames (read-only), one per page, in order.
     pub const FIRST_IMAGE_FRAME: u64 = 16;
 }

@@ -5,7 +5,7 @@
 use system_tests::{assert_suite_passed, boot, check, Emulator, Outcome};
 
 /// How many checks init runs at least.
-const INIT_CHECKS: u32 = 47;
+const INIT_CHECKS: u32 = 48;
 
 /// The ring-3 console driver greeted on COM1, and init's checks came through it.
 fn assert_console_driver_printed(out: &Outcome) {

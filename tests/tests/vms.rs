@@ -5,7 +5,7 @@
 
 use system_tests::{assert_suite_passed, boot, boot_with, check, Emulator, Outcome, RunOptions};
 
-const GUESTS: [&str; 4] = ["guest64", "guest32", "guest_real", "guest_triple"];
+const GUESTS: [&str; 5] = ["guest64", "guest32", "guest_real", "guest_triple", "guest_controls"];
 
 /// The expected serial lines a guest documents in its source (the ```text block).
 fn expected_lines(guest: &str) -> Vec<String> {
@@ -46,7 +46,7 @@ fn bochs_on(cpu: &str) -> Outcome {
 #[test]
 fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
     let out = bochs_on("corei7_skylake_x");
-    assert_suite_passed(&out, 47);
+    assert_suite_passed(&out, 48);
     for g in GUESTS {
         check(
             &out,
@@ -76,7 +76,7 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
 #[test]
 fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
     let out = boot("default", Emulator::Qemu);
-    assert_suite_passed(&out, 47);
+    assert_suite_passed(&out, 48);
     let refusals =
         out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
     check(&out, refusals == GUESTS.len() + 2, &format!("{refusals} VMMs said no VM can run"));
@@ -86,7 +86,7 @@ fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
 #[test]
 fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
     let out = bochs_on("corei5_lynnfield_750");
-    assert_suite_passed(&out, 47);
+    assert_suite_passed(&out, 48);
     check(&out, out.serial.contains("unrestricted guest no"), "probe line");
     let refused = out.serial.matches("needs unrestricted guest, which this CPU lacks").count();
     check(
@@ -94,14 +94,16 @@ fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
         refused == 2,
         &format!("{refused} refusals for lack of unrestricted guest, want 2"),
     );
+    // The 64-bit guests need neither, and every VT-x control they use exists here.
     assert_guest_output(&out, "guest64");
+    assert_guest_output(&out, "guest_controls");
     check(&out, !out.serial.contains("hello from real mode"), "a real-mode guest ran");
 }
 
 #[test]
 fn bochs_penryn_without_ept_runs_no_guest_and_says_why() {
     let out = bochs_on("core2_penryn_t9600");
-    assert_suite_passed(&out, 47);
+    assert_suite_passed(&out, 48);
     check(&out, out.serial.contains("vmx: present"), "penryn has VMX");
     check(&out, out.serial.contains("EPT no"), "probe line says no EPT");
     check(&out, !a_guest_ran(&out), "a guest ran without EPT");

@@ -24,6 +24,7 @@ use protocols::vmexit::{
 };
 
 use crate::bus::{Bus, BusError};
+use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState, CR0_NE, CR4_VMXE, EFER_LMA};
 use crate::devices::uart16550::SerialSink;
@@ -39,7 +40,6 @@ use crate::reply::ReplyBuilder;
 /// Exception vectors the dispatcher injects.
 const UD: u8 = 6;
 const GP: u8 = 13;
-const PF: u8 = 14;
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS.VM (virtual-8086 mode, always CPL 3).
@@ -193,12 +193,19 @@ pub struct Stats {
     pub exceptions_injected: u64,
     /// Hypercalls served.
     pub hypercalls: u64,
+    /// NMIs injected (at the guest's request).
+    pub nmis_injected: u64,
 }
 
 impl Stats {
     /// Exits with basic reason `reason`.
     pub fn exits(&self, reason: ExitReason) -> u64 {
-        self.exits.get(reason as usize).copied().unwrap_or(0)
+        self.exits_raw(reason as u64)
+    }
+
+    /// Exits with the basic reason numbered `reason` (0 for a number out of range).
+    pub fn exits_raw(&self, reason: u64) -> u64 {
+        usize::try_from(reason).ok().and_then(|r| self.exits.get(r)).copied().unwrap_or(0)
     }
 
     /// All exits.
@@ -270,6 +277,8 @@ pub struct Vm<M, S> {
     state: RunState,
     stats: Stats,
     tests: TestReport,
+    /// While RDTSC exits: the TSC value the next RDTSC returns.
+    tsc: Option<u64>,
 }
 
 /// A handler's verdict: done (the reply says what to do) or stop.
@@ -311,8 +320,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 interrupts_injected: 0,
                 exceptions_injected: 0,
                 hypercalls: 0,
+                nmis_injected: 0,
             },
             tests: TestReport::default(),
+            tsc: None,
         })
     }
 
@@ -449,6 +460,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             ExitReason::Hlt => self.hlt_exit(msg, reply),
             ExitReason::Vmcall => self.vmcall_exit(msg, reply),
             ExitReason::ExceptionOrNmi => self.exception_exit(msg, reply),
+            ExitReason::Rdtsc => self.rdtsc_exit(msg, reply),
             ExitReason::TripleFault => Err(StopReason::TripleFault),
             ExitReason::EptViolation | ExitReason::EptMisconfig => {
                 let gpa = msg.guest_physical;
@@ -634,6 +646,16 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         Ok(())
     }
 
+    /// RDTSC while the VMM emulates the TSC: the next value, one more each time.
+    fn rdtsc_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let tsc = self.tsc.ok_or(StopReason::Unhandled { reason: msg.reason })?;
+        self.tsc = Some(tsc.wrapping_add(1));
+        reply.set_gpr(Gprs::RAX, tsc & 0xffff_ffff);
+        reply.set_gpr(Gprs::RDX, tsc >> 32);
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        Ok(())
+    }
+
     fn vmcall_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         reply.flag(ReplyFlags::ADVANCE_RIP);
         if cpl(msg) != 0 {
@@ -641,6 +663,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Ok(());
         }
         self.stats.hypercalls = self.stats.hypercalls.saturating_add(1);
+        let needs = StopReason::NeedsTransfer;
         let status = match Hypercall::decode(&msg.gprs) {
             Ok(Hypercall::PutChar(byte)) => {
                 self.platform.uart.sink_mut().write_byte(byte);
@@ -656,20 +679,46 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 hypercall::STATUS_OK
             }
             Ok(Hypercall::Exit(code)) => return Err(StopReason::GuestExit(code)),
-            Err(_) => hypercall::STATUS_UNKNOWN,
+            Ok(Hypercall::ExitCount(reason)) => self.stats.exits_raw(reason),
+            Ok(Hypercall::InjectNmi) => {
+                reply.inject(EventInjection::nmi(), 0, 0);
+                self.stats.nmis_injected = self.stats.nmis_injected.saturating_add(1);
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::RdtscExiting(tsc)) => {
+                controls::rdtsc_exiting(msg, tsc.is_some(), reply).map_err(needs)?;
+                self.tsc = tsc;
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::TscOffset(offset)) => {
+                controls::tsc_offset(msg, offset, reply).map_err(needs)?;
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::Cr3Targets { exiting, count, values }) => {
+                let values = values.get(..count).unwrap_or_default();
+                controls::cr3_targets(msg, exiting, values, reply).map_err(needs)?;
+                hypercall::STATUS_OK
+            }
+            Ok(Hypercall::ExceptionBitmap { bitmap, mask, matching }) => {
+                controls::exception_bitmap(bitmap, mask, matching, reply);
+                hypercall::STATUS_OK
+            }
+            Err(hypercall::DecodeError::Unknown(_)) => hypercall::STATUS_UNKNOWN,
+            Err(hypercall::DecodeError::Invalid) => hypercall::STATUS_INVALID,
         };
         reply.set_gpr(Gprs::RAX, status);
         Ok(())
     }
 
-    /// An exception the VMM did not ask to intercept is given back to the guest; #PF
-    /// cannot be (CR2 is not VMCS state) and NMIs belong to the host.
+    /// An exception the exception bitmap intercepted is given back to the guest (for a
+    /// #PF the kernel loads CR2 with the exit's address when it sees it reflected); NMIs
+    /// belong to the host.
     fn exception_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let info = InterruptionInfo::decode(msg.exit_intr_info)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
         match info.kind {
             EventType::Nmi => Ok(()),
-            EventType::HardwareException if !matches!(info.vector, 2 | PF) && info.vector < 32 => {
+            EventType::HardwareException if info.vector != 2 && info.vector < 32 => {
                 let event = EventInjection::exception(info.vector);
                 reply.inject(event, msg.exit_intr_error, 0);
                 self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);

@@ -124,10 +124,29 @@ mod process {
             Invocation::VCpuConfigure,
             &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()],
         )?;
+        pass_through()?;
         invoke(VCPU, Invocation::VCpuStart, &start_words(mode, img.entry)).inspect_err(|e| {
             rt::println!("vmm: the kernel cannot run this guest: {}", e.name());
         })?;
         Ok((ram, img.entry))
+    }
+
+    /// Ask the kernel for what the guest reaches without exiting: the ports of the
+    /// `IoPorts` capability the root task gave this VMM, if any, and the MSRs the VMCS
+    /// does not hold, which the kernel switches on entry and exit (starting at their reset
+    /// value, 0). An MSR this CPU lacks stays intercepted (and stops the VM if used).
+    fn pass_through() -> Result<(), Error> {
+        match invoke(VCPU, Invocation::VCpuPassPorts, &[slot::PASS_PORTS]) {
+            Ok(_) | Err(Error::InvalidCapability) => {}
+            Err(e) => return Err(e),
+        }
+        for msr in vm::SWITCHABLE_MSRS {
+            match invoke(VCPU, Invocation::VCpuSwitchMsr, &[msr.into(), 0]) {
+                Ok(_) | Err(Error::NotSupported) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// What every exit message carries beyond the base: what the dispatcher needs.

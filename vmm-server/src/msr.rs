@@ -5,9 +5,10 @@
 //! - emulated here (feature control, misc enable, microcode revision, machine-check
 //!   capabilities, the APIC base when an APIC is offered): fixed or remembered values;
 //! - [`MsrRead::Unsupported`] / [`MsrWrite::Unsupported`]: live CPU state the VMCS does not
-//!   switch (the SYSCALL MSRs, KERNEL_GS_BASE, TSC_AUX). Emulating them here would
-//!   silently run the guest on the host's values, so the VMM stops the VM and says the
-//!   kernel must pass them through;
+//!   switch (the SYSCALL MSRs, KERNEL_GS_BASE, TSC_AUX). The VMM has the kernel switch
+//!   them on entry and exit (`VCpuSwitchMsr`), after which the guest reaches them without
+//!   exiting; an exit for one means the kernel could not (this CPU lacks it). Emulating
+//!   them here would silently run the guest on the host's values, so the VMM stops the VM;
 //! - anything else: #GP, which is what a CPU does for an MSR it lacks, and what guests
 //!   probing with `rdmsr_safe` expect. Features whose MSRs land here are hidden in CPUID.
 

@@ -1,5 +1,6 @@
-//! The root task's bookkeeping of its own resources: free CSpace slots, one untyped
-//! region to retype from, and free virtual addresses.
+//! The root task's bookkeeping of its own resources: free CSpace slots, the untyped
+//! region to retype from (the largest first, then the next largest once it is used up),
+//! and free virtual addresses.
 
 use protocols::bootinfo::{self, slot, BOOTINFO_ADDR};
 use protocols::error::Error;
@@ -10,25 +11,38 @@ use rt::ipc::{invoke, retype};
 pub struct Alloc {
     next_slot: u64,
     next_vaddr: u64,
-    /// The untyped capability everything is made from.
+    /// The untyped capability objects are made from now.
     pub untyped: u64,
+    /// Bit `i`: untyped `i` of the boot-information page was taken up (or is in use).
+    taken: u64,
 }
 
 /// First virtual address handed out for mappings.
 const VADDR_BASE: u64 = 0x1000_0000;
 
 impl Alloc {
-    /// Pick the largest untyped from the boot-information page.
+    /// Start with the largest untyped of the boot-information page.
     pub fn from_bootinfo() -> Option<Self> {
+        let mut a =
+            Self { next_slot: slot::FIRST_FREE, next_vaddr: VADDR_BASE, untyped: 0, taken: 0 };
+        a.next_untyped().then_some(a)
+    }
+
+    /// Move on to the largest untyped not taken yet; false when none is left.
+    fn next_untyped(&mut self) -> bool {
         // SAFETY: the kernel maps the boot-information page read-only at BOOTINFO_ADDR
         // before the root task starts, and nothing unmaps it.
         let words = unsafe { core::slice::from_raw_parts(BOOTINFO_ADDR as *const u64, 512) };
-        let (index, _) = bootinfo::untypeds(words)?.enumerate().max_by_key(|(_, u)| u.size_bits)?;
-        Some(Self {
-            next_slot: slot::FIRST_FREE,
-            next_vaddr: VADDR_BASE,
-            untyped: slot::FIRST_UNTYPED + index as u64,
-        })
+        let taken = self.taken;
+        let next = bootinfo::untypeds(words).and_then(|list| {
+            list.enumerate()
+                .filter(|(i, _)| *i < 64 && taken & (1 << i) == 0)
+                .max_by_key(|(_, u)| u.size_bits)
+        });
+        let Some((index, _)) = next else { return false };
+        self.taken |= 1 << index;
+        self.untyped = slot::FIRST_UNTYPED + index as u64;
+        true
     }
 
     /// A free slot.
@@ -44,11 +58,16 @@ impl Alloc {
         v
     }
 
-    /// Make one object; returns its slot.
+    /// Make one object; returns its slot. When the current untyped region has no room
+    /// left for it, the next largest one takes over.
     pub fn make(&mut self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
         let s = self.slot();
-        retype(self.untyped, ty, size_bits, s, 1)?;
-        Ok(s)
+        loop {
+            match retype(self.untyped, ty, size_bits, s, 1) {
+                Err(Error::OutOfMemory) if self.next_untyped() => {}
+                r => return r.map(|_| s),
+            }
+        }
     }
 
     /// A fresh frame mapped writable in the root task's address space: `(slot, vaddr)`.

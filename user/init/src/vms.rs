@@ -6,6 +6,7 @@ use crate::console::{Console, FIRST_VMM_BADGE};
 use crate::process;
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
+use protocols::io::root_range_covering;
 use protocols::manifest::{self, Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
@@ -134,6 +135,14 @@ fn start_vmm(
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     if let Some(c) = console {
         c.grant(p.cnode, slot::CONSOLE, FIRST_VMM_BADGE + badge)?;
+    }
+    if let Some((first, last)) = vm.pass_ports {
+        // The manifest was checked: one of the root task's ranges covers them.
+        let range = root_range_covering(first, last).ok_or(Error::InvalidArgument)?;
+        let ports = a.slot();
+        let root = bootinfo::slot::FIRST_IO_PORTS + range as u64;
+        invoke(root, Invocation::IoPortsCarve, &[first.into(), last.into(), ports])?;
+        invoke(p.cnode, Invocation::CNodeMove, &[ports, slot::PASS_PORTS])?;
     }
     let read = u64::from(Rights::READ.bits());
     for i in 0..guest.pages() {

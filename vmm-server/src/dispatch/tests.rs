@@ -489,15 +489,81 @@ fn hidden_instructions_fault_inside_the_guest() {
     }
     let r = v.handle(&exit(ExitReason::Pause, 0));
     assert_eq!(r.flags, ReplyFlags::ADVANCE_RIP);
-    // A reflected #GP keeps its error code; #PF cannot be reflected.
+    // A reflected #GP or #PF keeps its error code (the kernel supplies #PF's CR2).
     let mut m = exit(ExitReason::ExceptionOrNmi, 0);
     m.exit_intr_info = 0x8000_0b0d;
     m.exit_intr_error = 0x18;
     let r = v.handle(&m);
     assert_eq!((r.injection.raw(), r.injection_error), (0x8000_0b0d, 0x18));
     m.exit_intr_info = 0x8000_0b0e;
+    m.exit_intr_error = 0x2;
+    let r = v.handle(&m);
+    assert_eq!((r.injection.raw(), r.injection_error), (0x8000_0b0e, 0x2));
+    assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP), "a fault retries the instruction");
+    assert_eq!(v.stats().exits(ExitReason::ExceptionOrNmi), 2);
+}
+
+/// A VMCALL of `function` with `args` in RBX, RCX, RDX, from CPL 0, with the controls.
+fn vmcall(function: u64, args: &[u64]) -> ExitMessage {
+    let regs = [Gprs::RBX, Gprs::RCX, Gprs::RDX];
+    let mut m = with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, function)]);
+    for (r, a) in regs.iter().zip(args) {
+        m.gprs.set(*r, *a);
+    }
+    m.transfer = TransferMask::CONTROLS;
+    m.controls.proc = ctl::proc::HLT_EXITING;
+    m
+}
+
+#[test]
+fn control_hypercalls_drive_the_vmcs_and_report_what_the_vmm_saw() {
+    let mut v = vm();
+    v.handle(&out_byte(0x80, 1));
+    v.handle(&out_byte(0x80, 2));
+    let m = vmcall(hypercall::EXIT_COUNT, &[ExitReason::IoInstruction as u64]);
+    assert_eq!(gpr(&v.handle(&m), Gprs::RAX), Some(2));
+    let m = vmcall(hypercall::EXIT_COUNT, &[1 << 40]);
+    assert_eq!(gpr(&v.handle(&m), Gprs::RAX), Some(0), "a reason out of range counts none");
+
+    // RDTSC exiting: the VMM's values, one more each time, until it is off again.
+    let m = vmcall(hypercall::RDTSC_EXITING, &[1, 0x1_0000_0005]);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    let on = ctl::proc::HLT_EXITING | ctl::proc::RDTSC_EXITING;
+    assert_eq!(written(&r, Field::ProcBasedControls), Some(on.into()));
+    for tsc in [0x1_0000_0005u64, 0x1_0000_0006] {
+        let r = v.handle(&exit(ExitReason::Rdtsc, 0));
+        assert_eq!((gpr(&r, Gprs::RAX), gpr(&r, Gprs::RDX)), (Some(tsc & 0xffff_ffff), Some(1)));
+        assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP));
+    }
+    let r = v.handle(&vmcall(hypercall::RDTSC_EXITING, &[0]));
+    assert_eq!(written(&r, Field::ProcBasedControls), Some(ctl::proc::HLT_EXITING.into()));
+    let r = v.handle(&vmcall(hypercall::TSC_OFFSET, &[1 << 40]));
+    assert_eq!(written(&r, Field::TscOffset), Some(1 << 40));
+
+    let r = v.handle(&vmcall(hypercall::CR3_TARGETS, &[1, 1, 0x10_0000]));
+    assert_eq!(written(&r, Field::Cr3TargetCount), Some(1));
+    assert_eq!(written(&r, Field::Cr3Target0), Some(0x10_0000));
+    let r = v.handle(&vmcall(hypercall::CR3_TARGETS, &[1, 5]));
+    assert_eq!(gpr(&r, Gprs::RAX), Some(hypercall::STATUS_INVALID));
+    assert_eq!(r.count, 0, "nothing written for a refused call");
+    let r = v.handle(&vmcall(hypercall::EXCEPTION_BITMAP, &[1 << 14, 2, 2]));
+    assert_eq!(written(&r, Field::ExceptionBitmap), Some(1 << 14));
+    assert_eq!(written(&r, Field::PageFaultErrorCodeMatch), Some(2));
+
+    // An NMI goes in as the call returns.
+    let m = vmcall(hypercall::INJECT_NMI, &[]);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(r.injection.event_type(), Some(EventType::Nmi));
+    assert_eq!(v.stats().nmis_injected, 1);
+
+    // Without the controls group the VMM cannot know the other control bits.
+    let mut m = vmcall(hypercall::RDTSC_EXITING, &[1, 0]);
+    m.transfer = TransferMask::NONE;
     v.handle(&m);
-    assert!(matches!(v.run_state(), RunState::Stopped(StopReason::Unhandled { .. })));
+    let want = StopReason::NeedsTransfer(TransferMask::CONTROLS);
+    assert_eq!(v.run_state(), RunState::Stopped(want));
 }
 
 #[test]
