@@ -89,6 +89,14 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "tick=pit",
     },
+    Image {
+        name: "trace",
+        init: InitVariant::Intact,
+        about: "the root task's checks and guest32 alone, its VMM printing an exit trace",
+        manifest: "trace.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+    },
 ];
 
 /// Look an image up by name.

@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod image;
 pub mod manifest;
 pub mod qemu;
+pub mod trace;
 
 use std::path::PathBuf;
 

@@ -23,6 +23,10 @@ commands:
   fuzz  --long TARGET [--time SECS]
                                 fuzz one target for SECS (default a day), then report
                                 coverage (with the nightly llvm-tools component)
+  trace record [OUT] | extract LOG OUT | replay FILE | seeds FILE [--every N]
+                                exit traces: record guest32's under Bochs, turn a serial
+                                log into a trace file, replay one against the VMM's
+                                dispatcher, cut one into vmm_dispatch fuzz seeds
   images                        list the images
 ";
 
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         "test" => test(Args(argv)),
         "bench" => bench(Args(argv)),
         "fuzz" => xtask::fuzz::command(argv),
+        "trace" => xtask::trace::command(argv),
         "images" => {
             for i in image::IMAGES {
                 println!("{:<26} {}", i.name, i.about);

@@ -27,6 +27,10 @@ struct Vm {
     phase: u8,
     #[serde(default)]
     hostile: bool,
+    #[serde(default)]
+    mutate: bool,
+    #[serde(default)]
+    trace: bool,
     expect: String,
     #[serde(default)]
     pass_ports: Option<[u16; 2]>,
@@ -94,6 +98,8 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             priority: vm.priority,
             phase: vm.phase,
             hostile: vm.hostile,
+            mutate: vm.mutate,
+            trace: vm.trace,
             expect: expect(vm).map_err(at)?,
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
         };
@@ -135,13 +141,37 @@ mod tests {
         let path = images().join("default.toml");
         let bytes = encode(&path, &std::fs::read_to_string(&path).unwrap(), MODULES).unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 7);
+        assert_eq!(m.vms.len(), 8);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
-        assert!(m.vms[4].hostile);
-        assert_eq!(m.vms[5].phase, 1);
+        assert!(m.vms[4].hostile && !m.vms[4].mutate);
+        assert!(m.vms[5].mutate && !m.vms[5].hostile);
+        assert_eq!(m.vms[6].phase, 1);
         assert_eq!(m.vms[0].memory_bits, 22);
-        assert_eq!(m.vms[6].pass_ports, Some((0x80, 0x80)));
+        assert!(m.vms.iter().all(|v| !v.trace), "the default image prints no trace");
+        assert_eq!(m.vms[7].pass_ports, Some((0x80, 0x80)));
+    }
+
+    #[test]
+    fn the_mode_flags_are_read_and_default_to_off() {
+        let text = |extra: &str| {
+            format!(
+                "[[vm]]\nname = \"a\"\nvmm = \"vmm\"\nguest = \"guest32\"\nmode = \"protected32\"\n\
+                 memory_mib = 4\npriority = 1\nexpect = \"exit 0\"\n{extra}"
+            )
+        };
+        let path = std::path::Path::new("flags.toml");
+        let decode = |t: &str| {
+            let bytes = encode(path, t, MODULES).unwrap();
+            let m = Manifest::decode(&bytes).unwrap();
+            let v = &m.vms[0];
+            (v.hostile, v.mutate, v.trace)
+        };
+        assert_eq!(decode(&text("")), (false, false, false));
+        assert_eq!(decode(&text("mutate = true\n")), (false, true, false));
+        assert_eq!(decode(&text("trace = true\nhostile = true\n")), (true, false, true));
+        let e = encode(path, &text("mutate = 1\n"), MODULES).unwrap_err().to_string();
+        assert!(e.contains("mutate"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct VmEntry<'a> {
     pub phase: u8,
     /// Hostile VMM (see `vmm::flags::HOSTILE`).
     pub hostile: bool,
+    /// Mutating VMM (see `vmm::flags::MUTATE`).
+    pub mutate: bool,
+    /// Print an exit trace (see `vmm::flags::TRACE`).
+    pub trace: bool,
     /// How it must end.
     pub expect: Expect,
     /// Host ports `first..=last` the guest reaches without exiting (an `IoPorts`
@@ -167,6 +171,8 @@ mod tests {
             priority: 200,
             phase: 0,
             hostile: false,
+            mutate: false,
+            trace: false,
             expect: Expect::Exit(0),
             pass_ports: None,
         }

@@ -34,6 +34,16 @@ pub mod flags {
     /// check that the kernel refuses each one, naming the field. Reports the number of
     /// attempts that were not refused as the guest exit code.
     pub const HOSTILE: u64 = 1 << 0;
+    /// Mutating mode: serve the guest, but answer its first exits (a fixed number) with
+    /// seeded random mutations of the real reply (writes of any field, forbidden ones
+    /// included; random flags, injections and GPR masks; damaged wire words), starting the
+    /// vCPU again after each refusal. Prints how many the kernel accepted and refused, and
+    /// reports the number it accepted although they name a field no VMM may write (or do
+    /// not decode) as the guest exit code.
+    pub const MUTATE: u64 = 1 << 1;
+    /// Trace mode: serve the guest and print its exits and the replies as `trace:` lines
+    /// (`vmm_server::trace`), for `cargo xtask trace`.
+    pub const TRACE: u64 = 1 << 2;
 }
 
 /// Label of the report message: words `[guest exit code, exits handled, stop reason]`.

@@ -1,7 +1,8 @@
 //! Virtual machines end to end: every test guest runs through its own ring-3 VMM under
 //! Bochs and prints what its source file says it must; CPU models without unrestricted
 //! guest or EPT refuse exactly the guests they cannot run, with a clear message; QEMU's
-//! TCG (no VT-x) makes every VMM say that no VM can run.
+//! TCG (no VT-x) makes every VMM say that no VM can run. A VMM answering real exits with
+//! mutated batches finds none the kernel should have refused.
 
 use system_tests::{assert_suite_passed, boot, boot_with, check, Emulator, Outcome, RunOptions};
 
@@ -46,7 +47,7 @@ fn bochs_on(cpu: &str) -> Outcome {
 #[test]
 fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
     let out = bochs_on("corei7_skylake_x");
-    assert_suite_passed(&out, 48);
+    assert_suite_passed(&out, 49);
     for g in GUESTS {
         check(
             &out,
@@ -70,23 +71,29 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
         check(&out, out.serial.contains(&line), &format!("missing {line:?}"));
     }
     check(&out, out.serial.contains("TEST PASS vm_hostile_vmm_refused"), "hostile VMM check");
+    // The mutating VMM's batches: some applied, some refused, none wrongly applied, and
+    // the kernel and the other VMs carried on.
+    let mutated = out.serial.lines().find(|l| l.starts_with("vmm(mutate): 48 mutated batches"));
+    check(&out, mutated.is_some_and(|l| l.ends_with(", 0 accepted wrongly")), "mutating VMM line");
+    check(&out, out.serial.contains("TEST PASS vm_mutated_batches"), "mutating VMM check");
     check(&out, out.serial.contains("guest64: done"), "guest64 did not finish");
 }
 
 #[test]
 fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
     let out = boot("default", Emulator::Qemu);
-    assert_suite_passed(&out, 48);
+    assert_suite_passed(&out, 49);
     let refusals =
         out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
-    check(&out, refusals == GUESTS.len() + 2, &format!("{refusals} VMMs said no VM can run"));
+    // Every guest's, the hostile VMM's, the mutating VMM's and the benchmark's.
+    check(&out, refusals == GUESTS.len() + 3, &format!("{refusals} VMMs said no VM can run"));
     check(&out, !a_guest_ran(&out), "a guest ran without VT-x");
 }
 
 #[test]
 fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
     let out = bochs_on("corei5_lynnfield_750");
-    assert_suite_passed(&out, 48);
+    assert_suite_passed(&out, 49);
     check(&out, out.serial.contains("unrestricted guest no"), "probe line");
     let refused = out.serial.matches("needs unrestricted guest, which this CPU lacks").count();
     check(
@@ -103,7 +110,7 @@ fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
 #[test]
 fn bochs_penryn_without_ept_runs_no_guest_and_says_why() {
     let out = bochs_on("core2_penryn_t9600");
-    assert_suite_passed(&out, 48);
+    assert_suite_passed(&out, 49);
     check(&out, out.serial.contains("vmx: present"), "penryn has VMX");
     check(&out, out.serial.contains("EPT no"), "probe line says no EPT");
     check(&out, !a_guest_ran(&out), "a guest ran without EPT");

@@ -16,14 +16,17 @@ mod process {
     use protocols::syscall::Syscall;
     use protocols::vmcs::ctl::proc;
     use protocols::vmcs::Field;
-    use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask};
+    use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, TransferMask};
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, recv, retype, Msg};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
-    use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
+    use vmm_server::dispatch::{RunState, StopReason, Vm};
     use vmm_server::guest_image;
     use vmm_server::guest_memory::SliceMemory;
+    use vmm_server::mutate::{self, Rng};
+    use vmm_server::serve::{answer, config};
+    use vmm_server::trace;
 
     const IMAGE_VA: u64 = 0x1000_0000;
     const RAM_VA: u64 = 0x2000_0000;
@@ -177,7 +180,11 @@ mod process {
     fn write_reply(reply: &ExitReply) {
         let mut words = [0u64; ExitReply::SIZE];
         let n = reply.to_words(&mut words);
-        for (i, w) in words.iter().take(n).enumerate() {
+        write_words(words.get(..n).unwrap_or_default());
+    }
+
+    fn write_words(words: &[u64]) {
+        for (i, w) in words.iter().take(ExitReply::SIZE).enumerate() {
             // SAFETY: the message frame is mapped writable at MSG_VA.
             unsafe {
                 ((MSG_VA + (vm::REPLY_OFFSET + 8 * i) as u64) as *mut u64).write_volatile(*w)
@@ -185,40 +192,54 @@ mod process {
         }
     }
 
-    /// For a halted vCPU: let virtual time run to the next timer edge and resume it with
-    /// the interrupt injected, instead of stopping it.
-    fn wake_from_halt<M, S>(vm: &mut Vm<M, S>, reply: &mut ExitReply)
-    where
-        M: vmm_server::guest_memory::GuestMemory,
-        S: SerialSink,
-    {
-        let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
-        vm.advance_time(ticks);
-        if let Some(w) = vm.wake() {
-            reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
-                .unwrap_or(reply.flags);
-            reply.inject(w.injection, w.injection_error, w.injection_len);
+    /// Exits a traced VMM records (`vmm::flags::TRACE`): all of a test guest's run.
+    const TRACE_EXITS: u64 = 4096;
+
+    fn print_line(line: &str) {
+        rt::println!("{line}");
+    }
+
+    /// Writes the trace of this VM's exits as `trace:` lines while it runs.
+    struct Recorder {
+        encoder: trace::Encoder,
+        lines: trace::LineWriter<fn(&str)>,
+        records: u64,
+    }
+
+    impl Recorder {
+        fn start(header: &trace::Header) -> Self {
+            let mut lines = trace::LineWriter::new(print_line as fn(&str));
+            header.encode(&mut |b| lines.push(b));
+            Self { encoder: trace::Encoder::new(), lines, records: 0 }
+        }
+
+        fn record(&mut self, msg: &ExitMessage, reply: &ExitReply) {
+            if self.records < TRACE_EXITS {
+                let lines = &mut self.lines;
+                self.encoder.record(msg, reply, &mut |b| lines.push(b));
+                self.records += 1;
+            }
+        }
+
+        fn finish(self) {
+            self.lines.finish(self.records, |records, bytes, hash| {
+                rt::println!("trace: end {records} {bytes} {hash:08x}");
+            });
         }
     }
 
-    /// The CPU state the guest starts with, as the kernel set up its VMCS for `mode`.
-    fn config(mode: u64) -> VmConfig {
-        let mut base = VmConfig::default();
-        // The test guests use MONITOR/MWAIT, which exit to this VMM (never sleep the CPU).
-        base.cpuid.allow_mwait = true;
-        match mode {
-            // PG | WP | NE | ET | MP | PE, CR4.PAE, EFER.LME | LMA: IA-32e mode.
-            vcpu_mode::LONG64 => VmConfig { cr0: 0x8001_0033, cr4: 0x20, efer: 0x500, ..base },
-            // CD | NW | ET | PE: protected mode, paging off.
-            vcpu_mode::PROTECTED32 => VmConfig { cr0: 0x6000_0011, ..base },
-            _ => base,
-        }
-    }
-
-    fn serve(ram: &'static mut [u8], mode: u64) -> Result<(u64, u64, u64), Error> {
+    fn serve(ram: &'static mut [u8], mode: u64, traced: bool) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
-        let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, ram), sink)
+        // A trace carries the host CPUID leaves the VM's table was built from.
+        let mut header = trace::Header { mode: mode as u8, ..trace::Header::default() };
+        let host = |leaf, subleaf| {
+            let regs = host_cpuid(leaf, subleaf);
+            header.note(leaf, subleaf, regs);
+            regs
+        };
+        let mut vm = Vm::new(&config(mode), host, SliceMemory::new(0, ram), sink)
             .map_err(|_| Error::InvalidArgument)?;
+        let mut recorder = traced.then(|| Recorder::start(&header));
         let mut first = true;
         let mut next = recv(EXIT_EP)?;
         // Time spent in this process per CPUID and port-I/O exit, for the benchmark's
@@ -234,17 +255,11 @@ mod process {
                 rt::println!("vmm: malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
-            let mut reply = vm.handle(&msg);
-            if core::mem::take(&mut first) {
-                for w in vm.setup_reply().writes() {
-                    let _ = reply.write_raw(w.field, w.value);
-                }
-            }
-            let state = vm.run_state();
-            if state == RunState::Halted {
-                wake_from_halt(&mut vm, &mut reply);
-            }
+            let reply = answer(&mut vm, &msg, core::mem::take(&mut first));
             write_reply(&reply);
+            if let Some(r) = &mut recorder {
+                r.record(&msg, &reply);
+            }
             let exits = vm.stats().total_exits();
             let kind = match msg.basic_reason() {
                 Some(ExitReason::Cpuid) => Some(0),
@@ -257,6 +272,9 @@ mod process {
             }
             if let RunState::Stopped(why) = vm.run_state() {
                 let _ = rt::ipc::reply(&Msg::default());
+                if let Some(r) = recorder.take() {
+                    r.finish();
+                }
                 rt::println!("vmm: VM stopped: {why} after {exits} exits");
                 let avg = |k: usize| ticks[k].checked_div(counts[k]).unwrap_or(0);
                 rt::println!(
@@ -277,6 +295,9 @@ mod process {
                     r.msg.words[0],
                     r.msg.words[1]
                 );
+                if let Some(r) = recorder.take() {
+                    r.finish();
+                }
                 return Ok((stop::OTHER, 0, exits));
             }
             next = r;
@@ -319,6 +340,85 @@ mod process {
         Ok((stop::EXITED, missed, HOSTILE.len() as u64))
     }
 
+    /// Exits a mutating VMM answers (`vmm::flags::MUTATE`) before it stops.
+    const MUTATED_EXITS: u64 = 48;
+    /// The mutations' seed: fixed, so every run sends the same batches.
+    const MUTATION_SEED: u64 = 0x5eed_0fba_7c4e_5500;
+
+    /// Mutating mode: answer real exits with mutated real replies; count what the kernel
+    /// accepts and refuses, and the batches it accepted although it must refuse them
+    /// (reported as the exit code). A refused or stopping batch leaves the vCPU stopped:
+    /// it starts again from the entry point with a fresh device model.
+    fn mutated(ram: &'static mut [u8], mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
+        let mut rng = Rng::new(MUTATION_SEED);
+        let (mut sent, mut accepted, mut refused, mut wrong) = (0u64, 0u64, 0u64, 0u64);
+        // Arm the VMX-preemption timer in every batch (a guest a mutation sent into a
+        // loop without exits still comes back) unless this CPU refuses it.
+        let (mut watchdog, mut timer_refusals) = (true, 0);
+        'restart: while sent < MUTATED_EXITS {
+            let sink = LineSink { buf: [0; 160], len: 0 };
+            let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, &mut *ram), sink)
+                .map_err(|_| Error::InvalidArgument)?;
+            let mut first = true;
+            recv(EXIT_EP)?;
+            while sent < MUTATED_EXITS {
+                let Some(msg) = read_exit() else {
+                    rt::println!("vmm(mutate): malformed exit message");
+                    return Ok((stop::OTHER, wrong, sent));
+                };
+                let real = answer(&mut vm, &msg, core::mem::take(&mut first));
+                let m = mutate::mutate(&mut rng, &msg, &real, watchdog);
+                write_words(m.words());
+                sent += 1;
+                let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
+                if status == 0 {
+                    accepted += 1;
+                    if m.must_refuse {
+                        wrong += 1;
+                        rt::println!(
+                            "vmm(mutate): batch {sent} accepted but must be refused: {:x?}",
+                            m.words()
+                        );
+                    }
+                    if !m.stops {
+                        if sent < MUTATED_EXITS {
+                            recv(EXIT_EP)?;
+                        }
+                        continue;
+                    }
+                } else {
+                    refused += 1;
+                    let field = r.msg.words[1];
+                    let timer =
+                        [Field::PinBasedControls as u64, Field::PreemptionTimerValue as u64];
+                    if watchdog && !m.must_refuse && timer.contains(&field) {
+                        timer_refusals += 1;
+                        if timer_refusals == 2 {
+                            rt::println!("vmm(mutate): this CPU refuses the VMX-preemption timer; no watchdog");
+                            watchdog = false;
+                        }
+                    }
+                    if status != Error::BatchRejected as u64 {
+                        wrong += 1;
+                        rt::println!(
+                            "vmm(mutate): batch {sent} refused with error {status}, not as a batch"
+                        );
+                    }
+                }
+                if sent < MUTATED_EXITS {
+                    invoke(VCPU, Invocation::VCpuStart, &start_words(mode, entry))?;
+                }
+                continue 'restart;
+            }
+        }
+        // Whatever the last batch did to the guest, it never runs again.
+        invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
+        rt::println!(
+            "vmm(mutate): {sent} mutated batches: {accepted} accepted, {refused} refused, {wrong} accepted wrongly"
+        );
+        Ok((stop::EXITED, wrong, sent))
+    }
+
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
@@ -327,7 +427,13 @@ mod process {
             Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
                 attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
-            Ok((ram, _)) => serve(ram, mode).unwrap_or((stop::OTHER, 0, 0)),
+            Ok((ram, entry)) if flags & vmm_flags::MUTATE != 0 => {
+                mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
+            }
+            Ok((ram, _)) => {
+                let traced = flags & vmm_flags::TRACE != 0;
+                serve(ram, mode, traced).unwrap_or((stop::OTHER, 0, 0))
+            }
             Err(Error::NotSupported) => (stop::NOT_SUPPORTED, 0, 0),
             Err(e) => {
                 rt::println!("vmm: cannot build the VM: {}", e.name());

@@ -12,11 +12,16 @@
 //! interrupt shadow, NMIs with vector 2, never type 7); no injection leaves the injection
 //! words zero; STOP never asks for an interrupt window; a stopped VM answers every later
 //! exit with a bare STOP and stays stopped; and the exit counter moves by at most one.
+//!
+//! An input that starts with the trace magic (`vmm_server::trace`) is instead a recorded
+//! exit trace: the VM is built as the VMM built it for that guest mode and host CPUID,
+//! and the recorded exits (as libFuzzer mutated them) go through the same checks. Seeds
+//! of this kind come from real runs (`cargo xtask trace seeds`).
 #![no_main]
 
 use std::collections::HashSet;
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use protocols::vmcs::Field;
 use protocols::vmexit::{
@@ -27,6 +32,7 @@ use vmm_server::cpuid::CpuidRegs;
 use vmm_server::devices::uart16550::SerialSink;
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
 use vmm_server::guest_memory::{GuestMemory, MemoryError};
+use vmm_server::trace::Decoder;
 
 /// Guest RAM from guest-physical 0, like the dispatcher's own tests.
 struct Ram(Vec<u8>);
@@ -254,7 +260,48 @@ fn bare_stop() -> ExitReply {
     r
 }
 
-fuzz_target!(|input: Input| {
+/// One exit through the dispatcher, with every per-exit invariant.
+fn exit_step<M: GuestMemory>(vm: &mut Vm<M, Sink>, msg: &ExitMessage) {
+    let before = vm.run_state();
+    let exits = vm.stats().total_exits();
+    let r = vm.handle(msg);
+    assert_well_formed(msg, &r);
+    let after = vm.run_state();
+    assert!(vm.stats().total_exits() - exits <= 1, "one exit counted twice");
+    if let RunState::Stopped(_) = before {
+        assert_eq!(r, bare_stop(), "a stopped VM resumed");
+        assert_eq!(after, before, "a stopped VM changed its stop reason");
+    }
+    if let RunState::Stopped(_) = after {
+        assert_eq!(r, bare_stop(), "a stop reply carries emulation results");
+    }
+    if r.flags.contains(ReplyFlags::STOP_VCPU) {
+        assert_ne!(after, RunState::Running, "STOP sent but the VM runs");
+    }
+    if msg.reason & EXIT_REASON_ENTRY_FAILURE != 0 {
+        assert!(matches!(after, RunState::Stopped(_)), "ran on after a failed entry");
+    }
+}
+
+/// A recorded exit trace (`vmm_server::trace`, seeds from `cargo xtask trace seeds`):
+/// the VM built as the VMM built it for the trace's mode and host CPUID, then every
+/// recorded exit (mutated by libFuzzer, so near-real sequences) with the same checks.
+fn replay_trace(data: &[u8]) {
+    let Ok((header, records)) = Decoder::new(data) else { return };
+    let config = vmm_server::serve::config(u64::from(header.mode));
+    let host = |leaf, subleaf| header.host_cpuid(leaf, subleaf);
+    let Ok(mut vm) = Vm::new(&config, host, Ram(vec![0; RAM_SIZE]), Sink(0)) else { return };
+    for record in records.take(256) {
+        let Ok(record) = record else { return };
+        exit_step(&mut vm, &record.exit);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.starts_with(&vmm_server::trace::MAGIC) {
+        return replay_trace(data);
+    }
+    let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else { return };
     let mut config = VmConfig::default();
     config.cr0 = input.cr0.unwrap_or(config.cr0);
     config.efer = input.efer.unwrap_or(config.efer);
@@ -268,28 +315,7 @@ fuzz_target!(|input: Input| {
 
     for op in input.ops.iter().take(64) {
         match op {
-            Op::Exit { reason, tweaks } => {
-                let msg = message(reason, tweaks);
-                let before = vm.run_state();
-                let exits = vm.stats().total_exits();
-                let r = vm.handle(&msg);
-                assert_well_formed(&msg, &r);
-                let after = vm.run_state();
-                assert!(vm.stats().total_exits() - exits <= 1, "one exit counted twice");
-                if let RunState::Stopped(_) = before {
-                    assert_eq!(r, bare_stop(), "a stopped VM resumed");
-                    assert_eq!(after, before, "a stopped VM changed its stop reason");
-                }
-                if let RunState::Stopped(_) = after {
-                    assert_eq!(r, bare_stop(), "a stop reply carries emulation results");
-                }
-                if r.flags.contains(ReplyFlags::STOP_VCPU) {
-                    assert_ne!(after, RunState::Running, "STOP sent but the VM runs");
-                }
-                if msg.reason & EXIT_REASON_ENTRY_FAILURE != 0 {
-                    assert!(matches!(after, RunState::Stopped(_)), "ran on after a failed entry");
-                }
-            }
+            Op::Exit { reason, tweaks } => exit_step(&mut vm, &message(reason, tweaks)),
             Op::Time(ticks) => vm.advance_time(u64::from(*ticks)),
             Op::Console(byte) => {
                 let _ = vm.console_input(*byte);

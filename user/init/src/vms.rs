@@ -125,7 +125,14 @@ fn start_vmm(
 ) -> Result<(), Error> {
     let guest = module(vm.guest)?;
     let image = images.get(a, vm.vmm)?;
-    let flags = if vm.hostile { vmm::flags::HOSTILE } else { 0 };
+    let flags = [
+        (vm.hostile, vmm::flags::HOSTILE),
+        (vm.mutate, vmm::flags::MUTATE),
+        (vm.trace, vmm::flags::TRACE),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |acc, (_, flag)| acc | flag);
     let arg = guest.size | (mode(vm.mode) << 48) | (flags << 56);
     let radix = u64::from(vmm::CNODE_RADIX);
     let p = process::spawn(a, image, radix, u64::from(vm.priority), u64::MAX, arg)?;

@@ -1,0 +1,107 @@
+//! What the VMM process does with each exit around the dispatcher: the CPU state each
+//! guest mode starts in, the one-time VMCS set-up merged into the first reply, and waking
+//! a halted vCPU at the next timer edge instead of stopping it.
+//!
+//! It is plain logic so that the ring-3 exit loop and the trace replayer (`trace`,
+//! `cargo xtask trace replay`) share it: a replayed trace gets exactly the answers the
+//! VMM gave, not those of a re-implementation that could drift.
+
+use crate::devices::uart16550::SerialSink;
+use crate::dispatch::{RunState, Vm, VmConfig};
+use crate::guest_memory::GuestMemory;
+use protocols::object::vcpu_mode;
+use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags};
+
+/// The CPU state a guest in `mode` (`object::vcpu_mode`) starts with, as the kernel sets
+/// up its VMCS for that mode.
+pub fn config(mode: u64) -> VmConfig {
+    let mut base = VmConfig::default();
+    // The test guests use MONITOR/MWAIT, which exit to this VMM (never sleep the CPU).
+    base.cpuid.allow_mwait = true;
+    match mode {
+        // PG | WP | NE | ET | MP | PE, CR4.PAE, EFER.LME | LMA: IA-32e mode.
+        vcpu_mode::LONG64 => VmConfig { cr0: 0x8001_0033, cr4: 0x20, efer: 0x500, ..base },
+        // CD | NW | ET | PE: protected mode, paging off.
+        vcpu_mode::PROTECTED32 => VmConfig { cr0: 0x6000_0011, ..base },
+        _ => base,
+    }
+}
+
+/// The reply to `msg`: the dispatcher's, plus the VM's set-up writes on the `first` exit,
+/// and for a vCPU that halted, the timer interrupt that wakes it.
+pub fn answer<M: GuestMemory, S: SerialSink>(
+    vm: &mut Vm<M, S>,
+    msg: &ExitMessage,
+    first: bool,
+) -> ExitReply {
+    let mut reply = vm.handle(msg);
+    if first {
+        for w in vm.setup_reply().writes() {
+            let _ = reply.write_raw(w.field, w.value);
+        }
+    }
+    if vm.run_state() == RunState::Halted {
+        wake_from_halt(vm, &mut reply);
+    }
+    reply
+}
+
+/// Let virtual time run to the next timer edge and resume the vCPU with the interrupt
+/// injected (nothing else would ever wake it: the VMM has no timer of its own).
+fn wake_from_halt<M: GuestMemory, S: SerialSink>(vm: &mut Vm<M, S>, reply: &mut ExitReply) {
+    let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
+    vm.advance_time(ticks);
+    if let Some(w) = vm.wake() {
+        reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
+            .unwrap_or(reply.flags);
+        reply.inject(w.injection, w.injection_error, w.injection_len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{answer, config};
+    use crate::cpuid::CpuidRegs;
+    use crate::devices::uart16550::SerialSink;
+    use crate::dispatch::Vm;
+    use crate::guest_memory::SliceMemory;
+    use protocols::object::vcpu_mode;
+    use protocols::vmexit::{ExitMessage, ExitReason, ReplyFlags};
+
+    struct Null;
+    impl SerialSink for Null {
+        fn write_byte(&mut self, _: u8) {}
+    }
+
+    fn host(_: u32, _: u32) -> CpuidRegs {
+        CpuidRegs::default()
+    }
+
+    #[test]
+    fn modes_start_as_the_kernel_sets_them_up() {
+        assert_eq!(config(vcpu_mode::LONG64).efer, 0x500);
+        assert_eq!(config(vcpu_mode::PROTECTED32).cr0 & 1, 1);
+        assert!(config(vcpu_mode::REAL).cpuid.allow_mwait);
+    }
+
+    #[test]
+    fn only_the_first_reply_carries_the_setup() {
+        let mut ram = vec![0u8; 0x1_0000];
+        let mut vm =
+            Vm::new(&config(vcpu_mode::PROTECTED32), host, SliceMemory::new(0, &mut ram), Null)
+                .unwrap();
+        let setup = vm.setup_reply().writes().len();
+        let cpuid = ExitMessage {
+            reason: ExitReason::Cpuid as u32,
+            instruction_len: 2,
+            rflags: 0x202,
+            transfer: Vm::<SliceMemory<'_>, Null>::TRANSFER_MASK,
+            ..ExitMessage::default()
+        };
+        let first = answer(&mut vm, &cpuid, true);
+        let later = answer(&mut vm, &cpuid, false);
+        assert!(setup > 0);
+        assert_eq!(first.writes().len(), later.writes().len() + setup);
+        assert!(first.flags.contains(ReplyFlags::ADVANCE_RIP));
+    }
+}
