@@ -255,6 +255,7 @@ pub fn resume(
             Next::Shutdown(status) => {
                 release_held_log();
                 kprintln!("kernel: shutdown requested by the root task: {status:?}");
+                vcpu_run::shutdown();
                 arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
             }
         }

@@ -27,7 +27,8 @@ use protocols::vmexit::{
     Controls, ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE,
 };
 
-static ROOT: spin::Once<VmxRoot> = spin::Once::new();
+/// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
+static ROOT: spin::Mutex<Option<VmxRoot>> = spin::Mutex::new(None);
 /// The VMCS currently active on this CPU (0: none).
 static ACTIVE: AtomicU64 = AtomicU64::new(0);
 /// A timer tick arrived while a guest ran.
@@ -90,7 +91,7 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
         efer,
         pat,
     };
-    ROOT.call_once(|| root);
+    *ROOT.lock() = Some(root);
     crate::kprintln!("vmx: VMX root operation entered; VCpus available");
     Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs() })
 }
@@ -126,7 +127,8 @@ pub fn flush<S: Store>(k: &mut Kernel<S>) {
         // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
         unsafe { cpu::write_cr3(cpu::read_cr3()) }
     }
-    let Some(root) = ROOT.get() else { return };
+    let guard = ROOT.lock();
+    let Some(root) = guard.as_ref() else { return };
     if core::mem::take(&mut k.vmcs_released) {
         let active = ACTIVE.swap(0, Relaxed);
         if active != 0 {
@@ -207,8 +209,10 @@ fn stop<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform, why: core::fmt::Argu
 
 /// Run the current vCPU until its next exit that the VMM must see (or a tick).
 pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
-    let Some(root) = ROOT.get() else { return stop(k, p, format_args!("vcpu: no VMX")) };
+    // Before taking the VMX token: `flush` takes it too.
     flush(k);
+    let guard = ROOT.lock();
+    let Some(root) = guard.as_ref() else { return stop(k, p, format_args!("vcpu: no VMX")) };
     thread::deactivate();
     let v = k.current;
     let vmcs = v + VMCS_OFFSET;
@@ -296,7 +300,12 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     let data = k.store.vcpu(v);
     fpu::save(&mut data.fpu);
     if let Err(e) = entered {
-        return stop(k, p, format_args!("vcpu: VM entry failed: {e}; vCPU stopped"));
+        let current = vmx_insn::vmptrst(root);
+        return stop(
+            k,
+            p,
+            format_args!("vcpu: VM entry failed: {e} (current VMCS {current:#x}); vCPU stopped"),
+        );
     }
     let reason = vmread(root, Field::ExitReason) as u32;
     // A VM entry that failed its checks (bit 31) leaves the launch state as it was: a
@@ -339,4 +348,18 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     };
     read_groups(root, transfer, &mut msg);
     k.vcpu_exit(&msg)
+}
+
+/// Leave VMX operation at shutdown: VMCLEAR the active VMCS, VMXOFF, clear CR4.VMXE.
+pub fn shutdown() {
+    let Some(root) = ROOT.lock().take() else { return };
+    let active = ACTIVE.swap(0, Relaxed);
+    if active != 0 {
+        // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
+        let _ = unsafe { vmx_insn::vmclear(&root, active) };
+    }
+    match vmx_insn::disable(root) {
+        Ok(()) => crate::kprintln!("vmx: VMX operation left (VMXOFF, CR4.VMXE clear)"),
+        Err((_, e)) => crate::kprintln!("vmx: VMXOFF failed: {e}"),
+    }
 }
