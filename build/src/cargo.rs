@@ -27,7 +27,7 @@ pub const USER_RUSTFLAGS: &[&str] = &[
 pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-model=static"];
 
 /// The ring-3 programs that are built and can be put into images.
-pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server", "console-driver"];
+pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server", "console-driver", "syscall-fuzzer"];
 
 fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Result<PathBuf> {
     let target_dir = crate::target_dir().join(target_subdir);

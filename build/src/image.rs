@@ -130,6 +130,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
     fs::write(dir.join("boot/init"), init)?;
     fs::copy(user.join("vmm-server"), dir.join("boot/vmm"))?;
     fs::copy(user.join("console-driver"), dir.join("boot/console"))?;
+    fs::copy(user.join("syscall-fuzzer"), dir.join("boot/fuzzer"))?;
     for g in cargo::GUESTS {
         fs::copy(guests.join(g), dir.join("boot").join(g))?;
     }
@@ -151,7 +152,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
 
 fn grub_cfg(cmdline: &str) -> String {
     let mut modules = String::from(
-        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/console console\n  module2 /boot/vmm vmm\n",
+        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/console console\n  module2 /boot/fuzzer fuzzer\n  module2 /boot/vmm vmm\n",
     );
     for g in cargo::GUESTS {
         modules.push_str(&format!("  module2 /boot/{g} {g}\n"));

@@ -1,11 +1,29 @@
 //! Boot the default image under both emulators: the kernel reaches `init` in ring 3,
-//! init's checks pass, the console driver prints through COM1 with its IRQ, and the
-//! VT-x probe says what each emulator offers.
+//! init's checks pass, the console driver prints through COM1 with its IRQ, the in-image
+//! syscall fuzzer runs and the kernel survives it, and the VT-x probe says what each
+//! emulator offers.
 
 use system_tests::{assert_suite_passed, boot, check, Emulator, Outcome};
 
 /// How many checks init runs at least.
-const INIT_CHECKS: u32 = 48;
+const INIT_CHECKS: u32 = 51;
+
+/// The in-image syscall fuzzer ran its iterations and the kernel served some and
+/// rejected others, then still worked (init's checks of that are counted in the suite).
+fn assert_fuzzer_ran(out: &Outcome) {
+    let line = out.serial.lines().find(|l| l.starts_with("fuzz: ") && l.contains(" served, "));
+    let counts = line.and_then(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        Some((words.get(1)?.parse::<u64>().ok()?, words.get(4)?.parse::<u64>().ok()?))
+    });
+    check(out, counts.is_some_and(|(s, r)| s > 0 && r > 0), &format!("fuzz line: {line:?}"));
+    check(
+        out,
+        out.serial.contains("TEST PASS in_image_fuzzer_accounts_for_every_operation")
+            && out.serial.contains("TEST PASS kernel_alive_after_fuzzing"),
+        "the in-image fuzzer's checks",
+    );
+}
 
 /// The ring-3 console driver greeted on COM1, and init's checks came through it.
 fn assert_console_driver_printed(out: &Outcome) {
@@ -20,6 +38,7 @@ fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("init: hello from ring 3"), "init did not print");
     assert_console_driver_printed(&out);
+    assert_fuzzer_ran(&out);
     check(
         &out,
         out.serial.contains("vmx: absent: CPUID.1:ECX.VMX = 0"),
@@ -34,6 +53,7 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("kernel: entering init in ring 3"), "init not entered");
     assert_console_driver_printed(&out);
+    assert_fuzzer_ran(&out);
     let probe = out.serial.lines().find(|l| l.starts_with("vmx: present")).unwrap_or_default();
     check(
         &out,

@@ -47,7 +47,7 @@ fn bochs_on(cpu: &str) -> Outcome {
 #[test]
 fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
     let out = bochs_on("corei7_skylake_x");
-    assert_suite_passed(&out, 49);
+    assert_suite_passed(&out, 51);
     for g in GUESTS {
         check(
             &out,
@@ -82,7 +82,7 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
 #[test]
 fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
     let out = boot("default", Emulator::Qemu);
-    assert_suite_passed(&out, 49);
+    assert_suite_passed(&out, 51);
     let refusals =
         out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
     // Every guest's, the hostile VMM's, the mutating VMM's and the benchmark's.
@@ -93,7 +93,7 @@ fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
 #[test]
 fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
     let out = bochs_on("corei5_lynnfield_750");
-    assert_suite_passed(&out, 49);
+    assert_suite_passed(&out, 51);
     check(&out, out.serial.contains("unrestricted guest no"), "probe line");
     let refused = out.serial.matches("needs unrestricted guest, which this CPU lacks").count();
     check(
@@ -110,7 +110,7 @@ fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
 #[test]
 fn bochs_penryn_without_ept_runs_no_guest_and_says_why() {
     let out = bochs_on("core2_penryn_t9600");
-    assert_suite_passed(&out, 49);
+    assert_suite_passed(&out, 51);
     check(&out, out.serial.contains("vmx: present"), "penryn has VMX");
     check(&out, out.serial.contains("EPT no"), "probe line says no EPT");
     check(&out, !a_guest_ran(&out), "a guest ran without EPT");

@@ -1,6 +1,7 @@
 //! The root task. It starts the console driver, checks the kernel's ring-3 interface
 //! from the inside (syscalls, user-pointer validation, FPU state, capabilities, devices),
-//! runs the benchmarks and the VMs the manifest lists, and ends the run with the verdict.
+//! runs the benchmarks, the VMs the manifest lists and the in-image syscall fuzzer, and
+//! ends the run with the verdict.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use protocols::error::Error;
@@ -13,6 +14,7 @@ mod bench;
 mod caps;
 mod console;
 mod devices;
+mod fuzz;
 mod isolated;
 mod port_probe;
 mod process;
@@ -77,6 +79,9 @@ fn start(_: u64) -> u64 {
                 }
                 if let Err(e) = vms::run(&mut t, &mut a, console.as_ref()) {
                     t.check("virtual_machines_started", Err(e.name()));
+                }
+                if let Err(e) = fuzz::run(&mut t, &mut a) {
+                    t.check("in_image_fuzzer_started", Err(e.name()));
                 }
             }
             Err(e) => t.check("capability_setup", Err(e.name())),
