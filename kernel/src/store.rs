@@ -36,7 +36,7 @@ pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
             (UNTYPED_MIN_BITS..=MAX_OBJECT_BITS).contains(&size_bits).then_some(size_bits)
         }
         ObjectType::CNode => {
-            (1..=CNODE_MAX_RADIX).contains(&size_bits).then_some(size_bits + SLOT_BITS)
+            (1..=CNODE_MAX_RADIX).contains(&size_bits).then(|| size_bits + SLOT_BITS)
         }
         ObjectType::Tcb => Some(TCB_BITS),
         ObjectType::Endpoint => Some(ENDPOINT_BITS),
@@ -165,6 +165,19 @@ pub mod fake {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn object_sizes_never_overflow() {
+        use protocols::object::ObjectType;
+        for ty in 0..9 {
+            let ty = ObjectType::from_raw(ty).unwrap();
+            for bits in 0..=u8::MAX {
+                if let Some(b) = super::object_bits(ty, bits) {
+                    assert!(b <= 47, "{ty:?} {bits}");
+                }
+            }
+        }
+    }
+
     use super::object_bytes;
 
     #[test]

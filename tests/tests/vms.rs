@@ -57,6 +57,11 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
         assert_guest_output(&out, g);
     }
     check(&out, out.serial.contains("vmm: VM stopped: triple fault"), "triple fault not reported");
+    check(
+        &out,
+        out.serial.contains("vmx: VMX operation left (VMXOFF, CR4.VMXE clear)"),
+        "no VMXOFF at shutdown",
+    );
     for field in [
         "HOST_RIP",
         "HOST_CR3",

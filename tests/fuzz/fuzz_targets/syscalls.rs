@@ -71,9 +71,6 @@ fn sys(
     fast: bool,
 ) -> Next {
     let Some(cur) = user_thread(t) else { return Next::Run };
-    if known_bug(number, rsi, w) {
-        return Next::Run;
-    }
     let revoked = revoke_target(t, number, rdi, rsi, w[0]);
     let c = &mut t.k.store.tcb(cur).context;
     c.rax = number;
@@ -100,20 +97,6 @@ fn sys(
         }
     }
     next
-}
-
-/// Syscalls that hit a reported kernel bug not yet fixed, skipped so the target keeps
-/// finding new ones. `store::object_bits` computes `size_bits + SLOT_BITS` for a CNode
-/// before checking the radix (`then_some` evaluates its argument eagerly), which
-/// overflows `u8` for a radix of 249 or more: a panic under overflow checks (a debug
-/// kernel), harmless wrapping in release. Remove once `object_bits` checks first.
-fn known_bug(number: u64, rsi: u64, w: [u64; 4]) -> bool {
-    let retype = MsgInfo::from_raw(rsi)
-        .is_some_and(|i| i.label == Invocation::UntypedRetype as u64 && i.len >= 4);
-    number == Syscall::Call as u64
-        && retype
-        && w[0] == ObjectType::CNode as u64
-        && (249..256).contains(&w[1])
 }
 
 /// An invocation by the current thread.
