@@ -60,7 +60,7 @@ impl<S: Store> Kernel<S> {
     /// Whether `tcb` may take the CPU now: no ready thread outranks it and it can run.
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
         let prio = self.store.tcb(tcb).priority;
-        self.sched.highest().is_none_or(|p| p <= prio)
+        !self.sched.any_above(prio)
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 

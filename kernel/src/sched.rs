@@ -36,6 +36,17 @@ impl Scheduler {
         })
     }
 
+    /// Whether a thread of priority above `prio` is queued. Only the bitmap words at and
+    /// above `prio`'s are looked at: the fastpath's question, answered in a few steps.
+    #[inline]
+    pub fn any_above(&self, prio: u8) -> bool {
+        let p = usize::from(prio);
+        let (word, bit) = (p / 64, p % 64);
+        // Bits strictly above `bit` in `prio`'s own word (none when `bit` is 63).
+        let above = if bit == 63 { 0 } else { !0u64 << (bit + 1) };
+        self.bitmap[word] & above != 0 || self.bitmap[word + 1..].iter().any(|w| *w != 0)
+    }
+
     /// Take the first thread of the highest priority.
     pub fn dequeue(&mut self, store: &mut impl Store) -> Option<u64> {
         let p = usize::from(self.highest()?);
@@ -77,6 +88,27 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| q.dequeue(&mut s)).collect();
         assert_eq!(order, [0x2000, 0x1000, 0x3000, 0x4000]);
         assert_eq!(q.highest(), None);
+    }
+
+    #[test]
+    fn any_above_agrees_with_highest() {
+        let mut s = FakeStore::default();
+        for prios in [vec![], vec![0], vec![63], vec![64], vec![200, 5], vec![255], vec![127, 128]]
+        {
+            let mut q = Scheduler::default();
+            for (i, p) in prios.iter().enumerate() {
+                let tcb = 0x1000 * (i as u64 + 1);
+                s.tcb(tcb).priority = *p;
+                q.enqueue(&mut s, tcb);
+            }
+            for prio in 0..=255u8 {
+                assert_eq!(
+                    q.any_above(prio),
+                    q.highest().is_some_and(|h| h > prio),
+                    "{prios:?} {prio}"
+                );
+            }
+        }
     }
 
     #[test]
