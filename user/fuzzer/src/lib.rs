@@ -82,36 +82,7 @@ pub const fn split_arg(arg: u64) -> (u32, u32) {
     (arg as u32, (arg >> 32) as u32)
 }
 
-/// xorshift64*: tiny, seedable, and a seed replays the same run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed` (zero is mapped to a fixed odd state).
-    pub const fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
-    }
-
-    /// The next 64 random bits.
-    pub fn bits(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number below `n` (0 for `n` = 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.bits().checked_rem(n).unwrap_or(0)
-    }
-
-    /// True one time in `n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
+pub use rt::rng::Rng;
 
 /// One syscall: the number and the registers it passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

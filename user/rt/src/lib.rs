@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod ipc;
+pub mod rng;
 pub mod syscall;
 pub mod testing;
 
