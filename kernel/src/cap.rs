@@ -45,6 +45,8 @@ pub enum Cap {
     IrqControl,
     /// One IRQ line: bind it to a notification, acknowledge it.
     IrqHandler { irq: u8 },
+    /// A Reply object: a caller's reply put aside.
+    Reply { addr: u64 },
 }
 
 impl Cap {
@@ -66,6 +68,7 @@ impl Cap {
             Self::IoPorts { first, last } => ((u64::from(first) << 16) | u64::from(last), 9),
             Self::IrqControl => (0, 10),
             Self::IrqHandler { irq } => (u64::from(irq), 11),
+            Self::Reply { addr } => (addr, 12),
         })
     }
 

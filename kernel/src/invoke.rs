@@ -104,6 +104,7 @@ impl<S: Store> Kernel<S> {
                 }
                 Ok(Done::Value(0))
             }
+            (Invocation::ReplySave, Cap::Reply { addr }) => self.reply_save(addr),
             (Invocation::TcbSuspend, Cap::Tcb { addr }) => {
                 self.suspend(addr);
                 Ok(Done::Value(0))
@@ -270,6 +271,7 @@ impl<S: Store> Kernel<S> {
                     self.init_vcpu_pages(addr);
                     Cap::VCpu { addr }
                 }
+                ObjectType::Reply => Cap::Reply { addr },
             };
             let _ = cnode::insert_child(&mut self.store, ut_slot, *dst, cap);
         }
@@ -404,16 +406,26 @@ impl<S: Store> Kernel<S> {
                     self.store.tcb(server).caller = 0;
                 }
             }
+            ThreadState::BlockedSavedReply { reply } => {
+                if self.store.reply(reply).caller == tcb {
+                    self.store.reply(reply).caller = 0;
+                }
+            }
             ThreadState::Inactive => {}
         }
         // Whoever waits for this thread's reply learns that it is gone.
         let caller = core::mem::take(&mut self.store.tcb(tcb).caller);
         if caller != 0 {
-            self.store.tcb(caller).context.rax = Error::ObjectDeleted as u64;
-            self.store.tcb(caller).fault = None;
-            self.make_ready(caller);
+            self.release_caller(caller);
         }
         self.store.tcb(tcb).state = ThreadState::Inactive;
+    }
+
+    /// `caller` waits for a reply that can no longer come: it gets `ObjectDeleted`.
+    pub(crate) fn release_caller(&mut self, caller: u64) {
+        self.store.tcb(caller).context.rax = Error::ObjectDeleted as u64;
+        self.store.tcb(caller).fault = None;
+        self.make_ready(caller);
     }
 
     /// Delete the capability in `slot`, finalising its object if it was the last one.
@@ -467,6 +479,7 @@ impl<S: Store> Kernel<S> {
                 }
             }
             Cap::IrqHandler { irq } => self.release_irq(irq),
+            Cap::Reply { addr } => self.reply_deleted(addr),
             Cap::Untyped { .. }
             | Cap::Frame { .. }
             | Cap::IoPorts { .. }

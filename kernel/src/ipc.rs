@@ -3,7 +3,8 @@
 //! A message is the sender's registers (see `protocols::ipc`), copied straight into the
 //! receiver's saved registers at the rendezvous; a blocked sender keeps its message in
 //! its own registers until then. `Call` leaves the caller blocked on the reply, and the
-//! receiver's `caller` link is the implicit reply capability.
+//! receiver's `caller` link is the implicit reply capability (which `reply.rs` can move
+//! into a Reply object).
 
 use crate::cap::Cap;
 use crate::cnode;
@@ -47,6 +48,7 @@ impl<S: Store> Kernel<S> {
                 self.signal(addr, badge);
                 Ok(Done::Value(0))
             }
+            Cap::Reply { addr } if !call => self.reply_send(addr),
             _ => Err(Error::WrongType),
         }
     }
@@ -201,6 +203,13 @@ impl<S: Store> Kernel<S> {
         {
             return Ok(());
         }
+        self.answer(caller)
+    }
+
+    /// Give `caller`, which waits for a reply from the current thread (directly or through
+    /// a Reply object), the current thread's message and make it runnable.
+    pub(crate) fn answer(&mut self, caller: u64) -> Result<(), Error> {
+        let cur = self.current;
         if self.store.tcb(caller).vcpu {
             return self.vcpu_reply(caller).map_err(|(e, code, field)| {
                 self.rejected = Some((code, field));

@@ -22,6 +22,9 @@ pub mod multiboot2;
 pub mod notification;
 pub mod paging;
 pub mod queue;
+pub mod reply;
+#[cfg(test)]
+mod reply_tests;
 pub mod sched;
 pub mod state;
 pub mod store;

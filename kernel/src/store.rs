@@ -6,6 +6,7 @@ use crate::cnode::{Slot, SLOT_BITS};
 use crate::endpoint::Endpoint;
 use crate::notification::Notification;
 use crate::paging::PhysMemory;
+use crate::reply::Reply;
 use crate::tcb::Tcb;
 use protocols::object::ObjectType;
 
@@ -17,6 +18,8 @@ pub const TCB_SLOTS_OFFSET: u64 = 2048;
 pub const ENDPOINT_BITS: u8 = 6;
 /// log2 of a notification's size.
 pub const NOTIFICATION_BITS: u8 = 6;
+/// log2 of a Reply object's size.
+pub const REPLY_BITS: u8 = 4;
 /// log2 of a frame's size.
 pub const FRAME_BITS: u8 = 12;
 /// Smallest VSpace: the PML4 and three tables, enough for one mapping.
@@ -46,6 +49,7 @@ pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
             (VSPACE_MIN_BITS..=24).contains(&size_bits).then_some(size_bits)
         }
         ObjectType::VCpu => Some(crate::vcpu::VCPU_BITS),
+        ObjectType::Reply => Some(REPLY_BITS),
     }
 }
 
@@ -60,6 +64,8 @@ pub trait Store: PhysMemory {
     fn endpoint(&mut self, at: u64) -> &mut Endpoint;
     /// The notification at `at`.
     fn notification(&mut self, at: u64) -> &mut Notification;
+    /// The Reply object at `at`.
+    fn reply(&mut self, at: u64) -> &mut Reply;
     /// The kernel data of the VCpu object at `at`.
     fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData;
     /// Zero `[addr, addr + 2^bits)` and construct a fresh object of type `ty` there.
@@ -107,6 +113,7 @@ pub mod fake {
     use crate::endpoint::Endpoint;
     use crate::notification::Notification;
     use crate::paging::PhysMemory;
+    use crate::reply::Reply;
     use crate::tcb::Tcb;
     use protocols::object::ObjectType;
     use std::collections::HashMap;
@@ -118,6 +125,7 @@ pub mod fake {
         pub tcbs: HashMap<u64, Box<Tcb>>,
         pub endpoints: HashMap<u64, Endpoint>,
         pub notifications: HashMap<u64, Notification>,
+        pub replies: HashMap<u64, Reply>,
         pub vcpus: HashMap<u64, Box<crate::vcpu::VcpuData>>,
         pub frames: HashMap<u64, Box<[u8; 4096]>>,
         pub created: Vec<(ObjectType, u64, u8)>,
@@ -144,6 +152,9 @@ pub mod fake {
         fn notification(&mut self, at: u64) -> &mut Notification {
             self.notifications.entry(at).or_default()
         }
+        fn reply(&mut self, at: u64) -> &mut Reply {
+            self.replies.entry(at).or_default()
+        }
         fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData {
             self.vcpus.entry(at).or_default()
         }
@@ -154,6 +165,7 @@ pub mod fake {
             self.tcbs.remove(&addr);
             self.endpoints.remove(&addr);
             self.notifications.remove(&addr);
+            self.replies.remove(&addr);
             self.vcpus.remove(&addr);
             if ty == ObjectType::VCpu {
                 self.tcb(addr).vcpu = true;
@@ -168,7 +180,7 @@ mod tests {
     #[test]
     fn object_sizes_never_overflow() {
         use protocols::object::ObjectType;
-        for ty in 0..9 {
+        for ty in 0..10 {
             let ty = ObjectType::from_raw(ty).unwrap();
             for bits in 0..=u8::MAX {
                 if let Some(b) = super::object_bits(ty, bits) {

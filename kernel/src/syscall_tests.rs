@@ -25,7 +25,7 @@ fn retype(t: &mut Testbed, ty: ObjectType, bits: u64, dst: u64, count: u64) -> u
 }
 
 /// A second thread sharing the root's CSpace and VSpace, blocked in `Recv` on `ep`.
-fn spawn_server(t: &mut Testbed, tcb_slot: u64, ep: u64) -> u64 {
+pub(crate) fn spawn_server(t: &mut Testbed, tcb_slot: u64, ep: u64) -> u64 {
     assert_eq!(retype(t, ObjectType::Tcb, 0, tcb_slot, 1), 0);
     let Cap::Tcb { addr } = t.cap(tcb_slot) else { panic!("no tcb") };
     assert_eq!(
@@ -45,7 +45,7 @@ fn spawn_server(t: &mut Testbed, tcb_slot: u64, ep: u64) -> u64 {
     addr
 }
 
-fn ep_addr(t: &mut Testbed, ep: u64) -> u64 {
+pub(crate) fn ep_addr(t: &mut Testbed, ep: u64) -> u64 {
     match t.cap(ep) {
         Cap::Endpoint { addr, .. } => addr,
         other => panic!("not an endpoint: {other:?}"),

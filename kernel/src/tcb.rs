@@ -48,6 +48,11 @@ pub enum ThreadState {
         /// The thread that received the call and owes the reply (0 if it is gone).
         server: u64,
     },
+    /// Waiting for a reply its server put aside in a Reply object.
+    BlockedSavedReply {
+        /// The Reply object.
+        reply: u64,
+    },
     /// Waiting for a signal on a notification.
     BlockedNotification {
         /// The notification.

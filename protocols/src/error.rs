@@ -28,7 +28,8 @@ pub enum Error {
     ObjectDeleted = 11,
     /// A VMCS-write batch was refused (`rdx` = `BatchError` code, `r10` = field).
     BatchRejected = 12,
-    /// The resource is taken: an IRQ line whose handler capability already exists.
+    /// The resource is taken: an IRQ line whose handler capability already exists, a
+    /// Reply object that holds a reply already.
     InUse = 13,
 }
 

@@ -27,6 +27,10 @@ pub enum ObjectType {
     VCpu = 7,
     /// A guest-physical address space (an EPT hierarchy and its table pool).
     GuestSpace = 8,
+    /// A reply object: holds one caller whose reply a server has put aside
+    /// (`ReplySave`), so the server can take other calls and answer this one later by
+    /// `Send` on the reply capability.
+    Reply = 9,
 }
 
 impl ObjectType {
@@ -42,6 +46,7 @@ impl ObjectType {
             6 => Self::VSpace,
             7 => Self::VCpu,
             8 => Self::GuestSpace,
+            9 => Self::Reply,
             _ => return None,
         })
     }
@@ -131,6 +136,13 @@ pub enum Invocation {
     /// lacks; `InvalidArgument` for a value the MSR cannot hold (a non-canonical address,
     /// reserved bits).
     VCpuSwitchMsr = 25,
+    /// Reply: `[]`: move the reply the invoking thread owes (to the caller of the `Call`
+    /// it received last) into this reply object; the caller keeps waiting. Answer it
+    /// later with `Send`/`NbSend` on the reply capability (a message, or a VMCS-write
+    /// batch for a vCPU); deleting the last reply capability wakes the caller with
+    /// `ObjectDeleted`. `WouldBlock` when the thread owes no reply, `InUse` when the
+    /// object already holds one.
+    ReplySave = 26,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -170,7 +182,7 @@ pub mod vm {
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 26] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -196,6 +208,7 @@ impl Invocation {
         Self::IrqHandlerAck,
         Self::VCpuPassPorts,
         Self::VCpuSwitchMsr,
+        Self::ReplySave,
     ];
 
     /// Decode a label.
@@ -223,9 +236,9 @@ mod tests {
             assert_eq!(Invocation::from_raw(*inv as u64), Some(*inv));
         }
         assert_eq!(Invocation::from_raw(0), None);
-        for t in 0..9 {
+        for t in 0..10 {
             assert_eq!(ObjectType::from_raw(t).map(|o| o as u64), Some(t));
         }
-        assert_eq!(ObjectType::from_raw(9), None);
+        assert_eq!(ObjectType::from_raw(10), None);
     }
 }

@@ -36,7 +36,7 @@ use kernel::cnode::{self, Slot, SLOT_BITS};
 use kernel::paging::{PhysMemory, ADDR_MASK, HUGE, PRESENT};
 use kernel::state::Next;
 use kernel::store::{cnode_slot, tcb_slot, Store, TcbSlot};
-use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, TCB_BITS};
+use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, REPLY_BITS, TCB_BITS};
 use kernel::tcb::ThreadState;
 use kernel::testbed::{self, slot, Testbed, ROOT_CNODE, ROOT_TCB, ROOT_VSPACE, USER_PAGE};
 use kernel::vcpu::VCPU_BITS;
@@ -251,7 +251,7 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             untyped.0,
             Invocation::UntypedRetype,
             // At most 16 at a time (and 0, refused): every later step walks each object.
-            &[u64::from(*ty % 10), u64::from(*bits), dst.0, u64::from(*count % 17)],
+            &[u64::from(*ty % 11), u64::from(*bits), dst.0, u64::from(*count % 17)],
         ),
         Op::Spawn { dst, cspace, vspace, fault, priority } => {
             let d = dst.0;
@@ -336,6 +336,7 @@ fn region(cap: &Cap) -> Option<(u64, u8, ObjectType)> {
         Cap::VSpace { addr, size_bits } => (addr, size_bits, ObjectType::VSpace),
         Cap::VCpu { addr } => (addr, VCPU_BITS, ObjectType::VCpu),
         Cap::GuestSpace { addr, size_bits } => (addr, size_bits, ObjectType::GuestSpace),
+        Cap::Reply { addr } => (addr, REPLY_BITS, ObjectType::Reply),
         // Capabilities that name no memory (I/O ports, IRQs).
         #[allow(unreachable_patterns)]
         _ => return None,
@@ -767,6 +768,13 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
                 );
                 assert!(!queued.contains(th), "blocked thread {th:#x} is in the run queue");
             }
+            ThreadState::BlockedSavedReply { reply } => {
+                let live = objects.iter().any(|o| o.ty == ObjectType::Reply && o.addr == reply);
+                assert!(live, "{th:#x} waits on a reply object {reply:#x} that is gone");
+                let holder = t.k.store.replies.get(&reply).map_or(0, |r| r.caller);
+                assert_eq!(holder, *th, "reply object {reply:#x} does not hold its caller");
+                assert!(!queued.contains(th) && !waiting.contains_key(th), "{th:#x} is queued");
+            }
             ThreadState::BlockedReply { .. } | ThreadState::Inactive => {
                 assert!(
                     !queued.contains(th) && !waiting.contains_key(th),
@@ -774,6 +782,15 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
                     tcb.state
                 );
             }
+        }
+    }
+    // A reply object holds nobody, or a live caller waiting on exactly it.
+    for o in objects.iter().filter(|o| o.ty == ObjectType::Reply) {
+        let caller = t.k.store.replies.get(&o.addr).map_or(0, |r| r.caller);
+        if caller != 0 {
+            assert!(threads.contains(&caller), "reply object {:#x} holds a destroyed thread", o.addr);
+            let st = t.k.store.tcbs.get(&caller).map(|x| x.state);
+            assert_eq!(st, Some(ThreadState::BlockedSavedReply { reply: o.addr }));
         }
     }
     // A vCPU's pending writes passed the validator: no host state, no pointers.

@@ -153,6 +153,8 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     // SSE state is per thread: the echo server clobbers xmm0 between our call and reply.
     t.check("sse_state_is_per_thread", expect_eq(sse_across_call(ep), 0x1234_5678));
 
+    crate::deferred_reply::run(t, a)?;
+
     // A fault reaches the handler, which resumes the thread past the faulting load.
     let fault_ep = a.make(ObjectType::Endpoint, 0)?;
     let faulter_tcb = spawn(a, faulter as *const () as u64, fault_ep, 254, fault_ep)?;

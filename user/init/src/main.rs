@@ -13,6 +13,7 @@ mod alloc;
 mod bench;
 mod caps;
 mod console;
+mod deferred_reply;
 mod devices;
 mod fuzz;
 mod isolated;

@@ -6,6 +6,7 @@ use kernel::cnode::{Slot, SLOT_BITS};
 use kernel::endpoint::Endpoint;
 use kernel::notification::Notification;
 use kernel::paging::PhysMemory;
+use kernel::reply::Reply;
 use kernel::store::{object_bytes, tcb_slot, Store, TcbSlot};
 use kernel::tcb::Tcb;
 use kernel::vcpu::{VcpuData, DATA_OFFSET};
@@ -51,6 +52,11 @@ impl Store for PhysStore {
 
     fn notification(&mut self, at: u64) -> &mut Notification {
         // SAFETY: as for `slot`: `at` is the address of a notification object.
+        unsafe { object(at) }
+    }
+
+    fn reply(&mut self, at: u64) -> &mut Reply {
+        // SAFETY: as for `slot`: `at` is the address of a Reply object.
         unsafe { object(at) }
     }
 
@@ -104,6 +110,10 @@ impl Store for PhysStore {
                         .write(VcpuData::default());
                 }
                 init_slots(tcb_slot(addr, TcbSlot::CSpace), 3);
+            }
+            ObjectType::Reply => {
+                // SAFETY: a fresh, exclusively owned, aligned Reply object.
+                unsafe { ((PHYS_OFFSET + addr) as *mut Reply).write(Reply::default()) }
             }
             ObjectType::Untyped
             | ObjectType::Frame
