@@ -234,6 +234,7 @@ impl Generator {
             | Invocation::FrameAddress
             | Invocation::FrameMapGuest => ObjectType::Frame,
             Invocation::VCpuConfigure | Invocation::VCpuStart => ObjectType::VCpu,
+            Invocation::ReplySave => ObjectType::Reply,
             _ => return None,
         })
     }
@@ -256,7 +257,7 @@ impl Generator {
                 ];
                 let ty = match self.rng.below(2) {
                     0 => common.get(self.rng.below(4) as usize).map_or(2, |t| *t as u64),
-                    _ => self.rng.below(10),
+                    _ => self.rng.below(11),
                 };
                 let r = &mut self.rng;
                 let bits = match ObjectType::from_raw(ty) {
