@@ -34,6 +34,7 @@ impl<S: Store> Kernel<S> {
 
     /// Copy the short message in `from`'s registers to `to`, which resumes from its
     /// syscall with success.
+    #[inline(always)]
     fn fast_copy(&mut self, from: u64, to: u64, badge: u64, info: MsgInfo) {
         let f = &self.store.tcb(from).context;
         let (mut w0, mut w1, mut w2, mut w3) = (f.rdx, f.r10, f.r8, f.r9);
@@ -58,6 +59,7 @@ impl<S: Store> Kernel<S> {
     }
 
     /// Whether `tcb` may take the CPU now: no ready thread outranks it and it can run.
+    #[inline(always)]
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
         let prio = self.store.tcb(tcb).priority;
         !self.sched.any_above(prio)

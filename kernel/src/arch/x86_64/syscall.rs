@@ -33,7 +33,15 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
         if k.fastpath() {
             return super::thread::activate(k);
         }
-        let next = k.syscall(&mut crate::Console);
-        crate::resume(k, next);
+        slowpath(k);
     });
+}
+
+/// Every syscall the fastpath does not take. Kept out of line so that the fastpath's
+/// frame stays small: the slow path's large locals and saved registers cost every
+/// syscall otherwise.
+#[inline(never)]
+fn slowpath(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
+    let next = k.syscall(&mut crate::Console);
+    crate::resume(k, next);
 }
