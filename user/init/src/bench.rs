@@ -58,9 +58,62 @@ fn average(number: u64, cptr: u64, info: u64) -> u64 {
     with.saturating_sub(without) / ITERATIONS
 }
 
+/// Ticks of one user-level fault (`ud2`) round trip through the fault handler, or with
+/// `real = false` of the same sequence without the `ud2`.
+fn one_fault(real: bool) -> u64 {
+    let (t0, t1): (u64, u64);
+    // SAFETY: rdtsc, and a `ud2` whose fault handler ([`fault_server`]) resumes this
+    // thread right after it with every register as it was.
+    unsafe {
+        if real {
+            core::arch::asm!(
+                "rdtsc", "shl rdx, 32", "or rax, rdx", "mov r14, rax",
+                "ud2",
+                "rdtsc", "shl rdx, 32", "or rax, rdx",
+                out("r14") t0, out("rax") t1, out("rdx") _,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "rdtsc", "shl rdx, 32", "or rax, rdx", "mov r14, rax",
+                "rdtsc", "shl rdx, 32", "or rax, rdx",
+                out("r14") t0, out("rax") t1, out("rdx") _,
+                options(nostack),
+            );
+        }
+    }
+    t1.wrapping_sub(t0)
+}
+
+/// The measurements that need the measuring thread below a partner: a signal that wakes
+/// a higher-priority waiter (which waits again at once), and a fault round trip to a
+/// higher-priority handler. `arg` = report endpoint | badged notification << 32; the
+/// thread's fault endpoint is the fault server's. Reports `[signal+wait, fault]` by a
+/// call it never gets answered (the root task suspends it).
+extern "C" fn measurer(arg: u64) -> ! {
+    let (report, signal) = (arg & 0xffff_ffff, arg >> 32);
+    let signal_wait = average(Syscall::Send as u64, signal, 0);
+    let mut with = 0u64;
+    let mut without = 0u64;
+    for _ in 0..ITERATIONS {
+        with += one_fault(true);
+        without += one_fault(false);
+    }
+    let fault = with.saturating_sub(without) / ITERATIONS;
+    let _ = rt::ipc::call(report, &rt::ipc::Msg::new(0, &[signal_wait, fault]));
+    loop {
+        rt::syscall::yield_now();
+    }
+}
+
 extern "C" {
     /// Minimal server: `Recv` on the endpoint in `rdi`, then `ReplyRecv` forever.
     fn bench_server(ep: u64) -> !;
+    /// Minimal waiter: `Recv` on the notification in `rdi`, forever.
+    fn bench_waiter(ntfn: u64) -> !;
+    /// Minimal fault handler on the endpoint in `rdi`: resumes each faulting thread two
+    /// bytes (a `ud2`) past the fault.
+    fn fault_server(ep: u64) -> !;
 }
 
 core::arch::global_asm!(
@@ -77,9 +130,36 @@ bench_server:
     mov eax, {reply_recv}
     syscall
     jmp 2b
+
+    .section .text.bench_waiter, "ax"
+    .global bench_waiter
+bench_waiter:
+    mov r12, rdi
+2:
+    mov rdi, r12
+    mov eax, {recv}
+    syscall
+    jmp 2b
+
+    .section .text.fault_server, "ax"
+    .global fault_server
+fault_server:
+    mov r12, rdi
+    mov eax, {recv}
+    syscall
+2:
+    lea rdx, [r8 + 2]
+    mov rdi, r12
+    mov esi, {resume_at_info}
+    mov eax, {reply_recv}
+    syscall
+    jmp 2b
 "#,
     recv = const Syscall::Recv as u64,
     reply_recv = const Syscall::ReplyRecv as u64,
+    // Label RESUME_AT, one word: the address to resume at (fault word 2, in r8, is the
+    // faulting rip).
+    resume_at_info = const (kernel::ipc::RESUME_AT << 12) | 1,
 );
 
 /// Run and print the benchmarks; `iso_ep` is served by the isolated process.
@@ -117,5 +197,28 @@ pub fn run(a: &mut Alloc, iso_ep: u64) -> Result<(), Error> {
     rt::println!("bench: notification signal: {signal} ticks");
     rt::println!("bench: notification poll: {poll} ticks");
     rt::println!("bench: notification signal + poll: {} ticks", signal + poll);
+    partnered(a, n)
+}
+
+/// The signal+wait and fault round trips, measured in a thread of priority 200 against
+/// partners of priority 254 (the root task's own priority is the highest there is).
+fn partnered(a: &mut Alloc, n: u64) -> Result<(), Error> {
+    let waiter = spawn(a, bench_waiter as *const () as u64, n, 254, u64::MAX)?;
+    let fault_ep = a.make(ObjectType::Endpoint, 0)?;
+    let handler = spawn(a, fault_server as *const () as u64, fault_ep, 254, u64::MAX)?;
+    let report = a.make(ObjectType::Endpoint, 0)?;
+    let signal = a.slot();
+    let all = u64::from(Rights::ALL.bits());
+    invoke(protocols::bootinfo::slot::CNODE, Invocation::CNodeMint, &[n, signal, all, 1])?;
+    let m = spawn(a, measurer as *const () as u64, report | signal << 32, 200, fault_ep)?;
+    let r = rt::ipc::recv(report);
+    for t in [m, waiter, handler] {
+        invoke(t, Invocation::TcbSuspend, &[])?;
+    }
+    let [signal_wait, fault, ..] = r?.msg.words;
+    rt::println!(
+        "bench: notification signal+wait (wakes a higher-priority waiter): {signal_wait} ticks"
+    );
+    rt::println!("bench: user-level fault round trip (to a handler and back): {fault} ticks");
     Ok(())
 }
