@@ -34,8 +34,58 @@ const WATCHDOG_GRACE: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "\
 usage: cargo xtask fuzz [--time SECS]                 smoke every target (SECS each, default 10)
-       cargo xtask fuzz --long TARGET [--time SECS]   campaign on TARGET (default 86400 s),
-                                                      then a coverage report";
+       cargo xtask fuzz --long TARGET [--time SECS] [--runs N] [--sanitizer address|none]
+                                                      campaign on TARGET (default 86400 s, or
+                                                      until N runs), then a coverage report";
+
+/// How the targets are instrumented beyond coverage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sanitizer {
+    /// AddressSanitizer, cargo-fuzz's default: catches memory errors in `unsafe` code.
+    Address,
+    /// None: the code under test is safe Rust (bounds and overflow checks stay on), and
+    /// without ASan's bookkeeping the targets that walk the whole kernel state after every
+    /// step run several times faster, which is what a long campaign needs.
+    None,
+}
+
+impl Sanitizer {
+    fn parse(v: &str) -> Result<Self> {
+        match v {
+            "address" => Ok(Self::Address),
+            "none" => Ok(Self::None),
+            other => Err(err!("--sanitizer takes address or none, not {other:?}")),
+        }
+    }
+
+    /// cargo-fuzz's name for it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::None => "none",
+        }
+    }
+
+    /// Where cargo-fuzz builds with it: one folder per sanitizer, so switching never
+    /// rebuilds the other's binaries.
+    fn target_dir(self) -> PathBuf {
+        match self {
+            Self::Address => fuzz_dir().join("target"),
+            Self::None => fuzz_dir().join("target").join("no-sanitizer"),
+        }
+    }
+}
+
+/// What a campaign runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Campaign {
+    /// Wall-time limit.
+    pub seconds: u64,
+    /// Stop after this many runs (libFuzzer's `-runs`), if given.
+    pub runs: Option<u64>,
+    /// Instrumentation.
+    pub sanitizer: Sanitizer,
+}
 
 /// The fuzz crate's folder.
 pub fn fuzz_dir() -> PathBuf {
@@ -51,22 +101,38 @@ fn work_dir() -> PathBuf {
 pub fn command(args: Vec<String>) -> Result<bool> {
     let mut long = None;
     let mut time = None;
+    let mut runs = None;
+    let mut sanitizer = None;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
+        let mut value = |what: &str| it.next().ok_or_else(|| err!("{arg} needs {what}\n{USAGE}"));
         match arg.as_str() {
-            "--long" => {
-                long = Some(it.next().ok_or_else(|| err!("--long needs a target\n{USAGE}"))?)
-            }
+            "--long" => long = Some(value("a target")?),
             "--time" => {
-                let v = it.next().ok_or_else(|| err!("--time needs seconds\n{USAGE}"))?;
+                let v = value("seconds")?;
                 time = Some(v.parse::<u64>().map_err(|_| err!("--time takes seconds, not {v:?}"))?);
             }
+            "--runs" => {
+                let v = value("a count")?;
+                runs = Some(v.parse::<u64>().map_err(|_| err!("--runs takes a count, not {v:?}"))?);
+            }
+            "--sanitizer" => sanitizer = Some(Sanitizer::parse(&value("a sanitizer")?)?),
             other => return Err(err!("unexpected argument {other:?}\n{USAGE}")),
         }
     }
     ensure_tools()?;
     match long {
-        Some(target) => campaign(&target, time.unwrap_or(CAMPAIGN_SECONDS)),
+        Some(target) => campaign(
+            &target,
+            Campaign {
+                seconds: time.unwrap_or(CAMPAIGN_SECONDS),
+                runs,
+                sanitizer: sanitizer.unwrap_or(Sanitizer::Address),
+            },
+        ),
+        None if runs.is_some() || sanitizer.is_some() => {
+            Err(err!("--runs and --sanitizer are for campaigns (--long TARGET)\n{USAGE}"))
+        }
         None => smoke(time.unwrap_or(SMOKE_SECONDS)),
     }
 }
@@ -145,9 +211,13 @@ pub fn targets() -> Result<Vec<String>> {
 
 /// Build every target once (with debug assertions: an arithmetic overflow in the code
 /// under test is a bug worth a crash report, and so is a failed `debug_assert!`).
-fn build_all() -> Result<()> {
-    println!("xtask: building the fuzz targets (cargo +nightly fuzz build)");
-    let status = nightly_cargo().args(["fuzz", "build", "--debug-assertions"]).status()?;
+fn build_all(sanitizer: Sanitizer) -> Result<()> {
+    println!("xtask: building the fuzz targets (cargo +nightly fuzz build, {sanitizer:?})");
+    let status = nightly_cargo()
+        .args(["fuzz", "build", "--debug-assertions", "--sanitizer", sanitizer.name()])
+        .arg("--target-dir")
+        .arg(sanitizer.target_dir())
+        .status()?;
     if status.success() {
         Ok(())
     } else {
@@ -186,9 +256,9 @@ fn host_triple() -> Result<String> {
 }
 
 /// The libFuzzer binary `cargo fuzz build` made for `target`.
-fn binary(target: &str) -> Result<PathBuf> {
+fn binary(target: &str, sanitizer: Sanitizer) -> Result<PathBuf> {
     let host = host_triple()?;
-    let path = fuzz_dir().join("target").join(&host).join("release").join(target);
+    let path = sanitizer.target_dir().join(&host).join("release").join(target);
     if path.is_file() {
         Ok(path)
     } else {
@@ -200,10 +270,10 @@ fn binary(target: &str) -> Result<PathBuf> {
 /// so fuzz whatever the sources say at that moment, or fail on a half-edited tree), new
 /// inputs going to `corpus`, seeds read from the checked-in corpus when there is one, and
 /// failing inputs saved where cargo-fuzz saves them.
-fn run_command(target: &str, corpus: &Path, seconds: u64) -> Result<Command> {
+fn run_command(target: &str, corpus: &Path, seconds: u64, sanitizer: Sanitizer) -> Result<Command> {
     let artifacts = fuzz_dir().join("artifacts").join(target);
     fs::create_dir_all(&artifacts)?;
-    let mut c = Command::new(binary(target)?);
+    let mut c = Command::new(binary(target, sanitizer)?);
     c.current_dir(fuzz_dir()).arg(corpus);
     let seeds = fuzz_dir().join("corpus").join(target);
     if seeds.is_dir() {
@@ -318,7 +388,7 @@ fn reproduce_hint(target: &str, artifact: &Path) -> String {
 /// Run every target for `seconds`; fails at the end, naming each crashing input.
 pub fn smoke(seconds: u64) -> Result<bool> {
     let targets = targets()?;
-    build_all()?;
+    build_all(Sanitizer::Address)?;
     let scratch_root = work_dir().join("smoke");
     let mut failures = Vec::new();
     let started = Instant::now();
@@ -333,7 +403,7 @@ pub fn smoke(seconds: u64) -> Result<bool> {
         let log_path = work_dir().join(format!("{target}-smoke.log"));
         let log = File::create(&log_path)?;
         println!("xtask: fuzz smoke {target} ({seconds} s)");
-        let mut child = run_command(target, &scratch, seconds)?
+        let mut child = run_command(target, &scratch, seconds, Sanitizer::Address)?
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
@@ -393,27 +463,32 @@ fn tee(reader: impl std::io::Read + Send + 'static, mut log: File) -> thread::Jo
     })
 }
 
-/// Fuzz one target for `seconds`, then report coverage.
-pub fn campaign(target: &str, seconds: u64) -> Result<bool> {
+/// Fuzz one target as `c` says, then report coverage.
+pub fn campaign(target: &str, c: Campaign) -> Result<bool> {
     let targets = targets()?;
     if !targets.iter().any(|t| t == target) {
         return Err(err!("no fuzz target {target:?}; the targets are: {}", targets.join(", ")));
     }
-    build_all()?;
+    build_all(c.sanitizer)?;
     let corpus = fuzz_dir().join("corpus-work").join(target);
     fs::create_dir_all(&corpus)?;
     fs::create_dir_all(work_dir())?;
     let log_path = work_dir().join(format!("{target}-campaign.log"));
+    let runs = c.runs.map(|n| format!(" or {n} runs")).unwrap_or_default();
     println!(
-        "xtask: fuzzing {target} for {seconds} s; corpus {} (kept for the next campaign), \
-         log {}",
+        "xtask: fuzzing {target} for {} s{runs} (sanitizer: {}); corpus {} (kept for the next \
+         campaign), log {}",
+        c.seconds,
+        c.sanitizer.name(),
         corpus.display(),
         log_path.display()
     );
-    let mut child = run_command(target, &corpus, seconds)?
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let seconds = c.seconds;
+    let mut cmd = run_command(target, &corpus, seconds, c.sanitizer)?;
+    if let Some(n) = c.runs {
+        cmd.arg(format!("-runs={n}"));
+    }
+    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let copier = child.stderr.take().map(|e| File::create(&log_path).map(|log| tee(e, log)));
     let copier = copier.transpose()?;
     let status = wait_with_watchdog(&mut child, Duration::from_secs(seconds) + WATCHDOG_GRACE)?;
