@@ -280,6 +280,12 @@ fn run_command(target: &str, corpus: &Path, seconds: u64, sanitizer: Sanitizer) 
         c.arg(seeds);
     }
     c.args(libfuzzer_args(seconds));
+    // A target's dictionary (values its code compares against, e.g. the MSR indices the
+    // VMM knows), when there is one.
+    let dict = fuzz_dir().join("dict").join(format!("{target}.dict"));
+    if dict.is_file() {
+        c.arg(format!("-dict={}", dict.display()));
+    }
     c.arg(format!("-artifact_prefix={}/", artifacts.display()));
     // What cargo-fuzz sets for AddressSanitizer, unless the caller chose otherwise.
     if std::env::var_os("ASAN_OPTIONS").is_none() {
