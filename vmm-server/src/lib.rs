@@ -5,7 +5,7 @@
 //!
 //! Every guest-controlled value is untrusted: no code path may panic on it. Indexing and
 //! unchecked arithmetic are denied outside tests to keep that promise checkable.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects, clippy::indexing_slicing))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
@@ -27,4 +27,6 @@ pub mod paging;
 pub mod platform;
 pub mod reply;
 pub mod serve;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod testing;
 pub mod trace;

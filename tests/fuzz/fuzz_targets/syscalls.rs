@@ -788,7 +788,11 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
     for o in objects.iter().filter(|o| o.ty == ObjectType::Reply) {
         let caller = t.k.store.replies.get(&o.addr).map_or(0, |r| r.caller);
         if caller != 0 {
-            assert!(threads.contains(&caller), "reply object {:#x} holds a destroyed thread", o.addr);
+            assert!(
+                threads.contains(&caller),
+                "reply object {:#x} holds a destroyed thread",
+                o.addr
+            );
             let st = t.k.store.tcbs.get(&caller).map(|x| x.state);
             assert_eq!(st, Some(ThreadState::BlockedSavedReply { reply: o.addr }));
         }

@@ -19,45 +19,16 @@
 //! of this kind come from real runs (`cargo xtask trace seeds`).
 #![no_main]
 
-use std::collections::HashSet;
-
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use protocols::vmcs::Field;
 use protocols::vmexit::{
-    exception_has_error_code, EventType, ExitMessage, ExitReason, ExitReply, ReplyFlags,
-    TransferMask, EXIT_REASON_ENTRY_FAILURE,
+    ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask, EXIT_REASON_ENTRY_FAILURE,
 };
-use vmm_server::cpuid::CpuidRegs;
 use vmm_server::devices::uart16550::SerialSink;
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
-use vmm_server::guest_memory::{GuestMemory, MemoryError};
+use vmm_server::guest_memory::GuestMemory;
+use vmm_server::testing::{assert_well_formed, host_cpuid, Ram};
 use vmm_server::trace::Decoder;
-
-/// Guest RAM from guest-physical 0, like the dispatcher's own tests.
-struct Ram(Vec<u8>);
-
-impl GuestMemory for Ram {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(MemoryError { gpa })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
-        let dst = start
-            .checked_add(data.len())
-            .and_then(|end| self.0.get_mut(start..end))
-            .ok_or(MemoryError { gpa })?;
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-}
 
 /// The console: only counts bytes (what was printed is not an invariant).
 struct Sink(u64);
@@ -69,20 +40,6 @@ impl SerialSink for Sink {
 }
 
 const RAM_SIZE: usize = 0x1_0000;
-
-/// A Skylake-like host CPUID (the dispatcher's tests use the same).
-fn host_cpuid(leaf: u32, _sub: u32) -> CpuidRegs {
-    let r = |eax, ebx, ecx, edx| CpuidRegs { eax, ebx, ecx, edx };
-    match leaf {
-        0 => r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-        1 => r(0x0009_06ea, 0x0810_0800, 0x7ffa_fbff, 0xbfeb_fbff),
-        7 => r(0, 0x029c_6fbf, 0x4000_0000, 0xbc00_0400),
-        0x8000_0000 => r(0x8000_0008, 0, 0, 0),
-        0x8000_0001 => r(0, 0, 0x121, 0x2c10_0800),
-        0x8000_0008 => r(0x3027, 0, 0, 0),
-        _ => r(0, 0, 0, 0),
-    }
-}
 
 #[derive(Arbitrary, Debug)]
 enum Reason {
@@ -205,53 +162,6 @@ fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
     let mut words = [0u64; ExitMessage::SIZE];
     let n = m.to_words(&mut words);
     ExitMessage::from_words(&words[..n]).expect("an encoded exit message decodes")
-}
-
-fn assert_well_formed(msg: &ExitMessage, r: &ExitReply) {
-    let mut words = [0u64; ExitReply::SIZE];
-    let n = r.to_words(&mut words);
-    assert_eq!(ExitReply::from_words(&words[..n]), Ok(*r), "reply fails its wire round trip");
-    let mut seen = HashSet::new();
-    for w in r.writes() {
-        let field = Field::from_raw(w.field).expect("reply writes an unknown field");
-        assert!(field.vmm_writable(), "reply writes {field}, which the VMM may not");
-        assert!(w.value <= field.width().max_value(), "{field} = {:#x} too wide", w.value);
-        assert!(seen.insert(w.field), "{field} written twice");
-    }
-    let flags = r.flags;
-    if flags.contains(ReplyFlags::ADVANCE_RIP) {
-        assert!(!seen.contains(&(Field::GuestRip as u32)), "ADVANCE_RIP with a RIP write");
-    }
-    if flags.contains(ReplyFlags::INJECT_EVENT) {
-        let inj = r.injection;
-        assert!(inj.is_valid(), "invalid event injected: {:#x}", inj.raw());
-        assert_eq!(inj.raw() & 0x7fff_f000, 0, "reserved injection bits");
-        assert!(!seen.contains(&(Field::EntryInterruptionInfo as u32)), "two injections");
-        assert!(!flags.contains(ReplyFlags::STOP_VCPU), "injection into a stopped vCPU");
-        match inj.event_type().expect("reserved event type injected") {
-            EventType::HardwareException => {
-                assert!(inj.vector() < 32 && inj.vector() != 2, "exception {}", inj.vector());
-                assert_eq!(inj.delivers_error_code(), exception_has_error_code(inj.vector()));
-            }
-            EventType::ExternalInterrupt => {
-                assert_ne!(msg.rflags & 1 << 9, 0, "interrupt injected with IF = 0");
-                let shadow = msg.interruptibility & 3 != 0;
-                assert!(!shadow || flags.contains(ReplyFlags::ADVANCE_RIP), "in a shadow");
-                assert!(!inj.delivers_error_code());
-            }
-            EventType::Nmi => assert_eq!(inj.vector(), 2),
-            EventType::Other => panic!("event type 7 injected"),
-            _ => assert!(!inj.delivers_error_code()),
-        }
-        if !inj.delivers_error_code() {
-            assert_eq!(r.injection_error, 0, "error code without the deliver bit");
-        }
-    } else {
-        assert_eq!((r.injection.raw(), r.injection_error, r.injection_len), (0, 0, 0));
-    }
-    if flags.contains(ReplyFlags::STOP_VCPU) {
-        assert!(!flags.contains(ReplyFlags::REQUEST_INTERRUPT_WINDOW), "STOP with a window");
-    }
 }
 
 fn bare_stop() -> ExitReply {

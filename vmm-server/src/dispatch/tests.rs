@@ -1,58 +1,18 @@
 //! Host tests of the dispatcher: one per exit kind, and a sweep over every exit reason
 //! with pseudo-random exit information asserting that each reply is well-formed.
 
-use std::collections::HashSet;
-
 use protocols::vmcs::{ctl, Field};
 use protocols::vmexit::{
-    exception_has_error_code, EventType, ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags,
-    TransferMask, EXIT_REASON_ENTRY_FAILURE,
+    EventType, ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags, TransferMask,
+    EXIT_REASON_ENTRY_FAILURE,
 };
 
 use super::{RunState, StopReason, Vm, VmConfig};
-use crate::cpuid::CpuidRegs;
-use crate::guest_memory::{GuestMemory, MemoryError};
+use crate::guest_memory::GuestMemory;
 use crate::hypercall;
-
-/// Guest RAM from address 0.
-struct Ram(Vec<u8>);
-
-impl GuestMemory for Ram {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(MemoryError { gpa })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let start = usize::try_from(gpa).map_err(|_| MemoryError { gpa })?;
-        let dst = start
-            .checked_add(data.len())
-            .and_then(|end| self.0.get_mut(start..end))
-            .ok_or(MemoryError { gpa })?;
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-}
+use crate::testing::{assert_well_formed, host_cpuid, Ram};
 
 type TestVm = Vm<Ram, Vec<u8>>;
-
-fn host_cpuid(leaf: u32, _sub: u32) -> CpuidRegs {
-    let r = |eax, ebx, ecx, edx| CpuidRegs { eax, ebx, ecx, edx };
-    match leaf {
-        0 => r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-        1 => r(0x000906ea, 0x0810_0800, 0x7ffa_fbff, 0xbfeb_fbff),
-        7 => r(0, 0x029c_6fbf, 0x4000_0000, 0xbc00_0400),
-        0x8000_0000 => r(0x8000_0008, 0, 0, 0),
-        0x8000_0001 => r(0, 0, 0x121, 0x2c10_0800),
-        0x8000_0008 => r(0x3027, 0, 0, 0),
-        _ => r(0, 0, 0, 0),
-    }
-}
 
 fn vm() -> TestVm {
     Vm::new(&VmConfig::default(), host_cpuid, Ram(vec![0; 0x10000]), Vec::new()).unwrap()
@@ -116,53 +76,6 @@ fn boot(vm: &mut TestVm, period: u16) {
 }
 
 /// The structural rules every reply obeys, whatever the exit said.
-fn assert_well_formed(msg: &ExitMessage, r: &ExitReply) {
-    let mut words = [0u64; ExitReply::SIZE];
-    let n = r.to_words(&mut words);
-    assert_eq!(ExitReply::from_words(&words[..n]), Ok(*r), "wire round trip");
-    let mut seen = HashSet::new();
-    for w in r.writes() {
-        let field = Field::from_raw(w.field).expect("known field");
-        assert!(field.vmm_writable(), "{field} is not writable");
-        assert!(w.value <= field.width().max_value(), "{field} = {:#x} too wide", w.value);
-        assert!(seen.insert(w.field), "{field} written twice");
-    }
-    let flags = r.flags;
-    if flags.contains(ReplyFlags::ADVANCE_RIP) {
-        assert!(!seen.contains(&(Field::GuestRip as u32)));
-    }
-    if flags.contains(ReplyFlags::INJECT_EVENT) {
-        let inj = r.injection;
-        assert!(inj.is_valid());
-        assert_eq!(inj.raw() & 0x7fff_f000, 0, "reserved injection bits");
-        assert!(!seen.contains(&(Field::EntryInterruptionInfo as u32)));
-        assert!(!flags.contains(ReplyFlags::STOP_VCPU));
-        match inj.event_type().expect("valid type") {
-            EventType::HardwareException => {
-                assert!(inj.vector() < 32 && inj.vector() != 2);
-                assert_eq!(inj.delivers_error_code(), exception_has_error_code(inj.vector()));
-            }
-            EventType::ExternalInterrupt => {
-                assert_ne!(msg.rflags & (1 << 9), 0, "interrupt injected with IF = 0");
-                let shadow = msg.interruptibility & 3 != 0;
-                assert!(!shadow || flags.contains(ReplyFlags::ADVANCE_RIP), "injected in a shadow");
-                assert!(!inj.delivers_error_code());
-            }
-            EventType::Nmi => assert_eq!(inj.vector(), 2),
-            EventType::Other => panic!("type 7 injected"),
-            _ => assert!(!inj.delivers_error_code()),
-        }
-        if !inj.delivers_error_code() {
-            assert_eq!(r.injection_error, 0);
-        }
-    } else {
-        assert_eq!((r.injection.raw(), r.injection_error, r.injection_len), (0, 0, 0));
-    }
-    if flags.contains(ReplyFlags::STOP_VCPU) {
-        assert!(!flags.contains(ReplyFlags::REQUEST_INTERRUPT_WINDOW));
-    }
-}
-
 #[test]
 fn cpuid_fills_four_registers_and_advances() {
     let mut v = vm();
