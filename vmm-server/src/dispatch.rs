@@ -777,9 +777,14 @@ fn vectoring_event(
         Err(DecodeError::NotValid) => return Ok(None),
         Err(_) => return Err(bad),
     };
+    // Only hardware exceptions deliver error codes (VM entry refuses anything else).
     let ok = match info.kind {
-        EventType::ExternalInterrupt => interruptible,
-        EventType::Nmi => info.vector == 2 && msg.interruptibility & BLOCKING_BY_NMI == 0,
+        EventType::ExternalInterrupt => interruptible && !info.error_code_valid,
+        EventType::Nmi => {
+            info.vector == 2
+                && msg.interruptibility & BLOCKING_BY_NMI == 0
+                && !info.error_code_valid
+        }
         EventType::HardwareException => {
             info.vector < 32
                 && info.vector != 2

@@ -90,11 +90,14 @@ pub fn assert_well_formed(msg: &ExitMessage, r: &ExitReply) {
                 assert_ne!(msg.rflags & 1 << 9, 0, "interrupt injected with IF = 0");
                 let shadow = msg.interruptibility & 3 != 0;
                 assert!(!shadow || flags.contains(ReplyFlags::ADVANCE_RIP), "in a shadow");
-                assert!(!inj.delivers_error_code());
+                assert!(!inj.delivers_error_code(), "interrupt with an error code for {msg:?}");
             }
-            EventType::Nmi => assert_eq!(inj.vector(), 2),
+            EventType::Nmi => {
+                assert_eq!(inj.vector(), 2);
+                assert!(!inj.delivers_error_code(), "NMI with an error code for {msg:?}");
+            }
             EventType::Other => panic!("event type 7 injected"),
-            _ => assert!(!inj.delivers_error_code()),
+            _ => assert!(!inj.delivers_error_code(), "{inj:?} with an error code for {msg:?}"),
         }
         if !inj.delivers_error_code() {
             assert_eq!(r.injection_error, 0, "error code without the deliver bit");

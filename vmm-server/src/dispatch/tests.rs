@@ -306,6 +306,16 @@ fn an_interrupted_event_is_reinjected_first() {
     m.idt_vectoring_info = 0x8000_0030;
     v.handle(&m);
     assert_eq!(v.run_state(), RunState::Stopped(StopReason::BadVectoring { info: 0x8000_0030 }));
+    // Only hardware exceptions carry error codes: an interrupt or NMI claiming one is
+    // inconsistent too, never re-injected (found by the vmm_dispatch fuzz target).
+    for info in [0x8000_0830, 0x8000_0a02] {
+        let mut v = vm();
+        let mut m = exit(ExitReason::ExternalInterrupt, 0);
+        m.idt_vectoring_info = info;
+        let r = v.handle(&m);
+        assert_well_formed(&m, &r);
+        assert_eq!(v.run_state(), RunState::Stopped(StopReason::BadVectoring { info }));
+    }
 }
 
 #[test]
