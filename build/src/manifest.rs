@@ -175,6 +175,21 @@ mod tests {
     }
 
     #[test]
+    fn every_image_manifest_encodes() {
+        for image in crate::image::IMAGES {
+            let path = images().join(image.manifest);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let bytes = encode(&path, &text, &crate::image::modules()).unwrap();
+            let m = Manifest::decode(&bytes).unwrap();
+            assert_eq!(
+                m.processes[0].module, "console",
+                "{}: the console driver first",
+                image.name
+            );
+        }
+    }
+
+    #[test]
     fn the_mode_flags_are_read_and_default_to_off() {
         let text = |extra: &str| {
             format!(

@@ -1,5 +1,7 @@
 //! A manifest module that does not decode is refused by the root task with a readable
-//! message; the kernel and the rest of the root task's checks carry on.
+//! message; no process or VM starts from it, and the kernel and the rest of the root
+//! task's checks carry on (printing through the kernel's debug console, as no console
+//! driver runs).
 
 use system_tests::{boot, check, Emulator, Verdict};
 
@@ -17,6 +19,7 @@ fn a_corrupt_manifest_is_refused_cleanly() {
         "init stopped early",
     );
     check(&out, !out.serial.contains("the manifest lists"), "VMs started from a bad manifest");
+    check(&out, !out.serial.contains("_started"), "a process started from a bad manifest");
     check(&out, !out.serial.contains("KERNEL PANIC"), "the kernel panicked");
     check(&out, out.verdict == Verdict::Fail(Some(35)), "the run must fail cleanly");
 }
