@@ -1,7 +1,9 @@
 //! Bootable images: the kernel plus boot modules in a GRUB (Multiboot2) ISO.
 //!
 //! `default` is the system people boot. The `bad-init-*` images carry a deliberately
-//! broken init module, made from the real one, to prove the kernel refuses it cleanly.
+//! broken init module, made from the real one, to prove the kernel refuses it cleanly;
+//! `bad-manifest` and `process-refused` prove the same of the root task for a manifest
+//! module that does not decode and for a process the machine cannot make.
 
 use crate::{cargo, err, Result};
 use std::fs;
@@ -79,6 +81,14 @@ pub const IMAGES: &[Image] = &[
         about: "a manifest module cut short",
         manifest: "default.toml",
         corrupt_manifest: true,
+        cmdline: "",
+    },
+    Image {
+        name: "process-refused",
+        init: InitVariant::Intact,
+        about: "a process the machine has too little memory for, before the console driver",
+        manifest: "process-refused.toml",
+        corrupt_manifest: false,
         cmdline: "",
     },
     Image {

@@ -181,11 +181,8 @@ mod tests {
             let text = std::fs::read_to_string(&path).unwrap();
             let bytes = encode(&path, &text, &crate::image::modules()).unwrap();
             let m = Manifest::decode(&bytes).unwrap();
-            assert_eq!(
-                m.processes[0].module, "console",
-                "{}: the console driver first",
-                image.name
-            );
+            let console = m.processes.iter().any(|p| p.module == "console");
+            assert!(console, "{}: every image prints through a console driver", image.name);
         }
     }
 

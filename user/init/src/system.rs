@@ -57,6 +57,7 @@ pub struct System<'m> {
 impl<'m> System<'m> {
     /// Make the named objects and every process, and start those that start at boot.
     pub fn build(t: &mut Suite, a: &mut Alloc, manifest: &'m Manifest<'static>) -> Self {
+        // As many as the manifest's list, whose capacity is the same.
         let objects = manifest
             .objects
             .iter()
