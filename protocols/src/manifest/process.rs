@@ -188,9 +188,9 @@ pub struct ProcessEntry<'a> {
     pub caps: Vec<CapEntry<'a>, MAX_CAPS>,
 }
 
-impl ProcessEntry<'_> {
+impl<'a> ProcessEntry<'a> {
     /// What its slot `slot` holds, if the entry lists it.
-    pub fn cap(&self, slot: u64) -> Option<Cap<'_>> {
+    pub fn cap(&self, slot: u64) -> Option<Cap<'a>> {
         self.caps.iter().find(|c| u64::from(c.slot) == slot).map(|c| c.cap)
     }
 }
