@@ -1,7 +1,9 @@
 //! Bootable images: the kernel plus boot modules in a GRUB (Multiboot2) ISO.
 //!
 //! `default` is the system people boot. The `bad-init-*` images carry a deliberately
-//! broken init module, made from the real one, to prove the kernel refuses it cleanly.
+//! broken init module, made from the real one, to prove the kernel refuses it cleanly;
+//! `bad-manifest` and `process-refused` prove the same of the root task for a manifest
+//! module that does not decode and for a process the machine cannot make.
 
 use crate::{cargo, err, Result};
 use std::fs;
@@ -82,6 +84,14 @@ pub const IMAGES: &[Image] = &[
         cmdline: "",
     },
     Image {
+        name: "process-refused",
+        init: InitVariant::Intact,
+        about: "a process the machine has too little memory for, before the console driver",
+        manifest: "process-refused.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+    },
+    Image {
         name: "pit-tick",
         init: InitVariant::Intact,
         about: "the default system with the PIT as the tick (no local APIC timer)",
@@ -107,6 +117,18 @@ pub fn find(name: &str) -> Result<Image> {
     })
 }
 
+/// The boot modules that are ring-3 programs a manifest can start, as
+/// `(module, program built by cargo::build_user)`; the console driver comes first, as
+/// every other process prints through it.
+pub const PROGRAM_MODULES: &[(&str, &str)] =
+    &[("console", "console-driver"), ("fuzzer", "syscall-fuzzer"), ("vmm", "vmm-server")];
+
+/// Every boot module a manifest can name: the programs, then the test guests (besides
+/// them an image carries only `init` and the manifest itself).
+pub fn modules() -> Vec<&'static str> {
+    PROGRAM_MODULES.iter().map(|(m, _)| *m).chain(cargo::GUESTS.iter().copied()).collect()
+}
+
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Build (or rebuild) the image's ISO; returns its path.
@@ -128,18 +150,16 @@ pub fn build(image: Image) -> Result<PathBuf> {
     fs::create_dir_all(dir.join("boot/grub"))?;
     fs::copy(&kernel, dir.join("boot/kernel"))?;
     fs::write(dir.join("boot/init"), init)?;
-    fs::copy(user.join("vmm-server"), dir.join("boot/vmm"))?;
-    fs::copy(user.join("console-driver"), dir.join("boot/console"))?;
-    fs::copy(user.join("syscall-fuzzer"), dir.join("boot/fuzzer"))?;
+    for (module, program) in PROGRAM_MODULES {
+        fs::copy(user.join(program), dir.join("boot").join(module))?;
+    }
     for g in cargo::GUESTS {
         fs::copy(guests.join(g), dir.join("boot").join(g))?;
     }
-    let mut modules = vec!["vmm"];
-    modules.extend_from_slice(cargo::GUESTS);
     let manifest_path = crate::root().join("images").join(image.manifest);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| err!("{}: {e}", manifest_path.display()))?;
-    let mut manifest = crate::manifest::encode(&manifest_path, &text, &modules)?;
+    let mut manifest = crate::manifest::encode(&manifest_path, &text, &modules())?;
     if image.corrupt_manifest {
         manifest.truncate(manifest.len() / 2);
     }
@@ -151,14 +171,12 @@ pub fn build(image: Image) -> Result<PathBuf> {
 }
 
 fn grub_cfg(cmdline: &str) -> String {
-    let mut modules = String::from(
-        "  module2 /boot/init init\n  module2 /boot/manifest manifest\n  module2 /boot/console console\n  module2 /boot/fuzzer fuzzer\n  module2 /boot/vmm vmm\n",
-    );
-    for g in cargo::GUESTS {
-        modules.push_str(&format!("  module2 /boot/{g} {g}\n"));
+    let mut lines = String::from("  module2 /boot/init init\n  module2 /boot/manifest manifest\n");
+    for m in modules() {
+        lines.push_str(&format!("  module2 /boot/{m} {m}\n"));
     }
     format!(
-        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel {cmdline}\n{modules}  boot\n}}\n"
+        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel {cmdline}\n{lines}  boot\n}}\n"
     )
 }
 

@@ -1,15 +1,26 @@
 //! Checking and encoding the system manifest: TOML written by people under `images/`
 //! becomes the postcard-encoded boot module `manifest` (`protocols::manifest`). Every
-//! refusal names the file and the entry.
+//! refusal names the file and the entry (and the capability, for a process's).
+
+mod process;
 
 use crate::{err, Result};
-use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry, MAX_ENCODED};
+use protocols::manifest::{
+    Expect, GuestMode, Manifest, Object, ObjectKind, VmEntry, MAX_ENCODED, MAX_OBJECTS,
+    MAX_PROCESSES,
+};
 use serde::Deserialize;
 use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    notifications: Vec<String>,
+    #[serde(default)]
+    process: Vec<process::Process>,
     #[serde(default)]
     vm: Vec<Vm>,
 }
@@ -78,7 +89,26 @@ fn memory_bits(vm: &Vm) -> Result<u8> {
 pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
     let at = |e: crate::Error| err!("{}: {e}", path.display());
     let file: File = toml::from_str(text).map_err(|e| err!("{}: {e}", path.display()))?;
-    let mut manifest = Manifest { vms: heapless::Vec::new() };
+    let mut manifest = Manifest {
+        vms: heapless::Vec::new(),
+        objects: heapless::Vec::new(),
+        processes: heapless::Vec::new(),
+    };
+    let endpoints = file.endpoints.iter().map(|n| (n, ObjectKind::Endpoint));
+    let notifications = file.notifications.iter().map(|n| (n, ObjectKind::Notification));
+    for (name, kind) in endpoints.chain(notifications) {
+        manifest
+            .objects
+            .push(Object { name, kind })
+            .map_err(|_| at(err!("more than {MAX_OBJECTS} endpoints and notifications")))?;
+    }
+    for p in &file.process {
+        let entry = process::entry(&manifest, p, modules).map_err(at)?;
+        manifest
+            .processes
+            .push(entry)
+            .map_err(|_| at(err!("more than {MAX_PROCESSES} processes")))?;
+    }
     for vm in &file.vm {
         for (what, module) in [("vmm", &vm.vmm), ("guest", &vm.guest)] {
             if !modules.contains(&module.as_str()) {
@@ -122,16 +152,6 @@ mod tests {
     use protocols::manifest::{Expect, GuestMode, Manifest};
     use std::path::PathBuf;
 
-    const MODULES: &[&str] = &[
-        "vmm",
-        "guest64",
-        "guest32",
-        "guest_real",
-        "guest_triple",
-        "guest_bench",
-        "guest_controls",
-    ];
-
     fn images() -> PathBuf {
         crate::root().join("images")
     }
@@ -139,7 +159,9 @@ mod tests {
     #[test]
     fn the_default_manifest_encodes_and_decodes() {
         let path = images().join("default.toml");
-        let bytes = encode(&path, &std::fs::read_to_string(&path).unwrap(), MODULES).unwrap();
+        let bytes =
+            encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
+                .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
         assert_eq!(m.vms.len(), 8);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
@@ -153,6 +175,18 @@ mod tests {
     }
 
     #[test]
+    fn every_image_manifest_encodes() {
+        for image in crate::image::IMAGES {
+            let path = images().join(image.manifest);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let bytes = encode(&path, &text, &crate::image::modules()).unwrap();
+            let m = Manifest::decode(&bytes).unwrap();
+            let console = m.processes.iter().any(|p| p.module == "console");
+            assert!(console, "{}: every image prints through a console driver", image.name);
+        }
+    }
+
+    #[test]
     fn the_mode_flags_are_read_and_default_to_off() {
         let text = |extra: &str| {
             format!(
@@ -162,7 +196,7 @@ mod tests {
         };
         let path = std::path::Path::new("flags.toml");
         let decode = |t: &str| {
-            let bytes = encode(path, t, MODULES).unwrap();
+            let bytes = encode(path, t, &crate::image::modules()).unwrap();
             let m = Manifest::decode(&bytes).unwrap();
             let v = &m.vms[0];
             (v.hostile, v.mutate, v.trace)
@@ -170,7 +204,8 @@ mod tests {
         assert_eq!(decode(&text("")), (false, false, false));
         assert_eq!(decode(&text("mutate = true\n")), (false, true, false));
         assert_eq!(decode(&text("trace = true\nhostile = true\n")), (true, false, true));
-        let e = encode(path, &text("mutate = 1\n"), MODULES).unwrap_err().to_string();
+        let e =
+            encode(path, &text("mutate = 1\n"), &crate::image::modules()).unwrap_err().to_string();
         assert!(e.contains("mutate"), "{e}");
     }
 
@@ -188,6 +223,77 @@ mod tests {
             ("unknown-key.toml", "unknown field `priorty`"),
             ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),
             ("pass-ports-of-the-pit.toml", "vm \"vm_timer\": pass_ports 0x40..=0x43 is reversed"),
+            ("duplicate-object.toml", "named object \"bell\": name used twice"),
+            ("process-unknown-module.toml", "process \"ghost\": unknown module \"ghost_driver\""),
+            ("process-duplicate-name.toml", "process \"twin\": name used twice"),
+            (
+                "process-priority-above-root.toml",
+                "process \"greedy\": priority 256 is above the root task's (255)",
+            ),
+            ("process-bad-radix.toml", "process \"hoarder\": cnode_radix 13 is outside 2..=12"),
+            (
+                "process-bad-start.toml",
+                "process \"sleeper\": start \"tomorrow\" is neither \"boot\" nor \"after vms\"",
+            ),
+            (
+                "process-reserved-slot.toml",
+                "process \"squatter\": cap in slot 2: slots 0 (empty), 1 (its CNode) and 2",
+            ),
+            (
+                "process-slot-outside-cnode.toml",
+                "process \"cramped\": cap in slot 4: outside its CNode of 2^2 slots",
+            ),
+            ("process-duplicate-slot.toml", "process \"crowded\": cap in slot 3: slot used twice"),
+            (
+                "process-unknown-endpoint.toml",
+                "process \"lost\": cap in slot 3: no endpoint or notification \"consol\"",
+            ),
+            (
+                "process-wrong-object-kind.toml",
+                "process \"confused\": cap in slot 3: \"console\" is an endpoint, not a notification",
+            ),
+            (
+                "process-copy-without-rights.toml",
+                "process \"vague\": cap in slot 3: a copy of \"console\" must state its rights",
+            ),
+            (
+                "process-unknown-right.toml",
+                "process \"runner\": cap in slot 3: unknown right \"execute\"",
+            ),
+            (
+                "process-fresh-with-badge.toml",
+                "process \"badged\": cap in slot 3: an endpoint made for it alone has every right",
+            ),
+            ("process-unknown-cap-kind.toml", "unknown variant `frame`"),
+            (
+                "process-fault-not-an-endpoint.toml",
+                "process \"faulty\": fault handler \"doorbell\" is no declared endpoint",
+            ),
+            (
+                "process-untyped-too-big.toml",
+                "process \"glutton\": cap in slot 3: untyped of 2^40 bytes is outside",
+            ),
+            (
+                "process-ports-reversed.toml",
+                "process \"backwards\": cap in slot 3: io ports 0x3ff..=0x3f8 are reversed",
+            ),
+            (
+                "process-ports-of-the-pic.toml",
+                "process \"meddler\": cap in slot 3: io ports 0x20..=0x21 are reversed or reach a \
+                 port the kernel keeps",
+            ),
+            (
+                "process-timer-irq.toml",
+                "process \"ticker\": cap in slot 3: irq 0 is the kernel's (0 the timer",
+            ),
+            (
+                "process-irq-out-of-range.toml",
+                "process \"dreamer\": cap in slot 3: there is no irq 16 (lines 0..16)",
+            ),
+            (
+                "process-irq-twice.toml",
+                "process \"second\": cap in slot 5: irq 4 is given to process \"first\" already",
+            ),
         ];
         let dir = images().join("bad-manifests");
         let files = std::fs::read_dir(&dir).unwrap().count();
@@ -195,7 +301,7 @@ mod tests {
         for (file, message) in cases {
             let path = dir.join(file);
             let text = std::fs::read_to_string(&path).unwrap();
-            let e = encode(&path, &text, MODULES).unwrap_err().to_string();
+            let e = encode(&path, &text, &crate::image::modules()).unwrap_err().to_string();
             assert!(e.contains(message), "{file}: {e}");
             assert!(e.starts_with(&path.display().to_string()), "{file}: names the file: {e}");
         }

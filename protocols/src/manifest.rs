@@ -2,10 +2,24 @@
 //! `images/`; the build tool checks it and encodes it with postcard into the boot module
 //! `manifest`, which the root task decodes (and checks again: a boot module is input).
 //!
-//! The wire format is postcard over these types; enums only ever get variants appended.
+//! It lists the ordinary processes (`process`: a boot module, a priority, a CNode size
+//! and exactly the capabilities the process gets, slot by slot), the endpoints and
+//! notifications they share by name, and the VMs. A VMM's capabilities are not listed:
+//! they follow the VM protocol (`crate::vmm`), from the VM entry.
+//!
+//! The wire format is postcard over these types; enums only ever get variants appended,
+//! and structures only fields at their end.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
+
+mod process;
+
+pub use process::{
+    slot, Cap, CapEntry, CapError, Object, ObjectKind, ProcessEntry, ProcessError, Start, MAX_CAPS,
+    MAX_OBJECTS, MAX_PROCESSES, MAX_RADIX, MAX_UNTYPED_BITS, MIN_RADIX, MIN_UNTYPED_BITS,
+    OBJECT_RIGHTS, RIGHT_NAMES,
+};
 
 /// The most VMs a manifest lists.
 pub const MAX_VMS: usize = 16;
@@ -15,6 +29,12 @@ pub const MAX_NAME: usize = 32;
 pub const MODULE: &str = "manifest";
 /// Largest encoded manifest.
 pub const MAX_ENCODED: usize = 4096;
+/// The named endpoint the root task prints through, once a process holding it with the
+/// read right (its server, the console driver) runs; each VMM gets a badged copy.
+pub const CONSOLE_ENDPOINT: &str = "console";
+/// The root task's priority (the kernel starts it at the highest); nothing it starts can
+/// run above it.
+pub const ROOT_PRIORITY: u8 = u8::MAX;
 
 /// A guest's processor mode at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +92,13 @@ pub struct Manifest<'a> {
     /// The VMs, in start order.
     #[serde(borrow)]
     pub vms: Vec<VmEntry<'a>, MAX_VMS>,
+    /// The endpoints and notifications the root task makes first and keeps; processes
+    /// get copies by name.
+    #[serde(borrow)]
+    pub objects: Vec<Object<'a>, MAX_OBJECTS>,
+    /// The processes, created in this order.
+    #[serde(borrow)]
+    pub processes: Vec<ProcessEntry<'a>, MAX_PROCESSES>,
 }
 
 /// Why a manifest was refused; every variant names the entry.
@@ -91,6 +118,16 @@ pub enum Error<'a> {
     BadModule { name: &'a str },
     /// `pass_ports` is reversed or reaches a port the kernel keeps (the PICs, the PIT).
     BadPorts { name: &'a str, first: u16, last: u16 },
+    /// A named object's name is empty or too long.
+    BadObjectName { index: usize },
+    /// Two named objects share a name.
+    DuplicateObject { name: &'a str },
+    /// A process's name is empty or too long.
+    BadProcessName { index: usize },
+    /// Two processes share a name.
+    DuplicateProcess { name: &'a str },
+    /// A process entry is wrong.
+    Process { name: &'a str, why: ProcessError<'a> },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -113,6 +150,15 @@ impl core::fmt::Display for Error<'_> {
                 "vm {name:?}: pass_ports {first:#x}..={last:#x} is reversed or reaches a port \
                  the kernel keeps (the PICs, the PIT)"
             ),
+            Self::BadObjectName { index } => {
+                write!(f, "named object #{index}: name empty or over {MAX_NAME} bytes")
+            }
+            Self::DuplicateObject { name } => write!(f, "named object {name:?}: name used twice"),
+            Self::BadProcessName { index } => {
+                write!(f, "process #{index}: name empty or over {MAX_NAME} bytes")
+            }
+            Self::DuplicateProcess { name } => write!(f, "process {name:?}: name used twice"),
+            Self::Process { name, why } => write!(f, "process {name:?}: {why}"),
         }
     }
 }
@@ -131,6 +177,36 @@ impl<'a> Manifest<'a> {
 
     /// Check every entry (the build tool checks the same before encoding).
     pub fn check(&self) -> Result<(), Error<'a>> {
+        self.check_vms()?;
+        for (index, o) in self.objects.iter().enumerate() {
+            if !name_ok(o.name) {
+                return Err(Error::BadObjectName { index });
+            }
+            if self.objects.iter().take(index).any(|other| other.name == o.name) {
+                return Err(Error::DuplicateObject { name: o.name });
+            }
+        }
+        for (index, p) in self.processes.iter().enumerate() {
+            if !name_ok(p.name) {
+                return Err(Error::BadProcessName { index });
+            }
+            let earlier = self.processes.get(..index).unwrap_or_default();
+            if earlier.iter().any(|other| other.name == p.name) {
+                return Err(Error::DuplicateProcess { name: p.name });
+            }
+            process::check(p, &self.objects, earlier)
+                .map_err(|why| Error::Process { name: p.name, why })?;
+        }
+        Ok(())
+    }
+
+    /// The named object called `name`: its index (the order the root task makes them in)
+    /// and what it is.
+    pub fn object(&self, name: &str) -> Option<(usize, ObjectKind)> {
+        self.objects.iter().enumerate().find(|(_, o)| o.name == name).map(|(i, o)| (i, o.kind))
+    }
+
+    fn check_vms(&self) -> Result<(), Error<'a>> {
         for (index, vm) in self.vms.iter().enumerate() {
             if !name_ok(vm.name) {
                 return Err(Error::BadName { index });
@@ -159,7 +235,8 @@ impl<'a> Manifest<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Error, Expect, GuestMode, Manifest, VmEntry};
+    use super::{Cap, CapEntry, CapError, Error, Expect, GuestMode, Manifest, VmEntry};
+    use super::{Object, ObjectKind, ProcessEntry, ProcessError, Start};
 
     fn vm(name: &'static str) -> VmEntry<'static> {
         VmEntry {
@@ -178,6 +255,30 @@ mod tests {
         }
     }
 
+    fn process(name: &'static str) -> ProcessEntry<'static> {
+        let mut caps = heapless::Vec::new();
+        let report = Cap::Named { name: "report", rights: 0b1000, badge: 0x2a };
+        caps.push(CapEntry { slot: 3, cap: report }).unwrap();
+        ProcessEntry {
+            name,
+            module: "p",
+            priority: 100,
+            cnode_radix: 2,
+            arg: 0x1234,
+            fault: Some("report"),
+            start: Start::AfterVms,
+            caps,
+        }
+    }
+
+    fn empty() -> Manifest<'static> {
+        Manifest {
+            vms: heapless::Vec::new(),
+            objects: heapless::Vec::new(),
+            processes: heapless::Vec::new(),
+        }
+    }
+
     fn encode(m: &Manifest<'_>) -> Vec<u8> {
         let mut buf = [0u8; 4096];
         postcard::to_slice(m, &mut buf).unwrap().to_vec()
@@ -185,17 +286,62 @@ mod tests {
 
     #[test]
     fn round_trips_with_golden_prefix() {
-        let mut m = Manifest { vms: heapless::Vec::new() };
+        let mut m = empty();
         m.vms.push(vm("a")).unwrap();
         let bytes = encode(&m);
-        // One entry, then the name "a" (length 1).
+        // One entry, then the name "a" (length 1); no objects, no processes at the end.
         assert_eq!(&bytes[..3], &[1, 1, b'a']);
+        assert_eq!(&bytes[bytes.len() - 2..], &[0, 0]);
         assert_eq!(Manifest::decode(&bytes), Ok(m));
     }
 
     #[test]
+    fn a_process_round_trips_with_golden_bytes() {
+        let mut m = empty();
+        m.objects.push(Object { name: "report", kind: ObjectKind::Endpoint }).unwrap();
+        m.processes.push(process("p")).unwrap();
+        let bytes = encode(&m);
+        #[rustfmt::skip]
+        let want = [
+            0, // no VMs
+            1, 6, b'r', b'e', b'p', b'o', b'r', b't', 0, // object "report", an endpoint
+            1, 1, b'p', 1, b'p', 100, 2, 0xb4, 0x24, // process "p", module "p", 100, 2^2, arg
+            1, 6, b'r', b'e', b'p', b'o', b'r', b't', // fault "report"
+            1, // start after the VMs
+            1, 3, 2, 6, b'r', b'e', b'p', b'o', b'r', b't', 0b1000, 0x2a, // slot 3: named
+        ];
+        assert_eq!(bytes, want);
+        assert_eq!(Manifest::decode(&bytes), Ok(m));
+    }
+
+    #[test]
+    fn refuses_bad_processes_by_name() {
+        let mut m = empty();
+        m.processes.push(process("p")).unwrap();
+        let why = ProcessError::BadFault { name: "report" };
+        assert_eq!(m.check(), Err(Error::Process { name: "p", why }));
+        m.objects.push(Object { name: "report", kind: ObjectKind::Endpoint }).unwrap();
+        assert_eq!(m.check(), Ok(()));
+        m.objects.push(Object { name: "report", kind: ObjectKind::Notification }).unwrap();
+        assert_eq!(m.check(), Err(Error::DuplicateObject { name: "report" }));
+        m.objects.pop();
+        assert_eq!(m.object("report"), Some((0, ObjectKind::Endpoint)));
+        assert_eq!(m.object("other"), None);
+        m.processes.push(process("p")).unwrap();
+        assert_eq!(m.check(), Err(Error::DuplicateProcess { name: "p" }));
+        m.processes[1].name = "";
+        assert_eq!(m.check(), Err(Error::BadProcessName { index: 1 }));
+        m.processes[1].name = "q";
+        m.processes[1].caps[0].slot = 4;
+        let why = ProcessError::Cap { slot: 4, why: CapError::OutsideCNode { radix: 2 } };
+        let e = Error::Process { name: "q", why };
+        assert_eq!(m.check(), Err(e));
+        assert_eq!(e.to_string(), "process \"q\": cap in slot 4: outside its CNode of 2^2 slots");
+    }
+
+    #[test]
     fn refuses_bad_entries_by_name() {
-        let mut m = Manifest { vms: heapless::Vec::new() };
+        let mut m = empty();
         m.vms.push(vm("a")).unwrap();
         m.vms.push(vm("a")).unwrap();
         assert_eq!(m.check(), Err(Error::DuplicateName { name: "a" }));

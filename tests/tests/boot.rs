@@ -1,7 +1,7 @@
 //! Boot the default image under both emulators: the kernel reaches `init` in ring 3,
-//! init's checks pass, the console driver prints through COM1 with its IRQ, the in-image
-//! syscall fuzzer runs and the kernel survives it, and the VT-x probe says what each
-//! emulator offers.
+//! init's checks pass, the manifest's processes start in order, the console driver prints
+//! through COM1 with its IRQ, the in-image syscall fuzzer runs and the kernel survives it,
+//! and the VT-x probe says what each emulator offers.
 
 use system_tests::{assert_suite_passed, boot, check, Emulator, Outcome};
 
@@ -32,12 +32,25 @@ fn assert_console_driver_printed(out: &Outcome) {
     check(out, out.serial.contains("TEST PASS console_output_paced_by_irq4"), "no IRQ 4");
 }
 
+/// The manifest's processes started in order: the console driver before every other
+/// check, the fuzzer only after the last VM's line.
+fn assert_manifest_processes_started(out: &Outcome) {
+    let at = |line: &str| out.serial.find(line);
+    let console = at("TEST PASS console_driver_started");
+    let first_check = at("TEST PASS ring3_cpl");
+    check(out, console.is_some() && console < first_check, "the console driver started first");
+    let fuzzer = at("TEST PASS in_image_fuzzer_started");
+    let last_vm = out.serial.rfind("TEST PASS vm_");
+    check(out, fuzzer.is_some() && last_vm < fuzzer, "the fuzzer started after the VMs");
+}
+
 #[test]
 fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
     let out = boot("default", Emulator::Qemu);
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("init: hello from ring 3"), "init did not print");
     assert_console_driver_printed(&out);
+    assert_manifest_processes_started(&out);
     assert_fuzzer_ran(&out);
     check(
         &out,
@@ -53,6 +66,7 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("kernel: entering init in ring 3"), "init not entered");
     assert_console_driver_printed(&out);
+    assert_manifest_processes_started(&out);
     assert_fuzzer_ran(&out);
     let probe = out.serial.lines().find(|l| l.starts_with("vmx: present")).unwrap_or_default();
     check(

@@ -1,19 +1,22 @@
 //! Fuzzes every decoder in `protocols` that takes untrusted words or bytes: the syscall
 //! ABI scalars, the IPC message-info word, kernel-object labels, VMCS field encodings,
-//! exit reasons, the VM-exit message, the VMM's reply batch, the batch error, and the
-//! serial test-log lines the host harness reads.
+//! exit reasons, the VM-exit message, the VMM's reply batch, the batch error, the serial
+//! test-log lines the host harness reads, and the system manifest the root task decodes.
 //!
 //! Invariants: no decoder panics; whatever a decoder accepts re-encodes to exactly the
 //! input (the wire formats have one encoding per value, so a lenient decoder would let two
 //! parties disagree about a message); decode(encode(x)) == x for values built through the
 //! public constructors; a refused message names an offending word that really has the
-//! offending bits; and a reply builder that refuses a step leaves the reply unchanged.
+//! offending bits; a reply builder that refuses a step leaves the reply unchanged; and a
+//! manifest that decodes passes its own check and re-encodes, no longer, to the same
+//! manifest (postcard ignores trailing bytes, so byte equality is not asked).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use protocols::error::{check, Error as SysError};
 use protocols::ipc::{MsgInfo, MAX_LABEL, MSG_REGS};
+use protocols::manifest::Manifest;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::{ShutdownStatus, Syscall};
@@ -85,6 +88,7 @@ enum Case {
         len: u8,
         grant: bool,
     },
+    ManifestBytes(Vec<u8>),
 }
 
 fn scalars(r64: u64, r32: u32, r16: u16, r8: u8, other8: u8) {
@@ -327,6 +331,18 @@ fn test_log_built(name: &str, why: &str, passed: u32, failed: u32) {
     assert_eq!(parse_line(&format!("{FAIL_PREFIX}{name}: {why}")), Some(Outcome::Fail(name, why)));
 }
 
+fn manifest_bytes(bytes: &[u8]) {
+    match Manifest::decode(bytes) {
+        Ok(m) => {
+            assert_eq!(m.check(), Ok(()), "a decoded manifest fails its own check");
+            let mut buf = vec![0u8; bytes.len()];
+            let out = postcard::to_slice(&m, &mut buf).expect("re-encoding a manifest grew it");
+            assert_eq!(Manifest::decode(out), Ok(m), "a manifest does not round-trip");
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
 fuzz_target!(|case: Case| match case {
     Case::Scalars { r64, r32, r16, r8, other8 } => scalars(r64, r32, r16, r8, other8),
     Case::ExitMessageWords(words) => exit_message_words(&words),
@@ -343,4 +359,5 @@ fuzz_target!(|case: Case| match case {
         let m = MsgInfo { label: label & MAX_LABEL, len: len % (MSG_REGS as u8 + 1), grant };
         assert_eq!(MsgInfo::from_raw(m.to_raw()), Some(m), "{m:?} does not round-trip");
     }
+    Case::ManifestBytes(bytes) => manifest_bytes(&bytes),
 });

@@ -59,13 +59,20 @@ impl Alloc {
     }
 
     /// Make one object; returns its slot. When the current untyped region has no room
-    /// left for it, the next largest one takes over.
+    /// left for it, the next largest one takes over. When none has room, the allocator
+    /// stays as it was (a failed retype takes nothing), so a request too large for this
+    /// machine (a manifest's, say) does not starve the ones after it.
     pub fn make(&mut self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
         let s = self.slot();
+        let before = (self.untyped, self.taken);
         loop {
             match retype(self.untyped, ty, size_bits, s, 1) {
                 Err(Error::OutOfMemory) if self.next_untyped() => {}
-                r => return r.map(|_| s),
+                Err(e) => {
+                    (self.untyped, self.taken) = before;
+                    return Err(e);
+                }
+                Ok(_) => return Ok(s),
             }
         }
     }

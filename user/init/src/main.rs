@@ -1,13 +1,16 @@
-//! The root task. It starts the console driver, checks the kernel's ring-3 interface
-//! from the inside (syscalls, user-pointer validation, FPU state, capabilities, devices),
-//! runs the benchmarks, the VMs the manifest lists and the in-image syscall fuzzer, and
-//! ends the run with the verdict.
+//! The root task. It builds the system the manifest describes (the console driver first,
+//! then every other process, each with exactly its listed capabilities), checks the
+//! kernel's ring-3 interface from the inside (syscalls, user-pointer validation, FPU
+//! state, capabilities, devices), runs the benchmarks and the VMs the manifest lists,
+//! starts the processes that wait for the VMs (the in-image syscall fuzzer) and checks
+//! the fuzzer's report, and ends the run with the verdict.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use protocols::error::Error;
 use protocols::syscall::{ShutdownStatus, Syscall, DEBUG_WRITE_MAX};
 use rt::syscall::{debug_write, raw, shutdown};
 use rt::testing::{expect_eq, Suite};
+use system::System;
 
 mod alloc;
 mod bench;
@@ -16,9 +19,11 @@ mod console;
 mod deferred_reply;
 mod devices;
 mod fuzz;
+mod grant;
 mod isolated;
 mod port_probe;
 mod process;
+mod system;
 mod threads;
 mod vms;
 
@@ -28,11 +33,9 @@ fn start(_: u64) -> u64 {
     rt::println!("init: hello from ring 3");
     let mut t = Suite::new();
     let mut a = alloc::Alloc::from_bootinfo();
-    let console = a.as_mut().map(console::start);
-    if let Some(started) = &console {
-        t.check("console_driver_started", started.as_ref().map(|_| ()).map_err(|e| e.name()));
-    }
-    let console = console.and_then(Result::ok);
+    let manifest = a.as_mut().and_then(|a| system::load(&mut t, a));
+    let mut system = a.as_mut().zip(manifest.as_ref()).map(|(a, m)| System::build(&mut t, a, m));
+    let console = system.as_ref().and_then(System::console);
     t.check("ring3_cpl", expect_eq(current_cpl(), 3));
     t.check("debug_write", expect_eq(debug_write(b"init: debug_write works\n"), Ok(24)));
     t.check("debug_write_empty", expect_eq(debug_write(&[]), Ok(0)));
@@ -78,11 +81,16 @@ fn start(_: u64) -> u64 {
                 if let Err(e) = bench::run(&mut a, fixture.iso_ep) {
                     t.check("benchmarks_ran", Err(e.name()));
                 }
-                if let Err(e) = vms::run(&mut t, &mut a, console.as_ref()) {
-                    t.check("virtual_machines_started", Err(e.name()));
+                if let Some(m) = &manifest {
+                    if let Err(e) = vms::run(&mut t, &mut a, m, console.as_ref()) {
+                        t.check("virtual_machines_started", Err(e.name()));
+                    }
                 }
-                if let Err(e) = fuzz::run(&mut t, &mut a) {
-                    t.check("in_image_fuzzer_started", Err(e.name()));
+                if let Some(s) = &mut system {
+                    s.start_after_vms(&mut t, &mut a);
+                    if let Err(e) = fuzz::run(&mut t, &mut a, s) {
+                        t.check("in_image_fuzzer_reported", Err(e.name()));
+                    }
                 }
             }
             Err(e) => t.check("capability_setup", Err(e.name())),

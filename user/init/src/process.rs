@@ -6,6 +6,7 @@ use crate::alloc::Alloc;
 use kernel::elf_loader::{self, Plan};
 use protocols::bootinfo::{self, slot, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
+use protocols::manifest::slot as own;
 use protocols::object::{map, Invocation, ObjectType};
 use protocols::rights::Rights;
 use rt::ipc::invoke;
@@ -30,7 +31,8 @@ pub(crate) use code_between;
 const STACK_TOP: u64 = 0x0000_7fff_0000_0000;
 const STACK_PAGES: u64 = 8;
 
-/// A started process.
+/// A process made by [`spawn`].
+#[derive(Clone, Copy)]
 pub struct Process {
     /// Its TCB.
     pub tcb: u64,
@@ -53,6 +55,26 @@ pub fn map_module(a: &mut Alloc, m: &ModuleDesc) -> Result<&'static [u8], Error>
     }
     // SAFETY: the pages were just mapped, read-only, and stay mapped for good.
     Ok(unsafe { core::slice::from_raw_parts(va as *const u8, m.size as usize) })
+}
+
+/// Boot modules already mapped into the root task, by their first frame's slot: a
+/// module's frames map only once, so processes that run the same program share one
+/// mapping of its image.
+#[derive(Default)]
+pub struct Images {
+    mapped: heapless::Vec<(u64, &'static [u8]), { bootinfo::MAX_MODULES }>,
+}
+
+impl Images {
+    /// The bytes of module `m`, mapped on first use.
+    pub fn get(&mut self, a: &mut Alloc, m: &ModuleDesc) -> Result<&'static [u8], Error> {
+        if let Some((_, bytes)) = self.mapped.iter().find(|(at, _)| *at == m.first_slot) {
+            return Ok(bytes);
+        }
+        let bytes = map_module(a, m)?;
+        self.mapped.push((m.first_slot, bytes)).map_err(|_| Error::OutOfMemory)?;
+        Ok(bytes)
+    }
 }
 
 /// A fresh frame holding `bytes` at `offset`, left unmapped: returns its slot.
@@ -116,8 +138,8 @@ pub fn spawn(
         invoke(f, Invocation::FrameMap, &[vs, STACK_TOP - (i + 1) * 4096, map::WRITE])?;
     }
     let all = u64::from(Rights::ALL.bits());
-    invoke(cn, Invocation::CNodeCopy, &[cn, 1, all])?;
-    invoke(cn, Invocation::CNodeCopy, &[vs, 2, all])?;
+    invoke(cn, Invocation::CNodeCopy, &[cn, own::CNODE, all])?;
+    invoke(cn, Invocation::CNodeCopy, &[vs, own::VSPACE, all])?;
     let tcb = a.make(ObjectType::Tcb, 0)?;
     invoke(tcb, Invocation::TcbConfigure, &[cn, vs, fault_ep])?;
     invoke(tcb, Invocation::TcbWriteRegisters, &[plan.entry, STACK_TOP - 8, arg])?;

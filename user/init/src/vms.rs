@@ -7,7 +7,7 @@ use crate::process;
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
 use protocols::io::root_range_covering;
-use protocols::manifest::{self, Expect, GuestMode, Manifest, VmEntry};
+use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::vmm::{self, slot, stop, REPORT_LABEL};
@@ -51,16 +51,12 @@ fn expected(vm: &VmEntry<'_>, features: u64) -> (u64, u64) {
 
 /// Run the VMs of the manifest, phase by phase (VMs of one phase run side by side; a
 /// later phase starts when the earlier one has ended, so benchmarks can run alone).
-pub fn run(t: &mut Suite, a: &mut Alloc, console: Option<&Console>) -> Result<(), Error> {
-    let Some(desc) = process::module(manifest::MODULE) else { return Ok(()) };
-    let bytes = process::map_module(a, &desc)?;
-    let manifest = match Manifest::decode(bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            t.check("manifest", Err(e));
-            return Ok(());
-        }
-    };
+pub fn run(
+    t: &mut Suite,
+    a: &mut Alloc,
+    manifest: &Manifest<'static>,
+    console: Option<&Console>,
+) -> Result<(), Error> {
     let features = vmx_features();
     // A VCpu can be made exactly when the kernel says so.
     let probe = a.slot();
@@ -88,7 +84,7 @@ pub fn run(t: &mut Suite, a: &mut Alloc, console: Option<&Console>) -> Result<()
                 Err(e) => t.check(vm.name, Err(e.name())),
             }
         }
-        collect(t, &manifest, report, started, features)?;
+        collect(t, manifest, report, started, features)?;
     }
     Ok(())
 }
