@@ -35,7 +35,7 @@ const WATCHDOG_GRACE: Duration = Duration::from_secs(300);
 const USAGE: &str = "\
 usage: cargo xtask fuzz [--time SECS]                 smoke every target (SECS each, default 10)
        cargo xtask fuzz --long TARGET [--time SECS] [--runs N] [--sanitizer address|none]
-                                                      campaign on TARGET (default 86400 s, or
+                        [--no-trace-compares]         campaign on TARGET (default 86400 s, or
                                                       until N runs), then a coverage report";
 
 /// How the targets are instrumented beyond coverage.
@@ -65,13 +65,33 @@ impl Sanitizer {
             Self::None => "none",
         }
     }
+}
 
-    /// Where cargo-fuzz builds with it: one folder per sanitizer, so switching never
-    /// rebuilds the other's binaries.
+/// How the targets are built: cargo-fuzz's defaults (AddressSanitizer, compares traced
+/// for libFuzzer's value profile) or lighter instrumentation for long campaigns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Build {
+    /// The sanitizer.
+    pub sanitizer: Sanitizer,
+    /// Whether comparisons are traced (libFuzzer learns the operands and tries them). The
+    /// `syscalls` target spends most of its time in its state checks, whose comparisons
+    /// teach libFuzzer nothing; without the tracing it runs over twice as fast.
+    pub trace_compares: bool,
+}
+
+impl Build {
+    /// What the smoke and a default campaign use.
+    pub const DEFAULT: Self = Self { sanitizer: Sanitizer::Address, trace_compares: true };
+
+    /// Where cargo-fuzz builds it: one folder per kind of build, so switching never
+    /// rebuilds another's binaries.
     fn target_dir(self) -> PathBuf {
-        match self {
-            Self::Address => fuzz_dir().join("target"),
-            Self::None => fuzz_dir().join("target").join("no-sanitizer"),
+        let base = fuzz_dir().join("target");
+        match (self.sanitizer, self.trace_compares) {
+            (Sanitizer::Address, true) => base,
+            (Sanitizer::Address, false) => base.join("no-trace-compares"),
+            (Sanitizer::None, true) => base.join("no-sanitizer"),
+            (Sanitizer::None, false) => base.join("no-sanitizer-no-trace-compares"),
         }
     }
 }
@@ -84,7 +104,7 @@ pub struct Campaign {
     /// Stop after this many runs (libFuzzer's `-runs`), if given.
     pub runs: Option<u64>,
     /// Instrumentation.
-    pub sanitizer: Sanitizer,
+    pub build: Build,
 }
 
 /// The fuzz crate's folder.
@@ -103,6 +123,7 @@ pub fn command(args: Vec<String>) -> Result<bool> {
     let mut time = None;
     let mut runs = None;
     let mut sanitizer = None;
+    let mut trace_compares = None;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let mut value = |what: &str| it.next().ok_or_else(|| err!("{arg} needs {what}\n{USAGE}"));
@@ -117,6 +138,7 @@ pub fn command(args: Vec<String>) -> Result<bool> {
                 runs = Some(v.parse::<u64>().map_err(|_| err!("--runs takes a count, not {v:?}"))?);
             }
             "--sanitizer" => sanitizer = Some(Sanitizer::parse(&value("a sanitizer")?)?),
+            "--no-trace-compares" => trace_compares = Some(false),
             other => return Err(err!("unexpected argument {other:?}\n{USAGE}")),
         }
     }
@@ -127,12 +149,15 @@ pub fn command(args: Vec<String>) -> Result<bool> {
             Campaign {
                 seconds: time.unwrap_or(CAMPAIGN_SECONDS),
                 runs,
-                sanitizer: sanitizer.unwrap_or(Sanitizer::Address),
+                build: Build {
+                    sanitizer: sanitizer.unwrap_or(Sanitizer::Address),
+                    trace_compares: trace_compares.unwrap_or(true),
+                },
             },
         ),
-        None if runs.is_some() || sanitizer.is_some() => {
-            Err(err!("--runs and --sanitizer are for campaigns (--long TARGET)\n{USAGE}"))
-        }
+        None if runs.is_some() || sanitizer.is_some() || trace_compares.is_some() => Err(err!(
+            "--runs, --sanitizer and --no-trace-compares are for campaigns (--long TARGET)\n{USAGE}"
+        )),
         None => smoke(time.unwrap_or(SMOKE_SECONDS)),
     }
 }
@@ -211,13 +236,14 @@ pub fn targets() -> Result<Vec<String>> {
 
 /// Build every target once (with debug assertions: an arithmetic overflow in the code
 /// under test is a bug worth a crash report, and so is a failed `debug_assert!`).
-fn build_all(sanitizer: Sanitizer) -> Result<()> {
-    println!("xtask: building the fuzz targets (cargo +nightly fuzz build, {sanitizer:?})");
-    let status = nightly_cargo()
-        .args(["fuzz", "build", "--debug-assertions", "--sanitizer", sanitizer.name()])
-        .arg("--target-dir")
-        .arg(sanitizer.target_dir())
-        .status()?;
+fn build_all(b: Build) -> Result<()> {
+    println!("xtask: building the fuzz targets (cargo +nightly fuzz build, {b:?})");
+    let mut cmd = nightly_cargo();
+    cmd.args(["fuzz", "build", "--debug-assertions", "--sanitizer", b.sanitizer.name()]);
+    if !b.trace_compares {
+        cmd.arg("--no-trace-compares");
+    }
+    let status = cmd.arg("--target-dir").arg(b.target_dir()).status()?;
     if status.success() {
         Ok(())
     } else {
@@ -256,9 +282,9 @@ fn host_triple() -> Result<String> {
 }
 
 /// The libFuzzer binary `cargo fuzz build` made for `target`.
-fn binary(target: &str, sanitizer: Sanitizer) -> Result<PathBuf> {
+fn binary(target: &str, b: Build) -> Result<PathBuf> {
     let host = host_triple()?;
-    let path = sanitizer.target_dir().join(&host).join("release").join(target);
+    let path = b.target_dir().join(&host).join("release").join(target);
     if path.is_file() {
         Ok(path)
     } else {
@@ -270,10 +296,10 @@ fn binary(target: &str, sanitizer: Sanitizer) -> Result<PathBuf> {
 /// so fuzz whatever the sources say at that moment, or fail on a half-edited tree), new
 /// inputs going to `corpus`, seeds read from the checked-in corpus when there is one, and
 /// failing inputs saved where cargo-fuzz saves them.
-fn run_command(target: &str, corpus: &Path, seconds: u64, sanitizer: Sanitizer) -> Result<Command> {
+fn run_command(target: &str, corpus: &Path, seconds: u64, build: Build) -> Result<Command> {
     let artifacts = fuzz_dir().join("artifacts").join(target);
     fs::create_dir_all(&artifacts)?;
-    let mut c = Command::new(binary(target, sanitizer)?);
+    let mut c = Command::new(binary(target, build)?);
     c.current_dir(fuzz_dir()).arg(corpus);
     let seeds = fuzz_dir().join("corpus").join(target);
     if seeds.is_dir() {
@@ -394,7 +420,7 @@ fn reproduce_hint(target: &str, artifact: &Path) -> String {
 /// Run every target for `seconds`; fails at the end, naming each crashing input.
 pub fn smoke(seconds: u64) -> Result<bool> {
     let targets = targets()?;
-    build_all(Sanitizer::Address)?;
+    build_all(Build::DEFAULT)?;
     let scratch_root = work_dir().join("smoke");
     let mut failures = Vec::new();
     let started = Instant::now();
@@ -409,7 +435,7 @@ pub fn smoke(seconds: u64) -> Result<bool> {
         let log_path = work_dir().join(format!("{target}-smoke.log"));
         let log = File::create(&log_path)?;
         println!("xtask: fuzz smoke {target} ({seconds} s)");
-        let mut child = run_command(target, &scratch, seconds, Sanitizer::Address)?
+        let mut child = run_command(target, &scratch, seconds, Build::DEFAULT)?
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
@@ -475,22 +501,22 @@ pub fn campaign(target: &str, c: Campaign) -> Result<bool> {
     if !targets.iter().any(|t| t == target) {
         return Err(err!("no fuzz target {target:?}; the targets are: {}", targets.join(", ")));
     }
-    build_all(c.sanitizer)?;
+    build_all(c.build)?;
     let corpus = fuzz_dir().join("corpus-work").join(target);
     fs::create_dir_all(&corpus)?;
     fs::create_dir_all(work_dir())?;
     let log_path = work_dir().join(format!("{target}-campaign.log"));
     let runs = c.runs.map(|n| format!(" or {n} runs")).unwrap_or_default();
     println!(
-        "xtask: fuzzing {target} for {} s{runs} (sanitizer: {}); corpus {} (kept for the next \
+        "xtask: fuzzing {target} for {} s{runs} ({:?}); corpus {} (kept for the next \
          campaign), log {}",
         c.seconds,
-        c.sanitizer.name(),
+        c.build,
         corpus.display(),
         log_path.display()
     );
     let seconds = c.seconds;
-    let mut cmd = run_command(target, &corpus, seconds, c.sanitizer)?;
+    let mut cmd = run_command(target, &corpus, seconds, c.build)?;
     if let Some(n) = c.runs {
         cmd.arg(format!("-runs={n}"));
     }
