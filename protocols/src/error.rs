@@ -30,11 +30,14 @@ pub enum Error {
     BatchRejected = 12,
     /// The resource is taken: an IRQ line whose handler capability already exists.
     InUse = 13,
+    /// `VCpuStart` refused: the initial VMCS fails a check (`rdx` = `StartError` code,
+    /// `r10` = the field's encoding or the guest mode, `r8` = the control bits).
+    StartRefused = 14,
 }
 
 impl Error {
     /// Every variant, in ABI order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::InvalidSyscall,
         Self::InvalidArgument,
         Self::BadUserPointer,
@@ -48,6 +51,7 @@ impl Error {
         Self::ObjectDeleted,
         Self::BatchRejected,
         Self::InUse,
+        Self::StartRefused,
     ];
 
     /// Decode a nonzero `rax`; `None` for 0 (success) and unknown codes.
@@ -71,6 +75,7 @@ impl Error {
             Self::ObjectDeleted => "object deleted",
             Self::BatchRejected => "VMCS-write batch rejected",
             Self::InUse => "in use",
+            Self::StartRefused => "VCpu start refused",
         }
     }
 }
