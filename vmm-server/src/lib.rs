@@ -28,3 +28,4 @@ pub mod platform;
 pub mod reply;
 pub mod serve;
 pub mod trace;
+pub mod vcpu_refusal;
