@@ -79,8 +79,6 @@ pub struct Tcb {
     pub root_task: bool,
     /// This TCB is the schedulable part of a VCpu: running it means entering the guest.
     pub vcpu: bool,
-    /// A name for logs.
-    pub name: [u8; 16],
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= crate::store::TCB_SLOTS_OFFSET as usize);
@@ -97,23 +95,6 @@ impl Default for Tcb {
             message: None,
             root_task: false,
             vcpu: false,
-            name: *b"thread\0\0\0\0\0\0\0\0\0\0",
-        }
-    }
-}
-
-impl Tcb {
-    /// The name as text.
-    pub fn name(&self) -> &str {
-        let end = self.name.iter().position(|b| *b == 0).unwrap_or(self.name.len());
-        core::str::from_utf8(self.name.get(..end).unwrap_or_default()).unwrap_or("?")
-    }
-
-    /// Set the name (truncated to 16 bytes).
-    pub fn set_name(&mut self, name: &str) {
-        self.name = [0; 16];
-        for (d, s) in self.name.iter_mut().zip(name.bytes()) {
-            *d = s;
         }
     }
 }
