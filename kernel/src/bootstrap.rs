@@ -144,7 +144,6 @@ pub fn start_root_task<S: Store>(
     let t = k.store.tcb(rt.tcb);
     t.root_task = true;
     t.priority = 255;
-    t.set_name("init");
     t.context = UserContext::new_user(rt.entry, rt.stack);
     t.state = ThreadState::Ready;
     k.vspaces.add(rt.vspace, rt.pool, rt.pool_pages)?;

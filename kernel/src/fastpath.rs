@@ -119,7 +119,7 @@ impl<S: Store> Kernel<S> {
             return false;
         }
         let c = self.store.tcb(caller);
-        if c.state != (ThreadState::BlockedReply { server: cur }) || c.fault.is_some() || c.vcpu {
+        if c.state != (ThreadState::BlockedReply { server: cur }) || c.message.is_some() || c.vcpu {
             return false;
         }
         let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else { return false };

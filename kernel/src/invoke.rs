@@ -99,7 +99,6 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::TcbResume, Cap::Tcb { addr }) => {
                 if self.store.tcb(addr).state == ThreadState::Inactive {
-                    self.store.tcb(addr).fault = None;
                     self.make_ready(addr);
                 }
                 Ok(Done::Value(0))
@@ -143,7 +142,7 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::VCpuStart, Cap::VCpu { addr }) => {
                 need(4)?;
-                self.vcpu_start(p, addr, w)
+                self.vcpu_start(addr, w)
             }
             (Invocation::VCpuPassPorts, Cap::VCpu { addr }) => {
                 need(1)?;
@@ -416,16 +415,11 @@ impl<S: Store> Kernel<S> {
         // Whoever waits for this thread's reply learns that it is gone.
         let caller = core::mem::take(&mut self.store.tcb(tcb).caller);
         if caller != 0 {
-            self.release_caller(caller);
+            self.release(caller, Error::ObjectDeleted as u64);
         }
+        // What the kernel was to send for it (a fault, its last word) goes with it.
+        self.store.tcb(tcb).message = None;
         self.store.tcb(tcb).state = ThreadState::Inactive;
-    }
-
-    /// `caller` waits for a reply that can no longer come: it gets `ObjectDeleted`.
-    pub(crate) fn release_caller(&mut self, caller: u64) {
-        self.store.tcb(caller).context.rax = Error::ObjectDeleted as u64;
-        self.store.tcb(caller).fault = None;
-        self.make_ready(caller);
     }
 
     /// Delete the capability in `slot`, finalising its object if it was the last one.
@@ -447,9 +441,8 @@ impl<S: Store> Kernel<S> {
             Cap::Endpoint { addr, .. } => {
                 let mut q = self.store.endpoint(addr).queue;
                 while let Some(t) = q.pop(&mut self.store) {
-                    self.store.tcb(t).context.rax = Error::ObjectDeleted as u64;
-                    self.store.tcb(t).fault = None;
-                    self.make_ready(t);
+                    // A thread whose last word was queued here stops without it.
+                    self.release(t, Error::ObjectDeleted as u64);
                 }
                 *self.store.endpoint(addr) = Default::default();
             }

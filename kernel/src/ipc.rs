@@ -9,15 +9,14 @@
 use crate::cap::Cap;
 use crate::cnode;
 use crate::endpoint::EndpointState;
-use crate::state::{Done, Kernel, Platform, FAULT_LABEL};
+use crate::kernel_message::KernelMessage;
+use crate::state::{Done, Kernel, Platform};
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use protocols::error::Error;
+use protocols::fault::RESUME_AT;
 use protocols::ipc::MsgInfo;
 use protocols::rights::Rights;
-
-/// Reply label that resumes a faulted thread at the address in word 0.
-pub const RESUME_AT: u64 = 1;
 
 impl<S: Store> Kernel<S> {
     /// `Send`/`NbSend`: on an endpoint, deliver or (if `block`) wait; on a notification,
@@ -65,10 +64,12 @@ impl<S: Store> Kernel<S> {
                     e.state = EndpointState::Idle;
                 }
                 self.transfer(cur, receiver, badge, grant);
-                self.store.tcb(cur).context.rax = 0;
                 if call {
+                    self.store.tcb(cur).context.rax = 0;
                     self.store.tcb(cur).state = ThreadState::BlockedReply { server: receiver };
                     self.store.tcb(receiver).caller = cur;
+                } else {
+                    self.release(cur, 0);
                 }
                 self.make_ready(receiver);
                 return;
@@ -87,22 +88,39 @@ impl<S: Store> Kernel<S> {
         e.state = EndpointState::Sending;
     }
 
-    /// Block `tcb` on `ep` with a fault message as a call.
-    pub(crate) fn send_fault(&mut self, tcb: u64, ep: u64, badge: u64, words: [u64; 4]) {
-        self.store.tcb(tcb).fault = Some(words);
-        let saved = self.current;
-        self.current = tcb;
-        self.send_endpoint(ep, badge, true, true, false);
-        self.current = saved;
+    /// Send `message` for `tcb` on `ep`: a fault as a call (it waits for the reply that
+    /// resumes it), its last word as a blocking one-way send (it stops once delivered).
+    pub(crate) fn send_message(&mut self, tcb: u64, ep: u64, badge: u64, message: KernelMessage) {
+        self.store.tcb(tcb).message = Some(message);
+        self.send_as(tcb, ep, badge, message.awaits_reply());
     }
 
     /// Block the vCPU `v` on its exit endpoint `ep` with the exit message set up in its
     /// registers, as a call.
     pub(crate) fn send_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64) {
+        self.send_as(v, ep, badge, true);
+    }
+
+    /// A blocking send on `ep` made by the kernel for `tcb`.
+    fn send_as(&mut self, tcb: u64, ep: u64, badge: u64, call: bool) {
         let saved = self.current;
-        self.current = v;
-        self.send_endpoint(ep, badge, true, true, false);
+        self.current = tcb;
+        self.send_endpoint(ep, badge, true, call, false);
         self.current = saved;
+    }
+
+    /// A one-way send of `sender` completed, or what it waited on went away (`status`):
+    /// it runs on with `status` in `rax`, unless the message was the kernel's last word
+    /// for it (an exit, a VMX failure), after which it stays inactive.
+    pub(crate) fn release(&mut self, sender: u64, status: u64) {
+        let t = self.store.tcb(sender);
+        match t.message.take() {
+            Some(m) if !m.awaits_reply() => t.state = ThreadState::Inactive,
+            _ => {
+                t.context.rax = status;
+                self.make_ready(sender);
+            }
+        }
     }
 
     /// `Call`: an endpoint call, or an invocation of a kernel object.
@@ -174,8 +192,7 @@ impl<S: Store> Kernel<S> {
                     self.store.tcb(sender).state = ThreadState::BlockedReply { server: cur };
                     self.store.tcb(cur).caller = sender;
                 } else {
-                    self.store.tcb(sender).context.rax = 0;
-                    self.make_ready(sender);
+                    self.release(sender, 0);
                 }
                 return;
             }
@@ -212,11 +229,11 @@ impl<S: Store> Kernel<S> {
         let cur = self.current;
         if self.store.tcb(caller).vcpu {
             return self.vcpu_reply(caller).map_err(|(e, code, field)| {
-                self.rejected = Some((code, field));
+                self.refusal = Some([code, field, 0]);
                 e
             });
         }
-        if self.store.tcb(caller).fault.take().is_some() {
+        if self.store.tcb(caller).message.take().is_some() {
             // A faulted thread resumes with its own registers; the handler may move it on.
             let c = self.store.tcb(cur).context;
             let info = MsgInfo::from_raw(c.rsi).unwrap_or_default();
@@ -246,18 +263,19 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// Copy a message from `from`'s registers (or its pending fault) to `to`'s.
+    /// Copy a message from `from`'s registers (or the kernel's message for it) to `to`'s.
     fn transfer(&mut self, from: u64, to: u64, badge: u64, grant: bool) {
         let f = self.store.tcb(from).context;
-        let (mut out, words) = match self.store.tcb(from).fault {
-            Some(w) => (MsgInfo::new(FAULT_LABEL, 4), w),
+        let pending = self.store.tcb(from).message;
+        let (mut out, words) = match pending {
+            Some(m) => m.encode(),
             None => {
                 let info = MsgInfo::from_raw(f.rsi).unwrap_or_default();
                 (MsgInfo::new(info.label, info.len), [f.rdx, f.r10, f.r8, f.r9])
             }
         };
         let wants_cap = MsgInfo::from_raw(f.rsi).is_some_and(|i| i.grant);
-        if grant && wants_cap && self.store.tcb(from).fault.is_none() {
+        if grant && wants_cap && pending.is_none() {
             out.grant = self.transfer_cap(from, f.r12, to).is_ok();
         }
         let n = usize::from(out.len);

@@ -18,6 +18,7 @@ pub mod invoke;
 pub mod io_ports;
 pub mod ipc;
 pub mod irq;
+pub mod kernel_message;
 pub mod multiboot2;
 pub mod notification;
 pub mod paging;

@@ -184,7 +184,7 @@ mod bare {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        crate::release_held_log();
+        crate::end_driver_line();
         kprintln!("KERNEL PANIC: {info}");
         exit::exit(false)
     }
@@ -194,7 +194,7 @@ mod bare {
 /// system ends through the root task's shutdown call).
 #[cfg(target_os = "none")]
 pub fn no_runnable_thread() -> ! {
-    release_held_log();
+    end_driver_line();
     kprintln!("kernel: no runnable thread left; halting");
     arch::x86_64::exit::exit(false)
 }
@@ -236,7 +236,7 @@ pub fn resume(
             // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
             // interrupt that came meanwhile may wake a driver).
             Next::Run if k.store.tcb(k.current).vcpu => {
-                next = vcpu_run::run(k, &mut Console);
+                next = vcpu_run::run(k);
                 next = deliver_interrupts(k, next);
             }
             Next::Run => return thread::activate(k),
@@ -253,7 +253,7 @@ pub fn resume(
                 next = deliver_interrupts(k, next);
             }
             Next::Shutdown(status) => {
-                release_held_log();
+                end_driver_line();
                 kprintln!("kernel: shutdown requested by the root task: {status:?}");
                 vcpu_run::shutdown();
                 arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
@@ -278,39 +278,28 @@ pub fn deliver_interrupts(
     k.interrupts(&mut Console, irqs)
 }
 
-/// The kernel's console for `DebugWrite` and its log.
+/// The machine as the kernel's logic sees it: `DebugWrite`'s console, ports, IRQ lines.
 #[cfg(target_os = "none")]
 pub struct Console;
 
-/// What the kernel's log knows of the console driver's output on the shared COM1.
+/// What the kernel knows of the console driver's output on the shared COM1.
 #[cfg(target_os = "none")]
 static SHARED: spin::Mutex<kernel::console_share::SharedConsole> =
     spin::Mutex::new(kernel::console_share::SharedConsole::new());
 
-/// Print the runtime log held back while a console driver's line was half sent.
+/// Before the kernel's closing lines: end a console driver's half-sent line, so they
+/// start on a line of their own.
 #[cfg(target_os = "none")]
-fn release_held_log() {
+fn end_driver_line() {
     // `try_lock`: a panic may have struck while the lock was held.
-    let held = SHARED.try_lock().map(|mut s| s.take_held()).unwrap_or_default();
-    arch::x86_64::serial::Serial::write_bytes(&held);
+    let end = SHARED.try_lock().map(|mut s| s.end_driver_line()).unwrap_or_default();
+    arch::x86_64::serial::Serial::write_bytes(end);
 }
 
 #[cfg(target_os = "none")]
 impl kernel::state::Platform for Console {
     fn debug_write(&mut self, bytes: &[u8]) {
         arch::x86_64::serial::Serial::write_bytes(bytes);
-    }
-    fn log(&mut self, args: core::fmt::Arguments<'_>) {
-        use core::fmt::Write as _;
-        let mut line = heapless::String::<256>::new();
-        // A longer message is cut, but still ends its line.
-        let _ = write!(line, "kernel: {args}");
-        while line.push('\n').is_err() {
-            line.pop();
-        }
-        if !SHARED.lock().hold(line.as_bytes()) {
-            arch::x86_64::serial::Serial::write_bytes(line.as_bytes());
-        }
     }
     fn port_in(&mut self, port: u16, width: protocols::io::PortWidth) -> u32 {
         // SAFETY: the caller's IoPorts capability covers the port, and no capability
@@ -320,9 +309,7 @@ impl kernel::state::Platform for Console {
     fn port_out(&mut self, port: u16, width: protocols::io::PortWidth, value: u32) {
         // SAFETY: as for `port_in`.
         unsafe { arch::x86_64::cpu::port_out(port, width, value) }
-        if SHARED.lock().driver_wrote(port, width, value) {
-            release_held_log();
-        }
+        SHARED.lock().driver_wrote(port, width, value);
     }
     fn mask_irq(&mut self, irq: u8) {
         arch::x86_64::pic::mask(irq);

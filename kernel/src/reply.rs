@@ -57,7 +57,7 @@ impl<S: Store> Kernel<S> {
         let caller = core::mem::take(&mut self.store.reply(reply).caller);
         if caller != 0 && self.store.tcb(caller).state == (ThreadState::BlockedSavedReply { reply })
         {
-            self.release_caller(caller);
+            self.release(caller, Error::ObjectDeleted as u64);
         }
     }
 }

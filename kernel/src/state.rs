@@ -7,22 +7,22 @@
 use crate::cap::Cap;
 use crate::cnode::SLOT_BITS;
 use crate::irq::IrqTable;
+use crate::kernel_message::KernelMessage;
 use crate::sched::Scheduler;
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use crate::vspace::VSpaces;
-use core::fmt;
 use protocols::error::Error;
+use protocols::fault::FaultMessage;
 use protocols::io::PortWidth;
 use protocols::syscall::{ShutdownStatus, Syscall, DEBUG_WRITE_MAX};
 
 /// What the kernel needs from the machine that is not memory: the only way the logic in
-/// this crate touches hardware, so host tests can stand in for it.
+/// this crate touches hardware, so host tests can stand in for it. There is no kernel log:
+/// what happens to a thread at run time reaches user space as a message or an error.
 pub trait Platform {
-    /// Write bytes to the debug console.
+    /// Write bytes to the debug console (for `DebugWrite`).
     fn debug_write(&mut self, bytes: &[u8]);
-    /// Write a kernel log message.
-    fn log(&mut self, args: fmt::Arguments<'_>);
     /// Read an I/O port for the holder of an `IoPorts` capability that covers it.
     fn port_in(&mut self, port: u16, width: PortWidth) -> u32;
     /// Write an I/O port for the holder of an `IoPorts` capability that covers it.
@@ -52,10 +52,6 @@ pub(crate) enum Done {
     Handled,
 }
 
-/// Label of the message a thread's fault sends to its fault endpoint; the words are
-/// `[vector, error code, rip, fault address]`.
-pub const FAULT_LABEL: u64 = 0xfa17;
-
 /// The whole kernel state.
 pub struct Kernel<S: Store> {
     /// Every object.
@@ -79,8 +75,9 @@ pub struct Kernel<S: Store> {
     pub ept_stale: bool,
     /// A process mapping went away: the hardware layer must flush the TLB.
     pub tlb_stale: bool,
-    /// Details of a batch refused during this syscall: `(BatchError code, field)`.
-    pub(crate) rejected: Option<(u64, u64)>,
+    /// Why the current syscall failed, for the caller's `rdx`, `r10` and `r8`: a refused
+    /// batch's `[BatchError code, field, 0]` or a refused start's `StartError` words.
+    pub(crate) refusal: Option<[u64; 3]>,
     /// The IRQ lines: who handles each, which are unmasked.
     pub irqs: IrqTable,
 }
@@ -99,7 +96,7 @@ impl<S: Store> Kernel<S> {
             vmcs_released: false,
             ept_stale: false,
             tlb_stale: false,
-            rejected: None,
+            refusal: None,
             irqs: IrqTable::default(),
         }
     }
@@ -211,10 +208,7 @@ impl<S: Store> Kernel<S> {
             None => Err(Error::InvalidSyscall),
             Some(Syscall::DebugWrite) => self.debug_write(p, c.rdi, c.rsi),
             Some(Syscall::ThreadExit) => {
-                let name = self.store.tcb(cur).name;
-                let name = core::str::from_utf8(&name).unwrap_or("?").trim_end_matches('\0');
-                p.log(format_args!("thread {name} exited with code {}", c.rdi));
-                self.store.tcb(cur).state = ThreadState::Inactive;
+                self.report(cur, FaultMessage::Exit { code: c.rdi });
                 Ok(Done::Handled)
             }
             Some(Syscall::Shutdown) => {
@@ -248,9 +242,8 @@ impl<S: Store> Kernel<S> {
             Ok(Done::Handled) => {}
             Err(e) => ctx.rax = e as u64,
         }
-        if let Some((code, field)) = self.rejected.take() {
-            ctx.rdx = code;
-            ctx.r10 = field;
+        if let Some(words) = self.refusal.take() {
+            [ctx.rdx, ctx.r10, ctx.r8] = words;
         }
         self.schedule()
     }
@@ -270,26 +263,20 @@ impl<S: Store> Kernel<S> {
 
     /// The current thread took an exception in ring 3. With a fault endpoint it sends a
     /// fault message there and waits for the handler's reply; without one it stops.
-    pub fn fault(&mut self, p: &mut impl Platform, vector: u64, error: u64, addr: u64) -> Next {
+    pub fn fault(&mut self, vector: u64, error: u64, address: u64) -> Next {
         let cur = self.current;
-        let (rip, rsp) = (self.store.tcb(cur).context.rip, self.store.tcb(cur).context.rsp);
-        let handler = self.store.slot(tcb_slot(cur, TcbSlot::FaultEndpoint)).cap;
-        let name = self.store.tcb(cur).name;
-        let name = core::str::from_utf8(&name).unwrap_or("?").trim_end_matches('\0');
-        match handler {
-            Cap::Endpoint { addr: ep, badge, .. } => {
-                p.log(format_args!(
-                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x} (address {addr:#x}) sent to its handler"
-                ));
-                self.send_fault(cur, ep, badge, [vector, error, rip, addr]);
-            }
-            _ => {
-                p.log(format_args!(
-                    "thread {name}: fault vector {vector} error {error:#x} at rip {rip:#x}, rsp {rsp:#x} (address {addr:#x}) with no handler; thread stopped"
-                ));
-                self.store.tcb(cur).state = ThreadState::Inactive;
-            }
-        }
+        let rip = self.store.tcb(cur).context.rip;
+        self.report(cur, FaultMessage::Fault { vector, error, rip, address });
         self.schedule()
+    }
+
+    /// Tell `tcb`'s fault endpoint what became of it; without one it just stops.
+    fn report(&mut self, tcb: u64, what: FaultMessage) {
+        match self.store.slot(tcb_slot(tcb, TcbSlot::FaultEndpoint)).cap {
+            Cap::Endpoint { addr, badge, .. } => {
+                self.send_message(tcb, addr, badge, KernelMessage::Thread(what));
+            }
+            _ => self.store.tcb(tcb).state = ThreadState::Inactive,
+        }
     }
 }

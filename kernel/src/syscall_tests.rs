@@ -2,13 +2,13 @@
 //! notifications, faults and untyped accounting, on the host.
 
 use crate::cap::Cap;
-use crate::ipc::RESUME_AT;
 use crate::paging::PhysMemory;
-use crate::state::{Next, FAULT_LABEL};
+use crate::state::Next;
 use crate::store::Store;
 use crate::tcb::ThreadState;
 use crate::testbed::{slot, Testbed, ROOT_TCB, UNTYPED_BASE, USER_PAGE};
 use protocols::error::Error;
+use protocols::fault::{EXIT_LABEL, FAULT_LABEL, RESUME_AT};
 use protocols::ipc::MsgInfo;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
@@ -225,22 +225,29 @@ fn capabilities_travel_only_with_the_grant_right() {
     assert_eq!(MsgInfo::from_raw(t.regs(server)[2]).map(|i| i.grant), Some(true));
 }
 
+/// A worker thread in `tcb_slot` whose faults go to `fault_ep` (a slot or `u64::MAX`),
+/// running: the root task drops below it.
+fn spawn_worker(t: &mut Testbed, tcb_slot: u64, fault_ep: u64) -> u64 {
+    retype(t, ObjectType::Tcb, 0, tcb_slot, 1);
+    let Cap::Tcb { addr: worker } = t.cap(tcb_slot) else { panic!() };
+    let cspace = [slot::CNODE, slot::VSPACE, fault_ep];
+    assert_eq!(invoke(t, tcb_slot, Invocation::TcbConfigure, &cspace), 0);
+    t.k.store.tcb(worker).context.rip = 0x40_1234;
+    invoke(t, tcb_slot, Invocation::TcbSetPriority, &[100]);
+    invoke(t, tcb_slot, Invocation::TcbResume, &[]);
+    invoke(t, slot::TCB, Invocation::TcbSetPriority, &[50]);
+    assert_eq!(t.k.current, worker);
+    worker
+}
+
 #[test]
 fn a_fault_reaches_the_handler_which_resumes_the_thread() {
     let mut t = Testbed::new();
     retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
     let handler = spawn_server(&mut t, 30, 20);
-    // A worker whose faults go to endpoint 20.
-    retype(&mut t, ObjectType::Tcb, 0, 31, 1);
-    let Cap::Tcb { addr: worker } = t.cap(31) else { panic!() };
-    assert_eq!(invoke(&mut t, 31, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, 20]), 0);
-    t.k.store.tcb(worker).context.rip = 0x40_1234;
+    let worker = spawn_worker(&mut t, 31, 20);
     t.k.store.tcb(worker).context.rbx = 77;
-    invoke(&mut t, 31, Invocation::TcbSetPriority, &[100]);
-    invoke(&mut t, 31, Invocation::TcbResume, &[]);
-    invoke(&mut t, slot::TCB, Invocation::TcbSetPriority, &[50]);
-    assert_eq!(t.k.current, worker);
-    let next = t.k.fault(&mut t.out, 14, 6, 0xdead_0000);
+    let next = t.k.fault(14, 6, 0xdead_0000);
     assert_eq!(next, Next::Run);
     assert_eq!(t.k.current, handler);
     let [_, _, info, vector, error, rip, addr] = t.regs(handler);
@@ -252,12 +259,83 @@ fn a_fault_reaches_the_handler_which_resumes_the_thread() {
     let c = t.k.store.tcb(worker).context;
     assert_eq!((c.rip, c.rbx), (0x40_1236, 77));
     // Revoking the endpoint removes the worker's copy: a fault then has no handler, and
-    // the thread just stops while the rest keep running.
+    // the thread just stops while the rest keep running; nothing is printed.
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
-    let next = t.k.fault(&mut t.out, 13, 0, 0);
+    let next = t.k.fault(13, 0, 0);
     assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(worker).message, None);
     assert_eq!((next, t.k.current), (Next::Run, ROOT_TCB));
-    assert!(t.out.log.last().is_some_and(|l| l.contains("no handler")));
+    assert!(t.out.console.is_empty());
+}
+
+#[test]
+fn an_exit_reaches_the_waiting_handler_and_the_thread_stays_stopped() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeMint, &[20, 21, Testbed::all(), 0x77]);
+    let handler = spawn_server(&mut t, 30, 20);
+    let worker = spawn_worker(&mut t, 31, 21);
+    assert_eq!(t.sys(Syscall::ThreadExit as u64, [42, 0, 0, 0, 0, 0]), Next::Run);
+    assert_eq!(t.k.current, handler);
+    let [rax, badge, info, code, ..] = t.regs(handler);
+    assert_eq!(
+        (rax, badge, MsgInfo::from_raw(info), code),
+        (0, 0x77, Some(MsgInfo::new(EXIT_LABEL, 1)), 42)
+    );
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(worker).message, None);
+    // The exit is no call: the handler's reply reaches nobody and the worker stays put.
+    t.sys(Syscall::Reply as u64, [0, MsgInfo::new(RESUME_AT, 1).to_raw(), 0x40_0000, 0, 0, 0]);
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert!(t.out.console.is_empty());
+}
+
+#[test]
+fn an_exit_waits_for_its_handler_then_the_thread_is_inactive() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let worker = spawn_worker(&mut t, 31, 20);
+    // Nobody receives yet: the exit waits on the endpoint, nothing is lost.
+    t.sys(Syscall::ThreadExit as u64, [3, 0, 0, 0, 0, 0]);
+    let ep = ep_addr(&mut t, 20);
+    assert!(
+        matches!(t.k.store.tcb(worker).state, ThreadState::BlockedSend { ep: e, call: false, .. } if e == ep)
+    );
+    assert_eq!(t.k.current, ROOT_TCB);
+    t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
+    let [rax, _, info, code, ..] = t.regs(ROOT_TCB);
+    assert_eq!((rax, MsgInfo::from_raw(info).map(|i| i.label), code), (0, Some(EXIT_LABEL), 3));
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive, "delivered, not resumed");
+    assert_eq!(t.k.current, ROOT_TCB);
+}
+
+#[test]
+fn an_exit_whose_endpoint_goes_away_still_stops_the_thread() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let worker = spawn_worker(&mut t, 31, 20);
+    t.sys(Syscall::ThreadExit as u64, [3, 0, 0, 0, 0, 0]);
+    // Deleting the last capabilities to the endpoint wakes its waiters with an error; an
+    // exiting thread is not woken but stops.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[20]), 0);
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(worker).message, None);
+    // Resumed, it runs again (above the root task).
+    invoke(&mut t, 31, Invocation::TcbResume, &[]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!((t.k.current, t.k.store.tcb(worker).state), (worker, ThreadState::Ready));
+}
+
+#[test]
+fn without_a_fault_endpoint_an_exit_just_stops_the_thread() {
+    let mut t = Testbed::new();
+    let worker = spawn_worker(&mut t, 31, u64::MAX);
+    assert_eq!(t.sys(Syscall::ThreadExit as u64, [1, 0, 0, 0, 0, 0]), Next::Run);
+    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(worker).message, None);
+    assert_eq!(t.k.current, ROOT_TCB);
+    assert!(t.out.console.is_empty());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! object, at `store::TCB_SLOTS_OFFSET`.
 
 use crate::context::UserContext;
+use crate::kernel_message::KernelMessage;
 
 /// An FXSAVE area (x87 and SSE state).
 #[repr(C, align(16))]
@@ -22,7 +23,7 @@ impl Default for FpuArea {
 /// What a thread is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ThreadState {
-    /// Not started, suspended, or stopped after a fault nobody handles.
+    /// Not started, suspended, exited, or stopped after a fault nobody handles.
     #[default]
     Inactive,
     /// Runnable (running or in a run queue).
@@ -76,15 +77,13 @@ pub struct Tcb {
     pub next: u64,
     /// The thread waiting for this thread's reply (0: none).
     pub caller: u64,
-    /// A pending fault message `[vector, error code, rip, address]`, sent instead of the
-    /// thread's registers so the handler can resume it unchanged.
-    pub fault: Option<[u64; 4]>,
+    /// A message the kernel sends for the thread instead of its registers (a fault, so
+    /// the handler can resume it unchanged; its exit; a vCPU's VMX failure).
+    pub message: Option<KernelMessage>,
     /// The root task holds the machine-control authority (shutdown).
     pub root_task: bool,
     /// This TCB is the schedulable part of a VCpu: running it means entering the guest.
     pub vcpu: bool,
-    /// A name for logs.
-    pub name: [u8; 16],
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= crate::store::TCB_SLOTS_OFFSET as usize);
@@ -98,26 +97,9 @@ impl Default for Tcb {
             priority: 0,
             next: 0,
             caller: 0,
-            fault: None,
+            message: None,
             root_task: false,
             vcpu: false,
-            name: *b"thread\0\0\0\0\0\0\0\0\0\0",
-        }
-    }
-}
-
-impl Tcb {
-    /// The name as text.
-    pub fn name(&self) -> &str {
-        let end = self.name.iter().position(|b| *b == 0).unwrap_or(self.name.len());
-        core::str::from_utf8(self.name.get(..end).unwrap_or_default()).unwrap_or("?")
-    }
-
-    /// Set the name (truncated to 16 bytes).
-    pub fn set_name(&mut self, name: &str) {
-        self.name = [0; 16];
-        for (d, s) in self.name.iter_mut().zip(name.bytes()) {
-            *d = s;
         }
     }
 }

@@ -14,7 +14,6 @@ use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use std::collections::HashMap;
-use std::fmt;
 
 /// The root thread's TCB.
 pub const ROOT_TCB: u64 = 0x10_0000;
@@ -60,14 +59,12 @@ pub enum PortAccess {
     Out(u16, PortWidth, u32),
 }
 
-/// Stands in for the machine: collects console output and log lines, records port
-/// accesses, answers port reads, and keeps the interrupt controller's mask.
+/// Stands in for the machine: collects console output, records port accesses, answers
+/// port reads, and keeps the interrupt controller's mask.
 #[derive(Default)]
 pub struct Recorder {
     /// Bytes written with `DebugWrite`.
     pub console: Vec<u8>,
-    /// Kernel log lines.
-    pub log: Vec<String>,
     /// Port accesses, in order.
     pub ports: Vec<PortAccess>,
     /// What reading a port returns (0 for ports not listed).
@@ -80,9 +77,6 @@ pub struct Recorder {
 impl Platform for Recorder {
     fn debug_write(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes);
-    }
-    fn log(&mut self, args: fmt::Arguments<'_>) {
-        self.log.push(args.to_string());
     }
     fn port_in(&mut self, port: u16, width: PortWidth) -> u32 {
         self.ports.push(PortAccess::In(port, width));

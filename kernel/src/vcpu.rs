@@ -8,7 +8,8 @@
 
 use crate::cap::{Cap, Mapping};
 use crate::cnode;
-use crate::state::{Done, Kernel, Platform};
+use crate::kernel_message::KernelMessage;
+use crate::state::{Done, Kernel, Next};
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::{FpuArea, ThreadState};
 use crate::vcpu_passthrough::HostMsrs;
@@ -30,6 +31,7 @@ use protocols::vmcs::Field;
 use protocols::vmexit::{
     BatchError, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs, TransferMask,
 };
+use protocols::vmx_failure::VmxFailure;
 
 /// log2 of a VCpu object's size.
 pub const VCPU_BITS: u8 = 15;
@@ -164,7 +166,7 @@ impl<S: Store> Kernel<S> {
     }
 
     /// The current vCPU left the guest: send the exit to its VMM and block for the reply.
-    pub fn vcpu_exit(&mut self, msg: &ExitMessage) -> crate::state::Next {
+    pub fn vcpu_exit(&mut self, msg: &ExitMessage) -> Next {
         let v = self.current;
         let data = self.store.vcpu(v);
         data.exits += 1;
@@ -192,6 +194,19 @@ impl<S: Store> Kernel<S> {
                     u64::from(msg.instruction_len),
                 );
                 self.send_vcpu_exit(v, addr, badge);
+            }
+            _ => self.store.tcb(v).state = ThreadState::Inactive,
+        }
+        self.schedule()
+    }
+
+    /// A VMX instruction failed while the current vCPU was to run: it stops, and its VMM
+    /// learns why from a one-way message on the exit endpoint (`VCpuStart` runs it again).
+    pub fn vcpu_failed(&mut self, failure: VmxFailure) -> Next {
+        let v = self.current;
+        match self.store.slot(tcb_slot(v, EXIT_SLOT)).cap {
+            Cap::Endpoint { addr, badge, .. } => {
+                self.send_message(v, addr, badge, KernelMessage::VmxFailure(failure));
             }
             _ => self.store.tcb(v).state = ThreadState::Inactive,
         }
@@ -350,13 +365,9 @@ impl<S: Store> Kernel<S> {
         Ok(Done::Value(0))
     }
 
-    /// `VCpuStart`: `[mode | priority << 8, rip, rsp, cr3]`.
-    pub(crate) fn vcpu_start(
-        &mut self,
-        p: &mut impl Platform,
-        v: u64,
-        w: [u64; 4],
-    ) -> Result<Done, Error> {
+    /// `VCpuStart`: `[mode | priority << 8, rip, rsp, cr3]`. An initial VMCS that fails a
+    /// check is `StartRefused` with the check's `StartError` words for the caller.
+    pub(crate) fn vcpu_start(&mut self, v: u64, w: [u64; 4]) -> Result<Done, Error> {
         let vmx = self.vmx.ok_or(Error::NotSupported)?;
         let mode = match w[0] & 0xff {
             vcpu_mode::LONG64 => GuestMode::Long64,
@@ -397,8 +408,8 @@ impl<S: Store> Kernel<S> {
         };
         let init =
             initial_vmcs(&vmx.caps, &vmx.policy, &vmx.host, &entry, &pages).map_err(|e| {
-                p.log(format_args!("vcpu: cannot start: {e}"));
-                Error::NotSupported
+                self.refusal = Some(e.to_words());
+                Error::StartRefused
             })?;
         let data = self.store.vcpu(v);
         data.cached = init.state;

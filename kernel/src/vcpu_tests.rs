@@ -7,15 +7,20 @@ use crate::state::Next;
 use crate::store::Store;
 use crate::tcb::ThreadState;
 use crate::testbed::{slot, Testbed, ROOT_TCB};
+use crate::vmx::caps::{VmxCaps, VmxMsrs};
 use crate::vmx::ept::{Ept, EptVpidCaps};
+use crate::vmx::samples::SKYLAKE;
+use crate::vmx::validator::Policy;
 use protocols::error::Error;
 use protocols::ipc::MsgInfo;
 use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
 use protocols::syscall::Syscall;
+use protocols::vcpu_start::StartError;
 use protocols::vmcs::Field;
 use protocols::vmexit::{
     BatchError, EventInjection, ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags,
 };
+use protocols::vmx_failure::{InstructionError, VmxError, VmxFailure, VmxInstruction};
 
 fn invoke(t: &mut Testbed, cptr: u64, label: Invocation, words: &[u64]) -> u64 {
     let mut w = [0u64; 4];
@@ -119,6 +124,97 @@ fn start_prepares_the_vmcs_and_guest_memory() {
     // The VMCS page carries the revision identifier; every port and MSR exits.
     assert_eq!(t.k.store.frame(v + crate::vcpu::VMCS_OFFSET)[..4], 0x2bu32.to_le_bytes());
     assert!(t.k.store.frame(v + crate::vcpu::IO_BITMAP_OFFSET).iter().all(|b| *b == 0xff));
+}
+
+/// `VCpuStart` with `words` as the root task: the status and the refusal's words.
+fn start(t: &mut Testbed, words: [u64; 4]) -> (u64, Option<StartError>) {
+    let rax = invoke(t, VCPU, Invocation::VCpuStart, &words);
+    let [_, _, _, rdx, r10, r8, _] = t.regs(ROOT_TCB);
+    (rax, StartError::from_words([rdx, r10, r8]))
+}
+
+#[test]
+fn a_start_the_cpu_cannot_run_is_refused_naming_the_check() {
+    let mut t = configured();
+    // Lynnfield: EPT, but no unrestricted guest.
+    let caps =
+        VmxCaps::from_all(&VmxMsrs { procbased2: SKYLAKE.procbased2 & !(1 << 39), ..SKYLAKE });
+    let vmx = t.k.vmx.as_mut().expect("VT-x");
+    (vmx.caps, vmx.policy) = (caps, Policy::new(&caps, true, false));
+    let real = [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0];
+    let refused = (
+        Error::StartRefused as u64,
+        Some(StartError::NeedsUnrestrictedGuest { mode: vcpu_mode::REAL }),
+    );
+    assert_eq!(start(&mut t, real), refused);
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    assert!(!t.k.store.vcpu(v).started && t.k.store.vcpu(v).init.is_none());
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert!(t.out.console.is_empty(), "the kernel prints nothing");
+    // The CPU runs a 64-bit guest, and a successful start leaves no refusal behind.
+    let long = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x1000];
+    assert_eq!(start(&mut t, long), (0, None));
+}
+
+#[test]
+fn a_start_with_values_the_mode_cannot_hold_is_refused_naming_the_field() {
+    let mut t = configured();
+    let beyond_1mib = [vcpu_mode::REAL | 50 << 8, 0x10_0000, 0, 0];
+    assert_eq!(
+        start(&mut t, beyond_1mib),
+        (Error::StartRefused as u64, Some(StartError::BadEntry(Field::GuestRip)))
+    );
+}
+
+#[test]
+fn a_failed_vmx_instruction_stops_the_vcpu_and_tells_the_vmm() {
+    let (mut t, v, _) = started();
+    t.sys(Syscall::Recv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, v);
+    let failure = VmxFailure {
+        instruction: VmxInstruction::Vmlaunch,
+        field: None,
+        error: VmxError::FailValid(InstructionError::EntryInvalidControls),
+    };
+    assert_eq!(t.k.vcpu_failed(failure), Next::Run);
+    assert_eq!(t.k.current, ROOT_TCB);
+    let [rax, _, info, w0, w1, w2, w3] = t.regs(ROOT_TCB);
+    assert_eq!((rax, MsgInfo::from_raw(info)), (0, Some(MsgInfo::new(vm::FAILURE_LABEL, 4))));
+    assert_eq!(VmxFailure::from_words([w0, w1, w2, w3]), Some(failure));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive, "stopped, not waiting");
+    assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "no reply is owed");
+    // The VMM may start it again.
+    assert_eq!(start(&mut t, [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]), (0, None));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Ready);
+}
+
+#[test]
+fn a_vmx_failure_waits_for_the_vmm_to_receive_it() {
+    let (mut t, v, _) = started();
+    // The VMM waits for something else meanwhile: the vCPU runs and fails.
+    const NTFN: u64 = 45;
+    assert_eq!(retype(&mut t, ObjectType::Notification, 0, NTFN), 0);
+    t.sys(Syscall::Recv as u64, [NTFN, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, v);
+    let failure = VmxFailure {
+        instruction: VmxInstruction::Vmwrite,
+        field: Some(Field::GuestRip),
+        error: VmxError::FailInvalid,
+    };
+    assert_eq!(t.k.vcpu_failed(failure), Next::Idle);
+    assert!(matches!(t.k.store.tcb(v).state, ThreadState::BlockedSend { call: false, .. }));
+    let Cap::Notification { addr: ntfn, .. } = t.cap(NTFN) else { panic!() };
+    t.k.signal(ntfn, 1);
+    assert_eq!((t.k.schedule(), t.k.current), (Next::Run, ROOT_TCB));
+    assert_eq!(
+        start(&mut t, [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]).0,
+        Error::NotPermitted as u64
+    );
+    t.sys(Syscall::Recv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
+    let [_, _, info, w0, w1, w2, w3] = t.regs(ROOT_TCB);
+    assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(vm::FAILURE_LABEL));
+    assert_eq!(VmxFailure::from_words([w0, w1, w2, w3]), Some(failure));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
 }
 
 #[test]

@@ -31,11 +31,14 @@ pub enum Error {
     /// The resource is taken: an IRQ line whose handler capability already exists, a
     /// Reply object that holds a reply already.
     InUse = 13,
+    /// `VCpuStart` refused: the initial VMCS fails a check (`rdx` = `StartError` code,
+    /// `r10` = the field's encoding or the guest mode, `r8` = the control bits).
+    StartRefused = 14,
 }
 
 impl Error {
     /// Every variant, in ABI order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::InvalidSyscall,
         Self::InvalidArgument,
         Self::BadUserPointer,
@@ -49,6 +52,7 @@ impl Error {
         Self::ObjectDeleted,
         Self::BatchRejected,
         Self::InUse,
+        Self::StartRefused,
     ];
 
     /// Decode a nonzero `rax`; `None` for 0 (success) and unknown codes.
@@ -72,6 +76,7 @@ impl Error {
             Self::ObjectDeleted => "object deleted",
             Self::BatchRejected => "VMCS-write batch rejected",
             Self::InUse => "in use",
+            Self::StartRefused => "VCpu start refused",
         }
     }
 }

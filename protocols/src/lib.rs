@@ -9,6 +9,7 @@
 pub mod bootinfo;
 pub mod console;
 pub mod error;
+pub mod fault;
 pub mod io;
 pub mod ipc;
 pub mod layout;
@@ -17,6 +18,8 @@ pub mod object;
 pub mod rights;
 pub mod syscall;
 pub mod testlog;
+pub mod vcpu_start;
 pub mod vmcs;
 pub mod vmexit;
 pub mod vmm;
+pub mod vmx_failure;

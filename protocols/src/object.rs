@@ -100,7 +100,9 @@ pub enum Invocation {
     /// VCpu: `[mode | priority << 8 | primary controls << 16, rip, rsp, cr3]`: set up
     /// the VMCS and run. `mode` is one of [`vcpu_mode`]; the primary processor-based
     /// controls named are set from the first entry on (HLT exiting, …) where the kernel's
-    /// policy lets the VMM choose them.
+    /// policy lets the VMM choose them. A VMCS that fails a check the kernel makes before
+    /// entry is `StartRefused`, the check in the result registers
+    /// (`vcpu_start::StartError`).
     VCpuStart = 17,
     /// IoPorts: `[port, width]`: read the port (width 1, 2 or 4 bytes, every byte inside
     /// the capability's range); the value is the result word.
@@ -163,10 +165,14 @@ pub mod vcpu_mode {
 /// with `Reply`/`ReplyRecv` after writing a `vmexit::ExitReply` at [`vm::REPLY_OFFSET`].
 /// A batch the kernel refuses makes the reply syscall fail with `BatchRejected`
 /// (`rdx` = the `BatchError` code, `r10` = the offending field's encoding) and leaves the
-/// vCPU stopped.
+/// vCPU stopped. A VMX instruction that fails while the kernel runs the vCPU stops it too,
+/// and the VMM learns why from a message with label [`vm::FAILURE_LABEL`].
 pub mod vm {
     /// Label of an exit message.
     pub const EXIT_LABEL: u64 = 0x766d_6578; // "vmex"
+    /// Label of the one-way message that says a VMX instruction failed while the kernel
+    /// ran the vCPU, which is stopped: words as `vmx_failure::VmxFailure::to_words`.
+    pub const FAILURE_LABEL: u64 = 0x766d_666c; // "vmfl"
     /// Byte offset of the `ExitMessage` words in the message frame.
     pub const EXIT_OFFSET: usize = 0;
     /// Byte offset of the `ExitReply` words in the message frame.

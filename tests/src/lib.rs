@@ -61,3 +61,60 @@ pub fn assert_suite_passed(outcome: &Outcome, min_checks: u32) {
     check(outcome, passed >= min_checks, &format!("only {passed} checks ran, want {min_checks}"));
     check(outcome, summary == Some((passed, 0)), &format!("summary {summary:?} != ({passed}, 0)"));
 }
+
+/// The kernel's own lines after it entered init, but for its closing ones (the shutdown
+/// report, VMXOFF, the halt when nothing can run): it prints nothing at run time, since
+/// exits, faults and vCPU failures reach user space, so every line here is a regression.
+pub fn kernel_runtime_lines(outcome: &Outcome) -> Vec<&str> {
+    const CLOSING: [&str; 3] = [
+        "kernel: shutdown requested by the root task: ",
+        "kernel: no runnable thread left; halting",
+        "vmx: VMX operation left",
+    ];
+    outcome
+        .serial
+        .lines()
+        .skip_while(|l| !l.starts_with("kernel: entering init in ring 3"))
+        .skip(1)
+        .filter(|l| l.starts_with("kernel:") || l.starts_with("vmx:"))
+        .filter(|l| !CLOSING.iter().any(|c| l.starts_with(c)))
+        .collect()
+}
+
+/// Assert the kernel printed nothing between entering init and its closing lines.
+#[track_caller]
+pub fn assert_kernel_quiet_at_run_time(outcome: &Outcome) {
+    let lines = kernel_runtime_lines(outcome);
+    check(outcome, lines.is_empty(), &format!("kernel lines at run time: {lines:?}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{kernel_runtime_lines, Outcome, Verdict};
+
+    #[test]
+    fn only_the_kernels_lines_between_boot_and_its_closing_ones_count() {
+        let serial = "kernel: booting kernel 0.1.0\n\
+                      vmx: present, VMCS revision 0x2b\n\
+                      kernel: entering init in ring 3\n\
+                      init: hello from ring 3\n\
+                      kernel: thread init exited with code 0\n\
+                      TEST PASS x\n\
+                      vmx: VMX root operation entered; VCpus available\n\
+                      kernel: shutdown requested by the root task: Pass\n\
+                      vmx: VMX operation left (VMXOFF, CR4.VMXE clear)\n";
+        let out = Outcome {
+            verdict: Verdict::Pass,
+            serial: serial.into(),
+            emulator_log: String::new(),
+            dir: std::path::PathBuf::new(),
+        };
+        assert_eq!(
+            kernel_runtime_lines(&out),
+            [
+                "kernel: thread init exited with code 0",
+                "vmx: VMX root operation entered; VCpus available"
+            ]
+        );
+    }
+}

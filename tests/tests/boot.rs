@@ -1,12 +1,16 @@
 //! Boot the default image under both emulators: the kernel reaches `init` in ring 3,
 //! init's checks pass, the manifest's processes start in order, the console driver prints
 //! through COM1 with its IRQ, the in-image syscall fuzzer runs and the kernel survives it,
-//! and the VT-x probe says what each emulator offers.
+//! the VT-x probe says what each emulator offers, and after its boot log the kernel prints
+//! nothing until its closing lines (init's threads exit and fault, and those reach user
+//! space instead).
 
-use system_tests::{assert_suite_passed, boot, check, Emulator, Outcome};
+use system_tests::{
+    assert_kernel_quiet_at_run_time, assert_suite_passed, boot, check, Emulator, Outcome,
+};
 
 /// How many checks init runs at least.
-const INIT_CHECKS: u32 = 51;
+const INIT_CHECKS: u32 = 55;
 
 /// The in-image syscall fuzzer ran its iterations and the kernel served some and
 /// rejected others, then still worked (init's checks of that are counted in the suite).
@@ -58,6 +62,7 @@ fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
         "QEMU TCG must be reported as having no VMX",
     );
     check(&out, !out.serial.contains("vmx: present"), "VMX reported present under TCG");
+    assert_kernel_quiet_at_run_time(&out);
 }
 
 #[test]
@@ -75,6 +80,7 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
         &format!("VMX probe line lacks EPT/unrestricted guest: {probe:?}"),
     );
     check(&out, probe.contains("VMCS revision 0x"), "no VMCS revision in the probe line");
+    assert_kernel_quiet_at_run_time(&out);
 }
 
 #[test]

@@ -30,3 +30,4 @@ pub mod serve;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod testing;
 pub mod trace;
+pub mod vcpu_refusal;

@@ -18,7 +18,7 @@ mod process {
     use protocols::vmcs::Field;
     use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, TransferMask};
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
-    use rt::ipc::{invoke, ipc_raw, recv, retype, Msg};
+    use rt::ipc::{invoke, ipc_raw, recv, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm};
@@ -27,6 +27,7 @@ mod process {
     use vmm_server::mutate::{self, Rng};
     use vmm_server::serve::{answer, config};
     use vmm_server::trace;
+    use vmm_server::vcpu_refusal::{self, StartRefusal};
 
     const IMAGE_VA: u64 = 0x1000_0000;
     const RAM_VA: u64 = 0x2000_0000;
@@ -92,7 +93,7 @@ mod process {
         retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
         retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).inspect_err(|&e| {
             if e == Error::NotSupported {
-                rt::println!("vmm: no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel log says which)");
+                rt::println!("vmm: no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel's boot log says which)");
             }
         })?;
         retype(slot::UNTYPED, ObjectType::Endpoint, 0, EXIT_EP, 1)?;
@@ -128,10 +129,34 @@ mod process {
             &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()],
         )?;
         pass_through()?;
-        invoke(VCPU, Invocation::VCpuStart, &start_words(mode, img.entry)).inspect_err(|e| {
-            rt::println!("vmm: the kernel cannot run this guest: {}", e.name());
-        })?;
+        start_vcpu(mode, img.entry)?;
         Ok((ram, img.entry))
+    }
+
+    /// `VCpuStart`. The kernel prints nothing: a refusal names the check its initial VMCS
+    /// failed in the result registers, and this VMM says it.
+    fn start_vcpu(mode: u64, entry: u64) -> Result<(), Error> {
+        let start = Msg::new(Invocation::VCpuStart as u64, &start_words(mode, entry));
+        let (status, r) = ipc_raw(Syscall::Call, VCPU, &start, 0, 0);
+        let Err(e) = protocols::error::check(status).map_err(rt::ipc::error) else {
+            return Ok(());
+        };
+        let [rdx, r10, r8, _] = r.msg.words;
+        rt::println!(
+            "vmm: the kernel cannot start this guest: {}",
+            StartRefusal::new(e, [rdx, r10, r8])
+        );
+        Err(e)
+    }
+
+    /// Whether `r`, received on the exit endpoint, says the kernel stopped the vCPU (a
+    /// VMX instruction failed), which is then printed.
+    fn kernel_stopped(r: &Received) -> bool {
+        let Some(why) = vcpu_refusal::stopped(r.msg.info.label, r.msg.words) else {
+            return false;
+        };
+        rt::println!("vmm: the kernel stopped the vCPU: {why}");
+        true
     }
 
     /// Ask the kernel for what the guest reaches without exiting: the ports of the
@@ -247,6 +272,12 @@ mod process {
         let (mut ticks, mut counts) = ([0u64; 2], [0u64; 2]);
         loop {
             let t0 = rdtsc();
+            if kernel_stopped(&next) {
+                if let Some(r) = recorder.take() {
+                    r.finish();
+                }
+                return Ok((stop::OTHER, 0, vm.stats().total_exits()));
+            }
             if next.msg.info.label != vm::EXIT_LABEL {
                 next = recv(EXIT_EP)?;
                 continue;
@@ -322,9 +353,11 @@ mod process {
         for (i, (field, value, name)) in HOSTILE.iter().enumerate() {
             if i > 0 {
                 // The previous refusal left the vCPU stopped: start it afresh.
-                invoke(VCPU, Invocation::VCpuStart, &start_words(mode, entry))?;
+                start_vcpu(mode, entry)?;
             }
-            recv(EXIT_EP)?;
+            if kernel_stopped(&recv(EXIT_EP)?) {
+                return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
+            }
             let mut reply = ExitReply::new();
             let _ = reply.write(*field, *value);
             write_reply(&reply);
@@ -360,7 +393,9 @@ mod process {
             let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, &mut *ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
             let mut first = true;
-            recv(EXIT_EP)?;
+            if kernel_stopped(&recv(EXIT_EP)?) {
+                return Ok((stop::OTHER, wrong, sent));
+            }
             while sent < MUTATED_EXITS {
                 let Some(msg) = read_exit() else {
                     rt::println!("vmm(mutate): malformed exit message");
@@ -381,8 +416,12 @@ mod process {
                         );
                     }
                     if !m.stops {
-                        if sent < MUTATED_EXITS {
-                            recv(EXIT_EP)?;
+                        if sent < MUTATED_EXITS && kernel_stopped(&recv(EXIT_EP)?) {
+                            // The CPU refused an entry after a batch the kernel accepted:
+                            // the kernel should have refused it.
+                            wrong += 1;
+                            start_vcpu(mode, entry)?;
+                            continue 'restart;
                         }
                         continue;
                     }
@@ -406,7 +445,7 @@ mod process {
                     }
                 }
                 if sent < MUTATED_EXITS {
-                    invoke(VCPU, Invocation::VCpuStart, &start_words(mode, entry))?;
+                    start_vcpu(mode, entry)?;
                 }
                 continue 'restart;
             }
@@ -434,7 +473,8 @@ mod process {
                 let traced = flags & vmm_flags::TRACE != 0;
                 serve(ram, mode, traced).unwrap_or((stop::OTHER, 0, 0))
             }
-            Err(Error::NotSupported) => (stop::NOT_SUPPORTED, 0, 0),
+            // No VT-x, or none this guest can run on (the VMM said why).
+            Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),
             Err(e) => {
                 rt::println!("vmm: cannot build the VM: {}", e.name());
                 (stop::OTHER, 0, 0)

@@ -5,7 +5,7 @@
 //! Vol. 3, 27.2 and 27.3 in current numbering, 26.2/26.3 in older editions): control
 //! bits against the capability MSRs, page addresses, the host state, and a guest state
 //! that passes the VM-entry checks for the requested mode. A mode the CPU cannot run is
-//! refused with a typed [`SetupError`] that says why, so a real-mode guest on a CPU
+//! refused with a typed [`StartError`] (the ABI's, so the VMM learns it) that says why, so a real-mode guest on a CPU
 //! without unrestricted guest fails at VCpu creation, not at VM entry. The controls stay
 //! inside the validator's [`Policy`], so every later reply batch is judged against the
 //! same rules, and the returned [`VcpuState`] is the validator's view of the new VCpu.
@@ -14,8 +14,8 @@
 //! CR4.VMXE, which only exists for the kernel's sake) are owned by the kernel through the
 //! guest/host masks, and the guest reads the values its mode would have on bare metal.
 
-use core::fmt;
-
+use protocols::object::vcpu_mode;
+pub use protocols::vcpu_start::StartError;
 use protocols::vmcs::ctl::{entry, exit, proc, proc2};
 use protocols::vmcs::Field;
 use protocols::vmexit::Controls;
@@ -125,6 +125,15 @@ impl GuestMode {
     pub const fn needs_unrestricted_guest(self) -> bool {
         matches!(self, Self::Protected32 | Self::Real)
     }
+
+    /// The mode's number in `VCpuStart` ([`vcpu_mode`]).
+    pub const fn raw(self) -> u64 {
+        match self {
+            Self::Long64 => vcpu_mode::LONG64,
+            Self::Protected32 => vcpu_mode::PROTECTED32,
+            Self::Real => vcpu_mode::REAL,
+        }
+    }
 }
 
 /// Where and how the guest starts.
@@ -181,73 +190,6 @@ pub struct VcpuPages {
     pub msr_areas: MsrAreas,
     /// The CPU's physical-address width (CPUID.80000008H:EAX[7:0]).
     pub maxphyaddr: u8,
-}
-
-/// Why a VCpu cannot start as requested.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetupError {
-    /// The mode needs unrestricted guest, which the CPU lacks.
-    NeedsUnrestrictedGuest(GuestMode),
-    /// The CPU has no EPT: without it guest-physical addresses would be host-physical.
-    NeedsEpt,
-    /// EPT exists but the VCpu has no GuestSpace (no EPT pointer, or a policy without
-    /// EPT): there would be no guest-physical memory to run in.
-    NoGuestSpace,
-    /// A control bit the kernel's policy forces is not available on this CPU.
-    PolicyUnsupported {
-        /// The control field.
-        field: Field,
-        /// The missing bits.
-        bits: u32,
-    },
-    /// A requested extra control bit is outside the policy or the CPU's allowed-1 bits.
-    ControlNotAllowed {
-        /// The control field.
-        field: Field,
-        /// The refused bits.
-        bits: u32,
-    },
-    /// The VPID is zero while the policy enables VPIDs, or non-zero while it does not.
-    VpidMismatch,
-    /// A page or MSR-area address is unaligned, too wide, or its count too large.
-    BadAddress(Field),
-    /// A host-state field would fail the VM-entry host-state checks.
-    BadHostState(Field),
-    /// An entry value (RIP, RSP, CR3) does not fit the mode.
-    BadEntry(Field),
-    /// The CPU's fixed CR0/CR4 bits forbid a bit the mode needs.
-    FixedBits(Field),
-}
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NeedsUnrestrictedGuest(GuestMode::Real) => {
-                f.write_str("real-mode guest needs unrestricted guest, which this CPU lacks")
-            }
-            Self::NeedsUnrestrictedGuest(_) => f.write_str(
-                "unpaged protected-mode guest needs unrestricted guest, which this CPU lacks",
-            ),
-            Self::NeedsEpt => f.write_str(
-                "a guest needs EPT, which this CPU lacks (without it guest-physical addresses \
-                 would be host-physical)",
-            ),
-            Self::NoGuestSpace => f.write_str("the VCpu has no GuestSpace (EPT) to run in"),
-            Self::PolicyUnsupported { field, bits } => {
-                write!(f, "{field}: the kernel needs control bits {bits:#x}, which this CPU lacks")
-            }
-            Self::ControlNotAllowed { field, bits } => {
-                write!(f, "{field}: control bits {bits:#x} are not available")
-            }
-            Self::VpidMismatch => f.write_str("VPID does not match the VCpu's policy"),
-            Self::BadAddress(field) => write!(f, "{field}: bad physical address or count"),
-            Self::BadHostState(field) => write!(f, "{field}: host state fails VM-entry checks"),
-            Self::BadEntry(field) => write!(f, "{field}: entry value does not fit the mode"),
-            Self::FixedBits(field) => {
-                write!(f, "{field}: the CPU's fixed bits forbid what the mode needs")
-            }
-        }
-    }
 }
 
 /// The initial VMCS contents and the validator's view of them.
@@ -343,9 +285,9 @@ fn controls(
     caps: &VmxCaps,
     policy: &Policy,
     guest: &GuestEntry,
-) -> Result<(Controls, bool), SetupError> {
+) -> Result<(Controls, bool), StartError> {
     if let Some((field, bits)) = policy.unsupported(caps) {
-        return Err(SetupError::PolicyUnsupported { field, bits });
+        return Err(StartError::PolicyUnsupported { field, bits });
     }
     let mut c = policy.initial_controls(caps);
     // Unrestricted guest whenever the CPU and policy allow it, so a guest can change mode
@@ -354,16 +296,16 @@ fn controls(
     let unrestricted = c.proc2 & proc2::UNRESTRICTED_GUEST != 0;
     if guest.mode.needs_unrestricted_guest() && !unrestricted {
         return Err(if caps.unrestricted_guest() {
-            SetupError::NoGuestSpace
+            StartError::NoGuestSpace
         } else {
-            SetupError::NeedsUnrestrictedGuest(guest.mode)
+            StartError::NeedsUnrestrictedGuest { mode: guest.mode.raw() }
         });
     }
     if guest.mode == GuestMode::Long64 {
         if !caps.entry.allows(entry::IA32E_MODE_GUEST)
             || policy.entry.vmm & entry::IA32E_MODE_GUEST == 0
         {
-            return Err(SetupError::PolicyUnsupported {
+            return Err(StartError::PolicyUnsupported {
                 field: Field::EntryControls,
                 bits: entry::IA32E_MODE_GUEST,
             });
@@ -389,14 +331,14 @@ fn controls(
     for (field, want, vmm, value) in requests {
         let bits = want & !vmm & !*value;
         if bits != 0 {
-            return Err(SetupError::ControlNotAllowed { field, bits });
+            return Err(StartError::ControlNotAllowed { field, bits });
         }
         *value |= want;
     }
     for (field, value, msr) in control_fields(&c, caps) {
         let bits = (value & !msr.may_be_one) | (msr.must_be_one & !value);
         if bits != 0 {
-            return Err(SetupError::ControlNotAllowed { field, bits });
+            return Err(StartError::ControlNotAllowed { field, bits });
         }
     }
     Ok((c, unrestricted))
@@ -408,8 +350,8 @@ fn check_host(
     c: &Controls,
     host: &HostState,
     maxphyaddr: u8,
-) -> Result<(), SetupError> {
-    let bad = |field| Err(SetupError::BadHostState(field));
+) -> Result<(), StartError> {
+    let bad = |field| Err(StartError::BadHostState(field));
     if caps.cr0_violations(host.cr0, false) != 0 {
         return bad(Field::HostCr0);
     }
@@ -468,7 +410,7 @@ fn check_host(
 }
 
 /// The addresses of the kernel-owned pages (SDM 27.2.1.1-27.2.1.3).
-fn check_pages(caps: &VmxCaps, c: &Controls, pages: &VcpuPages) -> Result<(), SetupError> {
+fn check_pages(caps: &VmxCaps, c: &Controls, pages: &VcpuPages) -> Result<(), StartError> {
     let w = pages.maxphyaddr;
     let page_ok = |addr| phys_ok(addr, 4096, 4096, w);
     for (field, addr, used) in [
@@ -477,7 +419,7 @@ fn check_pages(caps: &VmxCaps, c: &Controls, pages: &VcpuPages) -> Result<(), Se
         (Field::MsrBitmap, pages.msr_bitmap, c.proc & proc::USE_MSR_BITMAPS != 0),
     ] {
         if used && !page_ok(addr) {
-            return Err(SetupError::BadAddress(field));
+            return Err(StartError::BadAddress(field));
         }
     }
     // IA32_VMX_MISC bits 27:25: recommended maximum = 512 * (N + 1) entries per list.
@@ -490,35 +432,35 @@ fn check_pages(caps: &VmxCaps, c: &Controls, pages: &VcpuPages) -> Result<(), Se
     ] {
         let count = u64::from(count);
         if count != 0 && (count > max_entries || !phys_ok(addr, 16, count * 16, w)) {
-            return Err(SetupError::BadAddress(field));
+            return Err(StartError::BadAddress(field));
         }
     }
     let ept = c.proc2 & proc2::ENABLE_EPT != 0;
     match pages.eptp {
         Some(p) if !ept || !phys_ok(p.root(), 4096, 4096, w) => {
-            Err(SetupError::BadAddress(Field::EptPointer))
+            Err(StartError::BadAddress(Field::EptPointer))
         }
-        None if ept => Err(SetupError::NoGuestSpace),
+        None if ept => Err(StartError::NoGuestSpace),
         _ => Ok(()),
     }?;
     if (c.proc2 & proc2::ENABLE_VPID != 0) != (pages.vpid != 0) {
-        return Err(SetupError::VpidMismatch);
+        return Err(StartError::VpidMismatch);
     }
     Ok(())
 }
 
 /// The guest's segment registers for `mode`, in [`SEGMENT_FIELDS`] order, plus RIP and
 /// RSP as the mode represents them.
-fn segments(entry: &GuestEntry) -> Result<([Segment; 8], u64, u64), SetupError> {
+fn segments(entry: &GuestEntry) -> Result<([Segment; 8], u64, u64), StartError> {
     let ldtr = Segment { selector: 0, base: 0, limit: 0xffff, access: AR_UNUSABLE };
     let tr = Segment { selector: 0, base: 0, limit: 0xffff, access: AR_TSS_BUSY };
     let (code, data, rip, rsp) = match entry.mode {
         GuestMode::Real => {
             if entry.rip >= 0x10_0000 {
-                return Err(SetupError::BadEntry(Field::GuestRip));
+                return Err(StartError::BadEntry(Field::GuestRip));
             }
             if entry.rsp > 0xffff {
-                return Err(SetupError::BadEntry(Field::GuestRsp));
+                return Err(StartError::BadEntry(Field::GuestRsp));
             }
             let cs = ((entry.rip >> 4) & 0xf000) as u16;
             let code = Segment {
@@ -532,10 +474,10 @@ fn segments(entry: &GuestEntry) -> Result<([Segment; 8], u64, u64), SetupError> 
         }
         GuestMode::Protected32 => {
             if entry.rip > u64::from(u32::MAX) {
-                return Err(SetupError::BadEntry(Field::GuestRip));
+                return Err(StartError::BadEntry(Field::GuestRip));
             }
             if entry.rsp > u64::from(u32::MAX) {
-                return Err(SetupError::BadEntry(Field::GuestRsp));
+                return Err(StartError::BadEntry(Field::GuestRsp));
             }
             let code = Segment { selector: GUEST_CS, base: 0, limit: u32::MAX, access: AR_CODE_32 };
             let data = Segment { selector: GUEST_DS, base: 0, limit: u32::MAX, access: AR_DATA_32 };
@@ -543,10 +485,10 @@ fn segments(entry: &GuestEntry) -> Result<([Segment; 8], u64, u64), SetupError> 
         }
         GuestMode::Long64 => {
             if !canonical(entry.rip) {
-                return Err(SetupError::BadEntry(Field::GuestRip));
+                return Err(StartError::BadEntry(Field::GuestRip));
             }
             if !canonical(entry.rsp) {
-                return Err(SetupError::BadEntry(Field::GuestRsp));
+                return Err(StartError::BadEntry(Field::GuestRsp));
             }
             let code = Segment { selector: GUEST_CS, base: 0, limit: u32::MAX, access: AR_CODE_64 };
             let data = Segment { selector: GUEST_DS, base: 0, limit: u32::MAX, access: AR_DATA_32 };
@@ -564,16 +506,16 @@ pub fn initial_vmcs(
     host: &HostState,
     guest: &GuestEntry,
     pages: &VcpuPages,
-) -> Result<InitialVmcs, SetupError> {
+) -> Result<InitialVmcs, StartError> {
     // What the CPU cannot do at all comes first, so the message names the real cause.
     if guest.mode.needs_unrestricted_guest() && !caps.unrestricted_guest() {
-        return Err(SetupError::NeedsUnrestrictedGuest(guest.mode));
+        return Err(StartError::NeedsUnrestrictedGuest { mode: guest.mode.raw() });
     }
     if !caps.ept() {
-        return Err(SetupError::NeedsEpt);
+        return Err(StartError::NeedsEpt);
     }
     if policy.proc2.forced & proc2::ENABLE_EPT == 0 {
-        return Err(SetupError::NoGuestSpace);
+        return Err(StartError::NoGuestSpace);
     }
     let (c, unrestricted) = controls(caps, policy, guest)?;
     check_host(caps, &c, host, pages.maxphyaddr)?;
@@ -591,15 +533,15 @@ pub fn initial_vmcs(
     let cr0_owned = (caps.cr0_fixed0 & !relaxed) | (!caps.cr0_fixed1 & 0xffff_ffff);
     let cr0 = cr0_view | (caps.cr0_fixed0 & !relaxed);
     if caps.cr0_violations(cr0, unrestricted) != 0 {
-        return Err(SetupError::FixedBits(Field::GuestCr0));
+        return Err(StartError::FixedBits(Field::GuestCr0));
     }
     let cr4_owned = caps.cr4_fixed0 | CR4_VMXE | (!caps.cr4_fixed1 & 0xffff_ffff);
     let cr4 = cr4_view | caps.cr4_fixed0;
     if caps.cr4_violations(cr4) != 0 {
-        return Err(SetupError::FixedBits(Field::GuestCr4));
+        return Err(StartError::FixedBits(Field::GuestCr4));
     }
     if guest.cr3 >> pages.maxphyaddr.min(63) != 0 {
-        return Err(SetupError::BadEntry(Field::GuestCr3));
+        return Err(StartError::BadEntry(Field::GuestCr3));
     }
     let (segs, rip, rsp) = segments(guest)?;
     let rflags = RFLAGS_FIXED1;
@@ -726,12 +668,13 @@ mod tests {
     use std::collections::HashMap;
 
     use super::{
-        initial_vmcs, GuestEntry, GuestMode, HostState, InitialVmcs, MsrAreas, SetupError,
+        initial_vmcs, GuestEntry, GuestMode, HostState, InitialVmcs, MsrAreas, StartError,
         VcpuPages, MAX_INITIAL_WRITES,
     };
     use crate::vmx::caps::{VmxCaps, VmxMsrs};
     use crate::vmx::ept::{Ept, EptVpidCaps};
     use crate::vmx::validator::{decode_reply, Policy};
+    use protocols::object::vcpu_mode;
     use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
     use protocols::vmcs::Field;
     use protocols::vmexit::{Controls, ExitReply};
@@ -790,7 +733,7 @@ mod tests {
         }
     }
 
-    fn setup(caps: &VmxCaps, mode: GuestMode) -> Result<InitialVmcs, SetupError> {
+    fn setup(caps: &VmxCaps, mode: GuestMode) -> Result<InitialVmcs, StartError> {
         let policy = Policy::new(caps, caps.ept(), caps.vpid());
         initial_vmcs(caps, &policy, &host(), &entry_for(mode), &pages(caps))
     }
@@ -1223,24 +1166,24 @@ mod tests {
         assert_eq!(init.get(Field::Cr0GuestHostMask), Some(0x8000_0021), "PE, NE, PG owned");
 
         let real = setup(&caps, GuestMode::Real).unwrap_err();
-        assert_eq!(real, SetupError::NeedsUnrestrictedGuest(GuestMode::Real));
+        assert_eq!(real, StartError::NeedsUnrestrictedGuest { mode: vcpu_mode::REAL });
         assert_eq!(
             real.to_string(),
             "real-mode guest needs unrestricted guest, which this CPU lacks"
         );
         let p32 = setup(&caps, GuestMode::Protected32).unwrap_err();
-        assert_eq!(p32, SetupError::NeedsUnrestrictedGuest(GuestMode::Protected32));
+        assert_eq!(p32, StartError::NeedsUnrestrictedGuest { mode: vcpu_mode::PROTECTED32 });
         assert!(p32.to_string().starts_with("unpaged protected-mode guest needs unrestricted"));
     }
 
     #[test]
     fn penryn_runs_nothing_and_says_why() {
         let caps = penryn();
-        assert_eq!(setup(&caps, GuestMode::Long64), Err(SetupError::NeedsEpt));
-        assert!(SetupError::NeedsEpt.to_string().contains("EPT"));
+        assert_eq!(setup(&caps, GuestMode::Long64), Err(StartError::NeedsEpt));
+        assert!(StartError::NeedsEpt.to_string().contains("EPT"));
         assert_eq!(
             setup(&caps, GuestMode::Real),
-            Err(SetupError::NeedsUnrestrictedGuest(GuestMode::Real))
+            Err(StartError::NeedsUnrestrictedGuest { mode: vcpu_mode::REAL })
         );
     }
 
@@ -1251,12 +1194,12 @@ mod tests {
         let long = entry_for(GuestMode::Long64);
         assert_eq!(
             initial_vmcs(&caps, &no_space, &host(), &long, &pages(&caps)),
-            Err(SetupError::NoGuestSpace)
+            Err(StartError::NoGuestSpace)
         );
         let policy = Policy::new(&caps, true, true);
         let mut p = pages(&caps);
         p.eptp = None;
-        assert_eq!(initial_vmcs(&caps, &policy, &host(), &long, &p), Err(SetupError::NoGuestSpace));
+        assert_eq!(initial_vmcs(&caps, &policy, &host(), &long, &p), Err(StartError::NoGuestSpace));
     }
 
     #[test]
@@ -1267,7 +1210,7 @@ mod tests {
         e.extra_controls.proc2 = proc2::VIRTUALIZE_APIC_ACCESSES;
         assert_eq!(
             initial_vmcs(&caps, &policy, &host(), &e, &pages(&caps)),
-            Err(SetupError::ControlNotAllowed {
+            Err(StartError::ControlNotAllowed {
                 field: Field::SecondaryProcBasedControls,
                 bits: proc2::VIRTUALIZE_APIC_ACCESSES
             })
@@ -1281,7 +1224,7 @@ mod tests {
         let e = entry_for(GuestMode::Long64);
         assert_eq!(
             initial_vmcs(&no_hlt, &policy, &host(), &e, &pages(&no_hlt)),
-            Err(SetupError::ControlNotAllowed {
+            Err(StartError::ControlNotAllowed {
                 field: Field::ProcBasedControls,
                 bits: proc::HLT_EXITING
             })
@@ -1295,13 +1238,13 @@ mod tests {
         let e = entry_for(GuestMode::Long64);
         let mut p = pages(&caps);
         p.vpid = 0;
-        assert_eq!(initial_vmcs(&caps, &policy, &host(), &e, &p), Err(SetupError::VpidMismatch));
+        assert_eq!(initial_vmcs(&caps, &policy, &host(), &e, &p), Err(StartError::VpidMismatch));
         let no_vpid = Policy::new(&caps, true, false);
         let init = initial_vmcs(&caps, &no_vpid, &host(), &e, &p).unwrap();
         assert_eq!(init.get(Field::Vpid), None);
         check(&caps, &init).unwrap();
         p.vpid = 3;
-        assert_eq!(initial_vmcs(&caps, &no_vpid, &host(), &e, &p), Err(SetupError::VpidMismatch));
+        assert_eq!(initial_vmcs(&caps, &no_vpid, &host(), &e, &p), Err(StartError::VpidMismatch));
     }
 
     #[test]
@@ -1313,22 +1256,22 @@ mod tests {
         let good = pages(&caps);
         assert_eq!(
             run(&VcpuPages { io_bitmap_b: 0x30_1800, ..good }),
-            Err(SetupError::BadAddress(Field::IoBitmapB))
+            Err(StartError::BadAddress(Field::IoBitmapB))
         );
         assert_eq!(
             run(&VcpuPages { msr_bitmap: 1 << 36, ..good }),
-            Err(SetupError::BadAddress(Field::MsrBitmap))
+            Err(StartError::BadAddress(Field::MsrBitmap))
         );
         let areas = MsrAreas { exit_store: 0x40_0008, exit_store_count: 2, ..MsrAreas::default() };
         assert_eq!(
             run(&VcpuPages { msr_areas: areas, ..good }),
-            Err(SetupError::BadAddress(Field::ExitMsrStoreAddress))
+            Err(StartError::BadAddress(Field::ExitMsrStoreAddress))
         );
         let too_many =
             MsrAreas { entry_load: 0x40_0000, entry_load_count: 513, ..MsrAreas::default() };
         assert_eq!(
             run(&VcpuPages { msr_areas: too_many, ..good }),
-            Err(SetupError::BadAddress(Field::EntryMsrLoadAddress))
+            Err(StartError::BadAddress(Field::EntryMsrLoadAddress))
         );
         let areas = MsrAreas {
             exit_store: 0x40_0000,
@@ -1350,7 +1293,7 @@ mod tests {
         let e = entry_for(GuestMode::Long64);
         let p = pages(&caps);
         let run = |h: HostState| initial_vmcs(&caps, &policy, &h, &e, &p);
-        let bad = |f| Err(SetupError::BadHostState(f));
+        let bad = |f| Err(StartError::BadHostState(f));
         assert_eq!(run(HostState { cr0: 0x8000_0011, ..host() }), bad(Field::HostCr0));
         assert_eq!(run(HostState { cr4: 0x20, ..host() }), bad(Field::HostCr4));
         assert_eq!(run(HostState { cr4: 0x2000, ..host() }), bad(Field::HostCr4));
@@ -1366,7 +1309,7 @@ mod tests {
         let caps = caps();
         let policy = Policy::new(&caps, true, true);
         let run = |e: GuestEntry| initial_vmcs(&caps, &policy, &host(), &e, &pages(&caps));
-        let bad = |f| Err(SetupError::BadEntry(f));
+        let bad = |f| Err(StartError::BadEntry(f));
         let real = entry_for(GuestMode::Real);
         assert_eq!(run(GuestEntry { rip: 0x10_0000, ..real }), bad(Field::GuestRip));
         assert_eq!(run(GuestEntry { rsp: 0x1_0000, ..real }), bad(Field::GuestRsp));
@@ -1389,7 +1332,7 @@ mod tests {
         let e = entry_for(GuestMode::Long64);
         assert_eq!(
             initial_vmcs(&no_wp, &policy, &host, &e, &pages(&no_wp)),
-            Err(SetupError::FixedBits(Field::GuestCr0))
+            Err(StartError::FixedBits(Field::GuestCr0))
         );
         let real = entry_for(GuestMode::Real);
         let init = initial_vmcs(&no_wp, &policy, &host, &real, &pages(&no_wp)).unwrap();

@@ -1,7 +1,9 @@
 //! Fuzzes every decoder in `protocols` that takes untrusted words or bytes: the syscall
 //! ABI scalars, the IPC message-info word, kernel-object labels, VMCS field encodings,
-//! exit reasons, the VM-exit message, the VMM's reply batch, the batch error, the serial
-//! test-log lines the host harness reads, and the system manifest the root task decodes.
+//! exit reasons, the VM-exit message, the VMM's reply batch, the batch error, what the
+//! kernel tells a supervisor instead of printing it (fault and exit messages, a refused
+//! vCPU start, a VMX failure), the serial test-log lines the host harness reads, and the
+//! system manifest the root task decodes.
 //!
 //! Invariants: no decoder panics; whatever a decoder accepts re-encodes to exactly the
 //! input (the wire formats have one encoding per value, so a lenient decoder would let two
@@ -15,17 +17,20 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use protocols::error::{check, Error as SysError};
+use protocols::fault::{FaultMessage, EXIT_LABEL, FAULT_LABEL};
 use protocols::ipc::{MsgInfo, MAX_LABEL, MSG_REGS};
 use protocols::manifest::Manifest;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::{ShutdownStatus, Syscall};
 use protocols::testlog::{parse_line, parse_summary, Outcome, FAIL_PREFIX, PASS_PREFIX};
+use protocols::vcpu_start::StartError;
 use protocols::vmcs::{Field, FieldClass, Width};
 use protocols::vmexit::{
     BatchError, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, ReplyFlags,
     TransferMask, WireError, MAX_WRITES,
 };
+use protocols::vmx_failure::{VmxFailure, VmxInstruction};
 
 #[derive(Arbitrary, Debug)]
 enum ReplyOp {
@@ -89,6 +94,12 @@ enum Case {
         grant: bool,
     },
     ManifestBytes(Vec<u8>),
+    /// Words of a kernel notice: `pick` chooses the fault label, the exit label or `label`.
+    KernelNotice {
+        pick: u8,
+        label: u64,
+        words: [u64; 4],
+    },
 }
 
 fn scalars(r64: u64, r32: u32, r16: u16, r8: u8, other8: u8) {
@@ -295,6 +306,29 @@ fn batch_error_built(code: u8, arg: u32, value: u64, bits: u64) {
     batch_error_words(&words);
 }
 
+/// The decoders of what the kernel reports instead of printing accept only what they
+/// re-encode to.
+fn kernel_notice(pick: u8, label: u64, words: [u64; 4]) {
+    let label = [FAULT_LABEL, EXIT_LABEL, label][usize::from(pick % 3)];
+    if let Some(m) = FaultMessage::decode(label, words) {
+        let (l, len, w) = m.encode();
+        let n = usize::from(len);
+        // Words past the length arrive as 0 and carry nothing.
+        assert_eq!((l, &w[..n]), (label, &words[..n]), "a fault-endpoint message changed");
+    }
+    let start = [words[0], words[1], words[2]];
+    if let Some(e) = StartError::from_words(start) {
+        assert_eq!(e.to_words(), start, "an accepted start error is not canonical");
+        assert_eq!(e.code(), start[0]);
+        assert!(!e.to_string().is_empty());
+    }
+    if let Some(f) = VmxFailure::from_words(words) {
+        assert_eq!(f.to_words(), words, "an accepted VMX failure is not canonical");
+        assert_eq!(f.field.is_some(), f.instruction == VmxInstruction::Vmwrite);
+        assert!(!f.to_string().is_empty());
+    }
+}
+
 fn test_log_line(line: &str) {
     let trimmed = line.trim_end();
     match parse_line(line) {
@@ -360,4 +394,5 @@ fuzz_target!(|case: Case| match case {
         assert_eq!(MsgInfo::from_raw(m.to_raw()), Some(m), "{m:?} does not round-trip");
     }
     Case::ManifestBytes(bytes) => manifest_bytes(&bytes),
+    Case::KernelNotice { pick, label, words } => kernel_notice(pick, label, words),
 });

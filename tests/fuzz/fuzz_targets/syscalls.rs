@@ -3,7 +3,7 @@
 //! arbitrary sequence of operations made by whichever thread is current, as the
 //! bare-metal layer would make them (fastpath first, then `Kernel::syscall`; timer
 //! ticks as `preempt`; device interrupts on unmasked lines; faults; for a current vCPU,
-//! VM exits with arbitrary messages, external interrupts and failed entries). Inputs can spawn threads and build vCPUs, so
+//! VM exits with arbitrary messages, external interrupts and failed VMX instructions). Inputs can spawn threads and build vCPUs, so
 //! the current thread changes; the VMM's reply area is written with arbitrary batches.
 //!
 //! Invariants after every step, not only "no panic":
@@ -46,6 +46,7 @@ use protocols::object::{map, vm, Invocation, ObjectType};
 use protocols::syscall::Syscall;
 use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
+use protocols::vmx_failure::{InstructionError, VmxError, VmxFailure, VmxInstruction};
 
 /// Operations per input: enough for a few threads and a vCPU round trip.
 const MAX_OPS: usize = 96;
@@ -205,8 +206,16 @@ fn exit(t: &mut Testbed, op: &Op) -> Next {
     match kind % 8 {
         6 => return t.k.preempt(),
         7 => {
-            t.k.store.tcb(v).state = ThreadState::Inactive;
-            return t.k.schedule();
+            // A VMX instruction failed; which and how come from the operation's fields.
+            let instruction = VmxInstruction::ALL[reason as usize % VmxInstruction::ALL.len()];
+            let error = match len % 3 {
+                0 => VmxError::FailInvalid,
+                1 => VmxError::FailValid(InstructionError::from_number(qualification.0 as u32)),
+                _ => VmxError::Unsupported,
+            };
+            let field = (instruction == VmxInstruction::Vmwrite)
+                .then(|| Field::ALL[rip.0 as usize % Field::ALL.len()]);
+            return t.k.vcpu_failed(VmxFailure { instruction, field, error });
         }
         _ if reason & 0xffff == ExitReason::ExternalInterrupt as u32 => return t.k.preempt(),
         _ => {}
@@ -310,7 +319,7 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             t.k.interrupts(&mut t.out, fired)
         }
         Op::Fault { vector, error, addr } => match user_thread(t) {
-            Some(_) => t.k.fault(&mut t.out, u64::from(*vector), error.0, addr.0),
+            Some(_) => t.k.fault(u64::from(*vector), error.0, addr.0),
             None => Next::Run,
         },
     };
@@ -751,6 +760,16 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
     }
     for th in &threads {
         let tcb = &t.k.store.tcbs.get(th).cloned().unwrap_or_default();
+        // A message the kernel sends for a thread is pending exactly while it waits to be
+        // delivered (or, for a fault, answered).
+        if let Some(m) = tcb.message {
+            let ok = match tcb.state {
+                ThreadState::BlockedSend { call, .. } => call == m.awaits_reply(),
+                ThreadState::BlockedReply { .. } => m.awaits_reply(),
+                _ => false,
+            };
+            assert!(ok, "{th:#x} ({:?}) holds a kernel message {m:?}", tcb.state);
+        }
         match tcb.state {
             ThreadState::Ready => {
                 assert!(

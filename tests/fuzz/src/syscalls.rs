@@ -7,10 +7,12 @@
 //! byte mutations explore from there. Words use a one-byte selector so the values that
 //! matter here (slot indices, rights, the mapped user page, `u64::MAX`) cost one byte.
 
-use protocols::object::Invocation;
+use protocols::fault::{EXIT_LABEL, FAULT_LABEL};
+use protocols::object::{vm, Invocation};
+use protocols::vmm::REPORT_LABEL;
 
 /// Values a one-byte word selector names directly (selectors `0xc0..=0xfe`).
-pub const CONSTANTS: [u64; 24] = [
+pub const CONSTANTS: [u64; 26] = [
     256,                   // one past the root CNode
     1 << 20,               // a large slot index
     u64::MAX,              // "no fault endpoint" and the largest of everything
@@ -28,13 +30,15 @@ pub const CONSTANTS: [u64; 24] = [
     0x1000,                //
     4096,                  // `DEBUG_WRITE_MAX`
     4097,                  // one more
-    0x766d_6578,           // the VM-exit label
-    0x7265_7074,           // the VMM report label
-    0xfa17,                // the fault label
+    vm::EXIT_LABEL,        //
+    REPORT_LABEL,          // the VMM's
+    FAULT_LABEL,           //
     1 << 47,               //
     0x8001_0033,           // a long-mode CR0
     0x2000,                // CR4.VMXE
     0x202,                 // RFLAGS with IF
+    EXIT_LABEL,            // a thread's (appended: earlier selectors keep their values)
+    vm::FAILURE_LABEL,     //
 ];
 
 /// Selectors below this are the value itself.
@@ -94,7 +98,7 @@ pub enum Op {
     VcpuSetup { base: Word, mode: u8, priority: u8, mask: u16, controls: u32 },
     /// The current vCPU leaves the guest (ignored when the current thread is not a vCPU).
     /// `kind`: 0-5 an exit the VMM sees, 6 an external interrupt (a timer tick while the
-    /// guest ran), 7 a failed VM entry. `real` takes CR0/CR4/RFLAGS from the VMCS as the
+    /// guest ran), 7 a VMX instruction failing (the vCPU stops and its VMM is told). `real` takes CR0/CR4/RFLAGS from the VMCS as the
     /// kernel last set it, as the hardware would report them.
     Exit {
         kind: u8,

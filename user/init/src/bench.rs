@@ -159,7 +159,7 @@ fault_server:
     reply_recv = const Syscall::ReplyRecv as u64,
     // Label RESUME_AT, one word: the address to resume at (fault word 2, in r8, is the
     // faulting rip).
-    resume_at_info = const (kernel::ipc::RESUME_AT << 12) | 1,
+    resume_at_info = const (protocols::fault::RESUME_AT << 12) | 1,
 );
 
 /// Run and print the benchmarks; `iso_ep` is served by the isolated process.

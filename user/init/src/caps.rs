@@ -1,22 +1,21 @@
 //! Ring-3 checks of the capability kernel: IPC, badges, rights, revocation, untyped
-//! exhaustion, notifications, faults, preemption, FPU state across threads, and the
-//! isolation of a second process.
+//! exhaustion, notifications, faults and exits (messages to the fault endpoint, never
+//! kernel log), preemption, FPU state across threads, and the isolation of a second
+//! process.
 
 use crate::alloc::Alloc;
 use crate::threads::spawn;
 use core::sync::atomic::{AtomicU64, Ordering};
 use protocols::bootinfo::slot;
 use protocols::error::Error;
+use protocols::fault::FaultMessage;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use rt::ipc::{call, invoke, nb_recv, recv, reply, reply_recv, retype, send, Msg};
 use rt::testing::{expect_eq, Suite};
 
-/// Label of the fault messages the kernel sends.
-pub const FAULT_LABEL: u64 = kernel::state::FAULT_LABEL;
-/// Reply label that resumes a faulted thread at word 0.
-pub const RESUME_AT: u64 = kernel::ipc::RESUME_AT;
+pub use protocols::fault::{FAULT_LABEL, RESUME_AT};
 
 /// Slots the checks share with the benchmarks.
 pub struct Fixture {
@@ -60,6 +59,21 @@ extern "C" fn faulter(fault_ep: u64) -> ! {
         let _ = recv(fault_ep);
     }
 }
+
+/// A label no kernel message has: what [`exiter`] sends if `ThreadExit` ever returns.
+const EXIT_RETURNED: u64 = 0xbad;
+
+/// Exits with `code`; if the kernel let it run on, it says so on its fault endpoint.
+extern "C" fn exiter(code: u64) -> ! {
+    rt::syscall::raw(Syscall::ThreadExit as u64, code, 0, 0);
+    let _ = send(EXIT_SLOT.load(Ordering::Relaxed), &Msg::new(EXIT_RETURNED, &[]));
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The slot of [`exiter`]'s fault endpoint.
+static EXIT_SLOT: AtomicU64 = AtomicU64::new(0);
 
 fn all() -> u64 {
     u64::from(Rights::ALL.bits())
@@ -165,6 +179,21 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     let after = reply_recv(fault_ep, &Msg::new(RESUME_AT, &[rip + 8]));
     t.check("faulted_thread_resumes", expect_eq(after.map(|r| r.msg.info.label), Ok(0x5a)));
     invoke(faulter_tcb, Invocation::TcbSuspend, &[])?;
+
+    // An exit reaches the fault endpoint (badge and code intact) and the thread stays
+    // stopped: had it run on, its complaint would be queued once this thread blocked
+    // (printing the first check blocks it on the console driver).
+    let exit_ep = a.make(ObjectType::Endpoint, 0)?;
+    let badged = a.slot();
+    invoke(slot::CNODE, Invocation::CNodeMint, &[exit_ep, badged, all(), 0xe1])?;
+    EXIT_SLOT.store(badged, Ordering::Relaxed);
+    spawn(a, exiter as *const () as u64, 0x600d, 254, badged)?;
+    let exit =
+        recv(exit_ep).map(|r| (r.badge, FaultMessage::decode(r.msg.info.label, r.msg.words)));
+    let want = (0xe1, Some(FaultMessage::Exit { code: 0x600d }));
+    t.check("thread_exit_reaches_its_fault_endpoint", expect_eq(exit, Ok(want)));
+    let after = nb_recv(exit_ep).map(|r| r.msg.info.label);
+    t.check("an_exited_thread_stays_stopped", expect_eq(after, Err(Error::WouldBlock)));
 
     // Preemption: a spinner of our own priority gets the CPU when we yield, and the
     // timer gives it back.

@@ -1,7 +1,7 @@
 //! Exception and interrupt handlers behind the stubs in `entry.rs`.
 //!
-//! A fault in ring 3 goes to the thread's fault handler (or stops it) and is reported;
-//! the kernel keeps running. The PIT's IRQ 0 is the scheduling tick; every other IRQ
+//! A fault in ring 3 goes to the thread's fault handler as a message (or stops it); the
+//! kernel prints nothing and keeps running. The PIT's IRQ 0 is the scheduling tick; every other IRQ
 //! line belongs to the driver holding its `IrqHandler`, and is delivered to it.
 //! A fault in the kernel itself is a kernel bug: it is reported in full and the machine
 //! stops with a failing verdict, never a triple fault.
@@ -12,7 +12,6 @@ use super::pic::{self, PIC_BASE};
 use super::{exit, lapic};
 use crate::context::UserContext;
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
-use kernel::state::Platform;
 
 const NAMES: [&str; 32] = [
     "#DE divide error",
@@ -119,8 +118,7 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
             Source::Spurious => return,
             Source::Exception => {
                 let addr = if c.vector == 14 { read_cr2() } else { 0 };
-                crate::Console.log(format_args!("{} in ring 3", name(c.vector)));
-                k.fault(&mut crate::Console, c.vector, c.error_code, addr)
+                k.fault(c.vector, c.error_code, addr)
             }
         };
         crate::resume(k, next);

@@ -12,9 +12,8 @@ use super::vmx_insn::{self, VmxRoot};
 use super::{fpu, gdt, idt, thread, vmx};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use kernel::frame_alloc::FrameAllocator;
-use kernel::state::{Kernel, Next, Platform};
+use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::tcb::ThreadState;
 use kernel::vcpu::{VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
@@ -26,6 +25,7 @@ use protocols::vmcs::Field;
 use protocols::vmexit::{
     Controls, ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE,
 };
+use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
 /// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
 static ROOT: spin::Mutex<Option<VmxRoot>> = spin::Mutex::new(None);
@@ -200,19 +200,25 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
     }
 }
 
-fn stop<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform, why: core::fmt::Arguments<'_>) -> Next {
-    p.log(why);
-    let v = k.current;
-    k.store.tcb(v).state = ThreadState::Inactive;
-    k.schedule()
+/// `instruction` failed: the vCPU stops and its VMM is told why.
+fn fail<S: Store>(
+    k: &mut Kernel<S>,
+    instruction: VmxInstruction,
+    field: Option<Field>,
+    error: VmxError,
+) -> Next {
+    k.vcpu_failed(VmxFailure { instruction, field, error })
 }
 
 /// Run the current vCPU until its next exit that the VMM must see (or a tick).
-pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
+pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     // Before taking the VMX token: `flush` takes it too.
     flush(k);
     let guard = ROOT.lock();
-    let Some(root) = guard.as_ref() else { return stop(k, p, format_args!("vcpu: no VMX")) };
+    let Some(root) = guard.as_ref() else {
+        // VMX operation ends only at shutdown, after which nothing runs.
+        return fail(k, VmxInstruction::Vmptrld, None, VmxError::Unsupported);
+    };
     thread::deactivate();
     let v = k.current;
     let vmcs = v + VMCS_OFFSET;
@@ -231,13 +237,13 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         if init.is_some() {
             // SAFETY: the VMCS region belongs to the VCpu object, stamped at creation.
             if let Err(e) = unsafe { vmx_insn::vmclear(root, vmcs) } {
-                return stop(k, p, format_args!("vcpu: VMCLEAR failed: {e}"));
+                return fail(k, VmxInstruction::Vmclear, None, e);
             }
             k.store.vcpu(v).launched = false;
         }
         // SAFETY: as above; the region is cleared or was cleared when last switched out.
         if let Err(e) = unsafe { vmx_insn::vmptrld(root, vmcs) } {
-            return stop(k, p, format_args!("vcpu: VMPTRLD failed: {e}"));
+            return fail(k, VmxInstruction::Vmptrld, None, e);
         }
         ACTIVE.store(vmcs, Relaxed);
     }
@@ -245,7 +251,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
         for &(f, val) in init.writes() {
             // SAFETY: the initial VMCS was computed by `initial_vmcs` for this CPU.
             if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
-                return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
             }
         }
     }
@@ -253,7 +259,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     for &(f, val) in data.pending() {
         // SAFETY: the writes passed the batch validator.
         if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
-            return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+            return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
     }
     data.pending_len = 0;
@@ -263,7 +269,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
             // SAFETY: the kernel's own MSR areas, whose addresses the VMCS already holds;
             // every entry names a listed MSR with a value WRMSR accepts.
             if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, count) } {
-                return stop(k, p, format_args!("vcpu: VMWRITE {f} failed: {e}"));
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
             }
         }
     }
@@ -300,12 +306,8 @@ pub fn run<S: Store>(k: &mut Kernel<S>, p: &mut impl Platform) -> Next {
     let data = k.store.vcpu(v);
     fpu::save(&mut data.fpu);
     if let Err(e) = entered {
-        let current = vmx_insn::vmptrst(root);
-        return stop(
-            k,
-            p,
-            format_args!("vcpu: VM entry failed: {e} (current VMCS {current:#x}); vCPU stopped"),
-        );
+        let entry = if launched { VmxInstruction::Vmresume } else { VmxInstruction::Vmlaunch };
+        return fail(k, entry, None, e);
     }
     let reason = vmread(root, Field::ExitReason) as u32;
     // A VM entry that failed its checks (bit 31) leaves the launch state as it was: a

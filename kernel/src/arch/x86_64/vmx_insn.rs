@@ -3,7 +3,8 @@
 //! Each instruction's status flags are captured inside the same `asm!` statement as the
 //! instruction (`setc`/`setz`), so no compiler-generated code can run between them and
 //! clobber CF/ZF. VMfailInvalid and VMfailValid become a [`VmxError`]; on VMfailValid the
-//! VM-instruction error field is read at once and decoded into an [`InstructionError`].
+//! VM-instruction error field is read at once and decoded into an [`InstructionError`]
+//! (both types are the ABI's, `protocols::vmx_failure`, so a VMM can be told of a failure).
 //!
 //! VMX root operation is a capability: [`enable`] hands out the only [`VmxRoot`] token,
 //! and [`disable`] takes it back. Instructions that merely need VMX operation (VMREAD,
@@ -21,159 +22,13 @@ use kernel::vmx::caps::{
 };
 use kernel::vmx::ept::{EptVpidCaps, Eptp, InveptType, InvvpidType};
 use protocols::vmcs::Field;
+pub use protocols::vmx_failure::{InstructionError, VmxError};
 
 const CR4_VMXE: u64 = 1 << 13;
 /// IA32_VMX_BASIC bit 48: VMXON, VMCS and related addresses are limited to 32 bits.
 const BASIC_32BIT_ADDRESSES: u64 = 1 << 48;
 const RFLAGS_CF: u64 = 1 << 0;
 const RFLAGS_ZF: u64 = 1 << 6;
-
-/// The VM-instruction error numbers (SDM Vol. 3, 31.4), read from
-/// [`Field::VmInstructionError`] after a VMfailValid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstructionError {
-    /// 1: VMCALL executed in VMX root operation.
-    VmcallInRoot,
-    /// 2: VMCLEAR with an invalid physical address.
-    VmclearInvalidAddress,
-    /// 3: VMCLEAR with the VMXON pointer.
-    VmclearVmxonPointer,
-    /// 4: VMLAUNCH with a non-clear VMCS.
-    VmlaunchNonClear,
-    /// 5: VMRESUME with a non-launched VMCS.
-    VmresumeNonLaunched,
-    /// 6: VMRESUME after VMXOFF (VMXOFF and VMXON between VMLAUNCH and VMRESUME).
-    VmresumeAfterVmxoff,
-    /// 7: VM entry with invalid control field(s).
-    EntryInvalidControls,
-    /// 8: VM entry with invalid host-state field(s).
-    EntryInvalidHostState,
-    /// 9: VMPTRLD with an invalid physical address.
-    VmptrldInvalidAddress,
-    /// 10: VMPTRLD with the VMXON pointer.
-    VmptrldVmxonPointer,
-    /// 11: VMPTRLD with an incorrect VMCS revision identifier.
-    VmptrldBadRevision,
-    /// 12: VMREAD/VMWRITE from/to an unsupported VMCS component.
-    UnsupportedComponent,
-    /// 13: VMWRITE to a read-only VMCS component.
-    WriteReadOnlyComponent,
-    /// 15: VMXON executed in VMX root operation.
-    VmxonInRoot,
-    /// 16: VM entry with an invalid executive-VMCS pointer.
-    EntryInvalidExecutiveVmcs,
-    /// 17: VM entry with a non-launched executive VMCS.
-    EntryNonLaunchedExecutiveVmcs,
-    /// 18: VM entry with an executive-VMCS pointer that is not the VMXON pointer.
-    EntryExecutiveVmcsNotVmxon,
-    /// 19: VMCALL with a non-clear VMCS (activating the dual-monitor treatment).
-    VmcallNonClearVmcs,
-    /// 20: VMCALL with invalid VM-exit control fields.
-    VmcallInvalidExitControls,
-    /// 22: VMCALL with an incorrect MSEG revision identifier.
-    VmcallBadMsegRevision,
-    /// 23: VMXOFF under the dual-monitor treatment of SMIs and SMM.
-    VmxoffUnderDualMonitor,
-    /// 24: VMCALL with invalid SMM-monitor features.
-    VmcallInvalidSmmFeatures,
-    /// 25: VM entry with invalid VM-execution control fields in the executive VMCS.
-    EntryInvalidExecutiveControls,
-    /// 26: VM entry with events blocked by MOV SS.
-    EntryBlockedByMovSs,
-    /// 28: invalid operand to INVEPT/INVVPID.
-    InvalidInvOperand,
-    /// A number this table does not know (0 if the error field itself was unreadable).
-    Unknown(u32),
-}
-
-impl InstructionError {
-    /// Decode an error number.
-    pub const fn from_number(n: u32) -> Self {
-        match n {
-            1 => Self::VmcallInRoot,
-            2 => Self::VmclearInvalidAddress,
-            3 => Self::VmclearVmxonPointer,
-            4 => Self::VmlaunchNonClear,
-            5 => Self::VmresumeNonLaunched,
-            6 => Self::VmresumeAfterVmxoff,
-            7 => Self::EntryInvalidControls,
-            8 => Self::EntryInvalidHostState,
-            9 => Self::VmptrldInvalidAddress,
-            10 => Self::VmptrldVmxonPointer,
-            11 => Self::VmptrldBadRevision,
-            12 => Self::UnsupportedComponent,
-            13 => Self::WriteReadOnlyComponent,
-            15 => Self::VmxonInRoot,
-            16 => Self::EntryInvalidExecutiveVmcs,
-            17 => Self::EntryNonLaunchedExecutiveVmcs,
-            18 => Self::EntryExecutiveVmcsNotVmxon,
-            19 => Self::VmcallNonClearVmcs,
-            20 => Self::VmcallInvalidExitControls,
-            22 => Self::VmcallBadMsegRevision,
-            23 => Self::VmxoffUnderDualMonitor,
-            24 => Self::VmcallInvalidSmmFeatures,
-            25 => Self::EntryInvalidExecutiveControls,
-            26 => Self::EntryBlockedByMovSs,
-            28 => Self::InvalidInvOperand,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The SDM's error number.
-    pub const fn number(self) -> u32 {
-        match self {
-            Self::VmcallInRoot => 1,
-            Self::VmclearInvalidAddress => 2,
-            Self::VmclearVmxonPointer => 3,
-            Self::VmlaunchNonClear => 4,
-            Self::VmresumeNonLaunched => 5,
-            Self::VmresumeAfterVmxoff => 6,
-            Self::EntryInvalidControls => 7,
-            Self::EntryInvalidHostState => 8,
-            Self::VmptrldInvalidAddress => 9,
-            Self::VmptrldVmxonPointer => 10,
-            Self::VmptrldBadRevision => 11,
-            Self::UnsupportedComponent => 12,
-            Self::WriteReadOnlyComponent => 13,
-            Self::VmxonInRoot => 15,
-            Self::EntryInvalidExecutiveVmcs => 16,
-            Self::EntryNonLaunchedExecutiveVmcs => 17,
-            Self::EntryExecutiveVmcsNotVmxon => 18,
-            Self::VmcallNonClearVmcs => 19,
-            Self::VmcallInvalidExitControls => 20,
-            Self::VmcallBadMsegRevision => 22,
-            Self::VmxoffUnderDualMonitor => 23,
-            Self::VmcallInvalidSmmFeatures => 24,
-            Self::EntryInvalidExecutiveControls => 25,
-            Self::EntryBlockedByMovSs => 26,
-            Self::InvalidInvOperand => 28,
-            Self::Unknown(n) => n,
-        }
-    }
-}
-
-/// Why a VMX instruction failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmxError {
-    /// VMfailInvalid (CF = 1): there is no current VMCS to hold an error number.
-    FailInvalid,
-    /// VMfailValid (ZF = 1), with the VM-instruction error.
-    FailValid(InstructionError),
-    /// The CPU lacks this INVEPT/INVVPID type (IA32_VMX_EPT_VPID_CAP); nothing executed.
-    Unsupported,
-}
-
-impl fmt::Display for VmxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::FailInvalid => f.write_str("VMfailInvalid"),
-            Self::FailValid(e) => {
-                write!(f, "VMfailValid: VM-instruction error {} ({e:?})", e.number())
-            }
-            Self::Unsupported => f.write_str("instruction type not supported by this CPU"),
-        }
-    }
-}
 
 /// Why [`enable`] could not enter VMX operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
