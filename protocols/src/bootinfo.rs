@@ -28,6 +28,8 @@ pub mod slot {
 
 /// log2 of the root CNode's slot count.
 pub const ROOT_CNODE_RADIX: u8 = 12;
+/// The priority the kernel starts the root task at: the highest there is.
+pub const ROOT_PRIORITY: u8 = u8::MAX;
 /// The most untyped capabilities the kernel hands out.
 pub const MAX_UNTYPED: usize = 200;
 /// The most boot-module pages handed to the root task as frames.

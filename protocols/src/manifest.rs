@@ -32,9 +32,8 @@ pub const MAX_ENCODED: usize = 4096;
 /// The named endpoint the root task prints through, once a process holding it with the
 /// read right (its server, the console driver) runs; each VMM gets a badged copy.
 pub const CONSOLE_ENDPOINT: &str = "console";
-/// The root task's priority (the kernel starts it at the highest); nothing it starts can
-/// run above it.
-pub const ROOT_PRIORITY: u8 = u8::MAX;
+/// The root task's priority: nothing it starts can run above it.
+pub use crate::bootinfo::ROOT_PRIORITY;
 
 /// A guest's processor mode at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
