@@ -34,7 +34,10 @@ fn start(_: u64) -> u64 {
     let mut t = Suite::new();
     let mut a = alloc::Alloc::from_bootinfo();
     let manifest = a.as_mut().and_then(|a| system::load(&mut t, a));
-    let mut system = a.as_mut().zip(manifest.as_ref()).map(|(a, m)| System::build(&mut t, a, m));
+    // Boot modules mapped so far, shared by the processes and the VMMs.
+    let mut images = process::Images::default();
+    let mut system =
+        a.as_mut().zip(manifest.as_ref()).map(|(a, m)| System::build(&mut t, a, m, &mut images));
     let console = system.as_ref().and_then(System::console);
     t.check("ring3_cpl", expect_eq(current_cpl(), 3));
     t.check("debug_write", expect_eq(debug_write(b"init: debug_write works\n"), Ok(24)));
@@ -82,7 +85,7 @@ fn start(_: u64) -> u64 {
                     t.check("benchmarks_ran", Err(e.name()));
                 }
                 if let Some(m) = &manifest {
-                    if let Err(e) = vms::run(&mut t, &mut a, m, console.as_ref()) {
+                    if let Err(e) = vms::run(&mut t, &mut a, m, console.as_ref(), &mut images) {
                         t.check("virtual_machines_started", Err(e.name()));
                     }
                 }

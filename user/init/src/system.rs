@@ -56,7 +56,12 @@ pub struct System<'m> {
 
 impl<'m> System<'m> {
     /// Make the named objects and every process, and start those that start at boot.
-    pub fn build(t: &mut Suite, a: &mut Alloc, manifest: &'m Manifest<'static>) -> Self {
+    pub fn build(
+        t: &mut Suite,
+        a: &mut Alloc,
+        manifest: &'m Manifest<'static>,
+        images: &mut Images,
+    ) -> Self {
         // As many as the manifest's list, whose capacity is the same.
         let objects = manifest
             .objects
@@ -67,9 +72,8 @@ impl<'m> System<'m> {
             })
             .collect();
         let mut s = Self { manifest, objects, states: heapless::Vec::new(), console: None };
-        let mut images = Images::default();
         for entry in &manifest.processes {
-            let state = match s.make(a, &mut images, entry) {
+            let state = match s.make(a, images, entry) {
                 Err(why) => {
                     t.check(&line(entry.name), Err(why));
                     State::Failed

@@ -3,7 +3,7 @@
 
 use crate::alloc::Alloc;
 use crate::console::{Console, FIRST_VMM_BADGE};
-use crate::process;
+use crate::process::{self, Images};
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
 use protocols::io::root_range_covering;
@@ -56,6 +56,7 @@ pub fn run(
     a: &mut Alloc,
     manifest: &Manifest<'static>,
     console: Option<&Console>,
+    images: &mut Images,
 ) -> Result<(), Error> {
     let features = vmx_features();
     // A VCpu can be made exactly when the kernel says so.
@@ -74,12 +75,11 @@ pub fn run(
         manifest.vms.len()
     );
     let report = a.make(ObjectType::Endpoint, 0)?;
-    let mut images = Images::default();
     let last_phase = manifest.vms.iter().map(|v| v.phase).max().unwrap_or(0);
     for phase in 0..=last_phase {
         let mut started = 0u64;
         for (i, vm) in manifest.vms.iter().enumerate().filter(|(_, v)| v.phase == phase) {
-            match start_vmm(a, &mut images, vm, (report, console), i as u64 + 1) {
+            match start_vmm(a, images, vm, (report, console), i as u64 + 1) {
                 Ok(()) => started |= 1 << i,
                 Err(e) => t.check(vm.name, Err(e.name())),
             }
@@ -93,23 +93,6 @@ fn module(name: &str) -> Result<ModuleDesc, Error> {
     process::module(name).ok_or(Error::InvalidArgument)
 }
 
-/// VMM images already mapped into the root task (a module's frames map only once).
-#[derive(Default)]
-struct Images {
-    mapped: heapless::Vec<(&'static str, &'static [u8]), 4>,
-}
-
-impl Images {
-    fn get(&mut self, a: &mut Alloc, name: &'static str) -> Result<&'static [u8], Error> {
-        if let Some((_, bytes)) = self.mapped.iter().find(|(n, _)| *n == name) {
-            return Ok(bytes);
-        }
-        let bytes = process::map_module(a, &module(name)?)?;
-        self.mapped.push((name, bytes)).map_err(|_| Error::OutOfMemory)?;
-        Ok(bytes)
-    }
-}
-
 /// Start the VMM process of `vm`, reporting on `report` with `badge` and printing
 /// through `console` (with the badge after the root task's).
 fn start_vmm(
@@ -120,7 +103,7 @@ fn start_vmm(
     badge: u64,
 ) -> Result<(), Error> {
     let guest = module(vm.guest)?;
-    let image = images.get(a, vm.vmm)?;
+    let image = images.get(a, &module(vm.vmm)?)?;
     let flags = [
         (vm.hostile, vmm::flags::HOSTILE),
         (vm.mutate, vmm::flags::MUTATE),
