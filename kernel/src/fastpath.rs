@@ -72,10 +72,7 @@ impl<S: Store> Kernel<S> {
         let cur = self.current;
         let c = &self.store.tcb(cur).context;
         let (number, cptr, raw_info) = (c.rax, c.rdi, c.rsi);
-        let Some(info) = MsgInfo::from_raw(raw_info) else { return false };
-        if info.grant {
-            return false;
-        }
+        let Some(info) = MsgInfo::short_from_raw(raw_info) else { return false };
         if number == Syscall::Call as u64 {
             self.fast_call(cur, cptr, info)
         } else if number == Syscall::ReplyRecv as u64 {

@@ -104,6 +104,10 @@ impl<S: Store> Kernel<S> {
                 Ok(Done::Value(0))
             }
             (Invocation::ReplySave, Cap::Reply { addr }) => self.reply_save(addr),
+            (Invocation::TcbSetIpcBuffer, Cap::Tcb { addr }) => {
+                need(1)?;
+                self.tcb_set_ipc_buffer(addr, w[0])
+            }
             (Invocation::TcbSuspend, Cap::Tcb { addr }) => {
                 self.suspend(addr);
                 Ok(Done::Value(0))
@@ -318,6 +322,32 @@ impl<S: Store> Kernel<S> {
         Ok(Done::Value(0))
     }
 
+    /// Bind the frame in slot `frame` (it needs the write right: the kernel writes
+    /// received words there) as the thread's IPC buffer, or unbind it (`u64::MAX`). The
+    /// TCB keeps a copy derived from that capability, so revoking it unbinds the buffer.
+    fn tcb_set_ipc_buffer(&mut self, tcb: u64, frame: u64) -> Result<Done, Error> {
+        let new = if frame == u64::MAX {
+            None
+        } else {
+            let (at, cap) = self.lookup(frame)?;
+            match cap {
+                Cap::Frame { rights, .. } if rights.contains(Rights::WRITE) => {
+                    Some((at, cap.derive(Rights::ALL).map_err(|_| Error::InvalidCapability)?))
+                }
+                Cap::Frame { .. } => return Err(Error::InsufficientRights),
+                _ => return Err(Error::WrongType),
+            }
+        };
+        let slot = tcb_slot(tcb, TcbSlot::IpcBuffer);
+        if self.store.slot(slot).cap != Cap::Null {
+            self.delete(slot);
+        }
+        if let Some((at, cap)) = new {
+            let _ = cnode::insert_child(&mut self.store, at, slot, cap);
+        }
+        Ok(Done::Value(0))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn frame_map(
         &mut self,
@@ -434,7 +464,7 @@ impl<S: Store> Kernel<S> {
         match cap {
             Cap::Tcb { addr } => {
                 self.suspend(addr);
-                for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
+                for which in TcbSlot::ALL {
                     self.delete(tcb_slot(addr, which));
                 }
             }
@@ -461,7 +491,7 @@ impl<S: Store> Kernel<S> {
             }
             Cap::VCpu { addr } => {
                 self.suspend(addr);
-                for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
+                for which in TcbSlot::ALL {
                     self.delete(tcb_slot(addr, which));
                 }
                 self.vmcs_released = true;

@@ -278,6 +278,9 @@ impl<S: Store> Kernel<S> {
         if grant && wants_cap && pending.is_none() {
             out.grant = self.transfer_cap(from, f.r12, to).is_ok();
         }
+        if out.is_long() {
+            out.len = self.copy_long_message(from, to, out.len);
+        }
         let n = usize::from(out.len);
         let mut w = [0u64; 4];
         for (dst, src) in w.iter_mut().zip(words).take(n) {

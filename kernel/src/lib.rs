@@ -17,6 +17,9 @@ mod hw_tests;
 pub mod invoke;
 pub mod io_ports;
 pub mod ipc;
+pub mod ipc_buffer;
+#[cfg(test)]
+mod ipc_buffer_tests;
 pub mod irq;
 pub mod kernel_message;
 pub mod multiboot2;

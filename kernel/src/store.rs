@@ -12,7 +12,8 @@ use protocols::object::ObjectType;
 
 /// log2 of a TCB object's size.
 pub const TCB_BITS: u8 = 12;
-/// Offset of a TCB's own capability slots (CSpace root, VSpace, fault endpoint).
+/// Offset of a TCB's own capability slots (CSpace root, VSpace, fault endpoint, IPC
+/// buffer).
 pub const TCB_SLOTS_OFFSET: u64 = 2048;
 /// log2 of an endpoint's size.
 pub const ENDPOINT_BITS: u8 = 6;
@@ -104,6 +105,13 @@ pub enum TcbSlot {
     VSpace = 1,
     /// Where the thread's faults are sent.
     FaultEndpoint = 2,
+    /// The frame holding the message words beyond the registers.
+    IpcBuffer = 3,
+}
+
+impl TcbSlot {
+    /// Every slot a TCB has.
+    pub const ALL: [Self; 4] = [Self::CSpace, Self::VSpace, Self::FaultEndpoint, Self::IpcBuffer];
 }
 
 /// A host stand-in: objects in hash maps, frames in a sparse byte store.

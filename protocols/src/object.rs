@@ -145,6 +145,9 @@ pub enum Invocation {
     /// `ObjectDeleted`. `WouldBlock` when the thread owes no reply, `InUse` when the
     /// object already holds one.
     ReplySave = 26,
+    /// TCB: `[frame slot or u64::MAX]`: the frame (with the write right) that holds the
+    /// thread's message words beyond the registers (`ipc::MAX_LEN`), or none.
+    TcbSetIpcBuffer = 27,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -188,7 +191,7 @@ pub mod vm {
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -215,6 +218,7 @@ impl Invocation {
         Self::VCpuPassPorts,
         Self::VCpuSwitchMsr,
         Self::ReplySave,
+        Self::TcbSetIpcBuffer,
     ];
 
     /// Decode a label.

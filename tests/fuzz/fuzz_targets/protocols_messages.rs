@@ -18,7 +18,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use protocols::error::{check, Error as SysError};
 use protocols::fault::{FaultMessage, EXIT_LABEL, FAULT_LABEL};
-use protocols::ipc::{MsgInfo, MAX_LABEL, MSG_REGS};
+use protocols::ipc::{MsgInfo, MAX_LABEL, MAX_LEN};
 use protocols::manifest::Manifest;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
@@ -127,7 +127,7 @@ fn scalars(r64: u64, r32: u32, r16: u16, r8: u8, other8: u8) {
         assert_eq!(i as u64, r64);
     }
     if let Some(m) = MsgInfo::from_raw(r64) {
-        assert!(usize::from(m.len) <= MSG_REGS && m.label <= MAX_LABEL);
+        assert!(usize::from(m.len) <= MAX_LEN && m.label <= MAX_LABEL);
         assert_eq!(m.to_raw(), r64, "MsgInfo decoding is not one-to-one");
     }
     // Rights: decoding is exact and derivation never widens.
@@ -390,7 +390,7 @@ fuzz_target!(|case: Case| match case {
         test_log_built(&name, &why, passed, failed);
     }
     Case::MsgInfoBuilt { label, len, grant } => {
-        let m = MsgInfo { label: label & MAX_LABEL, len: len % (MSG_REGS as u8 + 1), grant };
+        let m = MsgInfo { label: label & MAX_LABEL, len: len % (MAX_LEN as u8 + 1), grant };
         assert_eq!(MsgInfo::from_raw(m.to_raw()), Some(m), "{m:?} does not round-trip");
     }
     Case::ManifestBytes(bytes) => manifest_bytes(&bytes),

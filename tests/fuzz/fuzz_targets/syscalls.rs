@@ -43,6 +43,7 @@ use kernel::vcpu::VCPU_BITS;
 use libfuzzer_sys::fuzz_target;
 use protocols::ipc::MsgInfo;
 use protocols::object::{map, vm, Invocation, ObjectType};
+use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
@@ -759,6 +760,13 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         }
     }
     for th in &threads {
+        // An IPC buffer is a frame the kernel may write.
+        let buffer = t.k.store.slots.get(&tcb_slot(*th, TcbSlot::IpcBuffer)).map(|s| s.cap);
+        assert!(
+            matches!(buffer, None | Some(Cap::Null))
+                || matches!(buffer, Some(Cap::Frame { rights, .. }) if rights.contains(Rights::WRITE)),
+            "thread {th:#x} has IPC buffer {buffer:?}"
+        );
         let tcb = &t.k.store.tcbs.get(th).cloned().unwrap_or_default();
         // A message the kernel sends for a thread is pending exactly while it waits to be
         // delivered (or, for a fault, answered).

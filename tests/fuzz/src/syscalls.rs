@@ -50,8 +50,9 @@ pub const RAW: u8 = 0xff;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Word(pub u64);
 
-/// Message info as `(label, flags)`: flags bits 2:0 are the length (5-7 are invalid),
-/// bit 3 the grant flag, bit 4 sets reserved bit 4 (invalid).
+/// Message info as `(label, flags)`: flags bits 2:0 and 7:5 are the length's low and high
+/// three bits (0-63; beyond 4 the words continue in the IPC buffer), bit 3 the grant flag,
+/// bit 4 sets a reserved bit (invalid).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Info {
     /// The label.
@@ -64,7 +65,10 @@ impl Info {
     /// The `rsi` word.
     pub fn raw(self) -> u64 {
         let f = u64::from(self.flags);
-        (self.label.0 << 12) | (f & 0xf) | (f & 0x10)
+        let len = (f & 7) | (f >> 5) << 3;
+        let grant = if f & 8 != 0 { protocols::ipc::GRANT_BIT } else { 0 };
+        let reserved = if f & 0x10 != 0 { 0x100 } else { 0 };
+        (self.label.0 << 12) | len | grant | reserved
     }
 }
 

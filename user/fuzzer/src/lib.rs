@@ -15,7 +15,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
-use protocols::ipc::MsgInfo;
+use protocols::ipc::{MsgInfo, MAX_LEN};
 use protocols::object::{map, Invocation, ObjectType};
 use protocols::syscall::Syscall;
 
@@ -228,7 +228,8 @@ impl Generator {
             | Invocation::TcbWriteRegisters
             | Invocation::TcbResume
             | Invocation::TcbSuspend
-            | Invocation::TcbSetPriority => ObjectType::Tcb,
+            | Invocation::TcbSetPriority
+            | Invocation::TcbSetIpcBuffer => ObjectType::Tcb,
             Invocation::FrameMap
             | Invocation::FrameUnmap
             | Invocation::FrameAddress
@@ -322,11 +323,14 @@ impl Generator {
     pub fn syscall(&mut self) -> Sys {
         let mut s = Sys::default();
         let info = |label: u64, len: u64, r: &mut Rng| {
-            let mut m = MsgInfo::new(label, len.min(4) as u8);
+            // Now and then a long message (the fuzzer has no IPC buffer: it arrives cut).
+            let len = if r.one_in(16) { r.below(MAX_LEN as u64 + 1) } else { len.min(4) };
+            let mut m = MsgInfo::new(label, len as u8);
             m.grant = r.one_in(8);
             let mut raw = m.to_raw();
             if r.one_in(32) {
-                raw |= 1 << (4 + r.below(8)) | r.below(8);
+                // Reserved bits or a length above the limit.
+                raw |= 1 << (8 + r.below(4)) | (MAX_LEN as u64 + 1 + r.below(63));
             }
             raw
         };

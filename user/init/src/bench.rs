@@ -182,7 +182,7 @@ pub fn run(a: &mut Alloc, iso_ep: u64) -> Result<(), Error> {
     );
     // Label 1 with the grant flag (no grant right, so nothing moves): both directions take
     // the general path.
-    let slow_info = (1 << 12) | 8 | 1;
+    let slow_info = (1 << 12) | protocols::ipc::GRANT_BIT | 1;
     let slow = average(Syscall::Call as u64, iso_ep, slow_info);
     rt::println!(
         "bench: ipc slowpath round trip (call + reply_recv), two address spaces: {slow} ticks"

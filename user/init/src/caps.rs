@@ -168,6 +168,7 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     t.check("sse_state_is_per_thread", expect_eq(sse_across_call(ep), 0x1234_5678));
 
     crate::deferred_reply::run(t, a)?;
+    crate::long_message::run(t, a)?;
 
     // A fault reaches the handler, which resumes the thread past the faulting load.
     let fault_ep = a.make(ObjectType::Endpoint, 0)?;

@@ -21,6 +21,7 @@ mod devices;
 mod fuzz;
 mod grant;
 mod isolated;
+mod long_message;
 mod port_probe;
 mod process;
 mod system;

@@ -87,7 +87,7 @@ impl Store for PhysStore {
             ObjectType::Tcb => {
                 // SAFETY: a fresh, exclusively owned, 4 KiB-aligned TCB object.
                 unsafe { ((PHYS_OFFSET + addr) as *mut Tcb).write(Tcb::default()) }
-                init_slots(tcb_slot(addr, TcbSlot::CSpace), 3);
+                init_slots(tcb_slot(addr, TcbSlot::CSpace), TcbSlot::ALL.len() as u64);
             }
             ObjectType::CNode => init_slots(addr, 1u64 << (bits - SLOT_BITS)),
             ObjectType::Endpoint => {
@@ -109,7 +109,7 @@ impl Store for PhysStore {
                     ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData)
                         .write(VcpuData::default());
                 }
-                init_slots(tcb_slot(addr, TcbSlot::CSpace), 3);
+                init_slots(tcb_slot(addr, TcbSlot::CSpace), TcbSlot::ALL.len() as u64);
             }
             ObjectType::Reply => {
                 // SAFETY: a fresh, exclusively owned, aligned Reply object.
