@@ -455,6 +455,10 @@ impl<S: Store> Kernel<S> {
     /// Delete the capability in `slot`, finalising its object if it was the last one.
     pub fn delete(&mut self, slot: u64) {
         let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
+        if let Cap::IoPorts { .. } = cap {
+            // Any copy may be one a VCpu passes through: each checks before it runs.
+            self.io_ports_generation = self.io_ports_generation.wrapping_add(1);
+        }
         if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
             self.unmap_frame(m, addr);
         }
@@ -493,6 +497,9 @@ impl<S: Store> Kernel<S> {
                 self.suspend(addr);
                 for which in TcbSlot::ALL {
                     self.delete(tcb_slot(addr, which));
+                }
+                for i in 0..crate::store::VCPU_PASS_SLOTS {
+                    self.delete(crate::store::vcpu_pass_slot(addr, i));
                 }
                 self.vmcs_released = true;
             }

@@ -80,6 +80,9 @@ pub struct Kernel<S: Store> {
     pub(crate) refusal: Option<[u64; 3]>,
     /// The IRQ lines: who handles each, which are unmasked.
     pub irqs: IrqTable,
+    /// Counts deletions of `IoPorts` capabilities: a VCpu whose pass-through was computed
+    /// at an older count checks its ports before it next runs.
+    pub io_ports_generation: u64,
 }
 
 impl<S: Store> Kernel<S> {
@@ -96,6 +99,7 @@ impl<S: Store> Kernel<S> {
             vmcs_released: false,
             ept_stale: false,
             tlb_stale: false,
+            io_ports_generation: 0,
             refusal: None,
             irqs: IrqTable::default(),
         }

@@ -114,6 +114,17 @@ impl TcbSlot {
     pub const ALL: [Self; 4] = [Self::CSpace, Self::VSpace, Self::FaultEndpoint, Self::IpcBuffer];
 }
 
+/// How many `IoPorts` ranges a VCpu can pass through to its guest.
+pub const VCPU_PASS_SLOTS: usize = 4;
+
+/// Address of VCpu `vcpu`'s pass-through slot `i` (after its TCB slots): it holds a copy
+/// of the `IoPorts` capability whose ports the guest reaches without exiting.
+pub const fn vcpu_pass_slot(vcpu: u64, i: usize) -> u64 {
+    vcpu + TCB_SLOTS_OFFSET + (((TcbSlot::ALL.len() + i) as u64) << SLOT_BITS)
+}
+
+const _: () = assert!(vcpu_pass_slot(0, VCPU_PASS_SLOTS) <= 4096, "slots fit the TCB page");
+
 /// A host stand-in: objects in hash maps, frames in a sparse byte store.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake {

@@ -102,6 +102,11 @@ pub struct VcpuData {
     pub cr2: u64,
     /// The linear address of the page fault the last exit intercepted, if it was one.
     pub page_fault: Option<u64>,
+    /// `passed[i]`: the port range whose exits are off because pass-through slot `i`
+    /// holds an `IoPorts` capability for it.
+    pub passed: [Option<(u16, u16)>; crate::store::VCPU_PASS_SLOTS],
+    /// The kernel's `io_ports_generation` when `passed` was last checked.
+    pub pass_generation: u64,
 }
 
 impl Default for VcpuData {
@@ -117,6 +122,8 @@ impl Default for VcpuData {
             exits: 0,
             init: None,
             transfer: TransferMask::NONE,
+            passed: [None; crate::store::VCPU_PASS_SLOTS],
+            pass_generation: 0,
             msr_count: 0,
             msr_areas_changed: false,
             cr2: 0,

@@ -4,7 +4,10 @@
 //!
 //! The I/O bitmaps start all ones (every port exits); passing a capability's range clears
 //! exactly its bits, so a guest can only ever reach ports its VMM holds a capability for,
-//! and never the PICs or the PIT, which are in no capability.
+//! and never the PICs or the PIT, which are in no capability. The VCpu keeps a copy of
+//! each capability it passes through, derived from the VMM's: when a copy goes (the
+//! original revoked, the VCpu's slot deleted), the ports exit again before the guest next
+//! runs.
 //!
 //! MSR switching uses the VMCS's MSR areas, which live in the VCpu object where the VMM
 //! cannot reach them: the guest area serves as both the VM-entry MSR-load and the
@@ -17,12 +20,14 @@
 //! the MSR bitmap lets the guest read and write it directly.
 
 use crate::cap::Cap;
+use crate::cnode;
 use crate::state::{Done, Kernel};
-use crate::store::Store;
+use crate::store::{vcpu_pass_slot, Store, VCPU_PASS_SLOTS};
 use crate::vcpu::{IO_BITMAP_OFFSET, MSR_BITMAP_OFFSET};
 use crate::vmx::vmcs_setup::MsrAreas;
 use protocols::error::Error;
 use protocols::object::vm::SWITCHABLE_MSRS;
+use protocols::rights::Rights;
 
 /// Offset of the guest MSR area in a VCpu object (VM-entry MSR-load, VM-exit MSR-store):
 /// the first half of the object's last page.
@@ -70,12 +75,16 @@ pub const fn msr_value_ok(index: u32, value: u64) -> bool {
     }
 }
 
-/// Clear the bits of `first..=last` in a bitmap (bit `n` is bit `n % 8` of byte `n / 8`);
-/// bits past its end are ignored.
-pub fn clear_bits(bitmap: &mut [u8], first: usize, last: usize) {
+/// Clear (`on = false`) or set the bits of `first..=last` in a bitmap (bit `n` is bit
+/// `n % 8` of byte `n / 8`); bits past its end are ignored.
+pub fn set_bits(bitmap: &mut [u8], first: usize, last: usize, on: bool) {
     for n in first..=last {
         if let Some(byte) = bitmap.get_mut(n / 8) {
-            *byte &= !(1u8 << (n % 8));
+            if on {
+                *byte |= 1u8 << (n % 8);
+            } else {
+                *byte &= !(1u8 << (n % 8));
+            }
         }
     }
 }
@@ -100,21 +109,63 @@ fn put_entry(area: &mut [u8], i: usize, index: u32, value: u64) {
 
 impl<S: Store> Kernel<S> {
     /// `VCpuPassPorts`: the guest of VCpu `v` reaches the ports of the `IoPorts`
-    /// capability in slot `ports` without exiting.
+    /// capability in slot `ports` without exiting, for as long as the copy of it the VCpu
+    /// keeps lives (revoking the original withdraws it). `InUse` when every pass-through
+    /// slot is taken.
     pub(crate) fn vcpu_pass_ports(&mut self, v: u64, ports: u64) -> Result<Done, Error> {
-        let (_, cap) = self.lookup(ports)?;
+        let (at, cap) = self.lookup(ports)?;
         let Cap::IoPorts { first, last } = cap else { return Err(Error::WrongType) };
+        // Ranges withdrawn meanwhile first give their slots back.
+        self.refresh_pass_through(v);
+        let free = (0..VCPU_PASS_SLOTS).find(|i| self.store.vcpu(v).passed[*i].is_none());
+        let i = free.ok_or(Error::InUse)?;
+        let copy = cap.derive(Rights::ALL).map_err(|_| Error::InvalidCapability)?;
+        cnode::insert_child(&mut self.store, at, vcpu_pass_slot(v, i), copy)
+            .map_err(|_| Error::InvalidArgument)?;
+        self.store.vcpu(v).passed[i] = Some((first, last));
+        self.set_port_exits(v, first, last, false);
+        Ok(Done::Value(0))
+    }
+
+    /// Make the guest's accesses to `first..=last` exit (`exit`) or not.
+    fn set_port_exits(&mut self, v: u64, first: u16, last: u16, exit: bool) {
         // Bitmap A covers ports 0x0000-0x7fff, bitmap B (the next page) 0x8000-0xffff.
         let (first, last) = (usize::from(first), usize::from(last));
         let half = 0x8000;
         if first < half {
-            clear_bits(self.store.frame(v + IO_BITMAP_OFFSET), first, last.min(half - 1));
+            let a = self.store.frame(v + IO_BITMAP_OFFSET);
+            set_bits(a, first, last.min(half - 1), exit);
         }
         if last >= half {
             let b = self.store.frame(v + IO_BITMAP_OFFSET + 0x1000);
-            clear_bits(b, first.max(half) - half, last - half);
+            set_bits(b, first.max(half) - half, last - half, exit);
         }
-        Ok(Done::Value(0))
+    }
+
+    /// Before VCpu `v` runs: if any `IoPorts` capability was deleted since its last
+    /// check, ports whose pass-through copy is gone exit again (and the ranges still held
+    /// are cleared again, in case they overlap a withdrawn one). Cheap when nothing was
+    /// deleted: one comparison.
+    pub fn refresh_pass_through(&mut self, v: u64) {
+        let generation = self.io_ports_generation;
+        if self.store.vcpu(v).pass_generation == generation {
+            return;
+        }
+        self.store.vcpu(v).pass_generation = generation;
+        let mut withdrawn = false;
+        for i in 0..VCPU_PASS_SLOTS {
+            let Some((first, last)) = self.store.vcpu(v).passed[i] else { continue };
+            if !matches!(self.store.slot(vcpu_pass_slot(v, i)).cap, Cap::IoPorts { .. }) {
+                self.store.vcpu(v).passed[i] = None;
+                self.set_port_exits(v, first, last, true);
+                withdrawn = true;
+            }
+        }
+        if withdrawn {
+            for (first, last) in self.store.vcpu(v).passed.into_iter().flatten() {
+                self.set_port_exits(v, first, last, false);
+            }
+        }
     }
 
     /// `VCpuSwitchMsr`: switch MSR `index` of VCpu `v` on entry and exit, with the guest
@@ -147,8 +198,13 @@ impl<S: Store> Kernel<S> {
         put_entry(host_area, count, index, host);
         let bit = (index - MSR_HIGH_BASE) as usize;
         let bitmap = self.store.frame(v + MSR_BITMAP_OFFSET);
-        clear_bits(bitmap.get_mut(MSR_READ_HIGH..MSR_WRITE_HIGH).unwrap_or_default(), bit, bit);
-        clear_bits(bitmap.get_mut(MSR_WRITE_HIGH..).unwrap_or_default(), bit, bit);
+        set_bits(
+            bitmap.get_mut(MSR_READ_HIGH..MSR_WRITE_HIGH).unwrap_or_default(),
+            bit,
+            bit,
+            false,
+        );
+        set_bits(bitmap.get_mut(MSR_WRITE_HIGH..).unwrap_or_default(), bit, bit, false);
         let data = self.store.vcpu(v);
         data.msr_count += 1;
         data.msr_areas_changed = true;
@@ -173,18 +229,20 @@ impl<S: Store> Kernel<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{clear_bits, msr_value_ok};
+    use super::{msr_value_ok, set_bits};
 
     #[test]
     fn clearing_a_range_touches_exactly_its_bits() {
         let mut map = [0xffu8; 4];
-        clear_bits(&mut map, 3, 9);
+        set_bits(&mut map, 3, 9, false);
         assert_eq!(map, [0b0000_0111, 0b1111_1100, 0xff, 0xff]);
-        clear_bits(&mut map, 31, 40);
+        set_bits(&mut map, 31, 40, false);
         assert_eq!(map[3], 0x7f, "bits past the end are ignored");
         let mut one = [0xffu8; 2];
-        clear_bits(&mut one, 8, 8);
+        set_bits(&mut one, 8, 8, false);
         assert_eq!(one, [0xff, 0xfe]);
+        set_bits(&mut map, 4, 8, true);
+        assert_eq!(map[..2], [0b1111_0111, 0b1111_1101], "setting puts exactly its bits back");
     }
 
     #[test]

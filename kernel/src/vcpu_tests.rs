@@ -334,6 +334,42 @@ fn passing_ports_clears_exactly_their_bits() {
     assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[]), Error::InvalidArgument as u64);
 }
 
+#[test]
+fn revoking_a_passed_capability_makes_its_ports_exit_again() {
+    let (mut t, v, _) = started();
+    let (post, wide) = (slot::FREE + 60, slot::FREE + 61);
+    let root = |i: u64| slot::FIRST_IO_PORTS + i;
+    assert_eq!(invoke(&mut t, root(2), Invocation::IoPortsCarve, &[0x80, 0x80, post]), 0);
+    assert_eq!(invoke(&mut t, root(2), Invocation::IoPortsCarve, &[0x80, 0x83, wide]), 0);
+    for ports in [post, wide] {
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[ports]), 0);
+    }
+    let a = |t: &mut Testbed| t.k.store.frame(v + crate::vcpu::IO_BITMAP_OFFSET)[0x10];
+    assert_eq!(a(&mut t), 0xf0, "0x80-0x83 pass");
+    // The VCpu's copies are derived from the capabilities passed: revoking `wide` takes
+    // its copy, and before the guest runs again those ports exit.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[wide]), 0);
+    t.k.refresh_pass_through(v);
+    assert_eq!(a(&mut t), 0xfe, "0x81-0x83 exit again; 0x80 is still passed by `post`");
+    // Deleting `post` itself is no revoke: the VCpu's copy stays, and so does 0x80.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[post]), 0);
+    t.k.refresh_pass_through(v);
+    assert_eq!(a(&mut t), 0xfe);
+    // Revoking the root range the VMM carved them from withdraws everything.
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[root(2)]), 0);
+    t.k.refresh_pass_through(v);
+    assert_eq!(a(&mut t), 0xff, "nothing passes");
+    // At most VCPU_PASS_SLOTS ranges at a time.
+    for i in 0..crate::store::VCPU_PASS_SLOTS as u64 {
+        let s = slot::FREE + 70 + i;
+        assert_eq!(invoke(&mut t, root(2), Invocation::IoPortsCarve, &[0x90 + i, 0x90 + i, s]), 0);
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[s]), 0);
+    }
+    let s = slot::FREE + 80;
+    assert_eq!(invoke(&mut t, root(2), Invocation::IoPortsCarve, &[0x9f, 0x9f, s]), 0);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuPassPorts, &[s]), Error::InUse as u64);
+}
+
 const LSTAR: u64 = 0xc000_0082;
 const STAR: u64 = 0xc000_0081;
 const TSC_AUX: u64 = 0xc000_0103;

@@ -126,8 +126,9 @@ pub enum Invocation {
     /// VCpu: `[IoPorts slot]`: let the guest reach the capability's ports directly: the
     /// kernel clears their bits in the VCpu's I/O bitmaps, so the guest's IN/OUT to them
     /// run on the hardware without a VM exit. Every other port keeps exiting to the VMM.
-    /// The pass-through lasts as long as the VCpu (revoking the IoPorts capability later
-    /// does not withdraw it).
+    /// The VCpu keeps a copy derived from the capability: revoking it (or deleting the
+    /// VCpu) withdraws the pass-through before the guest next runs. At most four ranges
+    /// per VCpu (`InUse` beyond).
     VCpuPassPorts = 24,
     /// VCpu: `[msr index, guest value]`: have the kernel switch one of
     /// [`vm::SWITCHABLE_MSRS`] on every VM entry and exit: the guest's value is loaded on

@@ -848,6 +848,39 @@ fn check(t: &mut Testbed, log: &mut RetypeLog) {
     let objects = check_objects(t, log);
     check_mappings(t, &objects);
     check_threads(t, &objects);
+    check_pass_through(t, &objects);
+}
+
+/// A guest reaches without exiting only ports its VCpu still holds an `IoPorts`
+/// capability for, once the kernel has checked them as it does before every entry.
+fn check_pass_through(t: &mut Testbed, objects: &[Object]) {
+    use kernel::store::{vcpu_pass_slot, VCPU_PASS_SLOTS};
+    use kernel::vcpu::IO_BITMAP_OFFSET;
+    for o in objects.iter().filter(|o| o.ty == ObjectType::VCpu) {
+        t.k.refresh_pass_through(o.addr);
+        let held: Vec<(u16, u16)> = (0..VCPU_PASS_SLOTS)
+            .filter_map(|i| match t.k.store.slots.get(&vcpu_pass_slot(o.addr, i)).map(|s| s.cap) {
+                Some(Cap::IoPorts { first, last }) => Some((first, last)),
+                _ => None,
+            })
+            .collect();
+        for half in 0..2u64 {
+            let Some(map) = t.k.store.frames.get(&(o.addr + IO_BITMAP_OFFSET + half * 0x1000))
+            else {
+                continue;
+            };
+            for (byte, bits) in map.iter().enumerate().filter(|(_, b)| **b != 0xff) {
+                for bit in (0..8).filter(|b| bits & (1 << b) == 0) {
+                    let port = (half as usize * 0x8000 + byte * 8 + bit) as u16;
+                    assert!(
+                        held.iter().any(|&(f, l)| (f..=l).contains(&port)),
+                        "vCPU {:#x} passes port {port:#x} through without a capability",
+                        o.addr
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `SYSCALLS_TRACE=1` prints each operation, its status and the next current thread

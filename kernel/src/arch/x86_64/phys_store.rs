@@ -7,7 +7,7 @@ use kernel::endpoint::Endpoint;
 use kernel::notification::Notification;
 use kernel::paging::PhysMemory;
 use kernel::reply::Reply;
-use kernel::store::{object_bytes, tcb_slot, Store, TcbSlot};
+use kernel::store::{object_bytes, tcb_slot, Store, TcbSlot, VCPU_PASS_SLOTS};
 use kernel::tcb::Tcb;
 use kernel::vcpu::{VcpuData, DATA_OFFSET};
 use protocols::object::ObjectType;
@@ -109,7 +109,10 @@ impl Store for PhysStore {
                     ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData)
                         .write(VcpuData::default());
                 }
-                init_slots(tcb_slot(addr, TcbSlot::CSpace), TcbSlot::ALL.len() as u64);
+                init_slots(
+                    tcb_slot(addr, TcbSlot::CSpace),
+                    (TcbSlot::ALL.len() + VCPU_PASS_SLOTS) as u64,
+                );
             }
             ObjectType::Reply => {
                 // SAFETY: a fresh, exclusively owned, aligned Reply object.

@@ -221,6 +221,8 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     };
     thread::deactivate();
     let v = k.current;
+    // Ports whose pass-through capability went exit again from this entry on.
+    k.refresh_pass_through(v);
     let vmcs = v + VMCS_OFFSET;
     let active = ACTIVE.load(Relaxed);
     let init = k.store.vcpu(v).init.take();
