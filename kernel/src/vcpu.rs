@@ -207,6 +207,22 @@ impl<S: Store> Kernel<S> {
         self.schedule()
     }
 
+    /// Interrupt-window exiting is one-shot: at the exit it asked for, the window is
+    /// open, so the control goes (a VMM still waiting asks again with
+    /// `REQUEST_INTERRUPT_WINDOW`) and a guest that can take interrupts does not exit on
+    /// every instruction boundary from then on. Returns the processor-based controls the
+    /// current vCPU runs with from this exit on, when they change; the hardware layer
+    /// writes them before it builds the exit message.
+    pub fn proc_controls_after_exit(&mut self, reason: u32) -> Option<u32> {
+        const WINDOW: u32 = protocols::vmcs::ctl::proc::INTERRUPT_WINDOW_EXITING;
+        let cached = &mut self.store.vcpu(self.current).cached.controls.proc;
+        if reason != ExitReason::InterruptWindow as u32 || *cached & WINDOW == 0 {
+            return None;
+        }
+        *cached &= !WINDOW;
+        Some(*cached)
+    }
+
     /// A VMX instruction failed while the current vCPU was to run: it stops, and its VMM
     /// learns why from a one-way message on the exit endpoint (`VCpuStart` runs it again).
     pub fn vcpu_failed(&mut self, failure: VmxFailure) -> Next {

@@ -244,6 +244,31 @@ fn an_exit_reaches_the_vmm_and_a_valid_batch_is_queued() {
 }
 
 #[test]
+fn interrupt_window_exiting_is_one_shot() {
+    use protocols::vmcs::ctl::proc::INTERRUPT_WINDOW_EXITING as WINDOW;
+    let (mut t, v, msg) = started();
+    exit_with_cpuid(&mut t, v);
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::ADVANCE_RIP | ReplyFlags::REQUEST_INTERRUPT_WINDOW;
+    write_reply(&mut t, msg, &reply);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
+    let asked = t.k.store.vcpu(v).cached.controls.proc;
+    assert_ne!(asked & WINDOW, 0);
+    assert!(t.k.store.vcpu(v).pending().contains(&(Field::ProcBasedControls, asked.into())));
+    // The vCPU runs; an exit for another reason keeps the request.
+    t.k.current = v;
+    assert_eq!(t.k.proc_controls_after_exit(ExitReason::Hlt as u32), None);
+    // The window exit clears it, once.
+    assert_eq!(
+        t.k.proc_controls_after_exit(ExitReason::InterruptWindow as u32),
+        Some(asked & !WINDOW)
+    );
+    assert_eq!(t.k.store.vcpu(v).cached.controls.proc, asked & !WINDOW);
+    assert_eq!(t.k.proc_controls_after_exit(ExitReason::InterruptWindow as u32), None);
+}
+
+#[test]
 fn hostile_batches_are_refused_whole_and_the_vcpu_stays_stopped() {
     for field in [
         Field::HostRip,

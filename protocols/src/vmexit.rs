@@ -930,6 +930,7 @@ bit_set! {
         /// Inject [`ExitReply::injection`] on the next VM entry.
         INJECT_EVENT = 1;
         /// Set interrupt-window exiting so the guest exits once it can take an interrupt.
+        /// One-shot: the kernel clears it again at that interrupt-window exit.
         REQUEST_INTERRUPT_WINDOW = 2;
         /// Apply the batch but do not resume; the vCPU stays stopped.
         STOP_VCPU = 3;

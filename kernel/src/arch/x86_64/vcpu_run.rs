@@ -328,6 +328,13 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
         return if TICK.swap(false, Relaxed) { k.preempt() } else { Next::Run };
     }
+    if let Some(proc) = k.proc_controls_after_exit(reason) {
+        // SAFETY: only interrupt-window exiting goes, which every CPU allows to be 0.
+        if let Err(e) = unsafe { vmx_insn::vmwrite(root, Field::ProcBasedControls, proc.into()) } {
+            return fail(k, VmxInstruction::Vmwrite, Some(Field::ProcBasedControls), e);
+        }
+    }
+    let data = k.store.vcpu(v);
     let transfer = data.transfer;
     let mut msg = ExitMessage {
         reason,
