@@ -308,10 +308,7 @@ impl<S: Store> Kernel<S> {
         }
         // The TCB holds its own copies, so revoking the originals also unbinds it.
         for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
-            let s = tcb_slot(tcb, which);
-            if self.store.slot(s).cap != Cap::Null {
-                self.delete(s);
-            }
+            self.delete(tcb_slot(tcb, which));
         }
         let _ = cnode::insert_child(&mut self.store, cs_at, tcb_slot(tcb, TcbSlot::CSpace), cs);
         let _ = cnode::insert_child(&mut self.store, vs_at, tcb_slot(tcb, TcbSlot::VSpace), vs);
@@ -338,13 +335,7 @@ impl<S: Store> Kernel<S> {
                 _ => return Err(Error::WrongType),
             }
         };
-        let slot = tcb_slot(tcb, TcbSlot::IpcBuffer);
-        if self.store.slot(slot).cap != Cap::Null {
-            self.delete(slot);
-        }
-        if let Some((at, cap)) = new {
-            let _ = cnode::insert_child(&mut self.store, at, slot, cap);
-        }
+        self.rebind(tcb_slot(tcb, TcbSlot::IpcBuffer), new)?;
         Ok(Done::Value(0))
     }
 
@@ -452,7 +443,20 @@ impl<S: Store> Kernel<S> {
         self.store.tcb(tcb).state = ThreadState::Inactive;
     }
 
-    /// Delete the capability in `slot`, finalising its object if it was the last one.
+    /// Replace the capability the kernel holds in `slot` (a TCB's own slot, an IRQ
+    /// binding) with `new`: a copy of the capability in slot `from`, recorded as derived
+    /// from it so that revoking the original also unbinds it. `None` only empties it.
+    pub(crate) fn rebind(&mut self, slot: u64, new: Option<(u64, Cap)>) -> Result<(), Error> {
+        self.delete(slot);
+        if let Some((from, cap)) = new {
+            cnode::insert_child(&mut self.store, from, slot, cap)
+                .map_err(|_| Error::InvalidArgument)?;
+        }
+        Ok(())
+    }
+
+    /// Delete the capability in `slot`, finalising its object if it was the last one
+    /// (nothing for an empty slot).
     pub fn delete(&mut self, slot: u64) {
         let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
         if let Cap::IoPorts { .. } = cap {

@@ -87,11 +87,7 @@ impl<S: Store> Kernel<S> {
         if !rights.contains(Rights::WRITE) {
             return Err(Error::InsufficientRights);
         }
-        let slot = self.irq_slot(irq);
-        if self.store.slot(slot).cap != Cap::Null {
-            self.delete(slot);
-        }
-        cnode::insert_child(&mut self.store, at, slot, cap).map_err(|_| Error::InvalidArgument)?;
+        self.rebind(self.irq_slot(irq), Some((at, cap)))?;
         Ok(Done::Value(0))
     }
 
@@ -132,10 +128,7 @@ impl<S: Store> Kernel<S> {
         self.irqs.issued &= !b;
         self.irqs.unmasked &= !b;
         self.irqs.released |= b;
-        let slot = self.irq_slot(irq);
-        if self.store.slot(slot).cap != Cap::Null {
-            self.delete(slot);
-        }
+        self.delete(self.irq_slot(irq));
     }
 
     /// Mask the lines released during this invocation.
