@@ -44,20 +44,24 @@ impl<S: Store> Kernel<S> {
     /// message (for a vCPU, its VMCS-write batch). An empty object is no error: the
     /// caller may have been suspended meanwhile, which the replier cannot know.
     pub(crate) fn reply_send(&mut self, reply: u64) -> Result<Done, Error> {
-        let caller = core::mem::take(&mut self.store.reply(reply).caller);
-        if caller == 0 || self.store.tcb(caller).state != (ThreadState::BlockedSavedReply { reply })
-        {
-            return Ok(Done::Value(0));
+        match self.take_saved_caller(reply) {
+            Some(caller) => self.answer(caller).map(|()| Done::Value(0)),
+            None => Ok(Done::Value(0)),
         }
-        self.answer(caller).map(|()| Done::Value(0))
     }
 
     /// The last capability to the Reply object at `reply` is gone: release its caller.
     pub(crate) fn reply_deleted(&mut self, reply: u64) {
-        let caller = core::mem::take(&mut self.store.reply(reply).caller);
-        if caller != 0 && self.store.tcb(caller).state == (ThreadState::BlockedSavedReply { reply })
-        {
+        if let Some(caller) = self.take_saved_caller(reply) {
             self.release(caller, Error::ObjectDeleted as u64);
         }
+    }
+
+    /// Empty the Reply object at `reply`: the caller that was waiting on it, if any.
+    fn take_saved_caller(&mut self, reply: u64) -> Option<u64> {
+        let caller = core::mem::take(&mut self.store.reply(reply).caller);
+        let waits = caller != 0
+            && self.store.tcb(caller).state == (ThreadState::BlockedSavedReply { reply });
+        waits.then_some(caller)
     }
 }
