@@ -20,8 +20,9 @@ pub enum FieldClass {
     /// kernel checks the value against the capability MSRs and its own policy.
     Control,
     /// A kernel-owned control: a physical address or pointer, or the count, index or
-    /// identifier that goes with one. The VMM may never write it, since a wrong value
-    /// would hand the guest host memory or another guest's TLB entries.
+    /// identifier that goes with one, or a value the kernel's liveness rests on (the
+    /// notify window). The VMM may never write it, since a wrong value would hand the
+    /// guest host memory or another guest's TLB entries, or keep the CPU from the kernel.
     ControlPointer,
     /// Guest state, loaded on VM entry: the VMM may write it, subject to the VM-entry
     /// checks the kernel can make in advance.
@@ -293,8 +294,9 @@ vmcs_fields! {
     PleGap = 0x4020 => Control;
     /// PAUSE-loop-exiting window.
     PleWindow = 0x4022 => Control;
-    /// Instruction-timeout (notify) window.
-    NotifyWindow = 0x4024 => Control;
+    /// Instruction-timeout (notify) window: the kernel's bound on how long the guest may
+    /// go without an instruction boundary.
+    NotifyWindow = 0x4024 => ControlPointer;
 
     // 32-bit read-only data fields.
     /// VM-instruction error.
@@ -523,6 +525,31 @@ impl fmt::Display for Field {
         write!(f, "{} ({:#06x})", self.name(), *self as u32)
     }
 }
+
+/// Guest activity states ([`Field::GuestActivityState`], SDM 25.4.2).
+pub mod activity {
+    /// Executing instructions.
+    pub const ACTIVE: u64 = 0;
+    /// Halted: leaves on an interrupt, NMI or SMI, or a VM exit.
+    pub const HLT: u64 = 1;
+    /// Shutdown (after a triple fault outside VMX): only NMI, INIT or SMI leave it.
+    pub const SHUTDOWN: u64 = 2;
+    /// Wait-for-SIPI: blocks interrupts, NMIs and the preemption timer; only a SIPI
+    /// leaves it.
+    pub const WAIT_FOR_SIPI: u64 = 3;
+    /// The states a VMM may set: those the kernel's next tick always ends. Shutdown and
+    /// wait-for-SIPI do not (the liveness invariant, docs/abi.md).
+    pub const fn vmm_settable(state: u64) -> bool {
+        matches!(state, ACTIVE | HLT)
+    }
+}
+
+/// Exceptions every VCpu intercepts, whatever the VMM writes to
+/// [`Field::ExceptionBitmap`]: #DB (1) and #AC (17). Either can recur during its own
+/// delivery (a #DB from a breakpoint on the IDT, an #AC on a misaligned stack), a loop
+/// inside the CPU with no instruction boundary, so no timer could end it
+/// (CVE-2015-8104, CVE-2015-5307). The VMM reflects them to the guest.
+pub const ALWAYS_INTERCEPTED_EXCEPTIONS: u32 = 1 << 1 | 1 << 17;
 
 /// Bits of the VM-execution, VM-exit and VM-entry control fields (SDM Vol. 3, 25.6-25.8).
 pub mod ctl {

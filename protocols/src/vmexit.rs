@@ -492,6 +492,9 @@ pub struct ExitMessage {
     pub exit_intr_error: u32,
     /// Which optional groups below are filled.
     pub transfer: TransferMask,
+    /// The guest's current privilege level (guest SS.DPL, which the CPU keeps equal to
+    /// the CPL in every mode), always sent: a VMM must never guess it.
+    pub cpl: u8,
     /// Guest GPRs; slot 4 holds the guest RSP.
     pub gprs: Gprs,
     /// [`TransferMask::SEGMENTS`].
@@ -594,8 +597,11 @@ impl ExitMessage {
     pub const BASE_WORDS: usize = 13 + 16;
     /// Most words a message takes (every optional group present).
     pub const SIZE: usize = Self::BASE_WORDS + TransferMask::ALL.extra_words();
-    /// Index of the transfer-mask word, which tells a reader the message's length.
+    /// Index of the transfer-mask word, which tells a reader the message's length; its
+    /// high half carries the CPL.
     pub const TRANSFER_WORD: usize = 12;
+    /// Where the CPL sits in the transfer-mask word.
+    pub const CPL_SHIFT: u32 = 32;
 
     /// Words this message takes on the wire.
     pub const fn wire_len(&self) -> usize {
@@ -627,7 +633,7 @@ impl ExitMessage {
         w.put(self.cr4);
         w.put(pair(self.idt_vectoring_info, self.idt_vectoring_error));
         w.put(pair(self.exit_intr_info, self.exit_intr_error));
-        w.put(self.transfer.bits());
+        w.put(self.transfer.bits() | u64::from(self.cpl) << Self::CPL_SHIFT);
         for reg in self.gprs.regs {
             w.put(reg);
         }
@@ -687,11 +693,14 @@ impl ExitMessage {
                 return Err(WireError::BadLength { expected: Self::BASE_WORDS, got: words.len() })
             }
         };
-        let transfer = TransferMask::from_bits(raw_mask).ok_or(WireError::ReservedBits {
-            word: Self::TRANSFER_WORD,
-            bits: raw_mask & !TransferMask::ALL.bits(),
-        })?;
-        let mut m = Self { transfer, ..Self::default() };
+        let cpl_bits = 3u64 << Self::CPL_SHIFT;
+        let transfer =
+            TransferMask::from_bits(raw_mask & !cpl_bits).ok_or(WireError::ReservedBits {
+                word: Self::TRANSFER_WORD,
+                bits: raw_mask & !(TransferMask::ALL.bits() | cpl_bits),
+            })?;
+        let cpl = ((raw_mask & cpl_bits) >> Self::CPL_SHIFT) as u8;
+        let mut m = Self { transfer, cpl, ..Self::default() };
         check_len(words, m.wire_len())?;
         let mut r = Reader::new(words);
         let w = r.take();
@@ -1205,6 +1214,15 @@ pub enum BatchError {
         /// The reserved bits that were set.
         bits: u64,
     },
+    /// The value would let the guest keep the CPU from the kernel (the liveness
+    /// invariant of docs/abi.md): an activity state other than active or HLT, an
+    /// exception bitmap without #DB or #AC.
+    Liveness {
+        /// The field's encoding.
+        field: u32,
+        /// The value written.
+        value: u64,
+    },
 }
 
 impl BatchError {
@@ -1227,6 +1245,7 @@ impl BatchError {
             Self::BadFlags { .. } => 11,
             Self::BadLength { .. } => 12,
             Self::ReservedBits { .. } => 13,
+            Self::Liveness { .. } => 14,
         }
     }
 
@@ -1246,6 +1265,7 @@ impl BatchError {
             Self::BadFlags { .. } => "bad reply flags",
             Self::BadLength { .. } => "bad reply length",
             Self::ReservedBits { .. } => "reserved bits set",
+            Self::Liveness { .. } => "would keep the CPU from the kernel",
         }
     }
 
@@ -1257,8 +1277,11 @@ impl BatchError {
             | Self::ControlPolicy { field, .. }
             | Self::InvalidGuestState { field }
             | Self::ValueTooWide { field, .. }
-            | Self::DuplicateField { field } => Some(field),
+            | Self::DuplicateField { field }
+            | Self::Liveness { field, .. } => Some(field),
             Self::UnknownField { raw } => Some(raw),
+            // The event is what VM entry would inject: name the field that holds it.
+            Self::BadInjection { .. } => Some(Field::EntryInterruptionInfo as u32),
             _ => None,
         }
     }
@@ -1279,6 +1302,7 @@ impl BatchError {
             Self::BadFlags { flags } => (11, flags, 0, 0),
             Self::BadLength { expected, got } => (12, expected, got as u64, 0),
             Self::ReservedBits { word, bits } => (13, word, 0, bits),
+            Self::Liveness { field, value } => (14, field, value, 0),
         }
     }
 
@@ -1307,6 +1331,7 @@ impl BatchError {
             11 => Self::BadFlags { flags: arg },
             12 => Self::BadLength { expected: arg, got: u32::try_from(value).ok()? },
             13 => Self::ReservedBits { word: arg, bits },
+            14 => Self::Liveness { field: arg, value },
             _ => return None,
         };
         // Canonical form only: a word a variant does not use must be zero.
@@ -1342,10 +1367,14 @@ impl fmt::Display for BatchError {
             | Self::ControlPolicy { field, value, bits } => {
                 write!(f, ": {} = {value:#x}, offending bits {bits:#x}", FieldName(field))
             }
-            Self::ValueTooWide { field, value } => write!(f, ": {} = {value:#x}", FieldName(field)),
+            Self::ValueTooWide { field, value } | Self::Liveness { field, value } => {
+                write!(f, ": {} = {value:#x}", FieldName(field))
+            }
             Self::TooManyWrites { count } => write!(f, ": {count} > {MAX_WRITES}"),
             Self::BadGprMask { mask } => write!(f, ": {mask:#x}"),
-            Self::BadInjection { info } => write!(f, ": {info:#x}"),
+            Self::BadInjection { info } => {
+                write!(f, ": {} = {info:#x}", FieldName(Field::EntryInterruptionInfo as u32))
+            }
             Self::BadFlags { flags } => write!(f, ": {flags:#x}"),
             Self::BadLength { expected, got } => write!(f, ": {got} words, expected {expected}"),
             Self::ReservedBits { word, bits } => write!(f, ": word {word}, bits {bits:#x}"),
@@ -1412,6 +1441,7 @@ mod tests {
             idt_vectoring_error: 0x2,
             exit_intr_info: 0x8000_0020,
             exit_intr_error: 0x5,
+            cpl: 3,
             ..ExitMessage::default()
         };
         for (i, reg) in m.gprs.regs.iter_mut().enumerate() {
@@ -1440,7 +1470,8 @@ mod tests {
             0x2020,
             0x0000_0002_8000_0b0e,
             0x0000_0005_8000_0020,
-            0,
+            // No optional group; CPL 3 in the high half.
+            0x0000_0003_0000_0000,
         ];
         assert_eq!(out[..13], golden);
         assert_eq!(out[13], 0x100);
@@ -1631,7 +1662,7 @@ mod tests {
         assert!(r.writes().is_empty());
     }
 
-    fn every_batch_error() -> [BatchError; 13] {
+    fn every_batch_error() -> [BatchError; 14] {
         [
             BatchError::FieldNotWritable { field: 0x6c16 },
             BatchError::UnknownField { raw: 0x1234 },
@@ -1646,6 +1677,7 @@ mod tests {
             BatchError::BadFlags { flags: 0x10 },
             BatchError::BadLength { expected: 9, got: 8 },
             BatchError::ReservedBits { word: 5, bits: 1 << 32 },
+            BatchError::Liveness { field: 0x4826, value: 3 },
         ]
     }
 
@@ -1660,7 +1692,7 @@ mod tests {
             BatchError::FieldNotWritable { field: 0x6c16 }.to_words(),
             [0x0000_6c16_0000_0001, 0, 0]
         );
-        assert_eq!(BatchError::from_words(&[14, 0, 0]), None);
+        assert_eq!(BatchError::from_words(&[15, 0, 0]), None);
         assert_eq!(BatchError::from_words(&[1, 5, 0]), None, "unused words must be zero");
         assert_eq!(BatchError::from_words(&[1, 0]), None);
         assert_eq!(BatchError::from_words(&[12 | 9 << 32, 1 << 40, 0]), None);

@@ -15,7 +15,7 @@
 //! check it can know in advance.
 
 use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
-use protocols::vmcs::{Field, FieldClass};
+use protocols::vmcs::{activity, Field, FieldClass, ALWAYS_INTERCEPTED_EXCEPTIONS};
 use protocols::vmexit::{
     exception_has_error_code, BatchError, Controls, EventInjection, EventType, ExitReply, Gprs,
     ReplyFlags, MAX_WRITES,
@@ -98,6 +98,11 @@ impl Policy {
         if host_restore & exit::LOAD_PAT != 0 {
             entry_vmm |= entry::LOAD_PAT;
         }
+        // Where the CPU has them: WBINVD would flush every cache of the machine for the
+        // guest (a latency attack on every other VM), and the notify window bounds how long
+        // a guest may go without an instruction boundary (the kernel owns the window).
+        let proc2_forced_if_present = caps.procbased2.may_be_one
+            & (proc2::WBINVD_EXITING | proc2::INSTRUCTION_TIMEOUT);
         let (ept, ept_features) = if guest_space {
             (proc2::ENABLE_EPT, proc2::UNRESTRICTED_GUEST | proc2::MODE_BASED_EPT_EXECUTE)
         } else {
@@ -111,23 +116,26 @@ impl Policy {
             },
             // Port and MSR pass-through only through the kernel's bitmaps. CR8 accesses
             // must exit: without a TPR shadow (kernel-owned) they reach the host's TPR.
+            // MOV DR and RDPMC always exit: the kernel never switches the debug
+            // registers or performance counters, so a guest that touched them natively
+            // would read or set another VM's (docs/abi.md, what runs natively).
             proc: CtlPolicy {
                 forced: proc::USE_IO_BITMAPS
                     | proc::USE_MSR_BITMAPS
                     | proc::ACTIVATE_SECONDARY_CONTROLS
                     | proc::CR8_LOAD_EXITING
-                    | proc::CR8_STORE_EXITING,
+                    | proc::CR8_STORE_EXITING
+                    | proc::MOV_DR_EXITING
+                    | proc::RDPMC_EXITING,
                 vmm: proc::INTERRUPT_WINDOW_EXITING
                     | proc::USE_TSC_OFFSETTING
                     | proc::HLT_EXITING
                     | proc::INVLPG_EXITING
                     | proc::MWAIT_EXITING
-                    | proc::RDPMC_EXITING
                     | proc::RDTSC_EXITING
                     | proc::CR3_LOAD_EXITING
                     | proc::CR3_STORE_EXITING
                     | proc::NMI_WINDOW_EXITING
-                    | proc::MOV_DR_EXITING
                     | proc::UNCONDITIONAL_IO_EXITING
                     | proc::MONITOR_TRAP_FLAG
                     | proc::MONITOR_EXITING
@@ -136,10 +144,9 @@ impl Policy {
             // Everything that needs a kernel-owned page (APIC virtualization, PML, #VE,
             // VMFUNC, VMCS shadowing, SPP, PASID, PCONFIG) stays off.
             proc2: CtlPolicy {
-                forced: ept | if vpid { proc2::ENABLE_VPID } else { 0 },
+                forced: ept | if vpid { proc2::ENABLE_VPID } else { 0 } | proc2_forced_if_present,
                 vmm: proc2::DESCRIPTOR_TABLE_EXITING
                     | proc2::ENABLE_RDTSCP
-                    | proc2::WBINVD_EXITING
                     | proc2::PAUSE_LOOP_EXITING
                     | proc2::RDRAND_EXITING
                     | proc2::ENABLE_INVPCID
@@ -150,7 +157,6 @@ impl Policy {
                     | proc2::ENABLE_USER_WAIT_PAUSE
                     | proc2::ENCLV_EXITING
                     | proc2::BUS_LOCK_DETECTION
-                    | proc2::INSTRUCTION_TIMEOUT
                     | ept_features,
             },
             // The kernel is 64-bit; interrupt acknowledgement and host MSR loading are the
@@ -420,6 +426,12 @@ fn check_control_write(
         Field::Cr3TargetCount if value > u64::from(caps.cr3_target_count()) => {
             return Err(BatchError::ControlBitsRejected { field: raw, value, bits: value });
         }
+        Field::ExceptionBitmap
+            if value & u64::from(ALWAYS_INTERCEPTED_EXCEPTIONS)
+                != u64::from(ALWAYS_INTERCEPTED_EXCEPTIONS) =>
+        {
+            return Err(BatchError::Liveness { field: raw, value });
+        }
         Field::TprThreshold if value & TPR_THRESHOLD_RESERVED != 0 => {
             let bits = value & TPR_THRESHOLD_RESERVED;
             return Err(BatchError::ControlBitsRejected { field: raw, value, bits });
@@ -447,6 +459,9 @@ fn check_guest_write(
         Field::GuestRflags => next.rflags = value,
         Field::GuestRip => next.rip = value,
         Field::GuestInterruptibility => next.interruptibility = value as u32,
+        Field::GuestActivityState if !activity::vmm_settable(value) => {
+            return Err(BatchError::Liveness { field: field as u32, value })
+        }
         Field::GuestActivityState if !caps.activity_state_supported(value) => return invalid,
         Field::GuestDr7 if value >> 32 != 0 => return invalid,
         Field::GuestPendingDebugExceptions if value & PENDING_DEBUG_RESERVED != 0 => {
@@ -654,7 +669,7 @@ mod tests {
     use super::{decode_reply, Policy, VcpuState};
     use crate::vmx::caps::{VmxCaps, VmxMsrs};
     use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
-    use protocols::vmcs::{Field, FieldClass};
+    use protocols::vmcs::{activity, Field, FieldClass, ALWAYS_INTERCEPTED_EXCEPTIONS};
     use protocols::vmexit::{
         BatchError, EventInjection, EventType, ExitReply, Gprs, ReplyFlags, MAX_WRITES,
     };
@@ -849,7 +864,7 @@ mod tests {
         let e = base.entry | entry::LOAD_EFER | entry::LOAD_PAT;
         r.write(Field::ProcBasedControls, p.into()).unwrap();
         r.write(Field::EntryControls, e.into()).unwrap();
-        r.write(Field::ExceptionBitmap, 1 << 14).unwrap();
+        r.write(Field::ExceptionBitmap, (1 << 14 | ALWAYS_INTERCEPTED_EXCEPTIONS).into()).unwrap();
         r.write(Field::Cr3TargetCount, 4).unwrap();
         let b = decode(&r).unwrap();
         assert_eq!(b.writes().len(), 4);
@@ -937,7 +952,6 @@ mod tests {
             (Field::GuestRflags, 0x200),
             (Field::GuestRflags, 0x202 | 1 << 22),
             (Field::GuestRflags, 0x202 | 1 << 17),
-            (Field::GuestActivityState, 4),
             (Field::GuestDr7, 1 << 32 | 0x400),
             (Field::GuestPendingDebugExceptions, 1 << 5),
             (Field::GuestCsAccessRights, 0xa09b | 1 << 8),
@@ -1156,11 +1170,44 @@ mod tests {
         assert_eq!(b.writes(), [(Field::GuestRip, 1)]);
     }
 
+    /// The liveness invariant: no batch leaves the CPU where the next tick cannot take
+    /// it back.
+    #[test]
+    fn writes_that_would_keep_the_cpu_from_the_kernel_are_refused() {
+        for state in [activity::SHUTDOWN, activity::WAIT_FOR_SIPI, 4, u64::from(u32::MAX)] {
+            let want = BatchError::Liveness { field: Field::GuestActivityState as u32, value: state };
+            assert_eq!(one_write(Field::GuestActivityState, state), Err(want));
+        }
+        assert!(one_write(Field::GuestActivityState, activity::HLT).is_ok());
+        assert!(one_write(Field::GuestActivityState, activity::ACTIVE).is_ok());
+        let all = u64::from(u32::MAX);
+        for bitmap in [0, all & !(1 << 1), all & !(1 << 17), 1 << 1, 1 << 17] {
+            let want = BatchError::Liveness { field: Field::ExceptionBitmap as u32, value: bitmap };
+            assert_eq!(one_write(Field::ExceptionBitmap, bitmap), Err(want), "{bitmap:#x}");
+        }
+        assert!(one_write(Field::ExceptionBitmap, all).is_ok());
+        assert!(one_write(Field::NotifyWindow, 1 << 20).is_err(), "the kernel owns the window");
+        // Host interrupts, NMIs, debug registers and counters stay the kernel's.
+        let c = state().controls;
+        let forced = [
+            (Field::PinBasedControls, c.pin & !pin::EXTERNAL_INTERRUPT_EXITING),
+            (Field::PinBasedControls, c.pin & !pin::NMI_EXITING),
+            (Field::ProcBasedControls, c.proc & !proc::MOV_DR_EXITING),
+            (Field::ProcBasedControls, c.proc & !proc::RDPMC_EXITING),
+        ];
+        for (field, value) in forced {
+            assert!(
+                matches!(one_write(field, value.into()), Err(BatchError::ControlPolicy { .. })),
+                "{field:?} = {value:#x}"
+            );
+        }
+    }
+
     #[test]
     fn refusal_is_all_or_nothing_and_deterministic() {
         let mut r = ExitReply::new();
         r.write(Field::GuestRip, 0x2000).unwrap();
-        r.write(Field::ExceptionBitmap, 0).unwrap();
+        r.write(Field::ExceptionBitmap, ALWAYS_INTERCEPTED_EXCEPTIONS.into()).unwrap();
         r.write(Field::HostRip, 0).unwrap();
         let first = decode(&r);
         assert_eq!(first, Err(BatchError::FieldNotWritable { field: 0x6c16 }));

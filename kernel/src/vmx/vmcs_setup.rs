@@ -17,7 +17,7 @@
 use protocols::object::vcpu_mode;
 pub use protocols::vcpu_start::StartError;
 use protocols::vmcs::ctl::{entry, exit, proc, proc2};
-use protocols::vmcs::Field;
+use protocols::vmcs::{Field, ALWAYS_INTERCEPTED_EXCEPTIONS};
 use protocols::vmexit::Controls;
 
 use super::caps::{CtlMsr, VmxCaps};
@@ -43,6 +43,15 @@ const EFER_NXE: u64 = 1 << 11;
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// DR7 after reset: only the always-one bit 10.
 const DR7_DEFAULT: u64 = 0x400;
+/// The notify window, in cycles without an instruction boundary before a notify VM exit:
+/// far above any instruction that is not stuck, far below one scheduling tick.
+const NOTIFY_WINDOW: u64 = 1 << 17;
+/// A TSC multiplier of 1.0 (16.48 fixed point): the guest's TSC runs at the host's rate.
+const TSC_MULTIPLIER_ONE: u64 = 1 << 48;
+/// PAUSE-loop exiting: cycles between two PAUSEs of one loop, and how long a loop may
+/// spin before it exits (the values Linux KVM starts with).
+const PLE_GAP: u64 = 128;
+const PLE_WINDOW: u64 = 4096;
 const RFLAGS_FIXED1: u64 = 1 << 1;
 /// Access rights (SDM 25.4.1): type in bits 3:0, S 4, DPL 6:5, P 7, L 13, D/B 14, G 15,
 /// unusable 16.
@@ -569,11 +578,33 @@ pub fn initial_vmcs(
     }
     w(Field::ExitControls, c.exit.into());
     w(Field::EntryControls, c.entry.into());
-    w(Field::ExceptionBitmap, guest.exception_bitmap.into());
+    w(Field::ExceptionBitmap, (guest.exception_bitmap | ALWAYS_INTERCEPTED_EXCEPTIONS).into());
     w(Field::PageFaultErrorCodeMask, 0);
     w(Field::PageFaultErrorCodeMatch, 0);
     w(Field::Cr3TargetCount, 0);
     w(Field::TscOffset, 0);
+    // Fields that exist only with a control the CPU offers: whatever the VMCS region
+    // held must never be what a control the VMM may turn on reads.
+    if c.proc2 & proc2::INSTRUCTION_TIMEOUT != 0 {
+        w(Field::NotifyWindow, NOTIFY_WINDOW);
+    }
+    if caps.procbased2.allows(proc2::USE_TSC_SCALING) {
+        w(Field::TscMultiplier, TSC_MULTIPLIER_ONE);
+    }
+    if caps.procbased2.allows(proc2::ENABLE_XSAVES) {
+        // Zero: XSAVES/XRSTORS of the guest's own supervisor state never exit.
+        w(Field::XssExitingBitmap, 0);
+    }
+    if caps.procbased2.allows(proc2::ENCLS_EXITING) {
+        w(Field::EnclsExitingBitmap, u64::MAX);
+    }
+    if caps.procbased2.allows(proc2::ENCLV_EXITING) {
+        w(Field::EnclvExitingBitmap, u64::MAX);
+    }
+    if caps.procbased2.allows(proc2::PAUSE_LOOP_EXITING) {
+        w(Field::PleGap, PLE_GAP);
+        w(Field::PleWindow, PLE_WINDOW);
+    }
     w(Field::IoBitmapA, pages.io_bitmap_a);
     w(Field::IoBitmapB, pages.io_bitmap_b);
     w(Field::MsrBitmap, pages.msr_bitmap);
@@ -1101,13 +1132,30 @@ mod tests {
         assert_eq!(init.get(Field::GuestRip), Some(0x10_4000));
         assert_eq!(init.get(Field::VmcsLinkPointer), Some(u64::MAX));
         assert_eq!(init.get(Field::GuestActivityState), Some(0));
-        assert_eq!(init.get(Field::ExceptionBitmap), Some(1 << 18));
+        assert_eq!(init.get(Field::ExceptionBitmap), Some(1 << 18 | 1 << 17 | 1 << 1), "#AC, #DB");
+        let proc2c = init.get(Field::SecondaryProcBasedControls).unwrap() as u32;
+        let have = |bits| caps().procbased2.allows(bits);
+        assert_eq!(proc2c & proc2::WBINVD_EXITING != 0, have(proc2::WBINVD_EXITING));
+        assert_eq!(
+            init.get(Field::NotifyWindow).is_some(),
+            have(proc2::INSTRUCTION_TIMEOUT),
+            "the notify window exists exactly where the CPU has notify exits"
+        );
+        for (field, bits) in [
+            (Field::TscMultiplier, proc2::USE_TSC_SCALING),
+            (Field::XssExitingBitmap, proc2::ENABLE_XSAVES),
+            (Field::PleWindow, proc2::PAUSE_LOOP_EXITING),
+        ] {
+            assert_eq!(init.get(field).is_some(), have(bits), "{field:?} written when it exists");
+        }
         let exitc = init.get(Field::ExitControls).unwrap() as u32;
         assert_ne!(exitc & exit::SAVE_EFER, 0, "a guest EFER change survives the exit");
         assert_ne!(exitc & exit::HOST_ADDRESS_SPACE_SIZE, 0);
         let procc = init.get(Field::ProcBasedControls).unwrap() as u32;
         assert_ne!(procc & proc::HLT_EXITING, 0, "extra controls applied");
         assert_ne!(procc & proc::CR8_LOAD_EXITING, 0, "policy-forced bits kept");
+        assert_ne!(procc & proc::MOV_DR_EXITING, 0, "debug registers are never the guest's");
+        assert_ne!(procc & proc::RDPMC_EXITING, 0, "nor are the counters");
         assert_eq!(init.get(Field::EptPointer), Some(0x20_001e));
         assert_eq!(init.get(Field::Vpid), Some(1));
         assert_eq!(init.get(Field::HostRip), Some(host().rip));

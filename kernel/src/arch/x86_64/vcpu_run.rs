@@ -354,6 +354,8 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         exit_intr_info: vmread(root, Field::ExitInterruptionInfo) as u32,
         exit_intr_error: vmread(root, Field::ExitInterruptionErrorCode) as u32,
         transfer,
+        // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
+        cpl: (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8,
         gprs: data.gprs,
         ..ExitMessage::default()
     };
