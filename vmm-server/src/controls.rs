@@ -8,7 +8,7 @@
 //! does not allow (a CR3-target count above the CPU's, say).
 
 use protocols::vmcs::ctl::proc;
-use protocols::vmcs::Field;
+use protocols::vmcs::{Field, ALWAYS_INTERCEPTED_EXCEPTIONS};
 use protocols::vmexit::{ExitMessage, TransferMask};
 
 use crate::hypercall::MAX_CR3_TARGETS;
@@ -73,9 +73,10 @@ pub fn cr3_targets(
 
 /// The exception bitmap and the #PF error-code mask and match: a #PF exits when
 /// `(error code & mask) == matching` and bit 14 is set, or when they differ and it is
-/// clear (SDM 26.2).
+/// clear (SDM 26.2). #DB and #AC stay intercepted whatever `bitmap` says: the kernel
+/// refuses a bitmap without them.
 pub fn exception_bitmap(bitmap: u32, mask: u32, matching: u32, reply: &mut ReplyBuilder) {
-    reply.write(Field::ExceptionBitmap, bitmap.into());
+    reply.write(Field::ExceptionBitmap, (bitmap | ALWAYS_INTERCEPTED_EXCEPTIONS).into());
     reply.write(Field::PageFaultErrorCodeMask, mask.into());
     reply.write(Field::PageFaultErrorCodeMatch, matching.into());
 }
@@ -135,7 +136,7 @@ mod tests {
         assert_eq!(
             writes(&r),
             [
-                (Field::ExceptionBitmap, 1 << 14),
+                (Field::ExceptionBitmap, 1 << 17 | 1 << 14 | 1 << 1),
                 (Field::PageFaultErrorCodeMask, 2),
                 (Field::PageFaultErrorCodeMatch, 2),
             ]

@@ -27,6 +27,7 @@ use crate::bus::{Bus, BusError};
 use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState, CR0_NE, CR4_VMXE, EFER_LMA};
+use crate::debug_regs::{DebugRegs, DrAccess};
 use crate::devices::uart16550::SerialSink;
 use crate::exit_qualification::{CrAccess, DecodeError, InterruptionInfo, IoQualification};
 use crate::guest_memory::GuestMemory;
@@ -37,22 +38,20 @@ use crate::paging::PagingMode;
 use crate::platform::{Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
 
-/// Exception vectors the dispatcher injects.
+/// Exception vectors the dispatcher injects or reflects.
+const DB: u8 = 1;
 const UD: u8 = 6;
 const GP: u8 = 13;
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
-/// RFLAGS.VM (virtual-8086 mode, always CPL 3).
-const RFLAGS_VM: u64 = 1 << 17;
 /// Interruptibility: blocking by STI or by MOV SS.
 const SHADOW: u32 = 0b11;
 /// Interruptibility: blocking by NMI.
 const BLOCKING_BY_NMI: u32 = 1 << 3;
 /// Segment access rights: CS.L (64-bit code).
 const AR_L: u32 = 1 << 13;
-/// Index of SS and CS in [`protocols::vmexit::Segments`].
+/// Index of CS in [`protocols::vmexit::Segments`].
 const SEG_CS: usize = 1;
-const SEG_SS: usize = 2;
 /// IDT-vectoring information bits that describe the event (vector, type, error code,
 /// valid); bit 12 is undefined there and must not reach the entry field.
 const VECTORING_EVENT_BITS: u32 = 0x8000_0fff;
@@ -131,6 +130,9 @@ pub enum StopReason {
         /// The IDT-vectoring information.
         info: u32,
     },
+    /// A notify VM exit (the guest went a whole notify window without an instruction
+    /// boundary) that left the guest's state unusable: it cannot run on.
+    NotifyContextLost,
 }
 
 impl fmt::Display for StopReason {
@@ -167,6 +169,9 @@ impl fmt::Display for StopReason {
             Self::ReplyOverflow => f.write_str("reply batch overflow"),
             Self::BadVectoring { info } => {
                 write!(f, "IDT-vectoring information {info:#x} cannot be re-injected")
+            }
+            Self::NotifyContextLost => {
+                f.write_str("notify VM exit: the guest went without an instruction boundary and its state is lost")
             }
         }
     }
@@ -279,6 +284,8 @@ pub struct Vm<M, S> {
     tests: TestReport,
     /// While RDTSC exits: the TSC value the next RDTSC returns.
     tsc: Option<u64>,
+    /// The guest's debug registers (MOV DR always exits).
+    dr: DebugRegs,
 }
 
 /// A handler's verdict: done (the reply says what to do) or stop.
@@ -324,6 +331,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             },
             tests: TestReport::default(),
             tsc: None,
+            dr: DebugRegs::default(),
         })
     }
 
@@ -461,7 +469,14 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             ExitReason::Vmcall => self.vmcall_exit(msg, reply),
             ExitReason::ExceptionOrNmi => self.exception_exit(msg, reply),
             ExitReason::Rdtsc => self.rdtsc_exit(msg, reply),
+            ExitReason::DrAccess => self.dr_exit(msg, reply),
             ExitReason::TripleFault => Err(StopReason::TripleFault),
+            // The kernel's notify window passed without an instruction boundary: the guest
+            // runs on unless the CPU says its state is lost (qualification bit 0).
+            ExitReason::InstructionTimeout if msg.qualification & 1 != 0 => {
+                Err(StopReason::NotifyContextLost)
+            }
+            ExitReason::InstructionTimeout => Ok(()),
             ExitReason::EptViolation | ExitReason::EptMisconfig => {
                 let gpa = msg.guest_physical;
                 // An MMIO device would be dispatched here (through an instruction
@@ -543,7 +558,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
         let mode = GuestMode {
             paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
-            cpl: cpl(msg),
+            cpl: msg.cpl,
         };
         let done =
             io::emulate(msg, q, &mut self.ports, &mut self.platform, &mut self.memory, mode, reply)
@@ -656,9 +671,32 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         Ok(())
     }
 
+    /// MOV to or from a debug register: the VMM's copy (docs/abi.md: debug registers are
+    /// never the guest's). Qualification: DR number in bits 2:0, direction in bit 4 (1 =
+    /// read), the GPR in bits 11:8.
+    fn dr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let q = msg.qualification;
+        let (n, read, gpr) = ((q & 7) as u8, q & 1 << 4 != 0, (q >> 8 & 0xf) as u8);
+        let long = self.efer() & EFER_LMA != 0;
+        if read {
+            let value = self.dr.read(n);
+            reply.set_gpr(gpr, if long { value } else { value & u64::from(u32::MAX) });
+        } else {
+            let value = msg.gprs.get(gpr).unwrap_or(0);
+            if self.dr.write(n, value, long) == DrAccess::Fault {
+                self.inject_exception(reply, GP, 0);
+                return Ok(());
+            }
+        }
+        reply.flag(ReplyFlags::ADVANCE_RIP);
+        Ok(())
+    }
+
     fn vmcall_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         reply.flag(ReplyFlags::ADVANCE_RIP);
-        if cpl(msg) != 0 {
+        // The hypercall ABI: only guest ring 0 may call; any other ring gets
+        // STATUS_DENIED in RAX and nothing happens (docs/abi.md).
+        if msg.cpl != 0 {
             reply.set_gpr(Gprs::RAX, hypercall::STATUS_DENIED);
             return Ok(());
         }
@@ -719,6 +757,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         match info.kind {
             EventType::Nmi => Ok(()),
             EventType::HardwareException if info.vector != 2 && info.vector < 32 => {
+                if info.vector == DB {
+                    self.dr.debug_exception(msg.qualification);
+                }
                 let event = EventInjection::exception(info.vector);
                 reply.inject(event, msg.exit_intr_error, 0);
                 self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
@@ -726,6 +767,12 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             }
             EventType::SoftwareException if matches!(info.vector, 3 | 4) => {
                 let event = EventInjection::new(info.vector, EventType::SoftwareException, false);
+                reply.inject(event, 0, msg.instruction_len);
+                Ok(())
+            }
+            // ICEBP (INT1): a #DB that leaves DR6 alone.
+            EventType::PrivilegedSoftwareException if info.vector == DB => {
+                let event = EventInjection::new(DB, EventType::PrivilegedSoftwareException, false);
                 reply.inject(event, 0, msg.instruction_len);
                 Ok(())
             }
@@ -807,20 +854,6 @@ fn stop_reply() -> ExitReply {
     let mut r = ExitReply::new();
     r.flags = ReplyFlags::STOP_VCPU;
     r
-}
-
-/// The guest's CPL: SS.DPL when the message carries segments, 3 in virtual-8086 mode,
-/// otherwise assumed 0.
-fn cpl(msg: &ExitMessage) -> u8 {
-    if msg.rflags & RFLAGS_VM != 0 {
-        return 3;
-    }
-    if msg.transfer.contains(TransferMask::SEGMENTS) {
-        if let Some(ss) = msg.segments.regs.get(SEG_SS) {
-            return ((ss.access_rights >> 5) & 3) as u8;
-        }
-    }
-    0
 }
 
 /// CS.L when the message carries segments.

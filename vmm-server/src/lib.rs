@@ -14,6 +14,7 @@ pub mod bus;
 pub mod controls;
 pub mod cpuid;
 pub mod cr;
+pub mod debug_regs;
 pub mod devices;
 pub mod dispatch;
 pub mod exit_qualification;

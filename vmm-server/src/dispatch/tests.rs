@@ -343,15 +343,19 @@ fn hypercalls() {
     assert_eq!((report.passed, report.failed, report.first_failure), (2, 2, Some((3, 7))));
     let m = with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, 99)]);
     assert_eq!(gpr(&v.handle(&m), Gprs::RAX), Some(hypercall::STATUS_UNKNOWN));
-    // From CPL 3 (SS.DPL = 3): denied, and nothing printed.
-    let mut m = with_gprs(
-        exit(ExitReason::Vmcall, 0),
-        &[(Gprs::RAX, hypercall::PUTCHAR), (Gprs::RBX, 0x41)],
-    );
-    m.transfer = TransferMask::SEGMENTS;
-    m.segments.regs[2].access_rights = 0xf3;
-    assert_eq!(gpr(&v.handle(&m), Gprs::RAX), Some(hypercall::STATUS_DENIED));
+    // From CPL 1, 2 or 3, with or without segments in the message: denied, RIP advanced,
+    // nothing printed, and not even EXIT is obeyed.
+    for cpl in 1..=3 {
+        for (rax, rbx) in [(hypercall::PUTCHAR, 0x41), (hypercall::EXIT, 7)] {
+            let mut m = with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, rax), (Gprs::RBX, rbx)]);
+            m.cpl = cpl;
+            let r = v.handle(&m);
+            assert_eq!(gpr(&r, Gprs::RAX), Some(hypercall::STATUS_DENIED));
+            assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP) && !r.flags.contains(ReplyFlags::STOP_VCPU));
+        }
+    }
     assert_eq!(v.platform().uart.sink(), b"ok");
+    assert_eq!(v.run_state(), RunState::Running);
     let m = with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, hypercall::EXIT), (Gprs::RBX, 3)]);
     assert_eq!(v.handle(&m).flags, ReplyFlags::STOP_VCPU);
     assert_eq!(v.run_state(), RunState::Stopped(StopReason::GuestExit(3)));
@@ -424,6 +428,54 @@ fn hidden_instructions_fault_inside_the_guest() {
     assert_eq!((r.injection.raw(), r.injection_error), (0x8000_0b0e, 0x2));
     assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP), "a fault retries the instruction");
     assert_eq!(v.stats().exits(ExitReason::ExceptionOrNmi), 2);
+}
+
+/// #DB and #AC are always intercepted (the kernel forces them): both reach the guest as
+/// the CPU would have delivered them, and DR6 says what the #DB was.
+#[test]
+fn intercepted_debug_and_alignment_exceptions_are_reflected() {
+    let mut v = vm();
+    // Single step: hardware #DB (type 3, vector 1), qualification BS.
+    let mut m = exit(ExitReason::ExceptionOrNmi, 1 << 14);
+    m.exit_intr_info = 0x8000_0301;
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(r.injection.raw(), 0x8000_0301);
+    assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP), "a trap's RIP is already past it");
+    // The guest's MOV from DR6 into RAX (DR6, read, GPR 0) sees BS.
+    let r = v.handle(&exit(ExitReason::DrAccess, 6 | 1 << 4));
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0xffff_4ff0));
+    assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP));
+    // ICEBP: privileged software exception, re-injected with its length.
+    let mut m = exit(ExitReason::ExceptionOrNmi, 0);
+    (m.exit_intr_info, m.instruction_len) = (0x8000_0501, 1);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!((r.injection.raw(), r.injection_len), (0x8000_0501, 1));
+    // #AC with its error code 0.
+    let mut m = exit(ExitReason::ExceptionOrNmi, 0);
+    (m.exit_intr_info, m.exit_intr_error) = (0x8000_0b11, 0);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!((r.injection.raw(), r.injection_error), (0x8000_0b11, 0));
+    assert_eq!(v.run_state(), RunState::Running);
+}
+
+#[test]
+fn debug_register_moves_use_the_vmms_copy() {
+    let mut v = vm();
+    // MOV DR2, RBX then MOV RCX, DR2.
+    let m = with_gprs(exit(ExitReason::DrAccess, 2 | 3 << 8), &[(Gprs::RBX, 0x1234)]);
+    let r = v.handle(&m);
+    assert_eq!(r.flags, ReplyFlags::ADVANCE_RIP);
+    let r = v.handle(&exit(ExitReason::DrAccess, 2 | 1 << 4 | 1 << 8));
+    assert_eq!(gpr(&r, Gprs::RCX), Some(0x1234));
+    // A reserved DR7 bit: #GP, RIP stays.
+    let m = with_gprs(exit(ExitReason::DrAccess, 7 | 3 << 8), &[(Gprs::RBX, 1 << 12)]);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(r.injection.vector(), 13);
+    assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP));
 }
 
 /// A VMCALL of `function` with `args` in RBX, RCX, RDX, from CPL 0, with the controls.
