@@ -1251,21 +1251,27 @@ impl BatchError {
 
     /// A short, stable name for logs.
     pub const fn name(&self) -> &'static str {
-        match self {
-            Self::FieldNotWritable { .. } => "field not writable",
-            Self::UnknownField { .. } => "unknown field",
-            Self::ControlBitsRejected { .. } => "control bits rejected by the CPU",
-            Self::ControlPolicy { .. } => "control bits rejected by kernel policy",
-            Self::TooManyWrites { .. } => "too many writes",
-            Self::BadGprMask { .. } => "bad GPR mask",
-            Self::BadInjection { .. } => "bad event injection",
-            Self::InvalidGuestState { .. } => "invalid guest state",
-            Self::ValueTooWide { .. } => "value too wide for field",
-            Self::DuplicateField { .. } => "field written twice",
-            Self::BadFlags { .. } => "bad reply flags",
-            Self::BadLength { .. } => "bad reply length",
-            Self::ReservedBits { .. } => "reserved bits set",
-            Self::Liveness { .. } => "would keep the CPU from the kernel",
+        Self::name_of(self.code())
+    }
+
+    /// The name of the error with numeric code `code` (what a refused VMM receives).
+    pub const fn name_of(code: u32) -> &'static str {
+        match code {
+            1 => "field not writable",
+            2 => "unknown field",
+            3 => "control bits rejected by the CPU",
+            4 => "control bits rejected by kernel policy",
+            5 => "too many writes",
+            6 => "bad GPR mask",
+            7 => "bad event injection",
+            8 => "invalid guest state",
+            9 => "value too wide for field",
+            10 => "field written twice",
+            11 => "bad reply flags",
+            12 => "bad reply length",
+            13 => "reserved bits set",
+            14 => "would keep the CPU from the kernel",
+            _ => "unknown batch error",
         }
     }
 

@@ -14,9 +14,9 @@ mod process {
     use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
     use protocols::rights::Rights;
     use protocols::syscall::Syscall;
-    use protocols::vmcs::ctl::proc;
-    use protocols::vmcs::Field;
-    use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, TransferMask};
+    use protocols::vmcs::ctl::{pin, proc};
+    use protocols::vmcs::{activity, Field};
+    use protocols::vmexit::{BatchError, ExitMessage, ExitReason, ExitReply, TransferMask};
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, recv, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
@@ -335,22 +335,77 @@ mod process {
         }
     }
 
-    /// Batches a hostile VMM tries: each must be refused, naming its field.
-    const HOSTILE: [(Field, u64, &str); 8] = [
-        (Field::HostRip, 0x4141_4141, "HOST_RIP"),
-        (Field::HostCr3, 0x1000, "HOST_CR3"),
-        (Field::EptPointer, 0x1e, "EPT pointer"),
-        (Field::IoBitmapA, 0x2000, "I/O bitmap A address"),
-        (Field::MsrBitmap, 0x3000, "MSR bitmap address"),
-        (Field::VmcsLinkPointer, 0, "VMCS link pointer"),
-        (Field::PinBasedControls, 0, "pin-based controls without external-interrupt exiting"),
-        (Field::ProcBasedControls, 0xffff_ffff, "processor-based controls with reserved bits"),
+    /// One batch a hostile VMM tries: its case name, the one write it sends, and the
+    /// error the kernel must refuse it with (naming that field).
+    struct Hostile {
+        case: &'static str,
+        field: Field,
+        value: Value,
+        error: BatchError,
+    }
+
+    /// What a hostile batch writes: a fixed value, or the control's current value (from
+    /// the exit message) less bits the kernel forces, so that only those bits are wrong.
+    #[derive(Clone, Copy)]
+    enum Value {
+        Fixed(u64),
+        CurrentWithout(u32),
+    }
+
+    const fn hostile(case: &'static str, field: Field, value: u64, error: BatchError) -> Hostile {
+        Hostile { case, field, value: Value::Fixed(value), error }
+    }
+
+    const fn without(case: &'static str, field: Field, bits: u32) -> Hostile {
+        Hostile { case, field, value: Value::CurrentWithout(bits), error: POLICY }
+    }
+
+    const NOT_WRITABLE: BatchError = BatchError::FieldNotWritable { field: 0 };
+    const POLICY: BatchError = BatchError::ControlPolicy { field: 0, value: 0, bits: 0 };
+    const CPU: BatchError = BatchError::ControlBitsRejected { field: 0, value: 0, bits: 0 };
+    const LIVENESS: BatchError = BatchError::Liveness { field: 0, value: 0 };
+    const INJECTION: BatchError = BatchError::BadInjection { info: 0 };
+
+    /// Batches a hostile VMM tries: host state and kernel-owned pointers, controls the
+    /// kernel relies on, and every way the liveness invariant could be broken.
+    const HOSTILE: [Hostile; 16] = [
+        hostile("host-rip", Field::HostRip, 0x4141_4141, NOT_WRITABLE),
+        hostile("host-cr3", Field::HostCr3, 0x1000, NOT_WRITABLE),
+        hostile("ept-pointer", Field::EptPointer, 0x1e, NOT_WRITABLE),
+        hostile("io-bitmap-a", Field::IoBitmapA, 0x2000, NOT_WRITABLE),
+        hostile("msr-bitmap", Field::MsrBitmap, 0x3000, NOT_WRITABLE),
+        hostile("vmcs-link-pointer", Field::VmcsLinkPointer, 0, NOT_WRITABLE),
+        hostile("notify-window", Field::NotifyWindow, u32::MAX as u64, NOT_WRITABLE),
+        without(
+            "pin-controls-without-external-interrupt-exiting",
+            Field::PinBasedControls,
+            pin::EXTERNAL_INTERRUPT_EXITING,
+        ),
+        without("pin-controls-without-nmi-exiting", Field::PinBasedControls, pin::NMI_EXITING),
+        hostile("proc-controls-reserved-bits", Field::ProcBasedControls, 0xffff_ffff, CPU),
+        without(
+            "proc-controls-without-mov-dr-exiting",
+            Field::ProcBasedControls,
+            proc::MOV_DR_EXITING,
+        ),
+        hostile(
+            "activity-state-wait-for-sipi",
+            Field::GuestActivityState,
+            activity::WAIT_FOR_SIPI,
+            LIVENESS,
+        ),
+        hostile("activity-state-shutdown", Field::GuestActivityState, activity::SHUTDOWN, LIVENESS),
+        hostile("exception-bitmap-without-ac", Field::ExceptionBitmap, 1 << 1, LIVENESS),
+        hostile("exception-bitmap-without-db", Field::ExceptionBitmap, 1 << 17, LIVENESS),
+        // A hardware exception with vector 32, which no exception has.
+        hostile("injection-vector-32", Field::EntryInterruptionInfo, 0x8000_0320, INJECTION),
     ];
 
-    /// Hostile mode: answer exits with forbidden batches; count those not refused.
+    /// Hostile mode: answer exits with forbidden batches, one per case; each must be
+    /// refused with the expected error naming its field. Returns how many were not.
     fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
         let mut missed = 0u64;
-        for (i, (field, value, name)) in HOSTILE.iter().enumerate() {
+        for (i, h) in HOSTILE.iter().enumerate() {
             if i > 0 {
                 // The previous refusal left the vCPU stopped: start it afresh.
                 start_vcpu(mode, entry)?;
@@ -358,15 +413,36 @@ mod process {
             if kernel_stopped(&recv(EXIT_EP)?) {
                 return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
             }
+            let value = match h.value {
+                Value::Fixed(v) => v,
+                Value::CurrentWithout(bits) => {
+                    let Some(msg) = read_exit() else {
+                        rt::println!("vmm: malformed exit message");
+                        return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
+                    };
+                    let c = msg.controls;
+                    let now = if h.field == Field::PinBasedControls { c.pin } else { c.proc };
+                    u64::from(now & !bits)
+                }
+            };
             let mut reply = ExitReply::new();
-            let _ = reply.write(*field, *value);
+            let _ = reply.write(h.field, value);
             write_reply(&reply);
             let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-            let named = r.msg.words[1] == *field as u64;
-            if status == Error::BatchRejected as u64 && named {
-                rt::println!("vmm(hostile): {name} refused (batch error {})", r.msg.words[0]);
+            let (code, field) = (r.msg.words[0] as u32, r.msg.words[1]);
+            let named = Field::from_raw(field as u32).map_or("no field", Field::name);
+            let error = BatchError::name_of(code);
+            let case = h.case;
+            if status == Error::BatchRejected as u64
+                && code == h.error.code()
+                && field == h.field as u64
+            {
+                rt::println!("hostile: {case} refused: {error} ({named})");
+            } else if status == Error::BatchRejected as u64 {
+                rt::println!("hostile: {case} refused for the wrong reason: {error} ({named})");
+                missed += 1;
             } else {
-                rt::println!("vmm(hostile): {name} NOT refused as expected (status {status})");
+                rt::println!("hostile: {case} APPLIED (status {status})");
                 missed += 1;
             }
         }

@@ -101,8 +101,8 @@ impl Policy {
         // Where the CPU has them: WBINVD would flush every cache of the machine for the
         // guest (a latency attack on every other VM), and the notify window bounds how long
         // a guest may go without an instruction boundary (the kernel owns the window).
-        let proc2_forced_if_present = caps.procbased2.may_be_one
-            & (proc2::WBINVD_EXITING | proc2::INSTRUCTION_TIMEOUT);
+        let proc2_forced_if_present =
+            caps.procbased2.may_be_one & (proc2::WBINVD_EXITING | proc2::INSTRUCTION_TIMEOUT);
         let (ept, ept_features) = if guest_space {
             (proc2::ENABLE_EPT, proc2::UNRESTRICTED_GUEST | proc2::MODE_BASED_EPT_EXECUTE)
         } else {
@@ -1175,7 +1175,8 @@ mod tests {
     #[test]
     fn writes_that_would_keep_the_cpu_from_the_kernel_are_refused() {
         for state in [activity::SHUTDOWN, activity::WAIT_FOR_SIPI, 4, u64::from(u32::MAX)] {
-            let want = BatchError::Liveness { field: Field::GuestActivityState as u32, value: state };
+            let want =
+                BatchError::Liveness { field: Field::GuestActivityState as u32, value: state };
             assert_eq!(one_write(Field::GuestActivityState, state), Err(want));
         }
         assert!(one_write(Field::GuestActivityState, activity::HLT).is_ok());

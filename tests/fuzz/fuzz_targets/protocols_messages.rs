@@ -23,7 +23,9 @@ use protocols::manifest::Manifest;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::{ShutdownStatus, Syscall};
-use protocols::testlog::{parse_line, parse_summary, Outcome, FAIL_PREFIX, PASS_PREFIX};
+use protocols::testlog::{
+    parse_line, parse_summary, Outcome, FAIL_PREFIX, PASS_PREFIX, SKIP_PREFIX,
+};
 use protocols::vcpu_start::StartError;
 use protocols::vmcs::{Field, FieldClass, Width};
 use protocols::vmexit::{
@@ -333,8 +335,11 @@ fn test_log_line(line: &str) {
     let trimmed = line.trim_end();
     match parse_line(line) {
         Some(Outcome::Pass(name)) => assert_eq!(trimmed, format!("{PASS_PREFIX}{name}")),
-        Some(Outcome::Fail(name, why)) => {
-            let rest = trimmed.strip_prefix(FAIL_PREFIX).expect("FAIL without its prefix");
+        Some(Outcome::Fail(name, why) | Outcome::Skip(name, why)) => {
+            let rest = trimmed
+                .strip_prefix(FAIL_PREFIX)
+                .or_else(|| trimmed.strip_prefix(SKIP_PREFIX))
+                .expect("FAIL or SKIP without its prefix");
             let rebuilt = if why.is_empty() && !rest.contains(": ") {
                 name.to_string()
             } else {
@@ -343,15 +348,27 @@ fn test_log_line(line: &str) {
             assert_eq!(rest, rebuilt);
             assert!(!name.contains(": "), "a FAIL name that holds the separator");
         }
-        None => assert!(!trimmed.starts_with(PASS_PREFIX) && !trimmed.starts_with(FAIL_PREFIX)),
+        None => assert!(
+            !trimmed.starts_with(PASS_PREFIX)
+                && !trimmed.starts_with(FAIL_PREFIX)
+                && !trimmed.starts_with(SKIP_PREFIX)
+        ),
     }
-    if let Some((p, f)) = parse_summary(line) {
-        assert_eq!(parse_summary(&format!("{p} passed, {f} failed")), Some((p, f)));
+    if let Some((p, f, s)) = parse_summary(line) {
+        let again = parse_summary(&format!("{p} passed, {f} failed, {s} skipped"));
+        assert_eq!(again, Some((p, f, s)));
     }
 }
 
 fn test_log_built(name: &str, why: &str, passed: u32, failed: u32) {
-    assert_eq!(parse_summary(&format!("{passed} passed, {failed} failed")), Some((passed, failed)));
+    assert_eq!(
+        parse_summary(&format!("{passed} passed, {failed} failed")),
+        Some((passed, failed, 0))
+    );
+    assert_eq!(
+        parse_summary(&format!("{passed} passed, {failed} failed, {failed} skipped")),
+        Some((passed, failed, failed))
+    );
     let name = name.trim_end();
     let why = why.trim_end();
     // A name holding the separator, or an empty reason, has no unambiguous line; an empty
@@ -363,6 +380,7 @@ fn test_log_built(name: &str, why: &str, passed: u32, failed: u32) {
         assert_eq!(parse_line(&format!("{PASS_PREFIX}{name}\r\n")), Some(Outcome::Pass(name)));
     }
     assert_eq!(parse_line(&format!("{FAIL_PREFIX}{name}: {why}")), Some(Outcome::Fail(name, why)));
+    assert_eq!(parse_line(&format!("{SKIP_PREFIX}{name}: {why}")), Some(Outcome::Skip(name, why)));
 }
 
 fn manifest_bytes(bytes: &[u8]) {

@@ -10,8 +10,11 @@
 //! unchanged (but for the interrupt-window bit the flag adds); the flags become exactly
 //! the writes they promise; the cached next state matches the writes; and the resulting
 //! state passes the VM-entry checks the validator models (fixed CR0/CR4 bits, RFLAGS,
-//! RIP width, interruptibility, control dependencies, the injected event). On refusal,
-//! an error that names a field names one the reply really holds.
+//! RIP width, interruptibility, control dependencies, the injected event). The liveness
+//! invariant (docs/abi.md): no accepted batch sets an activity state other than active or
+//! HLT, or an exception bitmap without #DB and #AC, and under the kernel's own policy the
+//! next controls keep external-interrupt and NMI exiting. On refusal, an error that names
+//! a field names one the reply really holds.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -19,7 +22,7 @@ use kernel::vmx::caps::{VmxCaps, VmxMsrs};
 use kernel::vmx::validator::{decode_reply, CtlPolicy, Policy, ValidatedBatch, VcpuState};
 use libfuzzer_sys::fuzz_target;
 use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
-use protocols::vmcs::{Field, FieldClass};
+use protocols::vmcs::{activity, Field, FieldClass, ALWAYS_INTERCEPTED_EXCEPTIONS};
 use protocols::vmexit::{
     exception_has_error_code, BatchError, Controls, EventInjection, EventType, ExitReply, Gprs,
     ReplyFlags,
@@ -357,6 +360,7 @@ fn check_accepted(
     policy: &Policy,
     now: &VcpuState,
     b: &ValidatedBatch,
+    standard_policy: bool,
 ) {
     let flags = reply.flags;
     let pol = [policy.pin, policy.proc, policy.proc2, policy.exit, policy.entry];
@@ -390,6 +394,21 @@ fn check_accepted(
         assert!(b.writes().contains(&(f, want)), "{f} = {want:#x} not applied as sent");
     }
     let written = |f: Field| b.writes().iter().find(|&&(g, _)| g == f).map(|&(_, v)| v);
+    // Liveness: nothing the next tick cannot end.
+    if let Some(state) = written(Field::GuestActivityState) {
+        assert!(state == activity::ACTIVE || state == activity::HLT, "activity state {state}");
+    }
+    if let Some(bitmap) = written(Field::ExceptionBitmap) {
+        let always = u64::from(ALWAYS_INTERCEPTED_EXCEPTIONS);
+        assert_eq!(bitmap & always, always, "exception bitmap {bitmap:#x} lets #DB or #AC through");
+    }
+    if standard_policy {
+        let c = &b.next.controls;
+        let pin_needed = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING;
+        assert_eq!(c.pin & pin_needed, pin_needed, "host interrupts or NMIs stop exiting");
+        let proc_needed = proc::MOV_DR_EXITING | proc::RDPMC_EXITING;
+        assert_eq!(c.proc & proc_needed, proc_needed, "debug registers or counters go native");
+    }
     // Flags.
     assert_eq!(b.stop, flags.contains(ReplyFlags::STOP_VCPU));
     assert_eq!(b.gpr_mask & 1 << Gprs::RSP, 0, "RSP left in the GPR mask");
@@ -441,6 +460,11 @@ fn check_refused(reply: &ExitReply, e: &BatchError) {
         BatchError::UnknownField { raw } => {
             assert!(sent(raw) && Field::from_raw(raw).is_none(), "bogus unknown field {raw:#x}");
         }
+        BatchError::Liveness { field, value } => {
+            assert!(reply.writes().iter().any(|w| w.field == field && w.value == value));
+            let liveness = [Field::GuestActivityState as u32, Field::ExceptionBitmap as u32];
+            assert!(liveness.contains(&field), "liveness refusal for {field:#x}");
+        }
         _ => {}
     }
 }
@@ -459,7 +483,10 @@ fuzz_target!(|input: Input| {
     let result = decode_reply(&reply, &caps, &policy, &now);
     assert_eq!(decode_reply(&reply, &caps, &policy, &now), result, "validation is not pure");
     match &result {
-        Ok(b) => check_accepted(&reply, &caps, &policy, &now, b),
+        Ok(b) => {
+            let standard = input.custom_policy.is_none();
+            check_accepted(&reply, &caps, &policy, &now, b, standard);
+        }
         Err(e) => check_refused(&reply, e),
     }
 });

@@ -3,19 +3,26 @@
 use crate::println;
 use core::fmt;
 use protocols::syscall::ShutdownStatus;
-use protocols::testlog::{FAIL_PREFIX, PASS_PREFIX};
+use protocols::testlog::{FAIL_PREFIX, PASS_PREFIX, SKIP_PREFIX};
 
 /// Counts checks and prints one line per check.
 #[derive(Default)]
 pub struct Suite {
     passed: u32,
     failed: u32,
+    skipped: u32,
 }
 
 impl Suite {
     /// An empty suite.
     pub const fn new() -> Self {
-        Self { passed: 0, failed: 0 }
+        Self { passed: 0, failed: 0, skipped: 0 }
+    }
+
+    /// Record a check that cannot run on this machine, and why: never a pass.
+    pub fn skip(&mut self, name: &str, why: &str) {
+        self.skipped += 1;
+        println!("{SKIP_PREFIX}{name}: {why}");
     }
 
     /// Record a check: `Ok(())` passes, `Err(why)` fails with the reason printed.
@@ -34,7 +41,7 @@ impl Suite {
 
     /// Print the summary line and return the verdict.
     pub fn finish(&self) -> ShutdownStatus {
-        println!("{} passed, {} failed", self.passed, self.failed);
+        println!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped);
         if self.failed == 0 {
             ShutdownStatus::Pass
         } else {

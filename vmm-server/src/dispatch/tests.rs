@@ -347,11 +347,15 @@ fn hypercalls() {
     // nothing printed, and not even EXIT is obeyed.
     for cpl in 1..=3 {
         for (rax, rbx) in [(hypercall::PUTCHAR, 0x41), (hypercall::EXIT, 7)] {
-            let mut m = with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, rax), (Gprs::RBX, rbx)]);
+            let mut m =
+                with_gprs(exit(ExitReason::Vmcall, 0), &[(Gprs::RAX, rax), (Gprs::RBX, rbx)]);
             m.cpl = cpl;
             let r = v.handle(&m);
             assert_eq!(gpr(&r, Gprs::RAX), Some(hypercall::STATUS_DENIED));
-            assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP) && !r.flags.contains(ReplyFlags::STOP_VCPU));
+            assert!(
+                r.flags.contains(ReplyFlags::ADVANCE_RIP)
+                    && !r.flags.contains(ReplyFlags::STOP_VCPU)
+            );
         }
     }
     assert_eq!(v.platform().uart.sink(), b"ok");
