@@ -15,6 +15,7 @@
 //! guest32: vmcall putchar ok
 //! guest32: cr0 shows PE without PG ok
 //! guest32: hlt woken by PIT irq0 (vector 0x20) ok
+//! guest32: ring-3 vmcall refused ok
 //! guest32: done
 //! ```
 //! and exit code 0. On a CPU without unrestricted guest the kernel refuses to create the
@@ -34,6 +35,11 @@ g32_gdt:
     .quad 0
     .quad 0x00cf9b000000ffff
     .quad 0x00cf93000000ffff
+    // Ring 3: 0x18 code, 0x20 data; 0x28 the TSS (filled in at run time).
+    .quad 0x00cffb000000ffff
+    .quad 0x00cff3000000ffff
+g32_gdt_tss:
+    .quad 0
 g32_gdt_end:
     .balign 8
     .short 0
@@ -48,6 +54,10 @@ g32_failures:
     .long 0
 g32_ticks:
     .long 0
+g32_user_eax:
+    .long 0
+g32_kernel_esp:
+    .long 0
 
     .section .bss.guest, "aw", @nobits
     .balign 16
@@ -58,6 +68,13 @@ g32_text:
     .balign 16
     .skip 8192
 g32_stack_top:
+g32_tss:
+    .skip 104
+    .balign 16
+    .skip 2048
+g32_ring0_entry_stack_top:
+    .skip 2048
+g32_user_stack_top:
 
     .section .rodata.guest, "a"
 g32_hello:      .asciz "guest32: hello from 32-bit protected mode\n"
@@ -66,6 +83,7 @@ g32_in:         .asciz "guest32: in from the uart lsr"
 g32_putchar:    .asciz "guest32: vmcall putchar"
 g32_cr0:        .asciz "guest32: cr0 shows PE without PG"
 g32_hlt:        .asciz "guest32: hlt woken by PIT irq0 (vector 0x20)"
+g32_vmcall3:    .asciz "guest32: ring-3 vmcall refused"
 g32_done:       .asciz "guest32: done\n"
 g32_unexpected: .asciz "guest32: unexpected exception\n"
 g32_ok:         .asciz " ok\n"
@@ -174,6 +192,16 @@ _start:
     mov esi, offset g32_hlt
     call g32_check
 
+    // 6: a VMCALL of EXIT from ring 3 is refused with STATUS_DENIED (-2 in EAX) and
+    // stops nothing.
+    call g32_enter_user
+    xor ecx, ecx
+    cmp dword ptr [g32_user_eax], -2
+    setne cl
+    mov ebx, 6
+    mov esi, offset g32_vmcall3
+    call g32_check
+
     mov esi, offset g32_done
     call g32_puts
     mov ebx, [g32_failures]
@@ -247,6 +275,75 @@ g32_load_idt:
     cmp ecx, 48
     jne .Lg32_idt_entry
     lidt [g32_idt_ptr]
+    ret
+
+// g32_enter_user: load the TSS (ESP0 for interrupts from ring 3), open gate 0x2f to
+// ring 3, and run g32_user_code in ring 3 until it raises vector 0x2f.
+g32_enter_user:
+    push ebx
+    push ebp
+    push esi
+    push edi
+    mov dword ptr [g32_tss + 4], offset g32_ring0_entry_stack_top
+    mov dword ptr [g32_tss + 8], 0x10
+    // Descriptor: limit 103, base 23:0 in bits 39:16, present 32-bit TSS (0x89), base
+    // 31:24 in bits 63:56.
+    mov eax, offset g32_tss
+    mov edx, eax
+    shl eax, 16
+    or eax, 103
+    mov [g32_gdt_tss], eax
+    mov eax, edx
+    shr eax, 16
+    and eax, 0xff
+    and edx, 0xff000000
+    or eax, edx
+    or eax, 0x8900
+    mov [g32_gdt_tss + 4], eax
+    mov ax, 0x28
+    ltr ax
+    mov eax, offset g32_user_return
+    mov edx, eax
+    and eax, 0xffff
+    or eax, 0x00080000
+    and edx, 0xffff0000
+    or edx, 0xee00
+    mov [g32_idt + 0x2f * 8], eax
+    mov [g32_idt + 0x2f * 8 + 4], edx
+    mov [g32_kernel_esp], esp
+    mov ax, 0x23
+    mov ds, ax
+    mov es, ax
+    mov fs, ax
+    mov gs, ax
+    push 0x23
+    mov eax, offset g32_user_stack_top
+    push eax
+    pushfd
+    and dword ptr [esp], ~0x200
+    push 0x1b
+    mov eax, offset g32_user_code
+    push eax
+    iretd
+
+g32_user_code:
+    mov eax, 2
+    mov ebx, 0x77
+    vmcall
+    mov [g32_user_eax], eax
+    int 0x2f
+
+g32_user_return:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov fs, ax
+    mov gs, ax
+    mov esp, [g32_kernel_esp]
+    pop edi
+    pop esi
+    pop ebp
+    pop ebx
     ret
 
 g32_timer_isr:

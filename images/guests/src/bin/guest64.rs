@@ -34,6 +34,9 @@
 //! guest64: wrmsr/rdmsr IA32_SYSENTER_ESP ok
 //! guest64: rdmsr of a missing MSR -> #GP ok
 //! guest64: hlt woken by PIT irq0 (vector 0x20) ok
+//! guest64: #db intercepted and reflected ok
+//! guest64: #ac intercepted and reflected ok
+//! guest64: ring-3 vmcall refused ok
 //! guest64: done
 //! ```
 //! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
@@ -70,12 +73,17 @@ g64_misc:       .asciz "guest64: rdmsr IA32_MISC_ENABLE"
 g64_sysenter:   .asciz "guest64: wrmsr/rdmsr IA32_SYSENTER_ESP"
 g64_gp:         .asciz "guest64: rdmsr of a missing MSR -> #GP"
 g64_hlt:        .asciz "guest64: hlt woken by PIT irq0 (vector 0x20)"
+g64_db:         .asciz "guest64: #db intercepted and reflected"
+g64_ac:         .asciz "guest64: #ac intercepted and reflected"
+g64_vmcall3:    .asciz "guest64: ring-3 vmcall refused"
 g64_done:       .asciz "guest64: done\n"
 
     .section .bss.guest, "aw", @nobits
     .balign 64
 g64_text:       .skip 16
 g64_monitor:    .skip 64
+g64_user_rax:   .skip 8
+g64_aligned:    .skip 16
 
     .section .text.guest, "ax"
     .global _start
@@ -356,10 +364,76 @@ _start:
     lea rsi, [rip + g64_hlt]
     call check
 
+    // 20: single-stepping raises #DB, which the kernel always intercepts; the VMM
+    // reflects it, and DR6 (the VMM's, MOV DR exits) says it was a single step (BS).
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 0
+    mov qword ptr [rip + expected_vector], 1
+    pushfq
+    or qword ptr [rsp], 0x100
+    popfq
+    nop
+    xor ecx, ecx
+    cmp qword ptr [rip + fault_hits], 1
+    setne cl
+    mov rax, dr6
+    bt rax, 14
+    jc .Lg64_db_bs
+    or ecx, 2
+.Lg64_db_bs:
+    xor eax, eax
+    mov dr6, rax
+    mov ebx, 20
+    lea rsi, [rip + g64_db]
+    call check
+
+    // 21 and 22 run in ring 3: a misaligned load with CR0.AM and RFLAGS.AC raises #AC,
+    // always intercepted and reflected (the handler skips the 3-byte load); a VMCALL of
+    // EXIT from ring 3 must be refused with STATUS_DENIED (-2) and stop nothing.
+    call enter_user_setup
+    mov rax, cr0
+    bts rax, 18
+    mov cr0, rax
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 3
+    mov qword ptr [rip + expected_vector], 17
+    lea rdi, [rip + g64_user_code]
+    call run_user
+    mov rax, cr0
+    btr rax, 18
+    mov cr0, rax
+    mov rcx, [rip + fault_hits]
+    xor rcx, 1
+    mov ebx, 21
+    lea rsi, [rip + g64_ac]
+    call check
+    xor ecx, ecx
+    cmp qword ptr [rip + g64_user_rax], -2
+    setne cl
+    mov ebx, 22
+    lea rsi, [rip + g64_vmcall3]
+    call check
+
     lea rsi, [rip + g64_done]
     call puts
     mov rbx, [rip + failures]
     jmp guest_exit
+
+// Ring 3 (run_user): #AC, then the EXIT hypercall, then back to ring 0.
+g64_user_code:
+    pushfq
+    or qword ptr [rsp], 0x40000
+    popfq
+    lea rdx, [rip + g64_aligned]
+    mov eax, [rdx + 1]
+    pushfq
+    and qword ptr [rsp], ~0x40000
+    popfq
+    mov eax, 2
+    mov ebx, 0x77
+    vmcall
+    mov [rip + g64_user_rax], rax
+    int 0x2f
 "#
 );
 

@@ -8,31 +8,37 @@
     .code64
 
 // ---- Page tables: the first GiB identity-mapped with 2 MiB pages (linker script puts
-// this section at 0x100000, the entry CR3).
+// this section at 0x100000, the entry CR3), user-accessible so ring-3 tests can run.
     .section .pagetables, "aw"
     .balign 4096
     .global guest_pml4
 guest_pml4:
-    .quad guest_pdpt + 3
+    .quad guest_pdpt + 7
     .fill 511, 8, 0
 guest_pdpt:
-    .quad guest_pd + 3
+    .quad guest_pd + 7
     .fill 511, 8, 0
 guest_pd:
     .set guest_pd_index, 0
     .rept 512
-    .quad guest_pd_index * 0x200000 + 0x83
+    .quad guest_pd_index * 0x200000 + 0x87
     .set guest_pd_index, guest_pd_index + 1
     .endr
 
-// ---- Flat GDT: 0x08 64-bit code, 0x10 data (accessed bits preset, so loading a
-// selector never writes the table).
+// ---- Flat GDT: 0x08 64-bit code, 0x10 data, 0x18 ring-3 data, 0x20 ring-3 64-bit code
+// (accessed bits preset, so loading a selector never writes the table), 0x28 the TSS
+// (filled in by enter_user_setup).
     .section .data.guest, "aw"
     .balign 16
 gdt64:
     .quad 0
     .quad 0x00af9b000000ffff
     .quad 0x00cf93000000ffff
+    .quad 0x00cff3000000ffff
+    .quad 0x00affb000000ffff
+gdt64_tss:
+    .quad 0
+    .quad 0
 gdt64_end:
     .balign 8
     .short 0, 0, 0
@@ -63,6 +69,16 @@ idt64:
     .balign 16
     .skip 16384
 stack_top:
+    .balign 16
+tss64:
+    .skip 104
+    .balign 16
+    .skip 4096
+ring0_entry_stack_top:
+    .skip 4096
+user_stack_top:
+kernel_rsp:
+    .skip 8
 
     .section .rodata.guest, "a"
 msg_ok:
@@ -213,12 +229,18 @@ isr_common:
     je .Lisr_timer
     cmp rax, 2
     je .Lisr_nmi
+    cmp rax, 0x2f
+    je user_return
     cmp rax, [rip + expected_vector]
     jne .Lisr_unexpected
     inc qword ptr [rip + fault_hits]
     mov qword ptr [rip + expected_vector], -1
     mov rcx, [rip + skip_len]
     add [rsp + 88], rcx
+    // A #DB from single-stepping: stop stepping once the handler returns.
+    cmp rax, 1
+    jne .Lisr_return
+    and qword ptr [rsp + 104], ~0x100
     jmp .Lisr_return
 .Lisr_timer:
     inc qword ptr [rip + ticks]
@@ -293,6 +315,72 @@ load_idt64:
     pop rdx
     pop rcx
     pop rax
+    ret
+
+// ---- Ring 3: enter_user_setup loads the TSS (RSP0 for interrupts from ring 3) and lets
+// ring 3 use vector 0x2f; run_user runs the ring-3 code at rdi on its own stack with
+// interrupts off until that code executes `int 0x2f`, then returns (rbx, rbp, r12-r15
+// kept; everything else as ring 3 left it).
+enter_user_setup:
+    push rax
+    push rcx
+    push rdx
+    lea rax, [rip + ring0_entry_stack_top]
+    mov [rip + tss64 + 4], rax
+    lea rax, [rip + tss64]
+    // Low half: limit 103, base 23:0 in bits 39:16, present 64-bit TSS (0x89), base
+    // 31:24 in bits 63:56; high half: base 63:32.
+    mov rdx, rax
+    and rdx, 0xffffff
+    shl rdx, 16
+    or rdx, 103
+    mov rcx, rax
+    shr rcx, 24
+    and rcx, 0xff
+    shl rcx, 56
+    or rdx, rcx
+    movabs rcx, 0x0000890000000000
+    or rdx, rcx
+    mov [rip + gdt64_tss], rdx
+    shr rax, 32
+    mov [rip + gdt64_tss + 8], rax
+    mov ax, 0x28
+    ltr ax
+    // Gate 0x2f: DPL 3, so ring 3 may raise it.
+    mov byte ptr [rip + idt64 + 0x2f * 16 + 5], 0xee
+    pop rdx
+    pop rcx
+    pop rax
+    ret
+
+run_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + kernel_rsp], rsp
+    push 0x1b
+    lea rax, [rip + user_stack_top]
+    push rax
+    pushfq
+    and qword ptr [rsp], ~0x200
+    push 0x23
+    push rdi
+    iretq
+
+// Reached from isr_common when ring 3 raised vector 0x2f: drop its frame and return from
+// run_user in ring 0.
+user_return:
+    mov rsp, [rip + kernel_rsp]
+    call load_data_segments
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
     ret
 
 // Remap the 8259 pair to vectors 0x20-0x2f with only IRQ0 unmasked, and start PIT
