@@ -309,6 +309,41 @@ fn clearing_external_interrupt_exiting_is_refused() {
     assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
 }
 
+/// A VM entry that fails the CPU's guest-state checks comes back as an exit with reason
+/// bit 31 set: the VMM receives it like any other (reason, qualification, CPL), may only
+/// stop the vCPU (resuming would fail the same way), and can start it afresh.
+#[test]
+fn an_entry_failure_for_invalid_guest_state_reaches_the_vmm_as_an_exit() {
+    use protocols::vmexit::EXIT_REASON_ENTRY_FAILURE;
+    let (mut t, v, msg) = started();
+    let reason = ExitReason::EntryFailGuestState as u32 | EXIT_REASON_ENTRY_FAILURE;
+    let failure = ExitMessage { reason, qualification: 0, cpl: 0, ..exit() };
+    exit_with(&mut t, v, failure);
+    let [rax, _, info, reason_word, qualification, ..] = t.regs(ROOT_TCB);
+    assert_eq!(rax, 0);
+    assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(vm::EXIT_LABEL));
+    assert_eq!((reason_word, qualification), (u64::from(reason), 0));
+    let page = *t.k.store.frame(msg);
+    let words: Vec<u64> =
+        page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let decoded = ExitMessage::from_words(&words[..ExitMessage::BASE_WORDS]).unwrap();
+    assert!(decoded.is_entry_failure());
+    assert_eq!(decoded.basic_reason(), Some(ExitReason::EntryFailGuestState));
+    // The VMM stops the vCPU: accepted, nothing else happens, and it stays stopped.
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::STOP_VCPU;
+    write_reply(&mut t, msg, &reply);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "no reply is owed any more");
+    // VCpuStart runs it again, and the next exit is an ordinary one.
+    let (status, refusal) = start(&mut t, [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]);
+    assert_eq!((status, refusal), (0, None));
+    exit_with_cpuid(&mut t, v);
+    assert_eq!(t.regs(ROOT_TCB)[3], ExitReason::Cpuid as u64);
+}
+
 #[test]
 fn a_garbage_reply_area_is_an_error_not_a_crash() {
     let (mut t, v, msg) = started();

@@ -16,7 +16,9 @@ mod process {
     use protocols::syscall::Syscall;
     use protocols::vmcs::ctl::{pin, proc};
     use protocols::vmcs::{activity, Field};
-    use protocols::vmexit::{BatchError, ExitMessage, ExitReason, ExitReply, TransferMask};
+    use protocols::vmexit::{
+        BatchError, ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask,
+    };
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, recv, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
@@ -455,12 +457,15 @@ mod process {
     const MUTATION_SEED: u64 = 0x5eed_0fba_7c4e_5500;
 
     /// Mutating mode: answer real exits with mutated real replies; count what the kernel
-    /// accepts and refuses, and the batches it accepted although it must refuse them
-    /// (reported as the exit code). A refused or stopping batch leaves the vCPU stopped:
-    /// it starts again from the entry point with a fresh device model.
+    /// accepts and refuses, what it accepted but the CPU then refused at VM entry (guest
+    /// state the kernel leaves to the CPU's checks: an exit with reason bit 31), and the
+    /// batches it accepted although it must refuse them (reported as the exit code). A
+    /// refused or stopping batch leaves the vCPU stopped: it starts again from the entry
+    /// point with a fresh device model.
     fn mutated(ram: &'static mut [u8], mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
         let mut rng = Rng::new(MUTATION_SEED);
         let (mut sent, mut accepted, mut refused, mut wrong) = (0u64, 0u64, 0u64, 0u64);
+        let mut cpu_refused = 0u64;
         // Arm the VMX-preemption timer in every batch (a guest a mutation sent into a
         // loop without exits still comes back) unless this CPU refuses it.
         let (mut watchdog, mut timer_refusals) = (true, 0);
@@ -477,6 +482,17 @@ mod process {
                     rt::println!("vmm(mutate): malformed exit message");
                     return Ok((stop::OTHER, wrong, sent));
                 };
+                if msg.is_entry_failure() && !first {
+                    // The last accepted batch failed the CPU's own entry checks: stop
+                    // the vCPU and start afresh.
+                    cpu_refused += 1;
+                    let mut stop_it = ExitReply::new();
+                    stop_it.flags = ReplyFlags::STOP_VCPU;
+                    write_reply(&stop_it);
+                    let _ = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
+                    start_vcpu(mode, entry)?;
+                    continue 'restart;
+                }
                 let real = answer(&mut vm, &msg, core::mem::take(&mut first));
                 let m = mutate::mutate(&mut rng, &msg, &real, watchdog);
                 write_words(m.words());
@@ -529,7 +545,7 @@ mod process {
         // Whatever the last batch did to the guest, it never runs again.
         invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
         rt::println!(
-            "vmm(mutate): {sent} mutated batches: {accepted} accepted, {refused} refused, {wrong} accepted wrongly"
+            "vmm(mutate): {sent} mutated batches: {accepted} accepted ({cpu_refused} then refused by the CPU), {refused} refused by the kernel, {wrong} accepted wrongly"
         );
         Ok((stop::EXITED, wrong, sent))
     }
