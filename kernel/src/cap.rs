@@ -47,6 +47,11 @@ pub enum Cap {
     IrqHandler { irq: u8 },
     /// A Reply object: a caller's reply put aside.
     Reply { addr: u64 },
+    /// What is left in a slot whose capability was the last one to a CNode, TCB or VCpu
+    /// while the kernel empties that object's `count` slots (from address `first`;
+    /// `done` of them so far). `next` is the slot of the zombie below it on the kernel's
+    /// finalisation stack (0: none). Never usable; see `finalise`.
+    Zombie { first: u64, count: u32, done: u32, next: u64 },
 }
 
 impl Cap {
@@ -69,6 +74,7 @@ impl Cap {
             Self::IrqControl => (0, 10),
             Self::IrqHandler { irq } => (u64::from(irq), 11),
             Self::Reply { addr } => (addr, 12),
+            Self::Zombie { first, .. } => (first, 13),
         })
     }
 
@@ -83,7 +89,7 @@ impl Cap {
             Self::Endpoint { rights, .. }
             | Self::Notification { rights, .. }
             | Self::Frame { rights, .. } => rights,
-            Self::Null => Rights::NONE,
+            Self::Null | Self::Zombie { .. } => Rights::NONE,
             _ => Rights::ALL,
         }
     }
@@ -95,6 +101,7 @@ impl Cap {
         Ok(match *self {
             Self::Null => return Err(DeriveError::Empty),
             Self::Untyped { .. } => return Err(DeriveError::UntypedCopy),
+            Self::Zombie { .. } => return Err(DeriveError::Finalising),
             Self::Endpoint { addr, badge, rights } => {
                 Self::Endpoint { addr, badge, rights: rights.intersect(mask) }
             }
@@ -138,6 +145,8 @@ pub enum DeriveError {
     AlreadyBadged,
     /// Badge 0 is reserved for "no badge".
     BadBadge,
+    /// The slot holds an object being finalised, not a capability.
+    Finalising,
 }
 
 #[cfg(test)]

@@ -75,14 +75,12 @@ impl<S: Store> Kernel<S> {
             (Invocation::CNodeDelete, Cap::CNode { .. }) => {
                 need(1)?;
                 let slot = self.slot_in(cap, w[0])?;
-                self.delete(slot);
-                Ok(Done::Value(0))
+                Ok(self.delete(slot).map_or(Done::Restart, |()| Done::Value(0)))
             }
             (Invocation::CNodeRevoke, Cap::CNode { .. }) => {
                 need(1)?;
                 let slot = self.slot_in(cap, w[0])?;
-                self.revoke(slot);
-                Ok(Done::Value(0))
+                Ok(self.revoke(slot).map_or(Done::Restart, |()| Done::Value(0)))
             }
             (Invocation::TcbConfigure, Cap::Tcb { addr }) => {
                 need(3)?;
@@ -306,9 +304,13 @@ impl<S: Store> Kernel<S> {
         if self.store.tcb(tcb).state != ThreadState::Inactive {
             return Err(Error::NotPermitted);
         }
-        // The TCB holds its own copies, so revoking the originals also unbinds it.
+        // The TCB holds its own copies, so revoking the originals also unbinds it. The old
+        // CSpace may be the last capability to a deep tree: the call is then restarted,
+        // and makes the same checks again before it goes on.
         for which in [TcbSlot::CSpace, TcbSlot::VSpace, TcbSlot::FaultEndpoint] {
-            self.delete(tcb_slot(tcb, which));
+            if self.delete(tcb_slot(tcb, which)).is_err() {
+                return Ok(Done::Restart);
+            }
         }
         let _ = cnode::insert_child(&mut self.store, cs_at, tcb_slot(tcb, TcbSlot::CSpace), cs);
         let _ = cnode::insert_child(&mut self.store, vs_at, tcb_slot(tcb, TcbSlot::VSpace), vs);
@@ -393,7 +395,7 @@ impl<S: Store> Kernel<S> {
 
     /// Remove a frame's mapping and note which translation caches the hardware layer
     /// must flush before user code runs again.
-    fn unmap_frame(&mut self, m: Mapping, frame: u64) {
+    pub(crate) fn unmap_frame(&mut self, m: Mapping, frame: u64) {
         match self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, frame) {
             Stale::Tlb => self.tlb_stale = true,
             Stale::Ept => self.ept_stale = true,
@@ -446,90 +448,13 @@ impl<S: Store> Kernel<S> {
     /// Replace the capability the kernel holds in `slot` (a TCB's own slot, an IRQ
     /// binding) with `new`: a copy of the capability in slot `from`, recorded as derived
     /// from it so that revoking the original also unbinds it. `None` only empties it.
+    /// These slots only hold frames and notifications, whose deletion always completes.
     pub(crate) fn rebind(&mut self, slot: u64, new: Option<(u64, Cap)>) -> Result<(), Error> {
-        self.delete(slot);
+        self.delete_one(slot);
         if let Some((from, cap)) = new {
             cnode::insert_child(&mut self.store, from, slot, cap)
                 .map_err(|_| Error::InvalidArgument)?;
         }
         Ok(())
-    }
-
-    /// Delete the capability in `slot`, finalising its object if it was the last one
-    /// (nothing for an empty slot).
-    pub fn delete(&mut self, slot: u64) {
-        let Ok((cap, last)) = cnode::remove(&mut self.store, slot) else { return };
-        if let Cap::IoPorts { .. } = cap {
-            // Any copy may be one a VCpu passes through: each checks before it runs.
-            self.io_ports_generation = self.io_ports_generation.wrapping_add(1);
-        }
-        if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
-            self.unmap_frame(m, addr);
-        }
-        if !last {
-            return;
-        }
-        match cap {
-            Cap::Tcb { addr } => {
-                self.suspend(addr);
-                for which in TcbSlot::ALL {
-                    self.delete(tcb_slot(addr, which));
-                }
-            }
-            Cap::Endpoint { addr, .. } => {
-                let mut q = self.store.endpoint(addr).queue;
-                while let Some(t) = q.pop(&mut self.store) {
-                    // A thread whose last word was queued here stops without it.
-                    self.release(t, Error::ObjectDeleted as u64);
-                }
-                *self.store.endpoint(addr) = Default::default();
-            }
-            Cap::Notification { addr, .. } => {
-                let mut q = self.store.notification(addr).waiters;
-                while let Some(t) = q.pop(&mut self.store) {
-                    self.store.tcb(t).context.rax = Error::ObjectDeleted as u64;
-                    self.make_ready(t);
-                }
-                *self.store.notification(addr) = Default::default();
-            }
-            Cap::VSpace { addr, .. } => self.vspaces.remove(addr),
-            Cap::GuestSpace { addr, .. } => {
-                self.vspaces.remove(addr);
-                self.ept_stale = true;
-            }
-            Cap::VCpu { addr } => {
-                self.suspend(addr);
-                for which in TcbSlot::ALL {
-                    self.delete(tcb_slot(addr, which));
-                }
-                for i in 0..crate::store::VCPU_PASS_SLOTS {
-                    self.delete(crate::store::vcpu_pass_slot(addr, i));
-                }
-                self.vmcs_released = true;
-            }
-            Cap::CNode { addr, radix } => {
-                for i in 0..(1u64 << radix) {
-                    self.delete(crate::store::cnode_slot(addr, i));
-                }
-            }
-            Cap::IrqHandler { irq } => self.release_irq(irq),
-            Cap::Reply { addr } => self.reply_deleted(addr),
-            Cap::Untyped { .. }
-            | Cap::Frame { .. }
-            | Cap::IoPorts { .. }
-            | Cap::IrqControl
-            | Cap::Null => {}
-        }
-    }
-
-    /// Delete every capability derived from the one in `slot`. An untyped region whose
-    /// objects are all gone starts again from its beginning.
-    pub fn revoke(&mut self, slot: u64) {
-        while let Some(d) = cnode::first_descendant(&mut self.store, slot) {
-            self.delete(d);
-        }
-        if let Cap::Untyped { base, size_bits, .. } = self.store.slot(slot).cap {
-            self.store.slot(slot).cap = Cap::Untyped { base, size_bits, free: 0 };
-        }
     }
 }

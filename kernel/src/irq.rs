@@ -128,7 +128,8 @@ impl<S: Store> Kernel<S> {
         self.irqs.issued &= !b;
         self.irqs.unmasked &= !b;
         self.irqs.released |= b;
-        self.delete(self.irq_slot(irq));
+        // A notification: deleting it always completes.
+        self.delete_one(self.irq_slot(irq));
     }
 
     /// Mask the lines released during this invocation.

@@ -11,6 +11,9 @@ pub mod context;
 pub mod elf_loader;
 pub mod endpoint;
 pub mod fastpath;
+pub mod finalise;
+#[cfg(test)]
+mod finalise_tests;
 pub mod frame_alloc;
 #[cfg(test)]
 mod hw_tests;

@@ -32,6 +32,7 @@ mod bare {
     /// Entered from the long-mode stub with the boot loader's `eax` and `ebx`.
     #[no_mangle]
     extern "C" fn kernel_entry(magic: u32, info_phys: u32) -> ! {
+        crate::arch::x86_64::stacks::paint();
         Serial::init();
         kprintln!("kernel: booting {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
         if let Err(why) = memory::init() {
@@ -255,6 +256,12 @@ pub fn resume(
             Next::Shutdown(status) => {
                 end_driver_line();
                 kprintln!("kernel: shutdown requested by the root task: {status:?}");
+                kprintln!(
+                    "kernel: deepest kernel stack use {} of {} bytes (boot: {})",
+                    arch::x86_64::stacks::deepest_use(),
+                    arch::x86_64::stacks::KERNEL_STACK,
+                    arch::x86_64::stacks::boot_use(),
+                );
                 vcpu_run::shutdown();
                 arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
             }

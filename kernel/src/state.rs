@@ -50,6 +50,9 @@ pub(crate) enum Done {
     Value(u64),
     /// The IPC path already wrote the caller's registers (or it is blocked).
     Handled,
+    /// A delete or revoke stopped at a preemption point: the caller makes the same
+    /// syscall again, which continues it.
+    Restart,
 }
 
 /// The whole kernel state.
@@ -83,6 +86,11 @@ pub struct Kernel<S: Store> {
     /// Counts deletions of `IoPorts` capabilities: a VCpu whose pass-through was computed
     /// at an older count checks its ports before it next runs.
     pub io_ports_generation: u64,
+    /// The slot of the zombie on top of the finalisation stack (0: none); see
+    /// `finalise`.
+    pub dying: u64,
+    /// Deletion steps this kernel entry may still take.
+    pub(crate) work_left: u32,
 }
 
 impl<S: Store> Kernel<S> {
@@ -102,6 +110,8 @@ impl<S: Store> Kernel<S> {
             io_ports_generation: 0,
             refusal: None,
             irqs: IrqTable::default(),
+            dying: 0,
+            work_left: crate::finalise::WORK_PER_ENTRY,
         }
     }
 
@@ -114,7 +124,8 @@ impl<S: Store> Kernel<S> {
         }
         let at = addr + (cptr << SLOT_BITS);
         match self.store.slot(at).cap {
-            Cap::Null => Err(Error::InvalidCapability),
+            // A slot whose object is being finalised holds nothing usable.
+            Cap::Null | Cap::Zombie { .. } => Err(Error::InvalidCapability),
             cap => Ok((at, cap)),
         }
     }
@@ -208,6 +219,7 @@ impl<S: Store> Kernel<S> {
     pub fn syscall(&mut self, p: &mut impl Platform) -> Next {
         let cur = self.current;
         let c = self.store.tcb(cur).context;
+        self.refill_budget();
         let result = match Syscall::from_raw(c.rax) {
             None => Err(Error::InvalidSyscall),
             Some(Syscall::DebugWrite) => self.debug_write(p, c.rdi, c.rsi),
@@ -244,6 +256,9 @@ impl<S: Store> Kernel<S> {
                 ctx.rdx = v;
             }
             Ok(Done::Handled) => {}
+            // Back to the `syscall` instruction (2 bytes) with every register as it was:
+            // the thread makes the same call again once it runs.
+            Ok(Done::Restart) => ctx.rip = ctx.rip.wrapping_sub(2),
             Err(e) => ctx.rax = e as u64,
         }
         if let Some(words) = self.refusal.take() {

@@ -150,6 +150,19 @@ pub mod fake {
         pub created: Vec<(ObjectType, u64, u8)>,
     }
 
+    /// Remove the keys of `map` in `[addr, end)`, all multiples of `step`: key by key
+    /// for a small object, so that making many stays linear.
+    fn drop_keys<V>(map: &mut HashMap<u64, V>, addr: u64, end: u64, step: u64) {
+        let from = addr.next_multiple_of(step);
+        if end.saturating_sub(from) / step < map.len() as u64 {
+            for a in (from..end).step_by(step as usize) {
+                map.remove(&a);
+            }
+        } else {
+            map.retain(|a, _| !(addr..end).contains(a));
+        }
+    }
+
     impl PhysMemory for FakeStore {
         fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
             // As strict as the bare-metal store, which refuses an unaligned frame.
@@ -179,8 +192,9 @@ pub mod fake {
         }
         fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
             let end = addr + (1u64 << bits);
-            self.slots.retain(|a, _| !(addr..end).contains(a));
-            self.frames.retain(|a, _| !(addr..end).contains(a));
+            // Slots lie on 128-byte boundaries and frames on pages.
+            drop_keys(&mut self.slots, addr, end, 128);
+            drop_keys(&mut self.frames, addr, end, 4096);
             self.tcbs.remove(&addr);
             self.endpoints.remove(&addr);
             self.notifications.remove(&addr);

@@ -99,6 +99,8 @@ pub struct Testbed {
     pub k: Kernel<FakeStore>,
     /// What it printed.
     pub out: Recorder,
+    /// Kernel entries [`Testbed::sys`] made, restarts included.
+    pub entries: u64,
 }
 
 impl Default for Testbed {
@@ -136,7 +138,7 @@ impl Testbed {
         crate::bootstrap::hand_over_devices(&mut k, ROOT_CNODE, IRQ_NODE);
         k.current = ROOT_TCB;
         k.store.tcb(ROOT_TCB).state = crate::tcb::ThreadState::Ready;
-        Self { k, out: Recorder::default() }
+        Self { k, out: Recorder::default(), entries: 0 }
     }
 
     /// The same, on a CPU with VT-x (Bochs's Skylake model).
@@ -156,11 +158,23 @@ impl Testbed {
     }
 
     /// Make a syscall as the current thread: `rax`, then `rdi, rsi, rdx, r10, r8, r9`.
+    /// A call the kernel stops at a preemption point is made again, as the thread would
+    /// by re-executing its `syscall` instruction.
     pub fn sys(&mut self, number: u64, args: [u64; 6]) -> Next {
-        let c = &mut self.k.store.tcb(self.k.current).context;
+        let cur = self.k.current;
+        let c = &mut self.k.store.tcb(cur).context;
         c.rax = number;
         [c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9] = args;
-        self.k.syscall(&mut self.out)
+        loop {
+            let rip = self.k.store.tcb(cur).context.rip;
+            let next = self.k.syscall(&mut self.out);
+            self.entries += 1;
+            let c = &mut self.k.store.tcb(cur).context;
+            if self.k.current != cur || c.rip != rip.wrapping_sub(2) {
+                return next;
+            }
+            c.rip = rip;
+        }
     }
 
     /// Invoke the kernel object in slot `cptr` as the current thread: its status word.

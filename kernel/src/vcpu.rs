@@ -379,7 +379,8 @@ impl<S: Store> Kernel<S> {
         for (which, src, cap) in copies {
             let dst = tcb_slot(v, which);
             if self.store.slot(dst).cap != Cap::Null {
-                self.delete(dst);
+                // A guest space, endpoint or frame: deleting it always completes.
+                self.delete_one(dst);
             }
             let cap = cap.derive(Rights::ALL).map_err(|_| Error::InvalidArgument)?;
             let _ = cnode::insert_child(&mut self.store, src, dst, cap);

@@ -75,8 +75,9 @@ pub fn assert_suite_passed(outcome: &Outcome, min_checks: u32) -> u32 {
 /// report, VMXOFF, the halt when nothing can run): it prints nothing at run time, since
 /// exits, faults and vCPU failures reach user space, so every line here is a regression.
 pub fn kernel_runtime_lines(outcome: &Outcome) -> Vec<&str> {
-    const CLOSING: [&str; 3] = [
+    const CLOSING: [&str; 4] = [
         "kernel: shutdown requested by the root task: ",
+        "kernel: deepest kernel stack use ",
         "kernel: no runnable thread left; halting",
         "vmx: VMX operation left",
     ];

@@ -263,6 +263,19 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             // At most 16 at a time (and 0, refused): every later step walks each object.
             &[u64::from(*ty % 11), u64::from(*bits), dst.0, u64::from(*count % 17)],
         ),
+        Op::Chain { untyped, dst, depth } => {
+            let (u, top, new) = (untyped.0, dst.0, dst.0.wrapping_add(1));
+            let cnode = |t: &mut Testbed, at| {
+                invoke(t, u, Invocation::UntypedRetype, &[ObjectType::CNode as u64, 1, at, 1])
+            };
+            let mut next = cnode(t, top);
+            for _ in 1..*depth {
+                cnode(t, new);
+                invoke(t, new, Invocation::CNodeMove, &[top, 0]);
+                next = invoke(t, slot::CNODE, Invocation::CNodeMove, &[new, top]);
+            }
+            next
+        }
         Op::Spawn { dst, cspace, vspace, fault, priority } => {
             let d = dst.0;
             invoke(t, slot::UNTYPED, Invocation::UntypedRetype, &[ObjectType::Tcb as u64, 0, d, 1]);

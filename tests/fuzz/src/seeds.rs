@@ -269,6 +269,25 @@ pub fn syscalls() -> Vec<Seed> {
             sys(S::Send, 22, 0, &[]),
         ],
     );
+    // Deep CNode chains: a delete that stops at a preemption point, met by a copy and
+    // continued; a thread whose CSpace is a chain; a revoke of the untyped finishing the
+    // rest.
+    add(
+        "deep-chain",
+        false,
+        &[
+            Op::Chain { untyped: w(UNTYPED), dst: w(20), depth: 250 },
+            Op::Chain { untyped: w(UNTYPED), dst: w(30), depth: 200 },
+            inv(I::CNodeDelete, CNODE, &[20]),
+            inv(I::CNodeCopy, CNODE, &[20, 22, all]),
+            inv(I::CNodeDelete, CNODE, &[20]),
+            Op::Spawn { dst: w(40), cspace: w(30), vspace: w(VSPACE), fault: w(u64::MAX), priority: 1 },
+            inv(I::CNodeDelete, CNODE, &[30]),
+            inv(I::CNodeDelete, CNODE, &[40]),
+            inv(I::CNodeRevoke, CNODE, &[UNTYPED]),
+            retype(T::CNode, 1, 20, 1),
+        ],
+    );
     // A nested untyped filled with TCBs, revoked and filled again.
     add(
         "untyped",

@@ -137,6 +137,10 @@ pub enum Op {
     /// Device interrupts on the lines in `lines` (only those unmasked at the interrupt
     /// controller fire), also while no thread runs.
     Irq { lines: u16 },
+    /// A chain of `depth` two-slot CNodes retyped from `untyped`, each holding the only
+    /// capability to the next, its top in slot `dst` (built in `dst + 1`): deleting it
+    /// takes more than one kernel entry once it is a few hundred deep.
+    Chain { untyped: Word, dst: Word, depth: u8 },
 }
 
 /// Reads the input; past its end every byte is 0.
@@ -189,7 +193,7 @@ impl<'a> Reader<'a> {
 
     /// The next operation.
     pub fn op(&mut self) -> Op {
-        match self.byte() % 12 {
+        match self.byte() % 13 {
             0 => Op::Syscall {
                 number: self.byte(),
                 rdi: self.word(),
@@ -258,6 +262,7 @@ impl<'a> Reader<'a> {
             8 => Op::Tick,
             9 => Op::Fault { vector: self.byte(), error: self.word(), addr: self.word() },
             11 => Op::Irq { lines: self.u16() },
+            12 => Op::Chain { untyped: self.word(), dst: self.word(), depth: self.byte() },
             // A second tag for the most common operation, so mutations land on it often.
             _ => Op::Invoke {
                 which: self.byte(),
@@ -405,6 +410,12 @@ impl Writer {
             Op::Irq { lines } => {
                 self.byte(11);
                 self.u16(*lines);
+            }
+            Op::Chain { untyped, dst, depth } => {
+                self.byte(12);
+                self.word(*untyped);
+                self.word(*dst);
+                self.byte(*depth);
             }
         }
         self

@@ -207,6 +207,8 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
         if SPINS.load(Ordering::Relaxed) > 0 { Ok(()) } else { Err("spinner never ran") },
     );
 
+    crate::deletion::run(t, a);
+
     let iso_ep = isolation(t, a)?;
     Ok(Fixture { iso_ep })
 }

@@ -17,6 +17,7 @@ mod bench;
 mod caps;
 mod console;
 mod deferred_reply;
+mod deletion;
 mod devices;
 mod fuzz;
 mod grant;

@@ -32,13 +32,6 @@ extern "C" {
 
 core::arch::global_asm!(
     r#"
-    .section .bss
-    .balign 16
-kernel_stack:
-    .skip 65536
-    .global kernel_stack_top
-kernel_stack_top:
-
     .section .text
     .macro PUSH_GPRS
     push rax

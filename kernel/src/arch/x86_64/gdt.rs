@@ -20,13 +20,6 @@ pub const IST_DF: u8 = 2;
 /// Machine check.
 pub const IST_MC: u8 = 3;
 
-const IST_STACK: usize = 16 * 1024;
-
-#[repr(C, align(16))]
-struct IstStacks([[u8; IST_STACK]; 3]);
-
-static IST_STACKS: IstStacks = IstStacks([[0; IST_STACK]; 3]);
-
 static GDT: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 /// 104-byte 64-bit TSS as 32-bit words (its 64-bit fields are not 8-byte aligned).
 static TSS: [AtomicU32; 26] = [const { AtomicU32::new(0) }; 26];
@@ -60,9 +53,8 @@ pub fn init() {
     GDT[2].store(0x00cf_9200_0000_ffff, Relaxed); // kernel data
     GDT[3].store(0x00cf_f200_0000_ffff, Relaxed); // user data, DPL 3
     GDT[4].store(0x00af_fa00_0000_ffff, Relaxed); // user code, 64-bit, DPL 3
-    for (i, stack) in IST_STACKS.0.iter().enumerate() {
-        let top = stack.as_ptr() as u64 + IST_STACK as u64;
-        set_tss_u64(9 + 2 * i, top); // IST1 is at byte 36 = word 9
+    for i in 0..3 {
+        set_tss_u64(9 + 2 * i, super::stacks::ist_top(i)); // IST1 is at byte 36 = word 9
     }
     // No I/O permission bitmap yet: the map base points past the TSS limit.
     TSS[25].store(104 << 16, Relaxed);

@@ -13,6 +13,7 @@ pub mod phys_store;
 pub mod pic;
 pub mod pit;
 pub mod serial;
+pub mod stacks;
 pub mod syscall;
 pub mod thread;
 pub mod trap;

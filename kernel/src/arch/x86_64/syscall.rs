@@ -42,6 +42,7 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
 /// syscall otherwise.
 #[inline(never)]
 fn slowpath(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
+    super::stacks::paint_once_running();
     let next = k.syscall(&mut crate::Console);
     crate::resume(k, next);
 }

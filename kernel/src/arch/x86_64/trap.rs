@@ -139,6 +139,9 @@ extern "C" fn trap_from_kernel(frame: *mut UserContext) {
         Source::Device | Source::Spurious => return,
         Source::Exception => {}
     }
+    if super::stacks::is_guard(read_cr2()) {
+        crate::kprintln!("KERNEL PANIC: kernel stack overflow (cr2 {:#x})", read_cr2());
+    }
     crate::kprintln!(
         "KERNEL PANIC: {} (vector {}) in the kernel, error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",
         name(c.vector), c.vector, c.error_code, c.rip, c.rsp, read_cr2()
