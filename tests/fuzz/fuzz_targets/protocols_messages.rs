@@ -285,7 +285,7 @@ fn batch_error_words(words: &[u64]) {
 }
 
 fn batch_error_built(code: u8, arg: u32, value: u64, bits: u64) {
-    let e = match code % 13 {
+    let e = match code % 14 {
         0 => BatchError::FieldNotWritable { field: arg },
         1 => BatchError::UnknownField { raw: arg },
         2 => BatchError::ControlBitsRejected { field: arg, value, bits },
@@ -298,13 +298,21 @@ fn batch_error_built(code: u8, arg: u32, value: u64, bits: u64) {
         9 => BatchError::DuplicateField { field: arg },
         10 => BatchError::BadFlags { flags: arg },
         11 => BatchError::BadLength { expected: arg, got: value as u32 },
+        12 => BatchError::Liveness { field: arg, value },
         _ => BatchError::ReservedBits { word: arg, bits },
     };
     let words = e.to_words();
     assert_eq!(BatchError::from_words(&words), Some(e), "{e:?} does not round-trip");
     if let Some(field) = e.field() {
-        assert_eq!(field, arg);
+        // A refused injection names the field that holds the event, not the event.
+        let named = if matches!(e, BatchError::BadInjection { .. }) {
+            Field::EntryInterruptionInfo as u32
+        } else {
+            arg
+        };
+        assert_eq!(field, named);
     }
+    assert_eq!(BatchError::name_of(e.code()), e.name());
     batch_error_words(&words);
 }
 
