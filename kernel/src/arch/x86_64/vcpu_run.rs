@@ -225,8 +225,9 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     k.refresh_pass_through(v);
     let vmcs = v + VMCS_OFFSET;
     let active = ACTIVE.load(Relaxed);
-    let init = k.store.vcpu(v).init.take();
-    if active != vmcs || init.is_some() {
+    // Only asked, never moved: the initial VMCS is nearly 2 KiB, and this is the hot path.
+    let fresh = k.store.vcpu(v).init.is_some();
+    if active != vmcs || fresh {
         if active != 0 && active != vmcs {
             // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
             let _ = unsafe { vmx_insn::vmclear(root, active) };
@@ -236,7 +237,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
             // or in `flush` after any VCpu was destroyed), which makes it clear again.
             k.store.vcpu(v).launched = false;
         }
-        if init.is_some() {
+        if fresh {
             // SAFETY: the VMCS region belongs to the VCpu object, stamped at creation.
             if let Err(e) = unsafe { vmx_insn::vmclear(root, vmcs) } {
                 return fail(k, VmxInstruction::Vmclear, None, e);
@@ -249,12 +250,17 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         }
         ACTIVE.store(vmcs, Relaxed);
     }
-    if let Some(init) = init {
-        for &(f, val) in init.writes() {
-            // SAFETY: the initial VMCS was computed by `initial_vmcs` for this CPU.
-            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
-                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
-            }
+    if fresh {
+        let data = k.store.vcpu(v);
+        let written = data.init.as_ref().map_or(Ok(()), |init| {
+            init.writes().iter().try_for_each(|&(f, val)| {
+                // SAFETY: the initial VMCS was computed by `initial_vmcs` for this CPU.
+                unsafe { vmx_insn::vmwrite(root, f, val) }.map_err(|e| (f, e))
+            })
+        });
+        data.init = None;
+        if let Err((f, e)) = written {
+            return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
     }
     let data = k.store.vcpu(v);
