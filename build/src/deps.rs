@@ -105,7 +105,9 @@ const GRUB_PC: Lookup = Lookup {
 impl Lookup {
     fn find(&self) -> Option<PathBuf> {
         if let Some(v) = std::env::var_os(self.var) {
-            return Some(PathBuf::from(v));
+            // What the user named, or nothing: never a default behind their back.
+            let p = PathBuf::from(v);
+            return p.exists().then_some(p);
         }
         if let Some(p) = self.programs.iter().find_map(|p| on_path(p)) {
             return Some(p);
@@ -199,20 +201,27 @@ fn is_root() -> bool {
 /// installing what is missing where that is safe.
 pub fn ensure(needs: &[Need]) -> Result<()> {
     ensure_rust_target()?;
-    let mut missing_needs = Vec::new();
-    let mut missing_what = Vec::new();
-    for &need in needs {
-        let gone: Vec<String> =
-            lookups(need).iter().filter(|l| l.find().is_none()).map(Lookup::missing).collect();
-        if !gone.is_empty() {
-            missing_needs.push(need);
-            missing_what.extend(gone);
+    let missing = |needs: &[Need]| -> (Vec<Need>, Vec<&'static Lookup>) {
+        let mut which = Vec::new();
+        let mut what = Vec::new();
+        for &need in needs {
+            let gone: Vec<&Lookup> = lookups(need).iter().filter(|l| l.find().is_none()).collect();
+            if !gone.is_empty() {
+                which.push(need);
+                what.extend(gone);
+            }
         }
-    }
+        (which, what)
+    };
+    let (missing_needs, missing_what) = missing(needs);
     if missing_needs.is_empty() {
         return Ok(());
     }
-    let what = missing_what.join("\n  ");
+    let what = missing_what.iter().map(|l| l.missing()).collect::<Vec<_>>().join("\n  ");
+    // A path the user named that does not exist is theirs to fix; installing would not.
+    if missing_what.iter().any(|l| std::env::var_os(l.var).is_some()) {
+        return Err(err!("missing host tools:\n  {what}"));
+    }
     if on_path("apt-get").is_none() {
         let words: Vec<&str> = missing_needs.iter().map(|n| n.words()).collect();
         return Err(err!(
@@ -231,7 +240,14 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
              sudo apt-get install --no-remove --no-install-recommends {list}"
         ));
     }
-    apt_install(&packages)
+    apt_install(&packages)?;
+    let (_, still) = missing(needs);
+    if still.is_empty() {
+        Ok(())
+    } else {
+        let what = still.iter().map(|l| l.missing()).collect::<Vec<_>>().join("\n  ");
+        Err(err!("installed {list}, but these are still missing:\n  {what}"))
+    }
 }
 
 /// Install Debian packages without removing or downgrading anything.

@@ -115,10 +115,15 @@ impl Outcome {
     /// stderr, Bochs's errors and panics (from its stderr and its log).
     pub fn emulator_errors(&self) -> Vec<String> {
         let mut lines: Vec<String> = Vec::new();
-        for line in self.stderr.lines().chain(self.emulator_log.lines()) {
-            let Some(words) = error_words(line) else { continue };
-            if !lines.contains(&words) {
-                lines.push(words);
+        for text in [&self.stderr, &self.emulator_log] {
+            // Bochs's lines carry a level; its other output to the terminal (the banner,
+            // the screen it connected to, sound-library chatter) is no error.
+            let leveled = text.lines().any(|l| bochs_level(l).is_some());
+            for line in text.lines() {
+                let words = if leveled { bochs_error(line) } else { plain_error(line) };
+                if let Some(words) = words.filter(|w| !lines.contains(w)) {
+                    lines.push(words);
+                }
             }
         }
         lines
@@ -137,35 +142,30 @@ impl Outcome {
     }
 }
 
-/// One line of an emulator's stderr or log as words, if it reports an error. Bochs
-/// prefixes each line with a tick count and a level (`00000000000e[CPU0  ] ...`; `e`
-/// error, `p` panic, `i` information); QEMU writes only errors and warnings to stderr.
-fn error_words(line: &str) -> Option<String> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with("====") {
-        return None;
-    }
+/// The level of a Bochs log line (`00000000000e[CPU0  ] ...`: `e` error, `p` panic, `i`
+/// information, `d` debug), and the rest of the line after it.
+fn bochs_level(line: &str) -> Option<(char, &str)> {
     let digits = line.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        // Not a Bochs log line: QEMU's message, or Bochs's closing box. Bochs's banner,
-        // its closing box's frame and its messages to the terminal are not errors.
-        let noise = ["Bochs is exiting", "Bochs x86 Emulator", "Built from", "Timestamp:"];
-        if noise.iter().any(|n| line.contains(n)) || line.starts_with('[') {
-            return None;
-        }
-        return Some(line.to_string());
-    }
     let rest = line.get(digits..)?;
     let level = rest.chars().next()?;
-    if level != 'e' && level != 'p' {
-        return None;
-    }
-    // Bochs's own plumbing complaining that no GUI listens; never the cause.
-    if rest.contains("bxevent_callback") {
+    (digits > 0 && rest.get(1..2) == Some("[")).then(|| (level, rest.get(1..).unwrap_or("")))
+}
+
+/// A Bochs error or panic line as words, without its prefixes.
+fn bochs_error(line: &str) -> Option<String> {
+    let (level, rest) = bochs_level(line.trim())?;
+    // Bochs's own plumbing complaining that no GUI listens: never the cause.
+    if !matches!(level, 'e' | 'p') || rest.contains("bxevent_callback") {
         return None;
     }
     let words = rest.split_once("] ").map_or(rest, |(_, w)| w).trim();
     Some(words.trim_start_matches(">>PANIC<< ").to_string())
+}
+
+/// A line of an emulator that writes only errors and warnings to stderr (QEMU).
+fn plain_error(line: &str) -> Option<String> {
+    let line = line.trim();
+    (!line.is_empty()).then(|| line.to_string())
 }
 
 static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -349,7 +349,7 @@ pub fn run(emulator: Emulator, iso: &Path, opts: &RunOptions) -> Result<Outcome>
 
 #[cfg(test)]
 mod tests {
-    use super::{error_words, is_run_of, Outcome, Verdict};
+    use super::{is_run_of, Outcome, Verdict};
 
     #[test]
     fn run_folders_are_told_apart_by_image() {
@@ -366,6 +366,8 @@ mod tests {
                       00000000000e[      ] rc:3: wrong value for parameter 'model'\n\
                       00000000000p[      ] >>PANIC<< rc:3: cpu directive malformed.\n\
                       00000000000e[SIM   ] notify called, but no bxevent_callback function\n\
+                      ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM default\n\
+                      Bochs connected to screen \"/dev/pts/0\"\n\
                       ========================================================================\n\
                       Bochs is exiting with the following message:\n\
                       [      ] rc:3: cpu directive malformed.\n";
@@ -380,10 +382,9 @@ mod tests {
             out.emulator_errors(),
             ["rc:3: wrong value for parameter 'model'", "rc:3: cpu directive malformed."]
         );
-        assert_eq!(
-            error_words("qemu-system-x86_64: -cpu nope: unable to find CPU model 'nope'"),
-            Some("qemu-system-x86_64: -cpu nope: unable to find CPU model 'nope'".into())
-        );
         assert!(out.report().starts_with("the emulator exited with status 1"));
+        let qemu = "qemu-system-x86_64: -cpu nope: unable to find CPU model 'nope'\n";
+        let out = Outcome { stderr: qemu.into(), emulator_log: qemu.into(), ..out };
+        assert_eq!(out.emulator_errors(), [qemu.trim()]);
     }
 }
