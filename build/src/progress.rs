@@ -191,7 +191,13 @@ impl Status {
             let _ = r.join();
         }
         if status.success() {
-            self.finish("done");
+            // On a terminal a step that took no time leaves no line behind (a build with
+            // nothing to rebuild); in a log every step shows.
+            if terminal() && self.elapsed() < Duration::from_secs(1) {
+                drop(self);
+            } else {
+                self.finish("done");
+            }
             Ok(())
         } else {
             self.finish("FAILED");
