@@ -40,10 +40,9 @@ fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Re
     for p in packages {
         cmd.args(["-p", p]);
     }
-    let status = cmd.status()?;
-    if !status.success() {
-        return Err(err!("building {} for {TARGET} failed", packages.join(", ")));
-    }
+    crate::progress::Status::start(format!("building {target_subdir} ({})", packages.join(", ")))
+        .run(&mut cmd, &format!("build-{target_subdir}"))
+        .map_err(|e| err!("building {} for {TARGET} failed: {e}", packages.join(", ")))?;
     Ok(target_dir.join(TARGET).join("release"))
 }
 

@@ -4,7 +4,7 @@
 
 use crate::{err, Result};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Which emulator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emulator {
     /// QEMU with TCG: fast, no VMX.
     Qemu,
@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub bochs_cpu: String,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// Keep the folders of this many runs per image under `target/runs/`, removing older
+    /// ones; `None` keeps all.
+    pub keep_runs: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -61,8 +64,9 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(120),
             stream: false,
             gdb: false,
-            bochs_cpu: "corei7_skylake_x".into(),
+            bochs_cpu: crate::cli::DEFAULT_BOCHS_CPU.into(),
             memory_mib: 256,
+            keep_runs: Some(crate::cli::DEFAULT_KEEP),
         }
     }
 }
@@ -78,6 +82,19 @@ pub enum Verdict {
     TimedOut,
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pass => f.write_str("the machine reported a pass"),
+            Self::Fail(Some(code)) => {
+                write!(f, "the emulator exited with status {code}, not its pass status")
+            }
+            Self::Fail(None) => f.write_str("the emulator ended without an exit status"),
+            Self::TimedOut => f.write_str("no verdict before the timeout; the emulator was killed"),
+        }
+    }
+}
+
 /// The result of one run.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -85,34 +102,70 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Everything the guest wrote to COM1.
     pub serial: String,
-    /// The emulator's own log (Bochs's log file), for diagnostics.
+    /// The emulator's own log (Bochs's log file; QEMU's stderr), for diagnostics.
     pub emulator_log: String,
+    /// What the emulator wrote to stderr.
+    pub stderr: String,
     /// Where the logs are kept.
     pub dir: PathBuf,
 }
 
 impl Outcome {
+    /// The emulator's own error lines, in its words without its log prefixes: QEMU's
+    /// stderr, Bochs's errors and panics (from its stderr and its log).
+    pub fn emulator_errors(&self) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for text in [&self.stderr, &self.emulator_log] {
+            // Bochs's lines carry a level; its other output to the terminal (the banner,
+            // the screen it connected to, sound-library chatter) is no error.
+            let leveled = text.lines().any(|l| bochs_level(l).is_some());
+            for line in text.lines() {
+                let words = if leveled { bochs_error(line) } else { plain_error(line) };
+                if let Some(words) = words.filter(|w| !lines.contains(w)) {
+                    lines.push(words);
+                }
+            }
+        }
+        lines
+    }
+
     /// A report for a failed assertion: the verdict, the serial log, and the emulator's
     /// error lines.
     pub fn report(&self) -> String {
-        let errors: Vec<&str> = self
-            .emulator_log
-            .lines()
-            .filter(|l| {
-                l.contains("e[")
-                    || l.contains("p[")
-                    || l.contains("VMFAIL")
-                    || l.contains("VMENTER")
-            })
-            .collect();
         format!(
-            "verdict {:?} (logs in {})\n--- serial ---\n{}\n--- emulator errors ---\n{}",
+            "{} (logs in {})\n--- serial ---\n{}\n--- emulator errors ---\n{}",
             self.verdict,
             self.dir.display(),
             self.serial,
-            errors.join("\n")
+            self.emulator_errors().join("\n")
         )
     }
+}
+
+/// The level of a Bochs log line (`00000000000e[CPU0  ] ...`: `e` error, `p` panic, `i`
+/// information, `d` debug), and the rest of the line after it.
+fn bochs_level(line: &str) -> Option<(char, &str)> {
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = line.get(digits..)?;
+    let level = rest.chars().next()?;
+    (digits > 0 && rest.get(1..2) == Some("[")).then(|| (level, rest.get(1..).unwrap_or("")))
+}
+
+/// A Bochs error or panic line as words, without its prefixes.
+fn bochs_error(line: &str) -> Option<String> {
+    let (level, rest) = bochs_level(line.trim())?;
+    // Bochs's own plumbing complaining that no GUI listens: never the cause.
+    if !matches!(level, 'e' | 'p') || rest.contains("bxevent_callback") {
+        return None;
+    }
+    let words = rest.split_once("] ").map_or(rest, |(_, w)| w).trim();
+    Some(words.trim_start_matches(">>PANIC<< ").to_string())
+}
+
+/// A line of an emulator that writes only errors and warnings to stderr (QEMU).
+fn plain_error(line: &str) -> Option<String> {
+    let line = line.trim();
+    (!line.is_empty()).then(|| line.to_string())
 }
 
 static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -131,6 +184,35 @@ pub fn run_dir(image: &Path, emulator: Emulator) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Remove all but the newest `keep` run folders of `image` (under either emulator).
+pub fn prune_runs(image: &Path, keep: usize) -> Result<()> {
+    let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let Ok(entries) = fs::read_dir(crate::target_dir().join("runs")) else { return Ok(()) };
+    let mut runs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| is_run_of(&e.file_name().to_string_lossy(), stem))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (_, dir) in runs.into_iter().skip(keep) {
+        // Another run may be removing the same folder; what is left is removed next time.
+        let _ = fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+/// Whether a folder under `target/runs/` is a run of image `stem`: `STEM-EMULATOR-PID-N`
+/// (so `default` does not claim the runs of an image whose name only starts with it).
+fn is_run_of(folder: &str, stem: &str) -> bool {
+    let Some(rest) = folder.strip_prefix(stem).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let mut parts = rest.split('-');
+    matches!(parts.next(), Some("qemu" | "bochs"))
+        && parts.by_ref().take(2).filter(|p| p.parse::<u64>().is_ok()).count() == 2
+        && parts.next().is_none()
+}
+
 /// Kills the child if the run is abandoned (a panic in a test), so no emulator outlives it.
 struct KillOnDrop(Child);
 
@@ -143,21 +225,36 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Follow a growing file and copy new bytes to stdout until `done` is set.
+/// Follow a growing file and copy new bytes to stdout until `done` is set: whole lines
+/// while the run goes on (so they go above a progress line), the rest at the end.
 fn follow(path: PathBuf, done: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut offset = 0usize;
+        let mut pending = Vec::new();
+        let mut ended_line = true;
         loop {
             let finished = done.load(Ordering::Acquire);
             if let Ok(bytes) = fs::read(&path) {
                 if let Some(new) = bytes.get(offset..) {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(new);
-                    let _ = out.flush();
+                    pending.extend_from_slice(new);
                     offset = bytes.len();
                 }
             }
+            let cut = if finished {
+                pending.len()
+            } else {
+                pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+            };
+            if cut > 0 {
+                let text: Vec<u8> = pending.drain(..cut).collect();
+                crate::progress::print_above(&String::from_utf8_lossy(&text));
+                ended_line = text.last() == Some(&b'\n');
+            }
             if finished {
+                // What the tool prints next starts on a line of its own.
+                if !ended_line {
+                    crate::progress::print_above("\n");
+                }
                 return;
             }
             thread::sleep(Duration::from_millis(50));
@@ -221,10 +318,73 @@ pub fn supervise(
     Ok((verdict, stderr_text))
 }
 
-/// Run an image under an emulator.
+/// Run an image under an emulator (installing the emulator first if it is missing and
+/// this user may).
 pub fn run(emulator: Emulator, iso: &Path, opts: &RunOptions) -> Result<Outcome> {
-    match emulator {
+    let need = match emulator {
+        Emulator::Qemu => crate::deps::Need::Qemu,
+        Emulator::Bochs => crate::deps::Need::Bochs,
+    };
+    crate::deps::ensure(&[need])?;
+    let stem = iso.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let status = crate::progress::Status::start(format!(
+        "booting {stem} under {} (timeout {})",
+        emulator.name(),
+        crate::cli::show_duration(opts.timeout)
+    ));
+    let outcome = match emulator {
         Emulator::Qemu => crate::qemu::run(iso, opts),
         Emulator::Bochs => crate::bochs::run(iso, opts),
+    }?;
+    status.finish(match outcome.verdict {
+        Verdict::Pass => "the machine reported a pass",
+        Verdict::Fail(_) => "the emulator exited",
+        Verdict::TimedOut => "timed out",
+    });
+    if let Some(keep) = opts.keep_runs {
+        prune_runs(iso, keep)?;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_run_of, Outcome, Verdict};
+
+    #[test]
+    fn run_folders_are_told_apart_by_image() {
+        assert!(is_run_of("default-qemu-123-0", "default"));
+        assert!(is_run_of("bad-init-machine-bochs-9-12", "bad-init-machine"));
+        assert!(!is_run_of("default-qemu-123-0", "bad-init-machine"));
+        assert!(!is_run_of("bad-init-machine-bochs-9-12", "bad"));
+        assert!(!is_run_of("defaults-qemu-1-0", "default"));
+    }
+
+    #[test]
+    fn emulator_errors_are_shown_in_their_words() {
+        let stderr = "00000000000i[      ] reading configuration from rc\n\
+                      00000000000e[      ] rc:3: wrong value for parameter 'model'\n\
+                      00000000000p[      ] >>PANIC<< rc:3: cpu directive malformed.\n\
+                      00000000000e[SIM   ] notify called, but no bxevent_callback function\n\
+                      ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM default\n\
+                      Bochs connected to screen \"/dev/pts/0\"\n\
+                      ========================================================================\n\
+                      Bochs is exiting with the following message:\n\
+                      [      ] rc:3: cpu directive malformed.\n";
+        let out = Outcome {
+            verdict: Verdict::Fail(Some(1)),
+            serial: String::new(),
+            emulator_log: String::new(),
+            stderr: stderr.into(),
+            dir: Default::default(),
+        };
+        assert_eq!(
+            out.emulator_errors(),
+            ["rc:3: wrong value for parameter 'model'", "rc:3: cpu directive malformed."]
+        );
+        assert!(out.report().starts_with("the emulator exited with status 1"));
+        let qemu = "qemu-system-x86_64: -cpu nope: unable to find CPU model 'nope'\n";
+        let out = Outcome { stderr: qemu.into(), emulator_log: qemu.into(), ..out };
+        assert_eq!(out.emulator_errors(), [qemu.trim()]);
     }
 }

@@ -9,10 +9,17 @@
 //! writes new inputs to a scratch folder (libFuzzer grows only the first corpus folder it
 //! is given) so the checked-in seeds never change; a campaign keeps its grown corpus in
 //! `tests/fuzz/corpus-work/` so a later campaign resumes from it.
+//!
+//! libFuzzer's own output (some 1,600 lines a minute) goes to a log file under
+//! `target/fuzz/`; the terminal gets one progress line summarising it. A crashing input
+//! is saved with a `.build` file beside it naming the build options of the run that found
+//! it, so `cargo xtask fuzz repro TARGET FILE` rebuilds the same way.
 
+use crate::cli::{show_duration, FuzzArgs, FuzzCommand};
+use crate::progress::Status;
 use crate::{err, Result};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -32,32 +39,20 @@ const INPUT_TIMEOUT_SECONDS: u64 = 10;
 /// writing artifacts) before it kills a run that will not end.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(300);
 
-const USAGE: &str = "\
-usage: cargo xtask fuzz [--time SECS]                 smoke every target (SECS each, default 10)
-       cargo xtask fuzz --long TARGET [--time SECS] [--runs N] [--sanitizer address|none]
-                        [--no-trace-compares]         campaign on TARGET (default 86400 s, or
-                                                      until N runs), then a coverage report";
-
 /// How the targets are instrumented beyond coverage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sanitizer {
     /// AddressSanitizer, cargo-fuzz's default: catches memory errors in `unsafe` code.
+    #[value(help = "AddressSanitizer (cargo-fuzz's default)")]
     Address,
     /// None: the code under test is safe Rust (bounds and overflow checks stay on), and
     /// without ASan's bookkeeping the targets that walk the whole kernel state after every
     /// step run several times faster, which is what a long campaign needs.
+    #[value(help = "none: several times faster, for code under test that forbids unsafe")]
     None,
 }
 
 impl Sanitizer {
-    fn parse(v: &str) -> Result<Self> {
-        match v {
-            "address" => Ok(Self::Address),
-            "none" => Ok(Self::None),
-            other => Err(err!("--sanitizer takes address or none, not {other:?}")),
-        }
-    }
-
     /// cargo-fuzz's name for it.
     fn name(self) -> &'static str {
         match self {
@@ -83,6 +78,38 @@ impl Build {
     /// What the smoke and a default campaign use.
     pub const DEFAULT: Self = Self { sanitizer: Sanitizer::Address, trace_compares: true };
 
+    /// The options of `cargo xtask fuzz` that select it (empty for the default).
+    pub fn options(self) -> String {
+        let mut o = String::new();
+        if self.sanitizer != Sanitizer::Address {
+            o.push_str(" --sanitizer ");
+            o.push_str(self.sanitizer.name());
+        }
+        if !self.trace_compares {
+            o.push_str(" --no-trace-compares");
+        }
+        o
+    }
+
+    /// The file saved beside a crashing input: the build that found it.
+    fn record(self) -> String {
+        format!("sanitizer = {}\ntrace_compares = {}\n", self.sanitizer.name(), self.trace_compares)
+    }
+
+    /// Read back [`Build::record`]; `None` if it is not one.
+    fn from_record(text: &str) -> Option<Self> {
+        let mut b = Self::DEFAULT;
+        for line in text.lines() {
+            match line.split_once(" = ")? {
+                ("sanitizer", "address") => b.sanitizer = Sanitizer::Address,
+                ("sanitizer", "none") => b.sanitizer = Sanitizer::None,
+                ("trace_compares", v) => b.trace_compares = v.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(b)
+    }
+
     /// Where cargo-fuzz builds it: one folder per kind of build, so switching never
     /// rebuilds another's binaries.
     fn target_dir(self) -> PathBuf {
@@ -93,6 +120,18 @@ impl Build {
             (Sanitizer::None, true) => base.join("no-sanitizer"),
             (Sanitizer::None, false) => base.join("no-sanitizer-no-trace-compares"),
         }
+    }
+}
+
+impl std::fmt::Display for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sanitizer = match self.sanitizer {
+            Sanitizer::Address => "AddressSanitizer",
+            Sanitizer::None => "no sanitizer",
+        };
+        let compares =
+            if self.trace_compares { "comparisons traced" } else { "no comparison tracing" };
+        write!(f, "{sanitizer}, {compares}")
     }
 }
 
@@ -117,48 +156,33 @@ fn work_dir() -> PathBuf {
     crate::target_dir().join("fuzz")
 }
 
-/// `cargo xtask fuzz [--long TARGET] [--time SECS]`.
-pub fn command(args: Vec<String>) -> Result<bool> {
-    let mut long = None;
-    let mut time = None;
-    let mut runs = None;
-    let mut sanitizer = None;
-    let mut trace_compares = None;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().ok_or_else(|| err!("{arg} needs {what}\n{USAGE}"));
-        match arg.as_str() {
-            "--long" => long = Some(value("a target")?),
-            "--time" => {
-                let v = value("seconds")?;
-                time = Some(v.parse::<u64>().map_err(|_| err!("--time takes seconds, not {v:?}"))?);
-            }
-            "--runs" => {
-                let v = value("a count")?;
-                runs = Some(v.parse::<u64>().map_err(|_| err!("--runs takes a count, not {v:?}"))?);
-            }
-            "--sanitizer" => sanitizer = Some(Sanitizer::parse(&value("a sanitizer")?)?),
-            "--no-trace-compares" => trace_compares = Some(false),
-            other => return Err(err!("unexpected argument {other:?}\n{USAGE}")),
-        }
-    }
+/// `cargo xtask fuzz`, as the command line gave it.
+pub fn command(args: FuzzArgs) -> Result<bool> {
     ensure_tools()?;
-    match long {
+    if let Some(FuzzCommand::Repro { target, file, sanitizer, no_trace_compares }) = args.command {
+        let found = Build::from_record(&fs::read_to_string(record_path(&file)).unwrap_or_default());
+        let mut build = found.unwrap_or(Build::DEFAULT);
+        if let Some(s) = sanitizer {
+            build.sanitizer = s;
+        }
+        if no_trace_compares {
+            build.trace_compares = false;
+        }
+        return repro(&target, &file, build);
+    }
+    match args.long {
         Some(target) => campaign(
             &target,
             Campaign {
-                seconds: time.unwrap_or(CAMPAIGN_SECONDS),
-                runs,
+                seconds: args.time.map_or(CAMPAIGN_SECONDS, |t| t.as_secs().max(1)),
+                runs: args.runs,
                 build: Build {
-                    sanitizer: sanitizer.unwrap_or(Sanitizer::Address),
-                    trace_compares: trace_compares.unwrap_or(true),
+                    sanitizer: args.sanitizer.unwrap_or(Sanitizer::Address),
+                    trace_compares: !args.no_trace_compares,
                 },
             },
         ),
-        None if runs.is_some() || sanitizer.is_some() || trace_compares.is_some() => Err(err!(
-            "--runs, --sanitizer and --no-trace-compares are for campaigns (--long TARGET)\n{USAGE}"
-        )),
-        None => smoke(time.unwrap_or(SMOKE_SECONDS)),
+        None => smoke(args.time.map_or(SMOKE_SECONDS, |t| t.as_secs().max(1))),
     }
 }
 
@@ -237,18 +261,15 @@ pub fn targets() -> Result<Vec<String>> {
 /// Build every target once (with debug assertions: an arithmetic overflow in the code
 /// under test is a bug worth a crash report, and so is a failed `debug_assert!`).
 fn build_all(b: Build) -> Result<()> {
-    println!("xtask: building the fuzz targets (cargo +nightly fuzz build, {b:?})");
     let mut cmd = nightly_cargo();
     cmd.args(["fuzz", "build", "--debug-assertions", "--sanitizer", b.sanitizer.name()]);
     if !b.trace_compares {
         cmd.arg("--no-trace-compares");
     }
-    let status = cmd.arg("--target-dir").arg(b.target_dir()).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(err!("building the fuzz targets failed"))
-    }
+    cmd.arg("--target-dir").arg(b.target_dir());
+    Status::start(format!("building the fuzz targets ({b})"))
+        .run(&mut cmd, "fuzz-build")
+        .map_err(|e| err!("building the fuzz targets failed: {e}"))
 }
 
 /// The libFuzzer arguments every run shares.
@@ -379,9 +400,44 @@ impl Stats {
     }
 }
 
-/// Wait for `child`, killing it if it outlives `limit`.
-fn wait_with_watchdog(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>> {
+/// The last libFuzzer progress line in the tail of a log, summarised: `#N` executions,
+/// coverage, features, corpus and speed.
+fn progress_summary(tail: &str) -> Option<String> {
+    let line = tail.lines().rev().find(|l| l.starts_with('#') && l.contains(" cov: "))?;
+    let execs = line.trim_start_matches('#').split_whitespace().next()?;
+    let field = |key: &str| line.split(key).nth(1)?.split_whitespace().next();
+    Some(format!(
+        "{execs} execs, cov {}, ft {}, corpus {}, {} exec/s",
+        field(" cov: ").unwrap_or("?"),
+        field(" ft: ").unwrap_or("?"),
+        field(" corp: ").unwrap_or("?"),
+        field(" exec/s: ").unwrap_or("?"),
+    ))
+}
+
+/// The last few kilobytes of a file (a campaign's log grows by megabytes an hour).
+fn tail(path: &Path) -> String {
+    let Ok(mut f) = File::open(path) else { return String::new() };
+    let len = f.metadata().map_or(0, |m| m.len());
+    if f.seek(SeekFrom::Start(len.saturating_sub(8192))).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    // A short read only shortens the progress line.
+    let _ = f.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Wait for `child`, killing it if it outlives `limit`; the progress line shows the
+/// latest statistics from its log.
+fn wait_with_watchdog(
+    child: &mut Child,
+    limit: Duration,
+    log: &Path,
+    status: &Status,
+) -> Result<Option<ExitStatus>> {
     let start = Instant::now();
+    let mut polled = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -391,6 +447,12 @@ fn wait_with_watchdog(child: &mut Child, limit: Duration) -> Result<Option<ExitS
             let _ = child.kill();
             let _ = child.wait();
             return Ok(None);
+        }
+        if polled.elapsed() >= Duration::from_secs(1) {
+            polled = Instant::now();
+            if let Some(summary) = progress_summary(&tail(log)) {
+                status.detail(&summary);
+            }
         }
         thread::sleep(Duration::from_millis(200));
     }
@@ -410,11 +472,59 @@ fn failure_excerpt(log: &str) -> Vec<&str> {
     }
 }
 
-fn reproduce_hint(target: &str, artifact: &Path) -> String {
+/// Where the build options of the run that saved `artifact` are kept.
+fn record_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.file_name().unwrap_or_default().to_os_string();
+    name.push(".build");
+    artifact.with_file_name(name)
+}
+
+/// Save the build beside a crashing input and say how to reproduce it with that build.
+fn reproduce_hint(target: &str, artifact: &Path, build: Build) -> String {
+    // Without the record, `repro` falls back to the default build and the hint below
+    // still names the options.
+    let _ = fs::write(record_path(artifact), build.record());
+    let relative = artifact.strip_prefix(fuzz_dir()).unwrap_or(artifact);
+    let mut cargo_fuzz = format!("--sanitizer {}", build.sanitizer.name());
+    if !build.trace_compares {
+        cargo_fuzz.push_str(" --no-trace-compares");
+    }
     format!(
-        "reproduce with:\n  (cd tests/fuzz && cargo +nightly fuzz run --debug-assertions {target} {})",
-        artifact.strip_prefix(fuzz_dir()).unwrap_or(artifact).display()
+        "reproduce with:\n  cargo xtask fuzz repro {target} {}{}\nor with cargo-fuzz:\n  \
+         (cd tests/fuzz && cargo +nightly fuzz run --debug-assertions {cargo_fuzz} {target} {})",
+        artifact.display(),
+        build.options(),
+        relative.display()
     )
+}
+
+/// What a failed run found, for the closing lines.
+fn found(target: &str, stats: &Stats, log_path: &Path, build: Build) -> String {
+    match &stats.artifact {
+        Some(a) => format!("crashing input: {}\n{}", a.display(), reproduce_hint(target, a, build)),
+        None => format!("no input was saved; full log: {}", log_path.display()),
+    }
+}
+
+/// Run `target`'s binary, built as `build`, with `corpus` for new inputs, its output in
+/// `log_path`, for `seconds` plus the watchdog's grace; `extra` are more libFuzzer flags.
+fn run_logged(
+    target: &str,
+    corpus: &Path,
+    seconds: u64,
+    build: Build,
+    extra: &[String],
+    log_path: &Path,
+    status: &Status,
+) -> Result<Option<ExitStatus>> {
+    let log = File::create(log_path)?;
+    let mut child = run_command(target, corpus, seconds, build)?
+        .args(extra)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()?;
+    wait_with_watchdog(&mut child, Duration::from_secs(seconds) + WATCHDOG_GRACE, log_path, status)
 }
 
 /// Run every target for `seconds`; fails at the end, naming each crashing input.
@@ -433,19 +543,24 @@ pub fn smoke(seconds: u64) -> Result<bool> {
         }
         fs::create_dir_all(&scratch)?;
         let log_path = work_dir().join(format!("{target}-smoke.log"));
-        let log = File::create(&log_path)?;
-        println!("xtask: fuzz smoke {target} ({seconds} s)");
-        let mut child = run_command(target, &scratch, seconds, Build::DEFAULT)?
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()?;
-        let status = wait_with_watchdog(&mut child, Duration::from_secs(seconds) + WATCHDOG_GRACE)?;
+        if !crate::progress::enabled() {
+            println!("xtask: fuzz smoke {target} ({seconds} s)");
+        }
+        let status = Status::start(format!("fuzz smoke {target} ({seconds} s)"));
+        let exit = run_logged(target, &scratch, seconds, Build::DEFAULT, &[], &log_path, &status)?;
         let text = fs::read_to_string(&log_path).unwrap_or_default();
         let stats = parse_stats(&text);
-        match status {
-            Some(s) if s.success() => println!("xtask:   ok: {}", stats.summary()),
+        match exit {
+            Some(s) if s.success() => {
+                let words = format!("ok: {}", stats.summary());
+                if crate::progress::enabled() {
+                    status.finish(&words);
+                } else {
+                    println!("xtask:   {words}");
+                }
+            }
             other => {
+                status.finish("CRASH");
                 let why = match other {
                     None => "killed by the watchdog".to_string(),
                     Some(s) => s.to_string(),
@@ -454,12 +569,7 @@ pub fn smoke(seconds: u64) -> Result<bool> {
                 for line in failure_excerpt(&text) {
                     eprintln!("{line}");
                 }
-                let found = match &stats.artifact {
-                    Some(a) => {
-                        format!("crashing input: {}\n{}", a.display(), reproduce_hint(target, a))
-                    }
-                    None => format!("no input was saved; full log: {}", log_path.display()),
-                };
+                let found = found(target, &stats, &log_path, Build::DEFAULT);
                 eprintln!("xtask: FUZZ FAILURE in {target} ({why})\n{found}");
                 failures.push(format!("{target}: {found}"));
             }
@@ -472,35 +582,25 @@ pub fn smoke(seconds: u64) -> Result<bool> {
     );
     // The plain closing line test runners print, so a log reader counts the targets.
     println!("fuzz: {} passed, {} failed", targets.len() - failures.len(), failures.len());
-    if failures.is_empty() {
-        Ok(true)
-    } else {
-        Err(err!("fuzz smoke failed:\n{}", failures.join("\n")))
+    if !failures.is_empty() {
+        eprintln!("xtask: FAIL: the fuzz smoke found crashes:\n{}", failures.join("\n"));
     }
+    Ok(failures.is_empty())
 }
 
-/// Copy `reader` line by line to the terminal and to `log`, so a campaign is watched live
-/// and its final statistics can still be read back.
-fn tee(reader: impl std::io::Read + Send + 'static, mut log: File) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
-        let mut line = Vec::new();
-        let stderr = std::io::stderr();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            // Terminal and log failures must not stop the campaign; the log is a copy.
-            let _ = stderr.lock().write_all(&line);
-            let _ = log.write_all(&line);
-            line.clear();
-        }
-    })
+/// Check that `target` is one of the fuzz crate's.
+fn check_target(target: &str) -> Result<()> {
+    let targets = targets()?;
+    if targets.iter().any(|t| t == target) {
+        Ok(())
+    } else {
+        Err(err!("no fuzz target {target:?}; the targets are: {}", targets.join(", ")))
+    }
 }
 
 /// Fuzz one target as `c` says, then report coverage.
 pub fn campaign(target: &str, c: Campaign) -> Result<bool> {
-    let targets = targets()?;
-    if !targets.iter().any(|t| t == target) {
-        return Err(err!("no fuzz target {target:?}; the targets are: {}", targets.join(", ")));
-    }
+    check_target(target)?;
     build_all(c.build)?;
     let corpus = fuzz_dir().join("corpus-work").join(target);
     fs::create_dir_all(&corpus)?;
@@ -508,35 +608,29 @@ pub fn campaign(target: &str, c: Campaign) -> Result<bool> {
     let log_path = work_dir().join(format!("{target}-campaign.log"));
     let runs = c.runs.map(|n| format!(" or {n} runs")).unwrap_or_default();
     println!(
-        "xtask: fuzzing {target} for {} s{runs} ({:?}); corpus {} (kept for the next \
-         campaign), log {}",
-        c.seconds,
+        "xtask: fuzzing {target} for {}{runs} ({}); corpus {} (kept for the next \
+         campaign), libFuzzer's output in {}",
+        show_duration(Duration::from_secs(c.seconds)),
         c.build,
         corpus.display(),
         log_path.display()
     );
-    let seconds = c.seconds;
-    let mut cmd = run_command(target, &corpus, seconds, c.build)?;
-    if let Some(n) = c.runs {
-        cmd.arg(format!("-runs={n}"));
-    }
-    let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-    let copier = child.stderr.take().map(|e| File::create(&log_path).map(|log| tee(e, log)));
-    let copier = copier.transpose()?;
-    let status = wait_with_watchdog(&mut child, Duration::from_secs(seconds) + WATCHDOG_GRACE)?;
-    if let Some(c) = copier {
-        // A panicked copier thread only loses log lines.
-        let _ = c.join();
-    }
-    let stats = parse_stats(&fs::read_to_string(&log_path).unwrap_or_default());
-    let ok = matches!(status, Some(s) if s.success());
+    let extra: Vec<String> = c.runs.map(|n| format!("-runs={n}")).into_iter().collect();
+    let status = Status::start_with(format!("fuzzing {target}"), Some(Duration::from_secs(10)));
+    let exit = run_logged(target, &corpus, c.seconds, c.build, &extra, &log_path, &status)?;
+    let text = fs::read_to_string(&log_path).unwrap_or_default();
+    let stats = parse_stats(&text);
+    let ok = matches!(exit, Some(s) if s.success());
     if ok {
+        status.finish("done");
         println!("xtask: campaign {target} finished without a crash: {}", stats.summary());
     } else {
-        let found = match &stats.artifact {
-            Some(a) => format!("crashing input: {}\n{}", a.display(), reproduce_hint(target, a)),
-            None => format!("no input was saved; full log: {}", log_path.display()),
-        };
+        status.finish("CRASH");
+        eprintln!("---- from {} ----", log_path.display());
+        for line in failure_excerpt(&text) {
+            eprintln!("{line}");
+        }
+        let found = found(target, &stats, &log_path, c.build);
         eprintln!("xtask: FUZZ FAILURE in {target}: {}\n{found}", stats.summary());
     }
     // Coverage tooling problems are reported, never turned into a campaign failure.
@@ -544,6 +638,38 @@ pub fn campaign(target: &str, c: Campaign) -> Result<bool> {
         eprintln!("xtask: coverage report skipped: {e}");
     }
     Ok(ok)
+}
+
+/// Run one saved input against `target` built as `build`: a pass if it no longer fails.
+pub fn repro(target: &str, file: &Path, build: Build) -> Result<bool> {
+    if !file.is_file() {
+        return Err(err!("{}: no such input file", file.display()));
+    }
+    check_target(target)?;
+    build_all(build)?;
+    let file = fs::canonicalize(file)?;
+    println!("xtask: running {} against {target} ({build})", file.display());
+    let out = Command::new(binary(target, build)?)
+        .current_dir(fuzz_dir())
+        .arg(&file)
+        .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
+        .env(
+            "ASAN_OPTIONS",
+            std::env::var("ASAN_OPTIONS").unwrap_or("detect_odr_violation=0".into()),
+        )
+        .stdin(Stdio::null())
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        println!("xtask: PASS: the input runs without a failure ({build})");
+        return Ok(true);
+    }
+    for line in failure_excerpt(&text) {
+        eprintln!("{line}");
+    }
+    eprintln!("xtask: FAIL: the input still fails ({}, {build})", out.status);
+    Ok(false)
 }
 
 /// The nightly toolchain's LLVM tools folder, if the `llvm-tools` component is installed.
@@ -612,7 +738,37 @@ fn coverage(target: &str, corpus: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_stats;
+    use super::{parse_stats, progress_summary, Build, Sanitizer};
+
+    #[test]
+    fn a_crash_is_reproduced_with_the_build_that_found_it() {
+        let b = Build { sanitizer: Sanitizer::None, trace_compares: false };
+        assert_eq!(Build::from_record(&b.record()), Some(b));
+        assert_eq!(b.options(), " --sanitizer none --no-trace-compares");
+        assert_eq!(Build::DEFAULT.options(), "");
+        assert_eq!(b.to_string(), "no sanitizer, no comparison tracing");
+        let dir = std::env::temp_dir().join(format!("xtask-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let crash = dir.join("crash-1");
+        let hint = super::reproduce_hint("syscalls", &crash, b);
+        assert!(hint.contains("fuzz repro syscalls"), "{hint}");
+        assert!(hint.contains("crash-1 --sanitizer none --no-trace-compares"), "{hint}");
+        assert!(hint.contains("fuzz run --debug-assertions --sanitizer none"), "{hint}");
+        let saved = std::fs::read_to_string(super::record_path(&crash)).unwrap();
+        assert_eq!(Build::from_record(&saved), Some(b));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn libfuzzer_progress_is_summarised_in_one_line() {
+        let tail = "#4096\tpulse  cov: 201 ft: 330 corp: 60/4Kb lim: 43 exec/s: 2048 rss: 31Mb\n\
+                    #8192\tNEW    cov: 205 ft: 341 corp: 61/4Kb lim: 43 exec/s: 2730 rss: 31Mb L: 4/4\n";
+        assert_eq!(
+            progress_summary(tail).as_deref(),
+            Some("8192 execs, cov 205, ft 341, corpus 61/4Kb, 2730 exec/s")
+        );
+        assert_eq!(progress_summary("INFO: Seed: 1\n"), None);
+    }
 
     #[test]
     fn final_statistics_and_artifacts_are_read_back() {

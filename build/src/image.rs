@@ -4,7 +4,14 @@
 //! broken init module, made from the real one, to prove the kernel refuses it cleanly;
 //! `bad-manifest` and `process-refused` prove the same of the root task for a manifest
 //! module that does not decode and for a process the machine cannot make.
+//!
+//! How an image is made (which init, which manifest, a corrupted manifest module, the
+//! kernel command line) is defined here; what it is for and the outcome a run must show
+//! are declared in its manifest, in an `[images.NAME]` table the build tool reads and never
+//! encodes. Several images share a manifest (the `bad-init-*` ones are the default system
+//! with a broken init), so each manifest declares every image made from it.
 
+use crate::emulator::{Outcome, Verdict};
 use crate::{cargo, err, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,8 +38,6 @@ pub struct Image {
     pub name: &'static str,
     /// What goes in as `init`.
     pub init: InitVariant,
-    /// What it is for.
-    pub about: &'static str,
     /// Its system manifest, under `images/`.
     pub manifest: &'static str,
     /// Cut the encoded manifest short (to prove the root task refuses it cleanly).
@@ -46,7 +51,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "default",
         init: InitVariant::Intact,
-        about: "the kernel, the root task and the test VMs",
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
@@ -54,7 +58,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "bad-init-truncated",
         init: InitVariant::Truncated,
-        about: "init cut short",
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
@@ -62,7 +65,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "bad-init-machine",
         init: InitVariant::WrongMachine,
-        about: "init built for ARM",
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
@@ -70,7 +72,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "bad-init-kernel-overlap",
         init: InitVariant::KernelOverlap,
-        about: "init with a segment inside kernel space",
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
@@ -78,7 +79,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "bad-manifest",
         init: InitVariant::Intact,
-        about: "a manifest module cut short",
         manifest: "default.toml",
         corrupt_manifest: true,
         cmdline: "",
@@ -86,7 +86,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "process-refused",
         init: InitVariant::Intact,
-        about: "a process the machine has too little memory for, before the console driver",
         manifest: "process-refused.toml",
         corrupt_manifest: false,
         cmdline: "",
@@ -94,7 +93,6 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "pit-tick",
         init: InitVariant::Intact,
-        about: "the default system with the PIT as the tick (no local APIC timer)",
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "tick=pit",
@@ -102,12 +100,86 @@ pub const IMAGES: &[Image] = &[
     Image {
         name: "trace",
         init: InitVariant::Intact,
-        about: "the root task's checks and guest32 alone, its VMM printing an exit trace",
         manifest: "trace.toml",
         corrupt_manifest: false,
         cmdline: "",
     },
 ];
+
+/// The outcome a run of an image must show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The machine's explicit pass.
+    Pass,
+    /// A clean failing exit (not a timeout) whose serial log holds this text and no
+    /// kernel panic: the system refused what the image gave it.
+    Refused(String),
+}
+
+impl Expect {
+    /// Parse a manifest's `expect`: `"pass"` or `"refused: TEXT"`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.strip_prefix("refused:").map(str::trim) {
+            Some("") => Err(err!("expect \"refused:\" needs the text the log must hold")),
+            Some(t) => Ok(Self::Refused(t.to_string())),
+            None if text == "pass" => Ok(Self::Pass),
+            None => Err(err!("expect {text:?} is neither \"pass\" nor \"refused: TEXT\"")),
+        }
+    }
+
+    /// Compare a run's outcome with this expectation: `Ok` with words for the pass line,
+    /// `Err` with the reason it is not what was expected.
+    pub fn judge(&self, out: &Outcome) -> std::result::Result<String, String> {
+        match self {
+            Self::Pass if out.verdict == Verdict::Pass => Ok("the machine reported a pass".into()),
+            Self::Pass => Err(out.verdict.to_string()),
+            Self::Refused(text) => {
+                if out.verdict == Verdict::Pass {
+                    Err(format!("the machine reported a pass, but a refusal was expected: {text}"))
+                } else if out.verdict == Verdict::TimedOut {
+                    Err(format!("{}; a clean refusal was expected: {text}", out.verdict))
+                } else if out.serial.contains("KERNEL PANIC") {
+                    Err(format!("the kernel panicked; a clean refusal was expected: {text}"))
+                } else if !out.serial.contains(text.as_str()) {
+                    Err(format!("{}, but the log lacks the expected refusal: {text}", out.verdict))
+                } else {
+                    Ok(format!("refused as expected: {text}"))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pass => f.write_str("pass"),
+            Self::Refused(t) => write!(f, "refused: {t}"),
+        }
+    }
+}
+
+/// What an image's manifest says of it.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// What it is for.
+    pub about: String,
+    /// What a run must show.
+    pub expect: Expect,
+}
+
+impl Image {
+    /// What its manifest says it is for and expects.
+    pub fn info(&self) -> Result<Info> {
+        let path = crate::root().join("images").join(self.manifest);
+        let text = fs::read_to_string(&path).map_err(|e| err!("{}: {e}", path.display()))?;
+        let all = crate::manifest::images(&path, &text)?;
+        let info = all.get(self.name).ok_or_else(|| {
+            err!("{}: no [images.{}] table says what the image is for", path.display(), self.name)
+        })?;
+        Ok(Info { about: info.about.clone(), expect: Expect::parse(&info.expect)? })
+    }
+}
 
 /// Look an image up by name.
 pub fn find(name: &str) -> Result<Image> {
@@ -139,7 +211,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
     // Other processes (a test run beside an `xtask run`) build into the same tree.
     let lock = fs::File::create(images.join(".lock"))?;
     lock.lock()?;
-    crate::deps::ensure()?;
+    crate::deps::ensure(&[crate::deps::Need::Grub])?;
     let kernel = cargo::build_kernel()?;
     let user = cargo::build_user()?;
     let init = mutate(&fs::read(user.join("init"))?, image.init)?;
@@ -180,8 +252,17 @@ fn grub_cfg(cmdline: &str) -> String {
     )
 }
 
+/// Where Debian keeps GRUB's BIOS modules (grub-mkrescue's default).
+const DEBIAN_GRUB_PC: &str = "/usr/lib/grub/i386-pc";
+
 fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {
-    let out = Command::new("grub-mkrescue")
+    let mut cmd = Command::new(crate::deps::grub_mkrescue());
+    // grub-mkrescue finds Debian's folder itself, and with it any other platform
+    // installed beside; name the folder only where GRUB keeps it elsewhere.
+    if let Some(pc) = crate::deps::grub_pc_dir().filter(|d| d != Path::new(DEBIAN_GRUB_PC)) {
+        cmd.arg("-d").arg(pc);
+    }
+    let out = cmd
         .args([
             "--install-modules=multiboot2 normal iso9660 biosdisk part_msdos configfile",
             "--locales=",
@@ -233,4 +314,63 @@ pub fn mutate(elf: &[u8], variant: InitVariant) -> Result<Vec<u8>> {
         }
     }
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Expect, IMAGES};
+    use crate::emulator::{Outcome, Verdict};
+
+    fn outcome(verdict: Verdict, serial: &str) -> Outcome {
+        Outcome {
+            verdict,
+            serial: serial.into(),
+            emulator_log: String::new(),
+            stderr: String::new(),
+            dir: Default::default(),
+        }
+    }
+
+    #[test]
+    fn every_image_says_what_it_is_for_and_what_it_expects() {
+        for image in IMAGES {
+            let info = image.info().unwrap_or_else(|e| panic!("{}: {e}", image.name));
+            assert!(!info.about.is_empty(), "{}", image.name);
+            let refused = image.name.starts_with("bad-") || image.name == "process-refused";
+            assert_eq!(matches!(info.expect, Expect::Refused(_)), refused, "{}", image.name);
+        }
+    }
+
+    #[test]
+    fn a_manifest_names_only_images_built_from_it() {
+        let dir = crate::root().join("images");
+        for manifest in ["default.toml", "process-refused.toml", "trace.toml"] {
+            let path = dir.join(manifest);
+            let text = std::fs::read_to_string(&path).unwrap();
+            for name in crate::manifest::images(&path, &text).unwrap().keys() {
+                let image = super::find(name).unwrap();
+                assert_eq!(image.manifest, manifest, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn expectations_are_parsed_and_judged() {
+        assert_eq!(Expect::parse("pass").unwrap(), Expect::Pass);
+        let refused = Expect::parse("refused: init refused").unwrap();
+        assert_eq!(refused, Expect::Refused("init refused".into()));
+        assert!(Expect::parse("refused:").is_err());
+        assert!(Expect::parse("fail").unwrap_err().to_string().contains("\"refused: TEXT\""));
+
+        let clean = outcome(Verdict::Fail(Some(35)), "kernel: init refused\n");
+        assert_eq!(refused.judge(&clean).unwrap(), "refused as expected: init refused");
+        assert!(Expect::Pass.judge(&clean).unwrap_err().contains("exited with status 35"));
+        let other = outcome(Verdict::Fail(Some(35)), "kernel: something else\n");
+        assert!(refused.judge(&other).unwrap_err().contains("lacks the expected refusal"));
+        let hang = outcome(Verdict::TimedOut, "kernel: init refused\n");
+        assert!(refused.judge(&hang).unwrap_err().contains("timeout"));
+        let passed = outcome(Verdict::Pass, "");
+        assert!(refused.judge(&passed).unwrap_err().contains("a refusal was expected"));
+        assert!(Expect::Pass.judge(&passed).is_ok());
+    }
 }

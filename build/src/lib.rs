@@ -4,11 +4,13 @@
 
 pub mod bochs;
 pub mod cargo;
+pub mod cli;
 pub mod deps;
 pub mod emulator;
 pub mod fuzz;
 pub mod image;
 pub mod manifest;
+pub mod progress;
 pub mod qemu;
 pub mod trace;
 

@@ -1,121 +1,72 @@
-//! `cargo xtask`: the one way in. Run `cargo xtask help` for the commands.
+//! `cargo xtask`: the one way in. Run `cargo xtask --help` for the commands; the command
+//! line itself is defined in `cli.rs`.
+//!
+//! Exit status: 0 pass, 1 a test failed (a run that did not reach its expected outcome,
+//! a failing test step, a fuzz crash), 2 a usage or environment error. A command returns
+//! `Ok(false)` for the first, having said why, and `Err` for the second.
 
-use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::process::{Command as Process, ExitCode};
+use xtask::cli::{self, Command, RunArgs};
 use xtask::emulator::{self, Emulator, RunOptions, Verdict};
-use xtask::{cargo, err, image, Result};
-
-const HELP: &str = "\
-cargo xtask <command> [options]
-
-commands:
-  build [--image NAME]          build the kernel, the user programs and the image's ISO
-  run   [--emulator bochs|qemu] [--image NAME] [--cpu MODEL] [--timeout SECS] [--gdb]
-                                boot an image headless and show its serial console
-                                (default: bochs, image default); exit 0 only on a pass
-  test                          everything: formatting, lints, host unit tests, the
-                                integration tests that boot images under QEMU and Bochs,
-                                and the fuzz smoke
-  bench                         boot the default image under Bochs and print the
-                                benchmark lines (Bochs TSC ticks = emulated instructions)
-  fuzz  [--time SECS]           smoke every libFuzzer target in tests/fuzz (SECS each,
-                                default 10; needs the nightly toolchain, installs cargo-fuzz)
-  fuzz  --long TARGET [--time SECS]
-                                fuzz one target for SECS (default a day), then report
-                                coverage (with the nightly llvm-tools component)
-  trace record [OUT] | extract LOG OUT | replay FILE | seeds FILE [--every N]
-                                exit traces: record guest32's under Bochs, turn a serial
-                                log into a trace file, replay one against the VMM's
-                                dispatcher, cut one into vmm_dispatch fuzz seeds
-  images                        list the images
-";
-
-struct Args(Vec<String>);
-
-impl Args {
-    fn flag(&mut self, name: &str) -> bool {
-        let before = self.0.len();
-        self.0.retain(|a| a != name);
-        self.0.len() != before
-    }
-
-    fn value(&mut self, name: &str) -> Result<Option<String>> {
-        let Some(i) = self.0.iter().position(|a| a == name) else { return Ok(None) };
-        if i + 1 >= self.0.len() {
-            return Err(err!("{name} needs a value"));
-        }
-        let v = self.0.remove(i + 1);
-        self.0.remove(i);
-        Ok(Some(v))
-    }
-
-    fn finish(self) -> Result<()> {
-        match self.0.first() {
-            Some(extra) => Err(err!("unexpected argument {extra:?}\n\n{HELP}")),
-            None => Ok(()),
-        }
-    }
-}
+use xtask::{cargo, deps, err, image, progress, Result};
 
 fn main() -> ExitCode {
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
-    let command = if argv.is_empty() { "help".to_string() } else { argv.remove(0) };
-    let result = match command.as_str() {
-        "build" => build(Args(argv)),
-        "run" => run(Args(argv)),
-        "test" => test(Args(argv)),
-        "bench" => bench(Args(argv)),
-        "fuzz" => xtask::fuzz::command(argv),
-        "trace" => xtask::trace::command(argv),
-        "images" => {
-            for i in image::IMAGES {
-                println!("{:<26} {}", i.name, i.about);
-            }
-            Ok(true)
-        }
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
-            Ok(true)
-        }
-        other => Err(err!("unknown command {other:?}\n\n{HELP}")),
+    let cli = match cli::parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        // Help and usage errors print themselves and exit 0 or 2.
+        Err(e) => e.exit(),
+    };
+    progress::enable();
+    let result = match cli.command {
+        Command::Build { image } => build(&image),
+        Command::Run(args) => run(args),
+        Command::Test => test(),
+        Command::Bench => bench(),
+        Command::Fuzz(args) => xtask::fuzz::command(args),
+        Command::Trace { command } => xtask::trace::command(command),
+        Command::Images => images(),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("xtask: {e}");
-            ExitCode::FAILURE
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(2)
         }
     }
 }
 
-fn build(mut args: Args) -> Result<bool> {
-    let name = args.value("--image")?.unwrap_or_else(|| "default".into());
-    args.finish()?;
-    let iso = image::build(image::find(&name)?)?;
+fn build(name: &str) -> Result<bool> {
+    let iso = image::build(image::find(name)?)?;
     println!("xtask: built {}", iso.display());
     Ok(true)
 }
 
-fn run(mut args: Args) -> Result<bool> {
-    let emulator = Emulator::parse(&args.value("--emulator")?.unwrap_or_else(|| "bochs".into()))?;
-    let name = args.value("--image")?.unwrap_or_else(|| "default".into());
-    let mut opts = RunOptions { stream: true, ..RunOptions::default() };
-    if let Some(cpu) = args.value("--cpu")? {
+fn images() -> Result<bool> {
+    for i in image::IMAGES {
+        let info = i.info()?;
+        println!("{}\n    {}\n    expects: {}", i.name, info.about, info.expect);
+    }
+    Ok(true)
+}
+
+fn run(args: RunArgs) -> Result<bool> {
+    let image = image::find(&args.image)?;
+    let expect = image.info()?.expect;
+    let mut opts = RunOptions {
+        stream: true,
+        timeout: args.timeout,
+        gdb: args.gdb,
+        keep_runs: Some(args.keep),
+        ..RunOptions::default()
+    };
+    if let Some(cpu) = args.cpu {
         opts.bochs_cpu = cpu;
     }
-    if let Some(t) = args.value("--timeout")? {
-        opts.timeout = Duration::from_secs(t.parse().map_err(|_| err!("--timeout takes seconds"))?);
-    }
-    opts.gdb = args.flag("--gdb");
-    args.finish()?;
     if opts.gdb {
-        if emulator != Emulator::Qemu {
-            return Err(err!("--gdb needs --emulator qemu (Bochs's debugger is not a gdb stub)"));
-        }
-        opts.timeout = Duration::from_secs(24 * 3600);
+        opts.timeout = std::time::Duration::from_secs(24 * 3600);
     }
-    let iso = image::build(image::find(&name)?)?;
+    let iso = image::build(image)?;
     if opts.gdb {
         let kernel = xtask::target_dir().join("kernel").join(cargo::TARGET).join("release/kernel");
         println!(
@@ -123,56 +74,55 @@ fn run(mut args: Args) -> Result<bool> {
             kernel.display()
         );
     }
-    println!("xtask: booting {name} under {} (timeout {:?})", emulator.name(), opts.timeout);
-    let outcome = emulator::run(emulator, &iso, &opts)?;
-    println!();
-    match &outcome.verdict {
-        Verdict::Pass => println!("xtask: PASS ({})", outcome.dir.display()),
-        other => println!("xtask: FAIL: {other:?}; logs in {}", outcome.dir.display()),
+    let outcome = emulator::run(args.emulator, &iso, &opts)?;
+    match expect.judge(&outcome) {
+        Ok(words) => {
+            println!("xtask: PASS ({words}); logs in {}", outcome.dir.display());
+            Ok(true)
+        }
+        Err(why) => {
+            eprintln!("xtask: FAIL: {why}");
+            let errors = outcome.emulator_errors();
+            if !errors.is_empty() {
+                eprintln!("xtask: {} said:", args.emulator.name());
+                for line in errors.iter().take(20) {
+                    eprintln!("  {line}");
+                }
+                if errors.len() > 20 {
+                    eprintln!("  ... and {} more lines", errors.len() - 20);
+                }
+            }
+            eprintln!("xtask: expected: {expect}; logs in {}", outcome.dir.display());
+            Ok(false)
+        }
     }
-    Ok(outcome.verdict == Verdict::Pass)
 }
 
-fn cargo_cmd() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+fn cargo_cmd() -> Process {
+    let mut c = Process::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(xtask::root());
     c
 }
 
-fn step(name: &str, cmd: &mut Command) -> Result<()> {
+/// Run one step of `test` with its output on the terminal: `false` when it fails.
+fn step(name: &str, cmd: &mut Process) -> Result<bool> {
     println!("xtask: {name}");
-    let status = cmd.status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(err!("{name} failed"))
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let status = cmd.status().map_err(|e| err!("cannot start {program}: {e}"))?;
+    if !status.success() {
+        eprintln!("xtask: FAIL: {name} ({status})");
     }
+    Ok(status.success())
 }
 
-fn test(args: Args) -> Result<bool> {
-    args.finish()?;
-    xtask::deps::ensure()?;
-    step("cargo fmt --check", cargo_cmd().args(["fmt", "--all", "--check"]))?;
-    step(
-        "clippy (host crates)",
-        cargo_cmd().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-    )?;
-    step(
-        "clippy (bare-metal kernel)",
-        cargo_cmd()
-            .args([
-                "clippy",
-                "--release",
-                "--target",
-                cargo::TARGET,
-                "-p",
-                "kernel",
-                "--target-dir",
-            ])
-            .arg(xtask::target_dir().join("kernel"))
-            .env("CARGO_ENCODED_RUSTFLAGS", cargo::KERNEL_RUSTFLAGS.join("\x1f"))
-            .args(["--", "-D", "warnings"]),
-    )?;
+fn test() -> Result<bool> {
+    deps::ensure(deps::Need::ALL)?;
+    let mut kernel = cargo_cmd();
+    kernel
+        .args(["clippy", "--release", "--target", cargo::TARGET, "-p", "kernel", "--target-dir"])
+        .arg(xtask::target_dir().join("kernel"))
+        .env("CARGO_ENCODED_RUSTFLAGS", cargo::KERNEL_RUSTFLAGS.join("\x1f"))
+        .args(["--", "-D", "warnings"]);
     let mut user = cargo_cmd();
     user.args(["clippy", "--release", "--target", cargo::TARGET, "--target-dir"])
         .arg(xtask::target_dir().join("user"))
@@ -180,24 +130,48 @@ fn test(args: Args) -> Result<bool> {
     for p in cargo::USER_PROGRAMS {
         user.args(["-p", p]);
     }
-    step("clippy (bare-metal user programs)", user.args(["--", "-D", "warnings"]))?;
-    step(
-        "host unit tests and emulator integration tests",
-        cargo_cmd().args(["test", "--workspace"]),
-    )?;
+    user.args(["--", "-D", "warnings"]);
+    let mut fmt = cargo_cmd();
+    fmt.args(["fmt", "--all", "--check"]);
+    let mut host = cargo_cmd();
+    host.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    let mut tests = cargo_cmd();
+    tests.args(["test", "--workspace"]);
+    let steps: [(&str, &mut Process); 5] = [
+        ("cargo fmt --check", &mut fmt),
+        ("clippy (host crates)", &mut host),
+        ("clippy (bare-metal kernel)", &mut kernel),
+        ("clippy (bare-metal user programs)", &mut user),
+        ("host unit tests and emulator integration tests", &mut tests),
+    ];
+    for (name, cmd) in steps {
+        if !step(name, cmd)? {
+            return Ok(false);
+        }
+    }
     // Last, as it needs the nightly toolchain and cargo-fuzz (checked and installed there).
-    xtask::fuzz::command(Vec::new())
+    xtask::fuzz::command(cli::FuzzArgs {
+        command: None,
+        long: None,
+        time: None,
+        runs: None,
+        sanitizer: None,
+        no_trace_compares: false,
+    })
 }
 
-fn bench(args: Args) -> Result<bool> {
-    args.finish()?;
+fn bench() -> Result<bool> {
     let iso = image::build(image::find("default")?)?;
-    let outcome = emulator::run(Emulator::Bochs, &iso, &RunOptions::default())?;
+    let opts = RunOptions::default();
+    let outcome = emulator::run(Emulator::Bochs, &iso, &opts)?;
     if outcome.verdict != Verdict::Pass {
-        return Err(err!("the benchmark run failed:\n{}", outcome.report()));
+        eprintln!("xtask: FAIL: the benchmark run failed: {}", outcome.report());
+        return Ok(false);
     }
+    let version = xtask::bochs::about().version.as_deref().unwrap_or("of unknown version");
     println!(
-        "benchmarks under Bochs 2.7 (corei7_skylake_x), in TSC ticks = emulated instructions:"
+        "benchmarks under Bochs {version} ({}, one CPU), in TSC ticks = emulated instructions:",
+        opts.bochs_cpu
     );
     let mut any = false;
     for line in outcome.serial.lines().map(str::trim_end) {
@@ -217,7 +191,8 @@ fn bench(args: Args) -> Result<bool> {
         }
     }
     if !any {
-        return Err(err!("the run printed no benchmark lines"));
+        eprintln!("xtask: FAIL: the run printed no benchmark lines");
+        return Ok(false);
     }
     Ok(true)
 }

@@ -10,6 +10,7 @@ use protocols::manifest::{
     MAX_PROCESSES,
 };
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Deserialize)]
@@ -23,6 +24,40 @@ struct File {
     process: Vec<process::Process>,
     #[serde(default)]
     vm: Vec<Vm>,
+    /// The build tool's own key, never encoded: what each image built from this manifest
+    /// is for and what a run of it must show.
+    #[serde(default)]
+    images: BTreeMap<String, ImageInfo>,
+}
+
+/// `[images.NAME]`: an image built from this manifest, as `cargo xtask images` lists it
+/// and `cargo xtask run` judges it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    /// What the image is for.
+    pub about: String,
+    /// What a run must show: `"pass"`, or `"refused: TEXT"` (a clean failing exit whose
+    /// serial log holds TEXT).
+    pub expect: String,
+}
+
+/// Just the `[images.*]` tables of a manifest, whatever else it holds.
+#[derive(Deserialize)]
+struct ImagesOnly {
+    #[serde(default)]
+    images: BTreeMap<String, ImageInfo>,
+}
+
+/// The `[images.*]` tables of the manifest `text` (from `path`, for messages), each
+/// expectation checked.
+pub fn images(path: &Path, text: &str) -> Result<BTreeMap<String, ImageInfo>> {
+    let file: ImagesOnly = toml::from_str(text).map_err(|e| err!("{}: {e}", path.display()))?;
+    for (name, info) in &file.images {
+        crate::image::Expect::parse(&info.expect)
+            .map_err(|e| err!("{}: images.{name}: {e}", path.display()))?;
+    }
+    Ok(file.images)
 }
 
 #[derive(Deserialize)]
@@ -89,6 +124,9 @@ fn memory_bits(vm: &Vm) -> Result<u8> {
 pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
     let at = |e: crate::Error| err!("{}: {e}", path.display());
     let file: File = toml::from_str(text).map_err(|e| err!("{}: {e}", path.display()))?;
+    for (name, info) in &file.images {
+        crate::image::Expect::parse(&info.expect).map_err(|e| at(err!("images.{name}: {e}")))?;
+    }
     let mut manifest = Manifest {
         vms: heapless::Vec::new(),
         objects: heapless::Vec::new(),

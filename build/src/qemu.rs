@@ -21,7 +21,7 @@ fn verdict(status: ExitStatus) -> Verdict {
 pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
     let dir = run_dir(iso, Emulator::Qemu)?;
     let serial = dir.join("serial.txt");
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = Command::new(crate::deps::qemu());
     cmd.args(["-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m"])
         .arg(opts.memory_mib.to_string())
         .arg("-cdrom")
@@ -37,7 +37,8 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
     Ok(Outcome {
         verdict,
         serial: fs::read_to_string(&serial).unwrap_or_default(),
-        emulator_log: stderr,
+        emulator_log: stderr.clone(),
+        stderr,
         dir,
     })
 }

@@ -11,6 +11,7 @@
 //! - `seeds FILE [--every N]` cuts the trace into standalone traces of N exits as seeds
 //!   for the `vmm_dispatch` fuzz target, which replays a trace input exit by exit.
 
+use crate::cli::TraceCommand;
 use crate::{err, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,16 +20,10 @@ use vmm_server::dispatch::Vm;
 use vmm_server::guest_memory::SliceMemory;
 use vmm_server::trace::{self, Decoder, Encoder, Header, LINE_PREFIX};
 
-const USAGE: &str = "\
-usage: cargo xtask trace record [OUT]            boot the trace image under Bochs, save its trace
-       cargo xtask trace extract LOG OUT         serial log -> trace file
-       cargo xtask trace replay FILE             replay a trace against the VMM's dispatcher
-       cargo xtask trace seeds FILE [--every N]  trace -> vmm_dispatch fuzz seeds (N exits each)";
-
 /// Guest RAM a replay gives the dispatcher: as much as the VMM maps (2 MiB), zeroed.
 const REPLAY_RAM: usize = 2 << 20;
 /// Exits per seed, by default: enough for a guest's start-up, small enough to mutate.
-const SEED_EXITS: usize = 32;
+pub const SEED_EXITS: usize = 32;
 
 /// The checked-in trace of guest32.
 pub fn guest32_trace() -> PathBuf {
@@ -141,15 +136,10 @@ fn record(out: &Path) -> Result<bool> {
 }
 
 /// `cargo xtask trace ...`.
-pub fn command(args: Vec<String>) -> Result<bool> {
-    let mut it = args.into_iter();
-    let sub = it.next().ok_or_else(|| err!("{USAGE}"))?;
-    let rest: Vec<String> = it.collect();
-    let arg = |i: usize| rest.get(i).map(PathBuf::from).ok_or_else(|| err!("{USAGE}"));
-    match sub.as_str() {
-        "record" => record(&rest.first().map_or_else(guest32_trace, PathBuf::from)),
-        "extract" => {
-            let (log, out) = (arg(0)?, arg(1)?);
+pub fn command(command: TraceCommand) -> Result<bool> {
+    match command {
+        TraceCommand::Record { out } => record(&out.unwrap_or_else(guest32_trace)),
+        TraceCommand::Extract { log, out } => {
             let text = fs::read(&log).map_err(|e| err!("{}: {e}", log.display()))?;
             let bytes = extract(&String::from_utf8_lossy(&text))?;
             fs::write(&out, &bytes)?;
@@ -157,28 +147,17 @@ pub fn command(args: Vec<String>) -> Result<bool> {
             println!("xtask: {} exits, {} bytes -> {}", d.count(), bytes.len(), out.display());
             Ok(true)
         }
-        "replay" => {
-            let file = arg(0)?;
-            match replay(&read(&file)?) {
-                Ok(n) => {
-                    println!("xtask: {n} exits replayed; every reply equals the recorded one");
-                    Ok(true)
-                }
-                Err(e) => {
-                    eprintln!("xtask: replay of {} differs: {e}", file.display());
-                    Ok(false)
-                }
+        TraceCommand::Replay { file } => match replay(&read(&file)?) {
+            Ok(n) => {
+                println!("xtask: {n} exits replayed; every reply equals the recorded one");
+                Ok(true)
             }
-        }
-        "seeds" => {
-            let file = arg(0)?;
-            let every = match (rest.get(1).map(String::as_str), rest.get(2)) {
-                (Some("--every"), Some(n)) => {
-                    n.parse().map_err(|_| err!("--every takes a number"))?
-                }
-                (None, _) => SEED_EXITS,
-                _ => return Err(err!("{USAGE}")),
-            };
+            Err(e) => {
+                eprintln!("xtask: FAIL: the replay of {} differs: {e}", file.display());
+                Ok(false)
+            }
+        },
+        TraceCommand::Seeds { file, every } => {
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("trace").to_string();
             let dir = crate::fuzz::fuzz_dir().join("corpus").join("vmm_dispatch");
             fs::create_dir_all(&dir)?;
@@ -189,7 +168,6 @@ pub fn command(args: Vec<String>) -> Result<bool> {
             println!("xtask: {} seeds of {every} exits in {}", seeds.len(), dir.display());
             Ok(true)
         }
-        _ => Err(err!("{USAGE}")),
     }
 }
 

@@ -117,6 +117,7 @@ mod tests {
             verdict: Verdict::Pass,
             serial: serial.into(),
             emulator_log: String::new(),
+            stderr: String::new(),
             dir: std::path::PathBuf::new(),
         };
         assert_eq!(
