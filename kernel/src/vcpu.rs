@@ -27,9 +27,10 @@ use protocols::ipc::MsgInfo;
 use protocols::object::vm;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
+use protocols::vcpu_page;
 use protocols::vmcs::Field;
 use protocols::vmexit::{
-    BatchError, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs, TransferMask,
+    BatchError, EventInjection, EventType, ExitMessage, ExitReason, Gprs, TransferMask,
 };
 use protocols::vmx_failure::VmxFailure;
 
@@ -150,9 +151,52 @@ fn is_page_fault(raw: u32) -> bool {
         && info.vector() == 14
 }
 
-/// Whether the exit is a page fault the exception bitmap intercepted.
-fn intercepted_page_fault(msg: &ExitMessage) -> bool {
-    msg.basic_reason() == Some(ExitReason::ExceptionOrNmi) && is_page_fault(msg.exit_intr_info)
+/// What the kernel keeps of an exit for itself: the state the validator judges the reply
+/// against, the words of the exit IPC, and what reflecting a #PF needs. The hardware layer
+/// fills it from its own VMREADs, so nothing here comes from the VMM's page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCore {
+    /// Full exit reason.
+    pub reason: u32,
+    /// VM-exit instruction length.
+    pub instruction_len: u32,
+    /// Exit qualification (read for exceptions, else when the VMM asked for it).
+    pub qualification: u64,
+    /// Exit interruption information (read for exceptions).
+    pub exit_intr_info: u32,
+    /// Guest interruptibility state.
+    pub interruptibility: u32,
+    /// Guest RIP.
+    pub rip: u64,
+    /// Guest RFLAGS.
+    pub rflags: u64,
+    /// Guest CR0.
+    pub cr0: u64,
+    /// Guest CR4.
+    pub cr4: u64,
+}
+
+impl ExitCore {
+    /// The core of a whole message.
+    pub const fn of(msg: &ExitMessage) -> Self {
+        Self {
+            reason: msg.reason,
+            instruction_len: msg.instruction_len,
+            qualification: msg.qualification,
+            exit_intr_info: msg.exit_intr_info,
+            interruptibility: msg.interruptibility,
+            rip: msg.rip,
+            rflags: msg.rflags,
+            cr0: msg.cr0,
+            cr4: msg.cr4,
+        }
+    }
+
+    /// Whether the exit is a page fault the exception bitmap intercepted.
+    fn intercepted_page_fault(&self) -> bool {
+        ExitReason::from_raw(self.reason as u16) == Some(ExitReason::ExceptionOrNmi)
+            && is_page_fault(self.exit_intr_info)
+    }
 }
 
 /// Whether the batch injects a #PF.
@@ -172,33 +216,57 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// The current vCPU left the guest: send the exit to its VMM and block for the reply.
+    /// The exit area of `vcpu`'s message frame, where the hardware layer writes the exit
+    /// in place (`None` without a bound frame).
+    pub fn exit_area(&mut self, vcpu: u64) -> Option<&mut ExitMessage> {
+        let frame = self.message_frame(vcpu)?;
+        vcpu_page::exit_mut(self.store.frame(frame))
+    }
+
+    /// The groups an exit of full reason `reason` carries for `vcpu`: the VCpu's default
+    /// and what its VMM's transfer table adds for that reason.
+    pub fn exit_groups(&mut self, vcpu: u64, reason: u32) -> TransferMask {
+        let base = self.store.vcpu(vcpu).transfer;
+        match self.message_frame(vcpu) {
+            Some(frame) => vcpu_page::transfer_table(self.store.frame(frame))
+                .map_or(base, |t| t.for_reason(reason, base)),
+            None => base,
+        }
+    }
+
+    /// Deliver `msg` as the current vCPU's exit: written whole into the exit area, then
+    /// sent ([`Self::vcpu_exited`]). The hardware layer writes the area field by field
+    /// instead; this is the same for a caller that has the message at hand.
     pub fn vcpu_exit(&mut self, msg: &ExitMessage) -> Next {
+        let v = self.current;
+        if let Some(area) = self.exit_area(v) {
+            *area = *msg;
+        }
+        self.vcpu_exited(&ExitCore::of(msg))
+    }
+
+    /// The current vCPU left the guest and its exit is in the exit area: send it to the
+    /// VMM and block for the reply. `core` is what the kernel itself keeps of the exit
+    /// (from its own VMREADs, never read back from the VMM's page).
+    pub fn vcpu_exited(&mut self, core: &ExitCore) -> Next {
         let v = self.current;
         let data = self.store.vcpu(v);
         data.exits += 1;
         let c = &mut data.cached;
-        (c.cr0, c.cr4, c.rflags, c.rip) = (msg.cr0, msg.cr4, msg.rflags, msg.rip);
-        c.interruptibility = msg.interruptibility;
-        c.exit_instruction_len = msg.instruction_len;
-        data.page_fault = intercepted_page_fault(msg).then_some(msg.qualification);
-        let mut words = [0u64; ExitMessage::SIZE];
-        let n = msg.to_words(&mut words);
+        (c.cr0, c.cr4, c.rflags, c.rip) = (core.cr0, core.cr4, core.rflags, core.rip);
+        c.interruptibility = core.interruptibility;
+        c.exit_instruction_len = core.instruction_len;
+        data.page_fault = core.intercepted_page_fault().then_some(core.qualification);
         let exit_ep = self.store.slot(tcb_slot(v, EXIT_SLOT)).cap;
         match (self.message_frame(v), exit_ep) {
-            (Some(frame), Cap::Endpoint { addr, badge, .. }) => {
-                let page = self.store.frame(frame);
-                let area = page.get_mut(vm::EXIT_OFFSET..).unwrap_or_default();
-                for (chunk, w) in area.chunks_exact_mut(8).zip(words.iter().take(n)) {
-                    chunk.copy_from_slice(&w.to_le_bytes());
-                }
+            (Some(_), Cap::Endpoint { addr, badge, .. }) => {
                 let t = &mut self.store.tcb(v).context;
                 t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
                 (t.rdx, t.r10, t.r8, t.r9) = (
-                    u64::from(msg.reason),
-                    msg.qualification,
-                    msg.rip,
-                    u64::from(msg.instruction_len),
+                    u64::from(core.reason),
+                    core.qualification,
+                    core.rip,
+                    u64::from(core.instruction_len),
                 );
                 self.send_vcpu_exit(v, addr, badge);
             }
@@ -246,25 +314,14 @@ impl<S: Store> Kernel<S> {
         let Some(frame) = self.message_frame(v) else {
             return Err((Error::InvalidCapability, 0, 0));
         };
-        let mut words = [0u64; ExitReply::SIZE];
+        let now = self.store.vcpu(v).cached;
+        // Validation reads the VMM's words in place, each once; what it accepts is the
+        // kernel's own copy from then on.
         let page = self.store.frame(frame);
-        let area = page.get(vm::REPLY_OFFSET..).unwrap_or_default();
-        // Only the reply's words are read (not the whole page): this is the exit path.
-        for (w, chunk) in words.iter_mut().zip(area.chunks_exact(8)) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            *w = u64::from_le_bytes(b);
-        }
-        let len = ExitReply::wire_len_of(words[0], words[1])
-            .ok_or(BatchError::TooManyWrites { count: (words[0] >> 32) as u32 })
+        let batch = vcpu_page::reply(page)
+            .ok_or(BatchError::BadLength { expected: 0, got: 0 })
+            .and_then(|reply| decode_reply(reply, &vmx.caps, &vmx.policy, &now))
             .map_err(refuse);
-        let decoded = len.and_then(|n| {
-            ExitReply::from_words(words.get(..n).unwrap_or_default()).map_err(refuse)
-        });
-        let data = self.store.vcpu(v);
-        let batch = decoded.and_then(|reply| {
-            decode_reply(&reply, &vmx.caps, &vmx.policy, &data.cached).map_err(refuse)
-        });
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {

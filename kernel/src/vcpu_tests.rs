@@ -70,13 +70,7 @@ fn configured() -> Testbed {
 }
 
 fn write_reply(t: &mut Testbed, msg: u64, reply: &ExitReply) {
-    let mut words = [0u64; ExitReply::SIZE];
-    let n = reply.to_words(&mut words);
-    let page = t.k.store.frame(msg);
-    for (i, w) in words.iter().take(n).enumerate() {
-        let at = vm::REPLY_OFFSET + 8 * i;
-        page[at..at + 8].copy_from_slice(&w.to_le_bytes());
-    }
+    *protocols::vcpu_page::reply_mut(t.k.store.frame(msg)).unwrap() = *reply;
 }
 
 /// The root task waits on the exit endpoint; the vCPU runs and exits with CPUID.

@@ -18,6 +18,7 @@ pub mod object;
 pub mod rights;
 pub mod syscall;
 pub mod testlog;
+pub mod vcpu_page;
 pub mod vcpu_start;
 pub mod vmcs;
 pub mod vmexit;

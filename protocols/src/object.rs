@@ -177,10 +177,10 @@ pub mod vm {
     /// Label of the one-way message that says a VMX instruction failed while the kernel
     /// ran the vCPU, which is stopped: words as `vmx_failure::VmxFailure::to_words`.
     pub const FAILURE_LABEL: u64 = 0x766d_666c; // "vmfl"
-    /// Byte offset of the `ExitMessage` words in the message frame.
-    pub const EXIT_OFFSET: usize = 0;
-    /// Byte offset of the `ExitReply` words in the message frame.
-    pub const REPLY_OFFSET: usize = 2048;
+    /// Byte offset of the `ExitMessage` in the message frame ([`crate::vcpu_page`]).
+    pub const EXIT_OFFSET: usize = crate::vcpu_page::EXIT_OFFSET;
+    /// Byte offset of the `ExitReply` in the message frame.
+    pub const REPLY_OFFSET: usize = crate::vcpu_page::REPLY_OFFSET;
 
     /// The MSRs `VCpuSwitchMsr` accepts: live CPU state that the VMCS does not hold and
     /// that a guest must own while it runs (the SYSCALL MSRs, the SWAPGS base, the RDTSCP

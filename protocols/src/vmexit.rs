@@ -10,6 +10,8 @@
 
 use core::fmt;
 
+use bytemuck::{Pod, Zeroable};
+
 use crate::vmcs::Field;
 
 /// Most VMCS writes one [`ExitReply`] may carry.
@@ -19,7 +21,8 @@ pub const MAX_WRITES: usize = 16;
 macro_rules! bit_set {
     ($(#[$doc:meta])+ $name:ident($ty:ty) { $( $(#[$fdoc:meta])+ $flag:ident = $bit:expr; )+ }) => {
         $(#[$doc])+
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+        #[repr(transparent)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, Pod, Zeroable)]
         pub struct $name($ty);
 
         impl $name {
@@ -304,7 +307,7 @@ impl fmt::Display for WireError {
 /// qualifications and instruction information use): rax, rcx, rdx, rbx, rsp, rbp, rsi,
 /// rdi, r8-r15. Slot 4 is the guest RSP, which the CPU keeps in the VMCS.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct Gprs {
     /// The registers, in encoding order.
     pub regs: [u64; 16],
@@ -353,8 +356,9 @@ impl Gprs {
 }
 
 bit_set! {
-    /// Which optional groups an [`ExitMessage`] carries. The VMM sets it per VCpu so that
-    /// common exits stay small; each group costs the kernel VMREADs.
+    /// Which groups an [`ExitMessage`] carries besides the fields every exit has. The VMM
+    /// chooses per VCpu and per exit reason ([`crate::vcpu_page`]), so that common exits
+    /// stay small: each group costs the kernel VMREADs.
     TransferMask(u64) {
         /// Selector, base, limit and access rights of ES, CS, SS, DS, FS, GS, LDTR, TR.
         SEGMENTS = 0;
@@ -375,6 +379,20 @@ bit_set! {
         /// The current pin-based, processor-based, exit and entry controls, so a VMM can
         /// change a bit without knowing which ones the CPU and kernel require.
         CONTROLS = 8;
+        /// The exit qualification.
+        QUALIFICATION = 9;
+        /// The VM-exit instruction information.
+        INSTRUCTION_INFO = 10;
+        /// The guest-linear address.
+        GUEST_LINEAR = 11;
+        /// The guest-physical address.
+        GUEST_PHYSICAL = 12;
+        /// Guest CR3.
+        CR3 = 13;
+        /// IDT-vectoring information and error code (the event an exit cut short).
+        VECTORING = 14;
+        /// VM-exit interruption information and error code.
+        INTERRUPTION = 15;
     }
 }
 
@@ -406,7 +424,7 @@ impl TransferMask {
 
 /// One guest segment register as the VMCS holds it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct Segment {
     /// Base address.
     pub base: u64,
@@ -416,11 +434,13 @@ pub struct Segment {
     pub access_rights: u32,
     /// Selector.
     pub selector: u16,
+    /// Zero (the rest of the 8-byte slot).
+    pub reserved: [u16; 3],
 }
 
 /// The eight guest segment registers, in VMCS encoding order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct Segments {
     /// ES, CS, SS, DS, FS, GS, LDTR, TR.
     pub regs: [Segment; 8],
@@ -428,17 +448,19 @@ pub struct Segments {
 
 /// GDTR or IDTR.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct DescriptorTable {
     /// Base address.
     pub base: u64,
     /// Limit.
     pub limit: u32,
+    /// Zero (the rest of the 8-byte slot).
+    pub reserved: u32,
 }
 
 /// Current VM-execution, exit and entry controls (the [`TransferMask::CONTROLS`] group).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct Controls {
     /// Pin-based controls.
     pub pin: u32,
@@ -452,25 +474,29 @@ pub struct Controls {
     pub entry: u32,
 }
 
-/// What the kernel tells the VMM about a VM exit. The base part is always sent; the
-/// optional groups only when [`ExitMessage::transfer`] names them (zero otherwise).
+/// What the kernel tells the VMM about a VM exit, read in place from the vCPU's message
+/// frame ([`crate::vcpu_page`]). Always present: the reason, instruction length, RIP,
+/// RFLAGS, CR0, CR4, interruptibility, CPL and the GPRs. Every other field only when
+/// [`ExitMessage::transfer`] names its group: the base fields of an absent group read as
+/// zero, the optional groups (segments and the rest) keep whatever an earlier exit left.
+/// The layout has no padding (checked by `Pod`); docs/abi.md gives its offsets.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct ExitMessage {
     /// Full exit reason: basic reason in bits 15:0, flags such as
     /// [`EXIT_REASON_ENTRY_FAILURE`] above.
     pub reason: u32,
     /// VM-exit instruction length.
     pub instruction_len: u32,
-    /// Exit qualification.
+    /// [`TransferMask::QUALIFICATION`]: exit qualification.
     pub qualification: u64,
-    /// VM-exit instruction information.
+    /// [`TransferMask::INSTRUCTION_INFO`]: VM-exit instruction information.
     pub instruction_info: u32,
     /// Guest interruptibility state.
     pub interruptibility: u32,
-    /// Guest-linear address.
+    /// [`TransferMask::GUEST_LINEAR`]: guest-linear address.
     pub guest_linear: u64,
-    /// Guest-physical address.
+    /// [`TransferMask::GUEST_PHYSICAL`]: guest-physical address.
     pub guest_physical: u64,
     /// Guest RIP.
     pub rip: u64,
@@ -478,23 +504,27 @@ pub struct ExitMessage {
     pub rflags: u64,
     /// Guest CR0.
     pub cr0: u64,
-    /// Guest CR3.
+    /// [`TransferMask::CR3`]: guest CR3.
     pub cr3: u64,
     /// Guest CR4.
     pub cr4: u64,
-    /// IDT-vectoring information.
+    /// [`TransferMask::VECTORING`]: IDT-vectoring information.
     pub idt_vectoring_info: u32,
-    /// IDT-vectoring error code.
+    /// [`TransferMask::VECTORING`]: IDT-vectoring error code.
     pub idt_vectoring_error: u32,
-    /// VM-exit interruption information.
+    /// [`TransferMask::INTERRUPTION`]: VM-exit interruption information.
     pub exit_intr_info: u32,
-    /// VM-exit interruption error code.
+    /// [`TransferMask::INTERRUPTION`]: VM-exit interruption error code.
     pub exit_intr_error: u32,
-    /// Which optional groups below are filled.
+    /// Which groups below are filled.
     pub transfer: TransferMask,
     /// The guest's current privilege level (guest SS.DPL, which the CPU keeps equal to
     /// the CPL in every mode), always sent: a VMM must never guess it.
     pub cpl: u8,
+    /// Zero.
+    pub reserved: [u8; 3],
+    /// [`TransferMask::ACTIVITY_STATE`].
+    pub activity_state: u32,
     /// Guest GPRs; slot 4 holds the guest RSP.
     pub gprs: Gprs,
     /// [`TransferMask::SEGMENTS`].
@@ -513,8 +543,8 @@ pub struct ExitMessage {
     pub debugctl: u64,
     /// [`TransferMask::PENDING_DEBUG`].
     pub pending_debug: u64,
-    /// [`TransferMask::ACTIVITY_STATE`].
-    pub activity_state: u32,
+    /// [`TransferMask::CONTROLS`] (the kernel's own copy: no VMREAD).
+    pub controls: Controls,
     /// [`TransferMask::SYSENTER`]: IA32_SYSENTER_CS.
     pub sysenter_cs: u32,
     /// [`TransferMask::SYSENTER`]: IA32_SYSENTER_ESP.
@@ -523,8 +553,6 @@ pub struct ExitMessage {
     pub sysenter_eip: u64,
     /// [`TransferMask::PDPTES`].
     pub pdptes: [u64; 4],
-    /// [`TransferMask::CONTROLS`].
-    pub controls: Controls,
 }
 
 /// Writes words in order; a slice shorter than the message is a bug the tests catch,
@@ -826,7 +854,8 @@ impl EventType {
 /// An event in the VM-entry interruption-information format (SDM Vol. 3, 25.8.3):
 /// vector in bits 7:0, type in 10:8, deliver-error-code in 11, valid in 31. The same
 /// format describes exit-interruption and IDT-vectoring information.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, Pod, Zeroable)]
 pub struct EventInjection(u32);
 
 impl EventInjection {
@@ -902,10 +931,12 @@ pub const fn exception_has_error_code(vector: u8) -> bool {
 /// One VMCS write of a reply batch; `field` is a raw encoding because the VMM may send
 /// anything and the kernel's validator decides.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Pod, Zeroable)]
 pub struct VmcsWrite {
     /// The field's SDM encoding.
     pub field: u32,
+    /// Zero (alignment of `value`).
+    pub reserved: u32,
     /// The value to write.
     pub value: u64,
 }
@@ -916,7 +947,7 @@ impl VmcsWrite {
 
     /// A write of a known field.
     pub const fn new(field: Field, value: u64) -> Self {
-        Self { field: field as u32, value }
+        Self { field: field as u32, reserved: 0, value }
     }
 
     /// The typed field, if the encoding is known.
@@ -949,20 +980,22 @@ bit_set! {
 /// The VMM's answer to an [`ExitMessage`]: a batch of VMCS writes, GPR updates and flags
 /// that the kernel validates as a whole and applies all-or-nothing before resuming.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct ExitReply {
     /// What to do besides the writes.
     pub flags: ReplyFlags,
     /// How many entries of `writes` are used.
     pub count: u32,
-    /// Which `gprs` to load (bit n = register n; bit 4 writes the guest RSP).
-    pub gpr_mask: u16,
     /// The event to inject when [`ReplyFlags::INJECT_EVENT`] is set (zero otherwise).
     pub injection: EventInjection,
     /// Its error code, if it delivers one.
     pub injection_error: u32,
     /// Its instruction length, for software interrupts and exceptions.
     pub injection_len: u32,
+    /// Which `gprs` to load (bit n = register n; bit 4 writes the guest RSP).
+    pub gpr_mask: u16,
+    /// Zero.
+    pub reserved: u16,
     /// New GPR values, selected by `gpr_mask`.
     pub gprs: Gprs,
     /// VMCS writes; only the first `count` are meaningful.
@@ -987,11 +1020,12 @@ impl ExitReply {
             flags: ReplyFlags::NONE,
             count: 0,
             gpr_mask: 0,
+            reserved: 0,
             injection: EventInjection::NONE,
             injection_error: 0,
             injection_len: 0,
             gprs: Gprs { regs: [0; 16] },
-            writes: [VmcsWrite { field: 0, value: 0 }; MAX_WRITES],
+            writes: [VmcsWrite { field: 0, reserved: 0, value: 0 }; MAX_WRITES],
         }
     }
 
@@ -1006,7 +1040,7 @@ impl ExitReply {
             .writes
             .get_mut(self.count as usize)
             .ok_or(BatchError::TooManyWrites { count: self.count.saturating_add(1) })?;
-        *slot = VmcsWrite { field, value };
+        *slot = VmcsWrite { field, reserved: 0, value };
         self.count = self.count.saturating_add(1);
         Ok(())
     }
@@ -1120,7 +1154,7 @@ impl ExitReply {
                     bits: raw & !0xffff_ffff,
                 });
             }
-            *write = VmcsWrite { field: lo(raw), value: r.take() };
+            *write = VmcsWrite { field: lo(raw), reserved: 0, value: r.take() };
         }
         Ok(reply)
     }
@@ -1720,8 +1754,8 @@ mod tests {
 
     #[test]
     fn transfer_mask_rejects_unknown_bits() {
-        assert_eq!(TransferMask::from_bits(1 << 9), None);
-        assert_eq!(TransferMask::from_bits(0x1ff), Some(TransferMask::ALL));
+        assert_eq!(TransferMask::from_bits(1 << 16), None);
+        assert_eq!(TransferMask::from_bits(0xffff), Some(TransferMask::ALL));
         assert_eq!(TransferMask::ALL.extra_words(), ExitMessage::SIZE - ExitMessage::BASE_WORDS);
         assert_eq!(ReplyFlags::from_bits(0x10), None);
     }

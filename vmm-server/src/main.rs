@@ -14,6 +14,7 @@ mod process {
     use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
     use protocols::rights::Rights;
     use protocols::syscall::Syscall;
+    use protocols::vcpu_page;
     use protocols::vmcs::ctl::{pin, proc};
     use protocols::vmcs::{activity, Field};
     use protocols::vmexit::{
@@ -128,8 +129,13 @@ mod process {
         invoke(
             VCPU,
             Invocation::VCpuConfigure,
-            &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TRANSFER.bits()],
+            // The controls on every exit: they cost no VMREAD (the kernel's own copy).
+            &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TransferMask::CONTROLS.bits()],
         )?;
+        // What each exit carries: what the dispatcher reads of it, no more.
+        if let Some(table) = vcpu_page::transfer_table_mut(page()) {
+            *table = vmm_server::serve::transfer_table();
+        }
         pass_through()?;
         start_vcpu(mode, img.entry)?;
         Ok((ram, img.entry))
@@ -179,10 +185,6 @@ mod process {
         Ok(())
     }
 
-    /// What every exit message carries beyond the base: what the dispatcher needs.
-    const TRANSFER: TransferMask =
-        Vm::<SliceMemory<'static>, LineSink>::TRANSFER_MASK.union(TransferMask::SYSENTER);
-
     /// `VCpuStart`'s words: the mode, this VMM's priority, the exits the guests rely on
     /// (HLT, MONITOR, MWAIT), the entry point, a stack, and for 64-bit guests the page
     /// tables they carry at 1 MiB.
@@ -192,30 +194,24 @@ mod process {
         [mode | (PRIORITY << 8) | (controls << 16), entry, 0x8000, cr3]
     }
 
-    fn read_exit() -> Option<ExitMessage> {
-        let n = ExitMessage::BASE_WORDS + TRANSFER.extra_words();
-        let mut words = [0u64; ExitMessage::SIZE];
-        for (i, w) in words.iter_mut().take(n).enumerate() {
-            // SAFETY: the message frame is mapped at MSG_VA; the kernel wrote the words.
-            *w = unsafe {
-                ((MSG_VA + (vm::EXIT_OFFSET + 8 * i) as u64) as *const u64).read_volatile()
-            };
-        }
-        ExitMessage::from_words(words.get(..n)?).ok()
+    /// The vCPU state page, mapped at MSG_VA. The kernel writes its exit area only while
+    /// this (single-threaded) process is blocked in a syscall, and reads the reply area
+    /// only then: each view lives from one syscall to the next.
+    fn page() -> &'static mut [u8] {
+        // SAFETY: the frame is mapped writable at MSG_VA for the VMM's life (`build`), and
+        // no other view of it outlives the caller's use between two syscalls.
+        unsafe { core::slice::from_raw_parts_mut(MSG_VA as *mut u8, vcpu_page::PAGE_SIZE) }
     }
 
+    /// The exit, read in place.
+    fn read_exit() -> Option<&'static ExitMessage> {
+        vcpu_page::exit(page())
+    }
+
+    /// Put `reply` into the reply area.
     fn write_reply(reply: &ExitReply) {
-        let mut words = [0u64; ExitReply::SIZE];
-        let n = reply.to_words(&mut words);
-        write_words(words.get(..n).unwrap_or_default());
-    }
-
-    fn write_words(words: &[u64]) {
-        for (i, w) in words.iter().take(ExitReply::SIZE).enumerate() {
-            // SAFETY: the message frame is mapped writable at MSG_VA.
-            unsafe {
-                ((MSG_VA + (vm::REPLY_OFFSET + 8 * i) as u64) as *mut u64).write_volatile(*w)
-            };
+        if let Some(area) = vcpu_page::reply_mut(page()) {
+            *area = *reply;
         }
     }
 
@@ -288,10 +284,10 @@ mod process {
                 rt::println!("vmm: malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
-            let reply = answer(&mut vm, &msg, core::mem::take(&mut first));
+            let reply = answer(&mut vm, msg, core::mem::take(&mut first));
             write_reply(&reply);
             if let Some(r) = &mut recorder {
-                r.record(&msg, &reply);
+                r.record(msg, &reply);
             }
             let exits = vm.stats().total_exits();
             let kind = match msg.basic_reason() {
@@ -493,9 +489,9 @@ mod process {
                     start_vcpu(mode, entry)?;
                     continue 'restart;
                 }
-                let real = answer(&mut vm, &msg, core::mem::take(&mut first));
-                let m = mutate::mutate(&mut rng, &msg, &real, watchdog);
-                write_words(m.words());
+                let real = answer(&mut vm, msg, core::mem::take(&mut first));
+                let m = mutate::mutate(&mut rng, msg, &real, watchdog);
+                write_reply(&m.reply);
                 sent += 1;
                 let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
                 if status == 0 {
@@ -504,7 +500,7 @@ mod process {
                         wrong += 1;
                         rt::println!(
                             "vmm(mutate): batch {sent} accepted but must be refused: {:x?}",
-                            m.words()
+                            m.reply
                         );
                     }
                     if !m.stops {

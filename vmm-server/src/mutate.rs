@@ -4,10 +4,10 @@
 //!
 //! A mutation works on the reply (extra writes of any field, host state and pointers
 //! included; changed or dropped writes; random flags, injections and GPR masks) and then,
-//! now and then, on its wire words (flags outside the defined ones, a write count past
-//! the limit, reserved bits), which no `ExitReply` value can express. Every mutated batch
-//! says whether the kernel must refuse it ([`Mutated::must_refuse`]): anything that does
-//! not decode or names a field no VMM may write. Others may be refused for their values.
+//! now and then, on its bytes as the reply area holds them (flags outside the defined
+//! ones, a write count past the limit, reserved fields, any bit). Every mutated batch says
+//! whether the kernel must refuse it ([`Mutated::must_refuse`]): anything malformed or
+//! naming a field no VMM may write. Others may be refused for their values.
 //!
 //! The generator is xorshift64*: tiny, and the same seed gives the same batches, so a
 //! crash it provokes replays exactly.
@@ -23,25 +23,28 @@ pub use rt::rng::Rng;
 /// a mutation sent into a loop without exits still comes back to the VMM.
 pub const WATCHDOG_TICKS: u64 = 0x4_0000;
 
-/// A mutated batch as wire words.
+/// A mutated batch, as the reply area of the vCPU state page holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mutated {
-    /// The words to write at the reply offset of the message frame.
-    pub words: [u64; ExitReply::SIZE],
-    /// How many.
-    pub len: usize,
-    /// The kernel must refuse it: it does not decode, or it names a field no VMM may
-    /// write (an unknown encoding, host state, a pointer, read-only exit information).
+    /// The reply to put in the reply area.
+    pub reply: ExitReply,
+    /// The kernel must refuse it: it is malformed, or it names a field no VMM may write
+    /// (an unknown encoding, host state, a pointer, read-only exit information).
     pub must_refuse: bool,
     /// The batch asks to leave the vCPU stopped.
     pub stops: bool,
 }
 
-impl Mutated {
-    /// The words.
-    pub fn words(&self) -> &[u64] {
-        self.words.get(..self.len).unwrap_or_default()
-    }
+/// Whether `r` is malformed as a whole: unknown flags, too many writes, an event without
+/// [`ReplyFlags::INJECT_EVENT`], a reserved field set (the shape the kernel checks first).
+pub fn malformed(r: &ExitReply) -> bool {
+    let injects = r.flags.contains(ReplyFlags::INJECT_EVENT);
+    let event = r.injection.raw() | r.injection_error | r.injection_len;
+    ReplyFlags::from_bits(r.flags.bits()).is_none()
+        || r.count as usize > MAX_WRITES
+        || (!injects && event != 0)
+        || r.reserved != 0
+        || r.writes().iter().any(|w| w.reserved != 0)
 }
 
 /// Whether a VMM may name `raw` in a batch at all.
@@ -132,37 +135,35 @@ pub fn mutate(rng: &mut Rng, msg: &ExitMessage, real: &ExitReply, watchdog: bool
             r.write(Field::PinBasedControls, u64::from(msg.controls.pin | pin::PREEMPTION_TIMER));
         let _ = r.write(Field::PreemptionTimerValue, WATCHDOG_TICKS);
     }
-    let mut words = [0u64; ExitReply::SIZE];
-    let mut len = r.to_words(&mut words).min(ExitReply::SIZE);
-    // Wire-level damage that no `ExitReply` can carry.
+    // Byte-level damage that the builder never makes.
     if rng.one_in(8) {
-        let bit = rng.below(64);
-        let extra = rng.below(8);
-        match (rng.below(4), words.first_mut()) {
+        let extra = rng.below(8) as u32;
+        match rng.below(4) {
             // A flag bit above the defined ones.
-            (0, Some(w0)) => *w0 |= (1u64 << bit.max(4)) & 0xffff_fff0,
+            0 => r.flags |= unknown_flag(rng),
             // More writes than a batch may carry.
-            (1, Some(w0)) => {
-                *w0 = (*w0 & 0xffff_ffff)
-                    | (MAX_WRITES as u64).saturating_add(extra).saturating_add(1) << 32
-            }
-            (2, _) => {
-                let i = rng.below(len.max(1) as u64) as usize;
-                if let Some(w) = words.get_mut(i) {
-                    *w ^= 1u64 << bit;
+            1 => r.count = (MAX_WRITES as u32).saturating_add(extra).saturating_add(1),
+            // A reserved field.
+            2 => r.reserved = 1 << rng.below(16),
+            // Any bit of the area.
+            _ => {
+                let bytes = bytemuck::bytes_of_mut(&mut r);
+                let i = rng.below(bytes.len() as u64) as usize;
+                if let Some(b) = bytes.get_mut(i) {
+                    *b ^= 1 << rng.below(8);
                 }
             }
-            // A length that does not match the header.
-            _ => len = rng.below(ExitReply::SIZE as u64).saturating_add(1) as usize,
         }
     }
-    let decoded = words.get(..len).map(ExitReply::from_words);
-    let must_refuse = match decoded {
-        Some(Ok(d)) => d.writes().iter().any(|w| !writable(w.field)),
-        _ => true,
-    };
-    let stops = matches!(decoded, Some(Ok(d)) if d.flags.contains(ReplyFlags::STOP_VCPU));
-    Mutated { words, len, must_refuse, stops }
+    let must_refuse = malformed(&r) || r.writes().iter().any(|w| !writable(w.field));
+    let stops = !malformed(&r) && r.flags.contains(ReplyFlags::STOP_VCPU);
+    Mutated { reply: r, must_refuse, stops }
+}
+
+/// A flag set holding one bit above the defined ones.
+fn unknown_flag(rng: &mut Rng) -> ReplyFlags {
+    let bit = rng.below(28).saturating_add(4) as u32;
+    bytemuck::cast(1u32 << bit)
 }
 
 fn event_type(rng: &mut Rng) -> EventType {
@@ -191,7 +192,7 @@ fn remove_write(r: &mut ExitReply, i: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::{mutate, writable, Rng};
+    use super::{malformed, mutate, writable, Rng};
     use protocols::vmcs::Field;
     use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags, TransferMask};
 
@@ -209,21 +210,21 @@ mod tests {
     }
 
     #[test]
-    fn must_refuse_is_exactly_undecodable_or_forbidden() {
+    fn must_refuse_is_exactly_malformed_or_forbidden() {
         let msg = ExitMessage { transfer: TransferMask::CONTROLS, ..ExitMessage::default() };
         let real = ExitReply::new();
         let mut rng = Rng::new(1);
-        let (mut forbidden, mut allowed) = (0, 0);
+        let (mut forbidden, mut allowed, mut malformed_seen) = (0, 0, 0);
         for _ in 0..2000 {
             let m = mutate(&mut rng, &msg, &real, false);
-            match ExitReply::from_words(m.words()) {
-                Ok(r) => {
-                    let bad = r.writes().iter().any(|w| !writable(w.field));
-                    assert_eq!(m.must_refuse, bad);
-                    assert_eq!(m.stops, r.flags.contains(ReplyFlags::STOP_VCPU));
-                }
-                Err(_) => assert!(m.must_refuse),
+            let r = m.reply;
+            let bad = malformed(&r);
+            if bad {
+                malformed_seen += 1;
             }
+            let names_forbidden = !bad && r.writes().iter().any(|w| !writable(w.field));
+            assert_eq!(m.must_refuse, bad || names_forbidden);
+            assert_eq!(m.stops, !bad && r.flags.contains(ReplyFlags::STOP_VCPU));
             if m.must_refuse {
                 forbidden += 1;
             } else {
@@ -231,6 +232,7 @@ mod tests {
             }
         }
         assert!(forbidden > 200 && allowed > 200, "{forbidden} forbidden, {allowed} allowed");
+        assert!(malformed_seen > 50, "{malformed_seen} malformed");
         assert!(!writable(Field::HostRip as u32) && writable(Field::GuestRip as u32));
     }
 
@@ -241,9 +243,7 @@ mod tests {
         let armed = (0..100)
             .filter(|_| {
                 let m = mutate(&mut rng, &msg, &ExitReply::new(), true);
-                ExitReply::from_words(m.words()).is_ok_and(|r| {
-                    r.writes().iter().any(|w| w.field == Field::PreemptionTimerValue as u32)
-                })
+                m.reply.writes().iter().any(|w| w.field == Field::PreemptionTimerValue as u32)
             })
             .count();
         assert!(armed > 50, "{armed}");

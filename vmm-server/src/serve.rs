@@ -10,7 +10,46 @@ use crate::devices::uart16550::SerialSink;
 use crate::dispatch::{RunState, Vm, VmConfig};
 use crate::guest_memory::GuestMemory;
 use protocols::object::vcpu_mode;
-use protocols::vmexit::{ExitMessage, ExitReply, ReplyFlags};
+use protocols::vcpu_page::{TransferTable, TABLE_REASONS};
+use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask};
+
+/// What the dispatcher reads of most exits: every base field, and the EFER/PAT,
+/// control and SYSENTER groups (long-mode tracking, CR emulation, the MSRs the VMCS
+/// holds).
+const MOST: TransferMask = TransferMask::QUALIFICATION
+    .union(TransferMask::INSTRUCTION_INFO)
+    .union(TransferMask::GUEST_LINEAR)
+    .union(TransferMask::GUEST_PHYSICAL)
+    .union(TransferMask::CR3)
+    .union(TransferMask::VECTORING)
+    .union(TransferMask::INTERRUPTION)
+    .union(TransferMask::EFER_PAT)
+    .union(TransferMask::CONTROLS)
+    .union(TransferMask::SYSENTER);
+
+/// What port I/O reads: the qualification, and for string I/O the instruction
+/// information, the linear address and CR3 (to walk the guest's tables). An instruction
+/// exit never interrupts an event delivery, so no vectoring information.
+const PORT_IO: TransferMask = TransferMask::QUALIFICATION
+    .union(TransferMask::INSTRUCTION_INFO)
+    .union(TransferMask::GUEST_LINEAR)
+    .union(TransferMask::CR3);
+
+/// The transfer table this VMM puts in its vCPU state page (`VCpuConfigure` gets the
+/// controls, which cost no VMREAD, for every exit): CPUID needs nothing beyond the
+/// always-sent fields (reason, length, RIP, RFLAGS, CR0, CR4, interruptibility, CPL,
+/// GPRs), port I/O only [`PORT_IO`], every other exit [`MOST`]. Each group left out is
+/// VMREADs the kernel does not make.
+pub fn transfer_table() -> TransferTable {
+    let mut t = TransferTable { by_reason: [MOST; TABLE_REASONS] };
+    if let Some(cpuid) = t.by_reason.get_mut(ExitReason::Cpuid as usize) {
+        *cpuid = TransferMask::NONE;
+    }
+    if let Some(io) = t.by_reason.get_mut(ExitReason::IoInstruction as usize) {
+        *io = PORT_IO;
+    }
+    t
+}
 
 /// The CPU state a guest in `mode` (`object::vcpu_mode`) starts with, as the kernel sets
 /// up its VMCS for that mode.
@@ -75,6 +114,42 @@ mod tests {
 
     fn host(_: u32, _: u32) -> CpuidRegs {
         CpuidRegs::default()
+    }
+
+    /// A CPUID exit with only the always-sent fields gets the reply a full message gets.
+    #[test]
+    fn cpuid_needs_nothing_beyond_the_always_sent_fields() {
+        use super::transfer_table;
+        use protocols::vmexit::{Gprs, TransferMask};
+        let t = transfer_table();
+        assert_eq!(t.for_reason(ExitReason::Cpuid as u32, TransferMask::NONE), TransferMask::NONE);
+        assert!(t
+            .for_reason(ExitReason::IoInstruction as u32, TransferMask::NONE)
+            .contains(TransferMask::QUALIFICATION));
+        assert!(t
+            .for_reason(ExitReason::CrAccess as u32, TransferMask::NONE)
+            .contains(TransferMask::CONTROLS | TransferMask::EFER_PAT));
+        let mut ram = vec![0u8; 0x1_0000];
+        let mut replies = Vec::new();
+        for full in [true, false] {
+            let mut vm =
+                Vm::new(&config(vcpu_mode::LONG64), host, SliceMemory::new(0, &mut ram), Null)
+                    .unwrap();
+            let mut m = ExitMessage {
+                reason: ExitReason::Cpuid as u32,
+                instruction_len: 2,
+                rip: 0x1000,
+                rflags: 0x2,
+                ..ExitMessage::default()
+            };
+            m.gprs.set(Gprs::RAX, 0x4000_0000);
+            if full {
+                m.transfer = TransferMask::ALL;
+                (m.efer, m.cr3, m.qualification) = (0x500, 0x10_0000, 0);
+            }
+            replies.push(vm.handle(&m));
+        }
+        assert_eq!(replies[0], replies[1]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use protocols::vmcs::ctl::{entry, exit, pin, proc, proc2};
 use protocols::vmcs::{activity, Field, FieldClass, ALWAYS_INTERCEPTED_EXCEPTIONS};
 use protocols::vmexit::{
     exception_has_error_code, BatchError, Controls, EventInjection, EventType, ExitReply, Gprs,
-    ReplyFlags, MAX_WRITES,
+    ReplyFlags, VmcsWrite, MAX_WRITES,
 };
 
 use super::caps::{CtlMsr, VmxCaps};
@@ -274,30 +274,83 @@ struct Injection {
     len: Option<u32>,
 }
 
+/// The reply's header, read once: the VMM may still write its page (from another CPU, or
+/// a thread of its own), so nothing is read twice.
+#[derive(Clone, Copy)]
+struct Header {
+    flags: ReplyFlags,
+    count: usize,
+    gpr_mask: u16,
+    injection: EventInjection,
+    injection_error: u32,
+    injection_len: u32,
+}
+
+/// Word index and bits of a reserved field at byte `offset` of the reply, as
+/// [`BatchError::ReservedBits`] reports them.
+fn reserved_at(offset: usize, value: u64) -> BatchError {
+    let bits = value.checked_shl(8 * (offset % 8) as u32).unwrap_or(0);
+    BatchError::ReservedBits { word: (offset / 8) as u32, bits }
+}
+
+/// The shape checks: known flags, at most [`MAX_WRITES`] writes, no event without
+/// [`ReplyFlags::INJECT_EVENT`], reserved fields zero.
+fn header(reply: &ExitReply) -> Result<Header, BatchError> {
+    let raw_flags = reply.flags.bits();
+    let flags =
+        ReplyFlags::from_bits(raw_flags).ok_or(BatchError::BadFlags { flags: raw_flags })?;
+    let count = reply.count;
+    if count as usize > MAX_WRITES {
+        return Err(BatchError::TooManyWrites { count });
+    }
+    let h = Header {
+        flags,
+        count: count as usize,
+        gpr_mask: reply.gpr_mask,
+        injection: reply.injection,
+        injection_error: reply.injection_error,
+        injection_len: reply.injection_len,
+    };
+    let event_words = h.injection.raw() | h.injection_error | h.injection_len;
+    if !flags.contains(ReplyFlags::INJECT_EVENT) && event_words != 0 {
+        return Err(BatchError::BadInjection { info: h.injection.raw() });
+    }
+    let reserved = reply.reserved;
+    if reserved != 0 {
+        return Err(reserved_at(core::mem::offset_of!(ExitReply, reserved), reserved.into()));
+    }
+    Ok(h)
+}
+
 /// Validate `reply` against the CPU, the policy and the VCpu's current state. Pure: on
-/// error nothing has happened; on success the kernel applies the result unchanged.
+/// error nothing has happened; on success the kernel applies the result unchanged. Each
+/// word of `reply` is read once, so it may be the VMM's page itself.
 pub fn decode_reply(
     reply: &ExitReply,
     caps: &VmxCaps,
     policy: &Policy,
     now: &VcpuState,
 ) -> Result<ValidatedBatch, BatchError> {
-    if reply.count as usize > MAX_WRITES {
-        return Err(BatchError::TooManyWrites { count: reply.count });
-    }
-    let flags = reply.flags;
+    let head = header(reply)?;
+    let flags = head.flags;
     let mut out = ValidatedBatch {
         writes: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
         len: 0,
         gprs: reply.gprs,
-        gpr_mask: reply.gpr_mask & !(1 << Gprs::RSP),
+        gpr_mask: head.gpr_mask & !(1 << Gprs::RSP),
         stop: flags.contains(ReplyFlags::STOP_VCPU),
         next: *now,
     };
     let mut inj = Injection::default();
     let mut efer = None;
 
-    for write in reply.writes() {
+    let sent = reply.writes.get(..head.count).unwrap_or_default();
+    for (i, w) in sent.iter().enumerate() {
+        let write = *w;
+        if write.reserved != 0 {
+            let at = core::mem::offset_of!(ExitReply, writes) + i * size_of::<VmcsWrite>() + 4;
+            return Err(reserved_at(at, write.reserved.into()));
+        }
         let field =
             Field::from_raw(write.field).ok_or(BatchError::UnknownField { raw: write.field })?;
         let mut value = write.value;
@@ -334,14 +387,14 @@ pub fn decode_reply(
             check_control(Field::ProcBasedControls, value.into(), caps.procbased, policy.proc)?;
         out.push(Field::ProcBasedControls, value.into())?;
     }
-    if reply.gpr_mask & (1 << Gprs::RSP) != 0 {
-        out.push(Field::GuestRsp, reply.gprs.rsp())?;
+    if head.gpr_mask & (1 << Gprs::RSP) != 0 {
+        out.push(Field::GuestRsp, out.gprs.rsp())?;
     }
     if flags.contains(ReplyFlags::ADVANCE_RIP) {
         advance_rip(&mut out, now)?;
     }
     if flags.contains(ReplyFlags::INJECT_EVENT) {
-        let event = reply.injection;
+        let event = head.injection;
         let kind = event.event_type();
         if !event.is_valid() {
             return Err(BatchError::BadInjection { info: event.raw() });
@@ -349,12 +402,12 @@ pub fn decode_reply(
         out.push(Field::EntryInterruptionInfo, event.raw().into())?;
         inj.info = Some(event.raw());
         if event.delivers_error_code() {
-            out.push(Field::EntryExceptionErrorCode, reply.injection_error.into())?;
-            inj.error = Some(reply.injection_error);
+            out.push(Field::EntryExceptionErrorCode, head.injection_error.into())?;
+            inj.error = Some(head.injection_error);
         }
         if kind.is_some_and(EventType::uses_instruction_length) {
-            out.push(Field::EntryInstructionLength, reply.injection_len.into())?;
-            inj.len = Some(reply.injection_len);
+            out.push(Field::EntryInstructionLength, head.injection_len.into())?;
+            inj.len = Some(head.injection_len);
         }
     }
 
@@ -1215,6 +1268,45 @@ mod tests {
         assert_eq!(decode(&r), first);
     }
 
+    /// The reply is read in place from the VMM's page, so any bytes can arrive: the
+    /// shape checks the old word decoder made are the validator's now.
+    #[test]
+    fn malformed_replies_are_refused_by_shape() {
+        let mut r = ExitReply::new();
+        r.flags = ReplyFlags::ADVANCE_RIP;
+        let mut raw = r;
+        raw.count = MAX_WRITES as u32 + 1;
+        assert_eq!(decode(&raw), Err(BatchError::TooManyWrites { count: 17 }));
+        let mut raw: [u8; size_of::<ExitReply>()] = bytemuck_bytes(&r);
+        raw[0] |= 0x80;
+        let bad_flags = from_bytes(&raw);
+        assert!(matches!(decode(&bad_flags), Err(BatchError::BadFlags { .. })));
+        let mut raw = r;
+        raw.injection = EventInjection::exception(13);
+        assert!(matches!(decode(&raw), Err(BatchError::BadInjection { .. })), "no INJECT_EVENT");
+        let mut raw = r;
+        raw.reserved = 1;
+        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 2, bits: 1 << 48 }));
+        let mut raw = r;
+        raw.write(Field::GuestRip, 0x2000).unwrap();
+        raw.writes[0].reserved = 5;
+        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 19, bits: 5 << 32 }));
+        // Writes past `count` are not part of the reply.
+        let mut raw = r;
+        raw.writes[3].field = Field::HostRip as u32;
+        assert!(decode(&raw).is_ok());
+    }
+
+    fn bytemuck_bytes(r: &ExitReply) -> [u8; size_of::<ExitReply>()] {
+        let mut out = [0u8; size_of::<ExitReply>()];
+        out.copy_from_slice(bytemuck::bytes_of(r));
+        out
+    }
+
+    fn from_bytes(raw: &[u8]) -> ExitReply {
+        bytemuck::pod_read_unaligned(raw)
+    }
+
     /// Random replies (a fixed xorshift stream): decoding never panics, and whatever it
     /// accepts only writes fields a VMM may write.
     #[test]
@@ -1232,9 +1324,11 @@ mod tests {
             let mut r = ExitReply::new();
             r.flags = ReplyFlags::from_bits(next() as u32 & 0xf).unwrap();
             r.gpr_mask = next() as u16;
-            r.injection = EventInjection::from_raw(next() as u32 | 1 << 31);
-            r.injection_error = next() as u32 & 0x1_ffff;
-            r.injection_len = next() as u32 & 0x1f;
+            if r.flags.contains(ReplyFlags::INJECT_EVENT) {
+                r.injection = EventInjection::from_raw(next() as u32 | 1 << 31);
+                r.injection_error = next() as u32 & 0x1_ffff;
+                r.injection_len = next() as u32 & 0x1f;
+            }
             for _ in 0..next() % 4 {
                 let field = match next() % 3 {
                     0 => next() as u32,

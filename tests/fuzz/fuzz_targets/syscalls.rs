@@ -46,7 +46,7 @@ use protocols::object::{map, vm, Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use protocols::vmcs::Field;
-use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
+use protocols::vmexit::{EventInjection, ExitMessage, ExitReason, ExitReply, TransferMask};
 use protocols::vmx_failure::{InstructionError, VmxError, VmxFailure, VmxInstruction};
 
 /// Operations per input: enough for a few threads and a vCPU round trip.
@@ -308,17 +308,22 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
         Op::ReplyArea { frame, flags, count, gpr_mask, injection, gprs, writes } => {
             let Some(f) = frame_in(t, *frame) else { return Some(()) };
             let inj = injection.0;
-            let mut w = vec![
-                u64::from(*flags & 0x1f) | u64::from(*count) << 32,
-                u64::from(*gpr_mask) | (inj & 0xffff_ffff) << 32,
-                inj >> 32,
-            ];
-            w.extend((0..gpr_mask.count_ones()).map(|i| gprs[i as usize % 2].0));
-            for (index, value) in writes {
-                w.push(u64::from(field(*index, *value)));
-                w.push(value.0);
+            let mut r = ExitReply::new();
+            // Bit 4 is no defined flag: the kernel must refuse it.
+            r.flags = bytemuck::cast(u32::from(*flags & 0x1f));
+            r.count = u32::from(*count);
+            r.gpr_mask = *gpr_mask;
+            r.injection = EventInjection::from_raw(inj as u32);
+            r.injection_error = (inj >> 32) as u32;
+            for (i, reg) in r.gprs.regs.iter_mut().enumerate() {
+                *reg = gprs[i % 2].0;
             }
-            write_words(t, f, &w);
+            for (slot, (index, value)) in r.writes.iter_mut().zip(writes) {
+                (slot.field, slot.value) = (field(*index, *value), value.0);
+            }
+            if let Some(area) = protocols::vcpu_page::reply_mut(t.k.store.frame(f)) {
+                *area = r;
+            }
             Next::Run
         }
         Op::ReplyRaw { frame, words } => {

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::vcpu::{VmxInfo, VMCS_OFFSET};
+use kernel::vcpu::{ExitCore, VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
@@ -22,9 +22,7 @@ use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
 use protocols::vmcs::Field;
-use protocols::vmexit::{
-    Controls, ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE,
-};
+use protocols::vmexit::{ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
 /// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
@@ -146,7 +144,8 @@ pub fn flush<S: Store>(k: &mut Kernel<S>) {
     }
 }
 
-/// Fill the optional groups the VMM asked for (and only those: each costs VMREADs).
+/// Fill the optional groups the VMM asked for (and only those: each costs VMREADs); the
+/// controls come from the kernel's copy, without a VMREAD.
 fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
     let read = |raw: u32| Field::from_raw(raw).map_or(0, |f| vmread(root, f));
     if mask.contains(TransferMask::SEGMENTS) {
@@ -188,15 +187,6 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
         for (d, f) in msg.pdptes.iter_mut().zip(f) {
             *d = vmread(root, f);
         }
-    }
-    if mask.contains(TransferMask::CONTROLS) {
-        msg.controls = Controls {
-            pin: vmread(root, Field::PinBasedControls) as u32,
-            proc: vmread(root, Field::ProcBasedControls) as u32,
-            proc2: vmread(root, Field::SecondaryProcBasedControls) as u32,
-            exit: vmread(root, Field::ExitControls) as u32,
-            entry: vmread(root, Field::EntryControls) as u32,
-        };
     }
 }
 
@@ -340,33 +330,59 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
             return fail(k, VmxInstruction::Vmwrite, Some(Field::ProcBasedControls), e);
         }
     }
-    let data = k.store.vcpu(v);
-    let transfer = data.transfer;
-    let mut msg = ExitMessage {
+    // The kernel's own reads: what it validates the reply against, and what reflecting a
+    // #PF needs. The groups the VMM asked for for this reason go straight into its page.
+    let groups = k.exit_groups(v, reason);
+    let exception = reason & 0xffff == ExitReason::ExceptionOrNmi as u32;
+    let read_if = |want: bool, f: Field| if want { vmread(root, f) } else { 0 };
+    let core = ExitCore {
         reason,
         instruction_len: vmread(root, Field::ExitInstructionLength) as u32,
-        qualification: vmread(root, Field::ExitQualification),
-        instruction_info: vmread(root, Field::ExitInstructionInfo) as u32,
+        qualification: read_if(
+            exception || groups.contains(TransferMask::QUALIFICATION),
+            Field::ExitQualification,
+        ),
+        exit_intr_info: read_if(
+            exception || groups.contains(TransferMask::INTERRUPTION),
+            Field::ExitInterruptionInfo,
+        ) as u32,
         interruptibility: vmread(root, Field::GuestInterruptibility) as u32,
-        guest_linear: vmread(root, Field::GuestLinearAddress),
-        guest_physical: vmread(root, Field::GuestPhysicalAddress),
         rip: vmread(root, Field::GuestRip),
         rflags: vmread(root, Field::GuestRflags),
         cr0: vmread(root, Field::GuestCr0),
-        cr3: vmread(root, Field::GuestCr3),
         cr4: vmread(root, Field::GuestCr4),
-        idt_vectoring_info: vmread(root, Field::IdtVectoringInfo) as u32,
-        idt_vectoring_error: vmread(root, Field::IdtVectoringErrorCode) as u32,
-        exit_intr_info: vmread(root, Field::ExitInterruptionInfo) as u32,
-        exit_intr_error: vmread(root, Field::ExitInterruptionErrorCode) as u32,
-        transfer,
-        // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
-        cpl: (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8,
-        gprs: data.gprs,
-        ..ExitMessage::default()
     };
-    read_groups(root, transfer, &mut msg);
-    k.vcpu_exit(&msg)
+    let data = k.store.vcpu(v);
+    let (gprs, controls) = (data.gprs, data.cached.controls);
+    if let Some(m) = k.exit_area(v) {
+        (m.reason, m.instruction_len, m.interruptibility) =
+            (reason, core.instruction_len, core.interruptibility);
+        (m.rip, m.rflags, m.cr0, m.cr4) = (core.rip, core.rflags, core.cr0, core.cr4);
+        // Base fields outside the groups read as zero, never as an earlier exit's.
+        let has = |g: TransferMask| groups.contains(g);
+        m.qualification = if has(TransferMask::QUALIFICATION) { core.qualification } else { 0 };
+        m.instruction_info =
+            read_if(has(TransferMask::INSTRUCTION_INFO), Field::ExitInstructionInfo) as u32;
+        m.guest_linear = read_if(has(TransferMask::GUEST_LINEAR), Field::GuestLinearAddress);
+        m.guest_physical = read_if(has(TransferMask::GUEST_PHYSICAL), Field::GuestPhysicalAddress);
+        m.cr3 = read_if(has(TransferMask::CR3), Field::GuestCr3);
+        let vectoring = has(TransferMask::VECTORING);
+        m.idt_vectoring_info = read_if(vectoring, Field::IdtVectoringInfo) as u32;
+        m.idt_vectoring_error = read_if(vectoring, Field::IdtVectoringErrorCode) as u32;
+        let interruption = has(TransferMask::INTERRUPTION);
+        m.exit_intr_info = if interruption { core.exit_intr_info } else { 0 };
+        m.exit_intr_error = read_if(interruption, Field::ExitInterruptionErrorCode) as u32;
+        m.transfer = groups;
+        // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
+        m.cpl = (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8;
+        m.gprs = gprs;
+        if has(TransferMask::CONTROLS) {
+            // The kernel's own copy: every control value the VMCS holds came through it.
+            m.controls = controls;
+        }
+        read_groups(root, groups, m);
+    }
+    k.vcpu_exited(&core)
 }
 
 /// Leave VMX operation at shutdown: VMCLEAR the active VMCS, VMXOFF, clear CR4.VMXE.
