@@ -4,6 +4,10 @@
 //!
 //! The saving comes from touching only the registers a short message uses and switching
 //! straight to the partner without going through the run queues.
+//!
+//! VM exits take the same road in both directions: an exit goes straight to a VMM waiting
+//! on the exit endpoint ([`Kernel::fast_vcpu_exit`]), and a VMM's `ReplyRecv` whose batch
+//! passes validation and does not stop the vCPU switches straight back to it.
 
 use crate::cap::Cap;
 use crate::cnode::SLOT_BITS;
@@ -12,6 +16,7 @@ use crate::state::Kernel;
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use protocols::ipc::MsgInfo;
+use protocols::object::vm;
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 
@@ -84,6 +89,20 @@ impl<S: Store> Kernel<S> {
 
     fn fast_call(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> bool {
         let Some((ep, badge)) = self.fast_endpoint(cptr, Rights::CALL) else { return false };
+        self.fast_deliver_call(cur, ep, badge, info)
+    }
+
+    /// The current vCPU `v` exits, its message set up in its registers: if its VMM waits
+    /// on the exit endpoint `ep` and may run now, hand it the exit and switch to it.
+    /// `false`: the slow path sends it.
+    pub(crate) fn fast_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64) -> bool {
+        self.fast_deliver_call(v, ep, badge, MsgInfo::new(vm::EXIT_LABEL, 4))
+    }
+
+    /// `cur` calls on `ep` with the short message `info`: deliver it to the receiver at
+    /// the head of the queue and switch to it, if it waits in `Recv` and may run now.
+    #[inline(always)]
+    fn fast_deliver_call(&mut self, cur: u64, ep: u64, badge: u64, info: MsgInfo) -> bool {
         let e = *self.store.endpoint(ep);
         if e.state != EndpointState::Receiving {
             return false;
@@ -116,15 +135,33 @@ impl<S: Store> Kernel<S> {
             return false;
         }
         let c = self.store.tcb(caller);
-        if c.state != (ThreadState::BlockedReply { server: cur }) || c.message.is_some() || c.vcpu {
+        if c.state != (ThreadState::BlockedReply { server: cur }) || c.message.is_some() {
             return false;
         }
+        let vcpu = c.vcpu;
         let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else { return false };
         let e = *self.store.endpoint(ep);
-        if e.state == EndpointState::Sending || !self.fast_can_switch_to(caller) {
+        if e.state == EndpointState::Sending {
             return false;
         }
-        self.fast_copy(cur, caller, 0, info);
+        if vcpu {
+            // A batch the validator refuses, or one that stops the vCPU, takes the slow
+            // path (which validates again: validation changes nothing).
+            let prio = self.store.tcb(caller).priority;
+            if self.sched.any_above(prio) || !self.runnable(caller) {
+                return false;
+            }
+            let Ok(batch) = self.validate_reply(caller) else { return false };
+            if batch.stop {
+                return false;
+            }
+            self.apply_reply(caller, &batch);
+        } else {
+            if !self.fast_can_switch_to(caller) {
+                return false;
+            }
+            self.fast_copy(cur, caller, 0, info);
+        }
         self.store.tcb(caller).state = ThreadState::Ready;
         let mut q = e.queue;
         q.push(&mut self.store, cur);

@@ -187,7 +187,7 @@ impl<S: Store> Kernel<S> {
 
     /// A thread whose address space was revoked cannot run; a vCPU needs its guest
     /// space and a VMCS.
-    fn runnable(&mut self, tcb: u64) -> bool {
+    pub(crate) fn runnable(&mut self, tcb: u64) -> bool {
         if self.store.tcb(tcb).vcpu {
             return matches!(
                 self.store.slot(tcb_slot(tcb, TcbSlot::CSpace)).cap,

@@ -268,6 +268,9 @@ impl<S: Store> Kernel<S> {
                     core.rip,
                     u64::from(core.instruction_len),
                 );
+                if self.fast_vcpu_exit(v, addr, badge) {
+                    return Next::Run;
+                }
                 self.send_vcpu_exit(v, addr, badge);
             }
             _ => self.store.tcb(v).state = ThreadState::Inactive,
@@ -307,6 +310,25 @@ impl<S: Store> Kernel<S> {
     /// Apply the VMM's reply to the vCPU `v` waiting for it: validate the batch in the
     /// message frame and queue it, or leave the vCPU stopped and say why.
     pub(crate) fn vcpu_reply(&mut self, v: u64) -> Result<(), ReplyError> {
+        let batch = match self.validate_reply(v) {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
+                self.store.tcb(v).state = ThreadState::Inactive;
+                return Err(e);
+            }
+        };
+        self.apply_reply(v, &batch);
+        if batch.stop {
+            self.store.tcb(v).state = ThreadState::Inactive;
+        } else {
+            self.make_ready(v);
+        }
+        Ok(())
+    }
+
+    /// Validate the reply in `v`'s reply area. Pure: nothing changes either way.
+    pub(crate) fn validate_reply(&mut self, v: u64) -> Result<ValidatedBatch, ReplyError> {
         let refuse = |e: BatchError| {
             (Error::BatchRejected, u64::from(e.code()), e.field().map_or(0, u64::from))
         };
@@ -318,18 +340,14 @@ impl<S: Store> Kernel<S> {
         // Validation reads the VMM's words in place, each once; what it accepts is the
         // kernel's own copy from then on.
         let page = self.store.frame(frame);
-        let batch = vcpu_page::reply(page)
+        vcpu_page::reply(page)
             .ok_or(BatchError::BadLength { expected: 0, got: 0 })
             .and_then(|reply| decode_reply(reply, &vmx.caps, &vmx.policy, &now))
-            .map_err(refuse);
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
-                self.store.tcb(v).state = ThreadState::Inactive;
-                return Err(e);
-            }
-        };
+            .map_err(refuse)
+    }
+
+    /// Queue a validated batch for `v`'s next entry (its thread state is the caller's).
+    pub(crate) fn apply_reply(&mut self, v: u64, batch: &ValidatedBatch) {
         let data = self.store.vcpu(v);
         for (i, (field, value)) in batch.writes().iter().enumerate() {
             if let Some(slot) = data.pending.get_mut(i) {
@@ -346,15 +364,9 @@ impl<S: Store> Kernel<S> {
         }
         data.cached = batch.next;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
-        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&batch)) {
+        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(batch)) {
             data.cr2 = address;
         }
-        if batch.stop {
-            self.store.tcb(v).state = ThreadState::Inactive;
-        } else {
-            self.make_ready(v);
-        }
-        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ use super::cpu::{rdmsr, wrmsr};
 use super::entry::syscall_entry;
 use super::gdt;
 use crate::context::UserContext;
+use kernel::store::Store;
 
 const EFER: u32 = 0xc000_0080;
 const STAR: u32 = 0xc000_0081;
@@ -29,8 +30,12 @@ pub fn init() {
 extern "C" fn syscall_from_user(_frame: *mut UserContext) {
     crate::with_kernel(|k| {
         // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
-        // or EPT, so it needs none of the general resume path's work.
+        // or EPT, so it needs none of the general resume path's work; a VMM's reply that
+        // switched straight back to its vCPU enters the guest.
         if k.fastpath() {
+            if k.store.tcb(k.current).vcpu {
+                return crate::resume(k, kernel::state::Next::Run);
+            }
             return super::thread::activate(k);
         }
         slowpath(k);
