@@ -535,3 +535,75 @@ fn reflecting_an_intercepted_page_fault_gives_the_guest_its_address() {
     assert_eq!(t.regs(ROOT_TCB)[0], 0);
     assert_eq!(t.k.store.vcpu(v).cr2, 0x4000_0000);
 }
+
+/// One reply to a CPUID exit by `ReplyRecv` on the exit endpoint, through the fastpath
+/// when `fast` (as the kernel entry tries it first) or the slow path only: whether the
+/// fastpath took it, and everything the round trip decides.
+fn reply_recv_round_trip(fast: bool, reply: &ExitReply) -> (bool, Vec<u64>, Vec<ThreadState>) {
+    let (mut t, v, msg) = started();
+    exit_with_cpuid(&mut t, v);
+    write_reply(&mut t, msg, reply);
+    let c = &mut t.k.store.tcb(ROOT_TCB).context;
+    (c.rax, c.rdi, c.rsi) = (Syscall::ReplyRecv as u64, EXIT_EP, 0);
+    let took = fast && t.k.fastpath();
+    if !took {
+        t.k.syscall(&mut t.out);
+    }
+    let data = t.k.store.vcpu(v);
+    let mut seen = vec![t.k.current, data.pending_len as u64, data.cached.rip];
+    seen.extend(data.pending().iter().map(|&(f, value)| f as u64 ^ value));
+    seen.extend(data.gprs.regs);
+    seen.push(t.regs(ROOT_TCB)[0]);
+    let states = vec![t.k.store.tcb(ROOT_TCB).state, t.k.store.tcb(v).state];
+    (took, seen, states)
+}
+
+#[test]
+fn the_reply_fastpath_gives_what_the_slow_path_gives() {
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::ADVANCE_RIP;
+    reply.set_gpr(Gprs::RAX, 0x1234).unwrap();
+    reply.write(Field::GuestRflags, 0x202).unwrap();
+    let (took, fast, fast_states) = reply_recv_round_trip(true, &reply);
+    assert!(took, "a valid batch that does not stop the vCPU takes the fastpath");
+    let (_, slow, slow_states) = reply_recv_round_trip(false, &reply);
+    assert_eq!(fast, slow);
+    assert_eq!(fast_states, slow_states);
+    assert_eq!(fast_states[1], ThreadState::Ready, "the vCPU runs on");
+    // A refused batch, and one that stops the vCPU, are left to the slow path, which
+    // reports the refusal to the VMM.
+    let mut bad = ExitReply::new();
+    bad.write(Field::HostRip, 0).unwrap();
+    let (took, seen, states) = reply_recv_round_trip(true, &bad);
+    assert!(!took);
+    assert_eq!(*seen.last().unwrap(), Error::BatchRejected as u64);
+    assert_eq!(states[1], ThreadState::Inactive);
+    let mut stop = ExitReply::new();
+    stop.flags = ReplyFlags::STOP_VCPU;
+    let (took, _, states) = reply_recv_round_trip(true, &stop);
+    assert!(!took);
+    assert_eq!(states[1], ThreadState::Inactive);
+}
+
+/// An exit while the VMM waits elsewhere queues on the exit endpoint (the slow path) and
+/// reaches the VMM with the same words once it receives there.
+#[test]
+fn an_exit_waits_for_a_vmm_that_is_not_receiving() {
+    let (mut t, v, _) = started();
+    const NTFN: u64 = 45;
+    assert_eq!(retype(&mut t, ObjectType::Notification, 0, NTFN), 0);
+    t.sys(Syscall::Recv as u64, [NTFN, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, v);
+    let msg = ExitMessage { reason: ExitReason::Cpuid as u32, instruction_len: 2, ..exit() };
+    assert_eq!(t.k.vcpu_exit(&msg), Next::Idle);
+    assert!(matches!(t.k.store.tcb(v).state, ThreadState::BlockedSend { call: true, .. }));
+    let Cap::Notification { addr: ntfn, .. } = t.cap(NTFN) else { panic!() };
+    t.k.signal(ntfn, 1);
+    assert_eq!((t.k.schedule(), t.k.current), (Next::Run, ROOT_TCB));
+    t.sys(Syscall::Recv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
+    let [rax, _, info, reason, _, rip, len] = t.regs(ROOT_TCB);
+    assert_eq!(rax, 0);
+    assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(vm::EXIT_LABEL));
+    assert_eq!((reason, rip, len), (ExitReason::Cpuid as u64, 0x1000, 2));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
+}
