@@ -20,6 +20,24 @@ use protocols::object::vm;
 use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 
+/// What the fastpath did with a syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastPath {
+    /// Nothing: the slow path handles the syscall.
+    Declined,
+    /// Done; the current thread (maybe another) returns to ring 3.
+    Thread,
+    /// Done; the current thread is a vCPU whose reply was applied: enter the guest.
+    Guest,
+}
+
+impl FastPath {
+    /// Whether the fastpath handled the syscall.
+    pub fn taken(self) -> bool {
+        self != Self::Declined
+    }
+}
+
 impl<S: Store> Kernel<S> {
     /// The endpoint capability in the current thread's slot `cptr`, if it has `right`.
     fn fast_endpoint(&mut self, cptr: u64, right: Rights) -> Option<(u64, u64)> {
@@ -71,25 +89,30 @@ impl<S: Store> Kernel<S> {
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
-    /// Try the fastpath for the current thread's syscall; `true` if it was handled (the
-    /// current thread may have changed).
-    pub fn fastpath(&mut self) -> bool {
+    /// Try the fastpath for the current thread's syscall (the current thread may change).
+    pub fn fastpath(&mut self) -> FastPath {
         let cur = self.current;
         let c = &self.store.tcb(cur).context;
         let (number, cptr, raw_info) = (c.rax, c.rdi, c.rsi);
-        let Some(info) = MsgInfo::short_from_raw(raw_info) else { return false };
+        let Some(info) = MsgInfo::short_from_raw(raw_info) else { return FastPath::Declined };
         if number == Syscall::Call as u64 {
             self.fast_call(cur, cptr, info)
         } else if number == Syscall::ReplyRecv as u64 {
             self.fast_reply_recv(cur, cptr, info)
         } else {
-            false
+            FastPath::Declined
         }
     }
 
-    fn fast_call(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> bool {
-        let Some((ep, badge)) = self.fast_endpoint(cptr, Rights::CALL) else { return false };
-        self.fast_deliver_call(cur, ep, badge, info)
+    fn fast_call(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> FastPath {
+        let Some((ep, badge)) = self.fast_endpoint(cptr, Rights::CALL) else {
+            return FastPath::Declined;
+        };
+        if self.fast_deliver_call(cur, ep, badge, info) {
+            FastPath::Thread
+        } else {
+            FastPath::Declined
+        }
     }
 
     /// The current vCPU `v` exits, its message set up in its registers: if its VMM waits
@@ -129,41 +152,57 @@ impl<S: Store> Kernel<S> {
         true
     }
 
-    fn fast_reply_recv(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> bool {
+    fn fast_reply_recv(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> FastPath {
         let caller = self.store.tcb(cur).caller;
         if caller == 0 {
-            return false;
+            return FastPath::Declined;
         }
         let c = self.store.tcb(caller);
         if c.state != (ThreadState::BlockedReply { server: cur }) || c.message.is_some() {
-            return false;
+            return FastPath::Declined;
         }
-        let vcpu = c.vcpu;
-        let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else { return false };
+        if c.vcpu {
+            return self.fast_reply_vcpu(cur, caller, cptr);
+        }
+        let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else {
+            return FastPath::Declined;
+        };
         let e = *self.store.endpoint(ep);
-        if e.state == EndpointState::Sending {
-            return false;
+        if e.state == EndpointState::Sending || !self.fast_can_switch_to(caller) {
+            return FastPath::Declined;
         }
-        if vcpu {
-            // A batch the validator refuses, or one that stops the vCPU, takes the slow
-            // path (which validates again: validation changes nothing).
-            let prio = self.store.tcb(caller).priority;
-            if self.sched.any_above(prio) || !self.runnable(caller) {
-                return false;
-            }
-            let Ok(batch) = self.validate_reply(caller) else { return false };
-            if batch.stop {
-                return false;
-            }
-            self.apply_reply(caller, &batch);
-        } else {
-            if !self.fast_can_switch_to(caller) {
-                return false;
-            }
-            self.fast_copy(cur, caller, 0, info);
+        self.fast_copy(cur, caller, 0, info);
+        self.fast_wait(cur, caller, ep, e.queue);
+        FastPath::Thread
+    }
+
+    /// `ReplyRecv` to a vCPU: a batch that validates and does not stop the vCPU is
+    /// applied and the vCPU runs at once. A refused batch, or one that stops the vCPU,
+    /// takes the slow path (which validates again: validation changes nothing). Out of
+    /// line, so thread-to-thread replies do not pay for it.
+    #[inline(never)]
+    fn fast_reply_vcpu(&mut self, cur: u64, vcpu: u64, cptr: u64) -> FastPath {
+        let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else {
+            return FastPath::Declined;
+        };
+        let e = *self.store.endpoint(ep);
+        let prio = self.store.tcb(vcpu).priority;
+        if e.state == EndpointState::Sending || self.sched.any_above(prio) || !self.runnable(vcpu) {
+            return FastPath::Declined;
         }
+        let Ok(batch) = self.validate_reply(vcpu) else { return FastPath::Declined };
+        if batch.stop {
+            return FastPath::Declined;
+        }
+        self.apply_reply(vcpu, &batch);
+        self.fast_wait(cur, vcpu, ep, e.queue);
+        FastPath::Guest
+    }
+
+    /// The replier `cur` waits on `ep` (whose queue was `q`) and `caller` runs.
+    #[inline(always)]
+    fn fast_wait(&mut self, cur: u64, caller: u64, ep: u64, mut q: crate::queue::ThreadQueue) {
         self.store.tcb(caller).state = ThreadState::Ready;
-        let mut q = e.queue;
         q.push(&mut self.store, cur);
         let e = self.store.endpoint(ep);
         e.queue = q;
@@ -172,7 +211,6 @@ impl<S: Store> Kernel<S> {
         t.caller = 0;
         t.state = ThreadState::BlockedRecv { ep };
         self.current = caller;
-        true
     }
 }
 
@@ -225,7 +263,7 @@ mod tests {
         let mut step = |t: &mut Testbed, regs: [u64; 7]| {
             let c = &mut t.k.store.tcb(t.k.current).context;
             [c.rax, c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9] = regs;
-            if !(fast && t.k.fastpath()) {
+            if !(fast && t.k.fastpath().taken()) {
                 took_fast = false;
                 t.k.syscall(&mut t.out);
             }
@@ -264,12 +302,12 @@ mod tests {
         ] {
             let c = &mut t.k.store.tcb(ROOT_TCB).context;
             (c.rax, c.rdi, c.rsi) = (Syscall::Call as u64, slot_, info);
-            assert!(!t.k.fastpath());
+            assert!(!t.k.fastpath().taken());
             assert_eq!(t.k.current, ROOT_TCB);
         }
         // ReplyRecv with nobody to reply to.
         let c = &mut t.k.store.tcb(ROOT_TCB).context;
         (c.rax, c.rdi, c.rsi) = (Syscall::ReplyRecv as u64, 20, 0);
-        assert!(!t.k.fastpath());
+        assert!(!t.k.fastpath().taken());
     }
 }

@@ -545,7 +545,7 @@ fn reply_recv_round_trip(fast: bool, reply: &ExitReply) -> (bool, Vec<u64>, Vec<
     write_reply(&mut t, msg, reply);
     let c = &mut t.k.store.tcb(ROOT_TCB).context;
     (c.rax, c.rdi, c.rsi) = (Syscall::ReplyRecv as u64, EXIT_EP, 0);
-    let took = fast && t.k.fastpath();
+    let took = fast && t.k.fastpath() == crate::fastpath::FastPath::Guest;
     if !took {
         t.k.syscall(&mut t.out);
     }

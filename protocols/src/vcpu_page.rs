@@ -118,7 +118,9 @@ mod tests {
         assert_eq!(offset_of!(ExitMessage, segments), 240);
         assert_eq!(offset_of!(ExitMessage, controls), 504);
         assert_eq!(offset_of!(ExitMessage, pdptes), 544);
-        assert_eq!(size_of::<ExitMessage>(), 576);
+        assert_eq!(offset_of!(ExitMessage, exit_tsc), 576);
+        assert_eq!(offset_of!(ExitMessage, entry_tsc), 584);
+        assert_eq!(size_of::<ExitMessage>(), 592);
         assert_eq!(offset_of!(ExitReply, gpr_mask), 20);
         assert_eq!(offset_of!(ExitReply, gprs), 24);
         assert_eq!(offset_of!(ExitReply, writes), 152);

@@ -553,6 +553,12 @@ pub struct ExitMessage {
     pub sysenter_eip: u64,
     /// [`TransferMask::PDPTES`].
     pub pdptes: [u64; 4],
+    /// The time-stamp counter as the kernel took the exit (its first instruction after
+    /// the VM exit), always sent: with [`Self::entry_tsc`] it splits a round trip into the
+    /// kernel's legs and the VMM's.
+    pub exit_tsc: u64,
+    /// The time-stamp counter just before the VM entry this exit ended.
+    pub entry_tsc: u64,
 }
 
 /// Writes words in order; a slice shorter than the message is a bug the tests catch,

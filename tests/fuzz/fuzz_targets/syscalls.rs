@@ -78,7 +78,7 @@ fn sys(
     c.rax = number;
     (c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9, c.r12, c.r13) =
         (rdi, rsi, w[0], w[1], w[2], w[3], r12, r13);
-    let next = if fast && t.k.fastpath() { Next::Run } else { t.k.syscall(&mut t.out) };
+    let next = if fast && t.k.fastpath().taken() { Next::Run } else { t.k.syscall(&mut t.out) };
     if let Some((at, before)) = revoked {
         if t.k.store.tcb(cur).context.rax == 0 {
             assert_eq!(

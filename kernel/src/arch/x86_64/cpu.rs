@@ -186,3 +186,9 @@ pub mod cr4 {
     /// Supervisor-mode access prevention.
     pub const SMAP: u64 = 1 << 21;
 }
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -4,7 +4,7 @@ use super::cpu::{rdmsr, wrmsr};
 use super::entry::syscall_entry;
 use super::gdt;
 use crate::context::UserContext;
-use kernel::store::Store;
+use kernel::fastpath::FastPath;
 
 const EFER: u32 = 0xc000_0080;
 const STAR: u32 = 0xc000_0081;
@@ -32,14 +32,20 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
         // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
         // or EPT, so it needs none of the general resume path's work; a VMM's reply that
         // switched straight back to its vCPU enters the guest.
-        if k.fastpath() {
-            if k.store.tcb(k.current).vcpu {
-                return crate::resume(k, kernel::state::Next::Run);
-            }
-            return super::thread::activate(k);
+        match k.fastpath() {
+            FastPath::Thread => return super::thread::activate(k),
+            FastPath::Guest => return enter_guest(k),
+            FastPath::Declined => {}
         }
         slowpath(k);
     });
+}
+
+/// The fastpath applied a VMM's reply and switched to its vCPU. Out of line, like the
+/// slow path, so the thread-to-thread fastpath's frame stays small.
+#[inline(never)]
+fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
+    crate::resume(k, kernel::state::Next::Run);
 }
 
 /// Every syscall the fastpath does not take. Kept out of line so that the fastpath's

@@ -298,9 +298,11 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     let launched = data.launched;
     thread::release_fpu(k);
     fpu::restore(&k.store.vcpu(v).fpu);
+    let entry_tsc = cpu::rdtsc();
     // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host state,
     // and interrupts are disabled in the kernel.
     let entered = unsafe { vm_entry::enter(root, &mut g, launched) };
+    let exit_tsc = cpu::rdtsc();
     let data = k.store.vcpu(v);
     fpu::save(&mut data.fpu);
     if let Err(e) = entered {
@@ -373,6 +375,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         m.exit_intr_info = if interruption { core.exit_intr_info } else { 0 };
         m.exit_intr_error = read_if(interruption, Field::ExitInterruptionErrorCode) as u32;
         m.transfer = groups;
+        (m.exit_tsc, m.entry_tsc) = (exit_tsc, entry_tsc);
         // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
         m.cpl = (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8;
         m.gprs = gprs;
