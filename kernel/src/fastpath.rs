@@ -190,11 +190,10 @@ impl<S: Store> Kernel<S> {
         if e.state == EndpointState::Sending || self.sched.any_above(prio) || !self.runnable(vcpu) {
             return FastPath::Declined;
         }
-        let Ok(batch) = self.validate_reply(vcpu) else { return FastPath::Declined };
-        if batch.stop {
+        if self.validate_reply(vcpu).is_err() || self.store.vcpu(vcpu).pending.stop {
             return FastPath::Declined;
         }
-        self.apply_reply(vcpu, &batch);
+        self.apply_reply(vcpu);
         self.fast_wait(cur, vcpu, ep, e.queue);
         FastPath::Guest
     }

@@ -69,6 +69,13 @@ pub trait Store: PhysMemory {
     fn reply(&mut self, at: u64) -> &mut Reply;
     /// The kernel data of the VCpu object at `at`.
     fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData;
+    /// The kernel data of the VCpu at `vcpu` and the frame at `frame` at once (two objects,
+    /// never overlapping), so a reply is validated from its page into the VCpu.
+    fn vcpu_and_frame(
+        &mut self,
+        vcpu: u64,
+        frame: u64,
+    ) -> (&mut crate::vcpu::VcpuData, &mut [u8; 4096]);
     /// Zero `[addr, addr + 2^bits)` and construct a fresh object of type `ty` there.
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8);
 }
@@ -189,6 +196,15 @@ pub mod fake {
         }
         fn vcpu(&mut self, at: u64) -> &mut crate::vcpu::VcpuData {
             self.vcpus.entry(at).or_default()
+        }
+        fn vcpu_and_frame(
+            &mut self,
+            vcpu: u64,
+            frame: u64,
+        ) -> (&mut crate::vcpu::VcpuData, &mut [u8; 4096]) {
+            assert!(frame.is_multiple_of(4096), "frame {frame:#x} is not page-aligned");
+            let page = self.frames.entry(frame).or_insert_with(|| Box::new([0; 4096]));
+            (self.vcpus.entry(vcpu).or_default(), page)
         }
         fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
             let end = addr + (1u64 << bits);

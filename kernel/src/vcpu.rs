@@ -16,9 +16,7 @@ use crate::vcpu_passthrough::HostMsrs;
 use crate::vmx::caps::VmxCaps;
 use crate::vmx::ept::EptVpidCaps;
 use crate::vmx::ept::{self, Access, Ept};
-use crate::vmx::validator::{
-    decode_reply, Policy, ValidatedBatch, VcpuState, MAX_VALIDATED_WRITES,
-};
+use crate::vmx::validator::{decode_reply_into, Policy, ValidatedBatch, VcpuState};
 use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, VcpuPages};
 use crate::vmx::vmcs_setup::{HostState, InitialVmcs};
 use crate::vspace::MapError;
@@ -80,10 +78,8 @@ pub struct VcpuData {
     pub fpu: FpuArea,
     /// The validator's view of the VMCS.
     pub cached: VcpuState,
-    /// VMCS writes to apply before the next entry.
-    pub pending: [(Field, u64); MAX_VALIDATED_WRITES],
-    /// How many of `pending` are valid.
-    pub pending_len: usize,
+    /// The last validated reply: its writes are applied before the next entry.
+    pub pending: ValidatedBatch,
     /// VMLAUNCH done (VMRESUME from now on).
     pub launched: bool,
     /// The VMCS was set up by `VCpuStart`.
@@ -116,8 +112,7 @@ impl Default for VcpuData {
             gprs: Gprs::default(),
             fpu: FpuArea::default(),
             cached: VcpuState::default(),
-            pending: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
-            pending_len: 0,
+            pending: ValidatedBatch::default(),
             launched: false,
             started: false,
             exits: 0,
@@ -136,7 +131,7 @@ impl Default for VcpuData {
 impl VcpuData {
     /// The writes to apply before the next entry.
     pub fn pending(&self) -> &[(Field, u64)] {
-        self.pending.get(..self.pending_len).unwrap_or(&[])
+        self.pending.writes()
     }
 }
 
@@ -310,16 +305,13 @@ impl<S: Store> Kernel<S> {
     /// Apply the VMM's reply to the vCPU `v` waiting for it: validate the batch in the
     /// message frame and queue it, or leave the vCPU stopped and say why.
     pub(crate) fn vcpu_reply(&mut self, v: u64) -> Result<(), ReplyError> {
-        let batch = match self.validate_reply(v) {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
-                self.store.tcb(v).state = ThreadState::Inactive;
-                return Err(e);
-            }
-        };
-        self.apply_reply(v, &batch);
-        if batch.stop {
+        if let Err(e) = self.validate_reply(v) {
+            // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
+            self.store.tcb(v).state = ThreadState::Inactive;
+            return Err(e);
+        }
+        self.apply_reply(v);
+        if self.store.vcpu(v).pending.stop {
             self.store.tcb(v).state = ThreadState::Inactive;
         } else {
             self.make_ready(v);
@@ -327,8 +319,9 @@ impl<S: Store> Kernel<S> {
         Ok(())
     }
 
-    /// Validate the reply in `v`'s reply area. Pure: nothing changes either way.
-    pub(crate) fn validate_reply(&mut self, v: u64) -> Result<ValidatedBatch, ReplyError> {
+    /// Validate the reply in `v`'s reply area into its pending batch (which holds no
+    /// writes if it is refused). Nothing else changes either way.
+    pub(crate) fn validate_reply(&mut self, v: u64) -> Result<(), ReplyError> {
         let refuse = |e: BatchError| {
             (Error::BatchRejected, u64::from(e.code()), e.field().map_or(0, u64::from))
         };
@@ -336,25 +329,23 @@ impl<S: Store> Kernel<S> {
         let Some(frame) = self.message_frame(v) else {
             return Err((Error::InvalidCapability, 0, 0));
         };
-        let now = self.store.vcpu(v).cached;
         // Validation reads the VMM's words in place, each once; what it accepts is the
         // kernel's own copy from then on.
-        let page = self.store.frame(frame);
-        vcpu_page::reply(page)
-            .ok_or(BatchError::BadLength { expected: 0, got: 0 })
-            .and_then(|reply| decode_reply(reply, &vmx.caps, &vmx.policy, &now))
-            .map_err(refuse)
+        let (data, page) = self.store.vcpu_and_frame(v, frame);
+        let now = data.cached;
+        let Some(reply) = vcpu_page::reply(page) else {
+            data.pending.clear();
+            return Err(refuse(BatchError::BadLength { expected: 0, got: 0 }));
+        };
+        decode_reply_into(reply, &vmx.caps, &vmx.policy, &now, &mut data.pending).map_err(refuse)
     }
 
-    /// Queue a validated batch for `v`'s next entry (its thread state is the caller's).
-    pub(crate) fn apply_reply(&mut self, v: u64, batch: &ValidatedBatch) {
+    /// Take `v`'s validated batch as its next state (its thread state is the caller's):
+    /// the GPRs it loads, the cached VMCS view, CR2 for a reflected #PF. The writes
+    /// stay pending until the next entry.
+    pub(crate) fn apply_reply(&mut self, v: u64) {
         let data = self.store.vcpu(v);
-        for (i, (field, value)) in batch.writes().iter().enumerate() {
-            if let Some(slot) = data.pending.get_mut(i) {
-                *slot = (*field, *value);
-            }
-        }
-        data.pending_len = batch.writes().len();
+        let batch = &data.pending;
         for r in 0..16u8 {
             if batch.gpr_mask & (1 << r) != 0 {
                 if let Some(value) = batch.gprs.get(r) {
@@ -362,9 +353,9 @@ impl<S: Store> Kernel<S> {
                 }
             }
         }
-        data.cached = batch.next;
+        data.cached = data.pending.next;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
-        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(batch)) {
+        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending)) {
             data.cr2 = address;
         }
     }
@@ -509,7 +500,7 @@ impl<S: Store> Kernel<S> {
         data.init = Some(init);
         data.started = true;
         data.launched = false;
-        data.pending_len = 0;
+        data.pending.clear();
         data.gprs = Gprs::default();
         data.msr_areas_changed = false;
         data.page_fault = None;

@@ -285,7 +285,7 @@ fn hostile_batches_are_refused_whole_and_the_vcpu_stays_stopped() {
         assert_eq!(field_out, field as u64, "the refusal names the field");
         let data = t.k.store.vcpu(v);
         assert_eq!(data.gprs.get(Gprs::RBX), Some(0), "nothing was applied");
-        assert_eq!(data.pending_len, 0);
+        assert!(data.pending().is_empty());
         assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
     }
 }
@@ -550,7 +550,7 @@ fn reply_recv_round_trip(fast: bool, reply: &ExitReply) -> (bool, Vec<u64>, Vec<
         t.k.syscall(&mut t.out);
     }
     let data = t.k.store.vcpu(v);
-    let mut seen = vec![t.k.current, data.pending_len as u64, data.cached.rip];
+    let mut seen = vec![t.k.current, data.pending().len() as u64, data.cached.rip];
     seen.extend(data.pending().iter().map(|&(f, value)| f as u64 ^ value));
     seen.extend(data.gprs.regs);
     seen.push(t.regs(ROOT_TCB)[0]);

@@ -240,7 +240,25 @@ pub struct ValidatedBatch {
     pub next: VcpuState,
 }
 
+impl Default for ValidatedBatch {
+    fn default() -> Self {
+        Self {
+            writes: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
+            len: 0,
+            gprs: Gprs::default(),
+            gpr_mask: 0,
+            stop: false,
+            next: VcpuState::default(),
+        }
+    }
+}
+
 impl ValidatedBatch {
+    /// Drop the writes (once applied, or after a refusal).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// The VMCS writes, in the order to apply them.
     pub fn writes(&self) -> &[(Field, u64)] {
         self.writes.get(..self.len).unwrap_or(&[])
@@ -331,16 +349,40 @@ pub fn decode_reply(
     policy: &Policy,
     now: &VcpuState,
 ) -> Result<ValidatedBatch, BatchError> {
+    let mut out = ValidatedBatch::default();
+    decode_reply_into(reply, caps, policy, now, &mut out).map(|()| out)
+}
+
+/// [`decode_reply`] into `out`, the VCpu's own pending batch, so that nothing is built
+/// and then moved on the exit path. On error `out` holds no writes.
+pub fn decode_reply_into(
+    reply: &ExitReply,
+    caps: &VmxCaps,
+    policy: &Policy,
+    now: &VcpuState,
+    out: &mut ValidatedBatch,
+) -> Result<(), BatchError> {
+    out.clear();
+    let result = validate(reply, caps, policy, now, out);
+    if result.is_err() {
+        out.clear();
+    }
+    result
+}
+
+fn validate(
+    reply: &ExitReply,
+    caps: &VmxCaps,
+    policy: &Policy,
+    now: &VcpuState,
+    out: &mut ValidatedBatch,
+) -> Result<(), BatchError> {
     let head = header(reply)?;
     let flags = head.flags;
-    let mut out = ValidatedBatch {
-        writes: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
-        len: 0,
-        gprs: reply.gprs,
-        gpr_mask: head.gpr_mask & !(1 << Gprs::RSP),
-        stop: flags.contains(ReplyFlags::STOP_VCPU),
-        next: *now,
-    };
+    out.gprs = reply.gprs;
+    out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
+    out.stop = flags.contains(ReplyFlags::STOP_VCPU);
+    out.next = *now;
     let mut inj = Injection::default();
     let mut efer = None;
 
@@ -391,7 +433,7 @@ pub fn decode_reply(
         out.push(Field::GuestRsp, out.gprs.rsp())?;
     }
     if flags.contains(ReplyFlags::ADVANCE_RIP) {
-        advance_rip(&mut out, now)?;
+        advance_rip(out, now)?;
     }
     if flags.contains(ReplyFlags::INJECT_EVENT) {
         let event = head.injection;
@@ -416,7 +458,7 @@ pub fn decode_reply(
     if let Some(info) = inj.info {
         check_injection(EventInjection::from_raw(info), inj, caps, &out.next)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// ADVANCE_RIP: skip the exiting instruction, as retiring it would, including the end of

@@ -195,7 +195,7 @@ fn exit(t: &mut Testbed, op: &Op) -> Next {
     // The entry: the initial VMCS and the pending writes are consumed.
     let data = t.k.store.vcpu(v);
     data.init = None;
-    data.pending_len = 0;
+    data.pending.clear();
     data.launched = true;
     data.gprs.regs[0] = gprs[0].0;
     data.gprs.regs[usize::from(*interruptibility) % 16] = gprs[1].0;

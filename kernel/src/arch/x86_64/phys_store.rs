@@ -66,6 +66,12 @@ impl Store for PhysStore {
         unsafe { object(at + DATA_OFFSET) }
     }
 
+    fn vcpu_and_frame(&mut self, vcpu: u64, frame: u64) -> (&mut VcpuData, &mut [u8; 4096]) {
+        // SAFETY: as for `vcpu` and `frame`; a VCpu and a Frame are distinct objects
+        // (retyping never hands out memory twice), so the two borrows never overlap.
+        unsafe { (object(vcpu + DATA_OFFSET), frame_at(frame)) }
+    }
+
     fn create(&mut self, ty: ObjectType, addr: u64, bits: u8) {
         // Untyped memory is zeroed when something is made from it, not when carved.
         if ty != ObjectType::Untyped {

@@ -260,7 +260,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
             return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
     }
-    data.pending_len = 0;
+    data.pending.clear();
     if core::mem::take(&mut data.msr_areas_changed) {
         let count = u64::from(data.msr_count);
         for f in [Field::EntryMsrLoadCount, Field::ExitMsrStoreCount, Field::ExitMsrLoadCount] {
