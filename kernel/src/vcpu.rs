@@ -346,11 +346,13 @@ impl<S: Store> Kernel<S> {
     pub(crate) fn apply_reply(&mut self, v: u64) {
         let data = self.store.vcpu(v);
         let batch = &data.pending;
-        for r in 0..16u8 {
-            if batch.gpr_mask & (1 << r) != 0 {
-                if let Some(value) = batch.gprs.get(r) {
-                    data.gprs.set(r, value);
-                }
+        // Only the registers the reply names (a CPUID reply names four).
+        let mut mask = batch.gpr_mask;
+        while mask != 0 {
+            let r = mask.trailing_zeros() as u8;
+            mask &= mask - 1;
+            if let Some(value) = batch.gprs.get(r) {
+                data.gprs.set(r, value);
             }
         }
         data.cached = data.pending.next;

@@ -453,8 +453,13 @@ fn validate(
         }
     }
 
-    check_control_dependencies(&out.next.controls)?;
-    check_entry_state(caps, &out.next, efer)?;
+    // A reply without VMCS writes changes only GPRs, RIP (past the instruction that
+    // exited, dropping its interrupt shadow) and maybe the interrupt window: the state
+    // the CPU exited with stays as valid as it was, so only an injection is checked.
+    if head.count != 0 {
+        check_control_dependencies(&out.next.controls)?;
+        check_entry_state(caps, &out.next, efer)?;
+    }
     if let Some(info) = inj.info {
         check_injection(EventInjection::from_raw(info), inj, caps, &out.next)?;
     }

@@ -7,7 +7,7 @@
 
 use super::cpu::{self, rdmsr};
 use super::memory::{self, frame_at};
-use super::vm_entry::{self, GuestGprs};
+use super::vm_entry;
 use super::vmx_insn::{self, VmxRoot};
 use super::{fpu, gdt, idt, thread, vmx};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -22,7 +22,7 @@ use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
 use protocols::vmcs::Field;
-use protocols::vmexit::{ExitMessage, ExitReason, TransferMask, EXIT_REASON_ENTRY_FAILURE};
+use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
 /// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
@@ -121,6 +121,10 @@ fn vmread(root: &VmxRoot, f: Field) -> u64 {
 /// clear the active VMCS after a VCpu was destroyed, invalidate EPT translations after a
 /// guest mapping went.
 pub fn flush<S: Store>(k: &mut Kernel<S>) {
+    // Usually nothing: then neither the VMX token nor anything else is touched.
+    if !(k.tlb_stale || k.vmcs_released || k.ept_stale) {
+        return;
+    }
     if core::mem::take(&mut k.tlb_stale) {
         // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
         unsafe { cpu::write_cr3(cpu::read_cr3()) }
@@ -276,32 +280,13 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         // in its fault handlers, which record it at once.
         unsafe { cpu::write_cr2(data.cr2) };
     }
-    let r = &data.gprs.regs;
-    let mut g = GuestGprs {
-        rax: r[0],
-        rcx: r[1],
-        rdx: r[2],
-        rbx: r[3],
-        rsp_unused: 0,
-        rbp: r[5],
-        rsi: r[6],
-        rdi: r[7],
-        r8: r[8],
-        r9: r[9],
-        r10: r[10],
-        r11: r[11],
-        r12: r[12],
-        r13: r[13],
-        r14: r[14],
-        r15: r[15],
-    };
     let launched = data.launched;
     thread::release_fpu(k);
     fpu::restore(&k.store.vcpu(v).fpu);
     let entry_tsc = cpu::rdtsc();
     // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host state,
     // and interrupts are disabled in the kernel.
-    let entered = unsafe { vm_entry::enter(root, &mut g, launched) };
+    let entered = unsafe { vm_entry::enter(root, &mut k.store.vcpu(v).gprs, launched) };
     let exit_tsc = cpu::rdtsc();
     let data = k.store.vcpu(v);
     fpu::save(&mut data.fpu);
@@ -317,8 +302,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     }
     // VM exits leave CR2 as the guest had it.
     data.cr2 = cpu::read_cr2();
-    let rsp = vmread(root, Field::GuestRsp);
-    data.gprs = g.abi(rsp);
+    data.gprs.set(Gprs::RSP, vmread(root, Field::GuestRsp));
     if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
         // The interrupt is still pending: let it in, in the kernel, then reschedule.
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only

@@ -4,7 +4,8 @@
 //! The stub is a function to its caller: `vmx_vm_enter` saves the host's callee-saved
 //! registers, records the stack pointer in the VMCS's HOST_RSP (so an exit lands on this
 //! very frame, whatever the caller's stack depth), loads the guest's GPRs from a
-//! [`GuestGprs`] save area and enters the guest. A VM exit arrives at `vmx_exit_landing`
+//! [`Gprs`] save area (the VCpu's own, slot 4 unused: RSP is VMCS state) and enters the
+//! guest. A VM exit arrives at `vmx_exit_landing`
 //! (the VMCS's HOST_RIP, see [`host_rip`]) with the guest's GPRs still live: the landing
 //! stores them back into the same save area, restores the host registers and returns 0
 //! from `vmx_vm_enter`. If VMLAUNCH/VMRESUME (or the HOST_RSP VMWRITE) fails, execution
@@ -22,116 +23,23 @@
 //! them. The kernel is soft-float and never touches x87/SSE, so guest FPU state only has to
 //! be swapped with the current user thread's around the entry ([`enter_with_fpu`]).
 
-use core::mem::offset_of;
-
 use super::fpu;
 use super::vmx_insn::{entry_failure, VmxError, VmxRoot};
 use kernel::tcb::FpuArea;
 use protocols::vmcs::Field;
 use protocols::vmexit::Gprs;
 
-/// The guest's general-purpose registers while it is not running, in the x86 register-
-/// number order that exit qualifications use and [`Gprs`] carries (rax, rcx, rdx, rbx,
-/// rsp, rbp, rsi, rdi, r8-r15). The stub addresses each field by its offset; the guest
-/// RSP lives in the VMCS ([`Field::GuestRsp`]), so slot 4 is never loaded or stored.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GuestGprs {
-    /// RAX.
-    pub rax: u64,
-    /// RCX.
-    pub rcx: u64,
-    /// RDX.
-    pub rdx: u64,
-    /// RBX.
-    pub rbx: u64,
-    /// Unused: the guest RSP is VMCS state.
-    pub rsp_unused: u64,
-    /// RBP.
-    pub rbp: u64,
-    /// RSI.
-    pub rsi: u64,
-    /// RDI.
-    pub rdi: u64,
-    /// R8.
-    pub r8: u64,
-    /// R9.
-    pub r9: u64,
-    /// R10.
-    pub r10: u64,
-    /// R11.
-    pub r11: u64,
-    /// R12.
-    pub r12: u64,
-    /// R13.
-    pub r13: u64,
-    /// R14.
-    pub r14: u64,
-    /// R15.
-    pub r15: u64,
-}
-
-// The layout is the ABI's register-number order, so the conversions below are plain
-// copies and the exit message can be filled by index.
-const _: () = {
-    assert!(core::mem::size_of::<GuestGprs>() == core::mem::size_of::<Gprs>());
-    assert!(offset_of!(GuestGprs, rbx) == 8 * Gprs::RBX as usize);
-    assert!(offset_of!(GuestGprs, rsp_unused) == 8 * Gprs::RSP as usize);
-    assert!(offset_of!(GuestGprs, rdi) == 8 * Gprs::RDI as usize);
-    assert!(offset_of!(GuestGprs, r8) == 8 * Gprs::R8 as usize);
-    assert!(offset_of!(GuestGprs, r15) == 8 * 15);
-};
-
-impl GuestGprs {
-    /// The registers as the exit message carries them, with `rsp` (read from the VMCS) in
-    /// slot 4.
-    pub const fn abi(&self, rsp: u64) -> Gprs {
-        Gprs {
-            regs: [
-                self.rax, self.rcx, self.rdx, self.rbx, rsp, self.rbp, self.rsi, self.rdi, self.r8,
-                self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
-            ],
-        }
-    }
-
-    /// Load the registers selected by `mask` (bit n = register n) from a reply; bit 4
-    /// (RSP) is ignored here because RSP is a VMCS write.
-    #[allow(
-        dead_code,
-        reason = "for applying a reply's GPR mask in place; vcpu_run copies the whole set today"
-    )]
-    pub fn load_masked(&mut self, gprs: &Gprs, mask: u16) {
-        let slots: [&mut u64; 16] = [
-            &mut self.rax,
-            &mut self.rcx,
-            &mut self.rdx,
-            &mut self.rbx,
-            &mut self.rsp_unused,
-            &mut self.rbp,
-            &mut self.rsi,
-            &mut self.rdi,
-            &mut self.r8,
-            &mut self.r9,
-            &mut self.r10,
-            &mut self.r11,
-            &mut self.r12,
-            &mut self.r13,
-            &mut self.r14,
-            &mut self.r15,
-        ];
-        for (n, (slot, value)) in slots.into_iter().zip(gprs.regs).enumerate() {
-            if n != usize::from(Gprs::RSP) && mask & (1 << n) != 0 {
-                *slot = value;
-            }
-        }
-    }
+/// Byte offset of GPR `n` in a [`Gprs`] (register-number order, the exit message's):
+/// the stub loads and stores the guest's registers in the VCpu's own copy, in place.
+const fn gpr(n: u8) -> usize {
+    8 * n as usize
 }
 
 extern "C" {
     /// Enter the guest of the current VMCS: VMLAUNCH if `launched` is 0, else VMRESUME.
     /// Returns 0 after a VM exit (guest GPRs saved in `*gprs`), or RFLAGS if the entry
     /// instruction or the HOST_RSP VMWRITE failed.
-    fn vmx_vm_enter(gprs: *mut GuestGprs, launched: u64) -> u64;
+    fn vmx_vm_enter(gprs: *mut Gprs, launched: u64) -> u64;
     /// Where VM exits land; never called, only its address is used.
     fn vmx_exit_landing();
 }
@@ -212,21 +120,21 @@ vmx_exit_landing:
     ret
 "#,
     host_rsp = const Field::HostRsp as u32,
-    rax = const offset_of!(GuestGprs, rax),
-    rcx = const offset_of!(GuestGprs, rcx),
-    rdx = const offset_of!(GuestGprs, rdx),
-    rbx = const offset_of!(GuestGprs, rbx),
-    rbp = const offset_of!(GuestGprs, rbp),
-    rsi = const offset_of!(GuestGprs, rsi),
-    rdi = const offset_of!(GuestGprs, rdi),
-    r8 = const offset_of!(GuestGprs, r8),
-    r9 = const offset_of!(GuestGprs, r9),
-    r10 = const offset_of!(GuestGprs, r10),
-    r11 = const offset_of!(GuestGprs, r11),
-    r12 = const offset_of!(GuestGprs, r12),
-    r13 = const offset_of!(GuestGprs, r13),
-    r14 = const offset_of!(GuestGprs, r14),
-    r15 = const offset_of!(GuestGprs, r15),
+    rax = const gpr(Gprs::RAX),
+    rcx = const gpr(Gprs::RCX),
+    rdx = const gpr(Gprs::RDX),
+    rbx = const gpr(Gprs::RBX),
+    rbp = const gpr(Gprs::RBP),
+    rsi = const gpr(Gprs::RSI),
+    rdi = const gpr(Gprs::RDI),
+    r8 = const gpr(Gprs::R8),
+    r9 = const gpr(9),
+    r10 = const gpr(10),
+    r11 = const gpr(11),
+    r12 = const gpr(12),
+    r13 = const gpr(13),
+    r14 = const gpr(14),
+    r15 = const gpr(15),
 );
 
 /// The value for [`Field::HostRip`]: the stub's exit landing.
@@ -244,7 +152,7 @@ pub fn host_rip() -> u64 {
 /// The current VMCS was set up by `kernel::vmx::vmcs_setup::initial_vmcs` (or later
 /// validated writes) with HOST_RIP = [`host_rip`] and the host state of this CPU as it is
 /// now (CR3, GDT, IDT, TSS, segment selectors); interrupts are disabled.
-pub unsafe fn enter(root: &VmxRoot, gprs: &mut GuestGprs, launched: bool) -> Result<(), VmxError> {
+pub unsafe fn enter(root: &VmxRoot, gprs: &mut Gprs, launched: bool) -> Result<(), VmxError> {
     // SAFETY: the caller vouches for the VMCS's host state, so the exit returns into the
     // stub's frame with the kernel's address space; the stub only reads and writes `gprs`.
     let status = unsafe { vmx_vm_enter(gprs, u64::from(launched)) };
@@ -264,7 +172,7 @@ pub unsafe fn enter(root: &VmxRoot, gprs: &mut GuestGprs, launched: bool) -> Res
 #[allow(dead_code, reason = "vcpu_run swaps FPU state through the thread code instead")]
 pub unsafe fn enter_with_fpu(
     root: &VmxRoot,
-    gprs: &mut GuestGprs,
+    gprs: &mut Gprs,
     launched: bool,
     guest: &mut FpuArea,
     user: &mut FpuArea,
