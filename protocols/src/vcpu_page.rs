@@ -82,6 +82,12 @@ pub fn reply_mut(page: &mut [u8]) -> Option<&mut ExitReply> {
     view_mut(page, REPLY_OFFSET)
 }
 
+/// The exit area to read and the reply area to write, at once (a VMM answering).
+pub fn exit_and_reply(page: &mut [u8]) -> Option<(&ExitMessage, &mut ExitReply)> {
+    let (exit_part, reply_part) = page.split_at_mut_checked(REPLY_OFFSET)?;
+    Some((view(exit_part, EXIT_OFFSET)?, view_mut(reply_part, 0)?))
+}
+
 /// The transfer table.
 pub fn transfer_table(page: &[u8]) -> Option<&TransferTable> {
     view(page, TRANSFER_TABLE_OFFSET)

@@ -254,11 +254,21 @@ const _: () = {
     }
 };
 
+/// Every basic reason by number: decoding is one indexed load (it runs on every exit).
+const BY_NUMBER: [Option<ExitReason>; 80] = {
+    let mut table = [None; 80];
+    let mut i = 0;
+    while i < ExitReason::ALL.len() {
+        table[ExitReason::ALL[i] as usize] = Some(ExitReason::ALL[i]);
+        i += 1;
+    }
+    table
+};
+
 impl ExitReason {
     /// Decode a basic exit reason; `None` for numbers the SDM leaves unused.
     pub fn from_raw(raw: u16) -> Option<Self> {
-        let index = Self::ALL.binary_search_by_key(&raw, |r| *r as u16).ok()?;
-        Self::ALL.get(index).copied()
+        BY_NUMBER.get(usize::from(raw)).copied().flatten()
     }
 }
 

@@ -44,6 +44,17 @@ pub const HYPERVISOR_SIGNATURE: [u8; 12] = *b"CapVMMCapVMM";
 pub const HYPERVISOR_BASE: u32 = 0x4000_0000;
 /// Last hypervisor leaf this VMM defines.
 pub const HYPERVISOR_MAX: u32 = 0x4000_0001;
+
+/// Leaf 0x4000_0000: the highest hypervisor leaf and the signature, as EBX, ECX, EDX.
+const HYPERVISOR_LEAF: CpuidRegs = {
+    let [a, b, c, d, e, f, g, h, i, j, k, l] = HYPERVISOR_SIGNATURE;
+    CpuidRegs {
+        eax: HYPERVISOR_MAX,
+        ebx: u32::from_le_bytes([a, b, c, d]),
+        ecx: u32::from_le_bytes([e, f, g, h]),
+        edx: u32::from_le_bytes([i, j, k, l]),
+    }
+};
 /// First extended leaf.
 pub const EXTENDED_BASE: u32 = 0x8000_0000;
 /// Last extended leaf passed on.
@@ -211,12 +222,7 @@ impl CpuidTable {
     /// What the guest's CPUID returns for EAX = `leaf`, ECX = `subleaf`.
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
         if leaf == HYPERVISOR_BASE {
-            let word = |i: usize| {
-                let b =
-                    |j: usize| HYPERVISOR_SIGNATURE.get(i.wrapping_add(j)).copied().unwrap_or(0);
-                u32::from_le_bytes([b(0), b(1), b(2), b(3)])
-            };
-            return CpuidRegs { eax: HYPERVISOR_MAX, ebx: word(0), ecx: word(4), edx: word(8) };
+            return HYPERVISOR_LEAF;
         }
         if leaf == HYPERVISOR_MAX {
             return CpuidRegs::default();

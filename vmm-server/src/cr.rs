@@ -365,7 +365,7 @@ mod tests {
         (cr0, cr4): (u64, u64),
         lm: &mut LongModeState,
         mem: &SliceMemory<'_>,
-    ) -> (CrOutcome, ReplyBuilder) {
+    ) -> (CrOutcome, ReplyBuilder<'static>) {
         let mut msg = ExitMessage { cr0, cr4, cr3: 0x1000, ..Default::default() };
         msg.gprs.regs[0] = rax;
         let mut env = CrEnv { msg: &msg, op64: lm.efer & EFER_LMA != 0, long_mode: lm, mem };

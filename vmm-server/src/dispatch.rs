@@ -419,12 +419,21 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     /// Handle one exit and produce the reply.
     pub fn handle(&mut self, msg: &ExitMessage) -> ExitReply {
+        let mut reply = ExitReply::new();
+        self.handle_into(msg, &mut reply);
+        reply
+    }
+
+    /// Handle one exit, building the reply in `out` (the reply area of the vCPU state
+    /// page, on the exit path).
+    pub fn handle_into(&mut self, msg: &ExitMessage, out: &mut ExitReply) {
         if let Some(slot) = self.stats.exits.get_mut(usize::from(msg.reason as u16)) {
             *slot = slot.saturating_add(1);
         }
         self.stats.total = self.stats.total.saturating_add(1);
         if let RunState::Stopped(_) = self.state {
-            return stop_reply();
+            *out = stop_reply();
+            return;
         }
         self.state = RunState::Running;
         // State the message carries is fresher than anything remembered.
@@ -434,7 +443,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if msg.transfer.contains(TransferMask::CONTROLS) {
             self.long_mode.entry_controls = Some(msg.controls.entry);
         }
-        let mut reply = ReplyBuilder::new();
+        let mut reply = ReplyBuilder::within(out);
         let handled = self.dispatch(msg, &mut reply);
         let handled = handled.and_then(|()| {
             if reply.overflowed() {
@@ -443,12 +452,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 Ok(())
             }
         });
-        match handled.and_then(|()| self.deliver_interrupts(msg, &mut reply)) {
-            Ok(()) => reply.finish(),
-            Err(reason) => {
-                self.state = RunState::Stopped(reason);
-                stop_reply()
-            }
+        if let Err(reason) = handled.and_then(|()| self.deliver_interrupts(msg, &mut reply)) {
+            // Nothing half-emulated reaches the guest: the reply becomes a bare stop.
+            self.state = RunState::Stopped(reason);
+            *out = stop_reply();
         }
     }
 

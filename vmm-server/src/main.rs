@@ -28,7 +28,7 @@ mod process {
     use vmm_server::guest_image;
     use vmm_server::guest_memory::SliceMemory;
     use vmm_server::mutate::{self, Rng};
-    use vmm_server::serve::{answer, config};
+    use vmm_server::serve::{answer, answer_into, config};
     use vmm_server::trace;
     use vmm_server::vcpu_refusal::{self, StartRefusal};
 
@@ -329,15 +329,15 @@ mod process {
                 next = recv(EXIT_EP)?;
                 continue;
             }
-            let Some(msg) = read_exit() else {
+            // The exit is read and the reply built in place, in the vCPU state page.
+            let Some((msg, reply)) = vcpu_page::exit_and_reply(page()) else {
                 rt::println!("vmm: malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
-            let reply = answer(&mut vm, msg, core::mem::take(&mut first));
-            write_reply(&reply);
+            answer_into(&mut vm, msg, core::mem::take(&mut first), reply);
             if let Some(r) = &mut recorder {
-                r.record(msg, &reply);
+                r.record(msg, reply);
             }
             let exits = vm.stats().total_exits();
             let kind = match msg.basic_reason() {

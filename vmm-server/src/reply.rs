@@ -8,50 +8,90 @@
 use protocols::vmcs::Field;
 use protocols::vmexit::{EventInjection, ExitReply, ReplyFlags};
 
+/// Where a reply is built: in place in the vCPU state page's reply area (the exit path:
+/// nothing is built elsewhere and copied), or in a value of its own.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the owned form is for replies off the exit path (set-up, wake-up, tests); the VMM has no allocator to box it"
+)]
+enum Area<'a> {
+    Own(ExitReply),
+    In(&'a mut ExitReply),
+}
+
 /// An [`ExitReply`] under construction.
-#[derive(Clone, Debug, Default)]
-pub struct ReplyBuilder {
-    reply: ExitReply,
+#[derive(Debug)]
+pub struct ReplyBuilder<'a> {
+    area: Area<'a>,
     overflow: bool,
 }
 
-impl ReplyBuilder {
-    /// An empty reply: resume unchanged.
+impl Default for ReplyBuilder<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> ReplyBuilder<'a> {
+    /// An empty reply of its own: resume unchanged.
     pub fn new() -> Self {
-        Self::default()
+        Self { area: Area::Own(ExitReply::new()), overflow: false }
+    }
+
+    /// An empty reply built in `area` (the reply area of the vCPU state page). Only the
+    /// header is reset: GPR values the mask does not name and writes past the count are
+    /// never read, so they may stay as an earlier reply left them.
+    pub fn within(area: &'a mut ExitReply) -> Self {
+        area.flags = ReplyFlags::NONE;
+        area.count = 0;
+        area.gpr_mask = 0;
+        area.reserved = 0;
+        area.injection = EventInjection::NONE;
+        area.injection_error = 0;
+        area.injection_len = 0;
+        Self { area: Area::In(area), overflow: false }
+    }
+
+    fn r(&mut self) -> &mut ExitReply {
+        match &mut self.area {
+            Area::Own(r) => r,
+            Area::In(r) => r,
+        }
     }
 
     /// Queue a VMCS write; a write to a field already queued replaces its value, so the
     /// batch never names a field twice.
     pub fn write(&mut self, field: Field, value: u64) {
         let raw = field as u32;
-        let count = self.reply.writes().len();
+        let reply = self.r();
+        let count = reply.writes().len();
         if let Some(w) =
-            self.reply.writes.get_mut(..count).and_then(|ws| ws.iter_mut().find(|w| w.field == raw))
+            reply.writes.get_mut(..count).and_then(|ws| ws.iter_mut().find(|w| w.field == raw))
         {
             w.value = value;
             return;
         }
-        if self.reply.write(field, value).is_err() {
+        if reply.write(field, value).is_err() {
             self.overflow = true;
         }
     }
 
     /// Load `value` into GPR `reg` (x86 encoding) on resume.
     pub fn set_gpr(&mut self, reg: u8, value: u64) {
-        if self.reply.set_gpr(reg, value).is_err() {
+        if self.r().set_gpr(reg, value).is_err() {
             self.overflow = true;
         }
     }
 
     /// Add `flags`.
     pub fn flag(&mut self, flags: ReplyFlags) {
-        self.reply.flags |= flags;
+        self.r().flags |= flags;
     }
 
     /// Whether all of `flags` are set.
     pub fn has(&self, flags: ReplyFlags) -> bool {
-        self.reply.flags.contains(flags)
+        self.reply().flags.contains(flags)
     }
 
     /// Inject `event` (with its error code and, for software events, the instruction
@@ -62,7 +102,7 @@ impl ReplyBuilder {
             Some(t) if t.uses_instruction_length() => instruction_len,
             _ => 0,
         };
-        self.reply.inject(event, error_code, len);
+        self.r().inject(event, error_code, len);
     }
 
     /// Whether an event is already queued for injection.
@@ -75,14 +115,20 @@ impl ReplyBuilder {
         self.overflow
     }
 
-    /// The GPR values queued so far (for tests and for handlers that read back).
+    /// The reply so far (for tests and for handlers that read back).
     pub fn reply(&self) -> &ExitReply {
-        &self.reply
+        match &self.area {
+            Area::Own(r) => r,
+            Area::In(r) => r,
+        }
     }
 
-    /// The finished reply.
+    /// The finished reply, as a value.
     pub fn finish(self) -> ExitReply {
-        self.reply
+        match self.area {
+            Area::Own(r) => r,
+            Area::In(r) => *r,
+        }
     }
 }
 

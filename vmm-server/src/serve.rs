@@ -73,20 +73,29 @@ pub fn answer<M: GuestMemory, S: SerialSink>(
     msg: &ExitMessage,
     first: bool,
 ) -> ExitReply {
-    let mut reply = vm.handle(msg);
-    if first {
-        for w in vm.setup_reply().writes() {
-            let _ = reply.write_raw(w.field, w.value);
-        }
-    }
-    if vm.run_state() == RunState::Halted {
-        wake_from_halt(vm, &mut reply);
-    }
+    let mut reply = ExitReply::new();
+    answer_into(vm, msg, first, &mut reply);
     reply
 }
 
-/// Let virtual time run to the next timer edge and resume the vCPU with the interrupt
-/// injected (nothing else would ever wake it: the VMM has no timer of its own).
+/// [`answer`], building the reply in `out` (the reply area of the vCPU state page).
+pub fn answer_into<M: GuestMemory, S: SerialSink>(
+    vm: &mut Vm<M, S>,
+    msg: &ExitMessage,
+    first: bool,
+    out: &mut ExitReply,
+) {
+    vm.handle_into(msg, out);
+    if first {
+        for w in vm.setup_reply().writes() {
+            let _ = out.write_raw(w.field, w.value);
+        }
+    }
+    if vm.run_state() == RunState::Halted {
+        wake_from_halt(vm, out);
+    }
+}
+
 fn wake_from_halt<M: GuestMemory, S: SerialSink>(vm: &mut Vm<M, S>, reply: &mut ExitReply) {
     let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
     vm.advance_time(ticks);
@@ -150,6 +159,35 @@ mod tests {
             replies.push(vm.handle(&m));
         }
         assert_eq!(replies[0], replies[1]);
+    }
+
+    /// Built in place over whatever an earlier reply left in the area, a reply means what
+    /// a fresh one means: the same header, writes and named registers.
+    #[test]
+    fn a_reply_built_in_place_means_what_a_fresh_one_means() {
+        use super::answer_into;
+        use protocols::vmexit::{ExitReply, Gprs};
+        let mut ram = vec![0u8; 0x1_0000];
+        let mut vm =
+            Vm::new(&config(vcpu_mode::LONG64), host, SliceMemory::new(0, &mut ram), Null).unwrap();
+        let mut m = ExitMessage {
+            reason: ExitReason::Cpuid as u32,
+            instruction_len: 2,
+            rflags: 0x2,
+            ..ExitMessage::default()
+        };
+        m.gprs.set(Gprs::RAX, 0);
+        let fresh = answer(&mut vm, &m, true);
+        let mut dirty: ExitReply = bytemuck::cast([0xa5u8; size_of::<ExitReply>()]);
+        answer_into(&mut vm, &m, true, &mut dirty);
+        let meaning = |r: &ExitReply| {
+            let regs: Vec<u64> =
+                (0..16).filter(|i| r.gpr_mask & 1 << i != 0).map(|i| r.gprs.regs[i]).collect();
+            let head = (r.flags, r.count, r.gpr_mask, r.reserved, r.injection);
+            (head, (r.injection_error, r.injection_len), regs, r.writes().to_vec())
+        };
+        assert_eq!(meaning(&dirty), meaning(&fresh));
+        assert!(fresh.count > 0 && fresh.gpr_mask != 0, "the set-up writes and CPUID's registers");
     }
 
     #[test]
