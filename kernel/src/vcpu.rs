@@ -211,22 +211,20 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// The exit area of `vcpu`'s message frame, where the hardware layer writes the exit
-    /// in place (`None` without a bound frame).
-    pub fn exit_area(&mut self, vcpu: u64) -> Option<&mut ExitMessage> {
+    /// Where the hardware layer writes an exit of full reason `reason` for `vcpu`: the
+    /// groups it carries (the VCpu's default and what its VMM's transfer table adds for
+    /// that reason), the exit area of its message frame, and the VCpu's data (its GPRs
+    /// and controls go from there straight into the area). `None` without a bound frame.
+    pub fn exit_area(
+        &mut self,
+        vcpu: u64,
+        reason: u32,
+    ) -> Option<(TransferMask, &mut ExitMessage, &mut VcpuData)> {
         let frame = self.message_frame(vcpu)?;
-        vcpu_page::exit_mut(self.store.frame(frame))
-    }
-
-    /// The groups an exit of full reason `reason` carries for `vcpu`: the VCpu's default
-    /// and what its VMM's transfer table adds for that reason.
-    pub fn exit_groups(&mut self, vcpu: u64, reason: u32) -> TransferMask {
-        let base = self.store.vcpu(vcpu).transfer;
-        match self.message_frame(vcpu) {
-            Some(frame) => vcpu_page::transfer_table(self.store.frame(frame))
-                .map_or(base, |t| t.for_reason(reason, base)),
-            None => base,
-        }
+        let (data, page) = self.store.vcpu_and_frame(vcpu, frame);
+        let base = data.transfer;
+        let groups = vcpu_page::transfer_table(page).map_or(base, |t| t.for_reason(reason, base));
+        Some((groups, vcpu_page::exit_mut(page)?, data))
     }
 
     /// Deliver `msg` as the current vCPU's exit: written whole into the exit area, then
@@ -234,7 +232,7 @@ impl<S: Store> Kernel<S> {
     /// instead; this is the same for a caller that has the message at hand.
     pub fn vcpu_exit(&mut self, msg: &ExitMessage) -> Next {
         let v = self.current;
-        if let Some(area) = self.exit_area(v) {
+        if let Some((_, area, _)) = self.exit_area(v, msg.reason) {
             *area = *msg;
         }
         self.vcpu_exited(&ExitCore::of(msg))
@@ -325,10 +323,11 @@ impl<S: Store> Kernel<S> {
         let refuse = |e: BatchError| {
             (Error::BatchRejected, u64::from(e.code()), e.field().map_or(0, u64::from))
         };
-        let Some(vmx) = self.vmx else { return Err((Error::NotSupported, 0, 0)) };
         let Some(frame) = self.message_frame(v) else {
             return Err((Error::InvalidCapability, 0, 0));
         };
+        // Borrowed, not copied: the capabilities and host state are hundreds of bytes.
+        let Some(vmx) = self.vmx.as_ref() else { return Err((Error::NotSupported, 0, 0)) };
         // Validation reads the VMM's words in place, each once; what it accepts is the
         // kernel's own copy from then on.
         let (data, page) = self.store.vcpu_and_frame(v, frame);

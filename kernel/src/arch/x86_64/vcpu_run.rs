@@ -318,7 +318,9 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     }
     // The kernel's own reads: what it validates the reply against, and what reflecting a
     // #PF needs. The groups the VMM asked for for this reason go straight into its page.
-    let groups = k.exit_groups(v, reason);
+    let base = k.store.vcpu(v).transfer;
+    let mut area = k.exit_area(v, reason);
+    let groups = area.as_ref().map_or(base, |a| a.0);
     let exception = reason & 0xffff == ExitReason::ExceptionOrNmi as u32;
     let read_if = |want: bool, f: Field| if want { vmread(root, f) } else { 0 };
     let core = ExitCore {
@@ -338,9 +340,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         cr0: vmread(root, Field::GuestCr0),
         cr4: vmread(root, Field::GuestCr4),
     };
-    let data = k.store.vcpu(v);
-    let (gprs, controls) = (data.gprs, data.cached.controls);
-    if let Some(m) = k.exit_area(v) {
+    if let Some((_, m, data)) = area.as_mut() {
         (m.reason, m.instruction_len, m.interruptibility) =
             (reason, core.instruction_len, core.interruptibility);
         (m.rip, m.rflags, m.cr0, m.cr4) = (core.rip, core.rflags, core.cr0, core.cr4);
@@ -362,10 +362,10 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         (m.exit_tsc, m.entry_tsc) = (exit_tsc, entry_tsc);
         // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
         m.cpl = (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8;
-        m.gprs = gprs;
+        m.gprs = data.gprs;
         if has(TransferMask::CONTROLS) {
             // The kernel's own copy: every control value the VMCS holds came through it.
-            m.controls = controls;
+            m.controls = data.cached.controls;
         }
         read_groups(root, groups, m);
     }
