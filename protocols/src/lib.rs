@@ -24,3 +24,4 @@ pub mod vmcs;
 pub mod vmexit;
 pub mod vmm;
 pub mod vmx_failure;
+pub mod x86;

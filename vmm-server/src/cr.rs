@@ -16,31 +16,12 @@ use protocols::vmexit::{ExitMessage, TransferMask};
 use crate::cpuid::CpuidTable;
 use crate::exit_qualification::CrAccess;
 use crate::guest_memory::{GuestMemory, MemoryError};
-use crate::paging::{PagingMode, CR4_PAE};
+use crate::paging::PagingMode;
 use crate::reply::ReplyBuilder;
+use protocols::x86::{CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_PAE, EFER_LMA, EFER_LME};
 
-/// CR0.PE.
-pub const CR0_PE: u64 = 1 << 0;
-/// CR0.TS.
-pub const CR0_TS: u64 = 1 << 3;
-/// CR0.ET (always 1 on processors since the 486).
-pub const CR0_ET: u64 = 1 << 4;
-/// CR0.NE.
-pub const CR0_NE: u64 = 1 << 5;
-/// CR0.NW.
-pub const CR0_NW: u64 = 1 << 29;
-/// CR0.CD.
-pub const CR0_CD: u64 = 1 << 30;
-/// CR0.PG.
-pub const CR0_PG: u64 = 1 << 31;
 /// CR0 bits that exist (writes to the others are ignored, as on hardware).
 const CR0_DEFINED: u64 = 0xe005_003f;
-/// CR4.VMXE.
-pub const CR4_VMXE: u64 = 1 << 13;
-/// EFER.LME.
-pub const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
 /// PDPTE bits that must be zero below MAXPHYADDR (2:1 and 8:5).
 const PDPTE_RESERVED_LOW: u64 = 0x1e6;
 
@@ -323,16 +304,14 @@ impl CrState {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        CrEnv, CrOutcome, CrState, LongModeState, CR0_ET, CR0_NE, CR0_PG, CR4_VMXE, EFER_LMA,
-        EFER_LME,
-    };
+    use super::{CrEnv, CrOutcome, CrState, LongModeState};
     use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
     use crate::exit_qualification::CrAccess;
     use crate::guest_memory::{GuestMemory, SliceMemory};
     use crate::reply::ReplyBuilder;
     use protocols::vmcs::{ctl, Field};
     use protocols::vmexit::{ExitMessage, TransferMask};
+    use protocols::x86::{CR0_ET, CR0_NE, CR0_PG, CR4_VMXE, EFER_LMA, EFER_LME};
 
     fn cpuid() -> CpuidTable {
         CpuidTable::from_host(&CpuidConfig::default(), |leaf, _| match leaf {

@@ -26,7 +26,7 @@ use protocols::vmexit::{
 use crate::bus::{Bus, BusError};
 use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
-use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState, CR0_NE, CR4_VMXE, EFER_LMA};
+use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
 use crate::debug_regs::{DebugRegs, DrAccess};
 use crate::devices::uart16550::SerialSink;
 use crate::exit_qualification::{CrAccess, DecodeError, InterruptionInfo, IoQualification};
@@ -37,13 +37,13 @@ use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::PagingMode;
 use crate::platform::{Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
+use protocols::x86::RFLAGS_IF;
+use protocols::x86::{CR0_NE, CR4_VMXE, EFER_LMA};
 
 /// Exception vectors the dispatcher injects or reflects.
 const DB: u8 = 1;
 const UD: u8 = 6;
 const GP: u8 = 13;
-/// RFLAGS.IF.
-const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility: blocking by STI or by MOV SS.
 const SHADOW: u32 = 0b11;
 /// Interruptibility: blocking by NMI.

@@ -17,15 +17,11 @@ use crate::exit_qualification::{
 use crate::guest_memory::{GuestMemory, MemoryError};
 use crate::paging::{translate, PagingMode, TranslateError};
 use crate::reply::ReplyBuilder;
+use protocols::x86::{CR0_WP, RFLAGS_DF};
 
 /// Most elements one exit moves for a REP string instruction; bounds the VMM's work per
 /// exit so interrupts stay timely.
 pub const MAX_STRING_ITERATIONS: u64 = 1024;
-
-/// RFLAGS.DF.
-const RFLAGS_DF: u64 = 1 << 10;
-/// CR0.WP.
-const CR0_WP: u64 = 1 << 16;
 
 /// Why an I/O instruction could not be emulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

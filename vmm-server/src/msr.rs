@@ -16,6 +16,8 @@ use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, TransferMask};
 
 use crate::cpuid::CpuidTable;
+use protocols::x86::CR0_PG;
+use protocols::x86::{EFER_LMA, EFER_LME};
 
 /// IA32_TSC.
 pub const IA32_TSC: u32 = 0x10;
@@ -61,13 +63,6 @@ pub const IA32_GS_BASE: u32 = 0xc000_0101;
 pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// IA32_TSC_AUX.
 pub const IA32_TSC_AUX: u32 = 0xc000_0103;
-
-/// EFER.LME.
-pub const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
-/// CR0.PG.
-const CR0_PG: u64 = 1 << 31;
 
 /// IA32_FEATURE_CONTROL as the guest reads it: locked, VMX off (CPUID hides VMX).
 const FEATURE_CONTROL_LOCKED: u64 = 1;

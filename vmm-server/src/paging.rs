@@ -9,15 +9,7 @@
 //! support; callers stop the VM with the failing address instead.
 
 use crate::guest_memory::{GuestMemory, MemoryError};
-
-/// CR0.PG.
-pub const CR0_PG: u64 = 1 << 31;
-/// CR4.PSE.
-pub const CR4_PSE: u64 = 1 << 4;
-/// CR4.PAE.
-pub const CR4_PAE: u64 = 1 << 5;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
+use protocols::x86::{CR0_PG, CR4_PAE, CR4_PSE, EFER_LMA};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;

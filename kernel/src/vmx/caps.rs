@@ -6,6 +6,7 @@
 //! CR0/CR4 fixed bits, which the VMCS-write validator checks each reply against.
 
 use core::fmt;
+use protocols::x86::{CR0_PE, CR0_PG};
 
 /// IA32_FEATURE_CONTROL.
 pub const MSR_FEATURE_CONTROL: u32 = 0x3a;
@@ -43,8 +44,6 @@ pub const MSR_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 const BASIC_TRUE_CTLS: u64 = 1 << 55;
 const BASIC_ANY_ERROR_CODE: u64 = 1 << 56;
 const MISC_ZERO_LENGTH_INJECTION: u64 = 1 << 30;
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
 const FC_LOCKED: u64 = 1 << 0;
 const FC_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
 const PROC_ACTIVATE_SECONDARY: u32 = 1 << 31;

@@ -22,14 +22,11 @@ use protocols::vmexit::{
 };
 
 use super::caps::{CtlMsr, VmxCaps};
+use protocols::x86::{
+    CR0_PE, CR0_PG, CR4_PAE, CR4_PCIDE, EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, RFLAGS_FIXED1,
+    RFLAGS_IF, RFLAGS_VM,
+};
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_PCIDE: u64 = 1 << 17;
-const RFLAGS_FIXED1: u64 = 1 << 1;
-const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_VM: u64 = 1 << 17;
 /// RFLAGS bits 63:22, 15, 5 and 3 must be 0 on VM entry.
 const RFLAGS_RESERVED: u64 = !0x003f_ffff | 1 << 15 | 1 << 5 | 1 << 3;
 const BLOCKING_STI: u32 = 1 << 0;
@@ -46,9 +43,7 @@ const PENDING_DEBUG_RESERVED: u64 = !(0xf | 1 << 12 | 1 << 14 | 1 << 16);
 const AR_RESERVED: u64 = 0xfffe_0f00;
 const AR_UNUSABLE: u64 = 1 << 16;
 /// IA32_EFER on Intel: SCE, LME, LMA and NXE are the only defined bits.
-const EFER_DEFINED: u64 = 1 << 0 | 1 << 8 | 1 << 10 | 1 << 11;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
+const EFER_DEFINED: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 /// The TPR threshold has four bits.
 const TPR_THRESHOLD_RESERVED: u64 = !0xf;
 

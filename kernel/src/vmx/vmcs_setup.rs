@@ -23,22 +23,14 @@ use protocols::vmexit::Controls;
 use super::caps::{CtlMsr, VmxCaps};
 use super::ept::Eptp;
 use super::validator::{Policy, VcpuState};
+use protocols::x86::{
+    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_VMXE, EFER_LMA, EFER_LME,
+    EFER_NXE, EFER_SCE, RFLAGS_FIXED1,
+};
 
 /// Room for every field [`initial_vmcs`] writes.
 pub const MAX_INITIAL_WRITES: usize = 112;
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_VMXE: u64 = 1 << 13;
-const EFER_SCE: u64 = 1 << 0;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 /// The power-on PAT: WB, WT, UC-, UC, repeated.
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// DR7 after reset: only the always-one bit 10.
@@ -52,7 +44,6 @@ const TSC_MULTIPLIER_ONE: u64 = 1 << 48;
 /// spin before it exits (the values Linux KVM starts with).
 const PLE_GAP: u64 = 128;
 const PLE_WINDOW: u64 = 4096;
-const RFLAGS_FIXED1: u64 = 1 << 1;
 /// Access rights (SDM 25.4.1): type in bits 3:0, S 4, DPL 6:5, P 7, L 13, D/B 14, G 15,
 /// unusable 16.
 const AR_CODE_16: u32 = 0x9b;

@@ -5,6 +5,7 @@
 use super::cpu::{self, cr4, rdmsr};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use kernel::paging::{self, PhysMemory, GLOBAL, HUGE, NO_EXECUTE, PRESENT, WRITABLE};
+use protocols::x86::EFER_NXE;
 
 /// Where physical memory is mapped.
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
@@ -16,7 +17,6 @@ pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 const KERNEL_SPAN: u64 = 8 << 20;
 
 const EFER: u32 = 0xc000_0080;
-const EFER_NXE: u64 = 1 << 11;
 
 #[repr(C, align(4096))]
 struct Table([AtomicU64; 512]);

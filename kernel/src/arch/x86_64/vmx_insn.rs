@@ -23,8 +23,8 @@ use kernel::vmx::caps::{
 use kernel::vmx::ept::{EptVpidCaps, Eptp, InveptType, InvvpidType};
 use protocols::vmcs::Field;
 pub use protocols::vmx_failure::{InstructionError, VmxError};
+use protocols::x86::CR4_VMXE;
 
-const CR4_VMXE: u64 = 1 << 13;
 /// IA32_VMX_BASIC bit 48: VMXON, VMCS and related addresses are limited to 32 bits.
 const BASIC_32BIT_ADDRESSES: u64 = 1 << 48;
 const RFLAGS_CF: u64 = 1 << 0;
