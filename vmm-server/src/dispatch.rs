@@ -29,7 +29,7 @@ use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
 use crate::debug_regs::{DebugRegs, DrAccess};
 use crate::devices::uart16550::SerialSink;
-use crate::exit_qualification::{CrAccess, DecodeError, InterruptionInfo, IoQualification};
+use crate::exit_qualification::{reported_event, CrAccess, DecodeError, IoQualification};
 use crate::guest_memory::GuestMemory;
 use crate::hypercall::{self, Hypercall};
 use crate::io::{self, GuestMode, IoFault};
@@ -763,26 +763,27 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     /// #PF the kernel loads CR2 with the exit's address when it sees it reflected); NMIs
     /// belong to the host.
     fn exception_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
-        let info = InterruptionInfo::decode(msg.exit_intr_info)
+        let (info, kind) = reported_event(msg.exit_intr_info)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
-        match info.kind {
+        let vector = info.vector();
+        match kind {
             EventType::Nmi => Ok(()),
-            EventType::HardwareException if info.vector != 2 && info.vector < 32 => {
-                if info.vector == DB {
+            EventType::HardwareException if vector != 2 && vector < 32 => {
+                if vector == DB {
                     self.dr.debug_exception(msg.qualification);
                 }
-                let event = EventInjection::exception(info.vector);
+                let event = EventInjection::exception(vector);
                 reply.inject(event, msg.exit_intr_error, 0);
                 self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
                 Ok(())
             }
-            EventType::SoftwareException if matches!(info.vector, 3 | 4) => {
-                let event = EventInjection::new(info.vector, EventType::SoftwareException, false);
+            EventType::SoftwareException if matches!(vector, 3 | 4) => {
+                let event = EventInjection::new(vector, EventType::SoftwareException, false);
                 reply.inject(event, 0, msg.instruction_len);
                 Ok(())
             }
             // ICEBP (INT1): a #DB that leaves DR6 alone.
-            EventType::PrivilegedSoftwareException if info.vector == DB => {
+            EventType::PrivilegedSoftwareException if vector == DB => {
                 let event = EventInjection::new(DB, EventType::PrivilegedSoftwareException, false);
                 reply.inject(event, 0, msg.instruction_len);
                 Ok(())
@@ -830,27 +831,22 @@ fn vectoring_event(
 ) -> Result<Option<EventInjection>, StopReason> {
     let raw = msg.idt_vectoring_info;
     let bad = StopReason::BadVectoring { info: raw };
-    let info = match InterruptionInfo::decode(raw) {
-        Ok(info) => info,
+    let (info, kind) = match reported_event(raw) {
+        Ok(event) => event,
         Err(DecodeError::NotValid) => return Ok(None),
         Err(_) => return Err(bad),
     };
+    let (vector, error_code) = (info.vector(), info.delivers_error_code());
     // Only hardware exceptions deliver error codes (VM entry refuses anything else).
-    let ok = match info.kind {
-        EventType::ExternalInterrupt => interruptible && !info.error_code_valid,
-        EventType::Nmi => {
-            info.vector == 2
-                && msg.interruptibility & BLOCKING_BY_NMI == 0
-                && !info.error_code_valid
-        }
+    let ok = match kind {
+        EventType::ExternalInterrupt => interruptible && !error_code,
+        EventType::Nmi => vector == 2 && msg.interruptibility & BLOCKING_BY_NMI == 0 && !error_code,
         EventType::HardwareException => {
-            info.vector < 32
-                && info.vector != 2
-                && info.error_code_valid == exception_has_error_code(info.vector)
+            vector < 32 && vector != 2 && error_code == exception_has_error_code(vector)
         }
         EventType::SoftwareInterrupt
         | EventType::PrivilegedSoftwareException
-        | EventType::SoftwareException => !info.error_code_valid,
+        | EventType::SoftwareException => !error_code,
         EventType::Other => false,
     };
     if ok {

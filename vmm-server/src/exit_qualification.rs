@@ -7,7 +7,7 @@
 //! instruction. Bits the SDM reserves as zero are checked too, except in the EPT-violation
 //! qualification, where newer processors keep adding bits.
 
-use protocols::vmexit::EventType;
+use protocols::vmexit::{EventInjection, EventType};
 
 /// Why a qualification could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,54 +281,32 @@ impl StringIoInfo {
     }
 }
 
-/// The VM-exit interruption-information and IDT-vectoring-information format: vector in
-/// bits 7:0, type in 10:8, error code valid in 11, NMI unblocking in 12, valid in 31.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InterruptionInfo {
-    /// The vector.
-    pub vector: u8,
-    /// The event type.
-    pub kind: EventType,
-    /// An error code was pushed (it is in the matching error-code field).
-    pub error_code_valid: bool,
-    /// NMI unblocking due to IRET (exit interruption information only).
-    pub nmi_unblocking: bool,
-}
-
-impl InterruptionInfo {
-    /// Bits 30:13 are reserved.
-    const RESERVED: u32 = 0x7fff_e000;
-
-    /// Decode a raw field; `NotValid` when bit 31 is clear (no event).
-    pub fn decode(raw: u32) -> Result<Self, DecodeError> {
-        if raw & (1 << 31) == 0 {
-            return Err(DecodeError::NotValid);
-        }
-        if raw & Self::RESERVED != 0 {
-            return Err(DecodeError::ReservedBits(u64::from(raw & Self::RESERVED)));
-        }
-        let kind_raw = ((raw >> 8) & 7) as u8;
-        // Type 7 ("other event") only exists for injection, type 1 nowhere.
-        let kind = match EventType::from_raw(kind_raw) {
-            Some(EventType::Other) | None => return Err(DecodeError::EventType(kind_raw)),
-            Some(kind) => kind,
-        };
-        Ok(Self {
-            vector: raw as u8,
-            kind,
-            error_code_valid: raw & (1 << 11) != 0,
-            nmi_unblocking: raw & (1 << 12) != 0,
-        })
+/// An event the CPU reports (VM-exit interruption information, IDT-vectoring
+/// information): the VM-entry format ([`EventInjection`]: vector, type, error code, valid)
+/// plus NMI unblocking in bit 12, checked here once. Returns the event and its type, which
+/// is never "other" (that type exists only for injection).
+pub fn reported_event(raw: u32) -> Result<(EventInjection, EventType), DecodeError> {
+    let event = EventInjection::from_raw(raw);
+    if !event.is_valid() {
+        return Err(DecodeError::NotValid);
+    }
+    let reserved = raw & EventInjection::RESERVED & !EventInjection::NMI_UNBLOCKING;
+    if reserved != 0 {
+        return Err(DecodeError::ReservedBits(u64::from(reserved)));
+    }
+    match event.event_type() {
+        Some(EventType::Other) | None => Err(DecodeError::EventType(((raw >> 8) & 7) as u8)),
+        Some(kind) => Ok((event, kind)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{
-        AddressSize, CrAccess, DecodeError, DrAccess, EptViolation, InterruptionInfo, IoDirection,
+        reported_event, AddressSize, CrAccess, DecodeError, DrAccess, EptViolation, IoDirection,
         IoQualification, SegmentReg, StringIoInfo,
     };
-    use protocols::vmexit::EventType;
+    use protocols::vmexit::{EventInjection, EventType};
 
     fn io(
         size: u8,
@@ -433,20 +411,19 @@ mod tests {
 
     #[test]
     fn interruption_information() {
-        let pf = InterruptionInfo::decode(0x8000_0b0e).unwrap();
+        let (pf, kind) = reported_event(0x8000_0b0e).unwrap();
         assert_eq!(
-            (pf.vector, pf.kind, pf.error_code_valid),
+            (pf.vector(), kind, pf.delivers_error_code()),
             (14, EventType::HardwareException, true)
         );
-        let nmi = InterruptionInfo::decode(0x8000_1202).unwrap();
-        assert_eq!((nmi.kind, nmi.nmi_unblocking), (EventType::Nmi, true));
-        let int3 = InterruptionInfo::decode(0x8000_0603).unwrap();
-        assert_eq!(int3.kind, EventType::SoftwareException);
-        let ext = InterruptionInfo::decode(0x8000_0020).unwrap();
-        assert_eq!((ext.kind, ext.vector), (EventType::ExternalInterrupt, 0x20));
-        assert_eq!(InterruptionInfo::decode(0x0000_0b0e), Err(DecodeError::NotValid));
-        assert_eq!(InterruptionInfo::decode(0x8000_0100), Err(DecodeError::EventType(1)));
-        assert_eq!(InterruptionInfo::decode(0x8000_0700), Err(DecodeError::EventType(7)));
-        assert_eq!(InterruptionInfo::decode(0x8000_2000), Err(DecodeError::ReservedBits(0x2000)));
+        let (nmi, kind) = reported_event(0x8000_1202).unwrap();
+        assert_eq!((kind, nmi.raw() & EventInjection::NMI_UNBLOCKING != 0), (EventType::Nmi, true));
+        assert_eq!(reported_event(0x8000_0603).unwrap().1, EventType::SoftwareException);
+        let (ext, kind) = reported_event(0x8000_0020).unwrap();
+        assert_eq!((kind, ext.vector()), (EventType::ExternalInterrupt, 0x20));
+        assert_eq!(reported_event(0x0000_0b0e), Err(DecodeError::NotValid));
+        assert_eq!(reported_event(0x8000_0100), Err(DecodeError::EventType(1)));
+        assert_eq!(reported_event(0x8000_0700), Err(DecodeError::EventType(7)));
+        assert_eq!(reported_event(0x8000_2000), Err(DecodeError::ReservedBits(0x2000)));
     }
 }
