@@ -114,7 +114,7 @@ fn host_msrs() -> HostMsrs {
 }
 
 fn vmread(root: &VmxRoot, f: Field) -> u64 {
-    vmx_insn::vmread(root, f).unwrap_or(0)
+    vmx_insn::vmread_or_zero(root, f)
 }
 
 /// Carry out what the kernel asked of the hardware: flush the TLB after a mapping went,

@@ -288,11 +288,26 @@ pub fn vmptrst(_root: &VmxRoot) -> u64 {
     current
 }
 
-/// VMREAD a field of the current VMCS.
-pub fn vmread(_root: &VmxRoot, field: Field) -> Result<u64, VmxError> {
-    let (value, cf, zf) = vmread_raw(field.encoding());
-    outcome(cf, zf).map(|()| value)
+/// VMREAD a field of the current VMCS, or 0 if the VMREAD fails: the kernel reads only
+/// fields every VMCS has, and takes 0 for a failure; one conditional move instead of
+/// testing the flags.
+pub fn vmread_or_zero(_root: &VmxRoot, field: Field) -> u64 {
+    let value: u64;
+    // SAFETY: the token proves VMX operation; VMREAD writes nothing but its register
+    // operand, which the CMOVBE replaces with 0 when CF or ZF says the VMREAD failed.
+    unsafe {
+        asm!(
+            "vmread {value}, {enc}",
+            "cmovbe {value}, {zero}",
+            enc = in(reg) u64::from(field.encoding()),
+            zero = in(reg) 0u64,
+            value = out(reg) value,
+            options(nostack),
+        );
+    }
+    value
 }
+
 
 /// VMWRITE a field of the current VMCS.
 ///
