@@ -145,9 +145,12 @@ impl Pic8259 {
         }
     }
 
-    /// Priority rank (0 = highest) of the best IR set in `mask`.
+    /// Priority rank (0 = highest) of the best IR set in `mask`. Bit `r` of the mask
+    /// rotated by the highest-priority IR is the IR of rank `r`, so the lowest set bit is
+    /// the answer (this runs several times per VM exit).
     fn best(&self, mask: u8) -> Option<u8> {
-        (0u8..8).find(|&rank| mask & bit(rank.wrapping_add(self.highest)) != 0)
+        let ranked = mask.rotate_right(u32::from(self.highest & 7));
+        (ranked != 0).then(|| ranked.trailing_zeros() as u8)
     }
 
     fn rank_to_irq(&self, rank: u8) -> u8 {
@@ -461,7 +464,21 @@ impl DualPic {
 
 #[cfg(test)]
 mod tests {
-    use super::{port, Chip, DualPic};
+    use super::{bit, port, Chip, DualPic, Pic8259};
+
+    /// The best-request search by rotation is the priority order's definition: the first
+    /// rank, counting from the highest-priority IR, whose IR is set.
+    #[test]
+    fn best_is_the_first_set_ir_in_priority_order() {
+        let mut chip = Pic8259::default();
+        for highest in 0..8u8 {
+            chip.highest = highest;
+            for mask in 0..=255u8 {
+                let naive = (0u8..8).find(|&rank| mask & bit(rank.wrapping_add(highest)) != 0);
+                assert_eq!(chip.best(mask), naive, "mask {mask:#x}, highest {highest}");
+            }
+        }
+    }
 
     /// Linux's (and every PC BIOS's) initialization: edge, cascade, 8086 mode.
     fn pic(auto_eoi: bool) -> DualPic {

@@ -308,7 +308,6 @@ pub fn vmread_or_zero(_root: &VmxRoot, field: Field) -> u64 {
     value
 }
 
-
 /// VMWRITE a field of the current VMCS.
 ///
 /// # Safety
