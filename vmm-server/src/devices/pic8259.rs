@@ -145,6 +145,12 @@ impl Pic8259 {
         }
     }
 
+    /// Whether driving input `irq` to `level` changes nothing: an edge-triggered input
+    /// already at that level (in level mode IRR follows the line on every call).
+    fn holds(&self, irq: u8, level: bool) -> bool {
+        !self.level_triggered && (self.lines & bit(irq) != 0) == level
+    }
+
     /// Priority rank (0 = highest) of the best IR set in `mask`. Bit `r` of the mask
     /// rotated by the highest-priority IR is the IR of rank `r`, so the lowest set bit is
     /// the answer (this runs several times per VM exit).
@@ -358,12 +364,18 @@ impl DualPic {
     /// cascade uses it) and is redirected to IRQ 9, as the AT bus wires it; lines above 15
     /// are ignored.
     pub fn set_irq(&mut self, irq: u8, level: bool) {
-        match irq {
-            CASCADE_IRQ => self.slave.set_irq(1, level),
-            0..=7 => self.master.set_irq(irq, level),
-            8..=15 => self.slave.set_irq(irq & 7, level),
-            _ => {}
+        let (chip, input) = match irq {
+            CASCADE_IRQ => (&mut self.slave, 1),
+            0..=7 => (&mut self.master, irq),
+            8..=15 => (&mut self.slave, irq & 7),
+            _ => return,
+        };
+        // The devices' lines are resynchronised after every access; most of those change
+        // nothing, and then neither chip does (every other change resyncs the cascade).
+        if chip.holds(input, level) {
+            return;
         }
+        chip.set_irq(input, level);
         self.sync_cascade();
     }
 
@@ -465,6 +477,23 @@ impl DualPic {
 #[cfg(test)]
 mod tests {
     use super::{bit, port, Chip, DualPic, Pic8259};
+
+    /// An edge-triggered line driven again to the level it has changes nothing, so it is
+    /// skipped; in level mode IRR follows the line on every call.
+    #[test]
+    fn redriving_a_line_at_its_level_changes_nothing() {
+        let mut p = pic(false);
+        p.set_irq(4, true);
+        let before = (p.master().irr, p.master().lines, p.pending_vector());
+        p.set_irq(4, true);
+        assert_eq!((p.master().irr, p.master().lines, p.pending_vector()), before);
+        assert_eq!(p.acknowledge(), before.2.unwrap());
+        p.set_irq(4, true);
+        assert_eq!(p.master().irr & 1 << 4, 0, "no new edge while the line stays high");
+        p.set_irq(4, false);
+        p.set_irq(4, true);
+        assert_ne!(p.master().irr & 1 << 4, 0, "a new edge");
+    }
 
     /// The best-request search by rotation is the priority order's definition: the first
     /// rank, counting from the highest-priority IR, whose IR is set.
