@@ -1085,16 +1085,6 @@ impl ExitReply {
         self.writes.get(..self.count as usize).unwrap_or(&[])
     }
 
-    /// Words a reply whose first two header words are `w0`, `w1` takes on the wire, or
-    /// `None` if the write count is out of range (so a reader knows how much to decode).
-    pub const fn wire_len_of(w0: u64, w1: u64) -> Option<usize> {
-        let count = (w0 >> 32) as usize;
-        if count > MAX_WRITES {
-            return None;
-        }
-        Some(Self::HEADER_WORDS + (w1 as u16).count_ones() as usize + VmcsWrite::SIZE * count)
-    }
-
     /// Words this reply takes on the wire.
     pub const fn wire_len(&self) -> usize {
         Self::HEADER_WORDS

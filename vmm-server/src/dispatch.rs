@@ -290,13 +290,17 @@ pub struct Vm<M, S> {
     dr: DebugRegs,
 }
 
+/// The optional groups the dispatcher wants on every exit that is not CPUID or port I/O:
+/// EFER (long-mode state for CR0 and EFER emulation) and the controls (to flip "IA-32e
+/// mode guest").
+pub const TRANSFER_MASK: TransferMask = TransferMask::EFER_PAT.union(TransferMask::CONTROLS);
+
 /// A handler's verdict: done (the reply says what to do) or stop.
 type Handled = Result<(), StopReason>;
 
 impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
-    /// The transfer mask the dispatcher wants on every exit: EFER (long-mode state for
-    /// CR0 and EFER emulation) and the controls (to flip "IA-32e mode guest").
-    pub const TRANSFER_MASK: TransferMask = TransferMask::EFER_PAT.union(TransferMask::CONTROLS);
+    /// The transfer mask the dispatcher wants on every exit ([`TRANSFER_MASK`]).
+    pub const TRANSFER_MASK: TransferMask = TRANSFER_MASK;
 
     /// A VM with the standard PC devices, CPUID derived from `host_cpuid(leaf, subleaf)`,
     /// guest RAM `memory` and a console writing into `sink`. Fails only if the debug-exit

@@ -7,15 +7,14 @@
 //! VMM gave, not those of a re-implementation that could drift.
 
 use crate::devices::uart16550::SerialSink;
-use crate::dispatch::{RunState, Vm, VmConfig};
+use crate::dispatch::{RunState, Vm, VmConfig, TRANSFER_MASK};
 use crate::guest_memory::GuestMemory;
 use protocols::object::vcpu_mode;
 use protocols::vcpu_page::{TransferTable, TABLE_REASONS};
 use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask};
 
-/// What the dispatcher reads of most exits: every base field, and the EFER/PAT,
-/// control and SYSENTER groups (long-mode tracking, CR emulation, the MSRs the VMCS
-/// holds).
+/// What the dispatcher reads of most exits: every base field, its own groups
+/// ([`TRANSFER_MASK`]) and SYSENTER (the MSRs the VMCS holds).
 const MOST: TransferMask = TransferMask::QUALIFICATION
     .union(TransferMask::INSTRUCTION_INFO)
     .union(TransferMask::GUEST_LINEAR)
@@ -23,8 +22,7 @@ const MOST: TransferMask = TransferMask::QUALIFICATION
     .union(TransferMask::CR3)
     .union(TransferMask::VECTORING)
     .union(TransferMask::INTERRUPTION)
-    .union(TransferMask::EFER_PAT)
-    .union(TransferMask::CONTROLS)
+    .union(TRANSFER_MASK)
     .union(TransferMask::SYSENTER);
 
 /// What port I/O reads: the qualification, and for string I/O the instruction

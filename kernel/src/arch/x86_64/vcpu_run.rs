@@ -318,9 +318,9 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     }
     // The kernel's own reads: what it validates the reply against, and what reflecting a
     // #PF needs. The groups the VMM asked for for this reason go straight into its page.
-    let base = k.store.vcpu(v).transfer;
+    // Without a message frame the exit reaches no VMM: nothing beyond the kernel's own.
     let mut area = k.exit_area(v, reason);
-    let groups = area.as_ref().map_or(base, |a| a.0);
+    let groups = area.as_ref().map_or(TransferMask::NONE, |a| a.0);
     let exception = reason & 0xffff == ExitReason::ExceptionOrNmi as u32;
     let read_if = |want: bool, f: Field| if want { vmread(root, f) } else { 0 };
     let core = ExitCore {
