@@ -331,12 +331,12 @@ impl<S: Store> Kernel<S> {
         // Validation reads the VMM's words in place, each once; what it accepts is the
         // kernel's own copy from then on.
         let (data, page) = self.store.vcpu_and_frame(v, frame);
-        let now = data.cached;
+        let VcpuData { cached, pending, .. } = data;
         let Some(reply) = vcpu_page::reply(page) else {
-            data.pending.clear();
+            pending.clear();
             return Err(refuse(BatchError::BadLength { expected: 0, got: 0 }));
         };
-        decode_reply_into(reply, &vmx.caps, &vmx.policy, &now, &mut data.pending).map_err(refuse)
+        decode_reply_into(reply, &vmx.caps, &vmx.policy, cached, pending).map_err(refuse)
     }
 
     /// Take `v`'s validated batch as its next state (its thread state is the caller's):
@@ -344,16 +344,7 @@ impl<S: Store> Kernel<S> {
     /// stay pending until the next entry.
     pub(crate) fn apply_reply(&mut self, v: u64) {
         let data = self.store.vcpu(v);
-        let batch = &data.pending;
-        // Only the registers the reply names (a CPUID reply names four).
-        let mut mask = batch.gpr_mask;
-        while mask != 0 {
-            let r = mask.trailing_zeros() as u8;
-            mask &= mask - 1;
-            if let Some(value) = batch.gprs.get(r) {
-                data.gprs.set(r, value);
-            }
-        }
+        data.pending.load_gprs(&mut data.gprs);
         data.cached = data.pending.next;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
         if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending)) {

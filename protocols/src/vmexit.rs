@@ -51,6 +51,11 @@ macro_rules! bit_set {
                 self.0 & other.0 == other.0
             }
 
+            /// Whether `self` and `other` share a bit.
+            pub const fn intersects(self, other: Self) -> bool {
+                self.0 & other.0 != 0
+            }
+
             /// `self` with the bits of `other` added.
             pub const fn union(self, other: Self) -> Self {
                 Self(self.0 | other.0)

@@ -259,6 +259,17 @@ impl ValidatedBatch {
         self.writes.get(..self.len).unwrap_or(&[])
     }
 
+    /// Load the GPRs the batch names into `to` (RSP is a VMCS write instead).
+    pub fn load_gprs(&self, to: &mut Gprs) {
+        let mut mask = self.gpr_mask;
+        while mask != 0 {
+            // Below 16: the mask is 16 bits wide.
+            let r = mask.trailing_zeros() as usize & 15;
+            mask &= mask - 1;
+            to.regs[r] = self.gprs.regs[r];
+        }
+    }
+
     /// Whether the batch writes `field`.
     fn writes_field(&self, field: Field) -> bool {
         self.writes().iter().any(|&(f, _)| f == field)
@@ -374,6 +385,7 @@ fn validate(
 ) -> Result<(), BatchError> {
     let head = header(reply)?;
     let flags = head.flags;
+    // Read once, whole: one block copy costs less than picking out the named ones.
     out.gprs = reply.gprs;
     out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
     out.stop = flags.contains(ReplyFlags::STOP_VCPU);

@@ -151,6 +151,10 @@ pub fn flush<S: Store>(k: &mut Kernel<S>) {
 /// Fill the optional groups the VMM asked for (and only those: each costs VMREADs); the
 /// controls come from the kernel's copy, without a VMREAD.
 fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
+    // Most exits ask for none of them: one test instead of eight.
+    if !mask.intersects(GUEST_STATE_GROUPS) {
+        return;
+    }
     let read = |raw: u32| Field::from_raw(raw).map_or(0, |f| vmread(root, f));
     if mask.contains(TransferMask::SEGMENTS) {
         for (i, seg) in msg.segments.regs.iter_mut().enumerate() {
@@ -193,6 +197,16 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
         }
     }
 }
+
+/// The groups [`read_groups`] fills, each with VMREADs of guest state.
+const GUEST_STATE_GROUPS: TransferMask = TransferMask::SEGMENTS
+    .union(TransferMask::DESCRIPTOR_TABLES)
+    .union(TransferMask::EFER_PAT)
+    .union(TransferMask::DEBUG_CONTROLS)
+    .union(TransferMask::PENDING_DEBUG)
+    .union(TransferMask::ACTIVITY_STATE)
+    .union(TransferMask::SYSENTER)
+    .union(TransferMask::PDPTES);
 
 /// `instruction` failed: the vCPU stops and its VMM is told why.
 fn fail<S: Store>(
