@@ -571,19 +571,24 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     fn io_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let q = IoQualification::decode(msg.qualification)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
-        let mode = GuestMode {
-            paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
-            cpl: msg.cpl,
-        };
-        let done =
+        let done = if q.string {
+            let mode = GuestMode {
+                paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
+                cpl: msg.cpl,
+            };
             io::emulate(msg, q, &mut self.ports, &mut self.platform, &mut self.memory, mode, reply)
-                .map_err(|e| match e {
-                    IoFault::Decode(error) => {
-                        StopReason::BadQualification { reason: msg.reason as u16, error }
-                    }
-                    IoFault::Memory(m) => StopReason::GuestMemory { gpa: m.gpa },
-                    IoFault::PageFault { linear } => StopReason::PageFault { linear },
-                })?;
+        } else {
+            // The common case: no guest memory, so no paging mode to work out.
+            io::emulate_port(msg, q, &mut self.ports, &mut self.platform, reply);
+            Ok(true)
+        };
+        let done = done.map_err(|e| match e {
+            IoFault::Decode(error) => {
+                StopReason::BadQualification { reason: msg.reason as u16, error }
+            }
+            IoFault::Memory(m) => StopReason::GuestMemory { gpa: m.gpa },
+            IoFault::PageFault { linear } => StopReason::PageFault { linear },
+        })?;
         if done {
             reply.flag(ReplyFlags::ADVANCE_RIP);
         }

@@ -72,8 +72,40 @@ fn merge(old: u64, new: u64, size: AddressSize) -> u64 {
     }
 }
 
-/// Emulate the I/O instruction of `msg`. GPR updates go into `reply`; returns whether
-/// the instruction completed (so RIP should advance).
+/// Emulate a plain IN or OUT (`q.string` clear): the value moves between RAX and `bus`,
+/// a loaded RAX goes into `reply`. It always completes.
+pub fn emulate_port<K: Copy, const N: usize, D: DeviceMap<K>>(
+    msg: &ExitMessage,
+    q: IoQualification,
+    bus: &mut Bus<K, N>,
+    devices: &mut D,
+    reply: &mut ReplyBuilder,
+) {
+    let port = u64::from(q.port);
+    let size = usize::from(q.size);
+    let rax = msg.gprs.get(Gprs::RAX).unwrap_or(0);
+    match q.direction {
+        IoDirection::In => {
+            let mut buf = [0u8; 4];
+            bus.read(devices, port, buf.get_mut(..size).unwrap_or(&mut []));
+            let value = u64::from(u32::from_le_bytes(buf));
+            let rax = match q.size {
+                1 => (rax & !0xff) | value,
+                2 => (rax & !0xffff) | value,
+                _ => value,
+            };
+            reply.set_gpr(Gprs::RAX, rax);
+        }
+        IoDirection::Out => {
+            let bytes = rax.to_le_bytes();
+            bus.write(devices, port, bytes.get(..size).unwrap_or(&[]));
+        }
+    }
+}
+
+/// Emulate the I/O instruction of `msg` (decoded as `q`): port accesses go to `bus`,
+/// string data to and from guest memory through `mode`'s page tables. GPR updates go
+/// into `reply`; returns whether the instruction completed (so RIP should advance).
 pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K>>(
     msg: &ExitMessage,
     q: IoQualification,
@@ -85,29 +117,12 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K>>(
 ) -> Result<bool, IoFault> {
     let port = u64::from(q.port);
     let size = usize::from(q.size);
-    let mut buf = [0u8; 4];
-    let data = buf.get_mut(..size).unwrap_or(&mut []);
     if !q.string {
-        let rax = msg.gprs.get(Gprs::RAX).unwrap_or(0);
-        match q.direction {
-            IoDirection::In => {
-                bus.read(devices, port, data);
-                let value = u64::from(u32::from_le_bytes(buf));
-                let rax = match q.size {
-                    1 => (rax & !0xff) | value,
-                    2 => (rax & !0xffff) | value,
-                    _ => value,
-                };
-                reply.set_gpr(Gprs::RAX, rax);
-            }
-            IoDirection::Out => {
-                let bytes = rax.to_le_bytes();
-                let src = bytes.get(..size).unwrap_or(&[]);
-                bus.write(devices, port, src);
-            }
-        }
+        emulate_port(msg, q, bus, devices, reply);
         return Ok(true);
     }
+    let mut buf = [0u8; 4];
+    let data = buf.get_mut(..size).unwrap_or(&mut []);
 
     let info = StringIoInfo::decode(msg.instruction_info).map_err(IoFault::Decode)?;
     let asz = info.address_size;

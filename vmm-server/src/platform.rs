@@ -109,9 +109,32 @@ impl<S: SerialSink> Platform<S> {
 
     /// Drive the PIC inputs from the devices' interrupt outputs.
     pub fn sync_irqs(&mut self) {
+        self.sync_uart_irq();
+        self.sync_i8042_irqs();
+    }
+
+    fn sync_uart_irq(&mut self) {
         self.pic.set_irq(COM1_IRQ, self.uart.irq_level());
+    }
+
+    fn sync_i8042_irqs(&mut self) {
         self.pic.set_irq(KEYBOARD_IRQ, self.i8042.irq1_level());
         self.pic.set_irq(AUX_IRQ, self.i8042.irq12_level());
+    }
+
+    /// After an access to `key`: only that device's outputs can have moved, except that
+    /// the PIC itself (an EOI, a new mask or mode) must see every line again.
+    fn sync_after(&mut self, key: PortKey) {
+        match key {
+            PortKey::Com1 => self.sync_uart_irq(),
+            PortKey::I8042Data | PortKey::I8042Command => self.sync_i8042_irqs(),
+            PortKey::Pic(_) => self.sync_irqs(),
+            PortKey::Pit
+            | PortKey::PortB
+            | PortKey::Rtc
+            | PortKey::DebugExit
+            | PortKey::PostCode => {}
+        }
     }
 
     /// Let `ticks` PIT input clocks pass; every rising edge of channel 0 is an IRQ 0 edge.
@@ -162,7 +185,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             PortKey::DebugExit => self.debug_exit.read(offset, data),
             PortKey::PostCode => data.fill(self.post_code),
         }
-        self.sync_irqs();
+        self.sync_after(key);
     }
 
     fn write(&mut self, key: PortKey, offset: u64, data: &[u8]) {
@@ -185,7 +208,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 }
             }
         }
-        self.sync_irqs();
+        self.sync_after(key);
     }
 }
 
