@@ -54,16 +54,57 @@ pub struct BootModule<'a> {
     pub end: u64,
 }
 
+/// Why a boot module was not handed to the root task. Each is reported at boot, naming
+/// the module: a VM whose image is missing must not be a mystery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleRefusal {
+    /// The boot loader placed it at an address that is not page-aligned.
+    Misaligned {
+        /// Its physical start.
+        start: u64,
+    },
+    /// Its name does not fit the 16 bytes the boot-information page has for it.
+    NameTooLong,
+    /// [`MAX_MODULES`] modules are listed already.
+    TooMany,
+    /// Its pages do not fit in the root CNode's module slots that are left.
+    NoRoom {
+        /// Pages the module needs.
+        pages: u64,
+        /// Module slots left.
+        left: u64,
+    },
+}
+
+impl core::fmt::Display for ModuleRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Misaligned { start } => write!(f, "not page-aligned (at {start:#x})"),
+            Self::NameTooLong => write!(f, "its name is longer than 16 bytes"),
+            Self::TooMany => write!(f, "more than {MAX_MODULES} boot modules"),
+            Self::NoRoom { pages, left } => write!(
+                f,
+                "{} KiB do not fit: {} KiB of the {} KiB for boot modules are left",
+                pages * 4,
+                left * 4,
+                MAX_MODULE_PAGES * 4
+            ),
+        }
+    }
+}
+
 /// Bytes of the root CNode.
 pub const ROOT_CNODE_BITS: u8 = ROOT_CNODE_RADIX + SLOT_BITS;
 
 /// Install the root task and make it the current thread. Returns how many untyped
-/// capabilities it received and how many bytes they cover.
+/// capabilities it received and how many bytes they cover; each module it cannot hand
+/// over goes to `refused` with the reason (the others are still handed over).
 pub fn start_root_task<S: Store>(
     k: &mut Kernel<S>,
     rt: &RootTask,
     free: &[PhysRange],
     modules: &[BootModule<'_>],
+    refused: &mut dyn FnMut(&BootModule<'_>, ModuleRefusal),
 ) -> Result<(usize, u64), vspace::Error> {
     let vmx_features = k.vmx.map_or(0, |v| {
         let mut f = bootinfo::vmx::VCPUS;
@@ -108,10 +149,23 @@ pub fn start_root_task<S: Store>(
     words[word::UNTYPED_COUNT] = count as u64;
     let mut next = 0u64;
     let mut listed = 0usize;
-    for m in modules.iter().filter(|m| m.start % 4096 == 0).take(MAX_MODULES) {
+    for m in modules {
         let pages = (m.end.saturating_sub(m.start)).div_ceil(4096);
-        if next + pages > MAX_MODULE_PAGES as u64 {
-            break;
+        let left = MAX_MODULE_PAGES as u64 - next;
+        let refusal = if m.start % 4096 != 0 {
+            Some(ModuleRefusal::Misaligned { start: m.start })
+        } else if m.name.len() > 16 {
+            Some(ModuleRefusal::NameTooLong)
+        } else if listed == MAX_MODULES {
+            Some(ModuleRefusal::TooMany)
+        } else if pages > left {
+            Some(ModuleRefusal::NoRoom { pages, left })
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            refused(m, why);
+            continue;
         }
         for p in 0..pages {
             let cap = Cap::Frame { addr: m.start + p * 4096, rights: Rights::READ, mapped: None };
@@ -165,7 +219,7 @@ pub fn hand_over_devices<S: Store>(k: &mut Kernel<S>, cnode: u64, irq_node: u64)
 
 #[cfg(test)]
 mod tests {
-    use super::{start_root_task, RootTask};
+    use super::{start_root_task, BootModule, ModuleRefusal, RootTask};
     use crate::cap::Cap;
     use crate::frame_alloc::PhysRange;
     use crate::paging::PhysMemory;
@@ -193,7 +247,8 @@ mod tests {
             PhysRange { start: 0x100_0000, end: 0x200_0000 },
         ];
         let modules = [super::BootModule { name: "vmm", start: 0x300_0000, end: 0x300_1800 }];
-        let (n, bytes) = start_root_task(&mut k, &rt, &free, &modules).unwrap();
+        let mut refused = |m: &BootModule<'_>, why| panic!("{} refused: {why}", m.name);
+        let (n, bytes) = start_root_task(&mut k, &rt, &free, &modules, &mut refused).unwrap();
         assert_eq!(bytes, (0x20_0000 - 0x10_3000) + 0x100_0000);
         assert_eq!(k.current, 0x1000);
         assert!(k.store.tcb(0x1000).root_task);
@@ -224,5 +279,59 @@ mod tests {
             assert_eq!(cap, Cap::IoPorts { first, last });
         }
         assert_eq!(k.irqs.node, 0xb000);
+    }
+
+    /// Every module that cannot be handed over is reported with its reason; those after
+    /// it still are handed over.
+    #[test]
+    fn modules_that_do_not_fit_are_refused_by_name() {
+        let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
+        let rt = RootTask {
+            tcb: 0x1000,
+            cnode: 0x2_0000,
+            vspace: 0x8000,
+            pool: 0x9000,
+            pool_pages: 4,
+            bootinfo: 0xa000,
+            irq_node: 0xb000,
+            entry: 0x40_0000,
+            stack: 0x7fff_0000,
+        };
+        let room = protocols::bootinfo::MAX_MODULE_PAGES as u64 * 4096;
+        let m = |name, start, len| BootModule { name, start, end: start + len };
+        let mut modules = vec![
+            m("big", 0x1000_0000, room - 0x1000),
+            m("linux", 0x3000_0000, 0x2000),
+            m("odd", 0x4000_0800, 0x1000),
+            m("a-name-of-seventeen", 0x5000_0000, 0x1000),
+            m("small", 0x6000_0000, 0x1000),
+        ];
+        for i in 0..protocols::bootinfo::MAX_MODULES {
+            modules.push(m("tiny", 0x7000_0000 + i as u64 * 0x1000, 0));
+        }
+        let mut seen = Vec::new();
+        let mut refused = |m: &BootModule<'_>, why| seen.push((m.name.to_string(), why));
+        start_root_task(&mut k, &rt, &[], &modules, &mut refused).unwrap();
+        assert_eq!(
+            seen[..3],
+            [
+                ("linux".to_string(), ModuleRefusal::NoRoom { pages: 2, left: 1 }),
+                ("odd".to_string(), ModuleRefusal::Misaligned { start: 0x4000_0800 }),
+                ("a-name-of-seventeen".to_string(), ModuleRefusal::NameTooLong),
+            ]
+        );
+        // "big", "small" and 14 "tiny" fill the 16 entries; the last two are too many.
+        assert_eq!(seen.len(), 5);
+        assert_eq!(
+            seen[3..],
+            [("tiny".into(), ModuleRefusal::TooMany), ("tiny".into(), ModuleRefusal::TooMany)]
+        );
+        let page = *k.store.frame(0xa000);
+        let words: Vec<u64> =
+            page.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let listed: Vec<_> =
+            protocols::bootinfo::modules(&words).unwrap().map(|m| m.name().to_string()).collect();
+        assert_eq!(listed[..2], ["big".to_string(), "small".to_string()]);
+        assert_eq!(listed.len(), protocols::bootinfo::MAX_MODULES);
     }
 }

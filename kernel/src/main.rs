@@ -22,11 +22,12 @@ mod bare {
     use crate::arch::x86_64::phys_store::PhysStore;
     use crate::arch::x86_64::{exit, init_cpu, lapic, pit, serial::Serial, thread, vcpu_run};
     use crate::{kprintln, root_task};
-    use kernel::bootstrap::{self, BootModule, RootTask};
+    use kernel::bootstrap::{self, BootModule, ModuleRefusal, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
     use kernel::multiboot2::{self, BootInfo, RegionKind};
     use kernel::state::Kernel;
     use kernel::vcpu::VmxInfo;
+    use protocols::bootinfo::MAX_MODULES;
     use protocols::layout::ROOT_STACK_TOP;
 
     /// Entered from the long-mode stub with the boot loader's `eax` and `ebx`.
@@ -156,11 +157,17 @@ mod bare {
             frames.free_ranges().iter().copied().collect();
         let mut k = Kernel::new(PhysStore, memory::kernel_half(), memory::nx_enabled());
         k.vmx = vmx;
-        let mut modules: heapless::Vec<BootModule<'_>, 16> = heapless::Vec::new();
+        let mut modules: heapless::Vec<BootModule<'_>, { MAX_MODULES + 1 }> = heapless::Vec::new();
+        let mut refused = |m: &BootModule<'_>, why: ModuleRefusal| {
+            kprintln!("kernel: boot module \"{}\" refused: {why}", m.name);
+        };
         for m in info.modules().filter(|m| m.name != "init") {
-            let _ = modules.push(BootModule { name: m.name, start: m.start, end: m.end });
+            let module = BootModule { name: m.name, start: m.start, end: m.end };
+            if modules.push(module).is_err() {
+                refused(&module, ModuleRefusal::TooMany);
+            }
         }
-        match bootstrap::start_root_task(&mut k, &rt, &free, &modules) {
+        match bootstrap::start_root_task(&mut k, &rt, &free, &modules, &mut refused) {
             Ok((n, bytes)) => {
                 kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024)
             }
