@@ -202,16 +202,19 @@ fn linux_input(ram_mib: u32, initrd_len: u32, cmdline: &str, image: &[u8]) -> Ve
 }
 
 /// Seeds for `guest_image` besides the checked-in ELF guests: bzImages for the Linux
-/// loader, one shaped like Debian's cloud kernel (27 setup sectors, every xloadflag,
+/// loader, one shaped like Debian's cloud kernel (39 setup sectors, every xloadflag,
 /// 51.5 MiB of `init_size`) in a 128 MiB VM.
 pub fn guest_image() -> Vec<Seed> {
     let cmdline = "console=ttyS0 nolapic acpi=off";
     vec![
-        ("linux-minimal".into(), linux_input(32, 0x3000, cmdline, &bzimage(1, 0x800, 0x40_0000, 1))),
+        (
+            "linux-minimal".into(),
+            linux_input(32, 0x3000, cmdline, &bzimage(1, 0x800, 0x40_0000, 1)),
+        ),
         ("linux-setup-sects-0".into(), linux_input(64, 0, "", &bzimage(0, 0x400, 0x20_0000, 3))),
         (
             "linux-debian-like".into(),
-            linux_input(128, 0xf_f000, cmdline, &bzimage(27, 0x1000, 0x337_8000, 0x7f)),
+            linux_input(128, 0xf_f000, cmdline, &bzimage(39, 0x1000, 0x337_8000, 0x7f)),
         ),
     ]
 }
@@ -485,4 +488,23 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
             (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use vmm_server::linux_boot::{plan, LinuxImage};
+
+    /// Each Linux seed reaches the end of the target's Linux path (parse, plan), read as
+    /// the target reads it: RAM pages, initramfs length, command line, bzImage.
+    #[test]
+    fn the_linux_seeds_are_accepted_bzimages_that_fit() {
+        for (name, b) in super::guest_image() {
+            let ram = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap())) << 12;
+            let initrd = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap()) & 0xf_ffff);
+            let len = usize::from(b[8]);
+            let (cmdline, file) = b[9..].split_at(len);
+            let image = LinuxImage::parse(file).unwrap_or_else(|e| panic!("{name}: {e}"));
+            plan(&image, ram, cmdline, initrd).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 }
