@@ -114,6 +114,10 @@ pub enum Command {
     },
     /// List the images: name, purpose and the outcome a run expects
     Images,
+    /// Fetch the Linux guest's kernel and busybox (Debian packages, cached in
+    /// target/linux/), write its initramfs, and check the kernel as the VMM's loader will
+    #[command(after_help = EXIT_CODES)]
+    Linux,
 }
 
 /// `cargo xtask run`.

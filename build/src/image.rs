@@ -44,6 +44,8 @@ pub struct Image {
     pub corrupt_manifest: bool,
     /// The kernel command line.
     pub cmdline: &'static str,
+    /// Carries a Linux guest: the kernel and initramfs modules of [`crate::linux`].
+    pub linux: bool,
 }
 
 /// Every image this tree knows.
@@ -54,6 +56,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "bad-init-truncated",
@@ -61,6 +64,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "bad-init-machine",
@@ -68,6 +72,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "bad-init-kernel-overlap",
@@ -75,6 +80,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "bad-manifest",
@@ -82,6 +88,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: true,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "process-refused",
@@ -89,6 +96,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "process-refused.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
     },
     Image {
         name: "pit-tick",
@@ -96,6 +104,7 @@ pub const IMAGES: &[Image] = &[
         manifest: "default.toml",
         corrupt_manifest: false,
         cmdline: "tick=pit",
+        linux: false,
     },
     Image {
         name: "trace",
@@ -103,6 +112,15 @@ pub const IMAGES: &[Image] = &[
         manifest: "trace.toml",
         corrupt_manifest: false,
         cmdline: "",
+        linux: false,
+    },
+    Image {
+        name: "linux",
+        init: InitVariant::Intact,
+        manifest: "linux.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: true,
     },
 ];
 
@@ -169,6 +187,12 @@ pub struct Info {
 }
 
 impl Image {
+    /// The boot modules its manifest may name.
+    pub fn modules(&self) -> Vec<&'static str> {
+        let linux = if self.linux { crate::linux::MODULES } else { &[] };
+        modules().into_iter().chain(linux.iter().copied()).collect()
+    }
+
     /// What its manifest says it is for and expects.
     pub fn info(&self) -> Result<Info> {
         let path = crate::root().join("images").join(self.manifest);
@@ -231,20 +255,25 @@ pub fn build(image: Image) -> Result<PathBuf> {
     let manifest_path = crate::root().join("images").join(image.manifest);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| err!("{}: {e}", manifest_path.display()))?;
-    let mut manifest = crate::manifest::encode(&manifest_path, &text, &modules())?;
+    if image.linux {
+        let guest = crate::linux::prepare()?;
+        fs::copy(&guest.kernel, dir.join("boot").join(crate::linux::KERNEL_MODULE))?;
+        fs::copy(&guest.initramfs, dir.join("boot").join(crate::linux::INITRAMFS_MODULE))?;
+    }
+    let mut manifest = crate::manifest::encode(&manifest_path, &text, &image.modules())?;
     if image.corrupt_manifest {
         manifest.truncate(manifest.len() / 2);
     }
     fs::write(dir.join("boot/manifest"), manifest)?;
-    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline))?;
+    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &image.modules()))?;
     let iso = images.join(format!("{}.iso", image.name));
     mkrescue(&dir, &iso)?;
     Ok(iso)
 }
 
-fn grub_cfg(cmdline: &str) -> String {
+fn grub_cfg(cmdline: &str, modules: &[&str]) -> String {
     let mut lines = String::from("  module2 /boot/init init\n  module2 /boot/manifest manifest\n");
-    for m in modules() {
+    for m in modules {
         lines.push_str(&format!("  module2 /boot/{m} {m}\n"));
     }
     format!(
@@ -344,7 +373,7 @@ mod tests {
     #[test]
     fn a_manifest_names_only_images_built_from_it() {
         let dir = crate::root().join("images");
-        for manifest in ["default.toml", "process-refused.toml", "trace.toml"] {
+        for manifest in ["default.toml", "process-refused.toml", "trace.toml", "linux.toml"] {
             let path = dir.join(manifest);
             let text = std::fs::read_to_string(&path).unwrap();
             for name in crate::manifest::images(&path, &text).unwrap().keys() {

@@ -5,10 +5,13 @@
 pub mod bochs;
 pub mod cargo;
 pub mod cli;
+pub mod cpio;
+pub mod debian;
 pub mod deps;
 pub mod emulator;
 pub mod fuzz;
 pub mod image;
+pub mod linux;
 pub mod manifest;
 pub mod progress;
 pub mod qemu;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => xtask::fuzz::command(args),
         Command::Trace { command } => xtask::trace::command(command),
         Command::Images => images(),
+        Command::Linux => linux(),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -47,6 +48,25 @@ fn images() -> Result<bool> {
         let info = i.info()?;
         println!("{}\n    {}\n    expects: {}", i.name, info.about, info.expect);
     }
+    Ok(true)
+}
+
+fn linux() -> Result<bool> {
+    let guest = xtask::linux::prepare()?;
+    let bytes = std::fs::read(&guest.kernel)?;
+    let kernel = vmm_server::linux_boot::LinuxImage::parse(&bytes)
+        .map_err(|e| err!("{}: {e}", guest.kernel.display()))?;
+    let initramfs = std::fs::metadata(&guest.initramfs)?.len();
+    println!(
+        "xtask: {}: bzImage, boot protocol {}.{:02}, {} bytes, needs {} MiB from {:#x}",
+        guest.kernel.display(),
+        kernel.version >> 8,
+        kernel.version & 0xff,
+        bytes.len(),
+        u64::from(kernel.init_size).div_ceil(1 << 20),
+        kernel.pref_address
+    );
+    println!("xtask: {}: newc initramfs, {initramfs} bytes", guest.initramfs.display());
     Ok(true)
 }
 

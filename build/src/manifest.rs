@@ -6,7 +6,7 @@ mod process;
 
 use crate::{err, Result};
 use protocols::manifest::{
-    Expect, GuestMode, Manifest, Object, ObjectKind, VmEntry, MAX_ENCODED, MAX_OBJECTS,
+    Expect, GuestMode, LinuxBoot, Manifest, Object, ObjectKind, VmEntry, MAX_ENCODED, MAX_OBJECTS,
     MAX_PROCESSES,
 };
 use serde::Deserialize;
@@ -66,7 +66,17 @@ struct Vm {
     name: String,
     vmm: String,
     guest: String,
-    mode: String,
+    /// `"test"` (the default: an ELF test guest in `mode`) or `"linux"` (a bzImage).
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    /// A Linux VM's initramfs module.
+    #[serde(default)]
+    initrd: Option<String>,
+    /// A Linux VM's kernel command line.
+    #[serde(default)]
+    cmdline: Option<String>,
     memory_mib: u64,
     priority: u8,
     #[serde(default)]
@@ -82,8 +92,49 @@ struct Vm {
     pass_ports: Option<[u16; 2]>,
 }
 
+/// The guest's start mode and, for a Linux VM, how it boots. A test guest names its
+/// mode and has no Linux keys; a Linux VM starts at the kernel's 64-bit entry, so it
+/// names no mode.
+fn kind<'a>(vm: &'a Vm, modules: &[&str]) -> Result<(GuestMode, Option<LinuxBoot<'a>>)> {
+    match vm.kind.as_deref().unwrap_or("test") {
+        "test" => {
+            for (key, given) in [("initrd", vm.initrd.is_some()), ("cmdline", vm.cmdline.is_some())]
+            {
+                if given {
+                    return Err(err!("vm {:?}: {key} is only for kind = \"linux\"", vm.name));
+                }
+            }
+            Ok((mode(vm)?, None))
+        }
+        "linux" => {
+            if let Some(mode) = &vm.mode {
+                return Err(err!(
+                    "vm {:?}: mode {mode:?} does not apply to kind = \"linux\" (the kernel's \
+                     64-bit entry)",
+                    vm.name
+                ));
+            }
+            let cmdline = vm.cmdline.as_deref().ok_or_else(|| {
+                err!("vm {:?}: kind = \"linux\" needs a cmdline (e.g. \"console=ttyS0\")", vm.name)
+            })?;
+            if let Some(m) = vm.initrd.as_deref().filter(|m| !modules.contains(m)) {
+                return Err(err!(
+                    "vm {:?}: unknown initrd module {m:?} (the image has: {})",
+                    vm.name,
+                    modules.join(", ")
+                ));
+            }
+            Ok((GuestMode::Long64, Some(LinuxBoot { initrd: vm.initrd.as_deref(), cmdline })))
+        }
+        other => Err(err!("vm {:?}: unknown kind {other:?} (test, linux)", vm.name)),
+    }
+}
+
 fn mode(vm: &Vm) -> Result<GuestMode> {
-    Ok(match vm.mode.as_str() {
+    let Some(mode) = vm.mode.as_deref() else {
+        return Err(err!("vm {:?}: needs a mode (long64, protected32, real)", vm.name));
+    };
+    Ok(match mode {
         "long64" => GuestMode::Long64,
         "protected32" => GuestMode::Protected32,
         "real" => GuestMode::Real,
@@ -157,11 +208,12 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                 )));
             }
         }
+        let (mode, linux) = kind(vm, modules).map_err(at)?;
         let entry = VmEntry {
             name: &vm.name,
             vmm: &vm.vmm,
             guest: &vm.guest,
-            mode: mode(vm).map_err(at)?,
+            mode,
             memory_bits: memory_bits(vm).map_err(at)?,
             priority: vm.priority,
             phase: vm.phase,
@@ -170,6 +222,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             trace: vm.trace,
             expect: expect(vm).map_err(at)?,
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
+            linux,
         };
         manifest
             .vms
@@ -217,11 +270,38 @@ mod tests {
         for image in crate::image::IMAGES {
             let path = images().join(image.manifest);
             let text = std::fs::read_to_string(&path).unwrap();
-            let bytes = encode(&path, &text, &crate::image::modules()).unwrap();
+            let bytes = encode(&path, &text, &image.modules()).unwrap();
             let m = Manifest::decode(&bytes).unwrap();
             let console = m.processes.iter().any(|p| p.module == "console");
             assert!(console, "{}: every image prints through a console driver", image.name);
         }
+    }
+
+    #[test]
+    fn the_linux_manifest_encodes_its_kernel_initramfs_and_command_line() {
+        let image = crate::image::find("linux").unwrap();
+        let path = images().join(image.manifest);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bytes = encode(&path, &text, &image.modules()).unwrap();
+        let m = Manifest::decode(&bytes).unwrap();
+        let vm = &m.vms[0];
+        assert_eq!((vm.guest, vm.mode), (crate::linux::KERNEL_MODULE, GuestMode::Long64));
+        let linux = vm.linux.unwrap();
+        assert_eq!(linux.initrd, Some(crate::linux::INITRAMFS_MODULE));
+        assert!(linux.cmdline.starts_with("console=ttyS0"), "{}", linux.cmdline);
+        assert_eq!(vm.expect, Expect::TripleFault);
+        // Without the image's Linux modules the kernel module is unknown.
+        let e = encode(&path, &text, &crate::image::modules()).unwrap_err().to_string();
+        assert!(e.contains("unknown guest module \"linux_kernel\""), "{e}");
+        // A Linux VM needs a command line; a test guest needs a mode.
+        let no_cmdline = text.replace("cmdline = ", "# cmdline = ");
+        let e = encode(&path, &no_cmdline, &image.modules()).unwrap_err().to_string();
+        assert!(e.contains("kind = \"linux\" needs a cmdline"), "{e}");
+        let default = std::fs::read_to_string(images().join("default.toml")).unwrap();
+        let e = encode(&path, &default.replacen("mode = ", "# mode = ", 1), &image.modules())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a mode"), "{e}");
     }
 
     #[test]
@@ -262,6 +342,20 @@ mod tests {
             ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),
             ("pass-ports-of-the-pit.toml", "vm \"vm_timer\": pass_ports 0x40..=0x43 is reversed"),
             ("duplicate-object.toml", "named object \"bell\": name used twice"),
+            (
+                "linux-with-mode.toml",
+                "vm \"vm_linux_mode\": mode \"long64\" does not apply to kind = \"linux\"",
+            ),
+            ("linux-cmdline-control.toml", "vm \"vm_linux_tab\": cmdline byte 13 is not printable"),
+            (
+                "linux-unknown-initrd.toml",
+                "vm \"vm_linux_initrd\": unknown initrd module \"initramfs_that_does_not_exist\"",
+            ),
+            (
+                "cmdline-on-test-guest.toml",
+                "vm \"vm_test_cmdline\": cmdline is only for kind = \"linux\"",
+            ),
+            ("unknown-kind.toml", "vm \"vm_windows\": unknown kind \"windows\" (test, linux)"),
             ("process-unknown-module.toml", "process \"ghost\": unknown module \"ghost_driver\""),
             ("process-duplicate-name.toml", "process \"twin\": name used twice"),
             (

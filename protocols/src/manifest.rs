@@ -13,8 +13,10 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+mod linux;
 mod process;
 
+pub use linux::{LinuxBoot, LinuxError, MAX_CMDLINE};
 pub use process::{
     slot, Cap, CapEntry, CapError, Object, ObjectKind, ProcessEntry, ProcessError, Start, MAX_CAPS,
     MAX_OBJECTS, MAX_PROCESSES, MAX_RADIX, MAX_UNTYPED_BITS, MIN_RADIX, MIN_UNTYPED_BITS,
@@ -83,6 +85,11 @@ pub struct VmEntry<'a> {
     /// Host ports `first..=last` the guest reaches without exiting (an `IoPorts`
     /// capability the VMM passes to its VCpu); never the kernel's ports.
     pub pass_ports: Option<(u16, u16)>,
+    /// A Linux guest: `guest` is a bzImage booted with this initramfs and command line
+    /// (`mode` is then [`GuestMode::Long64`], the kernel's 64-bit entry). `None` for the
+    /// project's own test guests, which are ELF images.
+    #[serde(borrow)]
+    pub linux: Option<LinuxBoot<'a>>,
 }
 
 /// The whole manifest.
@@ -127,6 +134,8 @@ pub enum Error<'a> {
     DuplicateProcess { name: &'a str },
     /// A process entry is wrong.
     Process { name: &'a str, why: ProcessError<'a> },
+    /// A Linux VM's boot entry is wrong.
+    Linux { name: &'a str, why: LinuxError },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -158,6 +167,7 @@ impl core::fmt::Display for Error<'_> {
             }
             Self::DuplicateProcess { name } => write!(f, "process {name:?}: name used twice"),
             Self::Process { name, why } => write!(f, "process {name:?}: {why}"),
+            Self::Linux { name, why } => write!(f, "vm {name:?}: {why}"),
         }
     }
 }
@@ -227,6 +237,9 @@ impl<'a> Manifest<'a> {
                     return Err(Error::BadPorts { name: vm.name, first, last });
                 }
             }
+            if let Some(linux) = &vm.linux {
+                linux.check().map_err(|why| Error::Linux { name: vm.name, why })?;
+            }
         }
         Ok(())
     }
@@ -251,6 +264,7 @@ mod tests {
             trace: false,
             expect: Expect::Exit(0),
             pass_ports: None,
+            linux: None,
         }
     }
 
@@ -360,6 +374,12 @@ mod tests {
             m.vms[1].pass_ports = Some((first, last));
             assert_eq!(m.check(), Err(Error::BadPorts { name: "b", first, last }));
         }
+        m.vms[1].pass_ports = None;
+        m.vms[1].linux = Some(super::LinuxBoot { initrd: Some("initramfs"), cmdline: "a\nb" });
+        let why = super::LinuxError::CmdlineNotPrintable { at: 1 };
+        assert_eq!(m.check(), Err(Error::Linux { name: "b", why }));
+        m.vms[1].linux = Some(super::LinuxBoot { initrd: Some("initramfs"), cmdline: "quiet" });
+        assert_eq!(Manifest::decode(&encode(&m)), Ok(m.clone()));
         assert_eq!(Manifest::decode(&[0xff, 0xff, 0xff]), Err(Error::Malformed));
         let bytes = encode(&m);
         for cut in 0..bytes.len() {

@@ -22,6 +22,7 @@ pub mod guest_image;
 pub mod guest_memory;
 pub mod hypercall;
 pub mod io;
+pub mod linux_boot;
 pub mod msr;
 pub mod mutate;
 pub mod paging;

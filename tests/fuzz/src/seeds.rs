@@ -165,6 +165,60 @@ pub fn elf_loader(init: Option<&[u8]>) -> Vec<Seed> {
     seeds
 }
 
+/// A bzImage with the header fields the Linux loader reads: `setup_sects` setup sectors
+/// (0 meaning 4), protocol 2.15, relocatable, 64-bit, preferring 16 MiB aligned to 2 MiB,
+/// needing `init_size` there, with `kernel_len` bytes of kernel.
+fn bzimage(setup_sects: u8, kernel_len: usize, init_size: u32, xloadflags: u16) -> Vec<u8> {
+    let sectors = if setup_sects == 0 { 4 } else { usize::from(setup_sects) };
+    let mut b = vec![0u8; (sectors + 1) * 512];
+    let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(0x1f1, &[setup_sects]);
+    put(0x1f4, &((kernel_len / 16) as u32).to_le_bytes());
+    put(0x1fe, &0xaa55u16.to_le_bytes());
+    put(0x200, &[0xeb, 0x6a]);
+    put(0x202, b"HdrS");
+    put(0x206, &0x020fu16.to_le_bytes());
+    put(0x211, &[0x01]);
+    put(0x22c, &0x7fff_ffffu32.to_le_bytes());
+    put(0x230, &0x20_0000u32.to_le_bytes());
+    put(0x234, &[1]);
+    put(0x236, &xloadflags.to_le_bytes());
+    put(0x238, &2047u32.to_le_bytes());
+    put(0x258, &0x100_0000u64.to_le_bytes());
+    put(0x260, &init_size.to_le_bytes());
+    b.extend(pseudo_random(u64::from(init_size), kernel_len));
+    b
+}
+
+/// A `guest_image` input for the Linux loader: RAM in MiB, the initramfs's length, the
+/// command line, the bzImage.
+fn linux_input(ram_mib: u32, initrd_len: u32, cmdline: &str, image: &[u8]) -> Vec<u8> {
+    let mut b = (ram_mib << 8).to_le_bytes().to_vec();
+    b.extend(initrd_len.to_le_bytes());
+    b.push(cmdline.len() as u8);
+    b.extend(cmdline.as_bytes());
+    b.extend(image);
+    b
+}
+
+/// Seeds for `guest_image` besides the checked-in ELF guests: bzImages for the Linux
+/// loader, one shaped like Debian's cloud kernel (39 setup sectors, every xloadflag,
+/// 51.5 MiB of `init_size`) in a 128 MiB VM.
+pub fn guest_image() -> Vec<Seed> {
+    let cmdline = "console=ttyS0 nolapic acpi=off";
+    vec![
+        (
+            "linux-minimal".into(),
+            linux_input(32, 0x3000, cmdline, &bzimage(1, 0x800, 0x40_0000, 1)),
+        ),
+        ("linux-setup-sects-0".into(), linux_input(64, 0, "", &bzimage(0, 0x400, 0x20_0000, 3))),
+        (
+            "linux-debian-like".into(),
+            linux_input(128, 0xf_f000, cmdline, &bzimage(39, 0x1000, 0x337_8000, 0x7f)),
+        ),
+    ]
+}
+
 /// Seeds for a target that decodes its input with `arbitrary`.
 pub fn structured(salt: u64) -> Vec<Seed> {
     [64usize, 256, 1024]
@@ -413,6 +467,7 @@ pub fn all(init: Option<&[u8]>) -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("multiboot2", multiboot2()),
         ("elf_loader", elf_loader(init)),
+        ("guest_image", guest_image()),
         ("frame_alloc", structured(1)),
         ("paging", structured(2)),
         ("protocols_messages", structured(3)),
@@ -433,4 +488,23 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
             (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use vmm_server::linux_boot::{plan, LinuxImage};
+
+    /// Each Linux seed reaches the end of the target's Linux path (parse, plan), read as
+    /// the target reads it: RAM pages, initramfs length, command line, bzImage.
+    #[test]
+    fn the_linux_seeds_are_accepted_bzimages_that_fit() {
+        for (name, b) in super::guest_image() {
+            let ram = u64::from(u32::from_le_bytes(b[0..4].try_into().unwrap())) << 12;
+            let initrd = u64::from(u32::from_le_bytes(b[4..8].try_into().unwrap()) & 0xf_ffff);
+            let len = usize::from(b[8]);
+            let (cmdline, file) = b[9..].split_at(len);
+            let image = LinuxImage::parse(file).unwrap_or_else(|e| panic!("{name}: {e}"));
+            plan(&image, ram, cmdline, initrd).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 }
