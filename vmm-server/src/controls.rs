@@ -87,6 +87,7 @@ mod tests {
     use crate::reply::ReplyBuilder;
     use protocols::vmcs::ctl::proc;
     use protocols::vmcs::Field;
+    use protocols::vmexit::ExitReply;
     use protocols::vmexit::{ExitMessage, TransferMask};
 
     fn msg(proc: u32) -> ExitMessage {
@@ -102,13 +103,16 @@ mod tests {
     #[test]
     fn primary_controls_change_only_the_named_bits() {
         let base = proc::HLT_EXITING | proc::USE_IO_BITMAPS;
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         rdtsc_exiting(&msg(base), true, &mut r).unwrap();
         assert_eq!(writes(&r), [(Field::ProcBasedControls, (base | proc::RDTSC_EXITING).into())]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         rdtsc_exiting(&msg(base | proc::RDTSC_EXITING), false, &mut r).unwrap();
         assert_eq!(writes(&r), [(Field::ProcBasedControls, base.into())]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         tsc_offset(&msg(base), 1 << 40, &mut r).unwrap();
         let offsetting = (base | proc::USE_TSC_OFFSETTING).into();
         assert_eq!(
@@ -121,7 +125,8 @@ mod tests {
 
     #[test]
     fn cr3_targets_and_the_exception_bitmap() {
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         cr3_targets(&msg(0), true, &[0x10_0000], &mut r).unwrap();
         assert_eq!(
             writes(&r),
@@ -131,7 +136,8 @@ mod tests {
                 (Field::Cr3Target0, 0x10_0000),
             ]
         );
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         exception_bitmap(1 << 14, 2, 2, &mut r);
         assert_eq!(
             writes(&r),

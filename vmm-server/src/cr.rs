@@ -310,6 +310,7 @@ mod tests {
     use crate::guest_memory::{GuestMemory, SliceMemory};
     use crate::reply::ReplyBuilder;
     use protocols::vmcs::{ctl, Field};
+    use protocols::vmexit::ExitReply;
     use protocols::vmexit::{ExitMessage, TransferMask};
     use protocols::x86::{CR0_ET, CR0_NE, CR0_PG, CR4_VMXE, EFER_LMA, EFER_LME};
 
@@ -332,8 +333,8 @@ mod tests {
         CrState::new(&cpuid(), 0x10, 0, CR0_NE, CR4_VMXE)
     }
 
-    fn written(r: &ReplyBuilder, f: Field) -> Option<u64> {
-        r.reply().writes().iter().find(|w| w.field == f as u32).map(|w| w.value)
+    fn written(r: &ExitReply, f: Field) -> Option<u64> {
+        r.writes().iter().find(|w| w.field == f as u32).map(|w| w.value)
     }
 
     /// Run one access with RAX = `rax` on a guest whose real CR0/CR4 are `cr0`/`cr4`.
@@ -344,28 +345,30 @@ mod tests {
         (cr0, cr4): (u64, u64),
         lm: &mut LongModeState,
         mem: &SliceMemory<'_>,
-    ) -> (CrOutcome, ReplyBuilder<'static>) {
+    ) -> (CrOutcome, ExitReply) {
         let mut msg = ExitMessage { cr0, cr4, cr3: 0x1000, ..Default::default() };
         msg.gprs.regs[0] = rax;
         let mut env = CrEnv { msg: &msg, op64: lm.efer & EFER_LMA != 0, long_mode: lm, mem };
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let out = s.emulate(access, &mut env, &mut r);
-        (out, r)
+        (out, r.finish())
     }
 
     #[test]
     fn setup_programs_masks_and_shadows() {
         let s = state();
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         s.setup_writes(&mut r);
-        assert_eq!(written(&r, Field::Cr0GuestHostMask), Some(CR0_NE));
-        assert_eq!(written(&r, Field::GuestCr0), Some(0x30));
-        assert_eq!(written(&r, Field::Cr0ReadShadow), Some(0x10));
-        let cr4_mask = written(&r, Field::Cr4GuestHostMask).unwrap();
+        assert_eq!(written(r.reply(), Field::Cr0GuestHostMask), Some(CR0_NE));
+        assert_eq!(written(r.reply(), Field::GuestCr0), Some(0x30));
+        assert_eq!(written(r.reply(), Field::Cr0ReadShadow), Some(0x10));
+        let cr4_mask = written(r.reply(), Field::Cr4GuestHostMask).unwrap();
         assert_ne!(cr4_mask & CR4_VMXE, 0);
         assert_ne!(cr4_mask & (1 << 17), 0, "PCIDE traps");
         assert_eq!(cr4_mask & (1 << 5), 0, "PAE is the guest's");
-        assert_eq!(written(&r, Field::GuestCr4), Some(CR4_VMXE));
+        assert_eq!(written(r.reply(), Field::GuestCr4), Some(CR4_VMXE));
         // The guest reads its own view through the shadow.
         assert_eq!(s.guest_cr0(0x30), 0x10);
         assert_eq!(s.guest_cr4(CR4_VMXE | 0x20), 0x20);
@@ -396,7 +399,7 @@ mod tests {
         for bad in [CR0_PG, 1 << 29 | 1] {
             let (out, r) = run(&mut s, mov, bad, (0x30, 0), &mut lm, &mem);
             assert_eq!(out, CrOutcome::Gp, "{bad:#x}");
-            assert!(r.reply().writes().is_empty());
+            assert!(r.writes().is_empty());
         }
         // 32-bit code only moves EAX: the high half of RAX is ignored.
         let (out, _) = run(&mut s, mov, 0xffff_0000_0000_0011, (0x30, 0), &mut lm, &mem);
@@ -434,10 +437,11 @@ mod tests {
         let mut msg = ExitMessage { cr0: cr0_state, cr4: 0x20, ..Default::default() };
         msg.gprs.regs[0] = 0x11;
         let mut env = CrEnv { msg: &msg, op64: false, long_mode: &mut lm32, mem: &mem };
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         assert_eq!(s.emulate(mov, &mut env, &mut r), CrOutcome::Done);
-        assert_eq!(written(&r, Field::GuestIa32Efer), Some(EFER_LME));
-        assert_eq!(written(&r, Field::EntryControls), Some(0x11ff));
+        assert_eq!(written(r.reply(), Field::GuestIa32Efer), Some(EFER_LME));
+        assert_eq!(written(r.reply(), Field::EntryControls), Some(0x11ff));
         // ... but not from 64-bit code.
         let mut lm64 = LongModeState { efer: EFER_LME | EFER_LMA, entry_controls: Some(entry) };
         let (out, _) = run(&mut s, mov, 0x11, (cr0_state, 0x20), &mut lm64, &mem);
@@ -475,7 +479,7 @@ mod tests {
             &mem,
         );
         assert_eq!(out, CrOutcome::Gp);
-        assert!(r.reply().writes().is_empty());
+        assert!(r.writes().is_empty());
         // PDPTEs outside RAM.
         let mut tiny = [0u8; 8];
         let tiny = SliceMemory::new(0, &mut tiny);
@@ -534,7 +538,7 @@ mod tests {
         );
         let (out, r) = run(&mut s, CrAccess::MovFromCr { cr: 3, gpr: 2 }, 0, real, &mut long, &mem);
         assert_eq!(out, CrOutcome::Done);
-        assert_eq!(r.reply().gprs.regs[2], 0x1000);
+        assert_eq!(r.gprs.regs[2], 0x1000);
         assert_eq!(
             run(&mut s, CrAccess::MovToCr { cr: 8, gpr: 0 }, 9, real, &mut long, &mem).0,
             CrOutcome::Done
@@ -545,7 +549,7 @@ mod tests {
             CrOutcome::Gp
         );
         let (_, r) = run(&mut s, CrAccess::MovFromCr { cr: 8, gpr: 5 }, 0, real, &mut long, &mem);
-        assert_eq!(r.reply().gprs.regs[5], 9);
+        assert_eq!(r.gprs.regs[5], 9);
         // CR8 does not exist outside 64-bit mode; CR1 never does.
         let mut flat = LongModeState { efer: 0, entry_controls: None };
         assert_eq!(

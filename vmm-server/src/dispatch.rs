@@ -344,7 +344,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     /// VMCS writes that program the CR0/CR4 policy, for the vCPU's first entry.
     pub fn setup_reply(&self) -> ExitReply {
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         self.cr.setup_writes(&mut r);
         r.finish()
     }
@@ -414,7 +415,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         self.platform.pic.pending_vector()?;
         let vector = self.platform.pic.acknowledge();
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         r.inject(EventInjection::interrupt(vector), 0, 0);
         self.stats.interrupts_injected = self.stats.interrupts_injected.saturating_add(1);
         self.state = RunState::Running;
@@ -810,7 +812,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         // Retiring the instruction (ADVANCE_RIP) ends an STI/MOV SS shadow.
         let shadow = msg.interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
         let interruptible = msg.rflags & RFLAGS_IF != 0 && !shadow;
-        if !reply.injects() {
+        // Most exits cut no event short: one bit test instead of the decode.
+        let vectoring = msg.idt_vectoring_info & EventInjection::VALID != 0;
+        if vectoring && !reply.injects() {
             if let Some(event) = vectoring_event(msg, interruptible)? {
                 reply.inject(event, msg.idt_vectoring_error, msg.instruction_len);
             }

@@ -247,6 +247,7 @@ mod tests {
     use crate::guest_memory::{GuestMemory, SliceMemory};
     use crate::paging::PagingMode;
     use crate::reply::ReplyBuilder;
+    use protocols::vmexit::ExitReply;
     use protocols::vmexit::{ExitMessage, Gprs};
 
     /// A port device that returns an incrementing byte and logs writes.
@@ -317,14 +318,16 @@ mod tests {
             (0x01f0_000b, 0x0000_0000_8685_8483),       // in eax zero-extends
         ] {
             let m = msg(qual, 0, 0, &[(Gprs::RAX, u64::MAX)]);
-            let mut r = ReplyBuilder::new();
+            let mut area = ExitReply::new();
+            let mut r = ReplyBuilder::within(&mut area);
             let q = IoQualification::decode(qual).unwrap();
             assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(true));
             assert_eq!(gpr(&r, Gprs::RAX), Some(expect));
         }
         // An unclaimed port reads all-ones.
         let m = msg(0x0300_0008, 0, 0, &[(Gprs::RAX, 0)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         emulate(
             &m,
             IoQualification::decode(0x0300_0008).unwrap(),
@@ -344,7 +347,8 @@ mod tests {
         let mut ram = [0u8; 0];
         let mut mem = SliceMemory::new(0, &mut ram);
         let m = msg(0x01f0_0001, 0, 0, &[(Gprs::RAX, 0x1122_3344)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let q = IoQualification::decode(0x01f0_0001).unwrap();
         assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(true));
         assert_eq!(dev.written, [0x44, 0x33]);
@@ -359,7 +363,8 @@ mod tests {
         // rep insw, 32-bit address size (info bits 9:7 = 1), ES base 0x10, EDI 0x20.
         let qual = 0x01f0_0039;
         let m = msg(qual, 1 << 7, 0x30, &[(Gprs::RDI, 0xdead_0000_0000_0020), (Gprs::RCX, 3)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let q = IoQualification::decode(qual).unwrap();
         assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(true));
         let mut got = [0u8; 6];
@@ -381,7 +386,8 @@ mod tests {
         let mut m =
             msg(qual, 3 << 15, 0x1_0000, &[(Gprs::RSI, 0xabcd_0000), (Gprs::RCX, 0x5555_0002)]);
         m.rflags |= 1 << 10;
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let q = IoQualification::decode(qual).unwrap();
         assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(true));
         assert_eq!(dev.written, b"ab");
@@ -396,14 +402,16 @@ mod tests {
         let mut mem = SliceMemory::new(0, &mut ram);
         let qual = 0x01f0_0030; // rep outsb
         let m = msg(qual, 2 << 7, 0, &[(Gprs::RSI, 0), (Gprs::RCX, 3000)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let q = IoQualification::decode(qual).unwrap();
         assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(false));
         assert_eq!(dev.written.len() as u64, MAX_STRING_ITERATIONS);
         assert_eq!(gpr(&r, Gprs::RCX), Some(3000 - MAX_STRING_ITERATIONS));
         // REP with a zero count does nothing and completes.
         let m = msg(qual, 2 << 7, 0, &[(Gprs::RCX, 0)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         assert_eq!(emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r), Ok(true));
         assert_eq!(r.reply().gpr_mask, 0);
     }
@@ -415,7 +423,8 @@ mod tests {
         let mut mem = SliceMemory::new(0, &mut ram);
         let qual = 0x01f0_0038; // rep insb
         let m = msg(qual, 2 << 7, 0xe, &[(Gprs::RDI, 0xe), (Gprs::RCX, 5)]);
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         let q = IoQualification::decode(qual).unwrap();
         let out = emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut r);
         assert!(matches!(out, Err(IoFault::Memory(_))));
@@ -424,7 +433,15 @@ mod tests {
         // Bad instruction information.
         let m = msg(qual, 3 << 7, 0, &[(Gprs::RCX, 1)]);
         assert!(matches!(
-            emulate(&m, q, &mut bus, &mut dev, &mut mem, FLAT, &mut ReplyBuilder::new()),
+            emulate(
+                &m,
+                q,
+                &mut bus,
+                &mut dev,
+                &mut mem,
+                FLAT,
+                &mut ReplyBuilder::within(&mut ExitReply::new())
+            ),
             Err(IoFault::Decode(_))
         ));
     }
@@ -451,22 +468,54 @@ mod tests {
         m.cr0 = 0x8001_0011; // PG, WP
         let q = IoQualification::decode(qual).unwrap();
         // A read-only user page: writes fault with WP set, even for the kernel.
-        let out = emulate(&m, q, &mut bus, &mut dev, &mut mem, long(0), &mut ReplyBuilder::new());
+        let out = emulate(
+            &m,
+            q,
+            &mut bus,
+            &mut dev,
+            &mut mem,
+            long(0),
+            &mut ReplyBuilder::within(&mut ExitReply::new()),
+        );
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x10 }));
         // A writable supervisor page: fine for CPL 0, a fault for CPL 3.
         m.guest_linear = 0x1010;
         m.gprs.set(Gprs::RDI, 0x1010);
         assert_eq!(
-            emulate(&m, q, &mut bus, &mut dev, &mut mem, long(0), &mut ReplyBuilder::new()),
+            emulate(
+                &m,
+                q,
+                &mut bus,
+                &mut dev,
+                &mut mem,
+                long(0),
+                &mut ReplyBuilder::within(&mut ExitReply::new())
+            ),
             Ok(true)
         );
         assert_eq!(mem.read_u32(0x9010).unwrap() & 0xff, 0);
-        let out = emulate(&m, q, &mut bus, &mut dev, &mut mem, long(3), &mut ReplyBuilder::new());
+        let out = emulate(
+            &m,
+            q,
+            &mut bus,
+            &mut dev,
+            &mut mem,
+            long(3),
+            &mut ReplyBuilder::within(&mut ExitReply::new()),
+        );
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x1010 }));
         // Unmapped.
         m.guest_linear = 0x5000;
         m.gprs.set(Gprs::RDI, 0x5000);
-        let out = emulate(&m, q, &mut bus, &mut dev, &mut mem, long(0), &mut ReplyBuilder::new());
+        let out = emulate(
+            &m,
+            q,
+            &mut bus,
+            &mut dev,
+            &mut mem,
+            long(0),
+            &mut ReplyBuilder::within(&mut ExitReply::new()),
+        );
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x5000 }));
     }
 
@@ -492,7 +541,15 @@ mod tests {
         let q = IoQualification::decode(qual).unwrap();
         let mode = GuestMode { paging: PagingMode::Long4, cpl: 0 };
         assert_eq!(
-            emulate(&m, q, &mut bus, &mut dev, &mut mem, mode, &mut ReplyBuilder::new()),
+            emulate(
+                &m,
+                q,
+                &mut bus,
+                &mut dev,
+                &mut mem,
+                mode,
+                &mut ReplyBuilder::within(&mut ExitReply::new())
+            ),
             Ok(true)
         );
         let mut a = [0u8; 2];

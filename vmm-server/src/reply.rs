@@ -8,37 +8,15 @@
 use protocols::vmcs::Field;
 use protocols::vmexit::{EventInjection, ExitReply, ReplyFlags};
 
-/// Where a reply is built: in place in the vCPU state page's reply area (the exit path:
-/// nothing is built elsewhere and copied), or in a value of its own.
-#[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "the owned form is for replies off the exit path (set-up, wake-up, tests); the VMM has no allocator to box it"
-)]
-enum Area<'a> {
-    Own(ExitReply),
-    In(&'a mut ExitReply),
-}
-
-/// An [`ExitReply`] under construction.
+/// An [`ExitReply`] under construction, in place: in the vCPU state page's reply area on
+/// the exit path (nothing is built elsewhere and copied), or in a value of the caller's.
 #[derive(Debug)]
 pub struct ReplyBuilder<'a> {
-    area: Area<'a>,
+    area: &'a mut ExitReply,
     overflow: bool,
 }
 
-impl Default for ReplyBuilder<'_> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<'a> ReplyBuilder<'a> {
-    /// An empty reply of its own: resume unchanged.
-    pub fn new() -> Self {
-        Self { area: Area::Own(ExitReply::new()), overflow: false }
-    }
-
     /// An empty reply built in `area` (the reply area of the vCPU state page). Only the
     /// header is reset: GPR values the mask does not name and writes past the count are
     /// never read, so they may stay as an earlier reply left them.
@@ -50,14 +28,11 @@ impl<'a> ReplyBuilder<'a> {
         area.injection = EventInjection::NONE;
         area.injection_error = 0;
         area.injection_len = 0;
-        Self { area: Area::In(area), overflow: false }
+        Self { area, overflow: false }
     }
 
     fn r(&mut self) -> &mut ExitReply {
-        match &mut self.area {
-            Area::Own(r) => r,
-            Area::In(r) => r,
-        }
+        self.area
     }
 
     /// Queue a VMCS write; a write to a field already queued replaces its value, so the
@@ -117,18 +92,12 @@ impl<'a> ReplyBuilder<'a> {
 
     /// The reply so far (for tests and for handlers that read back).
     pub fn reply(&self) -> &ExitReply {
-        match &self.area {
-            Area::Own(r) => r,
-            Area::In(r) => r,
-        }
+        self.area
     }
 
     /// The finished reply, as a value.
     pub fn finish(self) -> ExitReply {
-        match self.area {
-            Area::Own(r) => r,
-            Area::In(r) => *r,
-        }
+        *self.area
     }
 }
 
@@ -136,11 +105,13 @@ impl<'a> ReplyBuilder<'a> {
 mod tests {
     use super::ReplyBuilder;
     use protocols::vmcs::Field;
+    use protocols::vmexit::ExitReply;
     use protocols::vmexit::{EventInjection, ReplyFlags, MAX_WRITES};
 
     #[test]
     fn rewrites_replace_and_overflow_is_remembered() {
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         r.write(Field::GuestCr0, 1);
         r.write(Field::GuestCr0, 2);
         assert_eq!(r.reply().writes().len(), 1);
@@ -155,12 +126,14 @@ mod tests {
 
     #[test]
     fn injection_drops_meaningless_error_codes_and_lengths() {
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         r.inject(EventInjection::interrupt(0x20), 5, 3);
         let reply = r.finish();
         assert!(reply.flags.contains(ReplyFlags::INJECT_EVENT));
         assert_eq!((reply.injection_error, reply.injection_len), (0, 0));
-        let mut r = ReplyBuilder::new();
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
         r.inject(EventInjection::exception(13), 0, 3);
         assert_eq!(r.reply().injection_len, 0);
         assert!(r.injects());
