@@ -343,8 +343,15 @@ impl<S: Store> Kernel<S> {
     /// the GPRs it loads, the cached VMCS view, CR2 for a reflected #PF. The writes
     /// stay pending until the next entry.
     pub(crate) fn apply_reply(&mut self, v: u64) {
+        // The batch was validated from this frame's reply area, so it is bound; the
+        // GPR values are read from there, each once, as they are loaded.
+        if let Some(frame) = self.message_frame(v) {
+            let (data, page) = self.store.vcpu_and_frame(v, frame);
+            if let Some(reply) = vcpu_page::reply(page) {
+                data.pending.load_gprs(&reply.gprs, &mut data.gprs);
+            }
+        }
         let data = self.store.vcpu(v);
-        data.pending.load_gprs(&mut data.gprs);
         data.cached = data.pending.next;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
         if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending)) {

@@ -220,14 +220,15 @@ pub struct VcpuState {
 }
 
 /// A batch that passed every check: apply `writes` in order, load the GPRs named by
-/// `gpr_mask`, then resume unless `stop`.
+/// `gpr_mask` from the reply, then resume unless `stop`. GPR values need no check (any
+/// value is a valid guest register), so they are not copied here: [`Self::load_gprs`]
+/// reads each from the reply once, as it loads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ValidatedBatch {
     writes: [(Field, u64); MAX_VALIDATED_WRITES],
     len: usize,
-    /// GPR values; RSP is already a [`Field::GuestRsp`] write.
-    pub gprs: Gprs,
-    /// Which `gprs` to load into the save area (never bit 4).
+    /// Which of the reply's GPRs to load into the save area (never bit 4: RSP is already
+    /// a [`Field::GuestRsp`] write).
     pub gpr_mask: u16,
     /// Leave the vCPU stopped after applying.
     pub stop: bool,
@@ -240,7 +241,6 @@ impl Default for ValidatedBatch {
         Self {
             writes: [(Field::GuestRip, 0); MAX_VALIDATED_WRITES],
             len: 0,
-            gprs: Gprs::default(),
             gpr_mask: 0,
             stop: false,
             next: VcpuState::default(),
@@ -259,14 +259,15 @@ impl ValidatedBatch {
         self.writes.get(..self.len).unwrap_or(&[])
     }
 
-    /// Load the GPRs the batch names into `to` (RSP is a VMCS write instead).
-    pub fn load_gprs(&self, to: &mut Gprs) {
+    /// Load the GPRs the batch names from `from` (the reply it was validated from) into
+    /// `to`.
+    pub fn load_gprs(&self, from: &Gprs, to: &mut Gprs) {
         let mut mask = self.gpr_mask;
         while mask != 0 {
             // Below 16: the mask is 16 bits wide.
             let r = mask.trailing_zeros() as usize & 15;
             mask &= mask - 1;
-            to.regs[r] = self.gprs.regs[r];
+            to.regs[r] = from.regs[r];
         }
     }
 
@@ -385,8 +386,6 @@ fn validate(
 ) -> Result<(), BatchError> {
     let head = header(reply)?;
     let flags = head.flags;
-    // Read once, whole: one block copy costs less than picking out the named ones.
-    out.gprs = reply.gprs;
     out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
     out.stop = flags.contains(ReplyFlags::STOP_VCPU);
     out.next = *now;
@@ -437,7 +436,7 @@ fn validate(
         out.push(Field::ProcBasedControls, value.into())?;
     }
     if head.gpr_mask & (1 << Gprs::RSP) != 0 {
-        out.push(Field::GuestRsp, out.gprs.rsp())?;
+        out.push(Field::GuestRsp, reply.gprs.rsp())?;
     }
     if flags.contains(ReplyFlags::ADVANCE_RIP) {
         advance_rip(out, now)?;
@@ -833,7 +832,9 @@ mod tests {
         let b = decode(&r).unwrap();
         assert_eq!(b.writes(), [(Field::GuestRip, 0x1002)]);
         assert_eq!(b.gpr_mask, 0b1111);
-        assert_eq!(b.gprs.regs[..4], [1, 3, 4, 2]);
+        let mut loaded = Gprs::default();
+        b.load_gprs(&r.gprs, &mut loaded);
+        assert_eq!(loaded.regs[..4], [1, 3, 4, 2]);
         assert!(!b.stop);
         assert_eq!(b.next.rip, 0x1002);
     }
