@@ -30,6 +30,15 @@ pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-mod
 pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server", "console-driver", "syscall-fuzzer"];
 
 fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Result<PathBuf> {
+    cargo_build_with(packages, target_subdir, rustflags, &[])
+}
+
+fn cargo_build_with(
+    packages: &[&str],
+    target_subdir: &str,
+    rustflags: &[&str],
+    features: &[&str],
+) -> Result<PathBuf> {
     let target_dir = crate::target_dir().join(target_subdir);
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(crate::root())
@@ -40,16 +49,20 @@ fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Re
     for p in packages {
         cmd.args(["-p", p]);
     }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
     crate::progress::Status::start(format!("building {target_subdir} ({})", packages.join(", ")))
         .run(&mut cmd, &format!("build-{target_subdir}"))
         .map_err(|e| err!("building {} for {TARGET} failed: {e}", packages.join(", ")))?;
     Ok(target_dir.join(TARGET).join("release"))
 }
 
-/// Build the kernel; returns the path of its ELF.
-pub fn build_kernel() -> Result<PathBuf> {
-    let dir =
-        cargo_build(&["kernel"], "kernel", &["-Ccode-model=kernel", "-Crelocation-model=static"])?;
+/// Build the kernel with `features` (none for every image but a traced one), each set in
+/// a target directory of its own; returns the path of its ELF.
+pub fn build_kernel(features: &[&str]) -> Result<PathBuf> {
+    let subdir = features.iter().fold(String::from("kernel"), |d, f| d + "-" + f);
+    let dir = cargo_build_with(&["kernel"], &subdir, KERNEL_RUSTFLAGS, features)?;
     Ok(dir.join("kernel"))
 }
 

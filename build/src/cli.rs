@@ -99,7 +99,7 @@ pub enum Command {
     /// Boot the default image under Bochs and print the benchmark figures (Bochs TSC ticks
     /// = emulated instructions)
     #[command(after_help = EXIT_CODES)]
-    Bench,
+    Bench(BenchArgs),
     /// Fuzz the libFuzzer targets in tests/fuzz: a smoke of every target, a long campaign
     /// on one (--long), or a reproduction of a saved input (repro)
     #[command(after_help = EXIT_CODES)]
@@ -118,6 +118,15 @@ pub enum Command {
     /// target/linux/), write its initramfs, and check the kernel as the VMM's loader will
     #[command(after_help = EXIT_CODES)]
     Linux,
+}
+
+/// `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Instead of the figures: single-step one CPUID round trip through the kernel (a
+    /// kernel built with the `exit-trace` feature) and count its instructions by function
+    #[arg(long)]
+    pub exit_trace: bool,
 }
 
 /// `cargo xtask run`.

@@ -229,6 +229,12 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Build (or rebuild) the image's ISO; returns its path.
 pub fn build(image: Image) -> Result<PathBuf> {
+    build_with(image, &[])
+}
+
+/// [`build`] with a kernel built with `kernel_features`, as its own image (named after
+/// them).
+pub fn build_with(image: Image, kernel_features: &[&str]) -> Result<PathBuf> {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let images = crate::target_dir().join("images");
     fs::create_dir_all(&images)?;
@@ -236,12 +242,13 @@ pub fn build(image: Image) -> Result<PathBuf> {
     let lock = fs::File::create(images.join(".lock"))?;
     lock.lock()?;
     crate::deps::ensure(&[crate::deps::Need::Grub])?;
-    let kernel = cargo::build_kernel()?;
+    let kernel = cargo::build_kernel(kernel_features)?;
+    let name = kernel_features.iter().fold(image.name.to_string(), |n, f| n + "-" + f);
     let user = cargo::build_user()?;
     let init = mutate(&fs::read(user.join("init"))?, image.init)?;
     let guests = cargo::build_guests()?;
 
-    let dir = images.join(image.name);
+    let dir = images.join(&name);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("boot/grub"))?;
     fs::copy(&kernel, dir.join("boot/kernel"))?;
@@ -266,7 +273,7 @@ pub fn build(image: Image) -> Result<PathBuf> {
     }
     fs::write(dir.join("boot/manifest"), manifest)?;
     fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &image.modules()))?;
-    let iso = images.join(format!("{}.iso", image.name));
+    let iso = images.join(format!("{name}.iso"));
     mkrescue(&dir, &iso)?;
     Ok(iso)
 }

@@ -9,6 +9,7 @@ pub mod cpio;
 pub mod debian;
 pub mod deps;
 pub mod emulator;
+pub mod exit_trace;
 pub mod fuzz;
 pub mod image;
 pub mod linux;

@@ -269,6 +269,7 @@ pub fn resume(
                     arch::x86_64::stacks::KERNEL_STACK,
                     arch::x86_64::stacks::boot_use(),
                 );
+                arch::x86_64::exit_trace::report();
                 vcpu_run::shutdown();
                 arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
             }

@@ -146,11 +146,17 @@ impl<S: Store> Kernel<S> {
     /// check, ports whose pass-through copy is gone exit again (and the ranges still held
     /// are cleared again, in case they overlap a withdrawn one). Cheap when nothing was
     /// deleted: one comparison.
+    #[inline]
     pub fn refresh_pass_through(&mut self, v: u64) {
-        let generation = self.io_ports_generation;
-        if self.store.vcpu(v).pass_generation == generation {
-            return;
+        // Checked before every entry; an `IoPorts` capability is rarely deleted.
+        if self.store.vcpu(v).pass_generation != self.io_ports_generation {
+            self.withdraw_pass_through(v);
         }
+    }
+
+    #[inline(never)]
+    fn withdraw_pass_through(&mut self, v: u64) {
+        let generation = self.io_ports_generation;
         self.store.vcpu(v).pass_generation = generation;
         let mut withdrawn = false;
         for i in 0..VCPU_PASS_SLOTS {

@@ -273,7 +273,15 @@ impl ValidatedBatch {
 
     /// Whether the batch writes `field`.
     fn writes_field(&self, field: Field) -> bool {
-        self.writes().iter().any(|&(f, _)| f == field)
+        // Most batches hold one write or none: a plain loop, no slice set-up.
+        let mut i = 0;
+        while let Some(&(f, _)) = self.writes.get(i).filter(|_| i < self.len) {
+            if f == field {
+                return true;
+            }
+            i += 1;
+        }
+        false
     }
 
     /// Append a write; each field at most once, so the result does not depend on order.
@@ -482,7 +490,8 @@ fn advance_rip(out: &mut ValidatedBatch, now: &VcpuState) -> Result<(), BatchErr
     out.push(Field::GuestRip, rip)?;
     out.next.rip = rip;
     let shadow = BLOCKING_STI | BLOCKING_MOV_SS;
-    if !out.writes_field(Field::GuestInterruptibility) && now.interruptibility & shadow != 0 {
+    // The shadow test first: it is rare, the search through the writes is not free.
+    if now.interruptibility & shadow != 0 && !out.writes_field(Field::GuestInterruptibility) {
         let value = now.interruptibility & !shadow;
         out.push(Field::GuestInterruptibility, value.into())?;
         out.next.interruptibility = value;

@@ -4,6 +4,7 @@ pub mod boot;
 pub mod cpu;
 pub mod entry;
 pub mod exit;
+pub mod exit_trace;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;

@@ -35,6 +35,7 @@ pub fn activate<S: Store>(k: &mut Kernel<S>) {
         }
     }
     ON_CPU.store(cur, Relaxed);
+    super::exit_trace::thread_active();
 }
 
 /// Save the user FPU state to its thread before a guest's state is loaded.

@@ -130,6 +130,9 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
 extern "C" fn trap_from_kernel(frame: *mut UserContext) {
     // SAFETY: the stub passes the frame it just pushed on the current stack.
     let c = unsafe { *frame };
+    if super::exit_trace::single_step(c.vector, c.rip) {
+        return;
+    }
     match classify(c.vector) {
         Source::Tick => {
             // A tick that interrupted a guest: the vCPU loop reschedules.

@@ -120,11 +120,16 @@ fn vmread(root: &VmxRoot, f: Field) -> u64 {
 /// Carry out what the kernel asked of the hardware: flush the TLB after a mapping went,
 /// clear the active VMCS after a VCpu was destroyed, invalidate EPT translations after a
 /// guest mapping went.
+#[inline]
 pub fn flush<S: Store>(k: &mut Kernel<S>) {
     // Usually nothing: then neither the VMX token nor anything else is touched.
-    if !(k.tlb_stale || k.vmcs_released || k.ept_stale) {
-        return;
+    if k.tlb_stale || k.vmcs_released || k.ept_stale {
+        flush_now(k);
     }
+}
+
+#[inline(never)]
+fn flush_now<S: Store>(k: &mut Kernel<S>) {
     if core::mem::take(&mut k.tlb_stale) {
         // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
         unsafe { cpu::write_cr3(cpu::read_cr3()) }
@@ -297,6 +302,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
     let launched = data.launched;
     thread::release_fpu(k);
     fpu::restore(&k.store.vcpu(v).fpu);
+    super::exit_trace::entering_guest();
     let entry_tsc = cpu::rdtsc();
     // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host state,
     // and interrupts are disabled in the kernel.
@@ -309,6 +315,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         return fail(k, entry, None, e);
     }
     let reason = vmread(root, Field::ExitReason) as u32;
+    super::exit_trace::exit_taken(reason & 0xffff);
     // A VM entry that failed its checks (bit 31) leaves the launch state as it was: a
     // VMCS whose VMLAUNCH failed must be launched again, not resumed.
     if reason & EXIT_REASON_ENTRY_FAILURE == 0 {

@@ -1,0 +1,133 @@
+//! The exit-path tracer (`--features exit-trace`, `cargo xtask bench --exit-trace`):
+//! single-steps the kernel through one whole CPUID round trip and reports every
+//! instruction's address, so each step of the hot path can be counted by function
+//! (under Bochs one instruction is one TSC tick). Off by default, when every hook below
+//! is empty.
+//!
+//! The kernel half of a round trip is two legs, each traced on the kernel stack only
+//! (never in the entry stubs, whose stack is the thread's save area): the exit leg from
+//! the exit reason's read to the switch to the VMM, and the entry leg from the VMM's
+//! `ReplyRecv` to just before VM entry. TF is set by `popfq`; each #DB records the
+//! address of the next instruction and returns with TF still set.
+
+#[cfg(feature = "exit-trace")]
+mod on {
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+
+    /// Which CPUID exit is traced: late enough for the caches of the VMM to be warm.
+    const TRACED_EXIT: u64 = 500;
+    const IDLE: u8 = 0;
+    const EXIT_LEG: u8 = 1;
+    const AWAIT_ENTRY: u8 = 2;
+    const ENTRY_LEG: u8 = 3;
+    const DONE: u8 = 4;
+
+    static STEPPING: AtomicBool = AtomicBool::new(false);
+    static PHASE: AtomicU8 = AtomicU8::new(IDLE);
+    static CPUID_EXITS: AtomicU64 = AtomicU64::new(0);
+    static RIPS: [AtomicU64; 2048] = [const { AtomicU64::new(0) }; 2048];
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+    static EXIT_LEG_LEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// Set or clear TF. `STEPPING` is true whenever TF is: set before it, cleared after.
+    fn step(on: bool) {
+        if on {
+            STEPPING.store(true, Relaxed);
+            // SAFETY: only RFLAGS.TF changes; each #DB is taken by `single_step`.
+            unsafe { core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq") };
+        } else {
+            // SAFETY: only RFLAGS.TF changes.
+            unsafe { core::arch::asm!("pushfq", "and qword ptr [rsp], ~0x100", "popfq") };
+            STEPPING.store(false, Relaxed);
+        }
+    }
+
+    fn advance(from: u8, to: u8, stepping: bool) -> bool {
+        if PHASE.compare_exchange(from, to, Relaxed, Relaxed).is_ok() {
+            step(stepping);
+            return true;
+        }
+        false
+    }
+
+    pub fn exit_taken(reason: u32) {
+        if reason == 10 && CPUID_EXITS.fetch_add(1, Relaxed) == TRACED_EXIT {
+            advance(IDLE, EXIT_LEG, true);
+        }
+    }
+
+    pub fn thread_active() {
+        if advance(EXIT_LEG, AWAIT_ENTRY, false) {
+            EXIT_LEG_LEN.store(LEN.load(Relaxed), Relaxed);
+        }
+    }
+
+    pub fn syscall_entered() {
+        advance(AWAIT_ENTRY, ENTRY_LEG, true);
+    }
+
+    pub fn entering_guest() {
+        if advance(EXIT_LEG, IDLE, false) {
+            // The traced exit went to no waiting VMM: trace the next CPUID exit instead.
+            LEN.store(0, Relaxed);
+            CPUID_EXITS.store(TRACED_EXIT, Relaxed);
+            return;
+        }
+        advance(ENTRY_LEG, DONE, false);
+    }
+
+    pub fn single_step(vector: u64, rip: u64) -> bool {
+        if vector != 1 || !STEPPING.load(Relaxed) {
+            return false;
+        }
+        let n = LEN.load(Relaxed);
+        if let Some(slot) = RIPS.get(n) {
+            slot.store(rip, Relaxed);
+            LEN.store(n + 1, Relaxed);
+        }
+        true
+    }
+
+    pub fn report() {
+        let (n, exit) = (LEN.load(Relaxed), EXIT_LEG_LEN.load(Relaxed));
+        crate::kprintln!("exit-trace: legs {exit} {}", n.saturating_sub(exit));
+        for r in RIPS.iter().take(n) {
+            crate::kprintln!("exit-trace: {:x}", r.load(Relaxed));
+        }
+    }
+}
+
+#[cfg(feature = "exit-trace")]
+pub use on::{entering_guest, exit_taken, report, single_step, syscall_entered, thread_active};
+
+/// A VM exit with basic reason `reason` was taken (the 500th CPUID exit starts the trace).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn exit_taken(_reason: u32) {}
+
+/// A thread is about to return to ring 3 (ends the exit leg).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn thread_active() {}
+
+/// A syscall entered the kernel (starts the entry leg after a traced exit).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn syscall_entered() {}
+
+/// The kernel is about to enter a guest (ends the entry leg).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn entering_guest() {}
+
+/// A kernel-mode exception: whether it was a trace step (and is handled).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn single_step(_vector: u64, _rip: u64) -> bool {
+    false
+}
+
+/// Print the trace (at shutdown).
+#[cfg(not(feature = "exit-trace"))]
+#[inline(always)]
+pub fn report() {}
