@@ -115,26 +115,43 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// The current vCPU `v` exits, its message set up in its registers: if its VMM waits
-    /// on the exit endpoint `ep` and may run now, hand it the exit and switch to it.
-    /// `false`: the slow path sends it.
-    pub(crate) fn fast_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64) -> bool {
-        self.fast_deliver_call(v, ep, badge, MsgInfo::new(vm::EXIT_LABEL, 4))
+    /// The current vCPU `v` exits with the register words `words`: if its VMM waits on
+    /// the exit endpoint `ep` and may run now, hand it the exit (written straight into
+    /// its registers) and switch to it. `false`: the slow path sends it.
+    pub(crate) fn fast_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64, words: [u64; 4]) -> bool {
+        let Some(receiver) = self.fast_take_receiver(ep) else { return false };
+        let t = &mut self.store.tcb(receiver).context;
+        t.rax = 0;
+        t.rdi = badge;
+        t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
+        [t.rdx, t.r10, t.r8, t.r9] = words;
+        self.fast_call_delivered(v, receiver);
+        true
     }
 
     /// `cur` calls on `ep` with the short message `info`: deliver it to the receiver at
     /// the head of the queue and switch to it, if it waits in `Recv` and may run now.
     #[inline(always)]
     fn fast_deliver_call(&mut self, cur: u64, ep: u64, badge: u64, info: MsgInfo) -> bool {
+        let Some(receiver) = self.fast_take_receiver(ep) else { return false };
+        self.fast_copy(cur, receiver, badge, info);
+        self.fast_call_delivered(cur, receiver);
+        true
+    }
+
+    /// The receiver at the head of `ep`'s queue, taken off it, if it waits in `Recv` and
+    /// may run now.
+    #[inline(always)]
+    fn fast_take_receiver(&mut self, ep: u64) -> Option<u64> {
         let e = *self.store.endpoint(ep);
         if e.state != EndpointState::Receiving {
-            return false;
+            return None;
         }
         let receiver = e.queue.head;
         if self.store.tcb(receiver).state != (ThreadState::BlockedRecv { ep })
             || !self.fast_can_switch_to(receiver)
         {
-            return false;
+            return None;
         }
         let mut q = e.queue;
         q.pop(&mut self.store);
@@ -143,13 +160,17 @@ impl<S: Store> Kernel<S> {
         if q.is_empty() {
             e.state = EndpointState::Idle;
         }
-        self.fast_copy(cur, receiver, badge, info);
+        Some(receiver)
+    }
+
+    /// `cur`'s call reached `receiver`, which runs now; `cur` waits for the reply.
+    #[inline(always)]
+    fn fast_call_delivered(&mut self, cur: u64, receiver: u64) {
         self.store.tcb(cur).state = ThreadState::BlockedReply { server: receiver };
         let r = self.store.tcb(receiver);
         r.caller = cur;
         r.state = ThreadState::Ready;
         self.current = receiver;
-        true
     }
 
     fn fast_reply_recv(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> FastPath {
@@ -190,10 +211,9 @@ impl<S: Store> Kernel<S> {
         if e.state == EndpointState::Sending || self.sched.any_above(prio) || !self.runnable(vcpu) {
             return FastPath::Declined;
         }
-        if self.validate_reply(vcpu).is_err() || self.store.vcpu(vcpu).pending.stop {
+        if !self.take_running_reply(vcpu) {
             return FastPath::Declined;
         }
-        self.apply_reply(vcpu);
         self.fast_wait(cur, vcpu, ep, e.queue);
         FastPath::Guest
     }

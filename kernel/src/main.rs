@@ -232,13 +232,23 @@ pub fn with_kernel<R>(
 #[cfg(target_os = "none")]
 pub fn resume(
     k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
+    next: kernel::state::Next,
+) {
+    arch::x86_64::vcpu_run::flush(k);
+    run_next(k, next);
+}
+
+/// [`resume`] for a caller that has nothing to flush first or whose next step flushes
+/// itself (entering a vCPU does).
+#[cfg(target_os = "none")]
+pub fn run_next(
+    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
     mut next: kernel::state::Next,
 ) {
     use arch::x86_64::{cpu, thread, vcpu_run};
     use core::sync::atomic::Ordering::Relaxed;
     use kernel::state::Next;
     use kernel::store::Store;
-    vcpu_run::flush(k);
     loop {
         match next {
             // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
@@ -282,6 +292,7 @@ pub fn resume(
 /// woken driver may outrank the thread that was to run. Interrupts are only taken in ring
 /// 3, while idle or while a guest runs, so only those paths call this.
 #[cfg(target_os = "none")]
+#[inline]
 pub fn deliver_interrupts(
     k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
     next: kernel::state::Next,

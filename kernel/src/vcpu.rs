@@ -253,17 +253,19 @@ impl<S: Store> Kernel<S> {
         let exit_ep = self.store.slot(tcb_slot(v, EXIT_SLOT)).cap;
         match (self.message_frame(v), exit_ep) {
             (Some(_), Cap::Endpoint { addr, badge, .. }) => {
-                let t = &mut self.store.tcb(v).context;
-                t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
-                (t.rdx, t.r10, t.r8, t.r9) = (
+                let words = [
                     u64::from(core.reason),
                     core.qualification,
                     core.rip,
                     u64::from(core.instruction_len),
-                );
-                if self.fast_vcpu_exit(v, addr, badge) {
+                ];
+                if self.fast_vcpu_exit(v, addr, badge, words) {
                     return Next::Run;
                 }
+                // The slow path sends what the vCPU's registers hold.
+                let t = &mut self.store.tcb(v).context;
+                t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
+                [t.rdx, t.r10, t.r8, t.r9] = words;
                 self.send_vcpu_exit(v, addr, badge);
             }
             _ => self.store.tcb(v).state = ThreadState::Inactive,
@@ -317,6 +319,26 @@ impl<S: Store> Kernel<S> {
         Ok(())
     }
 
+    /// The fastpath's [`Self::validate_reply`] and [`Self::apply_reply`] in one, with one
+    /// look-up of the frame: a batch that validates and does not stop the vCPU is applied
+    /// (`true`); otherwise nothing changes but the pending batch, and the slow path, which
+    /// validates again, says what happened (`false`).
+    pub(crate) fn take_running_reply(&mut self, v: u64) -> bool {
+        let Some(frame) = self.message_frame(v) else { return false };
+        let Some(vmx) = self.vmx.as_ref() else { return false };
+        let (data, page) = self.store.vcpu_and_frame(v, frame);
+        let Some(reply) = vcpu_page::reply(page) else { return false };
+        let VcpuData { cached, pending, gprs, .. } = data;
+        if decode_reply_into(reply, &vmx.caps, &vmx.policy, cached, pending).is_err()
+            || pending.stop
+        {
+            return false;
+        }
+        pending.load_gprs(&reply.gprs, gprs);
+        self.take_batch_state(v);
+        true
+    }
+
     /// Validate the reply in `v`'s reply area into its pending batch (which holds no
     /// writes if it is refused). Nothing else changes either way.
     pub(crate) fn validate_reply(&mut self, v: u64) -> Result<(), ReplyError> {
@@ -351,6 +373,13 @@ impl<S: Store> Kernel<S> {
                 data.pending.load_gprs(&reply.gprs, &mut data.gprs);
             }
         }
+        self.take_batch_state(v);
+    }
+
+    /// The validated batch's state becomes the cached one; a reflected #PF gives the
+    /// guest its address in CR2.
+    #[inline(always)]
+    fn take_batch_state(&mut self, v: u64) {
         let data = self.store.vcpu(v);
         data.cached = data.pending.next;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.

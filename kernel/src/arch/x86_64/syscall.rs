@@ -46,7 +46,8 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
 /// slow path, so the thread-to-thread fastpath's frame stays small.
 #[inline(never)]
 fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
-    crate::resume(k, kernel::state::Next::Run);
+    // `vcpu_run::run` flushes what the fastpath could have left (nothing) itself.
+    crate::run_next(k, kernel::state::Next::Run);
 }
 
 /// Every syscall the fastpath does not take. Kept out of line so that the fastpath's

@@ -213,6 +213,16 @@ const GUEST_STATE_GROUPS: TransferMask = TransferMask::SEGMENTS
     .union(TransferMask::SYSENTER)
     .union(TransferMask::PDPTES);
 
+/// The base fields read by VMREAD only when asked for (the others come from the
+/// kernel's own reads or copy).
+const BASE_READ_GROUPS: TransferMask = TransferMask::QUALIFICATION
+    .union(TransferMask::INSTRUCTION_INFO)
+    .union(TransferMask::GUEST_LINEAR)
+    .union(TransferMask::GUEST_PHYSICAL)
+    .union(TransferMask::CR3)
+    .union(TransferMask::VECTORING)
+    .union(TransferMask::INTERRUPTION);
+
 /// `instruction` failed: the vCPU stops and its VMM is told why.
 fn fail<S: Store>(
     k: &mut Kernel<S>,
@@ -367,23 +377,33 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         (m.rip, m.rflags, m.cr0, m.cr4) = (core.rip, core.rflags, core.cr0, core.cr4);
         // Base fields outside the groups read as zero, never as an earlier exit's.
         let has = |g: TransferMask| groups.contains(g);
-        m.qualification = if has(TransferMask::QUALIFICATION) { core.qualification } else { 0 };
-        m.instruction_info =
-            read_if(has(TransferMask::INSTRUCTION_INFO), Field::ExitInstructionInfo) as u32;
-        m.guest_linear = read_if(has(TransferMask::GUEST_LINEAR), Field::GuestLinearAddress);
-        m.guest_physical = read_if(has(TransferMask::GUEST_PHYSICAL), Field::GuestPhysicalAddress);
-        m.cr3 = read_if(has(TransferMask::CR3), Field::GuestCr3);
-        let vectoring = has(TransferMask::VECTORING);
-        m.idt_vectoring_info = read_if(vectoring, Field::IdtVectoringInfo) as u32;
-        m.idt_vectoring_error = read_if(vectoring, Field::IdtVectoringErrorCode) as u32;
-        let interruption = has(TransferMask::INTERRUPTION);
-        m.exit_intr_info = if interruption { core.exit_intr_info } else { 0 };
-        m.exit_intr_error = read_if(interruption, Field::ExitInterruptionErrorCode) as u32;
+        if !groups.intersects(BASE_READ_GROUPS) {
+            // Most exits (CPUID, MSRs, HLT) ask for none: one test, then zeros.
+            (m.qualification, m.instruction_info, m.guest_linear) = (0, 0, 0);
+            (m.guest_physical, m.cr3) = (0, 0);
+            (m.idt_vectoring_info, m.idt_vectoring_error) = (0, 0);
+            (m.exit_intr_info, m.exit_intr_error) = (0, 0);
+        } else {
+            m.qualification = if has(TransferMask::QUALIFICATION) { core.qualification } else { 0 };
+            m.instruction_info =
+                read_if(has(TransferMask::INSTRUCTION_INFO), Field::ExitInstructionInfo) as u32;
+            m.guest_linear = read_if(has(TransferMask::GUEST_LINEAR), Field::GuestLinearAddress);
+            m.guest_physical =
+                read_if(has(TransferMask::GUEST_PHYSICAL), Field::GuestPhysicalAddress);
+            m.cr3 = read_if(has(TransferMask::CR3), Field::GuestCr3);
+            let vectoring = has(TransferMask::VECTORING);
+            m.idt_vectoring_info = read_if(vectoring, Field::IdtVectoringInfo) as u32;
+            m.idt_vectoring_error = read_if(vectoring, Field::IdtVectoringErrorCode) as u32;
+            let interruption = has(TransferMask::INTERRUPTION);
+            m.exit_intr_info = if interruption { core.exit_intr_info } else { 0 };
+            m.exit_intr_error = read_if(interruption, Field::ExitInterruptionErrorCode) as u32;
+        }
         m.transfer = groups;
         (m.exit_tsc, m.entry_tsc) = (exit_tsc, entry_tsc);
         // The CPU keeps SS.DPL equal to the CPL in every mode (SDM 25.4.1).
         m.cpl = (vmread(root, Field::GuestSsAccessRights) >> 5 & 3) as u8;
-        m.gprs = data.gprs;
+        // Two distinct places: a copy, not a move that must allow for overlap.
+        m.gprs.regs.copy_from_slice(&data.gprs.regs);
         if has(TransferMask::CONTROLS) {
             // The kernel's own copy: every control value the VMCS holds came through it.
             m.controls = data.cached.controls;
