@@ -81,11 +81,12 @@ impl<S: Store> Kernel<S> {
         (t.rdx, t.r10, t.r8, t.r9) = (w0, w1, w2, w3);
     }
 
-    /// Whether `tcb` may take the CPU now: no ready thread outranks it and it can run.
+    /// Whether `tcb` may take the CPU now: no ready thread outranks it or has its turn
+    /// before it (an equal, which the slow path would run first), and it can run.
     #[inline(always)]
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
         let prio = self.store.tcb(tcb).priority;
-        (!self.sched.any_above(prio) || planted!(FastpathIgnoresPriority))
+        (!self.sched.any_at_or_above(prio) || planted!(FastpathIgnoresPriority))
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
@@ -191,7 +192,10 @@ impl<S: Store> Kernel<S> {
         };
         let e = *self.store.endpoint(ep);
         let prio = self.store.tcb(vcpu).priority;
-        if e.state == EndpointState::Sending || self.sched.any_above(prio) || !self.runnable(vcpu) {
+        if e.state == EndpointState::Sending
+            || self.sched.any_at_or_above(prio)
+            || !self.runnable(vcpu)
+        {
             return FastPath::Declined;
         }
         if self.validate_reply(vcpu).is_err() || self.store.vcpu(vcpu).pending.stop {
@@ -308,6 +312,25 @@ mod tests {
             assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
             assert_eq!(t.k.store.tcb(ROOT_TCB).context.rax, 0, "fastpath: {fast}");
         }
+    }
+
+    #[test]
+    fn a_ready_thread_of_the_partners_priority_keeps_its_turn() {
+        let mut next = Vec::new();
+        for fast in [true, false] {
+            let (mut t, _) = setup();
+            t.retype(ObjectType::Tcb, 0, 31, 1);
+            t.invoke(31, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX]);
+            t.invoke(31, Invocation::TcbSetPriority, &[100]);
+            t.invoke(31, Invocation::TcbResume, &[]);
+            let c = &mut t.k.store.tcb(ROOT_TCB).context;
+            (c.rax, c.rdi, c.rsi) = (Syscall::Call as u64, 21, MsgInfo::new(5, 0).to_raw());
+            if !(fast && t.k.fastpath().taken()) {
+                t.k.syscall(&mut t.out);
+            }
+            next.push(t.k.current);
+        }
+        assert_eq!(next[0], next[1], "the fastpath ran another thread than the slow path");
     }
 
     #[test]
