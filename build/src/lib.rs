@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod fuzz;
 pub mod image;
 pub mod manifest;
+pub mod plant;
 pub mod progress;
 pub mod qemu;
 pub mod trace;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Bench => bench(),
         Command::Fuzz(args) => xtask::fuzz::command(args),
+        Command::Plant { time } => xtask::plant::command(time.as_secs().max(1)),
         Command::Trace { command } => xtask::trace::command(command),
         Command::Images => images(),
     };
