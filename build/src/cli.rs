@@ -113,6 +113,10 @@ pub enum Command {
         /// Fuzz each bug at most this long: a number of seconds, or with a unit
         #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
         time: Duration,
+        /// Leave out the seeds that find a bug on their own, so it must be found by
+        /// mutating the others
+        #[arg(long)]
+        hold_out: bool,
     },
     /// Exit traces: record guest32's under Bochs, turn a serial log into a trace, replay
     /// one against the VMM's dispatcher, cut one into fuzz seeds

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Bench => bench(),
         Command::Fuzz(args) => xtask::fuzz::command(args),
-        Command::Plant { time } => xtask::plant::command(time.as_secs().max(1)),
+        Command::Plant { time, hold_out } => xtask::plant::command(time.as_secs().max(1), hold_out),
         Command::Trace { command } => xtask::trace::command(command),
         Command::Images => images(),
     };

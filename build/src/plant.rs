@@ -22,7 +22,7 @@ pub const BUGS: [&str; 4] = [
 
 /// Plant each bug and fuzz for at most `seconds`; `Ok(true)` if every bug was found and
 /// the unplanted kernel passed.
-pub fn command(seconds: u64) -> Result<bool> {
+pub fn command(seconds: u64, hold_out: bool) -> Result<bool> {
     ensure_tools()?;
     let target_dir = fuzz_dir().join("target").join("planted");
     let mut build = nightly_cargo();
@@ -50,6 +50,30 @@ pub fn command(seconds: u64) -> Result<bool> {
         let dir = work_dir().join("plant").join(name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("corpus"))?;
+        // With `hold_out`, the seeds that find the bug on their own are left out: what
+        // is found then is found by mutating the others.
+        let seeds = match (hold_out, bug) {
+            (true, Some(b)) => {
+                let kept = dir.join("seeds");
+                fs::create_dir_all(&kept)?;
+                for entry in fs::read_dir(&seeds)? {
+                    let path = entry?.path();
+                    let alone = std::process::Command::new(&binary)
+                        .arg(&path)
+                        .env("PLANTED_BUG", b)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()?;
+                    if alone.success() {
+                        fs::copy(&path, kept.join(path.file_name().unwrap_or_default()))?;
+                    } else {
+                        println!("plant: {b}: seed {} finds it alone; held out", path.display());
+                    }
+                }
+                kept
+            }
+            _ => seeds.clone(),
+        };
         let log_path = dir.join("log");
         let log = File::create(&log_path)?;
         let mut cmd = std::process::Command::new(&binary);
@@ -80,13 +104,11 @@ pub fn command(seconds: u64) -> Result<bool> {
         let runs = text
             .lines()
             .filter_map(|l| l.strip_prefix('#')?.split_whitespace().next()?.parse::<u64>().ok())
-            .last()
+            .next_back()
             .unwrap_or(0);
-        let why = text
-            .lines()
-            .find(|l| l.contains("differ") || l.contains("panicked at"))
-            .unwrap_or("")
-            .trim();
+        // The panic message is the line after `panicked at`.
+        let why =
+            text.lines().skip_while(|l| !l.contains("panicked at")).nth(1).unwrap_or("").trim();
         match (bug, crashed) {
             (Some(_), true) => {
                 println!("plant: {name}: FOUND in {secs:.1} s ({by}, ~{runs} runs): {why}")

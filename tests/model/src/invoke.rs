@@ -214,7 +214,7 @@ impl State {
         }
         // Objects go at the watermark rounded up to their size, one after another.
         let size = 1u128 << bits;
-        let start = (u128::from(free) + size - 1) / size * size;
+        let start = u128::from(free).div_ceil(size) * size;
         let end = start + u128::from(count) * size;
         if bits > ut_bits || end > 1u128 << ut_bits {
             return Err(Error::OutOfMemory.into());
