@@ -104,6 +104,20 @@ pub enum Command {
     /// on one (--long), or a reproduction of a saved input (repro)
     #[command(after_help = EXIT_CODES)]
     Fuzz(FuzzArgs),
+    /// Plant each known bug in the kernel in turn (Send without the write right, a
+    /// transfer without the grant right, a fastpath that ignores a ready higher-priority
+    /// thread, a badge changed by re-minting) and show the syscalls fuzz target finds it
+    /// from the checked-in seeds
+    #[command(after_help = EXIT_CODES)]
+    Plant {
+        /// Fuzz each bug at most this long: a number of seconds, or with a unit
+        #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+        time: Duration,
+        /// Leave out the seeds that find a bug on their own, so it must be found by
+        /// mutating the others
+        #[arg(long)]
+        hold_out: bool,
+    },
     /// Exit traces: record guest32's under Bochs, turn a serial log into a trace, replay
     /// one against the VMM's dispatcher, cut one into fuzz seeds
     #[command(after_help = EXIT_CODES)]

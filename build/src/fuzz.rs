@@ -152,7 +152,7 @@ pub fn fuzz_dir() -> PathBuf {
 }
 
 /// Where smoke scratch corpora and run logs go (inside the build output, ignored by git).
-fn work_dir() -> PathBuf {
+pub(crate) fn work_dir() -> PathBuf {
     crate::target_dir().join("fuzz")
 }
 
@@ -190,7 +190,7 @@ pub fn command(args: FuzzArgs) -> Result<bool> {
 /// (not `$CARGO`, which names the stable toolchain's binary and would ignore `+nightly`),
 /// and variables the outer stable cargo may have set are dropped so they cannot leak
 /// stable settings or another target folder into the nightly build.
-fn nightly_cargo() -> Command {
+pub(crate) fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly").current_dir(fuzz_dir());
     for var in
@@ -293,7 +293,7 @@ fn nightly_rustc(args: &[&str]) -> Option<String> {
 }
 
 /// The host triple, which names cargo-fuzz's output folders.
-fn host_triple() -> Result<String> {
+pub(crate) fn host_triple() -> Result<String> {
     let version = nightly_rustc(&["-vV"]).ok_or_else(|| err!("`rustc +nightly -vV` failed"))?;
     version
         .lines()

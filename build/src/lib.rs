@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod image;
 pub mod linux;
 pub mod manifest;
+pub mod plant;
 pub mod progress;
 pub mod qemu;
 pub mod trace;

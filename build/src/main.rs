@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Bench(args) if args.exit_trace => xtask::exit_trace::command(),
         Command::Bench(_) => bench(),
         Command::Fuzz(args) => xtask::fuzz::command(args),
+        Command::Plant { time, hold_out } => xtask::plant::command(time.as_secs().max(1), hold_out),
         Command::Trace { command } => xtask::trace::command(command),
         Command::Images => images(),
         Command::Linux => linux(),

@@ -126,6 +126,9 @@ impl Cap {
             Self::Notification { addr, badge: 0, rights } => {
                 Ok(Self::Notification { addr, badge, rights })
             }
+            Self::Endpoint { addr, rights, .. } if planted!(RemintChangesBadge) => {
+                Ok(Self::Endpoint { addr, badge, rights })
+            }
             Self::Endpoint { .. } | Self::Notification { .. } => Err(DeriveError::AlreadyBadged),
             _ => Err(DeriveError::NotBadgeable),
         }

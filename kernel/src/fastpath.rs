@@ -81,11 +81,12 @@ impl<S: Store> Kernel<S> {
         (t.rdx, t.r10, t.r8, t.r9) = (w0, w1, w2, w3);
     }
 
-    /// Whether `tcb` may take the CPU now: no ready thread outranks it and it can run.
+    /// Whether `tcb` may take the CPU now: no ready thread outranks it or has its turn
+    /// before it (an equal, which the slow path would run first), and it can run.
     #[inline(always)]
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
         let prio = self.store.tcb(tcb).priority;
-        !self.sched.any_above(prio)
+        (!self.sched.any_at_or_above(prio) || planted!(FastpathIgnoresPriority))
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
@@ -166,7 +167,11 @@ impl<S: Store> Kernel<S> {
     /// `cur`'s call reached `receiver`, which runs now; `cur` waits for the reply.
     #[inline(always)]
     fn fast_call_delivered(&mut self, cur: u64, receiver: u64) {
-        self.store.tcb(cur).state = ThreadState::BlockedReply { server: receiver };
+        // The caller's status is success from here on, as the slow path leaves it: a
+        // caller suspended before the reply resumes with 0, not its syscall number.
+        let c = self.store.tcb(cur);
+        c.context.rax = 0;
+        c.state = ThreadState::BlockedReply { server: receiver };
         let r = self.store.tcb(receiver);
         r.caller = cur;
         r.state = ThreadState::Ready;
@@ -208,7 +213,10 @@ impl<S: Store> Kernel<S> {
         };
         let e = *self.store.endpoint(ep);
         let prio = self.store.tcb(vcpu).priority;
-        if e.state == EndpointState::Sending || self.sched.any_above(prio) || !self.runnable(vcpu) {
+        if e.state == EndpointState::Sending
+            || self.sched.any_at_or_above(prio)
+            || !self.runnable(vcpu)
+        {
             return FastPath::Declined;
         }
         if !self.take_running_reply(vcpu) {
@@ -307,6 +315,42 @@ mod tests {
         assert_eq!(fast_regs[0], slow_regs[0]);
         assert_eq!(fast_regs[0][3], 99);
         assert_eq!(fast_regs[0][4..], [0, 0, 0], "only the reply's one word arrives");
+    }
+
+    #[test]
+    fn a_caller_suspended_before_the_reply_resumes_with_the_same_status_either_way() {
+        for fast in [true, false] {
+            let (mut t, server) = setup();
+            let c = &mut t.k.store.tcb(ROOT_TCB).context;
+            (c.rax, c.rdi, c.rsi) = (Syscall::Call as u64, 21, MsgInfo::new(5, 0).to_raw());
+            if !(fast && t.k.fastpath().taken()) {
+                t.k.syscall(&mut t.out);
+            }
+            assert_eq!(t.k.current, server);
+            t.invoke(slot::TCB, Invocation::TcbSuspend, &[]);
+            t.invoke(slot::TCB, Invocation::TcbResume, &[]);
+            assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
+            assert_eq!(t.k.store.tcb(ROOT_TCB).context.rax, 0, "fastpath: {fast}");
+        }
+    }
+
+    #[test]
+    fn a_ready_thread_of_the_partners_priority_keeps_its_turn() {
+        let mut next = Vec::new();
+        for fast in [true, false] {
+            let (mut t, _) = setup();
+            t.retype(ObjectType::Tcb, 0, 31, 1);
+            t.invoke(31, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX]);
+            t.invoke(31, Invocation::TcbSetPriority, &[100]);
+            t.invoke(31, Invocation::TcbResume, &[]);
+            let c = &mut t.k.store.tcb(ROOT_TCB).context;
+            (c.rax, c.rdi, c.rsi) = (Syscall::Call as u64, 21, MsgInfo::new(5, 0).to_raw());
+            if !(fast && t.k.fastpath().taken()) {
+                t.k.syscall(&mut t.out);
+            }
+            next.push(t.k.current);
+        }
+        assert_eq!(next[0], next[1], "the fastpath ran another thread than the slow path");
     }
 
     #[test]

@@ -40,6 +40,16 @@ impl IrqTable {
     pub fn armed(&self) -> bool {
         self.unmasked != 0
     }
+
+    /// Lines with a live handler capability (bit `i` = line `i`).
+    pub fn issued(&self) -> u16 {
+        self.issued
+    }
+
+    /// Lines unmasked and not yet fired.
+    pub fn unmasked(&self) -> u16 {
+        self.unmasked
+    }
 }
 
 const fn bit(irq: u8) -> u16 {

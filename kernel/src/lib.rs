@@ -3,6 +3,18 @@
 #![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 #![forbid(unsafe_code)]
 
+/// Whether a bug planted on purpose is active: `false` except in the build `cargo xtask
+/// plant` makes (see `planted`).
+macro_rules! planted {
+    ($bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let on = crate::planted::active(crate::planted::Bug::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let on = false;
+        on
+    }};
+}
+
 pub mod bootstrap;
 pub mod cap;
 pub mod cnode;
@@ -28,6 +40,8 @@ pub mod kernel_message;
 pub mod multiboot2;
 pub mod notification;
 pub mod paging;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod queue;
 pub mod reply;
 #[cfg(test)]

@@ -47,6 +47,16 @@ impl Scheduler {
         self.bitmap[word] & above != 0 || self.bitmap[word + 1..].iter().any(|w| *w != 0)
     }
 
+    /// Whether a thread of priority `prio` or above is queued: the fastpath may switch to
+    /// a thread of priority `prio` only when none is, since the slow path would queue that
+    /// thread behind its equals (round robin) and run the first of them instead.
+    #[inline]
+    pub fn any_at_or_above(&self, prio: u8) -> bool {
+        let p = usize::from(prio);
+        let (word, bit) = (p / 64, p % 64);
+        self.bitmap[word] & (!0u64 << bit) != 0 || self.bitmap[word + 1..].iter().any(|w| *w != 0)
+    }
+
     /// Take the first thread of the highest priority.
     pub fn dequeue(&mut self, store: &mut impl Store) -> Option<u64> {
         let p = usize::from(self.highest()?);
@@ -105,6 +115,11 @@ mod tests {
                 assert_eq!(
                     q.any_above(prio),
                     q.highest().is_some_and(|h| h > prio),
+                    "{prios:?} {prio}"
+                );
+                assert_eq!(
+                    q.any_at_or_above(prio),
+                    q.highest().is_some_and(|h| h >= prio),
                     "{prios:?} {prio}"
                 );
             }

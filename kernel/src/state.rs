@@ -55,7 +55,9 @@ pub(crate) enum Done {
     Restart,
 }
 
-/// The whole kernel state.
+/// The whole kernel state. `Clone` lets the fuzzer run one step twice, fastpath on and
+/// off, from the same state.
+#[derive(Clone)]
 pub struct Kernel<S: Store> {
     /// Every object.
     pub store: S,

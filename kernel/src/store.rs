@@ -145,7 +145,7 @@ pub mod fake {
     use std::collections::HashMap;
 
     /// Every object the kernel creates, keyed by address.
-    #[derive(Default)]
+    #[derive(Clone, Default)]
     pub struct FakeStore {
         pub slots: HashMap<u64, Slot>,
         pub tcbs: HashMap<u64, Box<Tcb>>,

@@ -61,7 +61,7 @@ pub enum PortAccess {
 
 /// Stands in for the machine: collects console output, records port accesses, answers
 /// port reads, and keeps the interrupt controller's mask.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Recorder {
     /// Bytes written with `DebugWrite`.
     pub console: Vec<u8>,
@@ -94,6 +94,7 @@ impl Platform for Recorder {
 }
 
 /// The kernel plus its platform.
+#[derive(Clone)]
 pub struct Testbed {
     /// The kernel.
     pub k: Kernel<FakeStore>,

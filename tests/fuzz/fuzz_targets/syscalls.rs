@@ -30,7 +30,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fuzz::syscalls::{vmx_flag, Info, Op, Reader, Word};
+use fuzz::project::{describable, diff, project};
+use fuzz::syscalls::{vmx_flag, Info, Kind, Op, Reader, Word};
 use kernel::cap::{Cap, Mapping};
 use kernel::cnode::{self, Slot, SLOT_BITS};
 use kernel::paging::{PhysMemory, ADDR_MASK, HUGE, PRESENT};
@@ -40,6 +41,7 @@ use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, REPLY_BITS, TC
 use kernel::tcb::ThreadState;
 use kernel::testbed::{self, slot, Testbed, ROOT_CNODE, ROOT_TCB, ROOT_VSPACE, USER_PAGE};
 use kernel::vcpu::VCPU_BITS;
+use kernel_model::{Event, Outcome};
 use libfuzzer_sys::fuzz_target;
 use protocols::ipc::MsgInfo;
 use protocols::object::{map, vm, Invocation, ObjectType};
@@ -60,6 +62,120 @@ fn user_thread(t: &mut Testbed) -> Option<u64> {
     (cur != 0 && !t.k.store.tcb(cur).vcpu).then_some(cur)
 }
 
+/// Whether `cap` is of the kind a live selector looks for.
+fn is_kind(kind: Kind, cap: &Cap) -> bool {
+    match kind {
+        Kind::Any => *cap != Cap::Null,
+        Kind::Untyped => matches!(cap, Cap::Untyped { .. }),
+        Kind::CNode => matches!(cap, Cap::CNode { .. }),
+        Kind::Tcb => matches!(cap, Cap::Tcb { .. }),
+        Kind::Endpoint => matches!(cap, Cap::Endpoint { .. }),
+        Kind::Notification => matches!(cap, Cap::Notification { .. }),
+        Kind::Frame => matches!(cap, Cap::Frame { .. }),
+        Kind::Reply => matches!(cap, Cap::Reply { .. }),
+        Kind::IrqHandler => matches!(cap, Cap::IrqHandler { .. }),
+        Kind::VCpu => matches!(cap, Cap::VCpu { .. }),
+        Kind::VSpace => matches!(cap, Cap::VSpace { .. }),
+        Kind::IrqControl => matches!(cap, Cap::IrqControl),
+        Kind::IoPorts => matches!(cap, Cap::IoPorts { .. }),
+        Kind::GuestSpace => matches!(cap, Cap::GuestSpace { .. }),
+        Kind::Ipc => matches!(cap, Cap::Endpoint { .. } | Cap::Notification { .. }),
+    }
+}
+
+/// Resolve a live reference against the current thread's CSpace root (the first 256
+/// slots): the index picks among the slots that match, modulo their number, so the word
+/// keeps naming something of its kind whatever came before.
+fn resolve(t: &mut Testbed, w: Word) -> Word {
+    let Some((kind, index)) = w.reference() else { return w };
+    let root = t.k.store.slots.get(&tcb_slot(t.k.current, TcbSlot::CSpace)).map(|s| s.cap);
+    let (addr, radix) = match root {
+        Some(Cap::CNode { addr, radix }) => (addr, radix),
+        _ => (ROOT_CNODE, testbed::ROOT_RADIX),
+    };
+    let fits: Vec<u64> = (0..(1u64 << radix).min(256))
+        .filter(|i| {
+            let c = t.k.store.slots.get(&cnode_slot(addr, *i)).map(|s| s.cap).unwrap_or_default();
+            match kind {
+                Some(k) => is_kind(k, &c),
+                None => c == Cap::Null,
+            }
+        })
+        .collect();
+    match fits.len() {
+        0 => Word(u64::from(index)),
+        n => Word(fits[usize::from(index) % n]),
+    }
+}
+
+std::thread_local! {
+    /// Whether kernel entries are compared with the model: not inside a `Chain`, whose
+    /// hundreds of entries on a state of hundreds of slots would cost more than the rest
+    /// of the input (it exercises deletion across kernel entries, which the model leaves
+    /// out anyway).
+    static MODEL: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// One kernel entry, checked against the reference model: the model starts from the
+/// kernel's state before the entry (as `project` abstracts it), and its prediction must
+/// equal the kernel's state after it: every status and message in the threads'
+/// registers, the capabilities and their derivation, thread states, queues, and the
+/// thread that runs next. Entries the model leaves out, and deletions that take more than
+/// one entry, are checked only by the invariants.
+fn entered(t: &mut Testbed, event: Event, run: impl FnOnce(&mut Testbed) -> Next) -> Next {
+    if !MODEL.get() {
+        return run(t);
+    }
+    let cur = t.k.current;
+    let rip = t.k.store.tcbs.get(&cur).map_or(0, |x| x.context.rip);
+    let before = describable(t).then(|| project(t));
+    let next = run(t);
+    let Some(mut model) = before else { return next };
+    let restarted = t.k.current == cur
+        && t.k.store.tcbs.get(&cur).is_some_and(|x| x.context.rip == rip.wrapping_sub(2));
+    if restarted || !describable(t) {
+        return next;
+    }
+    let outcome = model.step(event);
+    let shut = matches!(next, Next::Shutdown(_));
+    match outcome {
+        Outcome::Unmodeled(_) => {}
+        Outcome::Shutdown => assert!(shut, "the model shuts down after {event:?}, the kernel not"),
+        Outcome::Done => {
+            assert!(!shut, "the kernel shuts down after {event:?}, the model not");
+            if let Some(d) = diff(&project(t), &model) {
+                panic!("the kernel and the model differ after {event:?} by {cur:#x}: {d}");
+            }
+        }
+    }
+    next
+}
+
+/// The syscall in the current thread's registers, through the fastpath first when
+/// `fast`. A call the fastpath takes is also made on a copy of the kernel through the
+/// slow path alone: the two must agree on everything, the next thread included.
+fn enter_syscall(t: &mut Testbed, fast: bool) -> Next {
+    let number = t.k.store.tcb(t.k.current).context.rax;
+    let eligible = number == Syscall::Call as u64 || number == Syscall::ReplyRecv as u64;
+    if !fast {
+        return t.k.syscall(&mut t.out);
+    }
+    if !eligible {
+        // Declined at once: the fastpath handles only these two.
+        assert!(!t.k.fastpath().taken(), "the fastpath took syscall {number}");
+        return t.k.syscall(&mut t.out);
+    }
+    let mut slow = t.clone();
+    if !t.k.fastpath().taken() {
+        return t.k.syscall(&mut t.out);
+    }
+    slow.k.syscall(&mut slow.out);
+    if let Some(d) = diff(&project(t), &project(&mut slow)) {
+        panic!("the fastpath and the slow path differ on syscall {number}: {d}");
+    }
+    Next::Run
+}
+
 /// One syscall by the current thread, as the entry stub makes it.
 #[allow(clippy::too_many_arguments)]
 fn sys(
@@ -78,7 +194,7 @@ fn sys(
     c.rax = number;
     (c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9, c.r12, c.r13) =
         (rdi, rsi, w[0], w[1], w[2], w[3], r12, r13);
-    let next = if fast && t.k.fastpath().taken() { Next::Run } else { t.k.syscall(&mut t.out) };
+    let next = entered(t, Event::Syscall, |t| enter_syscall(t, fast));
     if let Some((at, before)) = revoked {
         if t.k.store.tcb(cur).context.rax == 0 {
             assert_eq!(
@@ -245,6 +361,7 @@ fn exit(t: &mut Testbed, op: &Op) -> Next {
 
 /// Perform one operation; `None` once the machine is off.
 fn step(t: &mut Testbed, op: &Op) -> Option<()> {
+    let op = &op.map_words(|w| resolve(t, w));
     let next = match op {
         Op::Syscall { number, rdi, info, words, r12, r13, fast } => {
             let w = words.map(|w| w.0);
@@ -268,12 +385,14 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             let cnode = |t: &mut Testbed, at| {
                 invoke(t, u, Invocation::UntypedRetype, &[ObjectType::CNode as u64, 1, at, 1])
             };
+            MODEL.set(false);
             let mut next = cnode(t, top);
             for _ in 1..*depth {
                 cnode(t, new);
                 invoke(t, new, Invocation::CNodeMove, &[top, 0]);
                 next = invoke(t, slot::CNODE, Invocation::CNodeMove, &[new, top]);
             }
+            MODEL.set(true);
             next
         }
         Op::Spawn { dst, cspace, vspace, fault, priority } => {
@@ -332,13 +451,18 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             write_words(t, f, &w);
             Next::Run
         }
-        Op::Tick => t.k.preempt(),
+        Op::Tick => entered(t, Event::Tick, |t| t.k.preempt()),
         Op::Irq { lines } => {
             let fired = *lines & t.out.unmasked;
-            t.k.interrupts(&mut t.out, fired)
+            entered(t, Event::Irqs(fired), |t| t.k.interrupts(&mut t.out, fired))
         }
         Op::Fault { vector, error, addr } => match user_thread(t) {
-            Some(_) => t.k.fault(u64::from(*vector), error.0, addr.0),
+            Some(_) => {
+                let (vector, error, address) = (u64::from(*vector), error.0, addr.0);
+                entered(t, Event::Fault { vector, error, address }, |t| {
+                    t.k.fault(vector, error, address)
+                })
+            }
             None => Next::Run,
         },
     };

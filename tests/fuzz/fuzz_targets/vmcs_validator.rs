@@ -455,7 +455,10 @@ fn check_accepted(
         assert_eq!((n.cr0, n.cr4, n.rflags), (now.cr0, now.cr4, now.rflags));
         let (c, was) = (&n.controls, &now.controls);
         assert_eq!((c.pin, c.proc2, c.exit, c.entry), (was.pin, was.proc2, was.exit, was.entry));
-        assert_eq!(c.proc & !proc::INTERRUPT_WINDOW_EXITING, was.proc & !proc::INTERRUPT_WINDOW_EXITING);
+        assert_eq!(
+            c.proc & !proc::INTERRUPT_WINDOW_EXITING,
+            was.proc & !proc::INTERRUPT_WINDOW_EXITING
+        );
     } else {
         check_entry_state(caps, n);
     }

@@ -6,6 +6,7 @@
 //! files are meaningful seeds and libFuzzer's byte mutations stay close to real inputs.
 //! The others use `arbitrary` to build structured operation sequences.
 
+pub mod project;
 pub mod seeds;
 pub mod syscalls;
 

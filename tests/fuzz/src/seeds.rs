@@ -278,7 +278,7 @@ pub fn syscalls() -> Vec<Seed> {
     };
     let all = 0x1f;
     let mut seeds = Vec::new();
-    let mut add = |name: &str, vmx: bool, ops: &[Op]| {
+    let mut add = |name: &str, vmx: bool, ops: &[crate::syscalls::Op]| {
         let mut wr = Writer::new(vmx);
         for op in ops {
             wr.op(op);
@@ -335,7 +335,13 @@ pub fn syscalls() -> Vec<Seed> {
             inv(I::CNodeDelete, CNODE, &[20]),
             inv(I::CNodeCopy, CNODE, &[20, 22, all]),
             inv(I::CNodeDelete, CNODE, &[20]),
-            Op::Spawn { dst: w(40), cspace: w(30), vspace: w(VSPACE), fault: w(u64::MAX), priority: 1 },
+            Op::Spawn {
+                dst: w(40),
+                cspace: w(30),
+                vspace: w(VSPACE),
+                fault: w(u64::MAX),
+                priority: 1,
+            },
             inv(I::CNodeDelete, CNODE, &[30]),
             inv(I::CNodeDelete, CNODE, &[40]),
             inv(I::CNodeRevoke, CNODE, &[UNTYPED]),
@@ -455,7 +461,281 @@ pub fn syscalls() -> Vec<Seed> {
             Op::Irq { lines: 0x10 },
         ],
     );
+    model_seeds(&mut add);
     seeds
+}
+
+/// Scenarios for the parts of the model the first seeds do not reach: each right and its
+/// refusal, re-minting, a transfer through a capability without the grant right, the
+/// fastpath with a higher-priority thread ready, Reply objects, IPC buffers, an IRQ bound
+/// to a notification, and operands named by kind rather than by slot.
+fn model_seeds(add: &mut impl FnMut(&str, bool, &[crate::syscalls::Op])) {
+    use crate::syscalls::{which, Info, Kind, Op, Word};
+    use protocols::object::{Invocation as I, ObjectType as T};
+    use protocols::syscall::Syscall as S;
+    const TCB: u64 = 1;
+    const CNODE: u64 = 2;
+    const VSPACE: u64 = 3;
+    const UNTYPED: u64 = 4;
+    const IRQ_CONTROL: u64 = protocols::bootinfo::slot::IRQ_CONTROL;
+    let (read, write, grant, call, all) = (1u64, 2u64, 4u64, 8u64, 0x1fu64);
+    let w = |v: u64| Word(v);
+    let words = |ws: &[u64]| {
+        let mut out = [Word(0); 4];
+        for (d, s) in out.iter_mut().zip(ws) {
+            *d = Word(*s);
+        }
+        out
+    };
+    let inv = |i: I, slot: u64, ws: &[u64]| Op::Invoke {
+        which: which(i),
+        slot: Word(slot),
+        len: ws.len() as u8,
+        words: words(ws),
+    };
+    // A syscall with the message length in `len` (beyond 4: the IPC buffer), the grant
+    // flag, and the transfer slots.
+    let msg = |n: S, slot: Word, label: u64, len: u8, ws: &[u64], r12: u64, r13: u64, g: bool| {
+        let flags = (len & 7) | (len >> 3) << 5 | if g { 8 } else { 0 };
+        Op::Syscall {
+            number: n as u8,
+            rdi: slot,
+            info: Info { label: Word(label), flags },
+            words: words(ws),
+            r12: Word(r12),
+            r13: Word(r13),
+            fast: true,
+        }
+    };
+    let sys = |n: S, slot: u64, label: u64, ws: &[u64]| {
+        msg(n, Word(slot), label, ws.len() as u8, ws, 0, 0, false)
+    };
+    let retype = |ty: T, bits: u8, dst: u64, count: u8| Op::Retype {
+        untyped: w(UNTYPED),
+        ty: ty as u8,
+        bits,
+        dst: w(dst),
+        count,
+    };
+    let spawn = |dst: u64, priority: u8| Op::Spawn {
+        dst: w(dst),
+        cspace: w(CNODE),
+        vspace: w(VSPACE),
+        fault: w(u64::MAX),
+        priority,
+    };
+    // Each endpoint right alone: sends, calls and receives through copies that lack the
+    // right they need are refused.
+    add(
+        "rights",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            inv(I::CNodeCopy, CNODE, &[20, 21, read]),
+            inv(I::CNodeCopy, CNODE, &[20, 22, write | grant]),
+            inv(I::CNodeCopy, CNODE, &[20, 23, call]),
+            sys(S::NbSend, 21, 1, &[1]),
+            sys(S::Send, 21, 1, &[1]),
+            sys(S::NbSend, 22, 2, &[2]),
+            sys(S::Call, 22, 3, &[3]),
+            sys(S::NbRecv, 22, 0, &[]),
+            sys(S::NbRecv, 21, 0, &[]),
+            retype(T::Notification, 0, 24, 1),
+            inv(I::CNodeCopy, CNODE, &[24, 25, read]),
+            sys(S::NbSend, 25, 0, &[]),
+            sys(S::Send, 24, 0, &[]),
+            sys(S::NbRecv, 25, 0, &[]),
+            sys(S::Call, 23, 4, &[4]),
+        ],
+    );
+    // Badges: minted once, kept by copies, refused a second time and as 0.
+    add(
+        "remint",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            inv(I::CNodeMint, CNODE, &[20, 21, all, 5]),
+            inv(I::CNodeMint, CNODE, &[21, 22, all, 6]),
+            inv(I::CNodeCopy, CNODE, &[21, 23, write]),
+            inv(I::CNodeMint, CNODE, &[23, 24, all, 7]),
+            inv(I::CNodeMint, CNODE, &[20, 25, all, 0]),
+            retype(T::Notification, 0, 26, 1),
+            inv(I::CNodeMint, CNODE, &[26, 27, all, 3]),
+            inv(I::CNodeMint, CNODE, &[27, 28, all, 9]),
+            Op::Invoke {
+                which: which(I::CNodeMint),
+                slot: w(CNODE),
+                len: 4,
+                words: [Word::live(Kind::Ipc, 1), Word::free(0), w(all), w(11)],
+            },
+            sys(S::Send, 27, 0, &[]),
+            sys(S::NbRecv, 26, 0, &[]),
+        ],
+    );
+    // A server waits with a receive slot; a capability sent through a copy without the
+    // grant right does not travel, one sent with it does.
+    add(
+        "grant",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            retype(T::Notification, 0, 22, 1),
+            inv(I::CNodeCopy, CNODE, &[20, 21, read | write | call]),
+            spawn(30, 100),
+            sys(S::Yield, 0, 0, &[]),
+            msg(S::Recv, w(20), 0, 0, &[], 0, 40, false),
+            msg(S::Send, w(21), 1, 1, &[1], 22, 0, true),
+            sys(S::Yield, 0, 0, &[]),
+            msg(S::Recv, w(20), 0, 0, &[], 0, 41, false),
+            msg(S::Send, w(20), 2, 1, &[2], 22, 0, true),
+            sys(S::Yield, 0, 0, &[]),
+            msg(S::Recv, w(20), 0, 0, &[], 0, 42, false),
+            msg(S::Call, w(20), 3, 1, &[3], 21, 0, true),
+        ],
+    );
+    // A call through the fastpath to a receiver of lower priority than a thread that is
+    // ready: the slow path must run, and the ready thread next.
+    add(
+        "fastpath-priority",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            spawn(30, 100),
+            sys(S::Yield, 0, 0, &[]),
+            sys(S::Recv, 20, 0, &[]),
+            inv(I::TcbSetPriority, 30, &[50]),
+            spawn(31, 80),
+            sys(S::Call, 20, 1, &[1, 2]),
+            sys(S::Recv, 20, 0, &[]),
+            sys(S::ReplyRecv, 20, 2, &[3]),
+        ],
+    );
+    // A server puts a reply aside in a Reply object, takes another call, answers the
+    // first through the object, and a reply held by a deleted object wakes its caller.
+    add(
+        "reply-object",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            retype(T::Reply, 0, 21, 2),
+            spawn(30, 100),
+            sys(S::Yield, 0, 0, &[]),
+            sys(S::Recv, 20, 0, &[]),
+            sys(S::Call, 20, 1, &[1, 2]),
+            inv(I::ReplySave, 21, &[]),
+            inv(I::ReplySave, 22, &[]),
+            sys(S::Send, 21, 7, &[9]),
+            sys(S::Send, 21, 8, &[10]),
+            sys(S::Recv, 20, 0, &[]),
+            sys(S::Call, 20, 2, &[3]),
+            inv(I::ReplySave, 21, &[]),
+            inv(I::CNodeDelete, CNODE, &[21]),
+            sys(S::Recv, 20, 0, &[]),
+            sys(S::Call, 20, 3, &[4]),
+            inv(I::ReplySave, 22, &[]),
+            inv(I::TcbSuspend, TCB, &[]),
+            sys(S::Send, 22, 0, &[]),
+        ],
+    );
+    // Long messages: both sides with IPC buffers, then the receiver without one (the
+    // message is cut to the registers); a read-only frame is refused as a buffer.
+    add(
+        "ipc-buffers",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            retype(T::Frame, 0, 40, 2),
+            inv(I::CNodeCopy, CNODE, &[40, 42, read]),
+            spawn(30, 100),
+            inv(I::TcbSetIpcBuffer, 30, &[40]),
+            inv(I::TcbSetIpcBuffer, TCB, &[41]),
+            inv(I::TcbSetIpcBuffer, 30, &[42]),
+            sys(S::Yield, 0, 0, &[]),
+            sys(S::Recv, 20, 0, &[]),
+            msg(S::Call, w(20), 1, 10, &[1, 2, 3, 4], 0, 0, false),
+            msg(S::ReplyRecv, w(20), 2, 64, &[5, 6, 7, 8], 0, 0, false),
+            inv(I::TcbSetIpcBuffer, 30, &[u64::MAX]),
+            msg(S::Send, w(20), 3, 9, &[9], 0, 0, false),
+            inv(I::CNodeRevoke, CNODE, &[41]),
+            inv(I::CNodeDelete, CNODE, &[40]),
+        ],
+    );
+    // An IRQ line bound to a notification, with and without a badge, acknowledged,
+    // fired, received, and its handler deleted.
+    add(
+        "irq-notification",
+        false,
+        &[
+            retype(T::Notification, 0, 20, 1),
+            inv(I::IrqControlGet, IRQ_CONTROL, &[3, 21]),
+            inv(I::IrqControlGet, IRQ_CONTROL, &[3, 22]),
+            inv(I::IrqControlGet, IRQ_CONTROL, &[0, 22]),
+            inv(I::IrqHandlerSetNotification, 21, &[20]),
+            inv(I::IrqHandlerAck, 21, &[]),
+            Op::Irq { lines: 1 << 3 },
+            sys(S::NbRecv, 20, 0, &[]),
+            inv(I::CNodeMint, CNODE, &[20, 23, write, 0x40]),
+            inv(I::IrqHandlerSetNotification, 21, &[23]),
+            inv(I::IrqHandlerAck, 21, &[]),
+            Op::Irq { lines: 1 << 3 },
+            sys(S::Recv, 20, 0, &[]),
+            inv(I::CNodeDelete, CNODE, &[21]),
+            inv(I::IrqControlGet, IRQ_CONTROL, &[3, 21]),
+        ],
+    );
+    // Operands named by kind: whatever earlier steps made, mutated indices still name a
+    // capability of the kind an operation wants.
+    let live = |k: Kind, i: u8| Word::live(k, i);
+    add(
+        "live-operands",
+        false,
+        &[
+            Op::Retype {
+                untyped: live(Kind::Untyped, 0),
+                ty: 3,
+                bits: 0,
+                dst: Word::free(20),
+                count: 2,
+            },
+            Op::Retype {
+                untyped: live(Kind::Untyped, 0),
+                ty: 4,
+                bits: 0,
+                dst: Word::free(20),
+                count: 1,
+            },
+            Op::Invoke {
+                which: which(I::CNodeMint),
+                slot: w(CNODE),
+                len: 4,
+                words: [live(Kind::Endpoint, 0), Word::free(20), w(all), w(0x77)],
+            },
+            Op::Invoke {
+                which: which(I::CNodeCopy),
+                slot: live(Kind::CNode, 0),
+                len: 3,
+                words: [live(Kind::Ipc, 2), Word::free(21), w(read | write), w(0)],
+            },
+            Op::Spawn {
+                dst: Word::free(20),
+                cspace: live(Kind::CNode, 0),
+                vspace: live(Kind::VSpace, 0),
+                fault: live(Kind::Endpoint, 1),
+                priority: 100,
+            },
+            sys(S::Yield, 0, 0, &[]),
+            msg(S::Recv, live(Kind::Endpoint, 0), 0, 0, &[], 0, 0, false),
+            msg(S::Call, live(Kind::Endpoint, 0), 5, 2, &[1, 2], 0, 0, false),
+            Op::Fault { vector: 14, error: w(2), addr: w(0x1000) },
+            msg(S::NbSend, live(Kind::Notification, 0), 0, 0, &[], 0, 0, false),
+            Op::Invoke {
+                which: which(I::CNodeRevoke),
+                slot: w(CNODE),
+                len: 1,
+                words: [live(Kind::Endpoint, 0), w(0), w(0), w(0)],
+            },
+        ],
+    );
 }
 
 fn map_write() -> u64 {

@@ -46,9 +46,102 @@ pub const SMALL_LIMIT: u8 = 0xc0;
 /// The selector that is followed by eight raw little-endian bytes.
 pub const RAW: u8 = 0xff;
 
+/// The first selector that names something live (a capability of the kind
+/// `selector - LIVE_FIRST`, see [`Kind`]), followed by an index byte. These selectors
+/// alias constants in older inputs, which the seed writer never produced.
+pub const LIVE_FIRST: u8 = 0xe0;
+/// The selector naming a free slot of the current CSpace, followed by an index byte.
+pub const FREE: u8 = 0xef;
+/// The high bits of a word that still has to be resolved against the state: the
+/// selector in bits 15:8 and the index in bits 7:0.
+pub const REF_TAG: u64 = 0x5e1e_c7ed_0000_0000;
+
+/// What a live selector looks for in the current thread's CSpace root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Any capability.
+    Any = 0,
+    /// Untyped memory.
+    Untyped,
+    /// A CNode.
+    CNode,
+    /// A thread.
+    Tcb,
+    /// An endpoint.
+    Endpoint,
+    /// A notification.
+    Notification,
+    /// A frame.
+    Frame,
+    /// A Reply object.
+    Reply,
+    /// An IRQ handler.
+    IrqHandler,
+    /// A vCPU.
+    VCpu,
+    /// An address space.
+    VSpace,
+    /// IRQ control.
+    IrqControl,
+    /// I/O ports.
+    IoPorts,
+    /// A guest address space.
+    GuestSpace,
+    /// An endpoint or a notification.
+    Ipc,
+}
+
+impl Kind {
+    /// Every kind, by selector offset.
+    pub const ALL: [Self; 15] = [
+        Self::Any,
+        Self::Untyped,
+        Self::CNode,
+        Self::Tcb,
+        Self::Endpoint,
+        Self::Notification,
+        Self::Frame,
+        Self::Reply,
+        Self::IrqHandler,
+        Self::VCpu,
+        Self::VSpace,
+        Self::IrqControl,
+        Self::IoPorts,
+        Self::GuestSpace,
+        Self::Ipc,
+    ];
+}
+
 /// A 64-bit argument as the selector byte (and raw bytes) encode it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Word(pub u64);
+
+impl Word {
+    /// The `index`-th (modulo how many there are) slot of the current CSpace root holding
+    /// a capability of kind `kind`: a mutation of the index still names one.
+    pub fn live(kind: Kind, index: u8) -> Self {
+        Self(REF_TAG | u64::from(LIVE_FIRST + kind as u8) << 8 | u64::from(index))
+    }
+
+    /// The `index`-th (modulo their number) free slot of the current CSpace root.
+    pub fn free(index: u8) -> Self {
+        Self(REF_TAG | u64::from(FREE) << 8 | u64::from(index))
+    }
+
+    /// What a word to resolve names: `(kind, index)`, kind `None` for a free slot.
+    pub fn reference(self) -> Option<(Option<Kind>, u8)> {
+        if self.0 & !0xffff != REF_TAG {
+            return None;
+        }
+        let sel = (self.0 >> 8) as u8;
+        let kind = match sel {
+            FREE => None,
+            s => Some(*Kind::ALL.get(usize::from(s.checked_sub(LIVE_FIRST)?))?),
+        };
+        Some((kind, self.0 as u8))
+    }
+}
 
 /// Message info as `(label, flags)`: flags bits 2:0 and 7:5 are the length's low and high
 /// three bits (0-63; beyond 4 the words continue in the IPC buffer), bit 3 the grant flag,
@@ -143,6 +236,60 @@ pub enum Op {
     Chain { untyped: Word, dst: Word, depth: u8 },
 }
 
+impl Op {
+    /// The same operation with every word passed through `f` (to resolve live
+    /// references before it runs).
+    pub fn map_words(&self, mut f: impl FnMut(Word) -> Word) -> Op {
+        let mut op = self.clone();
+        let mut g = |w: &mut Word| *w = f(*w);
+        match &mut op {
+            Op::Syscall { rdi, info, words, r12, r13, .. } => {
+                g(rdi);
+                g(&mut info.label);
+                words.iter_mut().for_each(&mut g);
+                g(r12);
+                g(r13);
+            }
+            Op::Invoke { slot, words, .. } => {
+                g(slot);
+                words.iter_mut().for_each(&mut g);
+            }
+            Op::Retype { untyped, dst, .. } => {
+                g(untyped);
+                g(dst);
+            }
+            Op::Spawn { dst, cspace, vspace, fault, .. } => {
+                [dst, cspace, vspace, fault].into_iter().for_each(&mut g);
+            }
+            Op::VcpuSetup { base, .. } => g(base),
+            Op::Exit { reason, qualification, cr0, cr4, rflags, rip, gprs, .. } => {
+                [reason, qualification, cr0, cr4, rflags, rip].into_iter().for_each(&mut g);
+                gprs.iter_mut().for_each(&mut g);
+            }
+            Op::ReplyArea { frame, injection, gprs, writes, .. } => {
+                g(frame);
+                g(injection);
+                gprs.iter_mut().for_each(&mut g);
+                writes.iter_mut().for_each(|(_, w)| g(w));
+            }
+            Op::ReplyRaw { frame, words } => {
+                g(frame);
+                words.iter_mut().for_each(&mut g);
+            }
+            Op::Fault { error, addr, .. } => {
+                g(error);
+                g(addr);
+            }
+            Op::Chain { untyped, dst, .. } => {
+                g(untyped);
+                g(dst);
+            }
+            Op::Tick | Op::Irq { .. } => {}
+        }
+        op
+    }
+}
+
 /// Reads the input; past its end every byte is 0.
 pub struct Reader<'a> {
     bytes: &'a [u8],
@@ -183,6 +330,9 @@ impl<'a> Reader<'a> {
         Word(match sel {
             RAW => self.u64(),
             s if s < SMALL_LIMIT => u64::from(s),
+            s if (LIVE_FIRST..=FREE).contains(&s) => {
+                REF_TAG | u64::from(s) << 8 | u64::from(self.byte())
+            }
             s => CONSTANTS[usize::from(s - SMALL_LIMIT) % CONSTANTS.len()],
         })
     }
@@ -305,7 +455,10 @@ impl Writer {
     }
 
     fn word(&mut self, w: Word) {
-        if w.0 < u64::from(SMALL_LIMIT) {
+        if w.reference().is_some() {
+            self.byte((w.0 >> 8) as u8);
+            self.byte(w.0 as u8);
+        } else if w.0 < u64::from(SMALL_LIMIT) {
             self.byte(w.0 as u8);
         } else if let Some(i) = CONSTANTS.iter().position(|c| *c == w.0) {
             self.byte(SMALL_LIMIT + i as u8);
@@ -454,6 +607,12 @@ mod tests {
             },
             Op::Tick,
             Op::Irq { lines: 0x10 },
+            Op::Invoke {
+                which: 3,
+                slot: Word::live(super::Kind::Endpoint, 7),
+                len: 2,
+                words: [Word::free(200), Word(1), Word(2), Word(3)],
+            },
         ];
         let mut w = Writer::new(true);
         for op in &ops {
