@@ -79,3 +79,12 @@ pub fn build_guests() -> Result<PathBuf> {
 pub fn build_user() -> Result<PathBuf> {
     cargo_build(USER_PROGRAMS, "user", USER_RUSTFLAGS)
 }
+
+/// Build `program` as [`build_user`] does but keeping its debug information (the code is
+/// the same: stripping is the linker's last step), to name addresses of the stripped
+/// one; returns the path of its ELF.
+pub fn build_user_symbols(program: &str) -> Result<PathBuf> {
+    let flags: Vec<&str> =
+        USER_RUSTFLAGS.iter().copied().filter(|f| !f.starts_with("-Cstrip")).collect();
+    Ok(cargo_build(&[program], "user-symbols", &flags)?.join(program))
+}

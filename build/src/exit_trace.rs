@@ -1,10 +1,12 @@
-//! `cargo xtask bench --exit-trace`: where the kernel's instructions go in one CPUID
-//! round trip. The default image is built with a kernel that single-steps its exit leg
-//! (VM exit to the switch to the VMM) and its entry leg (the VMM's `ReplyRecv` to VM
-//! entry) of one CPUID exit and prints every instruction's address; each address is
-//! named by `addr2line` (binutils) with its inlined frames and counted against the
-//! innermost kernel function. Under Bochs one instruction is one tick, so the counts are
-//! the legs' costs, less the entry stubs and the world switch, which are not stepped.
+//! `cargo xtask bench --exit-trace`: where the instructions go in one CPUID round trip.
+//! The default image is built with a kernel that single-steps one CPUID exit's three
+//! legs (the kernel from the VM exit to the switch to the VMM, the VMM up to its
+//! `ReplyRecv`, the kernel from that syscall to VM entry) and prints every instruction's
+//! address; each is named by `addr2line` (binutils) with its inlined frames (the VMM's
+//! from a build of the same code that keeps its debug information) and counted against
+//! the innermost function of the project. Under Bochs one instruction is one tick, so the
+//! counts are the legs' costs, less the entry stubs and the world switch, which are not
+//! stepped.
 
 use crate::emulator::{self, Emulator, RunOptions, Verdict};
 use crate::{err, image, Result};
@@ -19,21 +21,26 @@ const PREFIX: &str = "exit-trace: ";
 pub fn command() -> Result<bool> {
     let iso = image::build_with(image::find("default")?, &[FEATURE])?;
     let kernel = crate::cargo::build_kernel(&[FEATURE])?;
+    let vmm = crate::cargo::build_user_symbols("vmm-server")?;
     let outcome = emulator::run(Emulator::Bochs, &iso, &RunOptions::default())?;
     if outcome.verdict != Verdict::Pass {
         eprintln!("xtask: FAIL: the traced run failed: {}", outcome.report());
         return Ok(false);
     }
     let (legs, rips) = parse(&outcome.serial)?;
-    let names = name(&kernel, &rips)?;
-    let (exit, entry) = names.split_at(legs.0.min(names.len()));
-    println!("kernel instructions of one CPUID round trip under Bochs, by function (innermost kernel frame):");
+    let (exit, rest) = rips.split_at(legs[0]);
+    let (in_vmm, entry) = rest.split_at(legs[1]);
+    let (exit, in_vmm, entry) = (name(&kernel, exit)?, name(&vmm, in_vmm)?, name(&kernel, entry)?);
+    println!(
+        "instructions of one CPUID round trip under Bochs, by function (innermost frame of the project):"
+    );
     for (leg, steps) in [
-        ("exit leg (VM exit to the VMM running)", exit),
-        ("entry leg (the VMM's ReplyRecv to VM entry)", entry),
+        ("kernel exit leg (VM exit to the VMM running)", exit),
+        ("VMM (back in ring 3 to its ReplyRecv)", in_vmm),
+        ("kernel entry leg (the VMM's ReplyRecv to VM entry)", entry),
     ] {
         println!("  {leg}: {} instructions", steps.len());
-        for (function, count) in by_count(steps) {
+        for (function, count) in by_count(&steps) {
             println!("    {count:5}  {function}");
         }
     }
@@ -41,30 +48,33 @@ pub fn command() -> Result<bool> {
 }
 
 /// The legs' lengths and the addresses, from the kernel's report.
-fn parse(serial: &str) -> Result<((usize, usize), Vec<u64>)> {
+fn parse(serial: &str) -> Result<([usize; 3], Vec<u64>)> {
     let mut legs = None;
     let mut rips = Vec::new();
     for line in serial.lines().filter_map(|l| l.trim_end().strip_prefix(PREFIX)) {
         if let Some(rest) = line.strip_prefix("legs ") {
-            let mut n = rest.split(' ').filter_map(|w| w.parse::<usize>().ok());
-            legs = n.next().zip(n.next());
+            let n: Vec<usize> = rest.split(' ').filter_map(|w| w.parse().ok()).collect();
+            legs = <[usize; 3]>::try_from(n).ok();
         } else if let Ok(rip) = u64::from_str_radix(line, 16) {
             rips.push(rip);
         }
     }
     let legs = legs
         .ok_or_else(|| err!("the kernel printed no trace (was a CPUID exit taken 500 times?)"))?;
-    if legs.0 + legs.1 != rips.len() {
+    if legs.iter().sum::<usize>() != rips.len() {
         return Err(err!("the trace is cut short: {} addresses for legs {legs:?}", rips.len()));
     }
     Ok((legs, rips))
 }
 
-/// The innermost kernel function of each address.
-fn name(kernel: &Path, rips: &[u64]) -> Result<Vec<String>> {
+/// The innermost function of the project at each address of `elf`.
+fn name(elf: &Path, rips: &[u64]) -> Result<Vec<String>> {
+    if rips.is_empty() {
+        return Ok(Vec::new());
+    }
     let out = Command::new("addr2line")
         .args(["-a", "-f", "-i", "-C", "-e"])
-        .arg(kernel)
+        .arg(elf)
         .args(rips.iter().map(|r| format!("{r:#x}")))
         .output()
         .map_err(|e| err!("addr2line (binutils) is needed to name the addresses: {e}"))?;
@@ -80,7 +90,7 @@ fn name(kernel: &Path, rips: &[u64]) -> Result<Vec<String>> {
         while let Some(function) = lines.next_if(|l| !l.starts_with("0x")) {
             let _location = lines.next();
             let short = simplify(function);
-            if chosen.is_none() && is_kernel(&short) {
+            if chosen.is_none() && is_project(&short) {
                 chosen = Some(short.clone());
             }
             outermost = short;
@@ -105,9 +115,10 @@ fn simplify(function: &str) -> String {
     out.replace("impl ", "").trim_start_matches("::").to_string()
 }
 
-/// Kernel code rather than core's or a dependency's helpers (a trait method of a core
-/// type loses its path with its generic arguments: `<u32 as PartialEq>::eq` is `eq`).
-fn is_kernel(function: &str) -> bool {
+/// The project's code rather than core's or a dependency's helpers (a trait method of a
+/// core type loses its path with its generic arguments: `<u32 as PartialEq>::eq` is
+/// `eq`).
+fn is_project(function: &str) -> bool {
     function.contains("::")
         && !(function.starts_with("core::")
             || function.starts_with("spin::")
@@ -131,11 +142,11 @@ mod tests {
 
     #[test]
     fn reads_the_kernels_report() {
-        let serial = "boot\nexit-trace: legs 2 1\nexit-trace: ffffffff80100000\nexit-trace: ffffffff80100004\nexit-trace: ffffffff80100008\n";
+        let serial = "boot\nexit-trace: legs 1 1 1\nexit-trace: ffffffff80100000\nexit-trace: 400004\nexit-trace: ffffffff80100008\n";
         let (legs, rips) = parse(serial).unwrap();
-        assert_eq!(legs, (2, 1));
-        assert_eq!(rips, [0xffff_ffff_8010_0000, 0xffff_ffff_8010_0004, 0xffff_ffff_8010_0008]);
-        assert!(parse("exit-trace: legs 2 2\nexit-trace: 10\n").is_err(), "a cut trace");
+        assert_eq!(legs, [1, 1, 1]);
+        assert_eq!(rips, [0xffff_ffff_8010_0000, 0x40_0004, 0xffff_ffff_8010_0008]);
+        assert!(parse("exit-trace: legs 2 2 0\nexit-trace: 10\n").is_err(), "a cut trace");
         assert!(parse("nothing\n").is_err());
     }
 

@@ -4,23 +4,27 @@
 //! (under Bochs one instruction is one TSC tick). Off by default, when every hook below
 //! is empty.
 //!
-//! The kernel half of a round trip is two legs, each traced on the kernel stack only
-//! (never in the entry stubs, whose stack is the thread's save area): the exit leg from
-//! the exit reason's read to the switch to the VMM, and the entry leg from the VMM's
-//! `ReplyRecv` to just before VM entry. TF is set by `popfq`; each #DB records the
-//! address of the next instruction and returns with TF still set.
+//! Three legs are traced: the kernel's exit leg from the exit reason's read to the switch
+//! to the VMM, the VMM from its return to ring 3 to its `ReplyRecv` (TF set in its saved
+//! RFLAGS), and the kernel's entry leg from that syscall to just before VM entry. The
+//! entry stubs, whose stack is the thread's save area, are not stepped. TF is set by
+//! `popfq`; each #DB records the address of the next instruction and returns with TF
+//! still set. #DB runs on an IST stack in this build: the step that follows the VMM's
+//! SYSCALL is taken on its first kernel instruction, with the user's stack pointer.
 
 #[cfg(feature = "exit-trace")]
 mod on {
+    use crate::context::UserContext;
     use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
     /// Which CPUID exit is traced: late enough for the caches of the VMM to be warm.
     const TRACED_EXIT: u64 = 500;
     const IDLE: u8 = 0;
     const EXIT_LEG: u8 = 1;
-    const AWAIT_ENTRY: u8 = 2;
+    const VMM_LEG: u8 = 2;
     const ENTRY_LEG: u8 = 3;
     const DONE: u8 = 4;
+    const TF: u64 = 1 << 8;
 
     static STEPPING: AtomicBool = AtomicBool::new(false);
     static PHASE: AtomicU8 = AtomicU8::new(IDLE);
@@ -28,6 +32,7 @@ mod on {
     static RIPS: [AtomicU64; 2048] = [const { AtomicU64::new(0) }; 2048];
     static LEN: AtomicUsize = AtomicUsize::new(0);
     static EXIT_LEG_LEN: AtomicUsize = AtomicUsize::new(0);
+    static VMM_LEG_LEN: AtomicUsize = AtomicUsize::new(0);
 
     /// Set or clear TF. `STEPPING` is true whenever TF is: set before it, cleared after.
     fn step(on: bool) {
@@ -56,14 +61,23 @@ mod on {
         }
     }
 
-    pub fn thread_active() {
-        if advance(EXIT_LEG, AWAIT_ENTRY, false) {
+    pub fn thread_active(context: &mut UserContext) {
+        if advance(EXIT_LEG, VMM_LEG, false) {
             EXIT_LEG_LEN.store(LEN.load(Relaxed), Relaxed);
+            context.rflags |= TF;
+            STEPPING.store(true, Relaxed);
         }
     }
 
-    pub fn syscall_entered() {
-        advance(AWAIT_ENTRY, ENTRY_LEG, true);
+    pub fn syscall_entered(context: &mut UserContext) {
+        if PHASE.load(Relaxed) == VMM_LEG {
+            context.rflags &= !TF;
+            // The step taken on SYSCALL's target is the kernel's, not the VMM's.
+            VMM_LEG_LEN.store(LEN.load(Relaxed).saturating_sub(1), Relaxed);
+            LEN.store(LEN.load(Relaxed).saturating_sub(1), Relaxed);
+            PHASE.store(ENTRY_LEG, Relaxed);
+            step(true);
+        }
     }
 
     pub fn entering_guest() {
@@ -89,8 +103,13 @@ mod on {
     }
 
     pub fn report() {
-        let (n, exit) = (LEN.load(Relaxed), EXIT_LEG_LEN.load(Relaxed));
-        crate::kprintln!("exit-trace: legs {exit} {}", n.saturating_sub(exit));
+        let (n, exit, vmm) =
+            (LEN.load(Relaxed), EXIT_LEG_LEN.load(Relaxed), VMM_LEG_LEN.load(Relaxed));
+        crate::kprintln!(
+            "exit-trace: legs {exit} {} {}",
+            vmm.saturating_sub(exit),
+            n.saturating_sub(vmm)
+        );
         for r in RIPS.iter().take(n) {
             crate::kprintln!("exit-trace: {:x}", r.load(Relaxed));
         }
@@ -105,15 +124,20 @@ pub use on::{entering_guest, exit_taken, report, single_step, syscall_entered, t
 #[inline(always)]
 pub fn exit_taken(_reason: u32) {}
 
-/// A thread is about to return to ring 3 (ends the exit leg).
+/// A thread (saved state `context`) is about to return to ring 3: ends the exit leg and
+/// starts stepping the VMM.
 #[cfg(not(feature = "exit-trace"))]
 #[inline(always)]
-pub fn thread_active() {}
+pub fn thread_active(_context: &mut crate::context::UserContext) {}
 
-/// A syscall entered the kernel (starts the entry leg after a traced exit).
+/// A syscall of the thread with saved state `context` entered the kernel: ends the VMM's
+/// leg and starts the entry leg.
 #[cfg(not(feature = "exit-trace"))]
 #[inline(always)]
-pub fn syscall_entered() {}
+pub fn syscall_entered(_context: &mut crate::context::UserContext) {}
+
+/// Whether #DB runs on an IST stack (when a SYSCALL may be single-stepped).
+pub const DEBUG_ON_IST: bool = cfg!(feature = "exit-trace");
 
 /// The kernel is about to enter a guest (ends the entry leg).
 #[cfg(not(feature = "exit-trace"))]

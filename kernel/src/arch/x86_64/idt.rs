@@ -19,6 +19,7 @@ pub fn init() {
     for vector in 0..256u64 {
         let handler = base + vector * ISR_STUB_SIZE;
         let ist = match vector {
+            1 if super::exit_trace::DEBUG_ON_IST => IST_MC,
             2 => IST_NMI,
             8 => IST_DF,
             18 => IST_MC,

@@ -28,8 +28,10 @@ pub fn init() {
 /// Called by the entry stub after it saved the registers in the current TCB.
 #[no_mangle]
 extern "C" fn syscall_from_user(_frame: *mut UserContext) {
-    super::exit_trace::syscall_entered();
     crate::with_kernel(|k| {
+        super::exit_trace::syscall_entered(
+            &mut kernel::store::Store::tcb(&mut k.store, k.current).context,
+        );
         // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
         // or EPT, so it needs none of the general resume path's work; a VMM's reply that
         // switched straight back to its vCPU enters the guest.

@@ -35,7 +35,7 @@ pub fn activate<S: Store>(k: &mut Kernel<S>) {
         }
     }
     ON_CPU.store(cur, Relaxed);
-    super::exit_trace::thread_active();
+    super::exit_trace::thread_active(&mut k.store.tcb(cur).context);
 }
 
 /// Save the user FPU state to its thread before a guest's state is loaded.

@@ -111,6 +111,9 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     }
     // SAFETY: `ctx` (or `frame` when no thread is current) holds the frame just saved.
     let c = unsafe { *(if ctx != 0 { ctx as *const UserContext } else { frame }) };
+    if super::exit_trace::single_step(c.vector, c.rip) {
+        return;
+    }
     crate::with_kernel(|k| {
         let next = match classify(c.vector) {
             Source::Tick => k.preempt(),
