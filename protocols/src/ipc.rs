@@ -52,6 +52,12 @@ impl MsgInfo {
             | if self.grant { GRANT_BIT } else { 0 }
     }
 
+    /// The label of the `rsi` word `raw`, without checking the rest (for a receiver that
+    /// only dispatches on it, from a kernel it trusts).
+    pub const fn raw_label(raw: u64) -> u64 {
+        raw >> LABEL_SHIFT
+    }
+
     /// Decode `rsi`; `None` if the length exceeds [`MAX_LEN`] or reserved bits are set.
     pub const fn from_raw(raw: u64) -> Option<Self> {
         let len = raw & LEN_MASK;

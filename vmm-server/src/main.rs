@@ -11,6 +11,7 @@ rt::entry!(start);
 #[cfg(target_os = "none")]
 mod process {
     use protocols::error::Error;
+    use protocols::ipc::MsgInfo;
     use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
     use protocols::rights::Rights;
     use protocols::syscall::Syscall;
@@ -21,7 +22,7 @@ mod process {
         BatchError, ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask,
     };
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
-    use rt::ipc::{invoke, ipc_raw, recv, retype, Msg, Received};
+    use rt::ipc::{invoke, ipc_raw, ipc_regs, recv, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm};
@@ -160,6 +161,12 @@ mod process {
 
     /// Whether `r`, received on the exit endpoint, says the kernel stopped the vCPU (a
     /// VMX instruction failed), which is then printed.
+    /// Wait on the exit endpoint, for the serving loop.
+    fn recv_regs() -> Result<rt::ipc::Regs, Error> {
+        let r = ipc_regs(Syscall::Recv, EXIT_EP, &Msg::default(), 0, 0);
+        protocols::error::check(r.status).map(|()| r).map_err(rt::ipc::error)
+    }
+
     fn kernel_stopped(r: &Received) -> bool {
         let Some(why) = vcpu_refusal::stopped(r.msg.info.label, r.msg.words) else {
             return false;
@@ -347,20 +354,21 @@ mod process {
             .map_err(|_| Error::InvalidArgument)?;
         let mut recorder = traced.then(|| Recorder::start(&header));
         let mut first = true;
-        let mut next = recv(EXIT_EP)?;
+        // The loop reads only the label of what arrives; a kernel notice is decoded.
+        let mut next = recv_regs()?;
         let mut legs = Legs::default();
         loop {
             // Every `Legs::SAMPLE`th exit is timed: the VMM does not time itself on
             // every exit.
             let woke = legs.due().then(rdtsc);
-            if next.msg.info.label != vm::EXIT_LABEL {
-                if kernel_stopped(&next) {
+            if MsgInfo::raw_label(next.info) != vm::EXIT_LABEL {
+                if kernel_stopped(&next.received()) {
                     if let Some(r) = recorder.take() {
                         r.finish();
                     }
                     return Ok((stop::OTHER, 0, vm.stats().total_exits()));
                 }
-                next = recv(EXIT_EP)?;
+                next = recv_regs()?;
                 continue;
             }
             // The exit is read and the reply built in place, in the vCPU state page.
@@ -390,19 +398,19 @@ mod process {
                     _ => (stop::OTHER, 0, exits),
                 });
             }
-            let (status, r) = ipc_raw(Syscall::ReplyRecv, EXIT_EP, &Msg::default(), 0, 0);
-            if status != 0 {
+            next = ipc_regs(Syscall::ReplyRecv, EXIT_EP, &Msg::default(), 0, 0);
+            if next.status != 0 {
+                let status = next.status;
                 rt::println!(
                     "vmm: the kernel refused the reply: error {status}, batch error {}, field {:#x}",
-                    r.msg.words[0],
-                    r.msg.words[1]
+                    next.words[0],
+                    next.words[1]
                 );
                 if let Some(r) = recorder.take() {
                     r.finish();
                 }
                 return Ok((stop::OTHER, 0, vm.stats().total_exits()));
             }
-            next = r;
         }
     }
 

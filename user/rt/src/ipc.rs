@@ -55,6 +55,35 @@ pub fn ipc_raw(
     grant: u64,
     recv_slot: u64,
 ) -> (u64, Received) {
+    let r = ipc_regs(number, cptr, msg, grant, recv_slot);
+    (r.status, r.received())
+}
+
+/// The result registers of an IPC syscall, undecoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Regs {
+    /// `rax`: the status.
+    pub status: u64,
+    /// `rdi`: the badge.
+    pub badge: u64,
+    /// `rsi`: the raw [`MsgInfo`].
+    pub info: u64,
+    /// `rdx`, `r10`, `r8`, `r9`.
+    pub words: [u64; 4],
+}
+
+impl Regs {
+    /// The received message, decoded (an invalid `rsi` reads as an empty message).
+    pub fn received(&self) -> Received {
+        let info = MsgInfo::from_raw(self.info).unwrap_or_default();
+        Received { badge: self.badge, msg: Msg { info, words: self.words } }
+    }
+}
+
+/// [`ipc_raw`] without decoding: for a server loop that dispatches on the label alone
+/// (`MsgInfo::raw_label`) and decodes only what it needs.
+#[inline(always)]
+pub fn ipc_regs(number: Syscall, cptr: u64, msg: &Msg, grant: u64, recv_slot: u64) -> Regs {
     let (status, badge, info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` preserves every register except the outputs named here and rcx,
     // r11; r12 and r13 are only read by the kernel.
@@ -75,8 +104,7 @@ pub fn ipc_raw(
             options(nostack),
         );
     }
-    let info = MsgInfo::from_raw(info).unwrap_or_default();
-    (status, Received { badge, msg: Msg { info, words: [w0, w1, w2, w3] } })
+    Regs { status, badge, info, words: [w0, w1, w2, w3] }
 }
 
 /// Typed error of a raw status.
