@@ -228,10 +228,9 @@ mod tests {
     use crate::store::{cnode_slot, Store};
     use protocols::bootinfo::{slot, untypeds};
 
-    #[test]
-    fn every_free_byte_becomes_untyped_and_is_listed() {
-        let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
-        let rt = RootTask {
+    /// Where the tests put the root task's objects.
+    fn root_task() -> RootTask {
+        RootTask {
             tcb: 0x1000,
             cnode: 0x2_0000,
             vspace: 0x8000,
@@ -241,7 +240,13 @@ mod tests {
             irq_node: 0xb000,
             entry: 0x40_0000,
             stack: 0x7fff_0000,
-        };
+        }
+    }
+
+    #[test]
+    fn every_free_byte_becomes_untyped_and_is_listed() {
+        let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
+        let rt = root_task();
         let free = [
             PhysRange { start: 0x10_3000, end: 0x20_0000 },
             PhysRange { start: 0x100_0000, end: 0x200_0000 },
@@ -286,17 +291,7 @@ mod tests {
     #[test]
     fn modules_that_do_not_fit_are_refused_by_name() {
         let mut k = Kernel::new(FakeStore::default(), [0; 256], true);
-        let rt = RootTask {
-            tcb: 0x1000,
-            cnode: 0x2_0000,
-            vspace: 0x8000,
-            pool: 0x9000,
-            pool_pages: 4,
-            bootinfo: 0xa000,
-            irq_node: 0xb000,
-            entry: 0x40_0000,
-            stack: 0x7fff_0000,
-        };
+        let rt = root_task();
         let room = protocols::bootinfo::MAX_MODULE_PAGES as u64 * 4096;
         let m = |name, start, len| BootModule { name, start, end: start + len };
         let mut modules = vec![

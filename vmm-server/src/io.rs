@@ -306,6 +306,17 @@ mod tests {
         (reply.gpr_mask & (1 << reg) != 0).then(|| reply.gprs.regs[usize::from(reg)])
     }
 
+    /// [`emulate`] with a reply area of its own, for tests that only look at the outcome.
+    fn emulate_alone<K: Copy, const N: usize, D: DeviceMap<K>>(
+        m: &ExitMessage,
+        q: IoQualification,
+        bus: &mut Bus<K, N>,
+        dev: &mut D,
+        mem: &mut impl GuestMemory,
+        mode: GuestMode,
+    ) -> Result<bool, IoFault> {
+        emulate(m, q, bus, dev, mem, mode, &mut ReplyBuilder::within(&mut ExitReply::new()))
+    }
     #[test]
     fn in_merges_into_rax_by_size() {
         let (mut bus, mut dev) = setup();
@@ -433,15 +444,7 @@ mod tests {
         // Bad instruction information.
         let m = msg(qual, 3 << 7, 0, &[(Gprs::RCX, 1)]);
         assert!(matches!(
-            emulate(
-                &m,
-                q,
-                &mut bus,
-                &mut dev,
-                &mut mem,
-                FLAT,
-                &mut ReplyBuilder::within(&mut ExitReply::new())
-            ),
+            emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, FLAT),
             Err(IoFault::Decode(_))
         ));
     }
@@ -468,54 +471,19 @@ mod tests {
         m.cr0 = 0x8001_0011; // PG, WP
         let q = IoQualification::decode(qual).unwrap();
         // A read-only user page: writes fault with WP set, even for the kernel.
-        let out = emulate(
-            &m,
-            q,
-            &mut bus,
-            &mut dev,
-            &mut mem,
-            long(0),
-            &mut ReplyBuilder::within(&mut ExitReply::new()),
-        );
+        let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0));
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x10 }));
         // A writable supervisor page: fine for CPL 0, a fault for CPL 3.
         m.guest_linear = 0x1010;
         m.gprs.set(Gprs::RDI, 0x1010);
-        assert_eq!(
-            emulate(
-                &m,
-                q,
-                &mut bus,
-                &mut dev,
-                &mut mem,
-                long(0),
-                &mut ReplyBuilder::within(&mut ExitReply::new())
-            ),
-            Ok(true)
-        );
+        assert_eq!(emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0)), Ok(true));
         assert_eq!(mem.read_u32(0x9010).unwrap() & 0xff, 0);
-        let out = emulate(
-            &m,
-            q,
-            &mut bus,
-            &mut dev,
-            &mut mem,
-            long(3),
-            &mut ReplyBuilder::within(&mut ExitReply::new()),
-        );
+        let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(3));
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x1010 }));
         // Unmapped.
         m.guest_linear = 0x5000;
         m.gprs.set(Gprs::RDI, 0x5000);
-        let out = emulate(
-            &m,
-            q,
-            &mut bus,
-            &mut dev,
-            &mut mem,
-            long(0),
-            &mut ReplyBuilder::within(&mut ExitReply::new()),
-        );
+        let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0));
         assert_eq!(out, Err(IoFault::PageFault { linear: 0x5000 }));
     }
 
@@ -540,18 +508,7 @@ mod tests {
         m.cr0 = 0x8000_0011;
         let q = IoQualification::decode(qual).unwrap();
         let mode = GuestMode { paging: PagingMode::Long4, cpl: 0 };
-        assert_eq!(
-            emulate(
-                &m,
-                q,
-                &mut bus,
-                &mut dev,
-                &mut mem,
-                mode,
-                &mut ReplyBuilder::within(&mut ExitReply::new())
-            ),
-            Ok(true)
-        );
+        assert_eq!(emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, mode), Ok(true));
         let mut a = [0u8; 2];
         let mut b = [0u8; 2];
         mem.read(0x8ffe, &mut a).unwrap();
