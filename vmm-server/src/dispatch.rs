@@ -809,11 +809,14 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if reply.has(ReplyFlags::STOP_VCPU) {
             return Ok(());
         }
+        // Most exits cut no event short and find no request in the PIC: two tests.
+        let vectoring = msg.idt_vectoring_info & EventInjection::VALID != 0;
+        if !vectoring && self.platform.pic.pending_vector().is_none() {
+            return Ok(());
+        }
         // Retiring the instruction (ADVANCE_RIP) ends an STI/MOV SS shadow.
         let shadow = msg.interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
         let interruptible = msg.rflags & RFLAGS_IF != 0 && !shadow;
-        // Most exits cut no event short: one bit test instead of the decode.
-        let vectoring = msg.idt_vectoring_info & EventInjection::VALID != 0;
         if vectoring && !reply.injects() {
             if let Some(event) = vectoring_event(msg, interruptible)? {
                 reply.inject(event, msg.idt_vectoring_error, msg.instruction_len);

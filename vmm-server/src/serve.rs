@@ -77,6 +77,8 @@ pub fn answer<M: GuestMemory, S: SerialSink>(
 }
 
 /// [`answer`], building the reply in `out` (the reply area of the vCPU state page).
+/// Inline: it is the VMM's hot loop's one call per exit.
+#[inline(always)]
 pub fn answer_into<M: GuestMemory, S: SerialSink>(
     vm: &mut Vm<M, S>,
     msg: &ExitMessage,
