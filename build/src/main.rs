@@ -145,6 +145,14 @@ fn test() -> Result<bool> {
         .arg(xtask::target_dir().join("kernel"))
         .env("CARGO_ENCODED_RUSTFLAGS", cargo::KERNEL_RUSTFLAGS.join("\x1f"))
         .args(["--", "-D", "warnings"]);
+    // The exit tracer is built only on request: lint it here so that it keeps building.
+    let mut traced = cargo_cmd();
+    traced
+        .args(["clippy", "--release", "--target", cargo::TARGET, "-p", "kernel"])
+        .args(["--features", "exit-trace", "--target-dir"])
+        .arg(xtask::target_dir().join("kernel-exit-trace"))
+        .env("CARGO_ENCODED_RUSTFLAGS", cargo::KERNEL_RUSTFLAGS.join("\x1f"))
+        .args(["--", "-D", "warnings"]);
     let mut user = cargo_cmd();
     user.args(["clippy", "--release", "--target", cargo::TARGET, "--target-dir"])
         .arg(xtask::target_dir().join("user"))
@@ -159,10 +167,11 @@ fn test() -> Result<bool> {
     host.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     let mut tests = cargo_cmd();
     tests.args(["test", "--workspace"]);
-    let steps: [(&str, &mut Process); 5] = [
+    let steps: [(&str, &mut Process); 6] = [
         ("cargo fmt --check", &mut fmt),
         ("clippy (host crates)", &mut host),
         ("clippy (bare-metal kernel)", &mut kernel),
+        ("clippy (bare-metal kernel with the exit tracer)", &mut traced),
         ("clippy (bare-metal user programs)", &mut user),
         ("host unit tests and emulator integration tests", &mut tests),
     ];
