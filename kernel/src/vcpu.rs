@@ -481,7 +481,8 @@ impl<S: Store> Kernel<S> {
     /// check is `StartRefused` with the check's `StartError` words for the caller.
     pub(crate) fn vcpu_start(&mut self, v: u64, w: [u64; 4]) -> Result<Done, Error> {
         let vmx = self.vmx.ok_or(Error::NotSupported)?;
-        let mode = match w[0] & 0xff {
+        let with_batch = w[0] & vcpu_mode::WITH_BATCH != 0;
+        let mode = match w[0] & 0xff & !vcpu_mode::WITH_BATCH {
             vcpu_mode::LONG64 => GuestMode::Long64,
             vcpu_mode::PROTECTED32 => GuestMode::Protected32,
             vcpu_mode::REAL => GuestMode::Real,
@@ -533,6 +534,21 @@ impl<S: Store> Kernel<S> {
         data.msr_areas_changed = false;
         data.page_fault = None;
         data.cr2 = 0;
+        if with_batch {
+            // The batch is validated against the initial state and written after it.
+            if let Err((e, code, field)) = self.validate_reply(v) {
+                let data = self.store.vcpu(v);
+                data.init = None;
+                data.started = false;
+                self.refusal = Some([code, field, 0]);
+                return Err(e);
+            }
+            self.apply_reply(v);
+            if self.store.vcpu(v).pending.stop {
+                // Set up, but asked to stay stopped: the next `VCpuStart` runs it.
+                return Ok(Done::Value(0));
+            }
+        }
         self.store.tcb(v).priority = priority;
         self.make_ready(v);
         Ok(Done::Value(0))

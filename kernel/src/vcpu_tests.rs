@@ -607,3 +607,37 @@ fn an_exit_waits_for_a_vmm_that_is_not_receiving() {
     assert_eq!((reason, rip, len), (ExitReason::Cpuid as u64, 0x1000, 2));
     assert_eq!(t.k.store.tcb(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
 }
+
+/// `VCpuStart` with `WITH_BATCH` applies the reply area's batch before the first entry
+/// (what a boot protocol needs: RSI, a descriptor table); a refused batch leaves the vCPU
+/// unstarted, the reason in the result registers.
+#[test]
+fn a_start_batch_sets_registers_and_state_before_the_first_entry() {
+    let long = [vcpu_mode::LONG64 | vcpu_mode::WITH_BATCH | 50 << 8, 0x1000, 0x8000, 0x2000];
+    let mut t = configured();
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
+    let mut batch = ExitReply::new();
+    batch.set_gpr(Gprs::RSI, 0x7000).unwrap();
+    batch.write(Field::GuestGdtrBase, 0x1000).unwrap();
+    write_reply(&mut t, msg, &batch);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &long), 0);
+    let data = t.k.store.vcpu(v);
+    assert_eq!(data.gprs.get(Gprs::RSI), Some(0x7000));
+    assert!(data.pending().contains(&(Field::GuestGdtrBase, 0x1000)));
+    assert!(data.started && t.k.runnable(v));
+
+    let mut t = configured();
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    let mut bad = ExitReply::new();
+    bad.write(Field::HostRip, 0).unwrap();
+    write_reply(&mut t, msg, &bad);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &long), Error::BatchRejected as u64);
+    let refused = BatchError::FieldNotWritable { field: Field::HostRip as u32 };
+    assert_eq!(t.regs(ROOT_TCB)[3..5], [u64::from(refused.code()), Field::HostRip as u64]);
+    assert!(!t.k.store.vcpu(v).started && !t.k.runnable(v));
+    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    // Without the flag the reply area is not looked at.
+    let plain = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x2000];
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &plain), 0);
+}

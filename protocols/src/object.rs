@@ -98,11 +98,15 @@ pub enum Invocation {
     /// optional `vmexit::TransferMask` groups every exit message carries.
     VCpuConfigure = 16,
     /// VCpu: `[mode | priority << 8 | primary controls << 16, rip, rsp, cr3]`: set up
-    /// the VMCS and run. `mode` is one of [`vcpu_mode`]; the primary processor-based
-    /// controls named are set from the first entry on (HLT exiting, …) where the kernel's
-    /// policy lets the VMM choose them. A VMCS that fails a check the kernel makes before
-    /// entry is `StartRefused`, the check in the result registers
-    /// (`vcpu_start::StartError`).
+    /// the VMCS and run. `mode` is one of [`vcpu_mode`], plus
+    /// [`vcpu_mode::WITH_BATCH`] to apply the batch in the message frame's reply area
+    /// before the first entry (validated like a reply, against the initial state: GPRs
+    /// such as a boot protocol's RSI, descriptor tables, segments); the primary
+    /// processor-based controls named are set from the first entry on (HLT exiting, …)
+    /// where the kernel's policy lets the VMM choose them. A VMCS that fails a check the
+    /// kernel makes before entry is `StartRefused`, the check in the result registers
+    /// (`vcpu_start::StartError`); a refused batch is `BatchRejected` (`rdx` = the
+    /// `BatchError` code, `r10` = the field), and the vCPU is not started.
     VCpuStart = 17,
     /// IoPorts: `[port, width]`: read the port (width 1, 2 or 4 bytes, every byte inside
     /// the capability's range); the value is the result word.
@@ -159,6 +163,8 @@ pub mod vcpu_mode {
     pub const PROTECTED32: u64 = 1;
     /// Real mode (needs unrestricted guest).
     pub const REAL: u64 = 2;
+    /// Flag (bit 7 of the mode byte): apply the reply area's batch before the first entry.
+    pub const WITH_BATCH: u64 = 0x80;
 }
 
 /// The VM-exit protocol between the kernel and a VMM.
