@@ -28,6 +28,9 @@ pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-mod
 
 /// The ring-3 programs that are built and can be put into images.
 pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server", "console-driver", "syscall-fuzzer"];
+/// Features of the images' user programs: their VMM runs the test modes (hostile,
+/// mutating, traced VMs and the test hypercalls); the production VMM is built without.
+pub const USER_FEATURES: &[&str] = &["vmm-server/test-modes"];
 
 fn cargo_build(packages: &[&str], target_subdir: &str, rustflags: &[&str]) -> Result<PathBuf> {
     cargo_build_with(packages, target_subdir, rustflags, &[])
@@ -75,9 +78,10 @@ pub fn build_guests() -> Result<PathBuf> {
     cargo_build(&["test-guests"], "guests", &["-Crelocation-model=static"])
 }
 
-/// Build every user program; returns the directory holding their ELFs.
+/// Build every user program as the images carry them; returns the directory holding
+/// their ELFs.
 pub fn build_user() -> Result<PathBuf> {
-    cargo_build(USER_PROGRAMS, "user", USER_RUSTFLAGS)
+    cargo_build_with(USER_PROGRAMS, "user", USER_RUSTFLAGS, USER_FEATURES)
 }
 
 /// Build `program` as [`build_user`] does but keeping its debug information (the code is
@@ -86,5 +90,5 @@ pub fn build_user() -> Result<PathBuf> {
 pub fn build_user_symbols(program: &str) -> Result<PathBuf> {
     let flags: Vec<&str> =
         USER_RUSTFLAGS.iter().copied().filter(|f| !f.starts_with("-Cstrip")).collect();
-    Ok(cargo_build(&[program], "user-symbols", &flags)?.join(program))
+    Ok(cargo_build_with(&[program], "user-symbols", &flags, USER_FEATURES)?.join(program))
 }

@@ -160,19 +160,29 @@ fn test() -> Result<bool> {
     for p in cargo::USER_PROGRAMS {
         user.args(["-p", p]);
     }
+    user.arg("--features").arg(cargo::USER_FEATURES.join(","));
     user.args(["--", "-D", "warnings"]);
+    // The production VMM: the same code without the test modes.
+    let mut production = cargo_cmd();
+    production
+        .args(["clippy", "--release", "--target", cargo::TARGET, "-p", "vmm-server"])
+        .arg("--target-dir")
+        .arg(xtask::target_dir().join("user-production"))
+        .env("CARGO_ENCODED_RUSTFLAGS", cargo::USER_RUSTFLAGS.join("\x1f"))
+        .args(["--", "-D", "warnings"]);
     let mut fmt = cargo_cmd();
     fmt.args(["fmt", "--all", "--check"]);
     let mut host = cargo_cmd();
     host.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     let mut tests = cargo_cmd();
     tests.args(["test", "--workspace"]);
-    let steps: [(&str, &mut Process); 6] = [
+    let steps: [(&str, &mut Process); 7] = [
         ("cargo fmt --check", &mut fmt),
         ("clippy (host crates)", &mut host),
         ("clippy (bare-metal kernel)", &mut kernel),
         ("clippy (bare-metal kernel with the exit tracer)", &mut traced),
         ("clippy (bare-metal user programs)", &mut user),
+        ("clippy (the production VMM, without test modes)", &mut production),
         ("host unit tests and emulator integration tests", &mut tests),
     ];
     for (name, cmd) in steps {

@@ -24,6 +24,7 @@ use protocols::vmexit::{
 };
 
 use crate::bus::{Bus, BusError};
+#[cfg(any(test, feature = "test-modes"))]
 use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
@@ -723,7 +724,6 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Ok(());
         }
         self.stats.hypercalls = self.stats.hypercalls.saturating_add(1);
-        let needs = StopReason::NeedsTransfer;
         let status = match Hypercall::decode(&msg.gprs) {
             Ok(Hypercall::PutChar(byte)) => {
                 self.platform.uart.sink_mut().write_byte(byte);
@@ -739,35 +739,65 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 hypercall::STATUS_OK
             }
             Ok(Hypercall::Exit(code)) => return Err(StopReason::GuestExit(code)),
-            Ok(Hypercall::ExitCount(reason)) => self.stats.exits_raw(reason),
-            Ok(Hypercall::InjectNmi) => {
-                reply.inject(EventInjection::nmi(), 0, 0);
-                self.stats.nmis_injected = self.stats.nmis_injected.saturating_add(1);
-                hypercall::STATUS_OK
-            }
-            Ok(Hypercall::RdtscExiting(tsc)) => {
-                controls::rdtsc_exiting(msg, tsc.is_some(), reply).map_err(needs)?;
-                self.tsc = tsc;
-                hypercall::STATUS_OK
-            }
-            Ok(Hypercall::TscOffset(offset)) => {
-                controls::tsc_offset(msg, offset, reply).map_err(needs)?;
-                hypercall::STATUS_OK
-            }
-            Ok(Hypercall::Cr3Targets { exiting, count, values }) => {
-                let values = values.get(..count).unwrap_or_default();
-                controls::cr3_targets(msg, exiting, values, reply).map_err(needs)?;
-                hypercall::STATUS_OK
-            }
-            Ok(Hypercall::ExceptionBitmap { bitmap, mask, matching }) => {
-                controls::exception_bitmap(bitmap, mask, matching, reply);
-                hypercall::STATUS_OK
-            }
+            Ok(call) => self.test_control(call, msg, reply)?,
             Err(hypercall::DecodeError::Unknown(_)) => hypercall::STATUS_UNKNOWN,
             Err(hypercall::DecodeError::Invalid) => hypercall::STATUS_INVALID,
         };
         reply.set_gpr(Gprs::RAX, status);
         Ok(())
+    }
+
+    /// The hypercalls with which test guests drive VT-x controls and see what the VMM
+    /// saw (functions 3-8): test tooling, served only by a VMM built with `test-modes`.
+    #[cfg(any(test, feature = "test-modes"))]
+    fn test_control(
+        &mut self,
+        call: Hypercall,
+        msg: &ExitMessage,
+        reply: &mut ReplyBuilder,
+    ) -> Result<u64, StopReason> {
+        let needs = StopReason::NeedsTransfer;
+        Ok(match call {
+            Hypercall::ExitCount(reason) => self.stats.exits_raw(reason),
+            Hypercall::InjectNmi => {
+                reply.inject(EventInjection::nmi(), 0, 0);
+                self.stats.nmis_injected = self.stats.nmis_injected.saturating_add(1);
+                hypercall::STATUS_OK
+            }
+            Hypercall::RdtscExiting(tsc) => {
+                controls::rdtsc_exiting(msg, tsc.is_some(), reply).map_err(needs)?;
+                self.tsc = tsc;
+                hypercall::STATUS_OK
+            }
+            Hypercall::TscOffset(offset) => {
+                controls::tsc_offset(msg, offset, reply).map_err(needs)?;
+                hypercall::STATUS_OK
+            }
+            Hypercall::Cr3Targets { exiting, count, values } => {
+                let values = values.get(..count).unwrap_or_default();
+                controls::cr3_targets(msg, exiting, values, reply).map_err(needs)?;
+                hypercall::STATUS_OK
+            }
+            Hypercall::ExceptionBitmap { bitmap, mask, matching } => {
+                controls::exception_bitmap(bitmap, mask, matching, reply);
+                hypercall::STATUS_OK
+            }
+            // Served by the caller.
+            Hypercall::PutChar(_) | Hypercall::Report { .. } | Hypercall::Exit(_) => {
+                hypercall::STATUS_UNKNOWN
+            }
+        })
+    }
+
+    /// Without `test-modes` the test hypercalls are unknown functions.
+    #[cfg(not(any(test, feature = "test-modes")))]
+    fn test_control(
+        &mut self,
+        _call: Hypercall,
+        _msg: &ExitMessage,
+        _reply: &mut ReplyBuilder,
+    ) -> Result<u64, StopReason> {
+        Ok(hypercall::STATUS_UNKNOWN)
     }
 
     /// An exception the exception bitmap intercepted is given back to the guest (for a

@@ -24,6 +24,7 @@ pub mod hypercall;
 pub mod io;
 pub mod linux_boot;
 pub mod msr;
+#[cfg(any(test, feature = "test-modes"))]
 pub mod mutate;
 pub mod paging;
 pub mod platform;
@@ -31,5 +32,6 @@ pub mod reply;
 pub mod serve;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod testing;
+#[cfg(any(test, feature = "test-modes"))]
 pub mod trace;
 pub mod vcpu_refusal;

@@ -16,23 +16,34 @@ mod process {
     use protocols::rights::Rights;
     use protocols::syscall::Syscall;
     use protocols::vcpu_page;
-    use protocols::vmcs::ctl::{pin, proc};
-    use protocols::vmcs::{activity, Field};
-    use protocols::vmexit::{
-        BatchError, ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask,
-    };
+    use protocols::vmcs::ctl::proc;
+    use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
     use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
-    use rt::ipc::{invoke, ipc_raw, ipc_regs, recv, retype, Msg, Received};
+    use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm};
     use vmm_server::exit_qualification::IoQualification;
     use vmm_server::guest_image;
     use vmm_server::guest_memory::SliceMemory;
-    use vmm_server::mutate::{self, Rng};
-    use vmm_server::serve::{answer, answer_into, config};
-    use vmm_server::trace;
+    use vmm_server::serve::answer_into;
     use vmm_server::vcpu_refusal::{self, StartRefusal};
+
+    #[cfg(feature = "test-modes")]
+    mod test_modes;
+
+    /// A VMM built without test modes records nothing.
+    #[cfg(not(feature = "test-modes"))]
+    struct Recorder;
+
+    #[cfg(not(feature = "test-modes"))]
+    impl Recorder {
+        fn record(&mut self, _: &ExitMessage, _: &protocols::vmexit::ExitReply) {}
+        fn finish(self) {}
+    }
+
+    /// The VM a serving VMM runs.
+    type ServedVm = Vm<SliceMemory<'static>, LineSink>;
 
     const IMAGE_VA: u64 = 0x1000_0000;
     const RAM_VA: u64 = 0x2000_0000;
@@ -159,14 +170,14 @@ mod process {
         Err(e)
     }
 
-    /// Whether `r`, received on the exit endpoint, says the kernel stopped the vCPU (a
-    /// VMX instruction failed), which is then printed.
     /// Wait on the exit endpoint, for the serving loop.
     fn recv_regs() -> Result<rt::ipc::Regs, Error> {
         let r = ipc_regs(Syscall::Recv, EXIT_EP, &Msg::default(), 0, 0);
         protocols::error::check(r.status).map(|()| r).map_err(rt::ipc::error)
     }
 
+    /// Whether `r`, received on the exit endpoint, says the kernel stopped the vCPU (a
+    /// VMX instruction failed), which is then printed.
     fn kernel_stopped(r: &Received) -> bool {
         let Some(why) = vcpu_refusal::stopped(r.msg.info.label, r.msg.words) else {
             return false;
@@ -209,54 +220,6 @@ mod process {
         // SAFETY: the frame is mapped writable at MSG_VA for the VMM's life (`build`), and
         // no other view of it outlives the caller's use between two syscalls.
         unsafe { core::slice::from_raw_parts_mut(MSG_VA as *mut u8, vcpu_page::PAGE_SIZE) }
-    }
-
-    /// The exit, read in place.
-    fn read_exit() -> Option<&'static ExitMessage> {
-        vcpu_page::exit(page())
-    }
-
-    /// Put `reply` into the reply area.
-    fn write_reply(reply: &ExitReply) {
-        if let Some(area) = vcpu_page::reply_mut(page()) {
-            *area = *reply;
-        }
-    }
-
-    /// Exits a traced VMM records (`vmm::flags::TRACE`): all of a test guest's run.
-    const TRACE_EXITS: u64 = 4096;
-
-    fn print_line(line: &str) {
-        rt::println!("{line}");
-    }
-
-    /// Writes the trace of this VM's exits as `trace:` lines while it runs.
-    struct Recorder {
-        encoder: trace::Encoder,
-        lines: trace::LineWriter<fn(&str)>,
-        records: u64,
-    }
-
-    impl Recorder {
-        fn start(header: &trace::Header) -> Self {
-            let mut lines = trace::LineWriter::new(print_line as fn(&str));
-            header.encode(&mut |b| lines.push(b));
-            Self { encoder: trace::Encoder::new(), lines, records: 0 }
-        }
-
-        fn record(&mut self, msg: &ExitMessage, reply: &ExitReply) {
-            if self.records < TRACE_EXITS {
-                let lines = &mut self.lines;
-                self.encoder.record(msg, reply, &mut |b| lines.push(b));
-                self.records += 1;
-            }
-        }
-
-        fn finish(self) {
-            self.lines.finish(self.records, |records, bytes, hash| {
-                rt::println!("trace: end {records} {bytes} {hash:08x}");
-            });
-        }
     }
 
     /// The port guest_bench times: COM1's scratch register, which has no side effects.
@@ -343,16 +306,16 @@ mod process {
 
     fn serve(ram: &'static mut [u8], mode: u64, traced: bool) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
-        // A trace carries the host CPUID leaves the VM's table was built from.
-        let mut header = trace::Header { mode: mode as u8, ..trace::Header::default() };
-        let host = |leaf, subleaf| {
-            let regs = host_cpuid(leaf, subleaf);
-            header.note(leaf, subleaf, regs);
-            regs
+        #[cfg(feature = "test-modes")]
+        let (mut vm, mut recorder) = test_modes::traced_vm(ram, mode, traced, sink)?;
+        #[cfg(not(feature = "test-modes"))]
+        let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
+            let _ = traced; // refused in `run` without test modes
+            let config = vmm_server::serve::config(mode);
+            let vm = Vm::new(&config, host_cpuid, SliceMemory::new(0, ram), sink)
+                .map_err(|_| Error::InvalidArgument)?;
+            (vm, None)
         };
-        let mut vm = Vm::new(&config(mode), host, SliceMemory::new(0, ram), sink)
-            .map_err(|_| Error::InvalidArgument)?;
-        let mut recorder = traced.then(|| Recorder::start(&header));
         let mut first = true;
         // The loop reads only the label of what arrives; a kernel notice is decoded.
         let mut next = recv_regs()?;
@@ -414,229 +377,25 @@ mod process {
         }
     }
 
-    /// One batch a hostile VMM tries: its case name, the one write it sends, and the
-    /// error the kernel must refuse it with (naming that field).
-    struct Hostile {
-        case: &'static str,
-        field: Field,
-        value: Value,
-        error: BatchError,
-    }
-
-    /// What a hostile batch writes: a fixed value, or the control's current value (from
-    /// the exit message) less bits the kernel forces, so that only those bits are wrong.
-    #[derive(Clone, Copy)]
-    enum Value {
-        Fixed(u64),
-        CurrentWithout(u32),
-    }
-
-    const fn hostile(case: &'static str, field: Field, value: u64, error: BatchError) -> Hostile {
-        Hostile { case, field, value: Value::Fixed(value), error }
-    }
-
-    const fn without(case: &'static str, field: Field, bits: u32) -> Hostile {
-        Hostile { case, field, value: Value::CurrentWithout(bits), error: POLICY }
-    }
-
-    const NOT_WRITABLE: BatchError = BatchError::FieldNotWritable { field: 0 };
-    const POLICY: BatchError = BatchError::ControlPolicy { field: 0, value: 0, bits: 0 };
-    const CPU: BatchError = BatchError::ControlBitsRejected { field: 0, value: 0, bits: 0 };
-    const LIVENESS: BatchError = BatchError::Liveness { field: 0, value: 0 };
-    const INJECTION: BatchError = BatchError::BadInjection { info: 0 };
-
-    /// Batches a hostile VMM tries: host state and kernel-owned pointers, controls the
-    /// kernel relies on, and every way the liveness invariant could be broken.
-    const HOSTILE: [Hostile; 16] = [
-        hostile("host-rip", Field::HostRip, 0x4141_4141, NOT_WRITABLE),
-        hostile("host-cr3", Field::HostCr3, 0x1000, NOT_WRITABLE),
-        hostile("ept-pointer", Field::EptPointer, 0x1e, NOT_WRITABLE),
-        hostile("io-bitmap-a", Field::IoBitmapA, 0x2000, NOT_WRITABLE),
-        hostile("msr-bitmap", Field::MsrBitmap, 0x3000, NOT_WRITABLE),
-        hostile("vmcs-link-pointer", Field::VmcsLinkPointer, 0, NOT_WRITABLE),
-        hostile("notify-window", Field::NotifyWindow, u32::MAX as u64, NOT_WRITABLE),
-        without(
-            "pin-controls-without-external-interrupt-exiting",
-            Field::PinBasedControls,
-            pin::EXTERNAL_INTERRUPT_EXITING,
-        ),
-        without("pin-controls-without-nmi-exiting", Field::PinBasedControls, pin::NMI_EXITING),
-        hostile("proc-controls-reserved-bits", Field::ProcBasedControls, 0xffff_ffff, CPU),
-        without(
-            "proc-controls-without-mov-dr-exiting",
-            Field::ProcBasedControls,
-            proc::MOV_DR_EXITING,
-        ),
-        hostile(
-            "activity-state-wait-for-sipi",
-            Field::GuestActivityState,
-            activity::WAIT_FOR_SIPI,
-            LIVENESS,
-        ),
-        hostile("activity-state-shutdown", Field::GuestActivityState, activity::SHUTDOWN, LIVENESS),
-        hostile("exception-bitmap-without-ac", Field::ExceptionBitmap, 1 << 1, LIVENESS),
-        hostile("exception-bitmap-without-db", Field::ExceptionBitmap, 1 << 17, LIVENESS),
-        // A hardware exception with vector 32, which no exception has.
-        hostile("injection-vector-32", Field::EntryInterruptionInfo, 0x8000_0320, INJECTION),
-    ];
-
-    /// Hostile mode: answer exits with forbidden batches, one per case; each must be
-    /// refused with the expected error naming its field. Returns how many were not.
-    fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
-        let mut missed = 0u64;
-        for (i, h) in HOSTILE.iter().enumerate() {
-            if i > 0 {
-                // The previous refusal left the vCPU stopped: start it afresh.
-                start_vcpu(mode, entry)?;
-            }
-            if kernel_stopped(&recv(EXIT_EP)?) {
-                return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
-            }
-            let value = match h.value {
-                Value::Fixed(v) => v,
-                Value::CurrentWithout(bits) => {
-                    let Some(msg) = read_exit() else {
-                        rt::println!("vmm: malformed exit message");
-                        return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
-                    };
-                    let c = msg.controls;
-                    let now = if h.field == Field::PinBasedControls { c.pin } else { c.proc };
-                    u64::from(now & !bits)
-                }
-            };
-            let mut reply = ExitReply::new();
-            let _ = reply.write(h.field, value);
-            write_reply(&reply);
-            let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-            let (code, field) = (r.msg.words[0] as u32, r.msg.words[1]);
-            let named = Field::from_raw(field as u32).map_or("no field", Field::name);
-            let error = BatchError::name_of(code);
-            let case = h.case;
-            if status == Error::BatchRejected as u64
-                && code == h.error.code()
-                && field == h.field as u64
-            {
-                rt::println!("hostile: {case} refused: {error} ({named})");
-            } else if status == Error::BatchRejected as u64 {
-                rt::println!("hostile: {case} refused for the wrong reason: {error} ({named})");
-                missed += 1;
-            } else {
-                rt::println!("hostile: {case} APPLIED (status {status})");
-                missed += 1;
-            }
-        }
-        Ok((stop::EXITED, missed, HOSTILE.len() as u64))
-    }
-
-    /// Exits a mutating VMM answers (`vmm::flags::MUTATE`) before it stops.
-    const MUTATED_EXITS: u64 = 48;
-    /// The mutations' seed: fixed, so every run sends the same batches.
-    const MUTATION_SEED: u64 = 0x5eed_0fba_7c4e_5500;
-
-    /// Mutating mode: answer real exits with mutated real replies; count what the kernel
-    /// accepts and refuses, what it accepted but the CPU then refused at VM entry (guest
-    /// state the kernel leaves to the CPU's checks: an exit with reason bit 31), and the
-    /// batches it accepted although it must refuse them (reported as the exit code). A
-    /// refused or stopping batch leaves the vCPU stopped: it starts again from the entry
-    /// point with a fresh device model.
-    fn mutated(ram: &'static mut [u8], mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
-        let mut rng = Rng::new(MUTATION_SEED);
-        let (mut sent, mut accepted, mut refused, mut wrong) = (0u64, 0u64, 0u64, 0u64);
-        let mut cpu_refused = 0u64;
-        // Arm the VMX-preemption timer in every batch (a guest a mutation sent into a
-        // loop without exits still comes back) unless this CPU refuses it.
-        let (mut watchdog, mut timer_refusals) = (true, 0);
-        'restart: while sent < MUTATED_EXITS {
-            let sink = LineSink { buf: [0; 160], len: 0 };
-            let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, &mut *ram), sink)
-                .map_err(|_| Error::InvalidArgument)?;
-            let mut first = true;
-            if kernel_stopped(&recv(EXIT_EP)?) {
-                return Ok((stop::OTHER, wrong, sent));
-            }
-            while sent < MUTATED_EXITS {
-                let Some(msg) = read_exit() else {
-                    rt::println!("vmm(mutate): malformed exit message");
-                    return Ok((stop::OTHER, wrong, sent));
-                };
-                if msg.is_entry_failure() && !first {
-                    // The last accepted batch failed the CPU's own entry checks: stop
-                    // the vCPU and start afresh.
-                    cpu_refused += 1;
-                    let mut stop_it = ExitReply::new();
-                    stop_it.flags = ReplyFlags::STOP_VCPU;
-                    write_reply(&stop_it);
-                    let _ = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-                    start_vcpu(mode, entry)?;
-                    continue 'restart;
-                }
-                let real = answer(&mut vm, msg, core::mem::take(&mut first));
-                let m = mutate::mutate(&mut rng, msg, &real, watchdog);
-                write_reply(&m.reply);
-                sent += 1;
-                let (status, r) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-                if status == 0 {
-                    accepted += 1;
-                    if m.must_refuse {
-                        wrong += 1;
-                        rt::println!(
-                            "vmm(mutate): batch {sent} accepted but must be refused: {:x?}",
-                            m.reply
-                        );
-                    }
-                    if !m.stops {
-                        if sent < MUTATED_EXITS && kernel_stopped(&recv(EXIT_EP)?) {
-                            // The CPU refused an entry after a batch the kernel accepted:
-                            // the kernel should have refused it.
-                            wrong += 1;
-                            start_vcpu(mode, entry)?;
-                            continue 'restart;
-                        }
-                        continue;
-                    }
-                } else {
-                    refused += 1;
-                    let field = r.msg.words[1];
-                    let timer =
-                        [Field::PinBasedControls as u64, Field::PreemptionTimerValue as u64];
-                    if watchdog && !m.must_refuse && timer.contains(&field) {
-                        timer_refusals += 1;
-                        if timer_refusals == 2 {
-                            rt::println!("vmm(mutate): this CPU refuses the VMX-preemption timer; no watchdog");
-                            watchdog = false;
-                        }
-                    }
-                    if status != Error::BatchRejected as u64 {
-                        wrong += 1;
-                        rt::println!(
-                            "vmm(mutate): batch {sent} refused with error {status}, not as a batch"
-                        );
-                    }
-                }
-                if sent < MUTATED_EXITS {
-                    start_vcpu(mode, entry)?;
-                }
-                continue 'restart;
-            }
-        }
-        // Whatever the last batch did to the guest, it never runs again.
-        invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
-        rt::println!(
-            "vmm(mutate): {sent} mutated batches: {accepted} accepted ({cpu_refused} then refused by the CPU), {refused} refused by the kernel, {wrong} accepted wrongly"
-        );
-        Ok((stop::EXITED, wrong, sent))
-    }
-
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
         let (size, mode, flags) = (arg & 0xffff_ffff_ffff, (arg >> 48) & 0xff, arg >> 56);
         let outcome = match build(size, mode) {
+            #[cfg(feature = "test-modes")]
             Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
-                attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
+                test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
+            #[cfg(feature = "test-modes")]
             Ok((ram, entry)) if flags & vmm_flags::MUTATE != 0 => {
-                mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
+                test_modes::mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
+            }
+            #[cfg(not(feature = "test-modes"))]
+            Ok(_) if flags != 0 => {
+                rt::println!(
+                    "vmm: this VMM is built without test modes: it cannot run a hostile, mutating or traced VM (flags {flags:#x})"
+                );
+                (stop::OTHER, 0, 0)
             }
             Ok((ram, _)) => {
                 let traced = flags & vmm_flags::TRACE != 0;
