@@ -8,6 +8,7 @@ use crate::cnode::{self, SLOT_BITS};
 use crate::context::UserContext;
 use crate::frame_alloc::PhysRange;
 use crate::irq::IRQ_NODE_BITS;
+use crate::paging::FrameSize;
 use crate::state::Kernel;
 use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot, TCB_BITS, UNTYPED_MIN_BITS};
 use crate::tcb::ThreadState;
@@ -127,7 +128,12 @@ pub fn start_root_task<S: Store>(
         (slot::VSPACE, Cap::VSpace { addr: rt.vspace, size_bits: 12 }),
         (
             slot::BOOTINFO,
-            Cap::Frame { addr: rt.bootinfo, rights: Rights::READ, mapped: Some(mapping) },
+            Cap::Frame {
+                addr: rt.bootinfo,
+                size: FrameSize::Small,
+                rights: Rights::READ,
+                mapped: Some(mapping),
+            },
         ),
     ];
     for (i, cap) in roots {
@@ -168,7 +174,12 @@ pub fn start_root_task<S: Store>(
             continue;
         }
         for p in 0..pages {
-            let cap = Cap::Frame { addr: m.start + p * 4096, rights: Rights::READ, mapped: None };
+            let cap = Cap::Frame {
+                addr: m.start + p * 4096,
+                size: FrameSize::Small,
+                rights: Rights::READ,
+                mapped: None,
+            };
             let _ = cnode::insert_root(s, at(slot::FIRST_MODULE_FRAME + next + p), cap);
         }
         let mut name = [0u8; 16];
@@ -275,7 +286,12 @@ mod tests {
         let second = k.store.slot(cnode_slot(0x2_0000, slot::FIRST_MODULE_FRAME + 1)).cap;
         assert_eq!(
             second,
-            Cap::Frame { addr: 0x300_1000, rights: protocols::rights::Rights::READ, mapped: None }
+            Cap::Frame {
+                addr: 0x300_1000,
+                size: crate::paging::FrameSize::Small,
+                rights: protocols::rights::Rights::READ,
+                mapped: None,
+            }
         );
         let root = |k: &mut Kernel<FakeStore>, i| k.store.slot(cnode_slot(0x2_0000, i)).cap;
         assert_eq!(root(&mut k, slot::IRQ_CONTROL), Cap::IrqControl);

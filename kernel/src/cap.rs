@@ -3,6 +3,7 @@
 //! A capability is plain data stored in a slot; the kernel alone creates and changes
 //! them. Deriving a copy can only narrow rights, and a badge can be set exactly once.
 
+use crate::paging::FrameSize;
 use protocols::rights::Rights;
 
 /// A frame's current mapping.
@@ -31,8 +32,8 @@ pub enum Cap {
     Endpoint { addr: u64, badge: u64, rights: Rights },
     /// A notification, with the bits a signal through it sets.
     Notification { addr: u64, badge: u64, rights: Rights },
-    /// A 4 KiB frame.
-    Frame { addr: u64, rights: Rights, mapped: Option<Mapping> },
+    /// A frame of 4 KiB or 2 MiB.
+    Frame { addr: u64, size: FrameSize, rights: Rights, mapped: Option<Mapping> },
     /// An address space; `size_bits` covers its PML4 and its page-table pool.
     VSpace { addr: u64, size_bits: u8 },
     /// A virtual CPU.
@@ -108,8 +109,8 @@ impl Cap {
             Self::Notification { addr, badge, rights } => {
                 Self::Notification { addr, badge, rights: rights.intersect(mask) }
             }
-            Self::Frame { addr, rights, .. } => {
-                Self::Frame { addr, rights: rights.intersect(mask), mapped: None }
+            Self::Frame { addr, size, rights, .. } => {
+                Self::Frame { addr, size, rights: rights.intersect(mask), mapped: None }
             }
             other => other,
         })

@@ -108,8 +108,8 @@ impl<S: Store> Kernel<S> {
             // Any copy may be one a VCpu passes through: each checks before it runs.
             self.io_ports_generation = self.io_ports_generation.wrapping_add(1);
         }
-        if let Cap::Frame { addr, mapped: Some(m), .. } = cap {
-            self.unmap_frame(m, addr);
+        if let Cap::Frame { addr, size, mapped: Some(m), .. } = cap {
+            self.unmap_frame(m, (addr, size));
         }
         if !last {
             return;

@@ -5,7 +5,7 @@
 
 use crate::cap::{Cap, Mapping};
 use crate::cnode;
-use crate::paging::{NO_EXECUTE, USER, WRITABLE};
+use crate::paging::{FrameSize, NO_EXECUTE, USER, WRITABLE};
 use crate::state::{Done, Kernel, Platform};
 use crate::store::{object_bits, tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
@@ -122,21 +122,21 @@ impl<S: Store> Kernel<S> {
                 }
                 Ok(Done::Value(0))
             }
-            (Invocation::FrameMap, Cap::Frame { addr, rights, mapped }) => {
+            (Invocation::FrameMap, Cap::Frame { .. }) => {
                 need(3)?;
-                self.frame_map(at, addr, rights, mapped, w[0], w[1], w[2])
+                self.frame_map(at, cap, w[0], w[1], w[2])
             }
-            (Invocation::FrameUnmap, Cap::Frame { addr, rights, mapped }) => {
+            (Invocation::FrameUnmap, Cap::Frame { addr, size, rights, mapped }) => {
                 if let Some(m) = mapped {
-                    self.unmap_frame(m, addr);
-                    self.store.slot(at).cap = Cap::Frame { addr, rights, mapped: None };
+                    self.unmap_frame(m, (addr, size));
+                    self.store.slot(at).cap = Cap::Frame { addr, size, rights, mapped: None };
                 }
                 Ok(Done::Value(0))
             }
             (Invocation::FrameAddress, Cap::Frame { addr, .. }) => Ok(Done::Value(addr)),
-            (Invocation::FrameMapGuest, Cap::Frame { addr, rights, mapped }) => {
+            (Invocation::FrameMapGuest, Cap::Frame { .. }) => {
                 need(3)?;
-                self.frame_map_guest(at, addr, rights, mapped, w[0], w[1], w[2])
+                self.frame_map_guest(at, cap, w[0], w[1], w[2])
             }
             (Invocation::VCpuConfigure, Cap::VCpu { addr }) => {
                 need(4)?;
@@ -253,7 +253,11 @@ impl<S: Store> Kernel<S> {
                 ObjectType::Notification => {
                     Cap::Notification { addr, badge: 0, rights: Rights::ALL }
                 }
-                ObjectType::Frame => Cap::Frame { addr, rights: Rights::ALL, mapped: None },
+                ObjectType::Frame | ObjectType::LargeFrame => {
+                    let size =
+                        if ty == ObjectType::Frame { FrameSize::Small } else { FrameSize::Large };
+                    Cap::Frame { addr, size, rights: Rights::ALL, mapped: None }
+                }
                 ObjectType::VSpace => {
                     for (j, e) in self.kernel_half.iter().enumerate() {
                         crate::paging::set_entry(&mut self.store, addr, 256 + j, *e);
@@ -341,25 +345,26 @@ impl<S: Store> Kernel<S> {
         Ok(Done::Value(0))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `FrameMap`: the frame in slot `at` (capability `cap`) at `vaddr` in a VSpace, as
+    /// one page of the frame's size.
     fn frame_map(
         &mut self,
         at: u64,
-        frame: u64,
-        rights: Rights,
-        mapped: Option<Mapping>,
+        cap: Cap,
         vspace: u64,
         vaddr: u64,
         want: u64,
     ) -> Result<Done, Error> {
-        if mapped.is_some() {
+        let Cap::Frame { addr: frame, size, rights, mapped: None } = cap else {
             return Err(Error::InvalidArgument);
-        }
+        };
         let (_, vs) = self.lookup(vspace)?;
         let Cap::VSpace { addr: root, .. } = vs else { return Err(Error::WrongType) };
         if want & !(map::WRITE | map::EXECUTE) != 0
-            || !vaddr.is_multiple_of(4096)
-            || vaddr.checked_add(4096).is_none_or(|end| end > protocols::layout::USER_MAP_END)
+            || !vaddr.is_multiple_of(size.bytes())
+            || vaddr
+                .checked_add(size.bytes())
+                .is_none_or(|end| end > protocols::layout::USER_MAP_END)
             || vaddr < protocols::layout::USER_MIN
         {
             return Err(Error::InvalidArgument);
@@ -382,20 +387,22 @@ impl<S: Store> Kernel<S> {
         if !exec && self.nx {
             flags |= NO_EXECUTE;
         }
-        self.vspaces.map(&mut self.store, root, vaddr, frame, flags).map_err(|e| match e {
-            crate::vspace::MapError::Paging(crate::paging::Error::OutOfMemory) => {
-                Error::OutOfMemory
-            }
-            _ => Error::InvalidArgument,
-        })?;
-        self.store.slot(at).cap =
-            Cap::Frame { addr: frame, rights, mapped: Some(Mapping { vspace: root, vaddr }) };
+        self.vspaces.map(&mut self.store, root, vaddr, (frame, size), flags).map_err(
+            |e| match e {
+                crate::vspace::MapError::Paging(crate::paging::Error::OutOfMemory) => {
+                    Error::OutOfMemory
+                }
+                _ => Error::InvalidArgument,
+            },
+        )?;
+        let mapped = Some(Mapping { vspace: root, vaddr });
+        self.store.slot(at).cap = Cap::Frame { addr: frame, size, rights, mapped };
         Ok(Done::Value(0))
     }
 
     /// Remove a frame's mapping and note which translation caches the hardware layer
     /// must flush before user code runs again.
-    pub(crate) fn unmap_frame(&mut self, m: Mapping, frame: u64) {
+    pub(crate) fn unmap_frame(&mut self, m: Mapping, frame: (u64, FrameSize)) {
         match self.vspaces.unmap(&mut self.store, m.vspace, m.vaddr, frame) {
             Stale::Tlb => self.tlb_stale = true,
             Stale::Ept => self.ept_stale = true,

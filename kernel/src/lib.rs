@@ -28,6 +28,8 @@ pub mod finalise;
 mod finalise_tests;
 pub mod frame_alloc;
 #[cfg(test)]
+mod frame_tests;
+#[cfg(test)]
 mod hw_tests;
 pub mod invoke;
 pub mod io_ports;

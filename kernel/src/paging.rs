@@ -21,6 +21,44 @@ pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 const PAGE: u64 = 4096;
 
+/// The sizes a frame object comes in, and where each is mapped: the same walk serves
+/// both, stopping one level higher for a large frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameSize {
+    /// 4 KiB: a leaf in a page table (level 0).
+    Small,
+    /// 2 MiB: a leaf in a page directory (level 1, the PS bit set).
+    Large,
+}
+
+impl FrameSize {
+    /// log2 of the size in bytes.
+    pub const fn bits(self) -> u8 {
+        match self {
+            Self::Small => 12,
+            Self::Large => 21,
+        }
+    }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        1 << self.bits()
+    }
+
+    /// The level of the table whose entry maps it.
+    pub const fn level(self) -> u32 {
+        match self {
+            Self::Small => 0,
+            Self::Large => 1,
+        }
+    }
+
+    /// The levels walked through above that entry, top first.
+    pub fn walk(self) -> impl Iterator<Item = u32> {
+        (self.level() + 1..=3).rev()
+    }
+}
+
 /// Physical memory as the kernel sees it: any frame can be borrowed as bytes.
 pub trait PhysMemory {
     /// The 4 KiB frame at `phys` (page-aligned).
@@ -42,7 +80,7 @@ impl FrameSource for crate::frame_alloc::FrameAllocator {
 /// Why a mapping or a walk failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    /// The address is not 4 KiB aligned or not canonical.
+    /// The address is not aligned to the page size or not canonical.
     BadAddress,
     /// A page is already mapped there.
     AlreadyMapped,
@@ -50,6 +88,9 @@ pub enum Error {
     OutOfMemory,
     /// A huge page covers that address, so it cannot be split here.
     HugePageInTheWay,
+    /// A page table covers the 2 MiB a large page would take (tables stay until their
+    /// address space goes, even when empty).
+    TableInTheWay,
 }
 
 fn index(vaddr: u64, level: u32) -> usize {
@@ -89,7 +130,7 @@ pub fn new_table(mem: &mut impl PhysMemory, frames: &mut impl FrameSource) -> Re
     Ok(t)
 }
 
-/// Map the 4 KiB page at `vaddr` to `paddr` with `flags` (PRESENT is implied).
+/// Map the page of `size` at `vaddr` to `paddr` with `flags` (PRESENT is implied).
 /// Intermediate tables get the most permissive flags; the leaf decides.
 pub fn map_page(
     mem: &mut impl PhysMemory,
@@ -98,12 +139,14 @@ pub fn map_page(
     vaddr: u64,
     paddr: u64,
     flags: u64,
+    size: FrameSize,
 ) -> Result<(), Error> {
-    if !vaddr.is_multiple_of(PAGE) || !paddr.is_multiple_of(PAGE) || !is_canonical(vaddr) {
+    let span = size.bytes();
+    if !vaddr.is_multiple_of(span) || !paddr.is_multiple_of(span) || !is_canonical(vaddr) {
         return Err(Error::BadAddress);
     }
     let mut table = root;
-    for level in [3, 2, 1] {
+    for level in size.walk() {
         let i = index(vaddr, level);
         let e = entry(mem, table, i);
         table = if e & PRESENT == 0 {
@@ -117,28 +160,41 @@ pub fn map_page(
             e & ADDR_MASK
         };
     }
-    let i = index(vaddr, 0);
-    if entry(mem, table, i) & PRESENT != 0 {
-        return Err(Error::AlreadyMapped);
+    let i = index(vaddr, size.level());
+    let e = entry(mem, table, i);
+    let huge = if size == FrameSize::Large { HUGE } else { 0 };
+    if e & PRESENT != 0 {
+        return Err(if e & HUGE == huge { Error::AlreadyMapped } else { Error::TableInTheWay });
     }
-    set_entry(mem, table, i, (paddr & ADDR_MASK) | flags | PRESENT);
+    set_entry(mem, table, i, (paddr & ADDR_MASK) | flags | huge | PRESENT);
     Ok(())
 }
 
-/// Clear the 4 KiB mapping of `vaddr` if it maps `paddr` (tables stay; they belong to
-/// the address space's pool).
-pub fn unmap_page(mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> bool {
+/// Clear the mapping of the page of `size` at `vaddr` if it maps `paddr` (tables stay;
+/// they belong to the address space's pool).
+pub fn unmap_page(
+    mem: &mut impl PhysMemory,
+    root: u64,
+    vaddr: u64,
+    paddr: u64,
+    size: FrameSize,
+) -> bool {
     let mut table = root;
-    for level in [3, 2, 1] {
+    for level in size.walk() {
         let e = entry(mem, table, index(vaddr, level));
         if e & PRESENT == 0 || e & HUGE != 0 {
             return false;
         }
         table = e & ADDR_MASK;
     }
-    let i = index(vaddr, 0);
+    let i = index(vaddr, size.level());
     let e = entry(mem, table, i);
-    if e & PRESENT == 0 || e & ADDR_MASK != paddr & ADDR_MASK {
+    let huge = if size == FrameSize::Large { HUGE } else { 0 };
+    if !is_canonical(vaddr)
+        || e & PRESENT == 0
+        || e & HUGE != huge
+        || e & ADDR_MASK != paddr & ADDR_MASK
+    {
         return false;
     }
     set_entry(mem, table, i, 0);
@@ -281,9 +337,10 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::fake::Memory;
+    use super::FrameSize::{Large, Small};
     use super::{
-        copy_from_user, map_page, translate, Error, FrameSource, PhysMemory, UserFault, USER,
-        WRITABLE,
+        copy_from_user, map_page, translate, unmap_page, Error, FrameSource, PhysMemory, UserFault,
+        USER, WRITABLE,
     };
 
     fn split(m: &mut Memory) -> (&mut Memory, Memory) {
@@ -298,13 +355,16 @@ mod tests {
         let root = mem.alloc_frame().unwrap();
         let (mem, mut frames) = split(&mut mem);
         frames.next = 0x10_0000;
-        map_page(mem, &mut frames, root, 0x40_0000, 0x5000, USER | WRITABLE).unwrap();
-        map_page(mem, &mut frames, root, 0x40_1000, 0x9000, USER).unwrap();
+        map_page(mem, &mut frames, root, 0x40_0000, 0x5000, USER | WRITABLE, Small).unwrap();
+        map_page(mem, &mut frames, root, 0x40_1000, 0x9000, USER, Small).unwrap();
         assert_eq!(
-            map_page(mem, &mut frames, root, 0x40_1000, 0x9000, USER),
+            map_page(mem, &mut frames, root, 0x40_1000, 0x9000, USER, Small),
             Err(Error::AlreadyMapped)
         );
-        assert_eq!(map_page(mem, &mut frames, root, 0x40_0001, 0, 0), Err(Error::BadAddress));
+        assert_eq!(
+            map_page(mem, &mut frames, root, 0x40_0001, 0, 0, Small),
+            Err(Error::BadAddress)
+        );
         let t = translate(mem, root, 0x40_1234).unwrap();
         assert_eq!((t.phys, t.writable, t.user), (0x9234, false, true));
         assert!(translate(mem, root, 0x40_2000).is_none());
@@ -335,7 +395,7 @@ mod tests {
         let root = mem.alloc_frame().unwrap();
         let (mem, mut frames) = split(&mut mem);
         frames.next = 0x10_0000;
-        map_page(mem, &mut frames, root, 0x1000, 0x2000, WRITABLE).unwrap();
+        map_page(mem, &mut frames, root, 0x1000, 0x2000, WRITABLE, Small).unwrap();
         let mut b = [0u8; 1];
         assert_eq!(
             copy_from_user(mem, root, 0x1000, &mut b),
@@ -349,6 +409,46 @@ mod tests {
         let root = mem.alloc_frame().unwrap();
         let (mem, mut frames) = split(&mut mem);
         frames.limit = Some(2);
-        assert_eq!(map_page(mem, &mut frames, root, 0x1000, 0x2000, USER), Err(Error::OutOfMemory));
+        assert_eq!(
+            map_page(mem, &mut frames, root, 0x1000, 0x2000, USER, Small),
+            Err(Error::OutOfMemory)
+        );
+    }
+
+    #[test]
+    fn large_pages_map_as_one_pd_leaf_and_refuse_to_mix() {
+        let mut mem = Memory::default();
+        let root = mem.alloc_frame().unwrap();
+        let (mem, mut frames) = split(&mut mem);
+        frames.next = 0x10_0000;
+        let big = 0x20_0000;
+        let mut map = |mem: &mut Memory, va, pa, size| {
+            map_page(mem, &mut frames, root, va, pa, USER | WRITABLE, size)
+        };
+        assert_eq!(map(mem, 0x40_1000, big, Large), Err(Error::BadAddress), "vaddr unaligned");
+        assert_eq!(map(mem, 0x40_0000, big + 0x1000, Large), Err(Error::BadAddress));
+        map(mem, 0x40_0000, big, Large).unwrap();
+        let t = translate(mem, root, 0x5f_fffe).unwrap();
+        assert_eq!((t.phys, t.writable, t.user), (0x3f_fffe, true, true));
+        assert_eq!(map(mem, 0x40_0000, big, Large), Err(Error::AlreadyMapped));
+        assert_eq!(map(mem, 0x43_0000, 0x5000, Small), Err(Error::HugePageInTheWay));
+        // A 4 KiB page next door makes a page table, which then blocks a large page.
+        map(mem, 0x60_0000, 0x5000, Small).unwrap();
+        assert!(unmap_page(mem, root, 0x60_0000, 0x5000, Small));
+        assert_eq!(map(mem, 0x60_0000, big, Large), Err(Error::TableInTheWay));
+
+        assert!(!unmap_page(mem, root, 0x40_0000, big, Small), "a 4 KiB unmap misses it");
+        assert!(!unmap_page(mem, root, 0x40_0000, big + (2 << 20), Large), "another frame");
+        assert!(unmap_page(mem, root, 0x40_0000, big, Large));
+        assert!(translate(mem, root, 0x40_0000).is_none());
+        assert!(!unmap_page(mem, root, 0x40_0000, big, Large));
+        map(mem, 0x40_0000, big, Large).unwrap();
+        map(mem, 0x80_0000, big, Large).unwrap();
+        map(mem, 0xa0_0000, 0x40_0000, Large).unwrap();
+        mem.frame(0x3f_f000)[0xfff] = 7;
+        mem.frame(0x40_0000)[0] = 9;
+        let mut b = [0u8; 2];
+        copy_from_user(mem, root, 0x9f_ffff, &mut b).unwrap();
+        assert_eq!(b, [7, 9], "a copy crosses from one large page into the next");
     }
 }

@@ -5,7 +5,7 @@ use crate::arch::x86_64::memory::{self, PhysMap};
 use core::fmt;
 use kernel::elf_loader::{self, Plan};
 use kernel::frame_alloc::FrameAllocator;
-use kernel::paging::{self, map_page, PhysMemory, NO_EXECUTE, USER, WRITABLE};
+use kernel::paging::{self, map_page, FrameSize, PhysMemory, NO_EXECUTE, USER, WRITABLE};
 use protocols::bootinfo::BOOTINFO_ADDR;
 use protocols::layout::{PAGE_SIZE, ROOT_STACK_SIZE, ROOT_STACK_TOP};
 
@@ -68,11 +68,11 @@ pub fn load(image: &[u8], frames: &mut FrameAllocator) -> Result<Loaded, Error> 
     let mut page = ROOT_STACK_TOP - ROOT_STACK_SIZE;
     while page < ROOT_STACK_TOP {
         let f = paging::new_table(mem, frames)?;
-        map_page(mem, frames, root, page, f, USER | WRITABLE | nx())?;
+        map_page(mem, frames, root, page, f, USER | WRITABLE | nx(), FrameSize::Small)?;
         page += PAGE_SIZE;
     }
     let bootinfo = paging::new_table(mem, frames)?;
-    map_page(mem, frames, root, BOOTINFO_ADDR, bootinfo, USER | nx())?;
+    map_page(mem, frames, root, BOOTINFO_ADDR, bootinfo, USER | nx(), FrameSize::Small)?;
     crate::kprintln!(
         "kernel: init loaded: entry {:#x}, {} segments, stack top {:#x}",
         plan.entry,
@@ -107,7 +107,7 @@ fn map_segments(
                     dst.copy_from_slice(src);
                 }
             }
-            map_page(mem, frames, root, page, frame, flags)?;
+            map_page(mem, frames, root, page, frame, flags, FrameSize::Small)?;
             page += PAGE_SIZE;
         }
     }

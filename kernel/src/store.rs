@@ -46,6 +46,7 @@ pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
         ObjectType::Endpoint => Some(ENDPOINT_BITS),
         ObjectType::Notification => Some(NOTIFICATION_BITS),
         ObjectType::Frame => Some(FRAME_BITS),
+        ObjectType::LargeFrame => Some(crate::paging::FrameSize::Large.bits()),
         ObjectType::VSpace | ObjectType::GuestSpace => {
             (VSPACE_MIN_BITS..=24).contains(&size_bits).then_some(size_bits)
         }
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn object_sizes_never_overflow() {
         use protocols::object::ObjectType;
-        for ty in 0..10 {
+        for ty in 0..11 {
             let ty = ObjectType::from_raw(ty).unwrap();
             for bits in 0..=u8::MAX {
                 if let Some(b) = super::object_bits(ty, bits) {

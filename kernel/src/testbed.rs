@@ -4,7 +4,7 @@
 use crate::cap::Cap;
 use crate::cnode;
 use crate::context::UserContext;
-use crate::paging::{USER, WRITABLE};
+use crate::paging::{FrameSize, USER, WRITABLE};
 use crate::state::{Kernel, Next, Platform};
 use crate::store::fake::FakeStore;
 use crate::store::{cnode_slot, tcb_slot, Store, TcbSlot};
@@ -25,8 +25,8 @@ pub const ROOT_RADIX: u8 = 8;
 pub const ROOT_VSPACE: u64 = 0x30_0000;
 /// The untyped region given to the root thread.
 pub const UNTYPED_BASE: u64 = 0x100_0000;
-/// Its size, log2.
-pub const UNTYPED_BITS: u8 = 20;
+/// Its size, log2: room for a large frame.
+pub const UNTYPED_BITS: u8 = 22;
 /// A user page mapped writable in the root VSpace.
 pub const USER_PAGE: u64 = 0x40_0000;
 /// The kernel's IRQ node.
@@ -134,7 +134,13 @@ impl Testbed {
         s.tcb(ROOT_TCB).context = UserContext::new_user(0x40_0000, 0x7000_0000);
         k.vspaces.add(ROOT_VSPACE, ROOT_VSPACE + 4096, 15).expect("room");
         k.vspaces
-            .map(&mut k.store, ROOT_VSPACE, USER_PAGE, 0x50_0000, USER | WRITABLE)
+            .map(
+                &mut k.store,
+                ROOT_VSPACE,
+                USER_PAGE,
+                (0x50_0000, FrameSize::Small),
+                USER | WRITABLE,
+            )
             .expect("map");
         crate::bootstrap::hand_over_devices(&mut k, ROOT_CNODE, IRQ_NODE);
         k.current = ROOT_TCB;

@@ -400,20 +400,20 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// `FrameMapGuest`: map a frame into a guest space.
-    #[allow(clippy::too_many_arguments)]
+    /// `FrameMapGuest`: map a frame into a guest space, as one page of its size.
     pub(crate) fn frame_map_guest(
         &mut self,
         at: u64,
-        frame: u64,
-        rights: Rights,
-        mapped: Option<Mapping>,
+        cap: Cap,
         space: u64,
         gpa: u64,
         want: u64,
     ) -> Result<Done, Error> {
         let vmx = self.vmx.ok_or(Error::NotSupported)?;
-        if mapped.is_some() || want & !(map::WRITE | map::EXECUTE) != 0 {
+        let Cap::Frame { addr: frame, size, rights, mapped: None } = cap else {
+            return Err(Error::InvalidArgument);
+        };
+        if want & !(map::WRITE | map::EXECUTE) != 0 {
             return Err(Error::InvalidArgument);
         }
         let (_, gs) = self.lookup(space)?;
@@ -426,14 +426,15 @@ impl<S: Store> Kernel<S> {
         {
             return Err(Error::InsufficientRights);
         }
-        self.vspaces.map_guest(&mut self.store, root, gpa, frame, access, vmx.ept).map_err(
-            |e| match e {
+        self.vspaces
+            .map_guest(&mut self.store, root, gpa, (frame, size), access, vmx.ept)
+            .map_err(|e| match e {
                 MapError::Ept(ept::Error::OutOfMemory) => Error::OutOfMemory,
+                MapError::Ept(ept::Error::Unsupported(_)) => Error::NotSupported,
                 _ => Error::InvalidArgument,
-            },
-        )?;
-        self.store.slot(at).cap =
-            Cap::Frame { addr: frame, rights, mapped: Some(Mapping { vspace: root, vaddr: gpa }) };
+            })?;
+        let mapped = Some(Mapping { vspace: root, vaddr: gpa });
+        self.store.slot(at).cap = Cap::Frame { addr: frame, size, rights, mapped };
         Ok(Done::Value(0))
     }
 

@@ -3,7 +3,7 @@
 //! owner did not pay for. The table here records each live VSpace and its pool, so a
 //! frame is only ever unmapped from a VSpace that still exists.
 
-use crate::paging::{self, FrameSource, PhysMemory};
+use crate::paging::{self, FrameSize, FrameSource, PhysMemory};
 use crate::vmx::ept::{Access, Ept, EptVpidCaps};
 use heapless::Vec;
 
@@ -66,19 +66,21 @@ impl VSpaces {
         self.live.push(v).map_err(|_| Error::TooMany)
     }
 
-    /// Map host frame `paddr` at guest-physical `gpa` in the guest space `root`.
+    /// Map the host frame of `size` at `paddr` at guest-physical `gpa` in the guest
+    /// space `root`.
     pub fn map_guest(
         &mut self,
         mem: &mut impl PhysMemory,
         root: u64,
         gpa: u64,
-        paddr: u64,
+        (paddr, size): (u64, FrameSize),
         access: Access,
         caps: EptVpidCaps,
     ) -> Result<(), MapError> {
         let v =
             self.live.iter_mut().find(|v| v.root == root && v.guest).ok_or(MapError::NotLive)?;
-        Ept::from_root(root, caps).map(mem, &mut Pool(v), gpa, paddr, access).map_err(MapError::Ept)
+        let ept = Ept::from_root(root, caps);
+        ept.map(mem, &mut Pool(v), gpa, paddr, access, size).map_err(MapError::Ept)
     }
 
     /// Forget a destroyed address space.
@@ -101,33 +103,43 @@ impl VSpaces {
         self.live.iter().any(|v| v.root == root && v.guest)
     }
 
-    /// Map the frame `paddr` at `vaddr` in `root`, drawing tables from its pool.
+    /// Map the frame of `size` at `paddr` at `vaddr` in `root`, drawing tables from its
+    /// pool.
     pub fn map(
         &mut self,
         mem: &mut impl PhysMemory,
         root: u64,
         vaddr: u64,
-        paddr: u64,
+        (paddr, size): (u64, FrameSize),
         flags: u64,
     ) -> Result<(), MapError> {
         let v =
             self.live.iter_mut().find(|v| v.root == root && !v.guest).ok_or(MapError::NotLive)?;
-        paging::map_page(mem, &mut Pool(v), root, vaddr, paddr, flags).map_err(MapError::Paging)
+        paging::map_page(mem, &mut Pool(v), root, vaddr, paddr, flags, size)
+            .map_err(MapError::Paging)
     }
 
-    /// Unmap `vaddr` from `root` if it maps `paddr`; a dead VSpace is left alone.
-    /// Says which translation caches went stale (the caller has them invalidated).
-    pub fn unmap(&mut self, mem: &mut impl PhysMemory, root: u64, vaddr: u64, paddr: u64) -> Stale {
+    /// Unmap `vaddr` from `root` if it maps the frame of `size` at `paddr`; a dead VSpace
+    /// is left alone. Says which translation caches went stale (the caller has them
+    /// invalidated).
+    pub fn unmap(
+        &mut self,
+        mem: &mut impl PhysMemory,
+        root: u64,
+        vaddr: u64,
+        (paddr, size): (u64, FrameSize),
+    ) -> Stale {
         match self.live.iter().find(|v| v.root == root) {
             Some(v) if v.guest => {
                 let ept = Ept::from_root(root, EptVpidCaps::from_raw(0));
-                if ept.translate(mem, vaddr).is_some_and(|t| t.host & !0xfff == paddr) {
-                    let _ = ept.unmap(mem, vaddr);
+                let t = ept.translate(mem, vaddr);
+                if t.is_some_and(|t| t.host == paddr && t.page_size == size.bytes()) {
+                    let _ = ept.unmap(mem, vaddr, size);
                     return Stale::Ept;
                 }
                 Stale::Nothing
             }
-            Some(_) if paging::unmap_page(mem, root, vaddr, paddr) => Stale::Tlb,
+            Some(_) if paging::unmap_page(mem, root, vaddr, paddr, size) => Stale::Tlb,
             _ => Stale::Nothing,
         }
     }
@@ -157,26 +169,60 @@ pub enum MapError {
 
 #[cfg(test)]
 mod tests {
-    use super::{MapError, VSpaces};
+    use super::{MapError, Stale, VSpaces};
+    use crate::paging::FrameSize::{Large, Small};
     use crate::paging::{fake::Memory, translate, Error, USER};
+    use crate::vmx::ept::{self, Access, Ept, EptVpidCaps};
 
     #[test]
     fn tables_come_from_the_pool_and_run_out() {
         let mut mem = Memory::default();
         let mut v = VSpaces::default();
         v.add(0x10_0000, 0x10_1000, 3).unwrap();
-        v.map(&mut mem, 0x10_0000, 0x40_0000, 0x80_0000, USER).unwrap();
+        v.map(&mut mem, 0x10_0000, 0x40_0000, (0x80_0000, Small), USER).unwrap();
         assert_eq!(translate(&mut mem, 0x10_0000, 0x40_0123).unwrap().phys, 0x80_0123);
         // Same tables: no new pool page needed.
-        v.map(&mut mem, 0x10_0000, 0x40_1000, 0x80_1000, USER).unwrap();
+        v.map(&mut mem, 0x10_0000, 0x40_1000, (0x80_1000, Small), USER).unwrap();
         // A far address needs three new tables; the pool is spent.
         assert_eq!(
-            v.map(&mut mem, 0x10_0000, 0x7f00_0000_0000, 0x80_2000, USER),
+            v.map(&mut mem, 0x10_0000, 0x7f00_0000_0000, (0x80_2000, Small), USER),
             Err(MapError::Paging(Error::OutOfMemory))
         );
-        v.unmap(&mut mem, 0x10_0000, 0x40_0000, 0x80_0000);
+        v.unmap(&mut mem, 0x10_0000, 0x40_0000, (0x80_0000, Small));
         assert!(translate(&mut mem, 0x10_0000, 0x40_0000).is_none());
         v.remove(0x10_0000);
-        assert_eq!(v.map(&mut mem, 0x10_0000, 0x40_0000, 0, USER), Err(MapError::NotLive));
+        assert_eq!(v.map(&mut mem, 0x10_0000, 0x40_0000, (0, Small), USER), Err(MapError::NotLive));
+    }
+
+    #[test]
+    fn large_frames_map_unmap_and_remap() {
+        let (root, guest) = (0x10_0000, 0x20_0000);
+        let mut mem = Memory::default();
+        let mut v = VSpaces::default();
+        v.add(root, root + 0x1000, 4).unwrap();
+        v.add_guest(guest, guest + 0x1000, 4).unwrap();
+        let caps = EptVpidCaps::from_raw(1 << 16);
+        let frame = (0x80_0000, Large);
+        v.map(&mut mem, root, 0x40_0000, frame, USER).unwrap();
+        assert_eq!(translate(&mut mem, root, 0x5f_f123).unwrap().phys, 0x9f_f123);
+        assert_eq!(v.unmap(&mut mem, root, 0x40_0000, (0x80_0000, Small)), Stale::Nothing);
+        assert_eq!(v.unmap(&mut mem, root, 0x40_0000, frame), Stale::Tlb);
+        assert!(translate(&mut mem, root, 0x40_0000).is_none());
+        v.map(&mut mem, root, 0x40_0000, frame, USER).unwrap();
+
+        v.map_guest(&mut mem, guest, 0x20_0000, frame, Access::RWX, caps).unwrap();
+        let t = Ept::from_root(guest, caps).translate(&mut mem, 0x20_0010).unwrap();
+        assert_eq!((t.host, t.page_size), (0x80_0010, 2 << 20));
+        assert_eq!(
+            v.map_guest(&mut mem, guest, 0x20_1000, (0x1000, Small), Access::R, caps),
+            Err(MapError::Ept(ept::Error::LargePageInTheWay))
+        );
+        assert_eq!(v.unmap(&mut mem, guest, 0x20_0000, frame), Stale::Ept);
+        assert_eq!(v.unmap(&mut mem, guest, 0x20_0000, frame), Stale::Nothing);
+        v.map_guest(&mut mem, guest, 0x20_0000, frame, Access::RW, caps).unwrap();
+        assert_eq!(
+            v.map_guest(&mut mem, guest, 0x40_0000, frame, Access::RW, EptVpidCaps::from_raw(0)),
+            Err(MapError::Ept(ept::Error::Unsupported("2 MiB pages")))
+        );
     }
 }

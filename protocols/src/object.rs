@@ -31,6 +31,10 @@ pub enum ObjectType {
     /// (`ReplySave`), so the server can take other calls and answer this one later by
     /// `Send` on the reply capability.
     Reply = 9,
+    /// A 2 MiB page of memory (a large frame), aligned to 2 MiB: the frame invocations
+    /// take it as they take a 4 KiB one and map it with one 2 MiB leaf, so guest RAM
+    /// costs one capability per 2 MiB.
+    LargeFrame = 10,
 }
 
 impl ObjectType {
@@ -47,6 +51,7 @@ impl ObjectType {
             7 => Self::VCpu,
             8 => Self::GuestSpace,
             9 => Self::Reply,
+            10 => Self::LargeFrame,
             _ => return None,
         })
     }
@@ -83,14 +88,18 @@ pub enum Invocation {
     /// TCB: `[priority]`: at most the caller's own priority.
     TcbSetPriority = 11,
     /// Frame: `[vspace slot, vaddr, rights]`: map it (read always; write and execute if
-    /// both the capability and `rights` allow; never write and execute together).
+    /// both the capability and `rights` allow; never write and execute together). A large
+    /// frame maps as one 2 MiB page: `vaddr` must be 2 MiB aligned, and no page table
+    /// may exist for that 2 MiB yet.
     FrameMap = 12,
     /// Frame: `[]`: unmap it.
     FrameUnmap = 13,
     /// Frame: `[]`: its physical address (for device drivers and the VMM).
     FrameAddress = 14,
     /// Frame: `[guest space slot, guest-physical address, rights]`: map it into a guest
-    /// (readable always; `map::WRITE`, `map::EXECUTE` as asked and allowed).
+    /// (readable always; `map::WRITE`, `map::EXECUTE` as asked and allowed). A large
+    /// frame maps as one 2 MiB EPT leaf at a 2 MiB-aligned address (`NotSupported` where
+    /// the CPU has no 2 MiB EPT pages).
     FrameMapGuest = 15,
     /// VCpu: `[guest space slot, exit endpoint slot, message frame slot, transfer mask]`:
     /// bind the guest memory, where exits are sent (the endpoint's badge names the vCPU to
@@ -253,9 +262,9 @@ mod tests {
             assert_eq!(Invocation::from_raw(*inv as u64), Some(*inv));
         }
         assert_eq!(Invocation::from_raw(0), None);
-        for t in 0..10 {
+        for t in 0..11 {
             assert_eq!(ObjectType::from_raw(t).map(|o| o as u64), Some(t));
         }
-        assert_eq!(ObjectType::from_raw(10), None);
+        assert_eq!(ObjectType::from_raw(11), None);
     }
 }

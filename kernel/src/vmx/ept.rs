@@ -8,12 +8,13 @@
 //! carries its own memory type, and write-without-read is a misconfiguration (an exit on
 //! every access), which [`Ept::map`] refuses instead of building.
 //!
-//! Only 4 KiB leaves are created. Large leaves that some other code might install are
+//! 4 KiB and 2 MiB leaves are created (a frame's [`FrameSize`]); a 4 KiB page is refused
+//! under a 2 MiB leaf and a 2 MiB page over an existing table. 1 GiB leaves are only
 //! understood by [`Ept::translate`] and refused as obstacles by [`Ept::map`].
 
 use core::fmt;
 
-use crate::paging::{self, FrameSource, PhysMemory};
+use crate::paging::{self, FrameSize, FrameSource, PhysMemory};
 
 /// IA32_VMX_EPT_VPID_CAP: which EPT and VPID features exist (SDM Vol. 3, A.10). Read it
 /// only if the secondary controls allow "enable EPT" or "enable VPID".
@@ -33,7 +34,6 @@ const LARGE: u64 = 1 << 7;
 const ADDR_MASK: u64 = paging::ADDR_MASK;
 /// Four levels translate 48 guest-physical address bits.
 const GPA_LIMIT: u64 = 1 << 48;
-const PAGE: u64 = 4096;
 
 /// EPTP bits 2:0 memory type, 5:3 walk length − 1, 6 A/D enable; 11:7 reserved here
 /// (bit 7 is supervisor shadow-stack control, which this kernel never enables).
@@ -218,6 +218,8 @@ pub enum Error {
     OutOfMemory,
     /// A large page covers the address, so a 4 KiB mapping cannot be made or removed there.
     LargePageInTheWay,
+    /// A paging structure covers the 2 MiB a large page would take.
+    TableInTheWay,
     /// No access at all, write without read (an EPT misconfiguration), or execute-only on
     /// a CPU without execute-only translations.
     BadAccess,
@@ -233,6 +235,7 @@ impl fmt::Display for Error {
             Self::AlreadyMapped => f.write_str("guest-physical page already mapped"),
             Self::OutOfMemory => f.write_str("no frame left for an EPT paging structure"),
             Self::LargePageInTheWay => f.write_str("a large EPT page covers the address"),
+            Self::TableInTheWay => f.write_str("an EPT table covers the large page's range"),
             Self::BadAccess => f.write_str("access rights the CPU cannot express"),
             Self::Unsupported(what) => write!(f, "EPT needs {what}, which this CPU lacks"),
         }
@@ -283,6 +286,16 @@ pub struct Ept {
 
 fn index(gpa: u64, level: u32) -> usize {
     ((gpa >> (12 + 9 * level)) & 0x1ff) as usize
+}
+
+/// A guest-physical address aligned to the page size and within the 48 bits four
+/// levels reach.
+fn check_gpa(gpa: u64, size: FrameSize) -> Result<(), Error> {
+    if gpa.is_multiple_of(size.bytes()) && gpa < GPA_LIMIT {
+        Ok(())
+    } else {
+        Err(Error::BadGuestAddress)
+    }
 }
 
 const fn present(entry: u64) -> bool {
@@ -354,9 +367,9 @@ impl Ept {
         Ok(bits | (MemoryType::WriteBack as u64) << MEMORY_TYPE_SHIFT)
     }
 
-    /// Map the 4 KiB guest-physical page `gpa` to the host frame `host` with `access`,
-    /// memory type write-back (combined with the guest's PAT, which is how RAM should
-    /// behave). Intermediate structures allow everything; the leaf decides.
+    /// Map the guest-physical page of `size` at `gpa` to the host frame `host` with
+    /// `access`, memory type write-back (combined with the guest's PAT, which is how RAM
+    /// should behave). Intermediate structures allow everything; the leaf decides.
     pub fn map(
         &self,
         mem: &mut impl PhysMemory,
@@ -364,16 +377,21 @@ impl Ept {
         gpa: u64,
         host: u64,
         access: Access,
+        size: FrameSize,
     ) -> Result<(), Error> {
-        if !gpa.is_multiple_of(PAGE) || gpa >= GPA_LIMIT {
-            return Err(Error::BadGuestAddress);
-        }
-        if !host.is_multiple_of(PAGE) || host & !ADDR_MASK != 0 {
+        check_gpa(gpa, size)?;
+        if !host.is_multiple_of(size.bytes()) || host & !ADDR_MASK != 0 {
             return Err(Error::BadHostAddress);
         }
-        let leaf = self.leaf_bits(access)?;
+        let mut leaf = self.leaf_bits(access)?;
+        if size == FrameSize::Large {
+            if !self.caps.pages_2m() {
+                return Err(Error::Unsupported("2 MiB pages"));
+            }
+            leaf |= LARGE;
+        }
         let mut table = self.root;
-        for level in [3, 2, 1] {
+        for level in size.walk() {
             let i = index(gpa, level);
             let e = paging::entry(mem, table, i);
             table = if !present(e) {
@@ -386,21 +404,27 @@ impl Ept {
                 e & ADDR_MASK
             };
         }
-        let i = index(gpa, 0);
-        if present(paging::entry(mem, table, i)) {
-            return Err(Error::AlreadyMapped);
+        let i = index(gpa, size.level());
+        let e = paging::entry(mem, table, i);
+        if present(e) {
+            let same = size == FrameSize::Small || e & LARGE != 0;
+            return Err(if same { Error::AlreadyMapped } else { Error::TableInTheWay });
         }
         paging::set_entry(mem, table, i, host | leaf);
         Ok(())
     }
 
-    /// The page-table frame holding the 4 KiB leaf for `gpa`, if the walk reaches one.
-    fn leaf_table(&self, mem: &mut impl PhysMemory, gpa: u64) -> Result<Option<u64>, Error> {
-        if !gpa.is_multiple_of(PAGE) || gpa >= GPA_LIMIT {
-            return Err(Error::BadGuestAddress);
-        }
+    /// The table and index of the entry that maps the page of `size` at `gpa`, if the
+    /// walk reaches that table.
+    fn leaf_slot(
+        &self,
+        mem: &mut impl PhysMemory,
+        gpa: u64,
+        size: FrameSize,
+    ) -> Result<Option<(u64, usize)>, Error> {
+        check_gpa(gpa, size)?;
         let mut table = self.root;
-        for level in [3, 2, 1] {
+        for level in size.walk() {
             let e = paging::entry(mem, table, index(gpa, level));
             if !present(e) {
                 return Ok(None);
@@ -410,17 +434,21 @@ impl Ept {
             }
             table = e & ADDR_MASK;
         }
-        Ok(Some(table))
+        Ok(Some((table, index(gpa, size.level()))))
     }
 
-    /// Remove the 4 KiB mapping at `gpa`; returns the host frame it mapped, `None` if
-    /// nothing was mapped. The paging structures stay (they are freed with the space).
-    /// The caller must INVEPT before reusing the frame.
-    pub fn unmap(&self, mem: &mut impl PhysMemory, gpa: u64) -> Result<Option<u64>, Error> {
-        let Some(table) = self.leaf_table(mem, gpa)? else { return Ok(None) };
-        let i = index(gpa, 0);
+    /// Remove the mapping of the page of `size` at `gpa`; returns the host frame it
+    /// mapped, `None` if no such page was mapped. The paging structures stay (they are
+    /// freed with the space). The caller must INVEPT before reusing the frame.
+    pub fn unmap(
+        &self,
+        mem: &mut impl PhysMemory,
+        gpa: u64,
+        size: FrameSize,
+    ) -> Result<Option<u64>, Error> {
+        let Some((table, i)) = self.leaf_slot(mem, gpa, size)? else { return Ok(None) };
         let e = paging::entry(mem, table, i);
-        if !present(e) {
+        if !present(e) || (size == FrameSize::Large && e & LARGE == 0) {
             return Ok(None);
         }
         paging::set_entry(mem, table, i, 0);
@@ -436,8 +464,9 @@ impl Ept {
         access: Access,
     ) -> Result<Option<u64>, Error> {
         let leaf = self.leaf_bits(access)?;
-        let Some(table) = self.leaf_table(mem, gpa)? else { return Ok(None) };
-        let i = index(gpa, 0);
+        let Some((table, i)) = self.leaf_slot(mem, gpa, FrameSize::Small)? else {
+            return Ok(None);
+        };
         let e = paging::entry(mem, table, i);
         if !present(e) {
             return Ok(None);
@@ -508,6 +537,7 @@ mod tests {
     };
     use crate::paging;
     use crate::paging::fake::Memory;
+    use crate::paging::FrameSize::{Large, Small};
 
     /// A Skylake-like IA32_VMX_EPT_VPID_CAP: execute-only, 4-level walk, UC and WB, 2 MiB
     /// and 1 GiB pages, INVEPT (single and all context), A/D flags, advanced EPT-violation
@@ -592,9 +622,9 @@ mod tests {
     #[test]
     fn map_translate_unmap() {
         let (mut mem, mut frames, ept) = setup(caps());
-        ept.map(&mut mem, &mut frames, 0x10_0000, 0x80_0000, Access::RWX).unwrap();
-        ept.map(&mut mem, &mut frames, 0x10_1000, 0x80_5000, Access::RX).unwrap();
-        ept.map(&mut mem, &mut frames, 0xffff_ffff_f000, 0x9000, Access::R).unwrap();
+        ept.map(&mut mem, &mut frames, 0x10_0000, 0x80_0000, Access::RWX, Small).unwrap();
+        ept.map(&mut mem, &mut frames, 0x10_1000, 0x80_5000, Access::RX, Small).unwrap();
+        ept.map(&mut mem, &mut frames, 0xffff_ffff_f000, 0x9000, Access::R, Small).unwrap();
 
         let t = ept.translate(&mut mem, 0x10_0123).unwrap();
         assert_eq!((t.host, t.access, t.page_size), (0x80_0123, Access::RWX, 4096));
@@ -612,21 +642,21 @@ mod tests {
         assert_eq!(t.host, 0x80_0000);
 
         assert_eq!(
-            ept.map(&mut mem, &mut frames, 0x10_0000, 0x70_0000, Access::RW),
+            ept.map(&mut mem, &mut frames, 0x10_0000, 0x70_0000, Access::RW, Small),
             Err(Error::AlreadyMapped)
         );
-        assert_eq!(ept.unmap(&mut mem, 0x10_0000), Ok(Some(0x80_0000)));
-        assert_eq!(ept.unmap(&mut mem, 0x10_0000), Ok(None));
-        assert_eq!(ept.unmap(&mut mem, 0x7000_0000), Ok(None), "no tables there");
+        assert_eq!(ept.unmap(&mut mem, 0x10_0000, Small), Ok(Some(0x80_0000)));
+        assert_eq!(ept.unmap(&mut mem, 0x10_0000, Small), Ok(None));
+        assert_eq!(ept.unmap(&mut mem, 0x7000_0000, Small), Ok(None), "no tables there");
         assert_eq!(ept.translate(&mut mem, 0x10_0000), None);
-        ept.map(&mut mem, &mut frames, 0x10_0000, 0x70_0000, Access::RW).unwrap();
+        ept.map(&mut mem, &mut frames, 0x10_0000, 0x70_0000, Access::RW, Small).unwrap();
         assert_eq!(ept.translate(&mut mem, 0x10_0000).unwrap().access, Access::RW);
     }
 
     #[test]
     fn leaf_entry_layout() {
         let (mut mem, mut frames, ept) = setup(caps());
-        ept.map(&mut mem, &mut frames, 0x3000, 0xabc_d000, Access::RW).unwrap();
+        ept.map(&mut mem, &mut frames, 0x3000, 0xabc_d000, Access::RW, Small).unwrap();
         let mut table = ept.root();
         for level in [3, 2, 1] {
             table = paging::entry(&mut mem, table, super::index(0x3000, level)) & paging::ADDR_MASK;
@@ -638,7 +668,7 @@ mod tests {
     #[test]
     fn refuses_bad_addresses_and_rights() {
         let (mut mem, mut frames, ept) = setup(caps());
-        let mut map = |gpa, host, access| ept.map(&mut mem, &mut frames, gpa, host, access);
+        let mut map = |gpa, host, access| ept.map(&mut mem, &mut frames, gpa, host, access, Small);
         assert_eq!(map(0x1001, 0x2000, Access::RWX), Err(Error::BadGuestAddress));
         assert_eq!(map(1 << 48, 0x2000, Access::RWX), Err(Error::BadGuestAddress));
         assert_eq!(map(0x1000, 0x2001, Access::RWX), Err(Error::BadHostAddress));
@@ -650,16 +680,16 @@ mod tests {
         assert_eq!(map(0x1000, 0x2000, exec_only), Ok(()));
         let (mut mem, mut frames, strict) = setup(EptVpidCaps::from_raw(SKYLAKE & !1));
         assert_eq!(
-            strict.map(&mut mem, &mut frames, 0x1000, 0x2000, exec_only),
+            strict.map(&mut mem, &mut frames, 0x1000, 0x2000, exec_only, Small),
             Err(Error::BadAccess)
         );
-        assert_eq!(strict.unmap(&mut mem, 0x1234), Err(Error::BadGuestAddress));
+        assert_eq!(strict.unmap(&mut mem, 0x1234, Small), Err(Error::BadGuestAddress));
     }
 
     #[test]
     fn protect_changes_rights_only() {
         let (mut mem, mut frames, ept) = setup(caps());
-        ept.map(&mut mem, &mut frames, 0x5000, 0x9000, Access::RWX).unwrap();
+        ept.map(&mut mem, &mut frames, 0x5000, 0x9000, Access::RWX, Small).unwrap();
         assert_eq!(ept.protect(&mut mem, 0x5000, Access::R), Ok(Some(0x9000)));
         let t = ept.translate(&mut mem, 0x5000).unwrap();
         assert_eq!((t.host, t.access), (0x9000, Access::R));
@@ -671,7 +701,7 @@ mod tests {
     #[test]
     fn large_pages_are_translated_and_block_4k_mappings() {
         let (mut mem, mut frames, ept) = setup(caps());
-        ept.map(&mut mem, &mut frames, 0x20_0000, 0x1000, Access::RWX).unwrap();
+        ept.map(&mut mem, &mut frames, 0x20_0000, 0x1000, Access::RWX, Small).unwrap();
         // Hand-install a 2 MiB leaf at 0x40_0000 and a 1 GiB leaf at 1 GiB.
         let pdpt = paging::entry(&mut mem, ept.root(), 0) & paging::ADDR_MASK;
         let pd = paging::entry(&mut mem, pdpt, 0) & paging::ADDR_MASK;
@@ -683,10 +713,45 @@ mod tests {
         let t = ept.translate(&mut mem, 0x4123_4567).unwrap();
         assert_eq!((t.host, t.page_size), (0x8123_4567, 1 << 30));
         assert_eq!(
-            ept.map(&mut mem, &mut frames, 0x40_1000, 0x2000, Access::RWX),
+            ept.map(&mut mem, &mut frames, 0x40_1000, 0x2000, Access::RWX, Small),
             Err(Error::LargePageInTheWay)
         );
-        assert_eq!(ept.unmap(&mut mem, 0x4000_1000), Err(Error::LargePageInTheWay));
+        assert_eq!(ept.unmap(&mut mem, 0x4000_1000, Small), Err(Error::LargePageInTheWay));
+    }
+
+    #[test]
+    fn large_frames_are_2m_leaves() {
+        let (mut mem, mut frames, ept) = setup(caps());
+        let mut map = |mem: &mut Memory, gpa, host, size| {
+            ept.map(mem, &mut frames, gpa, host, Access::RWX, size)
+        };
+        assert_eq!(map(&mut mem, 0x30_0000, 0x20_0000, Large), Err(Error::BadGuestAddress));
+        assert_eq!(map(&mut mem, 0x20_0000, 0x21_0000, Large), Err(Error::BadHostAddress));
+        map(&mut mem, 0x20_0000, 0x60_0000, Large).unwrap();
+        let t = ept.translate(&mut mem, 0x3f_ffff).unwrap();
+        assert_eq!((t.host, t.page_size, t.access), (0x7f_ffff, 2 << 20, Access::RWX));
+        let pdpt = paging::entry(&mut mem, ept.root(), 0) & paging::ADDR_MASK;
+        let pd = paging::entry(&mut mem, pdpt, 0) & paging::ADDR_MASK;
+        assert_eq!(paging::entry(&mut mem, pd, 1), 0x60_0000 | 1 << 7 | 6 << 3 | 0b111);
+        assert_eq!(map(&mut mem, 0x20_0000, 0x80_0000, Large), Err(Error::AlreadyMapped));
+        assert_eq!(map(&mut mem, 0x20_1000, 0x1000, Small), Err(Error::LargePageInTheWay));
+        map(&mut mem, 0x40_0000, 0x1000, Small).unwrap();
+        assert_eq!(map(&mut mem, 0x40_0000, 0x80_0000, Large), Err(Error::TableInTheWay));
+
+        assert_eq!(ept.unmap(&mut mem, 0x20_1000, Small), Err(Error::LargePageInTheWay));
+        assert_eq!(ept.unmap(&mut mem, 0x40_0000, Large), Ok(None), "a table, no leaf");
+        assert_eq!(ept.unmap(&mut mem, 0x20_0000, Large), Ok(Some(0x60_0000)));
+        assert_eq!(ept.translate(&mut mem, 0x20_0000), None);
+        map(&mut mem, 0x20_0000, 0x60_0000, Large).unwrap();
+        let mut seen = Vec::new();
+        ept.for_each_table(&mut mem, |f| seen.push(f));
+        assert!(!seen.contains(&0x60_0000), "a large leaf is no table");
+
+        let (mut mem, mut frames, no_2m) = setup(EptVpidCaps::from_raw(SKYLAKE & !(1 << 16)));
+        assert_eq!(
+            no_2m.map(&mut mem, &mut frames, 0, 0x20_0000, Access::RW, Large),
+            Err(Error::Unsupported("2 MiB pages"))
+        );
     }
 
     #[test]
@@ -695,7 +760,7 @@ mod tests {
         let mut frames = Memory { next: 0x40_0000, limit: Some(2), ..Default::default() };
         let ept = Ept::new(&mut mem, &mut frames, caps()).unwrap();
         assert_eq!(
-            ept.map(&mut mem, &mut frames, 0x1000, 0x2000, Access::RWX),
+            ept.map(&mut mem, &mut frames, 0x1000, 0x2000, Access::RWX, Small),
             Err(Error::OutOfMemory)
         );
         let mut none = Memory { limit: Some(0), ..Default::default() };
@@ -707,7 +772,7 @@ mod tests {
         let (mut mem, mut frames, ept) = setup(caps());
         let before = frames.next;
         for gpa in [0x1000, 0x2000, 0x20_0000, 0x4000_0000, 0x80_0000_0000] {
-            ept.map(&mut mem, &mut frames, gpa, 0x9000, Access::RWX).unwrap();
+            ept.map(&mut mem, &mut frames, gpa, 0x9000, Access::RWX, Small).unwrap();
         }
         let allocated = (frames.next - before) / 0x1000;
         let mut seen = Vec::new();

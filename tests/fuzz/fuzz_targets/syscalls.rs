@@ -34,7 +34,7 @@ use fuzz::project::{describable, diff, project};
 use fuzz::syscalls::{vmx_flag, Info, Kind, Op, Reader, Word};
 use kernel::cap::{Cap, Mapping};
 use kernel::cnode::{self, Slot, SLOT_BITS};
-use kernel::paging::{PhysMemory, ADDR_MASK, HUGE, PRESENT};
+use kernel::paging::{FrameSize, PhysMemory, ADDR_MASK, HUGE, PRESENT};
 use kernel::state::Next;
 use kernel::store::{cnode_slot, tcb_slot, Store, TcbSlot};
 use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, REPLY_BITS, TCB_BITS};
@@ -484,7 +484,10 @@ fn region(cap: &Cap) -> Option<(u64, u8, ObjectType)> {
         Cap::Tcb { addr } => (addr, TCB_BITS, ObjectType::Tcb),
         Cap::Endpoint { addr, .. } => (addr, ENDPOINT_BITS, ObjectType::Endpoint),
         Cap::Notification { addr, .. } => (addr, NOTIFICATION_BITS, ObjectType::Notification),
-        Cap::Frame { addr, .. } => (addr, FRAME_BITS, ObjectType::Frame),
+        Cap::Frame { addr, size: FrameSize::Small, .. } => (addr, FRAME_BITS, ObjectType::Frame),
+        Cap::Frame { addr, size: FrameSize::Large, .. } => {
+            (addr, FrameSize::Large.bits(), ObjectType::LargeFrame)
+        }
         Cap::VSpace { addr, size_bits } => (addr, size_bits, ObjectType::VSpace),
         Cap::VCpu { addr } => (addr, VCPU_BITS, ObjectType::VCpu),
         Cap::GuestSpace { addr, size_bits } => (addr, size_bits, ObjectType::GuestSpace),

@@ -5,6 +5,7 @@
 
 use kernel::cap::Cap as K;
 use kernel::cnode::Slot;
+use kernel::paging::FrameSize;
 use kernel::endpoint::EndpointState;
 use kernel::kernel_message::KernelMessage as KM;
 use kernel::tcb::ThreadState as KS;
@@ -24,8 +25,9 @@ pub fn cap(c: &K) -> Option<Cap> {
         K::Tcb { addr } => Cap::Tcb { addr },
         K::Endpoint { addr, badge, rights } => Cap::Endpoint { addr, badge, rights },
         K::Notification { addr, badge, rights } => Cap::Notification { addr, badge, rights },
-        K::Frame { addr, rights, mapped } => {
-            Cap::Frame { addr, rights, mapped: mapped.map(|m| (m.vspace, m.vaddr)) }
+        K::Frame { addr, size, rights, mapped } => {
+            let (large, mapped) = (size == FrameSize::Large, mapped.map(|m| (m.vspace, m.vaddr)));
+            Cap::Frame { addr, large, rights, mapped }
         }
         K::VSpace { addr, size_bits } => Cap::VSpace { addr, bits: size_bits },
         K::VCpu { addr } => Cap::VCpu { addr },

@@ -363,6 +363,45 @@ pub fn syscalls() -> Vec<Seed> {
             inv(I::CNodeDelete, CNODE, &[20]),
         ],
     );
+    // Large frames: retyped past a small object (aligned up to 2 MiB), mapped as 2 MiB
+    // pages, refused over a table and under a large page, unmapped, remapped, revoked.
+    add(
+        "large-frames",
+        false,
+        &[
+            retype(T::Endpoint, 0, 15, 1),
+            retype(T::LargeFrame, 0, 16, 1),
+            retype(T::LargeFrame, 0, 17, 1),
+            retype(T::VSpace, 14, 18, 1),
+            inv(I::FrameMap, 16, &[VSPACE, 0x80_0000, map_write()]),
+            inv(I::FrameMap, 16, &[VSPACE, 0x40_0000, 0]),
+            inv(I::CNodeCopy, CNODE, &[16, 19, all]),
+            inv(I::FrameMap, 19, &[18, 0x20_0000, 0]),
+            inv(I::FrameMap, 19, &[18, 0x30_0000, 0]),
+            inv(I::FrameUnmap, 16, &[]),
+            inv(I::FrameMap, 16, &[VSPACE, 0xa0_0000, map_write()]),
+            inv(I::CNodeRevoke, CNODE, &[16]),
+            inv(I::CNodeDelete, CNODE, &[16]),
+            inv(I::CNodeRevoke, CNODE, &[UNTYPED]),
+        ],
+    );
+    // A large frame in a guest space: a 2 MiB EPT leaf, then a 4 KiB frame refused under
+    // it, unmapped by deletion.
+    add(
+        "large-guest-frames",
+        true,
+        &[
+            retype(T::GuestSpace, 14, 16, 1),
+            retype(T::Frame, 0, 17, 1),
+            retype(T::LargeFrame, 0, 18, 1),
+            inv(I::FrameMapGuest, 18, &[16, 0x20_0000, map_write()]),
+            inv(I::FrameMapGuest, 17, &[16, 0x20_1000, 0]),
+            inv(I::FrameMapGuest, 17, &[16, 0x40_0000, 0]),
+            inv(I::FrameMapGuest, 18, &[16, 0x40_0000, 0]),
+            inv(I::CNodeDelete, CNODE, &[18]),
+            inv(I::FrameMapGuest, 17, &[16, 0x20_1000, 0]),
+        ],
+    );
     // Frames mapped into a new address space and the root's, a thread on it, faults.
     add(
         "frames-and-faults",

@@ -183,7 +183,7 @@ pub enum Op {
     /// `Call` on `slot` with a well-formed invocation label (`which` indexes
     /// `Invocation::ALL`; `0xff` names label 0, which no invocation has).
     Invoke { which: u8, slot: Word, len: u8, words: [Word; 4] },
-    /// `UntypedRetype` on `untyped`: `ty` (9 and above are invalid), size bits, first
+    /// `UntypedRetype` on `untyped`: `ty` (11 and above are invalid), size bits, first
     /// destination, count.
     Retype { untyped: Word, ty: u8, bits: u8, dst: Word, count: u8 },
     /// Four syscalls that make a thread: retype a TCB into `dst`, configure it with the

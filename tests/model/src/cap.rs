@@ -16,8 +16,8 @@ pub enum Cap {
     Endpoint { addr: u64, badge: u64, rights: Rights },
     /// A notification.
     Notification { addr: u64, badge: u64, rights: Rights },
-    /// A frame, and where it is mapped.
-    Frame { addr: u64, rights: Rights, mapped: Option<(u64, u64)> },
+    /// A frame (2 MiB if `large`, else 4 KiB), and where it is mapped.
+    Frame { addr: u64, large: bool, rights: Rights, mapped: Option<(u64, u64)> },
     /// An address space.
     VSpace { addr: u64, bits: u8 },
     /// A vCPU.
@@ -86,8 +86,8 @@ impl Cap {
             Self::Notification { addr, badge, rights } => {
                 Self::Notification { addr, badge, rights: rights.intersect(mask) }
             }
-            Self::Frame { addr, rights, .. } => {
-                Self::Frame { addr, rights: rights.intersect(mask), mapped: None }
+            Self::Frame { addr, large, rights, .. } => {
+                Self::Frame { addr, large, rights: rights.intersect(mask), mapped: None }
             }
             other => other,
         })

@@ -255,9 +255,9 @@ impl State {
             }
             ObjectType::Endpoint => Cap::Endpoint { addr, badge: 0, rights: rw },
             ObjectType::Notification => Cap::Notification { addr, badge: 0, rights: rw },
-            ObjectType::Frame => {
+            ObjectType::Frame | ObjectType::LargeFrame => {
                 self.buffers.insert(addr, alloc::vec![0; protocols::ipc::IPC_BUFFER_WORDS]);
-                Cap::Frame { addr, rights: rw, mapped: None }
+                Cap::Frame { addr, large: ty == ObjectType::LargeFrame, rights: rw, mapped: None }
             }
             ObjectType::VSpace => Cap::VSpace { addr, bits },
             ObjectType::GuestSpace => Cap::GuestSpace { addr, bits },

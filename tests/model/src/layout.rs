@@ -42,6 +42,7 @@ pub fn object_bits(ty: ObjectType, size_bits: u8) -> Option<u8> {
         ObjectType::Untyped => (12..=47).contains(&size_bits).then_some(size_bits),
         ObjectType::CNode => (1..=16).contains(&size_bits).then(|| size_bits + SLOT_BITS),
         ObjectType::Tcb | ObjectType::Frame => Some(12),
+        ObjectType::LargeFrame => Some(21),
         ObjectType::Endpoint | ObjectType::Notification => Some(6),
         ObjectType::VSpace | ObjectType::GuestSpace => {
             (14..=24).contains(&size_bits).then_some(size_bits)

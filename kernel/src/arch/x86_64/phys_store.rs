@@ -126,6 +126,7 @@ impl Store for PhysStore {
             }
             ObjectType::Untyped
             | ObjectType::Frame
+            | ObjectType::LargeFrame
             | ObjectType::VSpace
             | ObjectType::GuestSpace => {}
         }

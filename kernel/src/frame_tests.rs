@@ -1,0 +1,124 @@
+//! Frames of both sizes through the syscall layer: retyping a large frame from untyped
+//! memory, mapping it as one 2 MiB page in a VSpace and a GuestSpace, the mappings it
+//! refuses, and unmapping by `FrameUnmap`, deletion and revocation.
+
+use crate::cap::Cap;
+use crate::paging::{translate, FrameSize, PhysMemory};
+use crate::testbed::{slot, Testbed, ROOT_VSPACE, UNTYPED_BASE};
+use crate::vmx::ept::{Ept, EptVpidCaps};
+use protocols::error::Error;
+use protocols::object::{map, Invocation, ObjectType};
+use protocols::rights::Rights;
+
+const BIG: u64 = 2 << 20;
+const INVALID: u64 = Error::InvalidArgument as u64;
+
+fn map(t: &mut Testbed, frame: u64, vaddr: u64) -> u64 {
+    t.invoke(frame, Invocation::FrameMap, &[slot::VSPACE, vaddr, map::WRITE])
+}
+
+#[test]
+fn large_frames_are_retyped_aligned_to_2m_and_zeroed() {
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::Endpoint, 0, 20, 1), 0);
+    // Stale bytes where the large frame will go: creating it clears all 2 MiB.
+    for page in [UNTYPED_BASE + BIG, UNTYPED_BASE + 2 * BIG - 0x1000] {
+        t.k.store.frame(page)[5] = 0xaa;
+    }
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 21, 1), 0);
+    let Cap::Frame { addr, size, mapped: None, .. } = t.cap(21) else { panic!() };
+    assert_eq!((addr, size), (UNTYPED_BASE + BIG, FrameSize::Large), "aligned past the endpoint");
+    assert_eq!(t.regs(t.k.current)[3], addr, "the result word is the first object's address");
+    assert_eq!(t.k.store.frame(addr)[5], 0);
+    assert_eq!(t.k.store.frame(addr + BIG - 0x1000)[5], 0);
+    let Cap::Untyped { free, .. } = t.cap(slot::UNTYPED) else { panic!() };
+    assert_eq!(free, 2 * BIG, "the watermark moved past it");
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 22, 1), Error::OutOfMemory as u64);
+    assert_eq!(t.invoke(21, Invocation::FrameAddress, &[]), 0);
+    assert_eq!(t.regs(t.k.current)[3], addr);
+    // A region smaller than 2 MiB can never hold one.
+    assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeRevoke, &[slot::UNTYPED]), 0);
+    assert_eq!(t.cap(21), Cap::Null);
+    assert_eq!(t.retype(ObjectType::Untyped, 20, 23, 1), 0);
+    let words = [ObjectType::LargeFrame as u64, 0, 24, 1];
+    assert_eq!(t.invoke(23, Invocation::UntypedRetype, &words), Error::OutOfMemory as u64);
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 24, 2), Error::OutOfMemory as u64);
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 24, 1), 0);
+    let Cap::Frame { addr, .. } = t.cap(24) else { panic!() };
+    assert_eq!(addr, UNTYPED_BASE + BIG, "after the 1 MiB untyped, aligned up");
+}
+
+#[test]
+fn a_large_frame_maps_as_one_2m_page_and_unmaps() {
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 20, 1), 0);
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 1), 0);
+    let Cap::Frame { addr, .. } = t.cap(20) else { panic!() };
+    assert_eq!(map(&mut t, 20, 0x81_0000), INVALID, "vaddr not 2 MiB aligned");
+    assert_eq!(map(&mut t, 20, 0x7fff_ffe0_0000), INVALID, "past the end of user space");
+    // The boot page at 0x40_0000 has a page table under it: no large page there.
+    assert_eq!(map(&mut t, 20, 0x40_0000), INVALID);
+    assert_eq!(map(&mut t, 20, 0x80_0000), 0);
+    let tr = translate(&mut t.k.store, ROOT_VSPACE, 0x9f_fff8).unwrap();
+    assert_eq!((tr.phys, tr.writable, tr.user), (addr + BIG - 8, true, true));
+    assert_eq!(map(&mut t, 20, 0xa0_0000), INVALID, "mapped already");
+    assert_eq!(map(&mut t, 21, 0x80_1000), INVALID, "a 4 KiB page under a 2 MiB one");
+    assert_eq!(
+        t.invoke(slot::CNODE, Invocation::CNodeCopy, &[20, 22, Rights::ALL.bits().into()]),
+        0
+    );
+    assert_eq!(map(&mut t, 22, 0x80_0000), INVALID, "a copy over the same range");
+    assert_eq!(map(&mut t, 22, 0xa0_0000), 0, "a copy maps elsewhere");
+
+    t.k.tlb_stale = false;
+    assert_eq!(t.invoke(20, Invocation::FrameUnmap, &[]), 0);
+    assert!(t.k.tlb_stale, "the TLB is flushed");
+    assert!(translate(&mut t.k.store, ROOT_VSPACE, 0x80_0000).is_none());
+    assert!(matches!(t.cap(20), Cap::Frame { mapped: None, .. }));
+    assert_eq!(map(&mut t, 20, 0x80_0000), 0, "remapped");
+    // Revoking the original removes the copy's mapping; deleting it removes its own.
+    t.k.tlb_stale = false;
+    assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
+    assert!(t.k.tlb_stale && t.cap(22) == Cap::Null);
+    assert!(translate(&mut t.k.store, ROOT_VSPACE, 0xa0_0000).is_none());
+    assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeDelete, &[20]), 0);
+    assert!(translate(&mut t.k.store, ROOT_VSPACE, 0x80_0000).is_none());
+    assert_eq!(map(&mut t, 21, 0x80_1000), 0, "the range takes 4 KiB pages again");
+}
+
+#[test]
+fn a_large_frame_maps_as_one_2m_ept_leaf() {
+    let mut t = Testbed::with_vmx();
+    assert_eq!(t.retype(ObjectType::GuestSpace, 14, 20, 1), 0);
+    assert_eq!(t.retype(ObjectType::Frame, 0, 22, 1), 0);
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 21, 1), 0);
+    let (Cap::GuestSpace { addr: root, .. }, Cap::Frame { addr, .. }) = (t.cap(20), t.cap(21))
+    else {
+        panic!()
+    };
+    let guest = |t: &mut Testbed, frame, gpa| {
+        t.invoke(frame, Invocation::FrameMapGuest, &[20, gpa, map::WRITE | map::EXECUTE])
+    };
+    let ept = Ept::from_root(root, EptVpidCaps::from_raw(0));
+    assert_eq!(guest(&mut t, 21, 0x30_0000), INVALID, "gpa not 2 MiB aligned");
+    assert_eq!(guest(&mut t, 22, 0x40_0000), 0);
+    assert_eq!(guest(&mut t, 21, 0x40_0000), INVALID, "a table is there");
+    assert_eq!(guest(&mut t, 21, 0x20_0000), 0);
+    let tr = ept.translate(&mut t.k.store, 0x21_2345).unwrap();
+    assert_eq!((tr.host, tr.page_size), (addr + 0x1_2345, BIG));
+    assert_eq!(t.invoke(21, Invocation::FrameUnmap, &[]), 0);
+    assert_eq!(ept.translate(&mut t.k.store, 0x20_0000), None);
+    assert_eq!(guest(&mut t, 21, 0), 0);
+    t.k.ept_stale = false;
+    assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeDelete, &[21]), 0);
+    assert!(t.k.ept_stale, "deleting the mapped frame invalidates EPT translations");
+    assert_eq!(ept.translate(&mut t.k.store, 0x1000), None);
+    assert!(ept.translate(&mut t.k.store, 0x40_0000).is_some(), "the 4 KiB page stays");
+
+    let mut t = Testbed::with_vmx();
+    t.k.vmx.as_mut().unwrap().ept =
+        EptVpidCaps::from_raw(crate::vmx::samples::EPT_CAPS & !(1 << 16));
+    assert_eq!(t.retype(ObjectType::GuestSpace, 14, 20, 1), 0);
+    assert_eq!(t.retype(ObjectType::LargeFrame, 0, 21, 1), 0);
+    assert_eq!(guest(&mut t, 21, 0), Error::NotSupported as u64, "no 2 MiB EPT pages");
+}
