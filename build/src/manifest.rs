@@ -164,8 +164,11 @@ fn expect(vm: &Vm) -> Result<Expect> {
 
 fn memory_bits(vm: &Vm) -> Result<u8> {
     let mib = vm.memory_mib;
-    if !mib.is_power_of_two() || !(4..=256).contains(&mib) {
-        return Err(err!("vm {:?}: memory_mib {mib} must be a power of two in 4..=256", vm.name));
+    if !mib.is_power_of_two() || !(2..=1024).contains(&mib) {
+        return Err(err!(
+            "vm {:?}: memory_mib {mib} (the VM's RAM) must be a power of two in 2..=1024",
+            vm.name
+        ));
     }
     Ok(20 + mib.trailing_zeros() as u8)
 }
@@ -254,7 +257,7 @@ mod tests {
             encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
                 .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 8);
+        assert_eq!(m.vms.len(), 9);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
         assert!(m.vms[4].hostile && !m.vms[4].mutate);
@@ -263,6 +266,7 @@ mod tests {
         assert_eq!(m.vms[0].memory_bits, 22);
         assert!(m.vms.iter().all(|v| !v.trace), "the default image prints no trace");
         assert_eq!(m.vms[7].pass_ports, Some((0x80, 0x80)));
+        assert_eq!(m.vms[8].memory_bits, 25, "a 32 MiB VM");
     }
 
     #[test]
@@ -336,7 +340,7 @@ mod tests {
             ),
             ("duplicate-name.toml", "vm \"twin\": name used twice"),
             ("bad-mode.toml", "vm \"vm_mode\": unknown mode \"virtual8086\""),
-            ("too-little-memory.toml", "vm \"vm_small\": memory_mib 1 must be a power of two"),
+            ("too-little-memory.toml", "vm \"vm_small\": memory_mib 1 (the VM's RAM) must be a power of two"),
             ("bad-expect.toml", "vm \"vm_expect\": expect \"finish somehow\""),
             ("unknown-key.toml", "unknown field `priorty`"),
             ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),

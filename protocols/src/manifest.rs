@@ -68,7 +68,8 @@ pub struct VmEntry<'a> {
     pub guest: &'a str,
     /// The guest's mode.
     pub mode: GuestMode,
-    /// log2 of the untyped memory the VMM gets for the VM (RAM and objects).
+    /// log2 of the VM's RAM in bytes (2 MiB..=1 GiB), which the VMM gets as untyped
+    /// memory of exactly that size (its objects come from a fixed untyped of their own).
     pub memory_bits: u8,
     /// The VMM's scheduling priority (its vCPU runs at the same).
     pub priority: u8,
@@ -147,7 +148,7 @@ impl core::fmt::Display for Error<'_> {
             }
             Self::DuplicateName { name } => write!(f, "vm {name:?}: name used twice"),
             Self::BadMemory { name, bits } => {
-                write!(f, "vm {name:?}: memory 2^{bits} bytes is outside 4 MiB..=256 MiB")
+                write!(f, "vm {name:?}: RAM of 2^{bits} bytes is outside 2 MiB..=1 GiB")
             }
             Self::BadPriority { name, priority } => {
                 write!(f, "vm {name:?}: priority {priority} is above 254")
@@ -223,7 +224,7 @@ impl<'a> Manifest<'a> {
             if self.vms.iter().take(index).any(|other| other.name == vm.name) {
                 return Err(Error::DuplicateName { name: vm.name });
             }
-            if !(22..=28).contains(&vm.memory_bits) {
+            if !(crate::vmm::RAM_BITS_MIN..=crate::vmm::RAM_BITS_MAX).contains(&vm.memory_bits) {
                 return Err(Error::BadMemory { name: vm.name, bits: vm.memory_bits });
             }
             if vm.priority > 254 {

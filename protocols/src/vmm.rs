@@ -7,7 +7,8 @@ pub mod slot {
     pub const CNODE: u64 = 1;
     /// Its own address space.
     pub const VSPACE: u64 = 2;
-    /// Untyped memory for the VM's RAM and objects.
+    /// Untyped memory for the VM's objects (VCpu, guest space, exit endpoint, message
+    /// frame): 2^[`super::OBJECT_BITS`] bytes.
     pub const UNTYPED: u64 = 3;
     /// An endpoint to the root task for the final report (badged by the root task).
     pub const REPORT: u64 = 4;
@@ -17,6 +18,9 @@ pub mod slot {
     /// An `IoPorts` capability for the ports the guest reaches without exiting (the
     /// manifest's `pass_ports`); empty when the VM has none.
     pub const PASS_PORTS: u64 = 6;
+    /// Untyped memory of exactly the VM's RAM (2^`ram bits` of the start register), 2 MiB
+    /// aligned: the VMM retypes it into 2 MiB frames.
+    pub const RAM_UNTYPED: u64 = 7;
     /// The first of the guest image's frames (read-only), one per page, in order.
     pub const FIRST_IMAGE_FRAME: u64 = 16;
 }
@@ -24,8 +28,29 @@ pub mod slot {
 /// log2 of a VMM process's CNode slot count.
 pub const CNODE_RADIX: u8 = 12;
 
-// Start register `rdi`: the guest image's size in bytes (bits 47:0), the guest's mode
-// (`object::vcpu_mode`, bits 55:48) and [`flags`] (bits 63:56).
+/// log2 of the untyped memory for a VM's objects (slot [`slot::UNTYPED`]).
+pub const OBJECT_BITS: u8 = 18;
+/// Smallest and largest VM RAM, as log2 of its bytes: one 2 MiB frame .. 1 GiB.
+pub const RAM_BITS_MIN: u8 = 21;
+/// See [`RAM_BITS_MIN`].
+pub const RAM_BITS_MAX: u8 = 30;
+
+// Start register `rdi`: the guest image's size in bytes (bits 39:0), log2 of the VM's
+// RAM in bytes (bits 47:40), the guest's mode (`object::vcpu_mode`, bits 55:48) and
+// [`flags`] (bits 63:56).
+
+/// The start register of a VMM: image size, RAM, mode and flags.
+pub const fn start_arg(image_size: u64, ram_bits: u8, mode: u64, flags: u64) -> u64 {
+    (image_size & 0xff_ffff_ffff)
+        | ((ram_bits as u64) << 40)
+        | ((mode & 0xff) << 48)
+        | (flags << 56)
+}
+
+/// The parts of a VMM's start register: `(image size, ram bits, mode, flags)`.
+pub const fn split_start_arg(arg: u64) -> (u64, u8, u64, u64) {
+    (arg & 0xff_ffff_ffff, (arg >> 40) as u8, (arg >> 48) & 0xff, arg >> 56)
+}
 
 /// Flags in the start register.
 pub mod flags {

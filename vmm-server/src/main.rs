@@ -18,7 +18,7 @@ mod process {
     use protocols::vcpu_page;
     use protocols::vmcs::ctl::proc;
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
-    use protocols::vmm::{flags as vmm_flags, slot, stop, REPORT_LABEL};
+    use protocols::vmm::{self, flags as vmm_flags, slot, stop, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
@@ -46,15 +46,17 @@ mod process {
     type ServedVm = Vm<SliceMemory<'static>, LineSink>;
 
     const IMAGE_VA: u64 = 0x1000_0000;
-    const RAM_VA: u64 = 0x2000_0000;
-    const MSG_VA: u64 = 0x3000_0000;
-    /// Guest RAM: 2 MiB at guest-physical 0.
-    const RAM_PAGES: u64 = 512;
+    const MSG_VA: u64 = 0x1800_0000;
+    /// Where this VMM sees guest RAM (up to 1 GiB, with 2 MiB pages).
+    const RAM_VA: u64 = 0x4000_0000;
+    /// Guest RAM comes in 2 MiB frames, mapped at guest-physical 0 and at `RAM_VA`.
+    const RAM_FRAME: u64 = 1 << 21;
+    const MAX_RAM_FRAMES: u64 = 1 << (vmm::RAM_BITS_MAX - 21);
     const MAX_IMAGE_PAGES: u64 = 256;
     const FIRST_FREE: u64 = slot::FIRST_IMAGE_FRAME + MAX_IMAGE_PAGES;
     const RAM_GUEST: u64 = FIRST_FREE;
-    const RAM_OWN: u64 = RAM_GUEST + RAM_PAGES;
-    const GUEST_SPACE: u64 = RAM_OWN + RAM_PAGES;
+    const RAM_OWN: u64 = RAM_GUEST + MAX_RAM_FRAMES;
+    const GUEST_SPACE: u64 = RAM_OWN + MAX_RAM_FRAMES;
     const VCPU: u64 = GUEST_SPACE + 1;
     const EXIT_EP: u64 = GUEST_SPACE + 2;
     const MSG_FRAME: u64 = GUEST_SPACE + 3;
@@ -90,8 +92,14 @@ mod process {
         CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
     }
 
-    /// Build the VM; returns guest RAM as bytes and the guest's entry point.
-    fn build(image_size: u64, mode: u64) -> Result<(&'static mut [u8], u64), Error> {
+    /// Build the VM with 2^`ram_bits` bytes of RAM; returns guest RAM as bytes and the
+    /// guest's entry point.
+    fn build(image_size: u64, ram_bits: u8, mode: u64) -> Result<(&'static mut [u8], u64), Error> {
+        if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
+            rt::println!("vmm: guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
+            return Err(Error::InvalidArgument);
+        }
+        let ram_bytes = 1u64 << ram_bits;
         let pages = image_size.div_ceil(4096);
         if pages > MAX_IMAGE_PAGES {
             return Err(Error::InvalidArgument);
@@ -116,25 +124,20 @@ mod process {
         retype(slot::UNTYPED, ObjectType::Frame, 0, MSG_FRAME, 1)?;
         invoke(MSG_FRAME, Invocation::FrameMap, &[slot::VSPACE, MSG_VA, map::WRITE])?;
         let all = u64::from(Rights::ALL.bits());
-        for batch in (0..RAM_PAGES).step_by(256) {
-            retype(slot::UNTYPED, ObjectType::Frame, 0, RAM_GUEST + batch, 256)?;
-        }
-        for i in 0..RAM_PAGES {
+        // One capability per 2 MiB: a 128 MiB VM takes 64 frames, not 32,768.
+        let frames = ram_bytes / RAM_FRAME;
+        retype(slot::RAM_UNTYPED, ObjectType::LargeFrame, 0, RAM_GUEST, frames)?;
+        for i in 0..frames {
             let rwx = map::WRITE | map::EXECUTE;
-            invoke(RAM_GUEST + i, Invocation::FrameMapGuest, &[GUEST_SPACE, i * 4096, rwx])?;
+            let at = i * RAM_FRAME;
+            invoke(RAM_GUEST + i, Invocation::FrameMapGuest, &[GUEST_SPACE, at, rwx])?;
             invoke(slot::CNODE, Invocation::CNodeCopy, &[RAM_GUEST + i, RAM_OWN + i, all])?;
-            invoke(
-                RAM_OWN + i,
-                Invocation::FrameMap,
-                &[slot::VSPACE, RAM_VA + i * 4096, map::WRITE],
-            )?;
+            invoke(RAM_OWN + i, Invocation::FrameMap, &[slot::VSPACE, RAM_VA + at, map::WRITE])?;
         }
-        // SAFETY: the RAM pages were just mapped writable and contiguous at RAM_VA; they
+        // SAFETY: the RAM frames were just mapped writable and contiguous at RAM_VA; they
         // stay mapped for the VMM's life and nothing else in this process aliases them.
-        let ram = unsafe {
-            core::slice::from_raw_parts_mut(RAM_VA as *mut u8, (RAM_PAGES * 4096) as usize)
-        };
-        let img = guest_image::parse(image, RAM_PAGES * 4096).map_err(|e| {
+        let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, ram_bytes as usize) };
+        let img = guest_image::parse(image, ram_bytes).map_err(|e| {
             rt::println!("vmm: guest image refused: {e:?}");
             Error::InvalidArgument
         })?;
@@ -380,8 +383,8 @@ mod process {
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
-        let (size, mode, flags) = (arg & 0xffff_ffff_ffff, (arg >> 48) & 0xff, arg >> 56);
-        let outcome = match build(size, mode) {
+        let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
+        let outcome = match build(size, ram_bits, mode) {
             #[cfg(feature = "test-modes")]
             Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
                 test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))

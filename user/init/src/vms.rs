@@ -125,11 +125,13 @@ fn start_vmm(
     .iter()
     .filter(|(on, _)| *on)
     .fold(0, |acc, (_, flag)| acc | flag);
-    let arg = guest.size | (mode(vm.mode) << 48) | (flags << 56);
+    let arg = vmm::start_arg(guest.size, vm.memory_bits, mode(vm.mode), flags);
     let radix = u64::from(vmm::CNODE_RADIX);
     let p = process::spawn(a, image, radix, u64::from(vm.priority), u64::MAX, arg)?;
-    let ut = a.make(ObjectType::Untyped, u64::from(vm.memory_bits))?;
+    let ut = a.make(ObjectType::Untyped, u64::from(vmm::OBJECT_BITS))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
+    let ram = a.make(ObjectType::Untyped, u64::from(vm.memory_bits))?;
+    invoke(p.cnode, Invocation::CNodeMove, &[ram, slot::RAM_UNTYPED])?;
     let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     if let Some(c) = console {
