@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(m.vms[0].memory_bits, 22);
         assert!(m.vms.iter().all(|v| !v.trace), "the default image prints no trace");
         assert_eq!(m.vms[7].pass_ports, Some((0x80, 0x80)));
-        assert_eq!(m.vms[8].memory_bits, 25, "a 32 MiB VM");
+        assert_eq!(m.vms[8].memory_bits, 26, "a 64 MiB VM");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use system_tests::{
 
 const GUESTS: [&str; 5] = ["guest64", "guest32", "guest_real", "guest_triple", "guest_controls"];
 /// The default image's VMs beside one per guest: the hostile VMM's, the mutating VMM's,
-/// the benchmark's and guest64's second VM (of 32 MiB).
+/// the benchmark's and guest64's second VM (of 64 MiB).
 const OTHER_VMS: usize = 4;
 
 /// The expected serial lines a guest documents in its source (the ```text block).

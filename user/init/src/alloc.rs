@@ -29,10 +29,14 @@ impl Alloc {
     }
 
     /// Move on to the largest untyped not taken yet; false when none is left.
-    fn next_untyped(&mut self) -> bool {
+    fn bootinfo_words() -> &'static [u64] {
         // SAFETY: the kernel maps the boot-information page read-only at BOOTINFO_ADDR
         // before the root task starts, and nothing unmaps it.
-        let words = unsafe { core::slice::from_raw_parts(BOOTINFO_ADDR as *const u64, 512) };
+        unsafe { core::slice::from_raw_parts(BOOTINFO_ADDR as *const u64, 512) }
+    }
+
+    fn next_untyped(&mut self) -> bool {
+        let words = Self::bootinfo_words();
         let taken = self.taken;
         let next = bootinfo::untypeds(words).and_then(|list| {
             list.enumerate()
@@ -75,6 +79,30 @@ impl Alloc {
                 Ok(_) => return Ok(s),
             }
         }
+    }
+
+    /// A large object (a VM's RAM): it needs a free stretch aligned to its size, which
+    /// the untyped small objects come from rarely has left, so every untyped big enough
+    /// is tried, the smallest first (the largest stay whole for larger requests). Which
+    /// untyped small objects come from does not change.
+    pub fn make_large(&mut self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
+        let s = self.slot();
+        let list = bootinfo::untypeds(Self::bootinfo_words()).ok_or(Error::InvalidArgument)?;
+        let mut fits: heapless::Vec<(u8, u64), 64> = list
+            .enumerate()
+            .filter(|(_, u)| u64::from(u.size_bits) >= size_bits)
+            .map(|(i, u)| (u.size_bits, slot::FIRST_UNTYPED + i as u64))
+            .take(64)
+            .collect();
+        fits.sort_unstable();
+        for (_, untyped) in fits {
+            match retype(untyped, ty, size_bits, s, 1) {
+                Ok(_) => return Ok(s),
+                Err(Error::OutOfMemory) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::OutOfMemory)
     }
 
     /// A fresh frame mapped writable in the root task's address space: `(slot, vaddr)`.

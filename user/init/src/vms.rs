@@ -130,7 +130,7 @@ fn start_vmm(
     let p = process::spawn(a, image, radix, u64::from(vm.priority), u64::MAX, arg)?;
     let ut = a.make(ObjectType::Untyped, u64::from(vmm::OBJECT_BITS))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
-    let ram = a.make(ObjectType::Untyped, u64::from(vm.memory_bits))?;
+    let ram = a.make_large(ObjectType::Untyped, u64::from(vm.memory_bits))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ram, slot::RAM_UNTYPED])?;
     let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
