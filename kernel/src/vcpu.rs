@@ -305,12 +305,11 @@ impl<S: Store> Kernel<S> {
     /// Apply the VMM's reply to the vCPU `v` waiting for it: validate the batch in the
     /// message frame and queue it, or leave the vCPU stopped and say why.
     pub(crate) fn vcpu_reply(&mut self, v: u64) -> Result<(), ReplyError> {
-        if let Err(e) = self.validate_reply(v) {
+        if let Err(e) = self.accept_reply(v) {
             // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
             self.store.tcb(v).state = ThreadState::Inactive;
             return Err(e);
         }
-        self.apply_reply(v);
         if self.store.vcpu(v).pending.stop {
             self.store.tcb(v).state = ThreadState::Inactive;
         } else {
@@ -319,10 +318,10 @@ impl<S: Store> Kernel<S> {
         Ok(())
     }
 
-    /// The fastpath's [`Self::validate_reply`] and [`Self::apply_reply`] in one, with one
-    /// look-up of the frame: a batch that validates and does not stop the vCPU is applied
-    /// (`true`); otherwise nothing changes but the pending batch, and the slow path, which
-    /// validates again, says what happened (`false`).
+    /// The fastpath's [`Self::accept_reply`], without building its errors: a batch that
+    /// validates and does not stop the vCPU is applied (`true`); otherwise nothing changes
+    /// but the pending batch, and the slow path, which validates again, says what happened
+    /// (`false`).
     pub(crate) fn take_running_reply(&mut self, v: u64) -> bool {
         let Some(frame) = self.message_frame(v) else { return false };
         let Some(vmx) = self.vmx.as_ref() else { return false };
@@ -339,9 +338,11 @@ impl<S: Store> Kernel<S> {
         true
     }
 
-    /// Validate the reply in `v`'s reply area into its pending batch (which holds no
-    /// writes if it is refused). Nothing else changes either way.
-    pub(crate) fn validate_reply(&mut self, v: u64) -> Result<(), ReplyError> {
+    /// Validate the reply in `v`'s reply area into its pending batch and take it as the
+    /// vCPU's next state (its thread state is the caller's): the GPRs it names, the cached
+    /// VMCS view, CR2 for a reflected #PF; the writes stay pending until the next entry. A
+    /// refused batch changes nothing but the pending batch, which then holds no writes.
+    pub(crate) fn accept_reply(&mut self, v: u64) -> Result<(), ReplyError> {
         let refuse = |e: BatchError| {
             (Error::BatchRejected, u64::from(e.code()), e.field().map_or(0, u64::from))
         };
@@ -353,27 +354,16 @@ impl<S: Store> Kernel<S> {
         // Validation reads the VMM's words in place, each once; what it accepts is the
         // kernel's own copy from then on.
         let (data, page) = self.store.vcpu_and_frame(v, frame);
-        let VcpuData { cached, pending, .. } = data;
+        let VcpuData { cached, pending, gprs, .. } = data;
         let Some(reply) = vcpu_page::reply(page) else {
             pending.clear();
             return Err(refuse(BatchError::BadLength { expected: 0, got: 0 }));
         };
-        decode_reply_into(reply, &vmx.caps, &vmx.policy, cached, pending).map_err(refuse)
-    }
-
-    /// Take `v`'s validated batch as its next state (its thread state is the caller's):
-    /// the GPRs it loads, the cached VMCS view, CR2 for a reflected #PF. The writes
-    /// stay pending until the next entry.
-    pub(crate) fn apply_reply(&mut self, v: u64) {
-        // The batch was validated from this frame's reply area, so it is bound; the
-        // GPR values are read from there, each once, as they are loaded.
-        if let Some(frame) = self.message_frame(v) {
-            let (data, page) = self.store.vcpu_and_frame(v, frame);
-            if let Some(reply) = vcpu_page::reply(page) {
-                data.pending.load_gprs(&reply.gprs, &mut data.gprs);
-            }
-        }
+        decode_reply_into(reply, &vmx.caps, &vmx.policy, cached, pending).map_err(refuse)?;
+        // The GPR values need no check: each is read from the reply as it is loaded.
+        pending.load_gprs(&reply.gprs, gprs);
         self.take_batch_state(v);
+        Ok(())
     }
 
     /// The validated batch's state becomes the cached one; a reflected #PF gives the
@@ -537,14 +527,13 @@ impl<S: Store> Kernel<S> {
         data.cr2 = 0;
         if with_batch {
             // The batch is validated against the initial state and written after it.
-            if let Err((e, code, field)) = self.validate_reply(v) {
+            if let Err((e, code, field)) = self.accept_reply(v) {
                 let data = self.store.vcpu(v);
                 data.init = None;
                 data.started = false;
                 self.refusal = Some([code, field, 0]);
                 return Err(e);
             }
-            self.apply_reply(v);
             if self.store.vcpu(v).pending.stop {
                 // Set up, but asked to stay stopped: the next `VCpuStart` runs it.
                 return Ok(Done::Value(0));
