@@ -187,6 +187,17 @@ pub struct Info {
 }
 
 impl Image {
+    /// The machine's RAM in MiB: a Linux VM takes a naturally aligned block of its whole
+    /// RAM (128 MiB) beside the kernel's and the modules' memory, which 256 MiB cannot
+    /// offer once the firmware's tables sit at its top.
+    pub fn memory_mib(&self) -> u32 {
+        if self.linux {
+            512
+        } else {
+            256
+        }
+    }
+
     /// The boot modules its manifest may name.
     pub fn modules(&self) -> Vec<&'static str> {
         let linux = if self.linux { crate::linux::MODULES } else { &[] };

@@ -80,6 +80,7 @@ fn run(args: RunArgs) -> Result<bool> {
         timeout: args.timeout,
         gdb: args.gdb,
         keep_runs: Some(args.keep),
+        memory_mib: image.memory_mib(),
         ..RunOptions::default()
     };
     if let Some(cpu) = args.cpu {

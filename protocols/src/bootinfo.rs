@@ -27,13 +27,14 @@ pub mod slot {
 }
 
 /// log2 of the root CNode's slot count.
-pub const ROOT_CNODE_RADIX: u8 = 12;
+pub const ROOT_CNODE_RADIX: u8 = 13;
 /// The priority the kernel starts the root task at: the highest there is.
 pub const ROOT_PRIORITY: u8 = u8::MAX;
 /// The most untyped capabilities the kernel hands out.
 pub const MAX_UNTYPED: usize = 200;
-/// The most boot-module pages handed to the root task as frames.
-pub const MAX_MODULE_PAGES: usize = 2048;
+/// The most boot-module pages handed to the root task as frames: 24 MiB, room for a
+/// distribution's Linux kernel and an initramfs beside the system's own programs.
+pub const MAX_MODULE_PAGES: usize = 6144;
 /// The most boot modules listed.
 pub const MAX_MODULES: usize = 16;
 /// Where the boot-information page is mapped.

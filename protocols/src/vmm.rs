@@ -21,12 +21,18 @@ pub mod slot {
     /// Untyped memory of exactly the VM's RAM (2^`ram bits` of the start register), 2 MiB
     /// aligned: the VMM retypes it into 2 MiB frames.
     pub const RAM_UNTYPED: u64 = 7;
-    /// The first of the guest image's frames (read-only), one per page, in order.
+    /// A Linux VM's [`super::LinuxDescription`], one read-only frame (empty for a test
+    /// guest).
+    pub const DESCRIPTION: u64 = 8;
+    /// The first of the guest image's frames (read-only), one per page, in order; a Linux
+    /// VM's initramfs frames follow the kernel's.
     pub const FIRST_IMAGE_FRAME: u64 = 16;
 }
 
 /// log2 of a VMM process's CNode slot count.
-pub const CNODE_RADIX: u8 = 12;
+pub const CNODE_RADIX: u8 = 13;
+/// The most image pages a VMM takes (a Linux VM's kernel and initramfs together).
+pub const MAX_IMAGE_PAGES: u64 = 6144;
 
 /// log2 of the untyped memory for a VM's objects (slot [`slot::UNTYPED`]).
 pub const OBJECT_BITS: u8 = 18;
@@ -69,7 +75,58 @@ pub mod flags {
     /// Trace mode: serve the guest and print its exits and the replies as `trace:` lines
     /// (`vmm_server::trace`), for `cargo xtask trace`.
     pub const TRACE: u64 = 1 << 2;
+    /// The guest is a Linux kernel (a bzImage), booted by the Linux boot protocol with
+    /// the [`super::LinuxDescription`] in [`super::slot::DESCRIPTION`].
+    pub const LINUX: u64 = 1 << 3;
 }
+
+/// What a Linux VM boots besides its kernel, in the frame at [`slot::DESCRIPTION`]: the
+/// initramfs's size (its frames follow the kernel's) and the command line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LinuxDescription {
+    /// [`LinuxDescription::MAGIC`].
+    pub magic: u64,
+    /// The initramfs's size in bytes (0: none).
+    pub initrd_size: u64,
+    /// The command line's length in bytes.
+    pub cmdline_len: u64,
+    /// The command line (the first `cmdline_len` bytes).
+    pub cmdline: [u8; LinuxDescription::CMDLINE_ROOM],
+}
+
+impl LinuxDescription {
+    /// "linuxvm\0".
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"linuxvm\0");
+    /// Room for the command line: x86 Linux's `COMMAND_LINE_SIZE`.
+    pub const CMDLINE_ROOM: usize = crate::manifest::MAX_CMDLINE + 1;
+
+    /// A description of `cmdline` (cut at [`Self::CMDLINE_ROOM`]) and an initramfs of
+    /// `initrd_size` bytes.
+    pub fn new(cmdline: &str, initrd_size: u64) -> Self {
+        let mut d = Self {
+            magic: Self::MAGIC,
+            initrd_size,
+            cmdline_len: 0,
+            cmdline: [0; Self::CMDLINE_ROOM],
+        };
+        let len = cmdline.len().min(Self::CMDLINE_ROOM);
+        d.cmdline[..len].copy_from_slice(&cmdline.as_bytes()[..len]);
+        d.cmdline_len = len as u64;
+        d
+    }
+
+    /// The command line, if the description is well formed.
+    pub fn cmdline(&self) -> Option<&str> {
+        if self.magic != Self::MAGIC {
+            return None;
+        }
+        let bytes = self.cmdline.get(..usize::try_from(self.cmdline_len).ok()?)?;
+        core::str::from_utf8(bytes).ok()
+    }
+}
+
+const _: () = assert!(size_of::<LinuxDescription>() <= 4096);
 
 /// Label of the report message: words `[guest exit code, exits handled, stop reason]`.
 pub const REPORT_LABEL: u64 = 0x7265_7074; // "rept"
@@ -84,4 +141,24 @@ pub mod stop {
     pub const OTHER: u64 = 2;
     /// The kernel refused to run the VM (see the VMM's log).
     pub const NOT_SUPPORTED: u64 = 3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinuxDescription;
+
+    #[test]
+    fn a_linux_description_carries_its_command_line() {
+        let d = LinuxDescription::new("console=ttyS0 quiet", 4096);
+        assert_eq!((d.cmdline(), d.initrd_size), (Some("console=ttyS0 quiet"), 4096));
+        let bytes = bytemuck::bytes_of(&d);
+        let back: LinuxDescription = bytemuck::pod_read_unaligned(bytes);
+        assert_eq!(back.cmdline(), Some("console=ttyS0 quiet"));
+        let mut bad = d;
+        bad.magic = 0;
+        assert_eq!(bad.cmdline(), None, "an empty frame is no description");
+        bad = d;
+        bad.cmdline_len = 5000;
+        assert_eq!(bad.cmdline(), None, "a length past the room");
+    }
 }

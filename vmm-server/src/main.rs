@@ -18,14 +18,15 @@ mod process {
     use protocols::vcpu_page;
     use protocols::vmcs::ctl::proc;
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
-    use protocols::vmm::{self, flags as vmm_flags, slot, stop, REPORT_LABEL};
+    use protocols::vmm::{self, flags as vmm_flags, slot, stop, LinuxDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
-    use vmm_server::dispatch::{RunState, StopReason, Vm};
+    use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
     use vmm_server::exit_qualification::IoQualification;
     use vmm_server::guest_image;
     use vmm_server::guest_memory::SliceMemory;
+    use vmm_server::linux_boot::{self, LinuxBootError, LinuxImage};
     use vmm_server::serve::answer_into;
     use vmm_server::vcpu_refusal::{self, StartRefusal};
 
@@ -45,15 +46,16 @@ mod process {
     /// The VM a serving VMM runs.
     type ServedVm = Vm<SliceMemory<'static>, LineSink>;
 
+    /// Where this VMM sees the guest's image (and a Linux VM's initramfs after it).
     const IMAGE_VA: u64 = 0x1000_0000;
     const MSG_VA: u64 = 0x1800_0000;
+    const DESCRIPTION_VA: u64 = 0x1801_0000;
     /// Where this VMM sees guest RAM (up to 1 GiB, with 2 MiB pages).
     const RAM_VA: u64 = 0x4000_0000;
     /// Guest RAM comes in 2 MiB frames, mapped at guest-physical 0 and at `RAM_VA`.
     const RAM_FRAME: u64 = 1 << 21;
     const MAX_RAM_FRAMES: u64 = 1 << (vmm::RAM_BITS_MAX - 21);
-    const MAX_IMAGE_PAGES: u64 = 256;
-    const FIRST_FREE: u64 = slot::FIRST_IMAGE_FRAME + MAX_IMAGE_PAGES;
+    const FIRST_FREE: u64 = slot::FIRST_IMAGE_FRAME + vmm::MAX_IMAGE_PAGES;
     const RAM_GUEST: u64 = FIRST_FREE;
     const RAM_OWN: u64 = RAM_GUEST + MAX_RAM_FRAMES;
     const GUEST_SPACE: u64 = RAM_OWN + MAX_RAM_FRAMES;
@@ -92,28 +94,72 @@ mod process {
         CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
     }
 
+    /// What the VM boots: the test guest or Linux kernel image (its frames from
+    /// `slot::FIRST_IMAGE_FRAME` on), and for Linux the initramfs (the frames after the
+    /// kernel's) and the command line.
+    struct Boot {
+        image: &'static [u8],
+        linux: Option<(&'static [u8], &'static str)>,
+    }
+
+    impl Boot {
+        /// Map the image's frames (and a Linux VM's description and initramfs).
+        fn map(image_size: u64, linux: bool) -> Result<Self, Error> {
+            let (initrd_size, cmdline) = if linux { description()? } else { (0, "") };
+            let image_pages = image_size.div_ceil(4096);
+            let pages = image_pages + initrd_size.div_ceil(4096);
+            if pages > vmm::MAX_IMAGE_PAGES {
+                rt::println!(
+                    "vmm: the guest's image of {pages} pages is larger than {} pages",
+                    vmm::MAX_IMAGE_PAGES
+                );
+                return Err(Error::InvalidArgument);
+            }
+            for i in 0..pages {
+                invoke(
+                    slot::FIRST_IMAGE_FRAME + i,
+                    Invocation::FrameMap,
+                    &[slot::VSPACE, IMAGE_VA + i * 4096, 0],
+                )?;
+            }
+            // SAFETY: the image's frames were just mapped read-only from IMAGE_VA, the
+            // initramfs's from the page after the kernel's last; they stay mapped.
+            let bytes = |at: u64, len: u64| unsafe {
+                core::slice::from_raw_parts((IMAGE_VA + at) as *const u8, len as usize)
+            };
+            let image = bytes(0, image_size);
+            let linux = linux.then(|| (bytes(image_pages * 4096, initrd_size), cmdline));
+            Ok(Self { image, linux })
+        }
+    }
+
+    /// A Linux VM's description: `(initramfs size, command line)`.
+    fn description() -> Result<(u64, &'static str), Error> {
+        invoke(slot::DESCRIPTION, Invocation::FrameMap, &[slot::VSPACE, DESCRIPTION_VA, 0])?;
+        // SAFETY: the description frame was just mapped read-only at DESCRIPTION_VA and
+        // stays mapped; the type is plain data, valid for any bytes.
+        let d = unsafe { &*(DESCRIPTION_VA as *const LinuxDescription) };
+        let Some(cmdline) = d.cmdline() else {
+            rt::println!("vmm: the Linux VM's description is malformed");
+            return Err(Error::InvalidArgument);
+        };
+        Ok((d.initrd_size, cmdline))
+    }
+
     /// Build the VM with 2^`ram_bits` bytes of RAM; returns guest RAM as bytes and the
     /// guest's entry point.
-    fn build(image_size: u64, ram_bits: u8, mode: u64) -> Result<(&'static mut [u8], u64), Error> {
+    fn build(
+        image_size: u64,
+        ram_bits: u8,
+        mode: u64,
+        flags: u64,
+    ) -> Result<(&'static mut [u8], u64), Error> {
         if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
             rt::println!("vmm: guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
             return Err(Error::InvalidArgument);
         }
         let ram_bytes = 1u64 << ram_bits;
-        let pages = image_size.div_ceil(4096);
-        if pages > MAX_IMAGE_PAGES {
-            return Err(Error::InvalidArgument);
-        }
-        for i in 0..pages {
-            invoke(
-                slot::FIRST_IMAGE_FRAME + i,
-                Invocation::FrameMap,
-                &[slot::VSPACE, IMAGE_VA + i * 4096, 0],
-            )?;
-        }
-        // SAFETY: the image's frames were just mapped read-only at IMAGE_VA.
-        let image =
-            unsafe { core::slice::from_raw_parts(IMAGE_VA as *const u8, image_size as usize) };
+        let boot = Boot::map(image_size, flags & vmm_flags::LINUX != 0)?;
         retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
         retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).inspect_err(|&e| {
             if e == Error::NotSupported {
@@ -137,11 +183,17 @@ mod process {
         // SAFETY: the RAM frames were just mapped writable and contiguous at RAM_VA; they
         // stay mapped for the VMM's life and nothing else in this process aliases them.
         let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, ram_bytes as usize) };
-        let img = guest_image::parse(image, ram_bytes).map_err(|e| {
-            rt::println!("vmm: guest image refused: {e:?}");
-            Error::InvalidArgument
-        })?;
-        guest_image::load(&img, image, ram).map_err(|_| Error::InvalidArgument)?;
+        let start = match boot.linux {
+            Some((initrd, cmdline)) => load_linux(boot.image, initrd, cmdline, ram)?,
+            None => {
+                let img = guest_image::parse(boot.image, ram_bytes).map_err(|e| {
+                    rt::println!("vmm: guest image refused: {e:?}");
+                    Error::InvalidArgument
+                })?;
+                guest_image::load(&img, boot.image, ram).map_err(|_| Error::InvalidArgument)?;
+                Start::test_guest(mode, img.entry)
+            }
+        };
         invoke(
             VCPU,
             Invocation::VCpuConfigure,
@@ -153,14 +205,67 @@ mod process {
             *table = vmm_server::serve::transfer_table();
         }
         pass_through()?;
-        start_vcpu(mode, img.entry)?;
-        Ok((ram, img.entry))
+        if let (Some(entry), Some(reply)) = (&start.linux, vcpu_page::reply_mut(page())) {
+            *reply = linux_boot::start_batch(entry);
+        }
+        start_vcpu(mode, &start)?;
+        Ok((ram, start.rip))
+    }
+
+    /// How the vCPU starts: `VCpuStart`'s entry RIP, RSP and CR3, and for Linux the
+    /// entry state its start batch sets.
+    struct Start {
+        rip: u64,
+        rsp: u64,
+        cr3: u64,
+        linux: Option<linux_boot::Entry>,
+    }
+
+    impl Start {
+        /// A test guest: its entry point, a stack below 32 KiB, and for 64-bit guests the
+        /// page tables they carry at 1 MiB.
+        fn test_guest(mode: u64, entry: u64) -> Self {
+            let cr3 = if mode == vcpu_mode::LONG64 { 0x10_0000 } else { 0 };
+            Self { rip: entry, rsp: 0x8000, cr3, linux: None }
+        }
+    }
+
+    /// Load a Linux kernel, its initramfs and command line into `ram` by the Linux boot
+    /// protocol; returns how its vCPU starts. Every refusal names the check.
+    fn load_linux(
+        kernel: &[u8],
+        initrd: &[u8],
+        cmdline: &str,
+        ram: &mut [u8],
+    ) -> Result<Start, Error> {
+        let refused = |e: LinuxBootError| {
+            rt::println!("vmm: the Linux kernel cannot boot: {e}");
+            Error::InvalidArgument
+        };
+        let image = LinuxImage::parse(kernel).map_err(refused)?;
+        let ram_bytes = ram.len() as u64;
+        let plan = linux_boot::plan(&image, ram_bytes, cmdline.as_bytes(), initrd.len() as u64)
+            .map_err(refused)?;
+        plan.write(&image, cmdline.as_bytes(), initrd, &mut SliceMemory::new(0, ram))
+            .map_err(refused)?;
+        rt::println!(
+            "vmm: Linux boot protocol {}.{:02}: kernel of {} KiB at {:#x}, initramfs of {} KiB at {:#x}, {} MiB of RAM",
+            image.version >> 8,
+            image.version & 0xff,
+            plan.kernel_len / 1024,
+            plan.kernel,
+            plan.initrd_len / 1024,
+            plan.initrd,
+            ram_bytes >> 20
+        );
+        let e = plan.entry;
+        Ok(Start { rip: e.rip, rsp: e.rsp, cr3: e.cr3, linux: Some(e) })
     }
 
     /// `VCpuStart`. The kernel prints nothing: a refusal names the check its initial VMCS
     /// failed in the result registers, and this VMM says it.
-    fn start_vcpu(mode: u64, entry: u64) -> Result<(), Error> {
-        let start = Msg::new(Invocation::VCpuStart as u64, &start_words(mode, entry));
+    fn start_vcpu(mode: u64, start: &Start) -> Result<(), Error> {
+        let start = Msg::new(Invocation::VCpuStart as u64, &start_words(mode, start));
         let (status, r) = ipc_raw(Syscall::Call, VCPU, &start, 0, 0);
         let Err(e) = protocols::error::check(status).map_err(rt::ipc::error) else {
             return Ok(());
@@ -207,13 +312,12 @@ mod process {
         Ok(())
     }
 
-    /// `VCpuStart`'s words: the mode, this VMM's priority, the exits the guests rely on
-    /// (HLT, MONITOR, MWAIT), the entry point, a stack, and for 64-bit guests the page
-    /// tables they carry at 1 MiB.
-    fn start_words(mode: u64, entry: u64) -> [u64; 4] {
+    /// `VCpuStart`'s words: the mode (with the start batch for Linux), this VMM's
+    /// priority, the exits the guests rely on (HLT, MONITOR, MWAIT), RIP, RSP and CR3.
+    fn start_words(mode: u64, start: &Start) -> [u64; 4] {
         let controls = u64::from(proc::HLT_EXITING | proc::MWAIT_EXITING | proc::MONITOR_EXITING);
-        let cr3 = if mode == vcpu_mode::LONG64 { 0x10_0000 } else { 0 };
-        [mode | (PRIORITY << 8) | (controls << 16), entry, 0x8000, cr3]
+        let mode = if start.linux.is_some() { mode | vcpu_mode::WITH_BATCH } else { mode };
+        [mode | (PRIORITY << 8) | (controls << 16), start.rip, start.rsp, start.cr3]
     }
 
     /// The vCPU state page, mapped at MSG_VA. The kernel writes its exit area only while
@@ -307,15 +411,18 @@ mod process {
         }
     }
 
-    fn serve(ram: &'static mut [u8], mode: u64, traced: bool) -> Result<(u64, u64, u64), Error> {
+    fn serve(
+        ram: &'static mut [u8],
+        (mode, config): (u64, &VmConfig),
+        traced: bool,
+    ) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
         #[cfg(feature = "test-modes")]
-        let (mut vm, mut recorder) = test_modes::traced_vm(ram, mode, traced, sink)?;
+        let (mut vm, mut recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
         #[cfg(not(feature = "test-modes"))]
         let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
             let _ = traced; // refused in `run` without test modes
-            let config = vmm_server::serve::config(mode);
-            let vm = Vm::new(&config, host_cpuid, SliceMemory::new(0, ram), sink)
+            let vm = Vm::new(config, host_cpuid, SliceMemory::new(0, ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
             (vm, None)
         };
@@ -380,11 +487,15 @@ mod process {
         }
     }
 
+    /// The start flags only a VMM built with test modes serves.
+    #[cfg(not(feature = "test-modes"))]
+    const TEST_FLAGS: u64 = vmm_flags::HOSTILE | vmm_flags::MUTATE | vmm_flags::TRACE;
+
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
-        let outcome = match build(size, ram_bits, mode) {
+        let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
             Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
                 test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
@@ -394,7 +505,7 @@ mod process {
                 test_modes::mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(not(feature = "test-modes"))]
-            Ok(_) if flags != 0 => {
+            Ok(_) if flags & TEST_FLAGS != 0 => {
                 rt::println!(
                     "vmm: this VMM is built without test modes: it cannot run a hostile, mutating or traced VM (flags {flags:#x})"
                 );
@@ -402,7 +513,13 @@ mod process {
             }
             Ok((ram, _)) => {
                 let traced = flags & vmm_flags::TRACE != 0;
-                serve(ram, mode, traced).unwrap_or((stop::OTHER, 0, 0))
+                let mut config = vmm_server::serve::config(mode);
+                if flags & vmm_flags::LINUX != 0 {
+                    // MWAIT returns at once under this VMM: a guest idling with it would
+                    // spin, so Linux is offered HLT only.
+                    config.cpuid.allow_mwait = false;
+                }
+                serve(ram, (mode, &config), traced).unwrap_or((stop::OTHER, 0, 0))
             }
             // No VT-x, or none this guest can run on (the VMM said why).
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),

@@ -10,7 +10,7 @@ use protocols::io::root_range_covering;
 use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
-use protocols::vmm::{self, slot, stop, REPORT_LABEL};
+use protocols::vmm::{self, slot, stop, LinuxDescription, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
@@ -116,11 +116,21 @@ fn start_vmm(
     badge: u64,
 ) -> Result<(), Error> {
     let guest = module(vm.guest)?;
+    let initrd = vm.linux.and_then(|l| l.initrd).map(module).transpose()?;
+    if guest.pages() + initrd.map_or(0, |m| m.pages()) > vmm::MAX_IMAGE_PAGES {
+        rt::println!(
+            "init: {}: the guest's modules are larger than a VMM takes ({} MiB)",
+            vm.name,
+            vmm::MAX_IMAGE_PAGES / 256
+        );
+        return Err(Error::InvalidArgument);
+    }
     let image = images.get(a, &module(vm.vmm)?)?;
     let flags = [
         (vm.hostile, vmm::flags::HOSTILE),
         (vm.mutate, vmm::flags::MUTATE),
         (vm.trace, vmm::flags::TRACE),
+        (vm.linux.is_some(), vmm::flags::LINUX),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -146,11 +156,28 @@ fn start_vmm(
         invoke(p.cnode, Invocation::CNodeMove, &[ports, slot::PASS_PORTS])?;
     }
     let read = u64::from(Rights::READ.bits());
-    for i in 0..guest.pages() {
-        let dst = slot::FIRST_IMAGE_FRAME + i;
-        invoke(p.cnode, Invocation::CNodeCopy, &[guest.first_slot + i, dst, read])?;
+    let mut next = slot::FIRST_IMAGE_FRAME;
+    for m in core::iter::once(&guest).chain(initrd.as_ref()) {
+        for i in 0..m.pages() {
+            invoke(p.cnode, Invocation::CNodeCopy, &[m.first_slot + i, next, read])?;
+            next += 1;
+        }
+    }
+    if let Some(linux) = &vm.linux {
+        let description = describe(a, linux.cmdline, initrd.map_or(0, |m| m.size))?;
+        invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     }
     process::start(&p)
+}
+
+/// A frame holding a Linux VM's [`LinuxDescription`], unmapped again: returns its slot.
+fn describe(a: &mut Alloc, cmdline: &str, initrd_size: u64) -> Result<u64, Error> {
+    let (frame, va) = a.page()?;
+    let d = LinuxDescription::new(cmdline, initrd_size);
+    // SAFETY: `page` mapped the fresh frame writable at `va`; the description fits in it.
+    unsafe { (va as *mut LinuxDescription).write(d) };
+    invoke(frame, Invocation::FrameUnmap, &[])?;
+    Ok(frame)
 }
 
 /// Wait for the reports of every VM in `started` and check each.

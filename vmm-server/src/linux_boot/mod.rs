@@ -15,10 +15,12 @@ mod error;
 pub mod layout;
 pub mod page_tables;
 mod plan;
+mod start;
 
 pub use bzimage::LinuxImage;
 pub use error::LinuxBootError;
 pub use plan::{plan, Entry, LoadPlan};
+pub use start::start_batch;
 
 #[cfg(test)]
 pub(crate) mod tests {

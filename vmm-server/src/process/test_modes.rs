@@ -2,7 +2,9 @@
 //! hostile VMM that answers with forbidden batches, and a mutating VMM that answers real
 //! exits with mutated replies. The production VMM is built without them.
 
-use super::{host_cpuid, kernel_stopped, page, start_vcpu, LineSink, ServedVm, EXIT_EP, VCPU};
+use super::{
+    host_cpuid, kernel_stopped, page, start_vcpu, LineSink, ServedVm, Start, EXIT_EP, VCPU,
+};
 use protocols::error::Error;
 use protocols::object::Invocation;
 use protocols::syscall::Syscall;
@@ -12,7 +14,7 @@ use protocols::vmcs::{activity, Field};
 use protocols::vmexit::{BatchError, ExitMessage, ExitReply, ReplyFlags};
 use protocols::vmm::{slot, stop};
 use rt::ipc::{invoke, ipc_raw, recv, Msg};
-use vmm_server::dispatch::Vm;
+use vmm_server::dispatch::{Vm, VmConfig};
 use vmm_server::guest_memory::SliceMemory;
 use vmm_server::mutate::{self, Rng};
 use vmm_server::serve::{answer, config};
@@ -34,7 +36,7 @@ fn write_reply(reply: &ExitReply) {
 /// header carries the host CPUID leaves the VM's table was built from).
 pub(super) fn traced_vm(
     ram: &'static mut [u8],
-    mode: u64,
+    (mode, config): (u64, &VmConfig),
     traced: bool,
     sink: LineSink,
 ) -> Result<(ServedVm, Option<Recorder>), Error> {
@@ -44,7 +46,7 @@ pub(super) fn traced_vm(
         header.note(leaf, subleaf, regs);
         regs
     };
-    let vm = Vm::new(&config(mode), host, SliceMemory::new(0, ram), sink)
+    let vm = Vm::new(config, host, SliceMemory::new(0, ram), sink)
         .map_err(|_| Error::InvalidArgument)?;
     Ok((vm, traced.then(|| Recorder::start(&header))))
 }
@@ -154,7 +156,7 @@ pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
     for (i, h) in HOSTILE.iter().enumerate() {
         if i > 0 {
             // The previous refusal left the vCPU stopped: start it afresh.
-            start_vcpu(mode, entry)?;
+            start_vcpu(mode, &Start::test_guest(mode, entry))?;
         }
         if kernel_stopped(&recv(EXIT_EP)?) {
             return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
@@ -238,7 +240,7 @@ pub(super) fn mutated(
                 stop_it.flags = ReplyFlags::STOP_VCPU;
                 write_reply(&stop_it);
                 let _ = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-                start_vcpu(mode, entry)?;
+                start_vcpu(mode, &Start::test_guest(mode, entry))?;
                 continue 'restart;
             }
             let real = answer(&mut vm, msg, core::mem::take(&mut first));
@@ -260,7 +262,7 @@ pub(super) fn mutated(
                         // The CPU refused an entry after a batch the kernel accepted:
                         // the kernel should have refused it.
                         wrong += 1;
-                        start_vcpu(mode, entry)?;
+                        start_vcpu(mode, &Start::test_guest(mode, entry))?;
                         continue 'restart;
                     }
                     continue;
@@ -286,7 +288,7 @@ pub(super) fn mutated(
                 }
             }
             if sent < MUTATED_EXITS {
-                start_vcpu(mode, entry)?;
+                start_vcpu(mode, &Start::test_guest(mode, entry))?;
             }
             continue 'restart;
         }
