@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod bus;
+pub mod clock;
 pub mod controls;
 pub mod cpuid;
 pub mod cr;
