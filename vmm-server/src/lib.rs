@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod exit_qualification;
 pub mod guest_image;
 pub mod guest_memory;
+pub mod guest_time;
 pub mod hypercall;
 pub mod io;
 pub mod linux_boot;

@@ -709,3 +709,5 @@ fn every_exit_is_counted_once_whatever_its_reason() {
     assert_eq!(v.stats().exits(ExitReason::Cpuid), 1);
     assert_eq!(v.stats().total_exits(), 4);
 }
+
+mod time;
