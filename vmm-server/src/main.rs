@@ -22,6 +22,8 @@ mod process {
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::uart16550::SerialSink;
+    #[cfg(not(feature = "test-modes"))]
+    use vmm_server::dispatch::VmConfig;
     use vmm_server::dispatch::{RunState, StopReason, Vm};
     use vmm_server::exit_qualification::IoQualification;
     use vmm_server::guest_image;
@@ -225,6 +227,12 @@ mod process {
         unsafe { core::slice::from_raw_parts_mut(MSG_VA as *mut u8, vcpu_page::PAGE_SIZE) }
     }
 
+    /// The clock the kernel wrote into the vCPU state page at `VCpuConfigure`: the host's
+    /// TSC rate and what of the preemption timer and TSC offsetting this VMM may use.
+    fn host_clock() -> vcpu_page::Clock {
+        vcpu_page::clock(page()).copied().unwrap_or_default()
+    }
+
     /// The port guest_bench times: COM1's scratch register, which has no side effects.
     const BENCH_PORT: u16 =
         vmm_server::platform::COM1 + vmm_server::devices::uart16550::reg::SCR as u16;
@@ -314,7 +322,7 @@ mod process {
         #[cfg(not(feature = "test-modes"))]
         let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
             let _ = traced; // refused in `run` without test modes
-            let config = vmm_server::serve::config(mode);
+            let config = VmConfig { clock: host_clock(), ..vmm_server::serve::config(mode) };
             let vm = Vm::new(&config, host_cpuid, SliceMemory::new(0, ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
             (vm, None)

@@ -2,17 +2,19 @@
 //! hostile VMM that answers with forbidden batches, and a mutating VMM that answers real
 //! exits with mutated replies. The production VMM is built without them.
 
-use super::{host_cpuid, kernel_stopped, page, start_vcpu, LineSink, ServedVm, EXIT_EP, VCPU};
+use super::{
+    host_clock, host_cpuid, kernel_stopped, page, start_vcpu, LineSink, ServedVm, EXIT_EP, VCPU,
+};
 use protocols::error::Error;
 use protocols::object::Invocation;
 use protocols::syscall::Syscall;
-use protocols::vcpu_page;
+use protocols::vcpu_page::{self, Clock};
 use protocols::vmcs::ctl::{pin, proc};
 use protocols::vmcs::{activity, Field};
 use protocols::vmexit::{BatchError, ExitMessage, ExitReply, ReplyFlags};
 use protocols::vmm::{slot, stop};
 use rt::ipc::{invoke, ipc_raw, recv, Msg};
-use vmm_server::dispatch::Vm;
+use vmm_server::dispatch::{Vm, VmConfig};
 use vmm_server::guest_memory::SliceMemory;
 use vmm_server::mutate::{self, Rng};
 use vmm_server::serve::{answer, config};
@@ -44,7 +46,10 @@ pub(super) fn traced_vm(
         header.note(leaf, subleaf, regs);
         regs
     };
-    let vm = Vm::new(&config(mode), host, SliceMemory::new(0, ram), sink)
+    // A traced VM keeps no clock: the trace does not carry the host's TSC rate, and its
+    // replay must give the answers the VMM gave.
+    let clock = if traced { Clock::default() } else { host_clock() };
+    let vm = Vm::new(&VmConfig { clock, ..config(mode) }, host, SliceMemory::new(0, ram), sink)
         .map_err(|_| Error::InvalidArgument)?;
     Ok((vm, traced.then(|| Recorder::start(&header))))
 }
