@@ -183,6 +183,9 @@ mod bare {
             pit::start();
             kprintln!("kernel: tick from the PIT (IRQ 0)");
         }
+        let tsc_hz = pit::tsc_hz();
+        kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
+        crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
         kprintln!("kernel: entering init in ring 3");
         crate::with_kernel(thread::activate);
         // SAFETY: `activate` made init current with a sanitised ring-3 frame; the

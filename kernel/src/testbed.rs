@@ -160,6 +160,7 @@ impl Testbed {
             host: samples::host(),
             maxphyaddr: samples::MAXPHYADDR,
             host_msrs: samples::host_msrs(),
+            tsc_hz: samples::TSC_HZ,
         });
         t
     }

@@ -26,6 +26,7 @@ use protocols::object::vm;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
 use protocols::vcpu_page;
+use protocols::vmcs::ctl::{pin, proc};
 use protocols::vmcs::Field;
 use protocols::vmexit::{
     BatchError, EventInjection, EventType, ExitMessage, ExitReason, Gprs, TransferMask,
@@ -66,6 +67,29 @@ pub struct VmxInfo {
     pub maxphyaddr: u8,
     /// The host's values of the MSRs a VCpu may switch (`VCpuSwitchMsr`).
     pub host_msrs: HostMsrs,
+    /// TSC ticks per second (0: unknown), measured at boot once the tick is calibrated.
+    pub tsc_hz: u64,
+}
+
+impl VmxInfo {
+    /// What `VCpuConfigure` tells a VMM about time: the TSC rate, and whether and how
+    /// fast the VMX-preemption timer and TSC offsetting can be used (the validator lets a
+    /// VMM turn both on wherever the CPU has them).
+    pub fn clock(&self) -> vcpu_page::Clock {
+        let mut flags = 0;
+        if self.caps.pinbased.allows(pin::PREEMPTION_TIMER) {
+            flags |= vcpu_page::Clock::PREEMPTION_TIMER;
+        }
+        if self.caps.procbased.allows(proc::USE_TSC_OFFSETTING) {
+            flags |= vcpu_page::Clock::TSC_OFFSETTING;
+        }
+        vcpu_page::Clock {
+            tsc_hz: self.tsc_hz,
+            preemption_timer_shift: self.caps.preemption_timer_shift(),
+            flags,
+            reserved: [0; 6],
+        }
+    }
 }
 
 /// The kernel's per-vCPU data.
@@ -465,6 +489,11 @@ impl<S: Store> Kernel<S> {
             let _ = cnode::insert_child(&mut self.store, src, dst, cap);
         }
         self.store.vcpu(v).transfer = transfer;
+        if let (Some(vmx), Cap::Frame { addr, .. }) = (self.vmx, fr) {
+            if let Some(clock) = vcpu_page::clock_mut(self.store.frame(addr)) {
+                *clock = vmx.clock();
+            }
+        }
         Ok(Done::Value(0))
     }
 

@@ -103,6 +103,29 @@ fn without_vmx_vcpus_are_not_supported() {
 }
 
 #[test]
+fn configure_tells_the_vmm_the_clock() {
+    use crate::vmx::samples::TSC_HZ;
+    use protocols::vcpu_page::{clock, Clock};
+    let mut t = configured();
+    let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
+    let c = *clock(t.k.store.frame(msg)).unwrap();
+    let both = Clock::PREEMPTION_TIMER | Clock::TSC_OFFSETTING;
+    assert_eq!(
+        c,
+        Clock { tsc_hz: TSC_HZ, preemption_timer_shift: 0, flags: both, reserved: [0; 6] }
+    );
+    // Another CPU: a preemption timer at TSC / 32, no TSC offsetting.
+    let mut msrs = SKYLAKE;
+    msrs.misc |= 5;
+    msrs.procbased &= !(1 << (32 + 3));
+    t.k.vmx.as_mut().unwrap().caps = VmxCaps::from_all(&msrs);
+    t.k.vmx.as_mut().unwrap().tsc_hz = 0;
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG, 0]), 0);
+    let c = *clock(t.k.store.frame(msg)).unwrap();
+    assert_eq!((c.known(), c.preemption_timer_shift, c.flags), (false, 5, Clock::PREEMPTION_TIMER));
+}
+
+#[test]
 fn start_prepares_the_vmcs_and_guest_memory() {
     let (mut t, v, _) = started();
     let data = t.k.store.vcpu(v);

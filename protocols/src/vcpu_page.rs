@@ -6,6 +6,7 @@
 //! | 0 | [`ExitMessage`] | the kernel, at every exit |
 //! | 2048 | [`ExitReply`] | the VMM, before it replies |
 //! | 3072 | [`TransferTable`]: the groups to send per basic exit reason | the VMM, any time |
+//! | 3712 | [`Clock`]: the host's TSC rate and VMX-preemption-timer rate | the kernel, at `VCpuConfigure` |
 //!
 //! No encoder or decoder runs on the exit path: the kernel writes VMREAD results and the
 //! guest GPRs straight into the exit area, the VMM reads them there and writes its answer
@@ -26,13 +27,55 @@ pub const EXIT_OFFSET: usize = 0;
 pub const REPLY_OFFSET: usize = 2048;
 /// Byte offset of the [`TransferTable`].
 pub const TRANSFER_TABLE_OFFSET: usize = 3072;
+/// Byte offset of the [`Clock`], right after the transfer table.
+pub const CLOCK_OFFSET: usize = 3712;
 /// Basic exit reasons the table covers (0-79); exits with a higher reason carry only the
 /// VCpu's default groups.
 pub const TABLE_REASONS: usize = 80;
 
 const _: () = assert!(EXIT_OFFSET + size_of::<ExitMessage>() <= REPLY_OFFSET);
 const _: () = assert!(REPLY_OFFSET + size_of::<ExitReply>() <= TRANSFER_TABLE_OFFSET);
-const _: () = assert!(TRANSFER_TABLE_OFFSET + size_of::<TransferTable>() <= PAGE_SIZE);
+const _: () = assert!(TRANSFER_TABLE_OFFSET + size_of::<TransferTable>() <= CLOCK_OFFSET);
+const _: () = assert!(CLOCK_OFFSET + size_of::<Clock>() <= PAGE_SIZE);
+
+/// What a VMM needs to keep guest time that the kernel alone can measure: the TSC's rate
+/// (calibrated at boot against the PIT) and how the VMX-preemption timer relates to it.
+/// The kernel writes it at `VCpuConfigure`; a VMM reads it once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Clock {
+    /// TSC ticks per second; 0 when the kernel could not measure it.
+    pub tsc_hz: u64,
+    /// The preemption timer counts down once every 2^shift TSC ticks (IA32_VMX_MISC
+    /// bits 4:0).
+    pub preemption_timer_shift: u8,
+    /// [`Clock::PREEMPTION_TIMER`], [`Clock::TSC_OFFSETTING`].
+    pub flags: u8,
+    /// Zero.
+    pub reserved: [u8; 6],
+}
+
+impl Clock {
+    /// `flags`: a VMM may turn on the VMX-preemption timer (pin-based control bit 6).
+    pub const PREEMPTION_TIMER: u8 = 1 << 0;
+    /// `flags`: a VMM may turn on TSC offsetting (primary processor-based bit 3).
+    pub const TSC_OFFSETTING: u8 = 1 << 1;
+
+    /// Whether the TSC rate is known.
+    pub const fn known(&self) -> bool {
+        self.tsc_hz != 0
+    }
+
+    /// Whether a VMM may arm the VMX-preemption timer.
+    pub const fn has_preemption_timer(&self) -> bool {
+        self.flags & Self::PREEMPTION_TIMER != 0
+    }
+
+    /// Whether a VMM may offset the guest's TSC.
+    pub const fn has_tsc_offsetting(&self) -> bool {
+        self.flags & Self::TSC_OFFSETTING != 0
+    }
+}
 
 /// The groups an exit of each basic reason carries on top of the VCpu's default (the mask
 /// given to `VCpuConfigure`). Unknown bits are ignored.
@@ -98,10 +141,20 @@ pub fn transfer_table_mut(page: &mut [u8]) -> Option<&mut TransferTable> {
     view_mut(page, TRANSFER_TABLE_OFFSET)
 }
 
+/// The clock.
+pub fn clock(page: &[u8]) -> Option<&Clock> {
+    view(page, CLOCK_OFFSET)
+}
+
+/// The clock, to write (the kernel).
+pub fn clock_mut(page: &mut [u8]) -> Option<&mut Clock> {
+    view_mut(page, CLOCK_OFFSET)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed test is a panic")]
 mod tests {
-    use super::{exit, exit_mut, reply_mut, transfer_table_mut, PAGE_SIZE};
+    use super::{clock_mut, exit, exit_mut, reply_mut, transfer_table_mut, Clock, PAGE_SIZE};
     use crate::vmexit::{ExitMessage, ExitReply, TransferMask};
     use core::mem::offset_of;
 
@@ -137,6 +190,27 @@ mod tests {
         assert_eq!(offset_of!(ExitReply, gprs), 24);
         assert_eq!(offset_of!(ExitReply, writes), 152);
         assert_eq!(size_of::<ExitReply>(), 408);
+        assert_eq!(super::CLOCK_OFFSET, 3712);
+        assert_eq!(offset_of!(Clock, tsc_hz), 0);
+        assert_eq!(offset_of!(Clock, preemption_timer_shift), 8);
+        assert_eq!(offset_of!(Clock, flags), 9);
+        assert_eq!(size_of::<Clock>(), 16);
+    }
+
+    #[test]
+    fn the_clock_follows_the_transfer_table() {
+        let mut page = Page([0; PAGE_SIZE]);
+        let c = clock_mut(&mut page.0).unwrap();
+        *c = Clock {
+            tsc_hz: 2_000_000_000,
+            preemption_timer_shift: 5,
+            flags: Clock::PREEMPTION_TIMER,
+            ..Clock::default()
+        };
+        assert!(c.known() && c.has_preemption_timer() && !c.has_tsc_offsetting());
+        assert_eq!(page.0[3712..3720], 2_000_000_000u64.to_le_bytes());
+        assert_eq!(page.0[3720..3722], [5, 1]);
+        assert!(!Clock::default().known());
     }
 
     #[test]

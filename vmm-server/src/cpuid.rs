@@ -22,6 +22,13 @@
 //!   speculation-control MSRs, and the invariant-TSC bit.
 //! - Topology is one logical processor per package: leaf 1 EBX and leaf 4 say so, HTT is
 //!   off, and leaves 0xB/0x1F are zero (beyond the clamped maximum leaf).
+//! - The TSC's rate, where the kernel measured it ([`CpuidConfig::tsc_hz`]): leaf 0x15
+//!   (TSC/crystal ratio and crystal rate, from which Linux takes the TSC rate as known and
+//!   skips calibrating it against the PIT), leaf 0x16 (base and maximum MHz) and the
+//!   hypervisor timing leaf 0x4000_0010 (TSC kHz in EAX, LAPIC bus kHz in EBX, as VMware
+//!   and KVM define it; 0 there: no local APIC timer is offered). The maximum basic leaf
+//!   rises to 0x16 for them; the leaves between that this file does not name are zero.
+//!   Without a known rate the maximum stays at most 0xD and those leaves are zero.
 //! - An out-of-range leaf returns the highest basic leaf, as Intel CPUs do.
 
 /// EAX, EBX, ECX, EDX of one CPUID leaf.
@@ -42,8 +49,17 @@ pub const HYPERVISOR_SIGNATURE: [u8; 12] = *b"CapVMMCapVMM";
 
 /// First hypervisor leaf.
 pub const HYPERVISOR_BASE: u32 = 0x4000_0000;
-/// Last hypervisor leaf this VMM defines.
-pub const HYPERVISOR_MAX: u32 = 0x4000_0001;
+/// Last hypervisor leaf this VMM defines: the timing leaf. Leaves 0x4000_0001 to
+/// 0x4000_000F are zero.
+pub const HYPERVISOR_MAX: u32 = 0x4000_0010;
+/// The hypervisor timing leaf (VMware's, which KVM adopted): EAX TSC kHz, EBX LAPIC bus kHz.
+pub const HYPERVISOR_TIMING: u32 = 0x4000_0010;
+/// Leaf 0x15: the TSC/crystal-clock ratio and the crystal clock's rate.
+pub const TSC_LEAF: u32 = 0x15;
+/// Leaf 0x16: processor base, maximum and bus frequencies in MHz.
+pub const FREQUENCY_LEAF: u32 = 0x16;
+/// The highest basic leaf offered without a known TSC rate.
+const MAX_BASIC_WITHOUT_TSC: u32 = 0xd;
 
 /// Leaf 0x4000_0000: the highest hypervisor leaf and the signature, as EBX, ECX, EDX.
 const HYPERVISOR_LEAF: CpuidRegs = {
@@ -114,7 +130,8 @@ const E1_EDX_ALLOWED: u32 = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 29;
 /// Knobs of the policy; the defaults are the choices listed in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuidConfig {
-    /// Highest basic leaf offered (clamped to the host's and to 0xD).
+    /// Highest basic leaf offered (clamped to 0x16 where the TSC rate is known, to the
+    /// host's and to 0xD where it is not).
     pub max_basic_leaf: u32,
     /// Offer MONITOR/MWAIT (leaf 1 ECX bit 3 and leaf 5).
     pub allow_mwait: bool,
@@ -122,11 +139,20 @@ pub struct CpuidConfig {
     pub expose_apic: bool,
     /// The initial APIC ID reported in leaf 1 EBX bits 31:24.
     pub apic_id: u8,
+    /// The guest's TSC rate in Hz, offered in leaves 0x15, 0x16 and 0x4000_0010 (0:
+    /// unknown, none offered). `Vm::new` sets it from the VM's clock.
+    pub tsc_hz: u64,
 }
 
 impl Default for CpuidConfig {
     fn default() -> Self {
-        Self { max_basic_leaf: 0xd, allow_mwait: false, expose_apic: false, apic_id: 0 }
+        Self {
+            max_basic_leaf: FREQUENCY_LEAF,
+            allow_mwait: false,
+            expose_apic: false,
+            apic_id: 0,
+            tsc_hz: 0,
+        }
     }
 }
 
@@ -150,6 +176,8 @@ pub struct CpuidTable {
     len: usize,
     max_basic: u32,
     max_extended: u32,
+    /// Leaf 0x4000_0010.
+    timing: CpuidRegs,
 }
 
 /// Whether `leaf`'s values depend on ECX.
@@ -160,10 +188,17 @@ fn indexed(leaf: u32) -> bool {
 impl CpuidTable {
     /// Build the guest table from the host's CPUID, `host(leaf, subleaf)`.
     pub fn from_host(config: &CpuidConfig, mut host: impl FnMut(u32, u32) -> CpuidRegs) -> Self {
-        let mut t =
-            Self { entries: [Entry::default(); CAPACITY], len: 0, max_basic: 0, max_extended: 0 };
+        let mut t = Self {
+            entries: [Entry::default(); CAPACITY],
+            len: 0,
+            max_basic: 0,
+            max_extended: 0,
+            timing: timing_leaf(config.tsc_hz),
+        };
         let leaf0 = host(0, 0);
-        t.max_basic = leaf0.eax.min(config.max_basic_leaf).min(0xd);
+        let limit =
+            if config.tsc_hz != 0 { FREQUENCY_LEAF } else { leaf0.eax.min(MAX_BASIC_WITHOUT_TSC) };
+        t.max_basic = config.max_basic_leaf.min(limit);
         for leaf in 0..=t.max_basic {
             if leaf == 4 {
                 for sub in 0..MAX_CACHE_SUBLEAVES {
@@ -176,7 +211,13 @@ impl CpuidTable {
                 }
                 continue;
             }
-            let raw = if leaf == 0 { leaf0 } else { host(leaf, 0) };
+            // A leaf above the host's own maximum is this VMM's alone (0x15, 0x16): the
+            // host would answer with its highest leaf.
+            let raw = match leaf {
+                0 => leaf0,
+                _ if leaf > leaf0.eax => CpuidRegs::default(),
+                _ => host(leaf, 0),
+            };
             let mut regs = filter_leaf(config, leaf, raw);
             if leaf == 0 {
                 regs.eax = t.max_basic;
@@ -224,8 +265,8 @@ impl CpuidTable {
         if leaf == HYPERVISOR_BASE {
             return HYPERVISOR_LEAF;
         }
-        if leaf == HYPERVISOR_MAX {
-            return CpuidRegs::default();
+        if (HYPERVISOR_BASE..=HYPERVISOR_MAX).contains(&leaf) {
+            return if leaf == HYPERVISOR_TIMING { self.timing } else { CpuidRegs::default() };
         }
         let in_range =
             leaf <= self.max_basic || (EXTENDED_BASE..=self.max_extended).contains(&leaf);
@@ -298,6 +339,35 @@ impl CpuidTable {
     }
 }
 
+/// Leaf 0x15 for a TSC of `tsc_hz`: TSC = crystal (ECX) × EBX / EAX. Linux takes
+/// `ECX / 1000 × EBX / EAX` as the TSC's kHz, so the crystal is a whole number of kHz, and
+/// the ratio is the smallest that fits the crystal into ECX.
+fn tsc_leaf(tsc_hz: u64) -> CpuidRegs {
+    let khz = tsc_hz / 1000;
+    let ratio = khz.div_ceil(u64::from(u32::MAX) / 1000).max(1);
+    let crystal = khz.checked_div(ratio).unwrap_or(0).saturating_mul(1000);
+    CpuidRegs {
+        eax: 1,
+        ebx: u32::try_from(ratio).unwrap_or(u32::MAX),
+        ecx: u32::try_from(crystal).unwrap_or(u32::MAX),
+        edx: 0,
+    }
+}
+
+/// Leaf 0x16: the base and maximum frequency are the TSC's (bits 15:0, MHz); no bus
+/// frequency is reported.
+fn frequency_leaf(tsc_hz: u64) -> CpuidRegs {
+    let mhz = u32::try_from(tsc_hz / 1_000_000).unwrap_or(u32::MAX).min(0xffff);
+    CpuidRegs { eax: mhz, ebx: mhz, ecx: 0, edx: 0 }
+}
+
+/// Leaf 0x4000_0010: the TSC's kHz, and no LAPIC bus (no local APIC timer is offered);
+/// all zero without a known rate.
+fn timing_leaf(tsc_hz: u64) -> CpuidRegs {
+    let khz = u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX);
+    CpuidRegs { eax: khz, ..CpuidRegs::default() }
+}
+
 /// Apply the policy to one host leaf.
 fn filter_leaf(config: &CpuidConfig, leaf: u32, host: CpuidRegs) -> CpuidRegs {
     let zero = CpuidRegs::default();
@@ -341,6 +411,8 @@ fn filter_leaf(config: &CpuidConfig, leaf: u32, host: CpuidRegs) -> CpuidRegs {
         },
         // Brand string and L2 cache description.
         0x8000_0002..=0x8000_0004 | 0x8000_0006 => host,
+        TSC_LEAF if config.tsc_hz != 0 => tsc_leaf(config.tsc_hz),
+        FREQUENCY_LEAF if config.tsc_hz != 0 => frequency_leaf(config.tsc_hz),
         // Physical and linear address widths only.
         0x8000_0008 => CpuidRegs { eax: host.eax & 0xffff, ..zero },
         _ => zero,
@@ -435,13 +507,54 @@ mod tests {
     fn hypervisor_leaves() {
         let t = table(CpuidConfig::default());
         let h = t.lookup(HYPERVISOR_BASE, 0);
-        assert_eq!(h.eax, 0x4000_0001);
+        assert_eq!(h.eax, 0x4000_0010);
         let mut sig = Vec::new();
         for r in [h.ebx, h.ecx, h.edx] {
             sig.extend_from_slice(&r.to_le_bytes());
         }
         assert_eq!(&sig, b"CapVMMCapVMM");
-        assert_eq!(t.lookup(0x4000_0001, 0), CpuidRegs::default());
+        for leaf in 0x4000_0001..=0x4000_0010 {
+            assert_eq!(t.lookup(leaf, 0), CpuidRegs::default(), "{leaf:#x}");
+        }
+    }
+
+    /// Linux's reading of leaf 0x15: `ECX / 1000 * EBX / EAX` kHz.
+    fn linux_tsc_khz(l: CpuidRegs) -> u64 {
+        u64::from(l.ecx / 1000) * u64::from(l.ebx) / u64::from(l.eax)
+    }
+
+    #[test]
+    fn a_known_tsc_rate_is_offered_in_leaves_15_16_and_0x40000010() {
+        let t = table(CpuidConfig { tsc_hz: 2_112_345_678, ..CpuidConfig::default() });
+        assert_eq!(t.max_basic_leaf(), 0x16);
+        assert_eq!(t.lookup(0, 0).eax, 0x16);
+        let l15 = t.lookup(0x15, 0);
+        assert_eq!(l15, regs(1, 1, 2_112_345_000, 0));
+        assert_eq!(linux_tsc_khz(l15), 2_112_345);
+        assert_eq!(t.lookup(0x16, 0), regs(2112, 2112, 0, 0));
+        assert_eq!(t.lookup(0x4000_0010, 0), regs(2_112_345, 0, 0, 0));
+        for leaf in [0xe, 0x10, 0x12, 0x14] {
+            assert_eq!(t.lookup(leaf, 0), CpuidRegs::default(), "{leaf:#x}");
+        }
+        assert_eq!(t.lookup(0x17, 0), t.lookup(0x16, 0), "out of range: the highest leaf");
+        // A TSC faster than ECX can count in Hz: a ratio of 2.
+        let fast = table(CpuidConfig { tsc_hz: 5_000_000_000, ..CpuidConfig::default() });
+        let l15 = fast.lookup(0x15, 0);
+        assert_eq!((l15.eax, l15.ebx), (1, 2));
+        assert_eq!(linux_tsc_khz(l15), 5_000_000);
+        // A host whose own maximum is lower: the VMM's leaves still, the host's not asked.
+        let old = CpuidTable::from_host(
+            &CpuidConfig { tsc_hz: 1_000_000_000, ..CpuidConfig::default() },
+            |leaf, sub| match leaf {
+                0 => regs(0xb, 0, 0, 0),
+                0xc.. if leaf < 0x8000_0000 => panic!("leaf {leaf:#x} asked of the host"),
+                _ => host(leaf, sub),
+            },
+        );
+        assert_eq!(old.lookup(0x16, 0).eax, 1000);
+        // A configured maximum below 0x15 offers none of it.
+        let clamped = table(CpuidConfig { tsc_hz: 1, max_basic_leaf: 0xd, ..Default::default() });
+        assert_eq!(clamped.max_basic_leaf(), 0xd);
     }
 
     #[test]
@@ -496,7 +609,7 @@ mod tests {
         let t = table(CpuidConfig::default());
         let top = t.lookup(0xd, 0);
         assert_eq!(t.lookup(0x14, 0), top);
-        assert_eq!(t.lookup(0x4000_0002, 0), top);
+        assert_eq!(t.lookup(0x4000_0011, 0), top);
         assert_eq!(t.lookup(0x8000_0009, 0), top);
         assert_eq!(t.lookup(u32::MAX, u32::MAX), t.lookup(0xd, u32::MAX));
     }

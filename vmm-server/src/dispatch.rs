@@ -32,12 +32,14 @@ use crate::debug_regs::{DebugRegs, DrAccess};
 use crate::devices::uart16550::SerialSink;
 use crate::exit_qualification::{reported_event, CrAccess, DecodeError, IoQualification};
 use crate::guest_memory::GuestMemory;
+use crate::guest_time::GuestTime;
 use crate::hypercall::{self, Hypercall};
 use crate::io::{self, GuestMode, IoFault};
 use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::PagingMode;
 use crate::platform::{Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
+use protocols::vcpu_page::Clock;
 use protocols::x86::RFLAGS_IF;
 use protocols::x86::{CR0_NE, CR4_VMXE, EFER_LMA};
 
@@ -254,6 +256,10 @@ pub struct VmConfig {
     pub debug_exit_port: Option<u16>,
     /// Host Unix time for the RTC.
     pub unix_time: i64,
+    /// The host's TSC rate and what of the preemption timer and TSC offsetting the kernel
+    /// lets this VMM use (the vCPU state page's, after `VCpuConfigure`); with a rate,
+    /// guest time passes with the TSC and CPUID offers the rate. All zero: no clock.
+    pub clock: Clock,
 }
 
 impl Default for VmConfig {
@@ -268,6 +274,7 @@ impl Default for VmConfig {
             entry_controls: None,
             debug_exit_port: Some(crate::devices::debug_exit::DEFAULT_PORT),
             unix_time: 0,
+            clock: Clock::default(),
         }
     }
 }
@@ -289,6 +296,8 @@ pub struct Vm<M, S> {
     tsc: Option<u64>,
     /// The guest's debug registers (MOV DR always exits).
     dr: DebugRegs,
+    /// Guest time: the PIT's clock and the preemption timer.
+    time: GuestTime,
 }
 
 /// The optional groups the dispatcher wants on every exit that is not CPUID or port I/O:
@@ -312,7 +321,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         memory: M,
         sink: S,
     ) -> Result<Self, BusError> {
-        let cpuid = CpuidTable::from_host(&config.cpuid, host_cpuid);
+        let cpuid_config = CpuidConfig { tsc_hz: config.clock.tsc_hz, ..config.cpuid };
+        let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
         Ok(Self {
             platform: Platform::new(sink, config.unix_time),
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
@@ -340,6 +350,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             tests: TestReport::default(),
             tsc: None,
             dr: DebugRegs::default(),
+            time: GuestTime::new(&config.clock),
         })
     }
 
@@ -396,9 +407,27 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         &self.cpuid
     }
 
-    /// Let `ticks` PIT clocks (1.193182 MHz) pass.
+    /// Let `ticks` PIT clocks (1.193182 MHz) pass, for a VM without a clock (one with a
+    /// clock counts time from the exits' TSC stamps).
     pub fn advance_time(&mut self, ticks: u64) {
         self.platform.advance_time(ticks);
+    }
+
+    /// Guest time: the clock, the preemption timer.
+    pub fn time(&self) -> &GuestTime {
+        &self.time
+    }
+
+    /// The vCPU halted at `msg` with nothing pending: jump to the next timer edge (with a
+    /// clock, the guest's TSC jumps too), adding the VMCS writes that takes to `out`.
+    /// [`Vm::wake`] then has the interrupt to deliver.
+    pub fn skip_to_next_edge(&mut self, msg: &ExitMessage, out: &mut ExitReply) {
+        let mut reply = ReplyBuilder::extend(out);
+        self.time.skip_to_next_edge(msg, &mut self.platform, &mut reply);
+        if reply.overflowed() {
+            self.state = RunState::Stopped(StopReason::ReplyOverflow);
+            *out = stop_reply();
+        }
     }
 
     /// Offer a console byte from the host; false if the UART cannot take it yet.
@@ -451,6 +480,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             self.long_mode.entry_controls = Some(msg.controls.entry);
         }
         let mut reply = ReplyBuilder::within(out);
+        // One comparison unless the exit is past the next timer edge (or anchors the
+        // clock): the PIT is brought up to date only when the guest could tell.
+        if self.time.due(msg.exit_tsc) {
+            self.time.tick(msg, &mut self.platform, &mut reply);
+        }
         let handled = self.dispatch(msg, &mut reply);
         let handled = handled.and_then(|()| {
             if reply.overflowed() {
@@ -574,6 +608,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     fn io_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let q = IoQualification::decode(msg.qualification)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
+        // The devices that show time see the exit's.
+        let timed = matches!(q.port, 0x40..=0x43 | 0x61 | 0x70..=0x71);
+        if timed {
+            self.time.catch_up(msg, &mut self.platform);
+        }
         let done = if q.string {
             let mode = GuestMode {
                 paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
@@ -594,6 +633,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         })?;
         if done {
             reply.flag(ReplyFlags::ADVANCE_RIP);
+        }
+        if timed {
+            // Channel 0 may have been programmed: a new deadline, a new timer period.
+            self.time.retime(msg, &self.platform, reply);
         }
         // Port writes are how a guest asks to be stopped.
         if self.platform.i8042.take_reset_request() {
@@ -771,6 +814,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             }
             Hypercall::TscOffset(offset) => {
                 controls::tsc_offset(msg, offset, reply).map_err(needs)?;
+                self.time.rebase(offset);
                 hypercall::STATUS_OK
             }
             Hypercall::Cr3Targets { exiting, count, values } => {

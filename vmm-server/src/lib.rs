@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod bus;
+pub mod clock;
 pub mod controls;
 pub mod cpuid;
 pub mod cr;
@@ -20,6 +21,7 @@ pub mod dispatch;
 pub mod exit_qualification;
 pub mod guest_image;
 pub mod guest_memory;
+pub mod guest_time;
 pub mod hypercall;
 pub mod io;
 pub mod linux_boot;

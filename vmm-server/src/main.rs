@@ -329,6 +329,12 @@ mod process {
         unsafe { core::slice::from_raw_parts_mut(MSG_VA as *mut u8, vcpu_page::PAGE_SIZE) }
     }
 
+    /// The clock the kernel wrote into the vCPU state page at `VCpuConfigure`: the host's
+    /// TSC rate and what of the preemption timer and TSC offsetting this VMM may use.
+    fn host_clock() -> vcpu_page::Clock {
+        vcpu_page::clock(page()).copied().unwrap_or_default()
+    }
+
     /// The port guest_bench times: COM1's scratch register, which has no side effects.
     const BENCH_PORT: u16 =
         vmm_server::platform::COM1 + vmm_server::devices::uart16550::reg::SCR as u16;
@@ -513,7 +519,8 @@ mod process {
             }
             Ok((ram, _)) => {
                 let traced = flags & vmm_flags::TRACE != 0;
-                let mut config = vmm_server::serve::config(mode);
+                let mut config =
+                    VmConfig { clock: host_clock(), ..vmm_server::serve::config(mode) };
                 if flags & vmm_flags::LINUX != 0 {
                     // MWAIT returns at once under this VMM: a guest idling with it would
                     // spin, so Linux is offered HLT only.

@@ -3,14 +3,16 @@
 //! [`Platform`] owns the device models by value; [`Platform::port_bus`] builds the port
 //! map that routes to them by [`PortKey`]; after every access [`Platform`] re-evaluates
 //! the device interrupt lines into the PIC, so "which vector is pending" is always current
-//! when the dispatcher asks. Time enters only through [`Platform::advance_time`].
+//! when the dispatcher asks. Time enters only through [`Platform::advance_time`], as PIT
+//! input clocks; the RTC reads the same time (the Unix time at start plus the PIT clocks
+//! since), so the two clocks a guest can compare never disagree.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::pic8259::{Chip, DualPic};
-use crate::devices::pit8254::Pit8254;
+use crate::devices::pit8254::{Pit8254, PIT_HZ};
 use crate::devices::uart16550::{SerialSink, Uart16550};
 
 /// Port ranges a [`Platform`] bus can hold.
@@ -72,6 +74,8 @@ pub struct Platform<S> {
     /// PIT channel 0 periods that elapsed while an earlier tick was still latched in the
     /// PIC, so the guest saw them as one interrupt.
     pub coalesced_ticks: u64,
+    /// Unix time when the PIT's time was 0.
+    unix_start: i64,
 }
 
 impl<S: SerialSink> Platform<S> {
@@ -86,6 +90,7 @@ impl<S: SerialSink> Platform<S> {
             debug_exit: DebugExit::new(),
             post_code: 0,
             coalesced_ticks: 0,
+            unix_start: unix_time,
         }
     }
 
@@ -172,7 +177,11 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             PortKey::Pic(chip) => self.pic.read_bytes(chip, offset, data),
             PortKey::Pit => self.pit.read(offset, data),
             PortKey::PortB => each_byte(offset, data, |_| self.pit.read_port_b()),
-            PortKey::Rtc => self.rtc.read(offset, data),
+            PortKey::Rtc => {
+                let secs = i64::try_from(self.pit.now() / PIT_HZ).unwrap_or(i64::MAX);
+                self.rtc.set_host_time(self.unix_start.saturating_add(secs));
+                self.rtc.read(offset, data);
+            }
             PortKey::I8042Data => {
                 self.i8042.read(i8042::DATA, data);
                 // The line drops while the controller loads the next byte, so a queued
@@ -215,6 +224,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
 #[cfg(test)]
 mod tests {
     use super::{Platform, PortKey};
+    use crate::bus::Bus;
     use crate::devices::pic8259::{port, Chip};
 
     fn platform() -> Platform<Vec<u8>> {
@@ -268,6 +278,24 @@ mod tests {
         p.advance_time(300);
         assert_eq!(p.pic.acknowledge(), 0x30);
         assert_eq!(p.coalesced_ticks, 2);
+    }
+
+    #[test]
+    fn the_rtc_reads_the_pits_time() {
+        let mut p = Platform::new(Vec::new(), 1_700_000_000);
+        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let seconds = |p: &mut Platform<Vec<u8>>, bus: &mut Bus<PortKey, 16>| {
+            bus.write(p, 0x70, &[0x00]);
+            let mut b = [0];
+            bus.read(p, 0x71, &mut b);
+            b[0]
+        };
+        // 1_700_000_000 is 22:13:20 UTC: 0x20 seconds in BCD.
+        assert_eq!(seconds(&mut p, &mut bus), 0x20);
+        p.advance_time(super::PIT_HZ * 15 - 1);
+        assert_eq!(seconds(&mut p, &mut bus), 0x34);
+        p.advance_time(1);
+        assert_eq!(seconds(&mut p, &mut bus), 0x35);
     }
 
     #[test]

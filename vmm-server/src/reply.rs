@@ -31,6 +31,12 @@ impl<'a> ReplyBuilder<'a> {
         Self { area, overflow: false }
     }
 
+    /// A builder that adds to the reply already in `area` (what follows the dispatcher's
+    /// answer: waking a halted vCPU).
+    pub fn extend(area: &'a mut ExitReply) -> Self {
+        Self { area, overflow: false }
+    }
+
     fn r(&mut self) -> &mut ExitReply {
         self.area
     }

@@ -92,13 +92,16 @@ pub fn answer_into<M: GuestMemory, S: SerialSink>(
         }
     }
     if vm.run_state() == RunState::Halted {
-        wake_from_halt(vm, out);
+        wake_from_halt(vm, msg, out);
     }
 }
 
-fn wake_from_halt<M: GuestMemory, S: SerialSink>(vm: &mut Vm<M, S>, reply: &mut ExitReply) {
-    let ticks = vm.platform().pit.next_edge_in(0).unwrap_or(0).max(1);
-    vm.advance_time(ticks);
+fn wake_from_halt<M: GuestMemory, S: SerialSink>(
+    vm: &mut Vm<M, S>,
+    msg: &ExitMessage,
+    reply: &mut ExitReply,
+) {
+    vm.skip_to_next_edge(msg, reply);
     if let Some(w) = vm.wake() {
         reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
             .unwrap_or(reply.flags);

@@ -265,6 +265,12 @@ impl VmxCaps {
         (self.cr4_fixed0 & !cr4) | (cr4 & !self.cr4_fixed1)
     }
 
+    /// The VMX-preemption timer counts down once every 2^this TSC ticks (IA32_VMX_MISC
+    /// bits 4:0).
+    pub const fn preemption_timer_shift(&self) -> u8 {
+        (self.misc & 0x1f) as u8
+    }
+
     /// How many CR3-target values the CPU supports (IA32_VMX_MISC bits 24:16).
     pub const fn cr3_target_count(&self) -> u32 {
         ((self.misc >> 16) & 0x1ff) as u32

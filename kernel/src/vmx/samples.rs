@@ -25,6 +25,9 @@ pub const EPT_CAPS: u64 = 0x0000_0f01_0673_4141;
 /// Its physical-address width.
 pub const MAXPHYADDR: u8 = 36;
 
+/// A TSC rate, as the kernel measures it at boot (Hz).
+pub const TSC_HZ: u64 = 2_112_000_000;
+
 /// A host state as the kernel sets it up.
 pub fn host() -> HostState {
     HostState {

@@ -1,6 +1,7 @@
 //! The MC146818 real-time clock and CMOS RAM behind ports 0x70 (index) and 0x71 (data).
 //!
-//! Wall time is the host's Unix time, handed in by the VMM ([`CmosRtc::set_host_time`]),
+//! Wall time is the Unix time the VMM hands in before each read ([`CmosRtc::set_host_time`]:
+//! the platform gives the VM's start time plus the guest time its PIT has counted),
 //! plus an offset the guest changes by writing the clock registers, so the model never
 //! reads a clock itself and tests are deterministic. An update is never in progress
 //! (register A's UIP reads 0): reads are instantaneous, which is exactly what the UIP

@@ -270,6 +270,20 @@ impl Channel {
         at.checked_sub(d).filter(|&t| t > 0)
     }
 
+    /// Ticks between OUT rising edges (periodic modes), or of the whole count (one-shot
+    /// modes, until their edge has passed): a span that does not change while the count
+    /// runs, unlike [`Channel::next_edge_in`].
+    fn period(&self, now: u64) -> Option<u64> {
+        let Run::Counting { initial, .. } = self.run else { return None };
+        let n = u64::from(initial);
+        match self.mode {
+            2 | 3 if n >= 2 => Some(n),
+            2 | 3 => None,
+            0 | 1 => self.next_edge_in(now).map(|_| n),
+            _ => self.next_edge_in(now).map(|_| n.saturating_add(1)),
+        }
+    }
+
     /// The value a read or latch sees now, in the counter's own coding.
     fn current_count(&self, now: u64) -> u16 {
         let binary = match self.progress(now) {
@@ -516,6 +530,14 @@ impl Pit8254 {
         self.channels.get(channel).and_then(|c| c.next_edge_in(self.now))
     }
 
+    /// The span of `channel`'s edges while it counts towards one: its period in modes 2
+    /// and 3, its whole count in the one-shot modes until the edge; `None` when no edge
+    /// is coming. It changes only when the guest programs the channel or a one-shot count
+    /// ends, so a VMM can arm a timer from it once per programming.
+    pub fn period(&self, channel: usize) -> Option<u64> {
+        self.channels.get(channel).and_then(|c| c.period(self.now))
+    }
+
     /// Drive the gate of `channel`.
     pub fn set_gate(&mut self, channel: usize, level: bool) {
         let now = self.now;
@@ -656,6 +678,25 @@ mod tests {
         assert_eq!(p.take_rising_edges(0), 10);
         assert_eq!(p.take_rising_edges(0), 0);
         assert_eq!(p.next_edge_in(0), Some(1188));
+    }
+
+    #[test]
+    fn periods_stay_put_while_counting_and_end_with_a_one_shot() {
+        let mut p = Pit8254::new();
+        assert_eq!(p.period(0), None, "unprogrammed");
+        program(&mut p, 0, 2, 4772);
+        assert_eq!(p.period(0), Some(4772));
+        p.advance(10_000);
+        assert_eq!(p.period(0), Some(4772));
+        program(&mut p, 0, 0, 100);
+        assert_eq!(p.period(0), Some(100));
+        p.advance(99);
+        assert_eq!((p.period(0), p.next_edge_in(0)), (Some(100), Some(1)));
+        p.advance(1);
+        assert_eq!(p.period(0), None, "the one shot has fired");
+        program(&mut p, 0, 4, 10);
+        assert_eq!(p.period(0), Some(11));
+        assert_eq!(p.period(3), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{
 use protocols::error::Error;
 use protocols::object::Invocation;
 use protocols::syscall::Syscall;
-use protocols::vcpu_page;
+use protocols::vcpu_page::{self, Clock};
 use protocols::vmcs::ctl::{pin, proc};
 use protocols::vmcs::{activity, Field};
 use protocols::vmexit::{BatchError, ExitMessage, ExitReply, ReplyFlags};
@@ -46,7 +46,10 @@ pub(super) fn traced_vm(
         header.note(leaf, subleaf, regs);
         regs
     };
-    let vm = Vm::new(config, host, SliceMemory::new(0, ram), sink)
+    // A traced VM keeps no clock: the trace does not carry the host's TSC rate, and its
+    // replay must give the answers the VMM gave.
+    let clock = if traced { Clock::default() } else { config.clock };
+    let vm = Vm::new(&VmConfig { clock, ..*config }, host, SliceMemory::new(0, ram), sink)
         .map_err(|_| Error::InvalidArgument)?;
     Ok((vm, traced.then(|| Recorder::start(&header))))
 }

@@ -2,8 +2,9 @@
 //! has no local APIC (or it sits outside the physical window), the PIT's IRQ 0 stays the
 //! tick. Device IRQs keep arriving through the 8259s (virtual-wire mode).
 
-use super::cpu::{self, inb, outb, rdmsr, wrmsr};
+use super::cpu::{self, rdmsr, wrmsr};
 use super::memory::{self, PHYSMAP_SIZE, PHYS_OFFSET};
+use super::pit;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Vector of the timer interrupt.
@@ -21,8 +22,6 @@ const CURRENT_COUNT: u64 = 0x390;
 const DIVIDE: u64 = 0x3e0;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
-/// PIT counts in 10 ms, the calibration interval and the tick period.
-const PIT_10MS: u16 = 11_932;
 
 /// Virtual address of the registers (0: no local APIC timer in use).
 static REGS: AtomicU64 = AtomicU64::new(0);
@@ -40,27 +39,11 @@ fn read(reg: u64) -> u32 {
     unsafe { ((base + reg) as *const u32).read_volatile() }
 }
 
-/// Count local-APIC timer ticks during 10 ms of PIT channel 2 (gated, speaker off).
+/// Count local-APIC timer ticks during 10 ms of PIT channel 2 (which also measures the
+/// TSC).
 fn calibrate() -> u32 {
-    // SAFETY: port 0x61 and PIT channel 2 belong to the kernel (no capability covers the
-    // PIT); the speaker stays disconnected.
-    unsafe {
-        outb(0x61, (inb(0x61) & 0xfd) | 0x01);
-        outb(0x43, 0xb0); // channel 2, lobyte/hibyte, mode 0
-        outb(0x42, PIT_10MS as u8);
-        outb(0x42, (PIT_10MS >> 8) as u8);
-        let gate = inb(0x61) & 0xfe;
-        outb(0x61, gate);
-        outb(0x61, gate | 1);
-    }
-    write(INITIAL_COUNT, u32::MAX);
-    // Bounded: a PIT that never counts must not hang the boot.
-    for _ in 0..100_000_000u32 {
-        // SAFETY: reading port 0x61 has no side effects.
-        if unsafe { inb(0x61) } & 0x20 != 0 {
-            break;
-        }
-    }
+    // A PIT that never counts leaves whatever the bounded wait took: some tick still.
+    let _ = pit::window_10ms(|| write(INITIAL_COUNT, u32::MAX));
     let elapsed = u32::MAX - read(CURRENT_COUNT);
     write(INITIAL_COUNT, 0);
     elapsed

@@ -1,14 +1,59 @@
-//! The 8254 PIT as the scheduling tick (channel 0, rate generator, IRQ 0).
+//! The 8254 PIT as the scheduling tick (channel 0, rate generator, IRQ 0), and channel 2
+//! as the boot's one reference interval, against which the local APIC timer and the TSC
+//! are measured.
 
-use super::cpu::outb;
+use super::cpu::{inb, outb, rdtsc};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-const PIT_HZ: u32 = 1_193_182;
+const PIT_HZ: u64 = 1_193_182;
 /// Scheduling ticks per second.
 pub const TICK_HZ: u32 = 100;
+/// PIT counts in 10 ms: the calibration window.
+const COUNTS_10MS: u16 = 11_932;
 
-/// Start the tick and unmask IRQ 0 (every other PIC line stays masked).
+/// TSC ticks in the last calibration window (0: none measured).
+static TSC_PER_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+/// Run 10 ms of PIT channel 2 (gated, speaker off), calling `open` as the window opens,
+/// and measure the TSC across it; `false` if the PIT never counted down (the loop is
+/// bounded so such a PIT cannot hang the boot).
+pub fn window_10ms(open: impl FnOnce()) -> bool {
+    // SAFETY: port 0x61 and PIT channel 2 belong to the kernel (no capability covers the
+    // PIT); the speaker stays disconnected.
+    unsafe {
+        outb(0x61, (inb(0x61) & 0xfd) | 0x01);
+        outb(0x43, 0xb0); // channel 2, lobyte/hibyte, mode 0
+        outb(0x42, COUNTS_10MS as u8);
+        outb(0x42, (COUNTS_10MS >> 8) as u8);
+        let gate = inb(0x61) & 0xfe;
+        outb(0x61, gate);
+        outb(0x61, gate | 1);
+    }
+    open();
+    let start = rdtsc();
+    for _ in 0..100_000_000u32 {
+        // SAFETY: reading port 0x61 has no side effects.
+        if unsafe { inb(0x61) } & 0x20 != 0 {
+            TSC_PER_WINDOW.store(rdtsc().wrapping_sub(start), Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+/// TSC ticks per second as the last window measured them (0: unknown).
+pub fn tsc_hz() -> u64 {
+    let ticks = u128::from(TSC_PER_WINDOW.load(Relaxed));
+    u64::try_from(ticks * u128::from(PIT_HZ) / u128::from(COUNTS_10MS)).unwrap_or(0)
+}
+
+/// Start the tick and unmask IRQ 0 (every other PIC line stays masked). Without a local
+/// APIC timer nothing has measured the TSC yet: one window does.
 pub fn start() {
-    let divisor = (PIT_HZ / TICK_HZ) as u16;
+    if TSC_PER_WINDOW.load(Relaxed) == 0 {
+        window_10ms(|| {});
+    }
+    let divisor = (PIT_HZ / u64::from(TICK_HZ)) as u16;
     // SAFETY: the PIT and the PIC mask register belong to the kernel.
     unsafe {
         outb(0x43, 0x34); // channel 0, lobyte/hibyte, mode 2

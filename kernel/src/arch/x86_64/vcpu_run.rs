@@ -91,7 +91,8 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     };
     *ROOT.lock() = Some(root);
     crate::kprintln!("vmx: VMX root operation entered; VCpus available");
-    Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs() })
+    // The TSC rate follows once the tick is calibrated (`main`).
+    Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs(), tsc_hz: 0 })
 }
 
 /// The kernel's values of the MSRs a VCpu may switch (set by `syscall::init`, never

@@ -1,0 +1,157 @@
+//! Time on the exit path: counting the guest's elapsed time into the PIT, arming the
+//! VMX-preemption timer so that a guest computing without exits still comes back for its
+//! timer interrupts, and skipping a halted guest ahead to its next timer edge.
+//!
+//! The PIT is lazy: its time only has to be right when the guest can observe it, which
+//! is at an access to its ports (or port 0x61, or the RTC, which reads the PIT's time)
+//! and at a channel 0 edge, which raises IRQ 0. So an exit costs one comparison
+//! ([`GuestTime::due`]) of its TSC stamp with the host TSC of the next edge; only an exit
+//! past it counts time (a 128-bit division) and finds the next edge. Without a clock, or
+//! with channel 0 idle, the deadline is `u64::MAX` and the comparison never succeeds.
+//!
+//! The preemption timer (pin-based control, value field) is written only when the PIT's
+//! channel 0 period changes: its value is the period in timer units, rounded up. Without
+//! the "save VMX-preemption timer value" exit control, which this VMM leaves off, every VM
+//! entry reloads the value written, so the guest never runs longer than one period
+//! without an exit, however many exits come in between, and one write per programming of
+//! the PIT suffices. The cost is latency, not loss: an edge is noticed at most one
+//! period late, and edges missed in between are counted as coalesced. Writing the time to
+//! the next edge instead would be exact but would cost a division and a VMWRITE on every
+//! exit.
+
+use protocols::vcpu_page::Clock;
+use protocols::vmcs::ctl::pin;
+use protocols::vmcs::Field;
+use protocols::vmexit::{ExitMessage, TransferMask};
+
+use crate::clock::GuestClock;
+use crate::controls;
+use crate::devices::uart16550::SerialSink;
+use crate::platform::Platform;
+use crate::reply::ReplyBuilder;
+
+/// The guest time of one VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTime {
+    /// The clock, where the kernel told the TSC's rate.
+    clock: Option<GuestClock>,
+    /// What the kernel lets this VMM use.
+    host: Clock,
+    /// The host TSC from which an exit must count time: the next channel 0 edge; 0 until
+    /// the first exit anchors the clock; `u64::MAX` without a clock or an edge to come.
+    deadline: u64,
+    /// The VMX-preemption-timer value last written, `None` while the timer is off.
+    preemption: Option<u32>,
+}
+
+impl GuestTime {
+    /// Time kept at the rate `host` gives (none when it is unknown: the PIT then moves
+    /// only when a halted guest skips ahead).
+    pub fn new(host: &Clock) -> Self {
+        let clock = GuestClock::new(host);
+        let deadline = if clock.is_some() { 0 } else { u64::MAX };
+        Self { clock, host: *host, deadline, preemption: None }
+    }
+
+    /// The clock, if one runs.
+    pub fn clock(&self) -> Option<&GuestClock> {
+        self.clock.as_ref()
+    }
+
+    /// The VMX-preemption-timer value the VMCS holds (`None`: the timer is off).
+    pub fn preemption_timer(&self) -> Option<u32> {
+        self.preemption
+    }
+
+    /// Whether the exit stamped `exit_tsc` must count time: the one test every exit makes.
+    #[inline(always)]
+    pub fn due(&self, exit_tsc: u64) -> bool {
+        exit_tsc >= self.deadline
+    }
+
+    /// Bring the PIT up to the exit's time (edges raise IRQ 0 in the PIC), then find the
+    /// next deadline and arm the preemption timer for it.
+    pub fn tick<S: SerialSink>(
+        &mut self,
+        msg: &ExitMessage,
+        platform: &mut Platform<S>,
+        reply: &mut ReplyBuilder,
+    ) {
+        self.catch_up(msg, platform);
+        self.retime(msg, platform, reply);
+    }
+
+    /// Bring the PIT up to the exit's time, before the guest reads or programs it.
+    pub fn catch_up<S: SerialSink>(&mut self, msg: &ExitMessage, platform: &mut Platform<S>) {
+        if let Some(c) = &mut self.clock {
+            let clocks = c.advance_to(msg.exit_tsc);
+            if clocks > 0 {
+                platform.advance_time(clocks);
+            }
+        }
+    }
+
+    /// After the PIT's channel 0 may have changed (programmed, or a one-shot count
+    /// ended): the next deadline, and the preemption timer where its value must change.
+    pub fn retime<S: SerialSink>(
+        &mut self,
+        msg: &ExitMessage,
+        platform: &Platform<S>,
+        reply: &mut ReplyBuilder,
+    ) {
+        let Some(c) = &self.clock else { return };
+        let edge = platform.pit.next_edge_in(0).and_then(|t| c.deadline(t));
+        self.deadline = edge.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
+        let want = match platform.pit.period(0) {
+            Some(p) if self.host.has_preemption_timer() => Some(c.preemption_ticks(p)),
+            _ => None,
+        };
+        // The pin-based controls come from the message; without them nothing is written
+        // and the next retime tries again.
+        if want == self.preemption || !msg.transfer.contains(TransferMask::CONTROLS) {
+            return;
+        }
+        let on = msg.controls.pin | pin::PREEMPTION_TIMER;
+        match want {
+            Some(value) => {
+                if msg.controls.pin != on {
+                    reply.write(Field::PinBasedControls, on.into());
+                }
+                reply.write(Field::PreemptionTimerValue, value.into());
+            }
+            None => reply.write(Field::PinBasedControls, (on & !pin::PREEMPTION_TIMER).into()),
+        }
+        self.preemption = want;
+    }
+
+    /// A halted guest waits for its next timer edge: jump there at once. With a clock the
+    /// guest's TSC jumps with it (the TSC offset rises and is written) so the guest sees
+    /// the time pass that its interrupt stands for. Without a next edge, one PIT clock.
+    pub fn skip_to_next_edge<S: SerialSink>(
+        &mut self,
+        msg: &ExitMessage,
+        platform: &mut Platform<S>,
+        reply: &mut ReplyBuilder,
+    ) {
+        self.catch_up(msg, platform);
+        let clocks = platform.pit.next_edge_in(0).unwrap_or(0).max(1);
+        if let Some(c) = &mut self.clock {
+            let offset = c.skip(clocks);
+            // Without TSC offsetting (no VT-x CPU lacks it) the guest's TSC stays behind
+            // the clock, which then runs ahead of it by the time skipped.
+            if self.host.has_tsc_offsetting() {
+                let _ = controls::tsc_offset(msg, offset, reply);
+            }
+        }
+        platform.advance_time(clocks);
+        self.retime(msg, platform, reply);
+    }
+
+    /// The guest's TSC offset was set to `offset` by a test hypercall: time does not jump,
+    /// so the deadline, in host TSC, stays.
+    pub fn rebase(&mut self, offset: u64) {
+        if let Some(c) = &mut self.clock {
+            c.rebase(offset);
+        }
+    }
+}
