@@ -3,12 +3,14 @@
 //! (exit 0 = pass); the kernel's shutdown-port write or a triple fault exits non-zero.
 
 use crate::emulator::{run_dir, supervise, Emulator, Outcome, RunOptions, Verdict};
+use crate::serial_input::{bridge, free_port, SerialInput};
 use crate::{err, Result};
 use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 fn verdict(status: ExitStatus) -> Verdict {
     match status.code() {
@@ -72,7 +74,7 @@ fn check_cpu(model: &str) -> Result<()> {
     ))
 }
 
-fn bochsrc(iso: &Path, serial: &Path, log: &Path, opts: &RunOptions) -> String {
+fn bochsrc(iso: &Path, com1: &str, log: &Path, opts: &RunOptions) -> String {
     format!(
         "megs: {mem}
 romimage: file={bios}
@@ -82,7 +84,7 @@ ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
 ata0-master: type=cdrom, path={iso}, status=inserted
 boot: cdrom
 display_library: term
-com1: enabled=1, mode=file, dev={serial}
+{com1}
 magic_break: enabled=1
 log: {log}
 panic: action=fatal
@@ -98,7 +100,7 @@ clock: sync=none, time0=local
         vgabios = crate::deps::vgabios().display(),
         cpu = opts.bochs_cpu,
         iso = iso.display(),
-        serial = serial.display(),
+        com1 = com1,
         log = log.display(),
     )
 }
@@ -124,7 +126,19 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
     let log = dir.join("bochs.log");
     let rc = dir.join("bochsrc");
     let script = dir.join("debugger.rc");
-    fs::write(&rc, bochsrc(iso, &serial, &log, opts))?;
+    // With input to type, COM1 is a TCP server the bridge connects to; it appends the
+    // guest's output to the same log.
+    let port = match opts.serial_input {
+        SerialInput::None => None,
+        _ => Some(free_port()?),
+    };
+    let com1 = match port {
+        Some(port) => format!("com1: enabled=1, mode=socket-server, dev=localhost:{port}"),
+        None => format!("com1: enabled=1, mode=file, dev={}", serial.display()),
+    };
+    fs::write(&rc, bochsrc(iso, &com1, &log, opts))?;
+    let done = Arc::new(AtomicBool::new(false));
+    let bridge = port.map(|p| bridge(p, serial.clone(), opts.serial_input.clone(), done.clone()));
     fs::write(&script, "continue\nquit\n")?;
     check_cpu(&opts.bochs_cpu)?;
     let mut cmd = Command::new(crate::deps::bochs());
@@ -137,6 +151,10 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
             drain_screen(&seen);
         }
     })?;
+    done.store(true, Ordering::Release);
+    if let Some(b) = bridge {
+        let _ = b.join();
+    }
     Ok(Outcome {
         verdict,
         serial: fs::read_to_string(&serial).unwrap_or_default(),

@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Keep the folders of this many runs per image under `target/runs/`, removing older
     /// ones; `None` keeps all.
     pub keep_runs: Option<usize>,
+    /// What to type on the guest's serial console (Bochs only).
+    pub serial_input: crate::serial_input::SerialInput,
 }
 
 impl Default for RunOptions {
@@ -67,6 +69,7 @@ impl Default for RunOptions {
             bochs_cpu: crate::cli::DEFAULT_BOCHS_CPU.into(),
             memory_mib: 256,
             keep_runs: Some(crate::cli::DEFAULT_KEEP),
+            serial_input: crate::serial_input::SerialInput::None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod plant;
 pub mod progress;
 pub mod qemu;
+pub mod serial_input;
 pub mod trace;
 
 use std::path::PathBuf;

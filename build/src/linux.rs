@@ -54,10 +54,9 @@ pub fn init_script() -> String {
          /bin/busybox --install -s\n\
          echo '{INIT_MARKER}'\n\
          setsid cttyhack sh\n\
-         # The shell ended: stop the VM (by a triple fault with reboot=t) rather than\n\
-         # let the kernel panic.\n\
-         echo 'linux: shell exited, rebooting'\n\
-         reboot -f\n"
+         # The shell ended: power the VM off rather than let the kernel panic.\n\
+         echo 'linux: shell exited, powering off'\n\
+         poweroff -f\n"
     )
 }
 

@@ -83,6 +83,10 @@ fn run(args: RunArgs) -> Result<bool> {
         memory_mib: image.memory_mib(),
         ..RunOptions::default()
     };
+    if image.linux && args.emulator == Emulator::Bochs {
+        // A Linux guest's shell: what is typed here reaches its serial console.
+        opts.serial_input = xtask::serial_input::SerialInput::Stdin;
+    }
     if let Some(cpu) = args.cpu {
         opts.bochs_cpu = cpu;
     }

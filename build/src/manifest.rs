@@ -148,13 +148,15 @@ fn mode(vm: &Vm) -> Result<GuestMode> {
 }
 
 fn expect(vm: &Vm) -> Result<Expect> {
-    if vm.expect == "triple fault" {
-        return Ok(Expect::TripleFault);
+    match vm.expect.as_str() {
+        "triple fault" => return Ok(Expect::TripleFault),
+        "power off" => return Ok(Expect::PowerOff),
+        _ => {}
     }
     vm.expect.strip_prefix("exit ").and_then(|n| n.parse().ok()).map(Expect::Exit).ok_or_else(
         || {
             err!(
-                "vm {:?}: expect {:?} is neither \"exit N\" nor \"triple fault\"",
+                "vm {:?}: expect {:?} is none of \"exit N\", \"triple fault\", \"power off\"",
                 vm.name,
                 vm.expect
             )
@@ -293,7 +295,7 @@ mod tests {
         let linux = vm.linux.unwrap();
         assert_eq!(linux.initrd, Some(crate::linux::INITRAMFS_MODULE));
         assert!(linux.cmdline.starts_with("console=ttyS0"), "{}", linux.cmdline);
-        assert_eq!(vm.expect, Expect::TripleFault);
+        assert_eq!(vm.expect, Expect::PowerOff);
         // Without the image's Linux modules the kernel module is unknown.
         let e = encode(&path, &text, &crate::image::modules()).unwrap_err().to_string();
         assert!(e.contains("unknown guest module \"linux_kernel\""), "{e}");

@@ -55,6 +55,9 @@ pub enum Expect {
     Exit(u64),
     /// The guest triple-faults (only its VM stops).
     TripleFault,
+    /// The guest powers off: without ACPI a guest ends by halting with interrupts
+    /// disabled, which nothing can wake (Linux's `poweroff -f`).
+    PowerOff,
 }
 
 /// One VM: a VMM process serving one guest.

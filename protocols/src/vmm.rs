@@ -80,6 +80,26 @@ pub mod flags {
     pub const LINUX: u64 = 1 << 3;
 }
 
+/// A civil date and time (the host's CMOS clock, as the root task read it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct HostDate {
+    /// Full year.
+    pub year: u16,
+    /// 1-12.
+    pub month: u8,
+    /// 1-31.
+    pub day: u8,
+    /// 0-23.
+    pub hour: u8,
+    /// 0-59.
+    pub minute: u8,
+    /// 0-59.
+    pub second: u8,
+    /// 1 when read; 0 when the host's clock could not be read.
+    pub valid: u8,
+}
+
 /// What a Linux VM boots besides its kernel, in the frame at [`slot::DESCRIPTION`]: the
 /// initramfs's size (its frames follow the kernel's) and the command line.
 #[repr(C)]
@@ -91,6 +111,8 @@ pub struct LinuxDescription {
     pub initrd_size: u64,
     /// The command line's length in bytes.
     pub cmdline_len: u64,
+    /// The host's date and time when the VM was made, for its real-time clock.
+    pub host_date: HostDate,
     /// The command line (the first `cmdline_len` bytes).
     pub cmdline: [u8; LinuxDescription::CMDLINE_ROOM],
 }
@@ -103,11 +125,12 @@ impl LinuxDescription {
 
     /// A description of `cmdline` (cut at [`Self::CMDLINE_ROOM`]) and an initramfs of
     /// `initrd_size` bytes.
-    pub fn new(cmdline: &str, initrd_size: u64) -> Self {
+    pub fn new(cmdline: &str, initrd_size: u64, host_date: HostDate) -> Self {
         let mut d = Self {
             magic: Self::MAGIC,
             initrd_size,
             cmdline_len: 0,
+            host_date,
             cmdline: [0; Self::CMDLINE_ROOM],
         };
         let len = cmdline.len().min(Self::CMDLINE_ROOM);
@@ -141,6 +164,8 @@ pub mod stop {
     pub const OTHER: u64 = 2;
     /// The kernel refused to run the VM (see the VMM's log).
     pub const NOT_SUPPORTED: u64 = 3;
+    /// The guest powered off: it halted with interrupts disabled.
+    pub const POWER_OFF: u64 = 4;
 }
 
 #[cfg(test)]
@@ -149,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_linux_description_carries_its_command_line() {
-        let d = LinuxDescription::new("console=ttyS0 quiet", 4096);
+        let d = LinuxDescription::new("console=ttyS0 quiet", 4096, super::HostDate::default());
         assert_eq!((d.cmdline(), d.initrd_size), (Some("console=ttyS0 quiet"), 4096));
         let bytes = bytemuck::bytes_of(&d);
         let back: LinuxDescription = bytemuck::pod_read_unaligned(bytes);

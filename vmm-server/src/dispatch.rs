@@ -145,7 +145,9 @@ impl fmt::Display for StopReason {
             Self::DebugExit(code) => write!(f, "debug-exit port, code {code:#x}"),
             Self::Reset => f.write_str("guest requested a reset"),
             Self::TripleFault => f.write_str("triple fault"),
-            Self::HaltedForever => f.write_str("HLT with interrupts disabled"),
+            Self::HaltedForever => {
+                f.write_str("powered off (HLT with interrupts disabled: nothing can wake it)")
+            }
             Self::EntryFailure { reason, qualification } => {
                 write!(f, "VM entry failed: reason {reason}, qualification {qualification:#x}")
             }

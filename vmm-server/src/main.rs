@@ -21,6 +21,7 @@ mod process {
     use protocols::vmm::{self, flags as vmm_flags, slot, stop, LinuxDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
+    use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
     use vmm_server::devices::uart16550::SerialSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
     use vmm_server::exit_qualification::IoQualification;
@@ -100,12 +101,14 @@ mod process {
     struct Boot {
         image: &'static [u8],
         linux: Option<(&'static [u8], &'static str)>,
+        /// The host's time when the VM was made (Unix seconds; 0 when unknown).
+        unix_time: i64,
     }
 
     impl Boot {
         /// Map the image's frames (and a Linux VM's description and initramfs).
         fn map(image_size: u64, linux: bool) -> Result<Self, Error> {
-            let (initrd_size, cmdline) = if linux { description()? } else { (0, "") };
+            let (initrd_size, cmdline, unix_time) = if linux { description()? } else { (0, "", 0) };
             let image_pages = image_size.div_ceil(4096);
             let pages = image_pages + initrd_size.div_ceil(4096);
             if pages > vmm::MAX_IMAGE_PAGES {
@@ -129,12 +132,12 @@ mod process {
             };
             let image = bytes(0, image_size);
             let linux = linux.then(|| (bytes(image_pages * 4096, initrd_size), cmdline));
-            Ok(Self { image, linux })
+            Ok(Self { image, linux, unix_time })
         }
     }
 
-    /// A Linux VM's description: `(initramfs size, command line)`.
-    fn description() -> Result<(u64, &'static str), Error> {
+    /// A Linux VM's description: `(initramfs size, command line, host Unix time)`.
+    fn description() -> Result<(u64, &'static str, i64), Error> {
         invoke(slot::DESCRIPTION, Invocation::FrameMap, &[slot::VSPACE, DESCRIPTION_VA, 0])?;
         // SAFETY: the description frame was just mapped read-only at DESCRIPTION_VA and
         // stays mapped; the type is plain data, valid for any bytes.
@@ -143,7 +146,21 @@ mod process {
             rt::println!("vmm: the Linux VM's description is malformed");
             return Err(Error::InvalidArgument);
         };
-        Ok((d.initrd_size, cmdline))
+        let t = d.host_date;
+        let unix_time = if t.valid == 0 {
+            0
+        } else {
+            unix_from_civil(&DateTime {
+                year: i64::from(t.year),
+                month: t.month,
+                day: t.day,
+                hour: t.hour,
+                minute: t.minute,
+                second: t.second,
+                weekday: 0,
+            })
+        };
+        Ok((d.initrd_size, cmdline, unix_time))
     }
 
     /// Build the VM with 2^`ram_bits` bytes of RAM; returns guest RAM as bytes and the
@@ -153,7 +170,7 @@ mod process {
         ram_bits: u8,
         mode: u64,
         flags: u64,
-    ) -> Result<(&'static mut [u8], u64), Error> {
+    ) -> Result<(&'static mut [u8], u64, i64), Error> {
         if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
             rt::println!("vmm: guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
             return Err(Error::InvalidArgument);
@@ -209,7 +226,7 @@ mod process {
             *reply = linux_boot::start_batch(entry);
         }
         start_vcpu(mode, &start)?;
-        Ok((ram, start.rip))
+        Ok((ram, start.rip, boot.unix_time))
     }
 
     /// How the vCPU starts: `VCpuStart`'s entry RIP, RSP and CR3, and for Linux the
@@ -474,6 +491,7 @@ mod process {
                 return Ok(match why {
                     StopReason::GuestExit(code) => (stop::EXITED, code, exits),
                     StopReason::TripleFault => (stop::TRIPLE_FAULT, 0, exits),
+                    StopReason::HaltedForever => (stop::POWER_OFF, 0, exits),
                     _ => (stop::OTHER, 0, exits),
                 });
             }
@@ -503,11 +521,11 @@ mod process {
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
         let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
-            Ok((_, entry)) if flags & vmm_flags::HOSTILE != 0 => {
+            Ok((_, entry, _)) if flags & vmm_flags::HOSTILE != 0 => {
                 test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(feature = "test-modes")]
-            Ok((ram, entry)) if flags & vmm_flags::MUTATE != 0 => {
+            Ok((ram, entry, _)) if flags & vmm_flags::MUTATE != 0 => {
                 test_modes::mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(not(feature = "test-modes"))]
@@ -517,10 +535,10 @@ mod process {
                 );
                 (stop::OTHER, 0, 0)
             }
-            Ok((ram, _)) => {
+            Ok((ram, _, unix_time)) => {
                 let traced = flags & vmm_flags::TRACE != 0;
                 let mut config =
-                    VmConfig { clock: host_clock(), ..vmm_server::serve::config(mode) };
+                    VmConfig { clock: host_clock(), unix_time, ..vmm_server::serve::config(mode) };
                 if flags & vmm_flags::LINUX != 0 {
                     // MWAIT returns at once under this VMM: a guest idling with it would
                     // spin, so Linux is offered HLT only.

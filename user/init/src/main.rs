@@ -21,6 +21,7 @@ mod deletion;
 mod devices;
 mod fuzz;
 mod grant;
+mod host_rtc;
 mod isolated;
 mod long_message;
 mod port_probe;

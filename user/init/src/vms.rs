@@ -10,7 +10,7 @@ use protocols::io::root_range_covering;
 use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
-use protocols::vmm::{self, slot, stop, LinuxDescription, REPORT_LABEL};
+use protocols::vmm::{self, slot, stop, HostDate, LinuxDescription, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
@@ -59,6 +59,7 @@ fn expected(vm: &VmEntry<'_>, features: u64) -> (u64, u64) {
     match vm.expect {
         Expect::Exit(code) => (stop::EXITED, code),
         Expect::TripleFault => (stop::TRIPLE_FAULT, 0),
+        Expect::PowerOff => (stop::POWER_OFF, 0),
     }
 }
 
@@ -164,16 +165,17 @@ fn start_vmm(
         }
     }
     if let Some(linux) = &vm.linux {
-        let description = describe(a, linux.cmdline, initrd.map_or(0, |m| m.size))?;
+        let date = crate::host_rtc::read(a).unwrap_or_default();
+        let description = describe(a, linux.cmdline, initrd.map_or(0, |m| m.size), date)?;
         invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     }
     process::start(&p)
 }
 
 /// A frame holding a Linux VM's [`LinuxDescription`], unmapped again: returns its slot.
-fn describe(a: &mut Alloc, cmdline: &str, initrd_size: u64) -> Result<u64, Error> {
+fn describe(a: &mut Alloc, cmdline: &str, initrd: u64, date: HostDate) -> Result<u64, Error> {
     let (frame, va) = a.page()?;
-    let d = LinuxDescription::new(cmdline, initrd_size);
+    let d = LinuxDescription::new(cmdline, initrd, date);
     // SAFETY: `page` mapped the fresh frame writable at `va`; the description fits in it.
     unsafe { (va as *mut LinuxDescription).write(d) };
     invoke(frame, Invocation::FrameUnmap, &[])?;

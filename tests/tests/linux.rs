@@ -1,0 +1,111 @@
+//! An unmodified Linux under the VMM: Debian's cloud kernel with a busybox initramfs
+//! boots in Bochs to a shell on the VM's serial console, and a conversation over that
+//! console checks what the VM gives it: the kernel it runs, a timer that ticks, sleeping,
+//! the wall-clock date, the manifest's RAM, and a clean power-off that ends only its VM.
+
+use system_tests::{assert_suite_passed, boot_with, check, Emulator, Outcome, RunOptions};
+use xtask::linux::INIT_MARKER;
+use xtask::serial_input::{SerialInput, Step};
+
+/// The shell's prompt (root's `PS1` ends so).
+const PROMPT: &str = "# ";
+
+/// The lines the shell printed for `command` (what follows its echo, up to the next
+/// prompt).
+fn answer<'a>(out: &'a Outcome, command: &str, nth: usize) -> Vec<&'a str> {
+    let mut lines = out.serial.lines().skip_while(|l| !l.contains(INIT_MARKER));
+    for _ in 0..=nth {
+        if !lines.any(|l| l.ends_with(command)) {
+            return Vec::new();
+        }
+    }
+    lines.take_while(|l| !l.contains(PROMPT)).map(str::trim_end).collect()
+}
+
+/// The count of IRQ 0 in a `/proc/interrupts` listing.
+fn timer_count(listing: &[&str]) -> Option<u64> {
+    let line = listing.iter().find(|l| l.trim_start().starts_with("0:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The host's date, in UTC and local time (the RTC shows the host's clock).
+fn today() -> Vec<String> {
+    let date = |args: &[&str]| {
+        std::process::Command::new("date")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    vec![date(&["-u", "+%Y-%m-%d"]), date(&["+%Y-%m-%d"])]
+}
+
+#[test]
+fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
+    if let Err(e) = xtask::linux::prepare() {
+        assert!(std::env::var_os("CI").is_none(), "the Linux guest cannot be prepared: {e}");
+        println!("SKIP linux_boots_to_a_shell: the Linux guest cannot be prepared here: {e}");
+        return;
+    }
+    let commands = [
+        "uname -r",
+        "cat /proc/interrupts",
+        "cat /proc/interrupts",
+        "sleep 1; echo slept",
+        "date +%Y-%m-%d",
+        "free -m",
+        "poweroff -f",
+    ];
+    let mut script = vec![Step::new(INIT_MARKER, "")];
+    script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
+    let image = xtask::image::find("linux").unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(900),
+        memory_mib: image.memory_mib(),
+        serial_input: SerialInput::Script(script),
+        ..RunOptions::default()
+    };
+    let out = boot_with("linux", Emulator::Bochs, &opts);
+    check(&out, out.serial.contains(INIT_MARKER), "Linux did not reach /init");
+    let release = out
+        .serial
+        .lines()
+        .find_map(|l| l.split("Linux version ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default();
+    let uname = answer(&out, "uname -r", 0);
+    check(&out, !release.is_empty() && uname == [release], &format!("uname -r: {uname:?}"));
+    let first = timer_count(&answer(&out, "cat /proc/interrupts", 0));
+    let second = timer_count(&answer(&out, "cat /proc/interrupts", 1));
+    check(
+        &out,
+        matches!((first, second), (Some(a), Some(b)) if b > a),
+        &format!("IRQ 0 counts {first:?} then {second:?}: the timer does not tick"),
+    );
+    check(&out, answer(&out, "sleep 1; echo slept", 0) == ["slept"], "sleep 1 did not return");
+    let date = answer(&out, "date +%Y-%m-%d", 0);
+    let days = today();
+    check(
+        &out,
+        date.first().is_some_and(|d| days.iter().any(|t| t == d)),
+        &format!("date {date:?}, the host's is {days:?}"),
+    );
+    let free = answer(&out, "free -m", 0);
+    let total: Option<u64> = free
+        .iter()
+        .find(|l| l.starts_with("Mem:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|t| t.parse().ok());
+    // The manifest gives 128 MiB; the kernel keeps its image and reserved memory.
+    check(
+        &out,
+        total.is_some_and(|t| (96..=128).contains(&t)),
+        &format!("free -m: total {total:?} MiB of the manifest's 128"),
+    );
+    check(
+        &out,
+        out.serial.contains("vmm: VM stopped: powered off"),
+        "the VMM did not say power-off",
+    );
+    assert_suite_passed(&out, 1);
+}
