@@ -79,6 +79,12 @@ mod process {
                 self.len += 1;
             }
             if byte == b'\n' || self.len == self.buf.len() {
+                self.flush();
+            }
+        }
+
+        fn flush(&mut self) {
+            if self.len > 0 {
                 rt::console::write(self.buf.get(..self.len).unwrap_or_default());
                 self.len = 0;
             }

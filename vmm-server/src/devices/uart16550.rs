@@ -18,6 +18,10 @@ use crate::bus::BusDevice;
 pub trait SerialSink {
     /// Transmit one byte.
     fn write_byte(&mut self, byte: u8);
+
+    /// The guest has gone idle: pass on what a sink holds back (a line-buffered sink's
+    /// unfinished line, such as a shell's prompt).
+    fn flush(&mut self) {}
 }
 
 /// Register offsets from the base port (with LCR.DLAB = 0 unless noted).
