@@ -46,6 +46,9 @@ pub struct Image {
     pub cmdline: &'static str,
     /// Carries a Linux guest: the kernel and initramfs modules of [`crate::linux`].
     pub linux: bool,
+    /// Also carries the broken Linux guests of [`crate::linux::BROKEN_MODULES`] (a
+    /// truncated bzImage, a kernel too small for an initramfs), which VMMs must refuse.
+    pub broken_linux: bool,
 }
 
 /// Every image this tree knows.
@@ -57,6 +60,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "bad-init-truncated",
@@ -65,6 +69,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "bad-init-machine",
@@ -73,6 +78,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "bad-init-kernel-overlap",
@@ -81,6 +87,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "bad-manifest",
@@ -89,6 +96,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: true,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "process-refused",
@@ -97,6 +105,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "pit-tick",
@@ -105,6 +114,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "tick=pit",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "trace",
@@ -113,6 +123,7 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: false,
+        broken_linux: false,
     },
     Image {
         name: "linux",
@@ -121,6 +132,16 @@ pub const IMAGES: &[Image] = &[
         corrupt_manifest: false,
         cmdline: "",
         linux: true,
+        broken_linux: false,
+    },
+    Image {
+        name: "linux-refused",
+        init: InitVariant::Intact,
+        manifest: "linux-refused.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: true,
+        broken_linux: true,
     },
 ];
 
@@ -201,7 +222,8 @@ impl Image {
     /// The boot modules its manifest may name.
     pub fn modules(&self) -> Vec<&'static str> {
         let linux = if self.linux { crate::linux::MODULES } else { &[] };
-        modules().into_iter().chain(linux.iter().copied()).collect()
+        let broken = if self.broken_linux { crate::linux::BROKEN_MODULES } else { &[] };
+        modules().into_iter().chain(linux.iter().chain(broken).copied()).collect()
     }
 
     /// What its manifest says it is for and expects.
@@ -277,6 +299,11 @@ pub fn build_with(image: Image, kernel_features: &[&str]) -> Result<PathBuf> {
         let guest = crate::linux::prepare()?;
         fs::copy(&guest.kernel, dir.join("boot").join(crate::linux::KERNEL_MODULE))?;
         fs::copy(&guest.initramfs, dir.join("boot").join(crate::linux::INITRAMFS_MODULE))?;
+        if image.broken_linux {
+            for (name, bytes) in crate::linux::broken(&fs::read(&guest.kernel)?) {
+                fs::write(dir.join("boot").join(name), bytes)?;
+            }
+        }
     }
     let mut manifest = crate::manifest::encode(&manifest_path, &text, &image.modules())?;
     if image.corrupt_manifest {

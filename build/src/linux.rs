@@ -21,6 +21,24 @@ pub const KERNEL_MODULE: &str = "linux_kernel";
 pub const INITRAMFS_MODULE: &str = "linux_initramfs";
 /// The boot modules a Linux image carries besides the usual ones.
 pub const MODULES: &[&str] = &[KERNEL_MODULE, INITRAMFS_MODULE];
+/// Broken Linux guests for the `linux-refused` image: the first 64 KiB of the kernel (a
+/// truncated bzImage), and a valid bzImage of one page that loads at 1 MiB, so that a
+/// VM of a few MiB reaches the initramfs check.
+pub const BROKEN_MODULES: &[&str] = &["linux_truncated", "linux_tiny"];
+
+/// The broken guests' bytes, made from the real kernel `kernel`.
+pub fn broken(kernel: &[u8]) -> [(&'static str, Vec<u8>); 2] {
+    let truncated = kernel.get(..64 * 1024).unwrap_or(kernel).to_vec();
+    // A 64-bit entry (at 0x200) that halts for good: never reached, since the VMM refuses
+    // the VM, but a valid kernel all the same.
+    let mut tiny =
+        vmm_server::linux_boot::bzimage::minimal_setup(0x400, 0x10_0000, 0x1_0000).to_vec();
+    let mut code = vec![0u8; 0x400];
+    code[0x200..0x204].copy_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
+    tiny.extend(code);
+    [(BROKEN_MODULES[0], truncated), (BROKEN_MODULES[1], tiny)]
+}
+
 /// The Debian package of the kernel (a meta package: the current bookworm cloud kernel).
 pub const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
 /// The Debian package of the static busybox.

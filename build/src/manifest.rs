@@ -151,12 +151,13 @@ fn expect(vm: &Vm) -> Result<Expect> {
     match vm.expect.as_str() {
         "triple fault" => return Ok(Expect::TripleFault),
         "power off" => return Ok(Expect::PowerOff),
+        "refused" => return Ok(Expect::Refused),
         _ => {}
     }
     vm.expect.strip_prefix("exit ").and_then(|n| n.parse().ok()).map(Expect::Exit).ok_or_else(
         || {
             err!(
-                "vm {:?}: expect {:?} is none of \"exit N\", \"triple fault\", \"power off\"",
+                "vm {:?}: expect {:?} is none of \"exit N\", \"triple fault\", \"power off\", \"refused\"",
                 vm.name,
                 vm.expect
             )

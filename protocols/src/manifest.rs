@@ -58,6 +58,10 @@ pub enum Expect {
     /// The guest powers off: without ACPI a guest ends by halting with interrupts
     /// disabled, which nothing can wake (Linux's `poweroff -f`).
     PowerOff,
+    /// The VM never runs: its VMM refuses what it was given (a malformed kernel, an
+    /// initramfs that does not fit), or the root task cannot make it (too much RAM). The
+    /// refusal is printed; other VMs run on.
+    Refused,
 }
 
 /// One VM: a VMM process serving one guest.

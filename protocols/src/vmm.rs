@@ -166,6 +166,8 @@ pub mod stop {
     pub const NOT_SUPPORTED: u64 = 3;
     /// The guest powered off: it halted with interrupts disabled.
     pub const POWER_OFF: u64 = 4;
+    /// The VMM refused to build the VM from what it was given (see its log).
+    pub const REFUSED: u64 = 5;
 }
 
 #[cfg(test)]

@@ -109,3 +109,34 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
     );
     assert_suite_passed(&out, 1);
 }
+
+/// Bad inputs for Linux VMs: each refused with a message naming the cause, while the
+/// test guest beside them runs to its end.
+#[test]
+fn bad_linux_inputs_are_refused_by_name_and_other_vms_run_on() {
+    if let Err(e) = xtask::linux::prepare() {
+        assert!(std::env::var_os("CI").is_none(), "the Linux guest cannot be prepared: {e}");
+        println!("SKIP bad_linux_inputs: the Linux guest cannot be prepared here: {e}");
+        return;
+    }
+    let image = xtask::image::find("linux-refused").unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(400),
+        memory_mib: image.memory_mib(),
+        ..RunOptions::default()
+    };
+    let out = boot_with("linux-refused", Emulator::Bochs, &opts);
+    for line in [
+        "vmm: the Linux kernel cannot boot: bzImage truncated: the header says ",
+        "vmm: the Linux kernel cannot boot: initramfs of 0x",
+        "init: vm_too_much_ram: no free block of 1024 MiB for its RAM",
+        "TEST PASS vm_linux_truncated",
+        "TEST PASS vm_linux_initrd_too_large",
+        "TEST PASS vm_too_much_ram",
+        "TEST PASS vm_guest64",
+    ] {
+        check(&out, out.serial.contains(line), &format!("missing {line:?}"));
+    }
+    check(&out, out.serial.contains("is larger than the VM's 0x800000 bytes of RAM"), "initramfs");
+    assert_suite_passed(&out, 4);
+}

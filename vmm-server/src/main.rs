@@ -556,7 +556,7 @@ mod process {
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),
             Err(e) => {
                 rt::println!("vmm: cannot build the VM: {}", e.name());
-                (stop::OTHER, 0, 0)
+                (stop::REFUSED, 0, 0)
             }
         };
         let (why, code, exits) = outcome;

@@ -97,6 +97,35 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     bytes_at(b, at).map(u64::from_le_bytes)
 }
 
+/// The setup sectors of the smallest bzImage this loader takes: one setup sector,
+/// protocol 2.15, relocatable, 64-bit entry, `pref_address` aligned to 2 MiB, a kernel of
+/// `kernel_len` bytes (a multiple of 16) to follow needing `init_size` bytes. For tests and
+/// for test images that need a kernel which is not Linux.
+pub fn minimal_setup(kernel_len: u32, pref_address: u64, init_size: u32) -> [u8; 1024] {
+    let mut b = [0u8; 1024];
+    let mut put = |at: usize, v: &[u8]| {
+        if let Some(dst) = b.get_mut(at..at.saturating_add(v.len())) {
+            dst.copy_from_slice(v);
+        }
+    };
+    put(offset::SETUP_SECTS, &[1]);
+    put(offset::SYSSIZE, &(kernel_len / 16).to_le_bytes());
+    put(offset::BOOT_FLAG, &BOOT_FLAG.to_le_bytes());
+    // A short jump over the header, whose second byte gives the header's length.
+    put(offset::JUMP, &[0xeb, 0x6a]);
+    put(offset::HEADER, &MAGIC.to_le_bytes());
+    put(offset::VERSION, &0x020fu16.to_le_bytes());
+    put(offset::LOADFLAGS, &[loadflags::LOADED_HIGH]);
+    put(offset::INITRD_ADDR_MAX, &0x7fff_ffffu32.to_le_bytes());
+    put(offset::KERNEL_ALIGNMENT, &0x20_0000u32.to_le_bytes());
+    put(offset::RELOCATABLE_KERNEL, &[1]);
+    put(offset::XLOADFLAGS, &3u16.to_le_bytes());
+    put(offset::CMDLINE_SIZE, &2047u32.to_le_bytes());
+    put(offset::PREF_ADDRESS, &pref_address.to_le_bytes());
+    put(offset::INIT_SIZE, &init_size.to_le_bytes());
+    b
+}
+
 /// A checked bzImage, borrowing the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinuxImage<'a> {

@@ -31,23 +31,8 @@ pub(crate) mod tests {
     /// A minimal bzImage: one setup sector, protocol 2.15, relocatable, 64-bit, preferring
     /// 16 MiB aligned to 2 MiB, needing 4 MiB there, with `kernel_len` bytes of kernel.
     pub(crate) fn synthetic(kernel_len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; 1024];
-        let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
-        put(0x1f1, &[1]);
-        put(0x1f4, &((kernel_len / 16) as u32).to_le_bytes());
-        put(0x1fe, &0xaa55u16.to_le_bytes());
-        put(0x200, &[0xeb, 0x6a]);
-        put(0x202, b"HdrS");
-        put(0x206, &0x020fu16.to_le_bytes());
-        put(0x211, &[0x01]);
-        put(0x214, &0x10_0000u32.to_le_bytes());
-        put(0x22c, &0x7fff_ffffu32.to_le_bytes());
-        put(0x230, &0x20_0000u32.to_le_bytes());
-        put(0x234, &[1]);
-        put(0x236, &3u16.to_le_bytes());
-        put(0x238, &2047u32.to_le_bytes());
-        put(0x258, &0x100_0000u64.to_le_bytes());
-        put(0x260, &0x40_0000u32.to_le_bytes());
+        let mut b =
+            super::bzimage::minimal_setup(kernel_len as u32, 0x100_0000, 0x40_0000).to_vec();
         b.extend((0..kernel_len).map(|i| (i % 251) as u8));
         b
     }
