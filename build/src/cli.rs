@@ -97,7 +97,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Test,
     /// Boot the default image under Bochs and print the benchmark figures (Bochs TSC ticks
-    /// = emulated instructions)
+    /// = emulated instructions), then Linux's boot to /init under the VMM and bare
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
     /// Fuzz the libFuzzer targets in tests/fuzz: a smoke of every target, a long campaign
@@ -141,6 +141,10 @@ pub struct BenchArgs {
     /// kernel built with the `exit-trace` feature) and count its instructions by function
     #[arg(long)]
     pub exit_trace: bool,
+    /// Only the Linux figure: boot the `linux` image's kernel to /init under the VMM and
+    /// on bare Bochs and compare
+    #[arg(long)]
+    pub linux: bool,
 }
 
 /// `cargo xtask run`.

@@ -330,6 +330,11 @@ fn grub_cfg(cmdline: &str, modules: &[&str]) -> String {
 const DEBIAN_GRUB_PC: &str = "/usr/lib/grub/i386-pc";
 
 fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {
+    mkrescue_with(dir, iso, "multiboot2 normal iso9660 biosdisk part_msdos configfile")
+}
+
+/// Make a BIOS-bootable ISO of `dir` whose GRUB has `modules` built in.
+pub fn mkrescue_with(dir: &Path, iso: &Path, modules: &str) -> Result<()> {
     let mut cmd = Command::new(crate::deps::grub_mkrescue());
     // grub-mkrescue finds Debian's folder itself, and with it any other platform
     // installed beside; name the folder only where GRUB keeps it elsewhere.
@@ -338,7 +343,7 @@ fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {
     }
     let out = cmd
         .args([
-            "--install-modules=multiboot2 normal iso9660 biosdisk part_msdos configfile",
+            &format!("--install-modules={modules}"),
             "--locales=",
             "--fonts=",
             "--themes=",

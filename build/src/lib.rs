@@ -13,6 +13,7 @@ pub mod exit_trace;
 pub mod fuzz;
 pub mod image;
 pub mod linux;
+pub mod linux_bench;
 pub mod manifest;
 pub mod plant;
 pub mod progress;

@@ -84,7 +84,7 @@ pub fn bridge(
 }
 
 /// Copy the guest's output to `log`, typing each step's text once its cue shows.
-fn relay(mut stream: TcpStream, log: &PathBuf, steps: &[Step], done: &AtomicBool) {
+fn relay(mut stream: TcpStream, log: &std::path::Path, steps: &[Step], done: &AtomicBool) {
     let Ok(mut file) = OpenOptions::new().append(true).create(true).open(log) else { return };
     let mut seen = String::new();
     let mut next = 0usize;

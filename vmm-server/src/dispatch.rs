@@ -224,6 +224,31 @@ impl Stats {
     pub const fn total_exits(&self) -> u64 {
         self.total
     }
+
+    /// The exits by reason, for a log line: `Name count` for every reason seen, most
+    /// frequent first.
+    pub fn by_reason(&self) -> ExitCounts<'_> {
+        ExitCounts(self)
+    }
+}
+
+// Every reason fits the display's list.
+const _: () = assert!(ExitReason::ALL.len() <= REASONS);
+
+/// [`Stats::by_reason`]'s display.
+pub struct ExitCounts<'a>(&'a Stats);
+
+impl core::fmt::Display for ExitCounts<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut seen: heapless::Vec<(u64, ExitReason), REASONS> =
+            ExitReason::ALL.iter().map(|&r| (self.0.exits(r), r)).filter(|(n, _)| *n > 0).collect();
+        seen.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (i, (n, r)) in seen.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {n}", r.name())?;
+        }
+        Ok(())
+    }
 }
 
 /// Test results the guest reported through the REPORT hypercall.

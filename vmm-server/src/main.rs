@@ -493,6 +493,7 @@ mod process {
                     r.finish();
                 }
                 rt::println!("vmm: VM stopped: {why} after {exits} exits");
+                rt::println!("vmm: exits by reason: {}", vm.stats().by_reason());
                 legs.print();
                 return Ok(match why {
                     StopReason::GuestExit(code) => (stop::EXITED, code, exits),

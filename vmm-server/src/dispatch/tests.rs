@@ -711,3 +711,14 @@ fn every_exit_is_counted_once_whatever_its_reason() {
 }
 
 mod time;
+
+#[test]
+fn exits_are_listed_by_reason_most_frequent_first() {
+    let mut v = vm();
+    assert_eq!(v.stats().by_reason().to_string(), "");
+    for _ in 0..3 {
+        v.handle(&out_byte(0x80, 1));
+    }
+    v.handle(&exit(ExitReason::Cpuid, 0));
+    assert_eq!(v.stats().by_reason().to_string(), "IoInstruction 3, Cpuid 1");
+}
