@@ -90,7 +90,7 @@ mod process {
         invoke(tcb, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX])?;
         // A call-aligned stack: 16-byte aligned minus the return-address slot.
         let rsp = IRQ_STACK_VA + 4096 - 8;
-        invoke(tcb, Invocation::TcbWriteRegisters, &[irq_thread as usize as u64, rsp, 0])?;
+        invoke(tcb, Invocation::TcbWriteRegisters, &[irq_thread as *const () as u64, rsp, 0])?;
         // The kernel refuses a priority above the caller's, which this thread cannot read.
         let _ = (0..=u8::MAX)
             .rev()

@@ -57,7 +57,7 @@ pub fn start(s: &Slots, exit_ep: u64, priority: u64) -> Result<bool, Error> {
     invoke(s.tcb, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX])?;
     // A call-aligned stack: 16-byte aligned minus the return-address slot.
     let rsp = STACK_VA + 4096 - 8;
-    invoke(s.tcb, Invocation::TcbWriteRegisters, &[input_thread as usize as u64, rsp, 0])?;
+    invoke(s.tcb, Invocation::TcbWriteRegisters, &[input_thread as *const () as u64, rsp, 0])?;
     let _ = (0..=priority).rev().find(|p| invoke(s.tcb, Invocation::TcbSetPriority, &[*p]).is_ok());
     invoke(s.tcb, Invocation::TcbResume, &[])?;
     Ok(true)
@@ -68,16 +68,8 @@ extern "C" fn input_thread(_: u64) -> ! {
     let exit_ep = EXIT_EP.load(core::sync::atomic::Ordering::Relaxed);
     loop {
         // Fetch first: bytes may have come before this thread started waiting.
-        loop {
-            let Ok(r) = call(slot::CONSOLE, &Msg::new(console::READ_INPUT, &[])) else { break };
-            let Some(chunk) = console::decode_bytes(console::INPUT, r.msg.info, r.msg.words) else {
-                break;
-            };
-            let bytes = chunk.as_bytes();
-            if bytes.is_empty() {
-                break;
-            }
-            if let Some((info, words)) = console::bytes_message(INPUT_LABEL, bytes) {
+        while let Some(chunk) = fetch() {
+            if let Some((info, words)) = console::bytes_message(INPUT_LABEL, chunk.as_bytes()) {
                 let _ = send(exit_ep, &Msg { info, words });
             }
         }
@@ -85,6 +77,13 @@ extern "C" fn input_thread(_: u64) -> ! {
             rt::syscall::thread_exit(1);
         }
     }
+}
+
+/// The next bytes the console driver holds; `None` when it holds none (or refuses).
+fn fetch() -> Option<console::Chunk> {
+    let r = call(slot::CONSOLE, &Msg::new(console::READ_INPUT, &[])).ok()?;
+    let chunk = console::decode_bytes(console::INPUT, r.msg.info, r.msg.words)?;
+    (!chunk.as_bytes().is_empty()).then_some(chunk)
 }
 
 /// The bytes of an input message received on the exit endpoint, if `info` is one.
