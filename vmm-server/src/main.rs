@@ -429,7 +429,7 @@ mod process {
         let (mut vm, mut recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
         #[cfg(not(feature = "test-modes"))]
         let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
-            let _ = traced; // refused in `run` without test modes
+            let _ = (traced, mode); // refused in `run` without test modes; no mode to trace
             let vm = Vm::new(config, host_cpuid, SliceMemory::new(0, ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
             (vm, None)
