@@ -80,11 +80,11 @@ fn boot(iso: &Path, memory_mib: u32, end: &str) -> Result<Outcome> {
 
 /// Run both boots and print the figures; false when either did not reach `/init`.
 pub fn run() -> Result<bool> {
+    // Bare, the guest ends by a triple fault (reboot=t), which ends Bochs.
+    let bare = boot(&bare_iso()?, 128, "reboot -f\n")?;
     let image = crate::image::find("linux")?;
     let vmm_iso = crate::image::build(image)?;
     let vmm = boot(&vmm_iso, image.memory_mib(), "poweroff -f\n")?;
-    // Bare, the guest ends by a triple fault (reboot=t), which ends Bochs.
-    let bare = boot(&bare_iso()?, 128, "reboot -f\n")?;
     let (Some((v, vmhz)), Some((b, bmhz))) = (init_time(&vmm.serial), init_time(&bare.serial))
     else {
         eprintln!(

@@ -90,6 +90,9 @@ struct Vm {
     expect: String,
     #[serde(default)]
     pass_ports: Option<[u16; 2]>,
+    /// This VM owns the console input (at most one VM).
+    #[serde(default)]
+    console_input: bool,
 }
 
 /// The guest's start mode and, for a Linux VM, how it boots. A test guest names its
@@ -229,6 +232,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             expect: expect(vm).map_err(at)?,
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
             linux,
+            console_input: vm.console_input,
         };
         manifest
             .vms
@@ -363,13 +367,21 @@ mod tests {
                 "vm \"vm_test_cmdline\": cmdline is only for kind = \"linux\"",
             ),
             ("unknown-kind.toml", "vm \"vm_windows\": unknown kind \"windows\" (test, linux)"),
+            (
+                "console-input-twice.toml",
+                "vm \"vm_second\": console_input is already taken by vm \"vm_first\"",
+            ),
+            (
+                "console-input-unsignalled.toml",
+                "vm \"vm_deaf\": console_input needs a notification named \"console_input\"",
+            ),
             ("process-unknown-module.toml", "process \"ghost\": unknown module \"ghost_driver\""),
             ("process-duplicate-name.toml", "process \"twin\": name used twice"),
             (
                 "process-priority-above-root.toml",
                 "process \"greedy\": priority 256 is above the root task's (255)",
             ),
-            ("process-bad-radix.toml", "process \"hoarder\": cnode_radix 13 is outside 2..=12"),
+            ("process-bad-radix.toml", "process \"hoarder\": cnode_radix 14 is outside 2..=13"),
             (
                 "process-bad-start.toml",
                 "process \"sleeper\": start \"tomorrow\" is neither \"boot\" nor \"after vms\"",

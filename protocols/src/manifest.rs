@@ -34,6 +34,9 @@ pub const MAX_ENCODED: usize = 4096;
 /// The named endpoint the root task prints through, once a process holding it with the
 /// read right (its server, the console driver) runs; each VMM gets a badged copy.
 pub const CONSOLE_ENDPOINT: &str = "console";
+/// The named notification the console driver signals when host input arrives; the VM
+/// that owns the console input (`VmEntry::console_input`) gets a copy to wait on.
+pub const CONSOLE_INPUT_NOTIFICATION: &str = "console_input";
 /// The root task's priority: nothing it starts can run above it.
 pub use crate::bootinfo::ROOT_PRIORITY;
 
@@ -98,6 +101,10 @@ pub struct VmEntry<'a> {
     /// project's own test guests, which are ELF images.
     #[serde(borrow)]
     pub linux: Option<LinuxBoot<'a>>,
+    /// This VM owns the console input: what the host types at the console driver's UART
+    /// reaches the guest's COM1. At most one VM; the manifest then declares the
+    /// notification [`CONSOLE_INPUT_NOTIFICATION`].
+    pub console_input: bool,
 }
 
 /// The whole manifest.
@@ -144,6 +151,11 @@ pub enum Error<'a> {
     Process { name: &'a str, why: ProcessError<'a> },
     /// A Linux VM's boot entry is wrong.
     Linux { name: &'a str, why: LinuxError },
+    /// Two VMs claim the console input.
+    ConsoleInputTwice { first: &'a str, second: &'a str },
+    /// A VM claims the console input, but no notification [`CONSOLE_INPUT_NOTIFICATION`]
+    /// is declared for the driver to signal.
+    ConsoleInputUnsignalled { name: &'a str },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -176,6 +188,17 @@ impl core::fmt::Display for Error<'_> {
             Self::DuplicateProcess { name } => write!(f, "process {name:?}: name used twice"),
             Self::Process { name, why } => write!(f, "process {name:?}: {why}"),
             Self::Linux { name, why } => write!(f, "vm {name:?}: {why}"),
+            Self::ConsoleInputTwice { first, second } => write!(
+                f,
+                "vm {second:?}: console_input is already taken by vm {first:?} (at most one \
+                 VM owns the console input)"
+            ),
+            Self::ConsoleInputUnsignalled { name } => write!(
+                f,
+                "vm {name:?}: console_input needs a notification named \
+                 {CONSOLE_INPUT_NOTIFICATION:?} (notifications = [\"{CONSOLE_INPUT_NOTIFICATION}\"]) \
+                 for the console driver to signal"
+            ),
         }
     }
 }
@@ -249,7 +272,21 @@ impl<'a> Manifest<'a> {
                 linux.check().map_err(|why| Error::Linux { name: vm.name, why })?;
             }
         }
-        Ok(())
+        self.check_console_input()
+    }
+
+    /// At most one VM owns the console input, and the driver has a notification to
+    /// signal it with.
+    fn check_console_input(&self) -> Result<(), Error<'a>> {
+        let mut owners = self.vms.iter().filter(|v| v.console_input);
+        let Some(first) = owners.next() else { return Ok(()) };
+        if let Some(second) = owners.next() {
+            return Err(Error::ConsoleInputTwice { first: first.name, second: second.name });
+        }
+        match self.object(CONSOLE_INPUT_NOTIFICATION) {
+            Some((_, ObjectKind::Notification)) => Ok(()),
+            _ => Err(Error::ConsoleInputUnsignalled { name: first.name }),
+        }
     }
 }
 
@@ -273,6 +310,7 @@ mod tests {
             expect: Expect::Exit(0),
             pass_ports: None,
             linux: None,
+            console_input: false,
         }
     }
 
@@ -393,5 +431,29 @@ mod tests {
         for cut in 0..bytes.len() {
             let _ = Manifest::decode(&bytes[..cut]);
         }
+    }
+
+    #[test]
+    fn at_most_one_vm_owns_the_console_input() {
+        use super::CONSOLE_INPUT_NOTIFICATION as INPUT;
+        let mut m = empty();
+        for name in ["a", "b", "c"] {
+            m.vms.push(vm(name)).unwrap();
+        }
+        m.vms[1].console_input = true;
+        assert_eq!(m.check(), Err(Error::ConsoleInputUnsignalled { name: "b" }));
+        m.objects.push(Object { name: INPUT, kind: ObjectKind::Endpoint }).unwrap();
+        assert_eq!(
+            m.check(),
+            Err(Error::ConsoleInputUnsignalled { name: "b" }),
+            "not a notification"
+        );
+        m.objects[0].kind = ObjectKind::Notification;
+        assert_eq!(m.check(), Ok(()));
+        assert_eq!(Manifest::decode(&encode(&m)), Ok(m.clone()));
+        m.vms[2].console_input = true;
+        let e = Error::ConsoleInputTwice { first: "b", second: "c" };
+        assert_eq!(m.check(), Err(e));
+        assert!(e.to_string().contains("\"c\": console_input is already taken by vm \"b\""), "{e}");
     }
 }

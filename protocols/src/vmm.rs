@@ -24,6 +24,10 @@ pub mod slot {
     /// A Linux VM's [`super::LinuxDescription`], one read-only frame (empty for a test
     /// guest).
     pub const DESCRIPTION: u64 = 8;
+    /// The VM that owns the console input: the notification the console driver signals
+    /// when input arrives (read right; empty for every other VM). Its [`CONSOLE`] copy
+    /// then carries `console::INPUT_BADGE`.
+    pub const CONSOLE_INPUT: u64 = 9;
     /// The first of the guest image's frames (read-only), one per page, in order; a Linux
     /// VM's initramfs frames follow the kernel's.
     pub const FIRST_IMAGE_FRAME: u64 = 16;
@@ -153,6 +157,12 @@ const _: () = assert!(size_of::<LinuxDescription>() <= 4096);
 
 /// Label of the report message: words `[guest exit code, exits handled, stop reason]`.
 pub const REPORT_LABEL: u64 = 0x7265_7074; // "rept"
+
+/// Label base of console input a VMM's input thread forwards to its own exit endpoint
+/// (one-way, no reply owed): the byte count (0..=`console::MAX_WRITE`) is added, the bytes
+/// packed as in `console::bytes_message`. Distinct from the kernel's exit and failure
+/// labels ("vm" + "ex"/"fl"), which the serving loop tells apart by label alone.
+pub const INPUT_LABEL: u64 = 0x7669_6e00; // "vin\0"
 
 /// Stop reasons in the report.
 pub mod stop {

@@ -29,6 +29,7 @@ pub mod msr;
 #[cfg(any(test, feature = "test-modes"))]
 pub mod mutate;
 pub mod paging;
+pub mod pending_input;
 pub mod platform;
 pub mod reply;
 pub mod serve;

@@ -28,9 +28,11 @@ mod process {
     use vmm_server::guest_image;
     use vmm_server::guest_memory::SliceMemory;
     use vmm_server::linux_boot::{self, LinuxBootError, LinuxImage};
-    use vmm_server::serve::answer_into;
+    use vmm_server::pending_input::PendingInput;
+    use vmm_server::serve::{answer_into, offer_input, wake_parked};
     use vmm_server::vcpu_refusal::{self, StartRefusal};
 
+    mod input;
     #[cfg(feature = "test-modes")]
     mod test_modes;
 
@@ -344,8 +346,8 @@ mod process {
     }
 
     /// The vCPU state page, mapped at MSG_VA. The kernel writes its exit area only while
-    /// this (single-threaded) process is blocked in a syscall, and reads the reply area
-    /// only then: each view lives from one syscall to the next.
+    /// the serving thread is blocked in a syscall, and reads the reply area only then (the
+    /// input thread never touches the page): each view lives from one syscall to the next.
     fn page() -> &'static mut [u8] {
         // SAFETY: the frame is mapped writable at MSG_VA for the VMM's life (`build`), and
         // no other view of it outlives the caller's use between two syscalls.
@@ -450,12 +452,22 @@ mod process {
         let (mut vm, mut recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
         #[cfg(not(feature = "test-modes"))]
         let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
-            let _ = traced; // refused in `run` without test modes
+            let _ = (traced, mode); // refused in `run` without test modes; no mode to trace
             let vm = Vm::new(config, host_cpuid, SliceMemory::new(0, ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
             (vm, None)
         };
         let mut first = true;
+        // The VM owning the console input gets it from a second thread, as messages on
+        // the exit endpoint; bytes its UART cannot take yet wait in `pending`.
+        let input = input::start(&input::SLOTS, EXIT_EP, PRIORITY).unwrap_or_else(|e| {
+            rt::println!("vmm: no console input: {}", e.name());
+            false
+        });
+        let mut pending = PendingInput::new();
+        // A vCPU halted with no timer edge ahead: its reply waits, unsent, in the Reply
+        // object until input raises an interrupt (`wake_parked`).
+        let mut parked = false;
         // The loop reads only the label of what arrives; a kernel notice is decoded.
         let mut next = recv_regs()?;
         let mut legs = Legs::default();
@@ -464,7 +476,22 @@ mod process {
             // every exit.
             let woke = legs.due().then(rdtsc);
             if MsgInfo::raw_label(next.info) != vm::EXIT_LABEL {
-                if kernel_stopped(&next.received()) {
+                let r = next.received();
+                if let Some(chunk) = input::decode(r.msg.info, r.msg.words) {
+                    // One way: no reply is owed, and the vCPU's was given already (or
+                    // waits in the Reply object, untouched by the kernel meanwhile).
+                    pending.push(chunk.as_bytes());
+                    offer_input(&mut vm, &mut pending);
+                    if parked
+                        && vcpu_page::reply_mut(page()).is_some_and(|r| wake_parked(&mut vm, r))
+                    {
+                        parked = false;
+                        let _ = rt::ipc::send(input::SLOTS.parked, &Msg::default());
+                    }
+                    next = recv_regs()?;
+                    continue;
+                }
+                if kernel_stopped(&r) {
                     if let Some(r) = recorder.take() {
                         r.finish();
                     }
@@ -479,6 +506,9 @@ mod process {
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
+            // Input the UART refused earlier: offered before the exit, so an interrupt it
+            // raises goes out with this reply.
+            offer_input(&mut vm, &mut pending);
             answer_into(&mut vm, msg, core::mem::take(&mut first), reply);
             if let Some(r) = &mut recorder {
                 r.record(msg, reply);
@@ -501,6 +531,16 @@ mod process {
                     StopReason::HaltedForever => (stop::POWER_OFF, 0, exits),
                     _ => (stop::OTHER, 0, exits),
                 });
+            }
+            // Halted with no timer edge ahead: only input can wake the guest, so its
+            // reply waits rather than stopping the vCPU.
+            if input
+                && vm.run_state() == RunState::Halted
+                && invoke(input::SLOTS.parked, Invocation::ReplySave, &[]).is_ok()
+            {
+                parked = true;
+                next = recv_regs()?;
+                continue;
             }
             next = ipc_regs(Syscall::ReplyRecv, EXIT_EP, &Msg::default(), 0, 0);
             if next.status != 0 {

@@ -1,6 +1,8 @@
 //! What the VMM process does with each exit around the dispatcher: the CPU state each
 //! guest mode starts in, the one-time VMCS set-up merged into the first reply, and waking
-//! a halted vCPU at the next timer edge instead of stopping it.
+//! a halted vCPU at the next timer edge instead of stopping it. A vCPU halted with no
+//! timer edge ahead keeps its stopping reply unsent until console input raises an
+//! interrupt: [`wake_parked`] then turns that reply into one that resumes it.
 //!
 //! It is plain logic so that the ring-3 exit loop and the trace replayer (`trace`,
 //! `cargo xtask trace replay`) share it: a replayed trace gets exactly the answers the
@@ -9,6 +11,7 @@
 use crate::devices::uart16550::SerialSink;
 use crate::dispatch::{RunState, Vm, VmConfig, TRANSFER_MASK};
 use crate::guest_memory::GuestMemory;
+use crate::pending_input::PendingInput;
 use protocols::object::vcpu_mode;
 use protocols::vcpu_page::{TransferTable, TABLE_REASONS};
 use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask};
@@ -105,10 +108,29 @@ fn wake_from_halt<M: GuestMemory, S: SerialSink>(
     reply: &mut ExitReply,
 ) {
     vm.skip_to_next_edge(msg, reply);
-    if let Some(w) = vm.wake() {
-        reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
-            .unwrap_or(reply.flags);
-        reply.inject(w.injection, w.injection_error, w.injection_len);
+    wake_parked(vm, reply);
+}
+
+/// For a vCPU still halted after its reply `reply` was built (no timer edge woke it):
+/// if an interrupt is pending now, turn the reply into one that resumes the vCPU with it
+/// injected, and say so. The VMM keeps such a reply unsent (a saved reply) and calls this
+/// after each burst of console input.
+pub fn wake_parked<M: GuestMemory, S: SerialSink>(
+    vm: &mut Vm<M, S>,
+    reply: &mut ExitReply,
+) -> bool {
+    let Some(w) = vm.wake() else { return false };
+    reply.flags = ReplyFlags::from_bits(reply.flags.bits() & !ReplyFlags::STOP_VCPU.bits())
+        .unwrap_or(reply.flags);
+    reply.inject(w.injection, w.injection_error, w.injection_len);
+    true
+}
+
+/// Offer the console input waiting in `pending` to the guest's UART; what it cannot take
+/// yet stays for the next offer.
+pub fn offer_input<M: GuestMemory, S: SerialSink>(vm: &mut Vm<M, S>, pending: &mut PendingInput) {
+    if !pending.is_empty() {
+        pending.offer(|b| vm.console_input(b));
     }
 }
 

@@ -196,9 +196,15 @@ mod tests {
     use protocols::rights::Rights;
 
     fn default_manifest() -> Vec<u8> {
-        let path = crate::root().join("images").join("default.toml");
+        manifest("default.toml")
+    }
+
+    fn manifest(file: &str) -> Vec<u8> {
+        let path = crate::root().join("images").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        super::super::encode(&path, &text, &crate::image::modules()).unwrap()
+        let mut modules = crate::image::modules();
+        modules.extend(crate::linux::MODULES);
+        super::super::encode(&path, &text, &modules).unwrap()
     }
 
     fn by_module<'a>(m: &'a Manifest<'_>, module: &str) -> &'a ProcessEntry<'a> {
@@ -206,8 +212,23 @@ mod tests {
     }
 
     #[test]
+    fn the_linux_console_driver_signals_the_input_owner() {
+        use protocols::console::{slot as driver, UNTYPED_BITS};
+        use protocols::manifest::CONSOLE_INPUT_NOTIFICATION;
+        let bytes = manifest("linux.toml");
+        let m = Manifest::decode(&bytes).unwrap();
+        let p = by_module(&m, "console");
+        let signal =
+            Cap::Named { name: CONSOLE_INPUT_NOTIFICATION, rights: Rights::WRITE.bits(), badge: 0 };
+        assert_eq!(p.cap(driver::INPUT_NOTIFICATION), Some(signal));
+        assert_eq!(p.cap(driver::UNTYPED), Some(Cap::Untyped { bits: UNTYPED_BITS }));
+        let owners: Vec<_> = m.vms.iter().filter(|v| v.console_input).map(|v| v.name).collect();
+        assert_eq!(owners, ["vm_linux"]);
+    }
+
+    #[test]
     fn the_console_driver_gets_the_slots_it_expects() {
-        use protocols::console::{slot as driver, CNODE_RADIX, IRQ, PORTS};
+        use protocols::console::{slot as driver, CNODE_RADIX, IRQ, PORTS, UNTYPED_BITS};
         let bytes = default_manifest();
         let m = Manifest::decode(&bytes).unwrap();
         let p = by_module(&m, "console");
@@ -220,6 +241,7 @@ mod tests {
             (driver::IRQ_HANDLER, Cap::Irq { line: IRQ }),
             (driver::IRQ_NOTIFICATION, Cap::Notification),
             (driver::ENDPOINT, serve),
+            (driver::UNTYPED, Cap::Untyped { bits: UNTYPED_BITS }),
         ];
         let got: Vec<_> = p.caps.iter().map(|c| (u64::from(c.slot), c.cap)).collect();
         assert_eq!(got, want);

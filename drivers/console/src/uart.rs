@@ -10,6 +10,8 @@
 pub mod reg {
     /// Transmit holding register (write); divisor low byte with DLAB.
     pub const THR: u16 = 0;
+    /// Receive buffer register (read).
+    pub const RBR: u16 = 0;
     /// Interrupt enable; divisor high byte with DLAB.
     pub const IER: u16 = 1;
     /// Interrupt identification (read; reading it clears a transmitter-empty interrupt).
@@ -28,23 +30,30 @@ pub mod reg {
 pub const LSR_THR_EMPTY: u8 = 1 << 5;
 /// Interrupt enable: transmitter empty.
 pub const IER_THR_EMPTY: u8 = 1 << 1;
+/// Interrupt enable: received data available (and its character timeout).
+pub const IER_RX: u8 = 1 << 0;
 /// Bytes handed over at a time: the 16-byte FIFO less one, for the kernel's log, which
 /// writes a byte whenever it finds the FIFO empty.
 pub const CHUNK: usize = 15;
 
-/// The programming sequence: 115200 baud (divisor 1), 8N1, FIFOs on and cleared, DTR,
-/// RTS and OUT2 (which connects the UART's interrupt to the PIC), and only the
-/// transmitter-empty interrupt enabled.
+/// The programming sequence: 115200 baud (divisor 1), 8N1, FIFOs on and cleared with the
+/// receive trigger at one byte (so every typed key interrupts, on emulators without a
+/// character timeout too), DTR, RTS and OUT2 (which connects the UART's interrupt to the
+/// PIC), and only the transmitter-empty interrupt enabled; [`RX_ON`] adds the receive
+/// interrupt once a thread serves it.
 pub const INIT: [(u16, u8); 8] = [
     (reg::IER, 0),
     (reg::LCR, 0x80),
     (reg::THR, 1),
     (reg::IER, 0),
     (reg::LCR, 0x03),
-    (reg::FCR, 0xc7),
+    (reg::FCR, 0x07),
     (reg::MCR, 0x0b),
     (reg::IER, IER_THR_EMPTY),
 ];
+
+/// Enable the receive interrupt beside the transmitter's.
+pub const RX_ON: (u16, u8) = (reg::IER, IER_THR_EMPTY | IER_RX);
 
 /// What the driver needs from the machine.
 pub trait Hardware {
@@ -52,7 +61,8 @@ pub trait Hardware {
     fn read(&mut self, offset: u16) -> u8;
     /// Write the register at `offset`.
     fn write(&mut self, offset: u16, value: u8);
-    /// Acknowledge the UART's IRQ line and sleep until it fires.
+    /// Sleep until the UART's interrupt fires (acknowledging the IRQ line, or waiting for
+    /// the thread that does).
     fn wait_interrupt(&mut self);
 }
 
@@ -80,6 +90,11 @@ impl<H: Hardware> Uart<H> {
             hw.write(offset, value);
         }
         Self { hw, stats: Stats::default() }
+    }
+
+    /// Let the UART interrupt on received bytes too.
+    pub fn enable_receive(&mut self) {
+        self.hw.write(RX_ON.0, RX_ON.1);
     }
 
     /// The counters so far.

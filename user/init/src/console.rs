@@ -1,7 +1,8 @@
 //! The root task as a client of the console driver (`drivers/console`), which the
 //! manifest starts like any other process: once the driver serves the named endpoint
 //! `manifest::CONSOLE_ENDPOINT`, the root task prints through a badged copy of it and
-//! gives each VMM one with a badge of its own.
+//! gives each VMM one with a badge of its own. The VMM of the VM that owns the console
+//! input also gets the input badge bit and a copy of the notification the driver signals.
 
 use crate::alloc::Alloc;
 use protocols::bootinfo::slot;
@@ -9,6 +10,7 @@ use protocols::console;
 use protocols::error::Error;
 use protocols::object::Invocation;
 use protocols::rights::Rights;
+use protocols::vmm;
 use rt::ipc::{call, invoke, Msg};
 
 /// The root task's badge as a console client.
@@ -23,12 +25,15 @@ pub struct Console {
     endpoint: u64,
     /// The root task's own badged copy.
     own: u64,
+    /// The notification the driver signals when input arrives (the root task's
+    /// original), if the manifest declares one.
+    input: Option<u64>,
 }
 
 impl Console {
     /// Print through the driver serving `endpoint` (the root task's original) from now on.
     pub fn attach(a: &mut Alloc, endpoint: u64) -> Result<Self, Error> {
-        let c = Self { endpoint, own: a.slot() };
+        let c = Self { endpoint, own: a.slot(), input: None };
         c.grant(slot::CNODE, c.own, INIT_BADGE)?;
         rt::console::attach(c.own);
         Ok(c)
@@ -39,6 +44,24 @@ impl Console {
     pub fn grant(&self, cnode: u64, dst: u64, badge: u64) -> Result<(), Error> {
         let call_only = u64::from(Rights::CALL.bits());
         invoke(cnode, Invocation::CNodeMint, &[self.endpoint, dst, call_only, badge]).map(|_| ())
+    }
+
+    /// The driver signals the notification in the root task's slot `input` when input
+    /// arrives.
+    pub fn with_input(self, input: Option<u64>) -> Self {
+        Self { input, ..self }
+    }
+
+    /// Give the VMM whose CNode is in slot `cnode` its console endpoint with `badge`, and
+    /// if it owns the console input, the input badge bit and the input notification
+    /// (read right only: it waits, the driver signals).
+    pub fn grant_vmm(&self, cnode: u64, badge: u64, owns_input: bool) -> Result<(), Error> {
+        let Some(input) = self.input.filter(|_| owns_input) else {
+            return self.grant(cnode, vmm::slot::CONSOLE, badge);
+        };
+        self.grant(cnode, vmm::slot::CONSOLE, badge | console::INPUT_BADGE)?;
+        let read = u64::from(Rights::READ.bits());
+        invoke(cnode, Invocation::CNodeCopy, &[input, vmm::slot::CONSOLE_INPUT, read]).map(|_| ())
     }
 
     /// The driver's counters: `[interrupts, lines, bytes]`.

@@ -156,8 +156,9 @@ impl<'m> System<'m> {
             return State::Failed;
         }
         if self.console.is_none() && serves_console(entry) {
+            let input = self.named(manifest::CONSOLE_INPUT_NOTIFICATION).ok();
             match self.named(manifest::CONSOLE_ENDPOINT).and_then(|ep| Console::attach(a, ep)) {
-                Ok(c) => self.console = Some(c),
+                Ok(c) => self.console = Some(c.with_input(input)),
                 Err(e) => t.check("init_prints_through_the_console_driver", Err(e.name())),
             }
         }

@@ -155,7 +155,7 @@ fn start_vmm(
     let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     if let Some(c) = console {
-        c.grant(p.cnode, slot::CONSOLE, FIRST_VMM_BADGE + badge)?;
+        c.grant_vmm(p.cnode, FIRST_VMM_BADGE + badge, vm.console_input)?;
     }
     if let Some((first, last)) = vm.pass_ports {
         // The manifest was checked: one of the root task's ranges covers them.

@@ -722,3 +722,26 @@ fn exits_are_listed_by_reason_most_frequent_first() {
     v.handle(&exit(ExitReason::Cpuid, 0));
     assert_eq!(v.stats().by_reason().to_string(), "IoInstruction 3, Cpuid 1");
 }
+
+#[test]
+fn console_input_wakes_a_vcpu_halted_without_a_timer_edge() {
+    use crate::pending_input::PendingInput;
+    use crate::serve::{offer_input, wake_parked};
+    let mut v = vm();
+    boot(&mut v, 1000);
+    v.handle(&out_byte(0x21, 0x01)); // the timer's line masked: no edge will wake it
+    v.handle(&out_byte(0x3fc, 0x08)); // OUT2: the UART's interrupt reaches the PIC
+    v.handle(&out_byte(0x3f9, 0x01)); // receive interrupt on
+    let m = exit(ExitReason::Hlt, 0);
+    let mut r = v.handle(&m);
+    assert_eq!(r.flags, ReplyFlags::ADVANCE_RIP | ReplyFlags::STOP_VCPU);
+    assert!(!wake_parked(&mut v, &mut r), "nothing pending: the reply stays unsent");
+    let mut pending = PendingInput::new();
+    pending.push(b"uname -r\nand more than a FIFO holds");
+    offer_input(&mut v, &mut pending);
+    assert!(!pending.is_empty(), "the FIFO refused the rest, which waits");
+    assert!(wake_parked(&mut v, &mut r));
+    assert_eq!(r.flags, ReplyFlags::ADVANCE_RIP | ReplyFlags::INJECT_EVENT);
+    assert_eq!(r.injection.raw(), 0x8000_0034, "IRQ 4");
+    assert_eq!(v.run_state(), RunState::Running);
+}
