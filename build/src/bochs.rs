@@ -79,7 +79,7 @@ fn bochsrc(iso: &Path, com1: &str, log: &Path, opts: &RunOptions) -> String {
         "megs: {mem}
 romimage: file={bios}
 vgaromimage: file={vgabios}
-cpu: model={cpu}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0
+cpu: model={cpu}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs={ignore}
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
 ata0-master: type=cdrom, path={iso}, status=inserted
 boot: cdrom
@@ -99,6 +99,7 @@ clock: sync=none, time0=local
         bios = crate::deps::bochs_bios().display(),
         vgabios = crate::deps::vgabios().display(),
         cpu = opts.bochs_cpu,
+        ignore = u8::from(opts.ignore_bad_msrs),
         iso = iso.display(),
         com1 = com1,
         log = log.display(),

@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub keep_runs: Option<usize>,
     /// What to type on the guest's serial console (Bochs only).
     pub serial_input: crate::serial_input::SerialInput,
+    /// Let Bochs answer an MSR its CPU model lacks (reads 0, writes ignored) instead of
+    /// raising #GP, as firmware-facing code on real machines expects (Bochs only).
+    pub ignore_bad_msrs: bool,
 }
 
 impl Default for RunOptions {
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             memory_mib: 256,
             keep_runs: Some(crate::cli::DEFAULT_KEEP),
             serial_input: crate::serial_input::SerialInput::None,
+            ignore_bad_msrs: false,
         }
     }
 }

@@ -115,7 +115,13 @@ mod process {
         match decode(r.msg.info, r.msg.words) {
             Some(Request::Write(chunk)) => {
                 let bytes = chunk.as_bytes();
-                lines.push(r.badge, bytes, &mut |line| uart.write_line(line));
+                if r.badge & console::INPUT_BADGE != 0 {
+                    // The console's owner is a terminal session: its bytes go out as they
+                    // come, partial lines included.
+                    uart.write_stream(bytes);
+                } else {
+                    lines.push(r.badge, bytes, &mut |line| uart.write_line(line));
+                }
                 Msg::new(OK, &[bytes.len() as u64])
             }
             Some(Request::Stats) => {

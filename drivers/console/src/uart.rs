@@ -104,18 +104,35 @@ impl<H: Hardware> Uart<H> {
 
     /// Transmit `line` and a CR LF.
     pub fn write_line(&mut self, line: &[u8]) {
+        self.transmit(line.iter().chain(b"\r\n").copied());
+        self.stats.lines = self.stats.lines.wrapping_add(1);
+    }
+
+    /// Transmit `bytes` as they are, but for a CR before each LF that lacks one (what a
+    /// terminal's output processing does): the console owner's terminal stream, whose
+    /// partial lines (a prompt, an echoed key) must show at once.
+    pub fn write_stream(&mut self, bytes: &[u8]) {
+        let mut last = 0u8;
+        let with_cr = bytes.iter().flat_map(|&b| {
+            let cr = (b == b'\n' && last != b'\r').then_some(b'\r');
+            last = b;
+            cr.into_iter().chain(core::iter::once(b))
+        });
+        self.transmit(with_cr);
+    }
+
+    fn transmit(&mut self, bytes: impl Iterator<Item = u8>) {
         let mut room = CHUNK;
-        for &b in line.iter().chain(b"\r\n") {
+        for b in bytes {
             if room == 0 {
                 self.drain();
                 room = CHUNK;
             }
             self.hw.write(reg::THR, b);
             room = room.saturating_sub(1);
+            self.stats.bytes = self.stats.bytes.wrapping_add(1);
         }
         self.drain();
-        self.stats.lines = self.stats.lines.wrapping_add(1);
-        self.stats.bytes = self.stats.bytes.wrapping_add(line.len() as u64).wrapping_add(2);
     }
 
     /// Sleep until the transmitter has sent everything handed to it.
@@ -195,5 +212,14 @@ mod tests {
         assert_eq!(u.hw.waits, chunks + 1, "one wait per chunk, one more for the stale one");
         let s = u.stats();
         assert_eq!((s.interrupts, s.lines, s.bytes), (chunks as u64 + 1, 1, want.len() as u64));
+    }
+
+    #[test]
+    fn a_terminal_stream_goes_out_as_is_with_a_cr_before_each_bare_lf() {
+        let mut u = Uart::new(Fake::default());
+        u.write_stream(b"~ # ");
+        u.write_stream(b"ls\r\nbin\n");
+        assert_eq!(u.hw.sent, b"~ # ls\r\nbin\r\n");
+        assert_eq!(u.stats().lines, 0, "no line of its own");
     }
 }
