@@ -140,7 +140,7 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
     fs::write(&rc, bochsrc(iso, &com1, &log, opts))?;
     let done = Arc::new(AtomicBool::new(false));
     let bridge = port.map(|p| bridge(p, serial.clone(), opts.serial_input.clone(), done.clone()));
-    fs::write(&script, "continue\nquit\n")?;
+    fs::write(&script, opts.bochs_debugger.as_deref().unwrap_or("continue\nquit\n"))?;
     check_cpu(&opts.bochs_cpu)?;
     let mut cmd = Command::new(crate::deps::bochs());
     cmd.arg("-q").arg("-f").arg(&rc).arg("-rc").arg(&script).env("TERM", "dumb");

@@ -61,6 +61,9 @@ pub struct RunOptions {
     /// Let Bochs answer an MSR its CPU model lacks (reads 0, writes ignored) instead of
     /// raising #GP, as firmware-facing code on real machines expects (Bochs only).
     pub ignore_bad_msrs: bool,
+    /// Commands for Bochs's debugger at start (the default continues, then quits at the
+    /// kernel's magic breakpoint); its answers land in the run's `stdout.txt`.
+    pub bochs_debugger: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +77,7 @@ impl Default for RunOptions {
             keep_runs: Some(crate::cli::DEFAULT_KEEP),
             serial_input: crate::serial_input::SerialInput::None,
             ignore_bad_msrs: false,
+            bochs_debugger: None,
         }
     }
 }
@@ -280,7 +284,10 @@ pub fn supervise(
     on_stderr: impl FnMut(&str) + Send + 'static,
 ) -> Result<(Verdict, String)> {
     fs::write(serial, b"")?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // Standard output is the emulator's own chatter (Bochs's debugger); kept for whoever
+    // asked the debugger something.
+    let stdout = fs::File::create(dir.join("stdout.txt"))?;
+    cmd.stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
     let program = format!("{:?}", cmd.get_program());
     let mut child = KillOnDrop(cmd.spawn().map_err(|e| err!("cannot start {program}: {e}"))?);
     let stderr = child.0.stderr.take();

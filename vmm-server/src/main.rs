@@ -173,12 +173,7 @@ mod process {
 
     /// Build the VM with 2^`ram_bits` bytes of RAM; returns guest RAM as bytes and the
     /// guest's entry point.
-    fn build(
-        image_size: u64,
-        ram_bits: u8,
-        mode: u64,
-        flags: u64,
-    ) -> Result<(&'static mut [u8], u64, i64), Error> {
+    fn build(image_size: u64, ram_bits: u8, mode: u64, flags: u64) -> Result<Built, Error> {
         if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
             rt::println!("vmm: guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
             return Err(Error::InvalidArgument);
@@ -233,8 +228,18 @@ mod process {
         if let (Some(entry), Some(reply)) = (&start.linux, vcpu_page::reply_mut(page())) {
             *reply = linux_boot::start_batch(entry);
         }
+        let started = rdtsc();
         start_vcpu(mode, &start)?;
-        Ok((ram, start.rip, boot.unix_time))
+        Ok(Built { ram, entry: start.rip, unix_time: boot.unix_time, started })
+    }
+
+    /// A built VM: its RAM, its entry point, the host's time for its clock, and the TSC
+    /// when its vCPU started (for the VM's run time in its closing line).
+    struct Built {
+        ram: &'static mut [u8],
+        entry: u64,
+        unix_time: i64,
+        started: u64,
     }
 
     /// How the vCPU starts: `VCpuStart`'s entry RIP, RSP and CR3, and for Linux the
@@ -446,6 +451,7 @@ mod process {
         ram: &'static mut [u8],
         (mode, config): (u64, &VmConfig),
         traced: bool,
+        started: u64,
     ) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
         #[cfg(feature = "test-modes")]
@@ -522,7 +528,10 @@ mod process {
                 if let Some(r) = recorder.take() {
                     r.finish();
                 }
-                rt::println!("vmm: VM stopped: {why} after {exits} exits");
+                let ticks = msg.exit_tsc.wrapping_sub(started);
+                rt::println!(
+                    "vmm: VM stopped: {why} after {exits} exits, {ticks} ticks from its start"
+                );
                 rt::println!("vmm: exits by reason: {}", vm.stats().by_reason());
                 legs.print();
                 return Ok(match why {
@@ -568,11 +577,11 @@ mod process {
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
         let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
-            Ok((_, entry, _)) if flags & vmm_flags::HOSTILE != 0 => {
+            Ok(Built { entry, .. }) if flags & vmm_flags::HOSTILE != 0 => {
                 test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(feature = "test-modes")]
-            Ok((ram, entry, _)) if flags & vmm_flags::MUTATE != 0 => {
+            Ok(Built { ram, entry, .. }) if flags & vmm_flags::MUTATE != 0 => {
                 test_modes::mutated(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(not(feature = "test-modes"))]
@@ -582,7 +591,7 @@ mod process {
                 );
                 (stop::OTHER, 0, 0)
             }
-            Ok((ram, _, unix_time)) => {
+            Ok(Built { ram, unix_time, started, .. }) => {
                 let traced = flags & vmm_flags::TRACE != 0;
                 let mut config =
                     VmConfig { clock: host_clock(), unix_time, ..vmm_server::serve::config(mode) };
@@ -591,7 +600,7 @@ mod process {
                     // spin, so Linux is offered HLT only.
                     config.cpuid.allow_mwait = false;
                 }
-                serve(ram, (mode, &config), traced).unwrap_or((stop::OTHER, 0, 0))
+                serve(ram, (mode, &config), traced, started).unwrap_or((stop::OTHER, 0, 0))
             }
             // No VT-x, or none this guest can run on (the VMM said why).
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),
