@@ -198,4 +198,16 @@ mod tests {
         bad.cmdline_len = 5000;
         assert_eq!(bad.cmdline(), None, "a length past the room");
     }
+
+    /// The offsets docs/abi.md gives.
+    #[test]
+    fn the_description_layout_is_the_documented_one() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(LinuxDescription, initrd_size), 8);
+        assert_eq!(offset_of!(LinuxDescription, cmdline_len), 16);
+        assert_eq!(offset_of!(LinuxDescription, host_date), 24);
+        assert_eq!(offset_of!(super::HostDate, valid), 7);
+        assert_eq!(offset_of!(LinuxDescription, cmdline), 32);
+        assert_eq!(size_of::<LinuxDescription>(), 32 + 2048);
+    }
 }
