@@ -37,8 +37,12 @@ pub fn bare_iso() -> Result<PathBuf> {
     fs::create_dir_all(dir.join("boot/grub"))?;
     fs::copy(&guest.kernel, dir.join("boot/vmlinuz"))?;
     fs::copy(&guest.initramfs, dir.join("boot/initramfs.cpio"))?;
+    // Bochs's CPU model reports a 3.5 GHz processor (CPUID 0x16) while its TSC runs at
+    // the emulation's rate; left to believe the model, the kernel would stretch every
+    // TSC-timed delay 70-fold. Under the VMM it gets the rate the microkernel measured
+    // (CPUID 0x15), so the bare kernel is told the same.
     let cfg = format!(
-        "set timeout=0\nset default=0\nmenuentry \"linux\" {{\n  linux /boot/vmlinuz {}\n  initrd /boot/initramfs.cpio\n  boot\n}}\n",
+        "set timeout=0\nset default=0\nmenuentry \"linux\" {{\n  linux /boot/vmlinuz {} tsc_early_khz={BOCHS_TSC_KHZ}\n  initrd /boot/initramfs.cpio\n  boot\n}}\n",
         cmdline()?
     );
     fs::write(dir.join("boot/grub/grub.cfg"), cfg)?;
@@ -46,6 +50,9 @@ pub fn bare_iso() -> Result<PathBuf> {
     crate::image::mkrescue_with(&dir, &iso, "linux normal iso9660 biosdisk part_msdos configfile")?;
     Ok(iso)
 }
+
+/// Bochs's TSC rate: one tick per emulated instruction at the `ips` the run files set.
+const BOCHS_TSC_KHZ: u64 = 50_000;
 
 /// Where GRUB enters a bzImage it loads by the 32-bit boot protocol.
 const CODE32_START: u64 = 0x10_0000;
