@@ -40,11 +40,18 @@ fn today() -> Vec<String> {
     vec![date(&["-u", "+%Y-%m-%d"]), date(&["+%Y-%m-%d"])]
 }
 
+/// Whether the Linux guest (Debian packages, fetched once) is at hand; without it a test
+/// says SKIP, except in CI, where it must be.
+fn guest_prepared(test: &str) -> bool {
+    let Err(e) = xtask::linux::prepare() else { return true };
+    assert!(std::env::var_os("CI").is_none(), "the Linux guest cannot be prepared: {e}");
+    println!("SKIP {test}: the Linux guest cannot be prepared here: {e}");
+    false
+}
+
 #[test]
 fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
-    if let Err(e) = xtask::linux::prepare() {
-        assert!(std::env::var_os("CI").is_none(), "the Linux guest cannot be prepared: {e}");
-        println!("SKIP linux_boots_to_a_shell: the Linux guest cannot be prepared here: {e}");
+    if !guest_prepared("linux_boots_to_a_shell") {
         return;
     }
     let commands = [
@@ -124,9 +131,7 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
 /// test guest beside them runs to its end.
 #[test]
 fn bad_linux_inputs_are_refused_by_name_and_other_vms_run_on() {
-    if let Err(e) = xtask::linux::prepare() {
-        assert!(std::env::var_os("CI").is_none(), "the Linux guest cannot be prepared: {e}");
-        println!("SKIP bad_linux_inputs: the Linux guest cannot be prepared here: {e}");
+    if !guest_prepared("bad_linux_inputs") {
         return;
     }
     let image = xtask::image::find("linux-refused").unwrap_or_else(|e| panic!("{e}"));
