@@ -132,9 +132,22 @@ fn kernel_in(root: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
+/// Write `bytes` to `path` by renaming a finished file over it, so a reader sees the old
+/// file or the new one, never half of one.
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Fetch (or reuse) the kernel and busybox, write the initramfs, and return both files
 /// (the kernel copied to `target/linux/vmlinuz`, where the VMM's host test looks).
 pub fn prepare() -> Result<Guest> {
+    // Tests boot Linux images side by side: one fetch and one write at a time, and each
+    // file replaced whole (an image being built may be copying the last one).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let kernel = match named_by("XTASK_LINUX_KERNEL")? {
         Some(p) => p,
         None => from_package(KERNEL_PACKAGE, kernel_in).map_err(|e| {
@@ -154,10 +167,10 @@ pub fn prepare() -> Result<Guest> {
     let out = dir();
     fs::create_dir_all(&out)?;
     let vmlinuz = out.join("vmlinuz");
-    fs::write(&vmlinuz, &bytes)?;
+    replace(&vmlinuz, &bytes)?;
     let cpio = out.join("initramfs.cpio");
     let busybox = fs::read(&busybox).map_err(|e| err!("{}: {e}", busybox.display()))?;
-    fs::write(&cpio, initramfs(&busybox)?)?;
+    replace(&cpio, &initramfs(&busybox)?)?;
     Ok(Guest { kernel: vmlinuz, initramfs: cpio })
 }
 
