@@ -230,13 +230,21 @@ mod process {
         }
         let started = rdtsc();
         start_vcpu(mode, &start)?;
-        Ok(Built { ram, entry: start.rip, unix_time: boot.unix_time, started })
+        Ok(Built {
+            ram,
+            #[cfg(feature = "test-modes")]
+            entry: start.rip,
+            unix_time: boot.unix_time,
+            started,
+        })
     }
 
     /// A built VM: its RAM, its entry point, the host's time for its clock, and the TSC
     /// when its vCPU started (for the VM's run time in its closing line).
     struct Built {
         ram: &'static mut [u8],
+        /// Where the test modes start the vCPU again.
+        #[cfg(feature = "test-modes")]
         entry: u64,
         unix_time: i64,
         started: u64,
