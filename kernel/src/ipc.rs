@@ -157,8 +157,9 @@ impl<S: Store> Kernel<S> {
                     return Err(Error::InsufficientRights);
                 }
                 let n = self.store.notification(addr);
-                if n.word != 0 || !block {
+                if n.signalled || !block {
                     let word = core::mem::take(&mut n.word);
+                    n.signalled = false;
                     let c = &mut self.store.tcb(cur).context;
                     c.rax = 0;
                     c.rdi = word;
@@ -262,7 +263,11 @@ impl<S: Store> Kernel<S> {
                 c.rdi = badge;
                 self.make_ready(waiter);
             }
-            None => self.store.notification(ntfn).word |= badge,
+            None => {
+                let n = self.store.notification(ntfn);
+                n.word |= badge;
+                n.signalled = true;
+            }
         }
     }
 

@@ -7,6 +7,10 @@ use crate::queue::ThreadQueue;
 pub struct Notification {
     /// Bits signalled and not yet received.
     pub word: u64,
+    /// Signalled since the last receive. A capability without a badge signals no bits,
+    /// and that signal must still wake the next receiver (seL4's active state), or a
+    /// thread that waits just after it sleeps for good.
+    pub signalled: bool,
     /// Threads waiting for a signal.
     pub waiters: ThreadQueue,
 }

@@ -200,6 +200,24 @@ fn notifications_accumulate_and_wake() {
 }
 
 #[test]
+fn a_signal_without_bits_still_wakes_the_next_wait() {
+    // The unbadged capability signals no bits; the next wait must return at once with
+    // badge 0 (a driver's "the transmitter may have drained" signal), not sleep for good.
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Notification, 0, 20, 1);
+    t.sys(Syscall::Send as u64, [20, 0, 0, 0, 0, 0]);
+    t.sys(Syscall::Send as u64, [20, 0, 0, 0, 0, 0]);
+    t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready, "the signal was kept");
+    assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0]);
+    // Two signals merged into one: the next poll finds nothing, the next wait blocks.
+    t.sys(Syscall::NbRecv as u64, [20, 0, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0]);
+    t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
+    assert!(matches!(t.k.store.tcb(ROOT_TCB).state, ThreadState::BlockedNotification { .. }));
+}
+
+#[test]
 fn capabilities_travel_only_with_the_grant_right() {
     let mut t = Testbed::new();
     retype(&mut t, ObjectType::Endpoint, 0, 20, 1);

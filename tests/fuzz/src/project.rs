@@ -160,7 +160,14 @@ pub fn project(t: &mut Testbed) -> State {
     }
     let mut notifications = BTreeMap::new();
     for (a, n) in &t.k.store.notifications {
-        notifications.insert(*a, Notification { word: n.word, waiters: queue(t, n.waiters.head) });
+        notifications.insert(
+            *a,
+            Notification {
+                word: n.word,
+                signalled: n.signalled,
+                waiters: queue(t, n.waiters.head),
+            },
+        );
     }
     let replies = t.k.store.replies.iter().map(|(a, r)| (*a, r.caller)).collect();
     let mut buffers = BTreeMap::new();

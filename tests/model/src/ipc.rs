@@ -114,8 +114,9 @@ impl State {
                     return Err(Error::InsufficientRights.into());
                 }
                 let n = self.notifications.entry(addr).or_default();
-                if n.word != 0 || !block {
+                if n.signalled || !block {
                     let word = core::mem::take(&mut n.word);
+                    n.signalled = false;
                     let r = &mut self.thread(cur).regs;
                     (r.rax, r.rdi) = (0, word);
                     return Ok(Done::Handled);
@@ -206,6 +207,7 @@ impl State {
         let n = self.notifications.entry(ntfn).or_default();
         if n.waiters.is_empty() {
             n.word |= badge;
+            n.signalled = true;
             return;
         }
         let waiter = n.waiters.remove(0);

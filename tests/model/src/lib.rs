@@ -151,6 +151,9 @@ pub struct Endpoint {
 pub struct Notification {
     /// Bits signalled, not yet received.
     pub word: u64,
+    /// Signalled since the last receive, with or without bits: a signal through an
+    /// unbadged capability wakes the next receiver all the same.
+    pub signalled: bool,
     /// The waiting threads.
     pub waiters: Vec<u64>,
 }
