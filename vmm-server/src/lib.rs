@@ -25,6 +25,7 @@ pub mod guest_time;
 pub mod hypercall;
 pub mod io;
 pub mod linux_boot;
+pub mod mmio;
 pub mod msr;
 #[cfg(any(test, feature = "test-modes"))]
 pub mod mutate;

@@ -1,0 +1,209 @@
+//! MMIO emulation: an EPT violation at an address a device on the MMIO bus claims is
+//! finished by the VMM. It fetches the instruction at the guest's RIP through the guest's
+//! page tables ([`fetch`]), decodes it with `yaxpeax-x86` ([`decode`]), performs the
+//! access on the device through the bus, loads the destination register with x86's
+//! extension rules and sets RIP past the instruction.
+//!
+//! The exit's instruction length is not defined for EPT violations, so the reply cannot
+//! use ADVANCE_RIP: it writes guest RIP explicitly and, as retiring the instruction would,
+//! drops an STI/MOV SS interrupt shadow. Anything that is not a plain MOV, MOVZX or MOVSX
+//! between a register (or immediate) and the device is refused with an [`MmioError`] that
+//! names it; the dispatcher stops the VM with it rather than guess.
+
+pub mod decode;
+pub mod fetch;
+
+use core::fmt;
+
+use protocols::vmcs::Field;
+use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
+use protocols::x86::{CR0_PE, EFER_LMA, RFLAGS_VM};
+
+use crate::bus::{Bus, DeviceMap};
+use crate::exit_qualification::EptViolation;
+use crate::guest_memory::GuestMemory;
+use crate::paging::PagingMode;
+use crate::reply::ReplyBuilder;
+use decode::{Access, CodeSize, DecodeFailure, Extend, InstructionBytes, Source};
+use fetch::FetchError;
+
+/// Segment access rights: CS.L (64-bit code).
+const AR_L: u32 = 1 << 13;
+/// Segment access rights: CS.D (32-bit default operand size).
+const AR_D: u32 = 1 << 14;
+/// Index of CS in [`protocols::vmexit::Segments`].
+const SEG_CS: usize = 1;
+/// Interruptibility: blocking by STI or by MOV SS.
+const SHADOW: u32 = 0b11;
+
+/// Why an MMIO access was not emulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioError {
+    /// The exit lacks a message group emulation needs (segments for CS, CR3, the
+    /// qualification).
+    NeedsTransfer(TransferMask),
+    /// The instruction's bytes could not be read.
+    Fetch(FetchError),
+    /// The bytes at RIP are no complete, valid instruction.
+    Undecodable(InstructionBytes),
+    /// A valid instruction this emulator does not handle.
+    Unsupported(InstructionBytes),
+    /// The guest fetched an instruction from the device.
+    InstructionFetch,
+    /// The guest's page walk touched the device (its page tables are in MMIO).
+    PageWalk,
+    /// The exit says the access was a write and the instruction loads, or the reverse.
+    DirectionMismatch(InstructionBytes),
+}
+
+impl fmt::Display for MmioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NeedsTransfer(mask) => {
+                write!(f, "needs transfer-mask groups {:#x}", mask.bits())
+            }
+            Self::Fetch(FetchError::NotPresent { linear }) => {
+                write!(f, "instruction fetch at linear {linear:#x}: not mapped by the guest")
+            }
+            Self::Fetch(FetchError::Memory { gpa }) => {
+                write!(f, "instruction fetch at guest-physical {gpa:#x}: not RAM")
+            }
+            Self::Undecodable(bytes) => write!(f, "undecodable instruction {bytes}"),
+            Self::Unsupported(bytes) => write!(f, "unsupported instruction {bytes}"),
+            Self::InstructionFetch => f.write_str("instruction fetch from a device"),
+            Self::PageWalk => f.write_str("guest page tables in device memory"),
+            Self::DirectionMismatch(bytes) => {
+                write!(f, "access direction disagrees with the instruction {bytes}")
+            }
+        }
+    }
+}
+
+/// The guest state emulation reads besides the exit message.
+#[derive(Clone, Copy, Debug)]
+pub struct MmioContext {
+    /// Guest IA32_EFER as the VMM tracks it.
+    pub efer: u64,
+}
+
+/// The code size of the guest at the exit, from CS (which needs the segments group).
+pub fn code_size(msg: &ExitMessage, efer: u64) -> Result<CodeSize, MmioError> {
+    if !msg.transfer.contains(TransferMask::SEGMENTS) {
+        return Err(MmioError::NeedsTransfer(TransferMask::SEGMENTS));
+    }
+    let ar = msg.segments.regs.get(SEG_CS).map_or(0, |cs| cs.access_rights);
+    Ok(if efer & EFER_LMA != 0 && ar & AR_L != 0 {
+        CodeSize::Bits64
+    } else if msg.cr0 & CR0_PE == 0 || msg.rflags & RFLAGS_VM != 0 || ar & AR_D == 0 {
+        CodeSize::Bits16
+    } else {
+        CodeSize::Bits32
+    })
+}
+
+/// Emulate the instruction behind the EPT exit `msg` at guest-physical `gpa` against
+/// `devices` through `bus`, with guest RAM `mem`; on success the reply holds the loaded
+/// register and the new RIP.
+pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
+    msg: &ExitMessage,
+    ctx: MmioContext,
+    gpa: u64,
+    mem: &impl GuestMemory,
+    bus: &mut Bus<K, N>,
+    devices: &mut D,
+    reply: &mut ReplyBuilder,
+) -> Result<(), MmioError> {
+    let write = check_qualification(msg)?;
+    let size = code_size(msg, ctx.efer)?;
+    if !msg.transfer.contains(TransferMask::CR3) {
+        return Err(MmioError::NeedsTransfer(TransferMask::CR3));
+    }
+    let bits64 = size == CodeSize::Bits64;
+    let cs_base = msg.segments.regs.get(SEG_CS).map_or(0, |cs| cs.base);
+    let linear = if bits64 { msg.rip } else { cs_base.wrapping_add(msg.rip) & 0xffff_ffff };
+    let mode = PagingMode::from_regs(msg.cr0, msg.cr4, ctx.efer);
+    let fetched = fetch::fetch(mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
+    let bytes = InstructionBytes::new(fetched.bytes(), size);
+    let decoded = match decode::decode(fetched.bytes(), size) {
+        Ok(d) => d,
+        Err(DecodeFailure::Truncated) => {
+            return Err(fetched.stopped.map_or(MmioError::Undecodable(bytes), MmioError::Fetch))
+        }
+        Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes)),
+        Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes)),
+    };
+    let is_store = matches!(decoded.access, Access::Store { .. });
+    if write.is_some_and(|w| w != is_store) {
+        return Err(MmioError::DirectionMismatch(bytes));
+    }
+    let mut data = [0u8; 8];
+    let data = data.get_mut(..usize::from(decoded.access.width())).unwrap_or_default();
+    let reg = |index: u8| msg.gprs.get(index).unwrap_or(0);
+    match decoded.access {
+        Access::Load { dest, width, extend } => {
+            bus.read(devices, gpa, data);
+            let mut raw = [0u8; 8];
+            if let Some(low) = raw.get_mut(..data.len()) {
+                low.copy_from_slice(data);
+            }
+            let value = u64::from_le_bytes(raw);
+            let value = match extend {
+                Extend::Zero => value,
+                Extend::Sign => sign_extend(value, width),
+            };
+            reply.set_gpr(dest.index, dest.write(reg(dest.index), value));
+        }
+        Access::Store { source, .. } => {
+            let value = match source {
+                Source::Register(src) => src.read(reg(src.index)),
+                Source::Immediate(imm) => imm,
+            };
+            let bytes = value.to_le_bytes();
+            data.copy_from_slice(bytes.get(..data.len()).unwrap_or_default());
+            bus.write(devices, gpa, data);
+        }
+    }
+    let next = msg.rip.wrapping_add(u64::from(decoded.len));
+    let next = match size {
+        CodeSize::Bits64 => next,
+        CodeSize::Bits32 => next & 0xffff_ffff,
+        CodeSize::Bits16 => next & 0xffff,
+    };
+    reply.write(Field::GuestRip, next);
+    if msg.interruptibility & SHADOW != 0 {
+        reply.write(Field::GuestInterruptibility, u64::from(msg.interruptibility & !SHADOW));
+    }
+    Ok(())
+}
+
+/// For an EPT violation: refuse fetches and page-walk accesses, and say whether the
+/// access was a write (`None` for an EPT misconfiguration, which reports no direction).
+fn check_qualification(msg: &ExitMessage) -> Result<Option<bool>, MmioError> {
+    if msg.basic_reason() != Some(ExitReason::EptViolation) {
+        return Ok(None);
+    }
+    if !msg.transfer.contains(TransferMask::QUALIFICATION) {
+        return Err(MmioError::NeedsTransfer(TransferMask::QUALIFICATION));
+    }
+    let q = EptViolation::decode(msg.qualification);
+    if q.fetch {
+        return Err(MmioError::InstructionFetch);
+    }
+    if q.linear_valid && !q.translated {
+        return Err(MmioError::PageWalk);
+    }
+    Ok(Some(q.write))
+}
+
+/// `value`'s low `width` bytes, sign-extended to 64 bits.
+const fn sign_extend(value: u64, width: u8) -> u64 {
+    match width {
+        1 => value as u8 as i8 as i64 as u64,
+        2 => value as u16 as i16 as i64 as u64,
+        4 => value as u32 as i32 as i64 as u64,
+        _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests;
