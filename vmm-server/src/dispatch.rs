@@ -18,6 +18,7 @@
 
 use core::fmt;
 
+use protocols::vmcs::Field;
 use protocols::vmexit::{
     exception_has_error_code, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs,
     ReplyFlags, TransferMask,
@@ -35,9 +36,10 @@ use crate::guest_memory::GuestMemory;
 use crate::guest_time::GuestTime;
 use crate::hypercall::{self, Hypercall};
 use crate::io::{self, GuestMode, IoFault};
+use crate::mmio::{self, MmioContext, MmioError};
 use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::PagingMode;
-use crate::platform::{Platform, PortKey, PORT_SLOTS};
+use crate::platform::{MmioKey, Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
 use protocols::vcpu_page::Clock;
 use protocols::x86::RFLAGS_IF;
@@ -60,11 +62,6 @@ const SEG_CS: usize = 1;
 const VECTORING_EVENT_BITS: u32 = 0x8000_0fff;
 /// Number of basic exit reasons counted individually.
 const REASONS: usize = 80;
-
-/// Placeholder key type for the MMIO bus: no MMIO device exists yet (the LAPIC and IOAPIC
-/// will be the first), so the bus is always empty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MmioKey {}
 
 /// MMIO ranges a [`Vm`] can hold.
 pub const MMIO_SLOTS: usize = 8;
@@ -125,6 +122,13 @@ pub enum StopReason {
         /// The guest-physical address.
         gpa: u64,
     },
+    /// An access to an MMIO device that could not be emulated.
+    MmioEmulation {
+        /// The guest-physical address.
+        gpa: u64,
+        /// Why (the instruction is named where it decoded).
+        error: MmioError,
+    },
     /// A handler queued more VMCS writes than a reply holds (a VMM bug).
     ReplyOverflow,
     /// The IDT-vectoring information names an event that cannot be re-injected into the
@@ -171,6 +175,7 @@ impl fmt::Display for StopReason {
                 write!(f, "emulated access would page-fault at {linear:#x}")
             }
             Self::Mmio { gpa } => write!(f, "access to unbacked guest-physical {gpa:#x}"),
+            Self::MmioEmulation { gpa, error } => write!(f, "MMIO access at {gpa:#x}: {error}"),
             Self::ReplyOverflow => f.write_str("reply batch overflow"),
             Self::BadVectoring { info } => {
                 write!(f, "IDT-vectoring information {info:#x} cannot be re-injected")
@@ -414,6 +419,17 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         &mut self.platform
     }
 
+    /// Map `[base, base + len)` of guest-physical space to the MMIO device `key`. The
+    /// range must not be RAM in the guest's EPT, or the guest never exits on it.
+    pub fn insert_mmio(&mut self, base: u64, len: u64, key: MmioKey) -> Result<(), BusError> {
+        self.mmio.insert(base, len, key)
+    }
+
+    /// The MMIO bus (its unclaimed-access counters).
+    pub fn mmio_bus(&self) -> &Bus<MmioKey, MMIO_SLOTS> {
+        &self.mmio
+    }
+
     /// The port bus (its unclaimed-access counters).
     pub fn port_bus(&self) -> &Bus<PortKey, PORT_SLOTS> {
         &self.ports
@@ -556,15 +572,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 Err(StopReason::NotifyContextLost)
             }
             ExitReason::InstructionTimeout => Ok(()),
-            ExitReason::EptViolation | ExitReason::EptMisconfig => {
-                let gpa = msg.guest_physical;
-                // An MMIO device would be dispatched here (through an instruction
-                // decoder); none exists yet, so every such access stops.
-                if let Some((key, _)) = self.mmio.resolve(gpa, 1) {
-                    match key {}
-                }
-                Err(StopReason::Mmio { gpa })
-            }
+            ExitReason::EptViolation | ExitReason::EptMisconfig => self.mmio_exit(msg, reply),
             // Delivery happens below; these exits only give the VMM a chance to run it.
             ExitReason::InterruptWindow
             | ExitReason::ExternalInterrupt
@@ -673,6 +681,24 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::DebugExit(code));
         }
         Ok(())
+    }
+
+    /// An EPT exit at an address a device on the MMIO bus claims is emulated (the
+    /// instruction decoded and performed on the device); any other address stops the VM.
+    fn mmio_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
+        let gpa = msg.guest_physical;
+        if !msg.transfer.contains(TransferMask::GUEST_PHYSICAL) {
+            return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
+        }
+        if self.mmio.resolve(gpa, 1).is_none() {
+            return Err(StopReason::Mmio { gpa });
+        }
+        let ctx = MmioContext { efer: self.efer() };
+        mmio::emulate(msg, ctx, gpa, &self.memory, &mut self.mmio, &mut self.platform, reply)
+            .map_err(|error| match error {
+                MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
+                error => StopReason::MmioEmulation { gpa, error },
+            })
     }
 
     fn rdmsr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
@@ -915,8 +941,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !vectoring && self.platform.pic.pending_vector().is_none() {
             return Ok(());
         }
-        // Retiring the instruction (ADVANCE_RIP) ends an STI/MOV SS shadow.
-        let shadow = msg.interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
+        // Retiring the instruction (ADVANCE_RIP, or an emulation that sets RIP and the
+        // interruptibility itself) ends an STI/MOV SS shadow.
+        let interruptibility =
+            reply.written(Field::GuestInterruptibility).map_or(msg.interruptibility, |v| v as u32);
+        let shadow = interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
         let interruptible = msg.rflags & RFLAGS_IF != 0 && !shadow;
         if vectoring && !reply.injects() {
             if let Some(event) = vectoring_event(msg, interruptible)? {

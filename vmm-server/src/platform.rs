@@ -13,6 +13,8 @@ use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::pic8259::{Chip, DualPic};
 use crate::devices::pit8254::{Pit8254, PIT_HZ};
+#[cfg(any(test, feature = "test-modes"))]
+use crate::devices::scratch::Scratch;
 use crate::devices::uart16550::{SerialSink, Uart16550};
 
 /// Port ranges a [`Platform`] bus can hold.
@@ -54,6 +56,15 @@ pub enum PortKey {
     PostCode,
 }
 
+/// What an MMIO range routes to. Without `test-modes` no MMIO device exists yet (the
+/// LAPIC and IOAPIC will be the first), so the type is empty and the bus stays empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioKey {
+    /// The scratch registers ([`Scratch`]), for tests of the MMIO path.
+    #[cfg(any(test, feature = "test-modes"))]
+    Scratch,
+}
+
 /// The legacy devices of one VM.
 #[derive(Clone, Debug)]
 pub struct Platform<S> {
@@ -74,6 +85,9 @@ pub struct Platform<S> {
     /// PIT channel 0 periods that elapsed while an earlier tick was still latched in the
     /// PIC, so the guest saw them as one interrupt.
     pub coalesced_ticks: u64,
+    /// Scratch registers, reached through [`MmioKey::Scratch`] where a test maps them.
+    #[cfg(any(test, feature = "test-modes"))]
+    pub scratch: Scratch,
     /// Unix time when the PIT's time was 0.
     unix_start: i64,
 }
@@ -90,6 +104,8 @@ impl<S: SerialSink> Platform<S> {
             debug_exit: DebugExit::new(),
             post_code: 0,
             coalesced_ticks: 0,
+            #[cfg(any(test, feature = "test-modes"))]
+            scratch: Scratch::default(),
             unix_start: unix_time,
         }
     }
@@ -218,6 +234,24 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             }
         }
         self.sync_after(key);
+    }
+}
+
+// Without `test-modes` the key type is empty: nothing reads the offset or the data.
+#[cfg_attr(not(any(test, feature = "test-modes")), allow(unused_variables))]
+impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
+    fn read(&mut self, key: MmioKey, offset: u64, data: &mut [u8]) {
+        match key {
+            #[cfg(any(test, feature = "test-modes"))]
+            MmioKey::Scratch => self.scratch.read(offset, data),
+        }
+    }
+
+    fn write(&mut self, key: MmioKey, offset: u64, data: &[u8]) {
+        match key {
+            #[cfg(any(test, feature = "test-modes"))]
+            MmioKey::Scratch => self.scratch.write(offset, data),
+        }
     }
 }
 

@@ -58,6 +58,12 @@ impl<'a> ReplyBuilder<'a> {
         }
     }
 
+    /// The value queued for `field`, if a write to it is queued.
+    pub fn written(&self, field: Field) -> Option<u64> {
+        let raw = field as u32;
+        self.reply().writes().iter().find(|w| w.field == raw).map(|w| w.value)
+    }
+
     /// Load `value` into GPR `reg` (x86 encoding) on resume.
     pub fn set_gpr(&mut self, reg: u8, value: u64) {
         if self.r().set_gpr(reg, value).is_err() {

@@ -36,10 +36,14 @@ const PORT_IO: TransferMask = TransferMask::QUALIFICATION
     .union(TransferMask::GUEST_LINEAR)
     .union(TransferMask::CR3);
 
+/// What an EPT exit reads: [`MOST`] and the segments, for CS (the code size and base the
+/// MMIO emulator fetches and decodes the instruction with).
+const EPT: TransferMask = MOST.union(TransferMask::SEGMENTS);
+
 /// The transfer table this VMM puts in its vCPU state page (`VCpuConfigure` gets the
 /// controls, which cost no VMREAD, for every exit): CPUID needs nothing beyond the
 /// always-sent fields (reason, length, RIP, RFLAGS, CR0, CR4, interruptibility, CPL,
-/// GPRs), port I/O only [`PORT_IO`], every other exit [`MOST`]. Each group left out is
+/// GPRs), port I/O only [`PORT_IO`], EPT exits [`EPT`], every other exit [`MOST`]. Each group left out is
 /// VMREADs the kernel does not make.
 pub fn transfer_table() -> TransferTable {
     let mut t = TransferTable { by_reason: [MOST; TABLE_REASONS] };
@@ -48,6 +52,11 @@ pub fn transfer_table() -> TransferTable {
     }
     if let Some(io) = t.by_reason.get_mut(ExitReason::IoInstruction as usize) {
         *io = PORT_IO;
+    }
+    for reason in [ExitReason::EptViolation, ExitReason::EptMisconfig] {
+        if let Some(ept) = t.by_reason.get_mut(reason as usize) {
+            *ept = EPT;
+        }
     }
     t
 }

@@ -7,4 +7,6 @@ pub mod debug_exit;
 pub mod i8042;
 pub mod pic8259;
 pub mod pit8254;
+#[cfg(any(test, feature = "test-modes"))]
+pub mod scratch;
 pub mod uart16550;

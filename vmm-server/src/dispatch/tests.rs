@@ -10,6 +10,8 @@ use protocols::vmexit::{
 use super::{RunState, StopReason, Vm, VmConfig};
 use crate::guest_memory::GuestMemory;
 use crate::hypercall;
+use crate::mmio::MmioError;
+use crate::platform::MmioKey;
 use crate::testing::{assert_well_formed, host_cpuid, Ram};
 
 type TestVm = Vm<Ram, Vec<u8>>;
@@ -744,4 +746,77 @@ fn console_input_wakes_a_vcpu_halted_without_a_timer_edge() {
     assert_eq!(r.flags, ReplyFlags::ADVANCE_RIP | ReplyFlags::INJECT_EVENT);
     assert_eq!(r.injection.raw(), 0x8000_0034, "IRQ 4");
     assert_eq!(v.run_state(), RunState::Running);
+}
+
+/// An EPT violation at `gpa` (a write or a read), with the groups the VMM's transfer table
+/// asks for, in flat 32-bit protected mode (CS.D) at RIP `rip`.
+fn ept_exit(gpa: u64, write: bool, rip: u64) -> ExitMessage {
+    let mut m = exit(ExitReason::EptViolation, if write { 0x182 } else { 0x181 });
+    m.guest_physical = gpa;
+    m.rip = rip;
+    m.transfer = crate::serve::transfer_table().by_reason[ExitReason::EptViolation as usize];
+    m.segments.regs[1].access_rights = 0xc09b;
+    m
+}
+
+#[test]
+fn mmio_store_and_load_round_trip_through_a_device() {
+    let mut v = vm();
+    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
+    // mov dword [0xfee00030], 0x12345678; then mov eax, [0xfee00030] with an STI shadow.
+    v.memory_mut()
+        .write(0x1000, &[0xc7, 0x05, 0x30, 0, 0xe0, 0xfe, 0x78, 0x56, 0x34, 0x12])
+        .unwrap();
+    v.memory_mut().write(0x100a, &[0xa1, 0x30, 0, 0xe0, 0xfe]).unwrap();
+    let m = ept_exit(0xfee0_0030, true, 0x1000);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(v.run_state(), RunState::Running);
+    assert_eq!(v.platform().scratch.bytes()[0x30..0x34], [0x78, 0x56, 0x34, 0x12]);
+    assert_eq!(written(&r, Field::GuestRip), Some(0x100a));
+    assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP), "the exit's length is not defined");
+    let mut m = with_gprs(ept_exit(0xfee0_0030, false, 0x100a), &[(Gprs::RAX, u64::MAX)]);
+    m.interruptibility = 1;
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0x1234_5678));
+    assert_eq!(written(&r, Field::GuestRip), Some(0x100f));
+    assert_eq!(written(&r, Field::GuestInterruptibility), Some(0));
+    assert_eq!(v.mmio_bus().unclaimed_reads(), 0);
+}
+
+#[test]
+fn mmio_refusals_stop_the_vm_with_a_reason() {
+    // No device at the address: stop, as before there was MMIO.
+    let mut v = vm();
+    let m = ept_exit(0xfec0_0000, false, 0x1000);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(v.run_state(), RunState::Stopped(StopReason::Mmio { gpa: 0xfec0_0000 }));
+    // An instruction the emulator does not handle is named.
+    let mut v = vm();
+    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
+    v.memory_mut().write(0x1000, &[0x01, 0x05, 0x30, 0, 0xe0, 0xfe]).unwrap();
+    let m = ept_exit(0xfee0_0030, true, 0x1000);
+    let r = v.handle(&m);
+    assert_well_formed(&m, &r);
+    assert_eq!(r.flags, ReplyFlags::STOP_VCPU);
+    let RunState::Stopped(reason @ StopReason::MmioEmulation { gpa: 0xfee0_0030, error }) =
+        v.run_state()
+    else {
+        panic!("stopped with {:?}", v.run_state());
+    };
+    assert!(matches!(error, MmioError::Unsupported(_)));
+    assert_eq!(
+        reason.to_string(),
+        "MMIO access at 0xfee00030: unsupported instruction ADD (01 05 30 00 e0 fe)"
+    );
+    // Without the segments group the VMM cannot tell the code size.
+    let mut v = vm();
+    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
+    let mut m = ept_exit(0xfee0_0030, false, 0x1000);
+    m.transfer =
+        TransferMask::from_bits(m.transfer.bits() & !TransferMask::SEGMENTS.bits()).unwrap();
+    v.handle(&m);
+    assert_eq!(v.run_state(), RunState::Stopped(StopReason::NeedsTransfer(TransferMask::SEGMENTS)));
 }
