@@ -13,6 +13,9 @@
 //! words zero; STOP never asks for an interrupt window; a stopped VM answers every later
 //! exit with a bare STOP and stays stopped; and the exit counter moves by at most one.
 //!
+//! Every VM maps the scratch registers as an MMIO device, so EPT violations there run the
+//! instruction fetch, decoder and emulator over whatever bytes guest RAM holds at RIP.
+//!
 //! An input that starts with the trace magic (`vmm_server::trace`) is instead a recorded
 //! exit trace: the VM is built as the VMM built it for that guest mode and host CPUID,
 //! and the recorded exits (as libFuzzer mutated them) go through the same checks. Seeds
@@ -27,6 +30,7 @@ use protocols::vmexit::{
 use vmm_server::devices::uart16550::SerialSink;
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
 use vmm_server::guest_memory::GuestMemory;
+use vmm_server::platform::MmioKey;
 use vmm_server::testing::{assert_well_formed, host_cpuid, Ram};
 use vmm_server::trace::Decoder;
 
@@ -74,7 +78,17 @@ enum Tweak {
     Efer(u64),
     EntryControls(u32),
     SegmentAccess(u8, u32),
+    /// An EPT violation's information for an access at this offset into the scratch
+    /// registers (mapped at [`MMIO_BASE`]), with the groups MMIO emulation reads; the
+    /// instruction comes from guest RAM at RIP (poked or left zero).
+    Mmio {
+        offset: u8,
+        write: bool,
+    },
 }
+
+/// Where every fuzzed VM maps its scratch registers (the MMIO test device).
+const MMIO_BASE: u64 = 0xfee0_0000;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -153,6 +167,16 @@ fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
             Tweak::Efer(v) => m.efer = v,
             Tweak::EntryControls(v) => m.controls.entry = v,
             Tweak::SegmentAccess(i, ar) => m.segments.regs[usize::from(i) % 8].access_rights = ar,
+            Tweak::Mmio { offset, write } => {
+                m.guest_physical = MMIO_BASE + u64::from(offset);
+                m.qualification = if write { 0x182 } else { 0x181 };
+                m.transfer = m.transfer.union(
+                    TransferMask::QUALIFICATION
+                        .union(TransferMask::GUEST_PHYSICAL)
+                        .union(TransferMask::CR3)
+                        .union(TransferMask::SEGMENTS),
+                );
+            }
         }
     }
     // What the VMM really receives: the decoded wire form (groups outside the transfer
@@ -220,6 +244,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut vm) = Vm::new(&config, host_cpuid, Ram(vec![0; RAM_SIZE]), Sink(0)) else {
         return; // The debug-exit port collides with a device: a configuration error.
     };
+    vm.insert_mmio(MMIO_BASE, vmm_server::devices::scratch::SIZE, MmioKey::Scratch)
+        .expect("the MMIO bus is empty");
     let setup = vm.setup_reply();
     assert_well_formed(&ExitMessage::default(), &setup);
 
