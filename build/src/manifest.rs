@@ -381,7 +381,7 @@ mod tests {
                 "process-priority-above-root.toml",
                 "process \"greedy\": priority 256 is above the root task's (255)",
             ),
-            ("process-bad-radix.toml", "process \"hoarder\": cnode_radix 14 is outside 2..=13"),
+            ("process-bad-radix.toml", "process \"hoarder\": cnode_radix 15 is outside 2..=14"),
             (
                 "process-bad-start.toml",
                 "process \"sleeper\": start \"tomorrow\" is neither \"boot\" nor \"after vms\"",

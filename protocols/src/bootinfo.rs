@@ -27,7 +27,7 @@ pub mod slot {
 }
 
 /// log2 of the root CNode's slot count.
-pub const ROOT_CNODE_RADIX: u8 = 13;
+pub const ROOT_CNODE_RADIX: u8 = 14;
 /// The priority the kernel starts the root task at: the highest there is.
 pub const ROOT_PRIORITY: u8 = u8::MAX;
 /// The most untyped capabilities the kernel hands out.

@@ -57,23 +57,100 @@ pub fn map_module(a: &mut Alloc, m: &ModuleDesc) -> Result<&'static [u8], Error>
     Ok(unsafe { core::slice::from_raw_parts(va as *const u8, m.size as usize) })
 }
 
-/// Boot modules already mapped into the root task, by their first frame's slot: a
-/// module's frames map only once, so processes that run the same program share one
-/// mapping of its image.
+/// Frame capabilities the root task keeps for programs' read-only pages, all programs
+/// together.
+const SHARED_FRAMES: usize = 4096;
+
+/// Boot modules already mapped into the root task, by their first frame's slot, and the
+/// frames their read-only pages (code and constants) were loaded into. A module's frames
+/// map only once, so processes that run the same program share one mapping of its image;
+/// and a second process of the same program maps copies of the first one's read-only
+/// frames instead of loading them again (every VM's VMM is one copy of its code).
 #[derive(Default)]
 pub struct Images {
-    mapped: heapless::Vec<(u64, &'static [u8]), { bootinfo::MAX_MODULES }>,
+    mapped: heapless::Vec<Image, { bootinfo::MAX_MODULES }>,
+    /// The frame slots of every [`Image::shared`] range.
+    frames: heapless::Vec<u64, SHARED_FRAMES>,
+}
+
+struct Image {
+    first_slot: u64,
+    bytes: &'static [u8],
+    /// Where its read-only frames are in [`Images::frames`], once a process ran it (none
+    /// if they did not fit: later processes then load their own).
+    shared: Option<core::ops::Range<usize>>,
+    loaded: bool,
 }
 
 impl Images {
-    /// The bytes of module `m`, mapped on first use.
-    pub fn get(&mut self, a: &mut Alloc, m: &ModuleDesc) -> Result<&'static [u8], Error> {
-        if let Some((_, bytes)) = self.mapped.iter().find(|(at, _)| *at == m.first_slot) {
-            return Ok(bytes);
+    /// Module `m`'s index, its bytes mapped on first use.
+    fn index(&mut self, a: &mut Alloc, m: &ModuleDesc) -> Result<usize, Error> {
+        if let Some(i) = self.mapped.iter().position(|img| img.first_slot == m.first_slot) {
+            return Ok(i);
         }
         let bytes = map_module(a, m)?;
-        self.mapped.push((m.first_slot, bytes)).map_err(|_| Error::OutOfMemory)?;
-        Ok(bytes)
+        let image = Image { first_slot: m.first_slot, bytes, shared: None, loaded: false };
+        self.mapped.push(image).map_err(|_| Error::OutOfMemory)?;
+        Ok(self.mapped.len() - 1)
+    }
+
+    /// Load the segments of image `i` (planned as `plan`) into the address space `vs`.
+    fn load(&mut self, a: &mut Alloc, i: usize, plan: &Plan, vs: u64) -> Result<(), Error> {
+        let image = self.mapped.get(i).ok_or(Error::InvalidArgument)?;
+        let (bytes, first_load) = (image.bytes, !image.loaded);
+        let mut shared = image.shared.clone().map(|r| r.start..r.end);
+        let start = self.frames.len();
+        let mut fits = first_load;
+        let scratch = a.vaddr(1);
+        for seg in &plan.segments {
+            let rights = if seg.writable {
+                map::WRITE
+            } else if seg.executable {
+                map::EXECUTE
+            } else {
+                0
+            };
+            let mut page = seg.page_start();
+            while page < seg.page_end() {
+                let copy = match shared.as_mut() {
+                    Some(r) if !seg.writable => r.next().and_then(|at| self.frames.get(at)),
+                    _ => None,
+                };
+                let f = match copy {
+                    Some(&original) => {
+                        let f = a.slot();
+                        let all = u64::from(Rights::ALL.bits());
+                        invoke(slot::CNODE, Invocation::CNodeCopy, &[original, f, all])?;
+                        f
+                    }
+                    None => {
+                        let (at, bytes) = match seg.file_bytes_for_page(page) {
+                            Some((at, range)) => {
+                                (at, bytes.get(range).ok_or(Error::InvalidArgument)?)
+                            }
+                            None => (0, &[][..]),
+                        };
+                        let f = filled_frame(a, scratch, at, bytes)?;
+                        if fits && !seg.writable {
+                            fits = self.frames.push(f).is_ok();
+                        }
+                        f
+                    }
+                };
+                invoke(f, Invocation::FrameMap, &[vs, page, rights])?;
+                page += 4096;
+            }
+        }
+        let image = self.mapped.get_mut(i).ok_or(Error::InvalidArgument)?;
+        if first_load {
+            image.loaded = true;
+            if fits {
+                image.shared = Some(start..self.frames.len());
+            } else {
+                self.frames.truncate(start);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -94,45 +171,24 @@ fn filled_frame(a: &mut Alloc, scratch: u64, offset: usize, bytes: &[u8]) -> Res
     Ok(f)
 }
 
-fn load_segments(a: &mut Alloc, plan: &Plan, image: &[u8], vs: u64) -> Result<(), Error> {
-    let scratch = a.vaddr(1);
-    for seg in &plan.segments {
-        let rights = if seg.writable {
-            map::WRITE
-        } else if seg.executable {
-            map::EXECUTE
-        } else {
-            0
-        };
-        let mut page = seg.page_start();
-        while page < seg.page_end() {
-            let (at, bytes) = match seg.file_bytes_for_page(page) {
-                Some((at, range)) => (at, image.get(range).ok_or(Error::InvalidArgument)?),
-                None => (0, &[][..]),
-            };
-            let f = filled_frame(a, scratch, at, bytes)?;
-            invoke(f, Invocation::FrameMap, &[vs, page, rights])?;
-            page += 4096;
-        }
-    }
-    Ok(())
-}
-
-/// Load `image` as a new process with a CNode of `2^radix` slots whose slots 1 and 2 hold
-/// its own CNode and VSpace, start it at `priority` with `rdi = arg`, faults going to
-/// `fault_ep` (a slot, or `u64::MAX`).
+/// Load the program in module `program` as a new process with a CNode of `2^radix`
+/// slots whose slots 1 and 2 hold its own CNode and VSpace, start it at `priority` with
+/// `rdi = arg`, faults going to `fault_ep` (a slot, or `u64::MAX`).
 pub fn spawn(
     a: &mut Alloc,
-    image: &[u8],
+    images: &mut Images,
+    program: &ModuleDesc,
     radix: u64,
     priority: u64,
     fault_ep: u64,
     arg: u64,
 ) -> Result<Process, Error> {
+    let i = images.index(a, program)?;
+    let image = images.mapped.get(i).map_or(&[][..], |img| img.bytes);
     let plan = elf_loader::plan(image).map_err(|_| Error::InvalidArgument)?;
     let vs = a.make(ObjectType::VSpace, 17)?;
     let cn = a.make(ObjectType::CNode, radix)?;
-    load_segments(a, &plan, image, vs)?;
+    images.load(a, i, &plan, vs)?;
     for i in 0..STACK_PAGES {
         let f = a.make(ObjectType::Frame, 0)?;
         invoke(f, Invocation::FrameMap, &[vs, STACK_TOP - (i + 1) * 4096, map::WRITE])?;

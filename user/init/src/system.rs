@@ -127,13 +127,12 @@ impl<'m> System<'m> {
     ) -> Result<Process, Refused<'m>> {
         let refused = |what| Refused { process: entry.name, what };
         let module = process::module(entry.module).ok_or(refused(What::NoModule(entry.module)))?;
-        let image = images.get(a, &module).map_err(|e| refused(What::Spawn(e)))?;
         let fault = match entry.fault {
             Some(name) => self.named(name).map_err(|e| refused(What::Fault(name, e)))?,
             None => u64::MAX,
         };
         let (radix, priority) = (entry.cnode_radix.into(), entry.priority.into());
-        let p = process::spawn(a, image, radix, priority, fault, entry.arg)
+        let p = process::spawn(a, images, &module, radix, priority, fault, entry.arg)
             .map_err(|e| refused(What::Spawn(e)))?;
         for c in &entry.caps {
             grant::give(a, &p, c, |name| self.named(name))

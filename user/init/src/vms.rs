@@ -129,7 +129,7 @@ fn start_vmm(
         );
         return Err(Error::InvalidArgument);
     }
-    let image = images.get(a, &module(vm.vmm)?)?;
+    let vmm_module = module(vm.vmm)?;
     let flags = [
         (vm.hostile, vmm::flags::HOSTILE),
         (vm.mutate, vmm::flags::MUTATE),
@@ -141,7 +141,7 @@ fn start_vmm(
     .fold(0, |acc, (_, flag)| acc | flag);
     let arg = vmm::start_arg(guest.size, vm.memory_bits, mode(vm.mode), flags);
     let radix = u64::from(vmm::CNODE_RADIX);
-    let p = process::spawn(a, image, radix, u64::from(vm.priority), u64::MAX, arg)?;
+    let p = process::spawn(a, images, &vmm_module, radix, u64::from(vm.priority), u64::MAX, arg)?;
     let ut = a.make(ObjectType::Untyped, u64::from(vmm::OBJECT_BITS))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
     let ram = a.make_large(ObjectType::Untyped, u64::from(vm.memory_bits)).inspect_err(|_| {
