@@ -385,10 +385,10 @@ mod process {
     struct Legs {
         /// Exits seen, to pick the sampled ones.
         seen: u64,
-        /// Per kind (CPUID, port I/O): exit-leg, VMM and entry-leg sums.
-        sum: [[u64; 3]; 2],
+        /// Per kind (CPUID, port I/O, MMIO): exit-leg, VMM and entry-leg sums.
+        sum: [[u64; 3]; 3],
         /// Per kind: exits measured, entries measured.
-        count: [[u64; 2]; 2],
+        count: [[u64; 2]; 3],
         /// The kind and TSC of the last reply, until the next exit says when it entered.
         replied: Option<(usize, u64)>,
     }
@@ -402,12 +402,13 @@ mod process {
             self.seen.is_multiple_of(Self::SAMPLE)
         }
 
-        /// The kind of a timed exit: CPUID, or port I/O to the benchmark's port (the
+        /// The kind of a timed exit: CPUID, port I/O to the benchmark's port (the
         /// UART's other ports print, and a printed line costs the VMM a console IPC that
-        /// is no part of an exit).
+        /// is no part of an exit), or an EPT violation (MMIO).
         fn kind(msg: &ExitMessage) -> Option<usize> {
             match msg.basic_reason() {
                 Some(ExitReason::Cpuid) => Some(0),
+                Some(ExitReason::EptViolation) => Some(2),
                 Some(ExitReason::IoInstruction)
                     if IoQualification::decode(msg.qualification)
                         .is_ok_and(|q| q.port == BENCH_PORT) =>
@@ -444,13 +445,16 @@ mod process {
                 self.sum[k][leg].checked_div(n).unwrap_or(0)
             };
             rt::println!(
-                "vmm: round-trip legs in ticks (kernel exit, VMM, kernel entry): cpuid {} {} {}, port-io {} {} {}",
+                "vmm: round-trip legs in ticks (kernel exit, VMM, kernel entry): cpuid {} {} {}, port-io {} {} {}, mmio {} {} {}",
                 avg(0, 0),
                 avg(0, 1),
                 avg(0, 2),
                 avg(1, 0),
                 avg(1, 1),
-                avg(1, 2)
+                avg(1, 2),
+                avg(2, 0),
+                avg(2, 1),
+                avg(2, 2)
             );
         }
     }
@@ -458,12 +462,19 @@ mod process {
     fn serve(
         ram: &'static mut [u8],
         (mode, config): (u64, &VmConfig),
-        traced: bool,
+        flags: u64,
         started: u64,
     ) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
+        let traced = flags & vmm_flags::TRACE != 0;
         #[cfg(feature = "test-modes")]
-        let (mut vm, mut recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
+        let (mut vm, mut recorder) = {
+            let (mut vm, recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
+            if flags & vmm_flags::LINUX == 0 {
+                test_modes::map_scratch(&mut vm)?;
+            }
+            (vm, recorder)
+        };
         #[cfg(not(feature = "test-modes"))]
         let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
             let _ = (traced, mode); // refused in `run` without test modes; no mode to trace
@@ -600,7 +611,6 @@ mod process {
                 (stop::OTHER, 0, 0)
             }
             Ok(Built { ram, unix_time, started, .. }) => {
-                let traced = flags & vmm_flags::TRACE != 0;
                 let mut config =
                     VmConfig { clock: host_clock(), unix_time, ..vmm_server::serve::config(mode) };
                 if flags & vmm_flags::LINUX != 0 {
@@ -608,7 +618,7 @@ mod process {
                     // spin, so Linux is offered HLT only.
                     config.cpuid.allow_mwait = false;
                 }
-                serve(ram, (mode, &config), traced, started).unwrap_or((stop::OTHER, 0, 0))
+                serve(ram, (mode, &config), flags, started).unwrap_or((stop::OTHER, 0, 0))
             }
             // No VT-x, or none this guest can run on (the VMM said why).
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),

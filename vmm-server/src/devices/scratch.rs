@@ -7,6 +7,9 @@ use crate::bus::BusDevice;
 
 /// Bytes of scratch registers.
 pub const SIZE: u64 = 0x100;
+/// Where a test-modes VMM maps them for a test guest (never for Linux): the last 2 MiB
+/// of the first GiB, which the 64-bit test guests identity-map and no test VM has RAM at.
+pub const TEST_BASE: u64 = 0x3fe0_0000;
 
 /// The register file.
 #[derive(Clone, Debug)]

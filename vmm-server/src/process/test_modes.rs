@@ -14,9 +14,11 @@ use protocols::vmcs::{activity, Field};
 use protocols::vmexit::{BatchError, ExitMessage, ExitReply, ReplyFlags};
 use protocols::vmm::{slot, stop};
 use rt::ipc::{invoke, ipc_raw, recv, Msg};
+use vmm_server::devices::scratch;
 use vmm_server::dispatch::{Vm, VmConfig};
 use vmm_server::guest_memory::SliceMemory;
 use vmm_server::mutate::{self, Rng};
+use vmm_server::platform::MmioKey;
 use vmm_server::serve::{answer, config};
 use vmm_server::trace;
 
@@ -52,6 +54,12 @@ pub(super) fn traced_vm(
     let vm = Vm::new(&VmConfig { clock, ..*config }, host, SliceMemory::new(0, ram), sink)
         .map_err(|_| Error::InvalidArgument)?;
     Ok((vm, traced.then(|| Recorder::start(&header))))
+}
+
+/// Map the scratch registers at [`scratch::TEST_BASE`] for a test guest's MMIO checks.
+pub(super) fn map_scratch(vm: &mut ServedVm) -> Result<(), Error> {
+    vm.insert_mmio(scratch::TEST_BASE, scratch::SIZE, MmioKey::Scratch)
+        .map_err(|_| Error::InvalidArgument)
 }
 
 /// Exits a traced VMM records (`vmm::flags::TRACE`): all of a test guest's run.

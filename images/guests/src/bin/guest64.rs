@@ -5,7 +5,9 @@
 //! rax = 2, rbx = the number of failed tests (0 = all passed).
 //!
 //! What the VMM must provide: guest RAM at 0-2 MiB (the image is at 1-2 MiB), the 16550
-//! at 0x3f8, the 8259 pair and the 8254 (for the HLT test), HLT, MONITOR and MWAIT
+//! at 0x3f8, the 8259 pair and the 8254 (for the HLT test), 256 bytes of scratch
+//! registers by MMIO at 0x3fe00000 that read back what was written (a test-modes VMM's
+//! `devices::scratch`, for the MMIO tests 23-27), HLT, MONITOR and MWAIT
 //! exiting (MWAIT with interrupts off would otherwise sleep for good), and #GP injection
 //! for a missing MSR. Exiting on RDTSC, INVLPG, CR3 loads and the exception bitmap is
 //! optional: the results are the same either way, which is the point (the VMM's
@@ -37,6 +39,11 @@
 //! guest64: #db intercepted and reflected ok
 //! guest64: #ac intercepted and reflected ok
 //! guest64: ring-3 vmcall refused ok
+//! guest64: mmio stores: mov of every width from registers and immediates ok
+//! guest64: mmio loads: mov, movzx, movsx, movsxd and their extension rules ok
+//! guest64: mmio absolute, 32-bit, moffs and scaled-index addressing ok
+//! guest64: mmio load whose instruction crosses a page ok
+//! guest64: mmio access past the device reads all ones ok
 //! guest64: done
 //! ```
 //! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
@@ -76,6 +83,11 @@ g64_hlt:        .asciz "guest64: hlt woken by PIT irq0 (vector 0x20)"
 g64_db:         .asciz "guest64: #db intercepted and reflected"
 g64_ac:         .asciz "guest64: #ac intercepted and reflected"
 g64_vmcall3:    .asciz "guest64: ring-3 vmcall refused"
+g64_mmio_st:    .asciz "guest64: mmio stores: mov of every width from registers and immediates"
+g64_mmio_ld:    .asciz "guest64: mmio loads: mov, movzx, movsx, movsxd and their extension rules"
+g64_mmio_addr:  .asciz "guest64: mmio absolute, 32-bit, moffs and scaled-index addressing"
+g64_mmio_cross: .asciz "guest64: mmio load whose instruction crosses a page"
+g64_mmio_past:  .asciz "guest64: mmio access past the device reads all ones"
 g64_done:       .asciz "guest64: done\n"
 
     .section .bss.guest, "aw", @nobits
@@ -414,10 +426,208 @@ _start:
     lea rsi, [rip + g64_vmcall3]
     call check
 
+    // 23-27: MMIO on the scratch registers at 0x3fe00000 (no RAM there: every access is
+    // an EPT violation the VMM decodes and emulates). Each check keeps its first failing
+    // step's number in ecx (0: all passed).
+    .set G64_SCRATCH, 0x3fe00000
+
+    // 23: stores of every width, from registers (including AH) and immediates (an imm32
+    // sign-extended to 64 bits), read back through RAM-side compares in test 24.
+    mov rbx, G64_SCRATCH
+    mov byte ptr [rbx], 0x81
+    mov word ptr [rbx + 2], 0x8382
+    mov dword ptr [rbx + 4], 0x87868584
+    mov rax, 0x8f8e8d8c8b8a8988
+    mov [rbx + 8], rax
+    mov qword ptr [rbx + 16], -2
+    mov r10d, 0x11223344
+    mov [rbx + 24], r10d
+    mov r11w, 0x5566
+    mov [rbx + 28], r11w
+    mov dl, 0x77
+    mov [rbx + 30], dl
+    mov ah, 0x99
+    mov [rbx + 31], ah
+    mov r9, 0x0123456789abcdef
+    mov [rbx + 32], r9
+    mov r15b, 0xab
+    mov [rbx + 40], r15b
+    // Every stored byte, read back by 8-byte loads (themselves MMIO).
+    xor ecx, ecx
+    mov rdx, 0x8786858483820081
+    mov rax, [rbx]
+    cmp rax, rdx
+    jne .Lg64_mmio_st_1
+    mov rdx, 0x8f8e8d8c8b8a8988
+    mov rax, [rbx + 8]
+    cmp rax, rdx
+    jne .Lg64_mmio_st_2
+    mov rax, [rbx + 16]
+    cmp rax, -2
+    jne .Lg64_mmio_st_3
+    mov rdx, 0x9977556611223344
+    mov rax, [rbx + 24]
+    cmp rax, rdx
+    jne .Lg64_mmio_st_4
+    mov rdx, 0x0123456789abcdef
+    mov rax, [rbx + 32]
+    cmp rax, rdx
+    jne .Lg64_mmio_st_5
+    movzx eax, byte ptr [rbx + 40]
+    cmp eax, 0xab
+    jne .Lg64_mmio_st_6
+    jmp .Lg64_mmio_st_done
+.Lg64_mmio_st_6: inc ecx
+.Lg64_mmio_st_5: inc ecx
+.Lg64_mmio_st_4: inc ecx
+.Lg64_mmio_st_3: inc ecx
+.Lg64_mmio_st_2: inc ecx
+.Lg64_mmio_st_1: inc ecx
+.Lg64_mmio_st_done:
+    mov ebx, 23
+    lea rsi, [rip + g64_mmio_st]
+    call check
+
+    // 24: loads and their extension rules: 8 and 16-bit destinations keep the rest of
+    // the register, 32-bit ones clear bits 63:32, MOVZX/MOVSX/MOVSXD widen.
+    mov rbx, G64_SCRATCH
+    xor ecx, ecx
+    mov rax, -1
+    movzx eax, byte ptr [rbx]
+    cmp rax, 0x81
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, 0
+    movsx rax, byte ptr [rbx]
+    cmp rax, -0x7f
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    movsx eax, word ptr [rbx + 2]
+    mov rdx, 0xffff8382
+    cmp rax, rdx
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    movsxd rax, dword ptr [rbx + 4]
+    mov rdx, 0xffffffff87868584
+    cmp rax, rdx
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    mov eax, [rbx + 8]
+    mov rdx, 0x8b8a8988
+    cmp rax, rdx
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    mov ax, [rbx + 2]
+    cmp rax, -0x7c7e
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    mov al, [rbx + 30]
+    cmp rax, -0x89
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    mov ah, [rbx + 31]
+    cmp rax, -0x6601
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov r12, -1
+    movzx r12d, word ptr [rbx + 28]
+    cmp r12, 0x5566
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov r13, -1
+    movsx r13w, byte ptr [rbx + 40]
+    cmp r13, -0x55
+    jne .Lg64_mmio_ld_fail
+    inc ecx
+    mov rax, -1
+    mov eax, [rbx + 0x80]
+    test rax, rax
+    jnz .Lg64_mmio_ld_fail
+    xor ecx, ecx
+    jmp .Lg64_mmio_ld_done
+.Lg64_mmio_ld_fail:
+    inc ecx
+.Lg64_mmio_ld_done:
+    mov ebx, 24
+    lea rsi, [rip + g64_mmio_ld]
+    call check
+
+    // 25: the same registers through other address forms: a 32-bit absolute address
+    // (SIB without base), a 32-bit address size (0x67), 64-bit moffs loads and stores
+    // (MOV EAX, [imm64] and back) and base + index * scale.
+    xor ecx, ecx
+    mov eax, dword ptr [G64_SCRATCH + 4]
+    cmp eax, 0x87868584
+    jne .Lg64_mmio_addr_1
+    mov ebx, G64_SCRATCH
+    mov eax, dword ptr [ebx + 24]
+    cmp eax, 0x11223344
+    jne .Lg64_mmio_addr_2
+    movabs eax, dword ptr [G64_SCRATCH + 8]
+    cmp eax, 0x8b8a8988
+    jne .Lg64_mmio_addr_3
+    mov rbx, G64_SCRATCH
+    mov esi, 4
+    mov eax, [rbx + rsi * 8]
+    cmp eax, 0x89abcdef
+    jne .Lg64_mmio_addr_4
+    movabs dword ptr [G64_SCRATCH + 0x44], eax
+    mov eax, [rbx + 0x44]
+    cmp eax, 0x89abcdef
+    jne .Lg64_mmio_addr_5
+    jmp .Lg64_mmio_addr_done
+.Lg64_mmio_addr_5: inc ecx
+.Lg64_mmio_addr_4: inc ecx
+.Lg64_mmio_addr_3: inc ecx
+.Lg64_mmio_addr_2: inc ecx
+.Lg64_mmio_addr_1: inc ecx
+.Lg64_mmio_addr_done:
+    mov ebx, 25
+    lea rsi, [rip + g64_mmio_addr]
+    call check
+
+    // 26: a load whose 3 instruction bytes straddle a 4 KiB page boundary: the VMM
+    // fetches across it.
+    mov rbx, G64_SCRATCH
+    mov rax, -1
+    call g64_cross_page_load
+    xor ecx, ecx
+    mov rdx, 0x87868584
+    cmp rax, rdx
+    setne cl
+    mov ebx, 26
+    lea rsi, [rip + g64_mmio_cross]
+    call check
+
+    // 27: a 4-byte load that starts in the last 2 bytes of the device and ends past it
+    // hits no device whole: it reads all ones, as an undriven bus does.
+    mov rbx, G64_SCRATCH
+    mov word ptr [rbx + 0xfe], 0x1234
+    mov rax, 0
+    mov eax, [rbx + 0xfe]
+    xor ecx, ecx
+    cmp eax, -1
+    setne cl
+    mov ebx, 27
+    lea rsi, [rip + g64_mmio_past]
+    call check
+
     lea rsi, [rip + g64_done]
     call puts
     mov rbx, [rip + failures]
     jmp guest_exit
+
+// MOV EAX, [RBX + 4] (8b 43 04) placed so that its last byte is on the next page.
+    .balign 4096
+    .skip 4094, 0xcc
+g64_cross_page_load:
+    mov eax, [rbx + 4]
+    ret
 
 // Ring 3 (run_user): #AC, then the EXIT hypercall, then back to ring 0.
 g64_user_code:

@@ -5,12 +5,14 @@
 //!
 //! Each figure is the average over 1000 round trips minus the same loop without the
 //! exiting instruction. The VMM handles CPUID from its table; the port write goes to the
-//! 16550 model's scratch register (port 0x3ff).
+//! 16550 model's scratch register (port 0x3ff); the MMIO read is a 4-byte MOV from the
+//! test-modes VMM's scratch registers at 0x3fe00000 (decoded and emulated by the VMM).
 //!
 //! Expected serial output (numbers vary with the code, the format does not):
 //! ```text
 //! guest_bench: cpuid exit round trip 0x...
 //! guest_bench: port-io exit round trip 0x...
+//! guest_bench: mmio exit round trip 0x...
 //! ```
 //! then exit code 0.
 #![no_std]
@@ -23,6 +25,7 @@ core::arch::global_asm!(
     .section .rodata.guest, "a"
 gb_cpuid:   .asciz "guest_bench: cpuid exit round trip "
 gb_io:      .asciz "guest_bench: port-io exit round trip "
+gb_mmio:    .asciz "guest_bench: mmio exit round trip "
 
     .section .text.guest, "ax"
     .global _start
@@ -110,6 +113,47 @@ _start:
     dec r12
     jnz 4b
     lea rsi, [rip + gb_io]
+    call puts
+    mov rax, r13
+    sub rax, r15
+    xor edx, edx
+    mov ecx, 1000
+    div rcx
+    call puthex
+    mov al, 10
+    call putc
+
+    // MMIO: a 4-byte read of a scratch register.
+    mov rbx, 0x3fe00000
+    mov r12, 1000
+    xor r13, r13
+5:  rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r14, rax
+    mov eax, [rbx + 0x10]
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r14
+    add r13, rax
+    dec r12
+    jnz 5b
+    mov r12, 1000
+    xor r15, r15
+6:  rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r14, rax
+    mov eax, ebx
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r14
+    add r15, rax
+    dec r12
+    jnz 6b
+    lea rsi, [rip + gb_mmio]
     call puts
     mov rax, r13
     sub rax, r15
