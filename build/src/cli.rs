@@ -137,14 +137,24 @@ pub enum Command {
 /// `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Instead of the figures: single-step one CPUID round trip through the kernel (a
-    /// kernel built with the `exit-trace` feature) and count its instructions by function
-    #[arg(long)]
-    pub exit_trace: bool,
+    /// Instead of the figures: single-step one round trip of this exit through the kernel
+    /// and the VMM (a kernel built with the `exit-trace` feature) and count its
+    /// instructions by function
+    #[arg(long, value_name = "EXIT", num_args = 0..=1, default_missing_value = "cpuid")]
+    pub exit_trace: Option<TracedExit>,
     /// Only the Linux figure: boot the `linux` image's kernel to /init under the VMM and
     /// on bare Bochs and compare
     #[arg(long)]
     pub linux: bool,
+}
+
+/// The exit `cargo xtask bench --exit-trace` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TracedExit {
+    /// A CPUID exit of the benchmark guest.
+    Cpuid,
+    /// An MMIO read of the benchmark guest (an EPT violation the VMM emulates).
+    Mmio,
 }
 
 /// `cargo xtask run`.

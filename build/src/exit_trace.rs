@@ -1,5 +1,6 @@
-//! `cargo xtask bench --exit-trace`: where the instructions go in one CPUID round trip.
-//! The default image is built with a kernel that single-steps one CPUID exit's three
+//! `cargo xtask bench --exit-trace [cpuid|mmio]`: where the instructions go in one CPUID
+//! (or MMIO) round trip. The default image is built with a kernel that single-steps one
+//! such exit's three
 //! legs (the kernel from the VM exit to the switch to the VMM, the VMM up to its
 //! `ReplyRecv`, the kernel from that syscall to VM entry) and prints every instruction's
 //! address; each is named by `addr2line` (binutils) with its inlined frames (the VMM's
@@ -8,6 +9,7 @@
 //! counts are the legs' costs, less the entry stubs and the world switch, which are not
 //! stepped.
 
+use crate::cli::TracedExit;
 use crate::emulator::{self, Emulator, RunOptions, Verdict};
 use crate::{err, image, Result};
 use std::collections::BTreeMap;
@@ -15,12 +17,17 @@ use std::path::Path;
 use std::process::Command;
 
 const FEATURE: &str = "exit-trace";
+const FEATURE_MMIO: &str = "exit-trace-mmio";
 const PREFIX: &str = "exit-trace: ";
 
 /// Build, run and report.
-pub fn command() -> Result<bool> {
-    let iso = image::build_with(image::find("default")?, &[FEATURE])?;
-    let kernel = crate::cargo::build_kernel(&[FEATURE])?;
+pub fn command(exit: TracedExit) -> Result<bool> {
+    let (features, what) = match exit {
+        TracedExit::Cpuid => ([FEATURE], "CPUID"),
+        TracedExit::Mmio => ([FEATURE_MMIO], "MMIO read"),
+    };
+    let iso = image::build_with(image::find("default")?, &features)?;
+    let kernel = crate::cargo::build_kernel(&features)?;
     let vmm = crate::cargo::build_user_symbols("vmm-server")?;
     let outcome = emulator::run(Emulator::Bochs, &iso, &RunOptions::default())?;
     if outcome.verdict != Verdict::Pass {
@@ -32,7 +39,7 @@ pub fn command() -> Result<bool> {
     let (in_vmm, entry) = rest.split_at(legs[1]);
     let (exit, in_vmm, entry) = (name(&kernel, exit)?, name(&vmm, in_vmm)?, name(&kernel, entry)?);
     println!(
-        "instructions of one CPUID round trip under Bochs, by function (innermost frame of the project):"
+        "instructions of one {what} round trip under Bochs, by function (innermost frame of the project):"
     );
     for (leg, steps) in [
         ("kernel exit leg (VM exit to the VMM running)", exit),

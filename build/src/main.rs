@@ -6,7 +6,7 @@
 //! `Ok(false)` for the first, having said why, and `Err` for the second.
 
 use std::process::{Command as Process, ExitCode};
-use xtask::cli::{self, Command, RunArgs};
+use xtask::cli::{self, BenchArgs, Command, RunArgs};
 use xtask::emulator::{self, Emulator, RunOptions, Verdict};
 use xtask::{cargo, deps, err, image, progress, Result};
 
@@ -21,7 +21,9 @@ fn main() -> ExitCode {
         Command::Build { image } => build(&image),
         Command::Run(args) => run(args),
         Command::Test => test(),
-        Command::Bench(args) if args.exit_trace => xtask::exit_trace::command(),
+        Command::Bench(BenchArgs { exit_trace: Some(exit), .. }) => {
+            xtask::exit_trace::command(exit)
+        }
         Command::Bench(args) if args.linux => xtask::linux_bench::run(),
         Command::Bench(_) => bench().and_then(|ok| Ok(ok && xtask::linux_bench::run()?)),
         Command::Fuzz(args) => xtask::fuzz::command(args),

@@ -69,7 +69,25 @@ macro_rules! vmcs_fields {
             $( $(#[$doc])+ $name = $enc, )+
         }
 
-        impl Field {
+        /// Each segment register's guest-state fields (selector, base, limit, access rights), in
+/// the order ES, CS, SS, DS, FS, GS, LDTR, TR: that of [`crate::vmexit::Segments`].
+pub const SEGMENT_FIELDS: [(Field, Field, Field, Field); 8] = [
+    (Field::GuestEsSelector, Field::GuestEsBase, Field::GuestEsLimit, Field::GuestEsAccessRights),
+    (Field::GuestCsSelector, Field::GuestCsBase, Field::GuestCsLimit, Field::GuestCsAccessRights),
+    (Field::GuestSsSelector, Field::GuestSsBase, Field::GuestSsLimit, Field::GuestSsAccessRights),
+    (Field::GuestDsSelector, Field::GuestDsBase, Field::GuestDsLimit, Field::GuestDsAccessRights),
+    (Field::GuestFsSelector, Field::GuestFsBase, Field::GuestFsLimit, Field::GuestFsAccessRights),
+    (Field::GuestGsSelector, Field::GuestGsBase, Field::GuestGsLimit, Field::GuestGsAccessRights),
+    (
+        Field::GuestLdtrSelector,
+        Field::GuestLdtrBase,
+        Field::GuestLdtrLimit,
+        Field::GuestLdtrAccessRights,
+    ),
+    (Field::GuestTrSelector, Field::GuestTrBase, Field::GuestTrLimit, Field::GuestTrAccessRights),
+];
+
+impl Field {
             /// Every field, sorted by encoding (checked at compile time).
             pub const ALL: &'static [Field] = &[ $( Field::$name, )+ ];
 

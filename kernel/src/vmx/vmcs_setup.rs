@@ -17,7 +17,7 @@
 use protocols::object::vcpu_mode;
 pub use protocols::vcpu_start::StartError;
 use protocols::vmcs::ctl::{entry, exit, proc, proc2};
-use protocols::vmcs::{Field, ALWAYS_INTERCEPTED_EXCEPTIONS};
+use protocols::vmcs::{Field, ALWAYS_INTERCEPTED_EXCEPTIONS, SEGMENT_FIELDS};
 use protocols::vmexit::Controls;
 
 use super::caps::{CtlMsr, VmxCaps};
@@ -231,22 +231,6 @@ struct Segment {
     limit: u32,
     access: u32,
 }
-
-const SEGMENT_FIELDS: [(Field, Field, Field, Field); 8] = [
-    (Field::GuestEsSelector, Field::GuestEsBase, Field::GuestEsLimit, Field::GuestEsAccessRights),
-    (Field::GuestCsSelector, Field::GuestCsBase, Field::GuestCsLimit, Field::GuestCsAccessRights),
-    (Field::GuestSsSelector, Field::GuestSsBase, Field::GuestSsLimit, Field::GuestSsAccessRights),
-    (Field::GuestDsSelector, Field::GuestDsBase, Field::GuestDsLimit, Field::GuestDsAccessRights),
-    (Field::GuestFsSelector, Field::GuestFsBase, Field::GuestFsLimit, Field::GuestFsAccessRights),
-    (Field::GuestGsSelector, Field::GuestGsBase, Field::GuestGsLimit, Field::GuestGsAccessRights),
-    (
-        Field::GuestLdtrSelector,
-        Field::GuestLdtrBase,
-        Field::GuestLdtrLimit,
-        Field::GuestLdtrAccessRights,
-    ),
-    (Field::GuestTrSelector, Field::GuestTrBase, Field::GuestTrLimit, Field::GuestTrAccessRights),
-];
 
 const fn canonical(addr: u64) -> bool {
     let top = addr >> 47;
@@ -927,7 +911,7 @@ mod tests {
 
         // 27.3.1.2: segment registers.
         let seg = |i: usize| {
-            let (s, b, l, a) = super::SEGMENT_FIELDS[i];
+            let (s, b, l, a) = protocols::vmcs::SEGMENT_FIELDS[i];
             (v.get(s), v.get(b), v.get(l), v.get(a))
         };
         let (es, cs, ss, ds, fs, gs, ldtr, tr) =

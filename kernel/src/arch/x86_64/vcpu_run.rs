@@ -21,7 +21,7 @@ use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
-use protocols::vmcs::Field;
+use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
@@ -161,14 +161,14 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
     if !mask.intersects(GUEST_STATE_GROUPS) {
         return;
     }
-    let read = |raw: u32| Field::from_raw(raw).map_or(0, |f| vmread(root, f));
     if mask.contains(TransferMask::SEGMENTS) {
-        for (i, seg) in msg.segments.regs.iter_mut().enumerate() {
-            let i = 2 * i as u32;
-            seg.selector = read(Field::GuestEsSelector as u32 + i) as u16;
-            seg.limit = read(Field::GuestEsLimit as u32 + i) as u32;
-            seg.access_rights = read(Field::GuestEsAccessRights as u32 + i) as u32;
-            seg.base = read(Field::GuestEsBase as u32 + i);
+        for (seg, (selector, base, limit, access)) in
+            msg.segments.regs.iter_mut().zip(SEGMENT_FIELDS)
+        {
+            seg.selector = vmread(root, selector) as u16;
+            seg.limit = vmread(root, limit) as u32;
+            seg.access_rights = vmread(root, access) as u32;
+            seg.base = vmread(root, base);
         }
     }
     if mask.contains(TransferMask::DESCRIPTOR_TABLES) {
