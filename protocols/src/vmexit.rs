@@ -13,6 +13,7 @@ use core::fmt;
 use bytemuck::{Pod, Zeroable};
 
 use crate::vmcs::Field;
+use crate::x86::MAX_INSTRUCTION_LEN;
 
 /// Most VMCS writes one [`ExitReply`] may carry.
 pub const MAX_WRITES: usize = 16;
@@ -408,14 +409,23 @@ bit_set! {
         VECTORING = 14;
         /// VM-exit interruption information and error code.
         INTERRUPTION = 15;
+        /// CS alone (selector, base, limit, access rights), in its place among the
+        /// segments; the others are not written. What an instruction emulator needs (the
+        /// code size and base) for 4 VMREADs instead of [`Self::SEGMENTS`]' 32.
+        CODE_SEGMENT = 16;
     }
+}
+
+impl TransferMask {
+    /// The groups that fill [`ExitMessage::segments`], all or CS alone.
+    pub const ANY_SEGMENTS: Self = Self::SEGMENTS.union(Self::CODE_SEGMENT);
 }
 
 impl TransferMask {
     /// Words the optional groups in this mask add to an [`ExitMessage`].
     pub const fn extra_words(self) -> usize {
         let groups: [(Self, usize); 9] = [
-            (Self::SEGMENTS, 18),
+            (Self::ANY_SEGMENTS, 18),
             (Self::DESCRIPTOR_TABLES, 3),
             (Self::EFER_PAT, 2),
             (Self::DEBUG_CONTROLS, 2),
@@ -428,7 +438,7 @@ impl TransferMask {
         let mut total = 0;
         let mut i = 0;
         while i < groups.len() {
-            if self.contains(groups[i].0) {
+            if self.intersects(groups[i].0) {
                 total += groups[i].1;
             }
             i += 1;
@@ -542,7 +552,7 @@ pub struct ExitMessage {
     pub activity_state: u32,
     /// Guest GPRs; slot 4 holds the guest RSP.
     pub gprs: Gprs,
-    /// [`TransferMask::SEGMENTS`].
+    /// [`TransferMask::SEGMENTS`], or CS alone with [`TransferMask::CODE_SEGMENT`].
     pub segments: Segments,
     /// [`TransferMask::DESCRIPTOR_TABLES`]: GDTR.
     pub gdtr: DescriptorTable,
@@ -687,7 +697,7 @@ impl ExitMessage {
             w.put(reg);
         }
         let t = self.transfer;
-        if t.contains(TransferMask::SEGMENTS) {
+        if t.intersects(TransferMask::ANY_SEGMENTS) {
             for seg in &self.segments.regs {
                 w.put(seg.base);
                 w.put(pair(seg.limit, seg.access_rights));
@@ -772,7 +782,7 @@ impl ExitMessage {
         for reg in &mut m.gprs.regs {
             *reg = r.take();
         }
-        if transfer.contains(TransferMask::SEGMENTS) {
+        if transfer.intersects(TransferMask::ANY_SEGMENTS) {
             for seg in &mut m.segments.regs {
                 seg.base = r.take();
                 let w = r.take();
@@ -985,8 +995,9 @@ impl VmcsWrite {
 bit_set! {
     /// What the kernel does besides the writes when it applies an [`ExitReply`].
     ReplyFlags(u32) {
-        /// Add the exit's instruction length to guest RIP (and drop the STI/MOV SS
-        /// interrupt shadow, as retiring the instruction would).
+        /// Add the exit's instruction length to guest RIP, or [`ExitReply::advance_len`]
+        /// where that is not zero (and drop the STI/MOV SS interrupt shadow, as retiring
+        /// the instruction would).
         ADVANCE_RIP = 0;
         /// Inject [`ExitReply::injection`] on the next VM entry.
         INJECT_EVENT = 1;
@@ -1015,8 +1026,10 @@ pub struct ExitReply {
     pub injection_len: u32,
     /// Which `gprs` to load (bit n = register n; bit 4 writes the guest RSP).
     pub gpr_mask: u16,
-    /// Zero.
-    pub reserved: u16,
+    /// With [`ReplyFlags::ADVANCE_RIP`]: the length (1-15) of the instruction to skip,
+    /// for exits that report none (an EPT violation whose instruction the VMM decoded);
+    /// zero to use the exit's own instruction length. Zero without the flag.
+    pub advance_len: u16,
     /// New GPR values, selected by `gpr_mask`.
     pub gprs: Gprs,
     /// VMCS writes; only the first `count` are meaningful.
@@ -1041,7 +1054,7 @@ impl ExitReply {
             flags: ReplyFlags::NONE,
             count: 0,
             gpr_mask: 0,
-            reserved: 0,
+            advance_len: 0,
             injection: EventInjection::NONE,
             injection_error: 0,
             injection_len: 0,
@@ -1097,13 +1110,24 @@ impl ExitReply {
             + VmcsWrite::SIZE * self.count as usize
     }
 
-    /// Encode into `out`: `[flags | count << 32, gpr_mask | injection << 32,
-    /// injection_error | injection_len << 32]`, then the selected GPRs in register order,
+    /// An [`Self::advance_len`] of `len` with `flags` is well-formed: zero, or 1-15 with
+    /// [`ReplyFlags::ADVANCE_RIP`].
+    pub fn check_advance(flags: ReplyFlags, len: u16) -> Result<(), BatchError> {
+        if len == 0 || (flags.contains(ReplyFlags::ADVANCE_RIP) && len <= MAX_INSTRUCTION_LEN) {
+            Ok(())
+        } else {
+            Err(BatchError::BadAdvance { len: len.into() })
+        }
+    }
+
+    /// Encode into `out`: `[flags | count << 32, gpr_mask | advance_len << 16 |
+    /// injection << 32, injection_error | injection_len << 32]`, then the selected GPRs in register order,
     /// then `count` writes of two words each. Returns the words used.
     pub fn to_words(&self, out: &mut [u64; Self::SIZE]) -> usize {
         let mut w = Writer { out, pos: 0 };
         w.put(pair(self.flags.bits(), self.count));
-        w.put(pair(u32::from(self.gpr_mask), self.injection.raw()));
+        let masks = u32::from(self.gpr_mask) | u32::from(self.advance_len) << 16;
+        w.put(pair(masks, self.injection.raw()));
         w.put(pair(self.injection_error, self.injection_len));
         for (i, reg) in self.gprs.regs.iter().enumerate() {
             if self.gpr_mask & (1 << i) != 0 {
@@ -1139,8 +1163,9 @@ impl ExitReply {
         if reply.count as usize > MAX_WRITES {
             return Err(BatchError::TooManyWrites { count: reply.count });
         }
-        reply.gpr_mask = u16::try_from(lo(w1))
-            .map_err(|_| BatchError::BadGprMask { mask: u64::from(lo(w1)) })?;
+        reply.gpr_mask = lo(w1) as u16;
+        reply.advance_len = (lo(w1) >> 16) as u16;
+        Self::check_advance(reply.flags, reply.advance_len)?;
         reply.injection = EventInjection::from_raw(hi(w1));
         (reply.injection_error, reply.injection_len) = (lo(w2), hi(w2));
         if !reply.flags.contains(ReplyFlags::INJECT_EVENT) && (w2 != 0 || hi(w1) != 0) {
@@ -1268,6 +1293,12 @@ pub enum BatchError {
         /// The value written.
         value: u64,
     },
+    /// [`ExitReply::advance_len`] is above 15, or set without
+    /// [`ReplyFlags::ADVANCE_RIP`].
+    BadAdvance {
+        /// The length sent.
+        len: u32,
+    },
 }
 
 impl BatchError {
@@ -1291,6 +1322,7 @@ impl BatchError {
             Self::BadLength { .. } => 12,
             Self::ReservedBits { .. } => 13,
             Self::Liveness { .. } => 14,
+            Self::BadAdvance { .. } => 15,
         }
     }
 
@@ -1316,6 +1348,7 @@ impl BatchError {
             12 => "bad reply length",
             13 => "reserved bits set",
             14 => "would keep the CPU from the kernel",
+            15 => "bad RIP advance length",
             _ => "unknown batch error",
         }
     }
@@ -1354,6 +1387,7 @@ impl BatchError {
             Self::BadLength { expected, got } => (12, expected, got as u64, 0),
             Self::ReservedBits { word, bits } => (13, word, 0, bits),
             Self::Liveness { field, value } => (14, field, value, 0),
+            Self::BadAdvance { len } => (15, len, 0, 0),
         }
     }
 
@@ -1383,6 +1417,7 @@ impl BatchError {
             12 => Self::BadLength { expected: arg, got: u32::try_from(value).ok()? },
             13 => Self::ReservedBits { word: arg, bits },
             14 => Self::Liveness { field: arg, value },
+            15 => Self::BadAdvance { len: arg },
             _ => return None,
         };
         // Canonical form only: a word a variant does not use must be zero.
@@ -1429,6 +1464,7 @@ impl fmt::Display for BatchError {
             Self::BadFlags { flags } => write!(f, ": {flags:#x}"),
             Self::BadLength { expected, got } => write!(f, ": {got} words, expected {expected}"),
             Self::ReservedBits { word, bits } => write!(f, ": word {word}, bits {bits:#x}"),
+            Self::BadAdvance { len } => write!(f, ": {len} (1-15, with ADVANCE_RIP)"),
         }
     }
 }
@@ -1690,8 +1726,13 @@ mod tests {
         bad[0] = (MAX_WRITES as u64 + 1) << 32;
         assert_eq!(decode(&bad[..n]), Err(BatchError::TooManyWrites { count: 17 }));
         let mut bad = out;
-        bad[1] |= 1 << 16;
-        assert_eq!(decode(&bad[..n]), Err(BatchError::BadGprMask { mask: 0x1_0009 }));
+        bad[1] |= 16 << 16;
+        assert_eq!(decode(&bad[..n]), Err(BatchError::BadAdvance { len: 16 }));
+        let mut bad = out;
+        bad[1] |= 3 << 16;
+        assert_eq!(decode(&bad[..n]).map(|r| r.advance_len), Ok(3), "with ADVANCE_RIP");
+        bad[0] &= !u64::from(ReplyFlags::ADVANCE_RIP.bits());
+        assert_eq!(decode(&bad[..n]), Err(BatchError::BadAdvance { len: 3 }));
         let mut bad = out;
         bad[0] &= !u64::from(ReplyFlags::INJECT_EVENT.bits());
         assert_eq!(decode(&bad[..n]), Err(BatchError::BadInjection { info: 0x8000_0b0d }));
@@ -1713,7 +1754,7 @@ mod tests {
         assert!(r.writes().is_empty());
     }
 
-    fn every_batch_error() -> [BatchError; 14] {
+    fn every_batch_error() -> [BatchError; 15] {
         [
             BatchError::FieldNotWritable { field: 0x6c16 },
             BatchError::UnknownField { raw: 0x1234 },
@@ -1729,6 +1770,7 @@ mod tests {
             BatchError::BadLength { expected: 9, got: 8 },
             BatchError::ReservedBits { word: 5, bits: 1 << 32 },
             BatchError::Liveness { field: 0x4826, value: 3 },
+            BatchError::BadAdvance { len: 16 },
         ]
     }
 
@@ -1743,7 +1785,7 @@ mod tests {
             BatchError::FieldNotWritable { field: 0x6c16 }.to_words(),
             [0x0000_6c16_0000_0001, 0, 0]
         );
-        assert_eq!(BatchError::from_words(&[15, 0, 0]), None);
+        assert_eq!(BatchError::from_words(&[16, 0, 0]), None);
         assert_eq!(BatchError::from_words(&[1, 5, 0]), None, "unused words must be zero");
         assert_eq!(BatchError::from_words(&[1, 0]), None);
         assert_eq!(BatchError::from_words(&[12 | 9 << 32, 1 << 40, 0]), None);
@@ -1765,8 +1807,11 @@ mod tests {
 
     #[test]
     fn transfer_mask_rejects_unknown_bits() {
-        assert_eq!(TransferMask::from_bits(1 << 16), None);
-        assert_eq!(TransferMask::from_bits(0xffff), Some(TransferMask::ALL));
+        assert_eq!(TransferMask::from_bits(1 << 17), None);
+        assert_eq!(TransferMask::from_bits(0x1_ffff), Some(TransferMask::ALL));
+        // CS alone takes the segments' place on the wire.
+        let cs = TransferMask::CODE_SEGMENT;
+        assert_eq!(cs.extra_words(), TransferMask::SEGMENTS.extra_words());
         assert_eq!(TransferMask::ALL.extra_words(), ExitMessage::SIZE - ExitMessage::BASE_WORDS);
         assert_eq!(ReplyFlags::from_bits(0x10), None);
     }

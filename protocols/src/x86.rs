@@ -69,6 +69,9 @@ pub const RFLAGS_VM: u64 = RFlags::VIRTUAL_8086_MODE.bits();
 /// RFLAGS.AC: alignment check.
 pub const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
+/// The longest an x86 instruction may be, in bytes (SDM Vol. 2, 2.3.11).
+pub const MAX_INSTRUCTION_LEN: u16 = 15;
+
 #[cfg(test)]
 mod tests {
     /// The bit positions of the SDM, as a check that the names are the ones meant.

@@ -1009,9 +1009,9 @@ fn stop_reply() -> ExitReply {
     r
 }
 
-/// CS.L when the message carries segments.
+/// CS.L when the message carries CS.
 fn cs_long(msg: &ExitMessage) -> Option<bool> {
-    if !msg.transfer.contains(TransferMask::SEGMENTS) {
+    if !msg.transfer.intersects(TransferMask::ANY_SEGMENTS) {
         return None;
     }
     msg.segments.regs.get(SEG_CS).map(|cs| cs.access_rights & AR_L != 0)

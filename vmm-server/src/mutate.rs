@@ -43,7 +43,7 @@ pub fn malformed(r: &ExitReply) -> bool {
     ReplyFlags::from_bits(r.flags.bits()).is_none()
         || r.count as usize > MAX_WRITES
         || (!injects && event != 0)
-        || r.reserved != 0
+        || ExitReply::check_advance(r.flags, r.advance_len).is_err()
         || r.writes().iter().any(|w| w.reserved != 0)
 }
 
@@ -143,8 +143,8 @@ pub fn mutate(rng: &mut Rng, msg: &ExitMessage, real: &ExitReply, watchdog: bool
             0 => r.flags |= unknown_flag(rng),
             // More writes than a batch may carry.
             1 => r.count = (MAX_WRITES as u32).saturating_add(extra).saturating_add(1),
-            // A reserved field.
-            2 => r.reserved = 1 << rng.below(16),
+            // A RIP advance too long for any instruction.
+            2 => r.advance_len = 16 << rng.below(12),
             // Any bit of the area.
             _ => {
                 let bytes = bytemuck::bytes_of_mut(&mut r);

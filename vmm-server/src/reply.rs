@@ -24,7 +24,7 @@ impl<'a> ReplyBuilder<'a> {
         area.flags = ReplyFlags::NONE;
         area.count = 0;
         area.gpr_mask = 0;
-        area.reserved = 0;
+        area.advance_len = 0;
         area.injection = EventInjection::NONE;
         area.injection_error = 0;
         area.injection_len = 0;
@@ -74,6 +74,20 @@ impl<'a> ReplyBuilder<'a> {
     /// Add `flags`.
     pub fn flag(&mut self, flags: ReplyFlags) {
         self.r().flags |= flags;
+    }
+
+    /// Skip `len` bytes of instruction on resume (ADVANCE_RIP with an explicit length,
+    /// dropping an STI/MOV SS shadow as retiring it would): for exits whose instruction
+    /// length the CPU does not report, such as the EPT violation of an emulated MMIO
+    /// access. A length outside 1-15 would be refused by the kernel: it overflows here.
+    pub fn advance_by(&mut self, len: u8) {
+        if len == 0 || u16::from(len) > protocols::x86::MAX_INSTRUCTION_LEN {
+            self.overflow = true;
+            return;
+        }
+        let r = self.r();
+        r.flags |= ReplyFlags::ADVANCE_RIP;
+        r.advance_len = len.into();
     }
 
     /// Whether all of `flags` are set.

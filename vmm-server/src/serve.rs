@@ -36,9 +36,16 @@ const PORT_IO: TransferMask = TransferMask::QUALIFICATION
     .union(TransferMask::GUEST_LINEAR)
     .union(TransferMask::CR3);
 
-/// What an EPT exit reads: [`MOST`] and the segments, for CS (the code size and base the
-/// MMIO emulator fetches and decodes the instruction with).
-const EPT: TransferMask = MOST.union(TransferMask::SEGMENTS);
+/// What an EPT exit reads: the qualification, the guest-physical address, the vectoring
+/// information (an access cut short an event delivery), CR3 and CS alone (the MMIO
+/// emulator walks the guest's tables and decodes in CS's code size), and what the
+/// dispatcher wants on every exit.
+const EPT: TransferMask = TransferMask::QUALIFICATION
+    .union(TransferMask::GUEST_PHYSICAL)
+    .union(TransferMask::VECTORING)
+    .union(TransferMask::CR3)
+    .union(TransferMask::CODE_SEGMENT)
+    .union(TRANSFER_MASK);
 
 /// The transfer table this VMM puts in its vCPU state page (`VCpuConfigure` gets the
 /// controls, which cost no VMREAD, for every exit): CPUID needs nothing beyond the
@@ -220,7 +227,7 @@ mod tests {
         let meaning = |r: &ExitReply| {
             let regs: Vec<u64> =
                 (0..16).filter(|i| r.gpr_mask & 1 << i != 0).map(|i| r.gprs.regs[i]).collect();
-            let head = (r.flags, r.count, r.gpr_mask, r.reserved, r.injection);
+            let head = (r.flags, r.count, r.gpr_mask, r.advance_len, r.injection);
             (head, (r.injection_error, r.injection_len), regs, r.writes().to_vec())
         };
         assert_eq!(meaning(&dirty), meaning(&fresh));

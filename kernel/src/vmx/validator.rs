@@ -263,6 +263,13 @@ impl ValidatedBatch {
     /// `to`.
     pub fn load_gprs(&self, from: &Gprs, to: &mut Gprs) {
         let mut mask = self.gpr_mask;
+        // CPUID's answer, the commonest reply: RAX, RCX, RDX and RBX as one block.
+        if mask == 0b1111 {
+            if let (Some(t), Some(f)) = (to.regs.first_chunk_mut::<4>(), from.regs.first_chunk()) {
+                *t = *f;
+            }
+            return;
+        }
         while mask != 0 {
             // Below 16: the mask is 16 bits wide.
             let r = mask.trailing_zeros() as usize & 15;
@@ -314,6 +321,7 @@ struct Header {
     flags: ReplyFlags,
     count: usize,
     gpr_mask: u16,
+    advance_len: u16,
     injection: EventInjection,
     injection_error: u32,
     injection_len: u32,
@@ -340,6 +348,7 @@ fn header(reply: &ExitReply) -> Result<Header, BatchError> {
         flags,
         count: count as usize,
         gpr_mask: reply.gpr_mask,
+        advance_len: reply.advance_len,
         injection: reply.injection,
         injection_error: reply.injection_error,
         injection_len: reply.injection_len,
@@ -348,10 +357,7 @@ fn header(reply: &ExitReply) -> Result<Header, BatchError> {
     if !flags.contains(ReplyFlags::INJECT_EVENT) && event_words != 0 {
         return Err(BatchError::BadInjection { info: h.injection.raw() });
     }
-    let reserved = reply.reserved;
-    if reserved != 0 {
-        return Err(reserved_at(core::mem::offset_of!(ExitReply, reserved), reserved.into()));
-    }
+    ExitReply::check_advance(flags, h.advance_len)?;
     Ok(h)
 }
 
@@ -447,7 +453,7 @@ fn validate(
         out.push(Field::GuestRsp, reply.gprs.rsp())?;
     }
     if flags.contains(ReplyFlags::ADVANCE_RIP) {
-        advance_rip(out, now)?;
+        advance_rip(out, now, head.advance_len)?;
     }
     if flags.contains(ReplyFlags::INJECT_EVENT) {
         let event = head.injection;
@@ -480,10 +486,12 @@ fn validate(
     Ok(())
 }
 
-/// ADVANCE_RIP: skip the exiting instruction, as retiring it would, including the end of
-/// an STI or MOV SS interrupt shadow (unless the VMM set interruptibility itself).
-fn advance_rip(out: &mut ValidatedBatch, now: &VcpuState) -> Result<(), BatchError> {
-    let mut rip = now.rip.wrapping_add(now.exit_instruction_len.into());
+/// ADVANCE_RIP: skip the exiting instruction (`len` bytes, or the exit's instruction
+/// length where `len` is 0), as retiring it would, including the end of an STI or MOV SS
+/// interrupt shadow (unless the VMM set interruptibility itself).
+fn advance_rip(out: &mut ValidatedBatch, now: &VcpuState, len: u16) -> Result<(), BatchError> {
+    let len = if len != 0 { u32::from(len) } else { now.exit_instruction_len };
+    let mut rip = now.rip.wrapping_add(len.into());
     if out.next.controls.entry & entry::IA32E_MODE_GUEST == 0 {
         rip &= u64::from(u32::MAX);
     }
@@ -846,6 +854,13 @@ mod tests {
         assert_eq!(loaded.regs[..4], [1, 3, 4, 2]);
         assert!(!b.stop);
         assert_eq!(b.next.rip, 0x1002);
+        // RDMSR's answer: RAX and RDX only; the others keep their values.
+        let mut r = ExitReply::new();
+        r.set_gpr(Gprs::RAX, 7).unwrap();
+        r.set_gpr(Gprs::RDX, 8).unwrap();
+        let mut loaded = Gprs { regs: [9; 16] };
+        decode(&r).unwrap().load_gprs(&r.gprs, &mut loaded);
+        assert_eq!(loaded.regs[..4], [7, 9, 8, 9]);
     }
 
     #[test]
@@ -1287,6 +1302,23 @@ mod tests {
         assert_eq!(b.writes(), [(Field::GuestRip, 1)]);
     }
 
+    #[test]
+    fn an_explicit_advance_length_replaces_the_exits() {
+        // An EPT violation reports no instruction length: the VMM that decoded the
+        // instruction says how long it was.
+        let mut r = ExitReply::new();
+        r.flags = ReplyFlags::ADVANCE_RIP;
+        r.advance_len = 7;
+        assert_eq!(decode(&r).unwrap().writes(), [(Field::GuestRip, 0x1007)]);
+        r.advance_len = 0;
+        assert_eq!(decode(&r).unwrap().writes(), [(Field::GuestRip, 0x1002)], "the exit's 2");
+        r.advance_len = 16;
+        assert_eq!(decode(&r).unwrap_err(), BatchError::BadAdvance { len: 16 });
+        r.advance_len = 3;
+        r.flags = ReplyFlags::NONE;
+        assert_eq!(decode(&r).unwrap_err(), BatchError::BadAdvance { len: 3 }, "no flag");
+    }
+
     /// The liveness invariant: no batch leaves the CPU where the next tick cannot take
     /// it back.
     #[test]
@@ -1349,8 +1381,8 @@ mod tests {
         raw.injection = EventInjection::exception(13);
         assert!(matches!(decode(&raw), Err(BatchError::BadInjection { .. })), "no INJECT_EVENT");
         let mut raw = r;
-        raw.reserved = 1;
-        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 2, bits: 1 << 48 }));
+        raw.advance_len = 16;
+        assert_eq!(decode(&raw), Err(BatchError::BadAdvance { len: 16 }));
         let mut raw = r;
         raw.write(Field::GuestRip, 0x2000).unwrap();
         raw.writes[0].reserved = 5;

@@ -51,6 +51,11 @@ fn gpr(r: &ExitReply, reg: u8) -> Option<u64> {
     (r.gpr_mask & (1 << reg) != 0).then(|| r.gprs.regs[usize::from(reg)])
 }
 
+/// How far the reply moves RIP past the instruction (ADVANCE_RIP with its length).
+fn advanced(r: &ExitReply) -> Option<u16> {
+    r.flags.contains(ReplyFlags::ADVANCE_RIP).then_some(r.advance_len)
+}
+
 fn written(r: &ExitReply, f: Field) -> Option<u64> {
     r.writes().iter().find(|w| w.field == f as u32).map(|w| w.value)
 }
@@ -773,15 +778,15 @@ fn mmio_store_and_load_round_trip_through_a_device() {
     assert_well_formed(&m, &r);
     assert_eq!(v.run_state(), RunState::Running);
     assert_eq!(v.platform().scratch.bytes()[0x30..0x34], [0x78, 0x56, 0x34, 0x12]);
-    assert_eq!(written(&r, Field::GuestRip), Some(0x100a));
-    assert!(!r.flags.contains(ReplyFlags::ADVANCE_RIP), "the exit's length is not defined");
+    assert_eq!(advanced(&r), Some(0x0a));
+    assert_eq!(written(&r, Field::GuestRip), None, "the kernel moves RIP by the decoded length");
     let mut m = with_gprs(ept_exit(0xfee0_0030, false, 0x100a), &[(Gprs::RAX, u64::MAX)]);
     m.interruptibility = 1;
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
     assert_eq!(gpr(&r, Gprs::RAX), Some(0x1234_5678));
-    assert_eq!(written(&r, Field::GuestRip), Some(0x100f));
-    assert_eq!(written(&r, Field::GuestInterruptibility), Some(0));
+    assert_eq!(advanced(&r), Some(5));
+    // ADVANCE_RIP makes the kernel drop the interrupt shadow, as retiring would.
     assert_eq!(v.mmio_bus().unclaimed_reads(), 0);
 }
 
@@ -811,12 +816,13 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
         reason.to_string(),
         "MMIO access at 0xfee00030: unsupported instruction ADD (01 05 30 00 e0 fe)"
     );
-    // Without the segments group the VMM cannot tell the code size.
+    // Without CS the VMM cannot tell the code size.
     let mut v = vm();
     v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
     let mut m = ept_exit(0xfee0_0030, false, 0x1000);
-    m.transfer =
-        TransferMask::from_bits(m.transfer.bits() & !TransferMask::SEGMENTS.bits()).unwrap();
+    let segments = TransferMask::ANY_SEGMENTS.bits();
+    m.transfer = TransferMask::from_bits(m.transfer.bits() & !segments).unwrap();
     v.handle(&m);
-    assert_eq!(v.run_state(), RunState::Stopped(StopReason::NeedsTransfer(TransferMask::SEGMENTS)));
+    let needs = StopReason::NeedsTransfer(TransferMask::CODE_SEGMENT);
+    assert_eq!(v.run_state(), RunState::Stopped(needs));
 }

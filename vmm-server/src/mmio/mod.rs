@@ -4,9 +4,9 @@
 //! access on the device through the bus, loads the destination register with x86's
 //! extension rules and sets RIP past the instruction.
 //!
-//! The exit's instruction length is not defined for EPT violations, so the reply cannot
-//! use ADVANCE_RIP: it writes guest RIP explicitly and, as retiring the instruction would,
-//! drops an STI/MOV SS interrupt shadow. Anything that is not a plain MOV, MOVZX or MOVSX
+//! The exit's instruction length is not defined for EPT violations, so the reply gives
+//! the decoded length with ADVANCE_RIP (`ExitReply::advance_len`): the kernel moves RIP
+//! past the instruction and drops an STI/MOV SS interrupt shadow, as retiring it would. Anything that is not a plain MOV, MOVZX or MOVSX
 //! between a register (or immediate) and the device is refused with an [`MmioError`] that
 //! names it; the dispatcher stops the VM with it rather than guess.
 
@@ -15,7 +15,6 @@ pub mod fetch;
 
 use core::fmt;
 
-use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
 use protocols::x86::{CR0_PE, EFER_LMA, RFLAGS_VM};
 
@@ -33,8 +32,6 @@ const AR_L: u32 = 1 << 13;
 const AR_D: u32 = 1 << 14;
 /// Index of CS in [`protocols::vmexit::Segments`].
 const SEG_CS: usize = 1;
-/// Interruptibility: blocking by STI or by MOV SS.
-const SHADOW: u32 = 0b11;
 
 /// Why an MMIO access was not emulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,10 +83,11 @@ pub struct MmioContext {
     pub efer: u64,
 }
 
-/// The code size of the guest at the exit, from CS (which needs the segments group).
+/// The code size of the guest at the exit, from CS (which needs the segments group or
+/// CS alone).
 pub fn code_size(msg: &ExitMessage, efer: u64) -> Result<CodeSize, MmioError> {
-    if !msg.transfer.contains(TransferMask::SEGMENTS) {
-        return Err(MmioError::NeedsTransfer(TransferMask::SEGMENTS));
+    if !msg.transfer.intersects(TransferMask::ANY_SEGMENTS) {
+        return Err(MmioError::NeedsTransfer(TransferMask::CODE_SEGMENT));
     }
     let ar = msg.segments.regs.get(SEG_CS).map_or(0, |cs| cs.access_rights);
     Ok(if efer & EFER_LMA != 0 && ar & AR_L != 0 {
@@ -163,16 +161,9 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
             bus.write(devices, gpa, data);
         }
     }
-    let next = msg.rip.wrapping_add(u64::from(decoded.len));
-    let next = match size {
-        CodeSize::Bits64 => next,
-        CodeSize::Bits32 => next & 0xffff_ffff,
-        CodeSize::Bits16 => next & 0xffff,
-    };
-    reply.write(Field::GuestRip, next);
-    if msg.interruptibility & SHADOW != 0 {
-        reply.write(Field::GuestInterruptibility, u64::from(msg.interruptibility & !SHADOW));
-    }
+    // The kernel adds the length to RIP (wrapping it in legacy modes) and drops an
+    // interrupt shadow, with no VMCS write to validate.
+    reply.advance_by(decoded.len);
     Ok(())
 }
 

@@ -21,8 +21,10 @@ use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
-use protocols::vmcs::{Field, SEGMENT_FIELDS};
-use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
+use protocols::vmcs::{Field, SegmentFields, SEGMENT_FIELDS};
+use protocols::vmexit::{
+    ExitMessage, ExitReason, Gprs, Segment, TransferMask, EXIT_REASON_ENTRY_FAILURE,
+};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
 /// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
@@ -162,13 +164,12 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
         return;
     }
     if mask.contains(TransferMask::SEGMENTS) {
-        for (seg, (selector, base, limit, access)) in
-            msg.segments.regs.iter_mut().zip(SEGMENT_FIELDS)
-        {
-            seg.selector = vmread(root, selector) as u16;
-            seg.limit = vmread(root, limit) as u32;
-            seg.access_rights = vmread(root, access) as u32;
-            seg.base = vmread(root, base);
+        for (seg, fields) in msg.segments.regs.iter_mut().zip(SEGMENT_FIELDS) {
+            read_segment(root, seg, fields);
+        }
+    } else if mask.contains(TransferMask::CODE_SEGMENT) {
+        if let (Some(cs), Some(fields)) = (msg.segments.regs.get_mut(CS), SEGMENT_FIELDS.get(CS)) {
+            read_segment(root, cs, *fields);
         }
     }
     if mask.contains(TransferMask::DESCRIPTOR_TABLES) {
@@ -204,8 +205,20 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
     }
 }
 
+/// CS's index in [`SEGMENT_FIELDS`] and the message's segments.
+const CS: usize = 1;
+
+/// One segment register's four fields.
+fn read_segment(root: &VmxRoot, seg: &mut Segment, (selector, base, limit, access): SegmentFields) {
+    seg.selector = vmread(root, selector) as u16;
+    seg.limit = vmread(root, limit) as u32;
+    seg.access_rights = vmread(root, access) as u32;
+    seg.base = vmread(root, base);
+}
+
 /// The groups [`read_groups`] fills, each with VMREADs of guest state.
 const GUEST_STATE_GROUPS: TransferMask = TransferMask::SEGMENTS
+    .union(TransferMask::CODE_SEGMENT)
     .union(TransferMask::DESCRIPTOR_TABLES)
     .union(TransferMask::EFER_PAT)
     .union(TransferMask::DEBUG_CONTROLS)
