@@ -36,6 +36,7 @@ use crate::guest_memory::GuestMemory;
 use crate::guest_time::GuestTime;
 use crate::hypercall::{self, Hypercall};
 use crate::io::{self, GuestMode, IoFault};
+use crate::mmio::decode_cache::DecodeCache;
 use crate::mmio::{self, MmioContext, MmioError};
 use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::PagingMode;
@@ -316,6 +317,8 @@ pub struct Vm<M, S> {
     platform: Platform<S>,
     ports: Bus<PortKey, PORT_SLOTS>,
     mmio: Bus<MmioKey, MMIO_SLOTS>,
+    /// The instructions the MMIO emulator decoded last.
+    mmio_decoded: DecodeCache,
     memory: M,
     cpuid: CpuidTable,
     msr: MsrPolicy,
@@ -359,6 +362,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             platform: Platform::new(sink, config.unix_time),
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
             mmio: Bus::new(),
+            mmio_decoded: DecodeCache::default(),
             memory,
             msr: MsrPolicy::new(&cpuid),
             cr: CrState::new(
@@ -693,7 +697,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if self.mmio.resolve(gpa, 1).is_none() {
             return Err(StopReason::Mmio { gpa });
         }
-        let ctx = MmioContext { efer: self.efer() };
+        let ctx = MmioContext { efer: self.long_mode.efer, decoded: &mut self.mmio_decoded };
         mmio::emulate(msg, ctx, gpa, &self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
                 MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),

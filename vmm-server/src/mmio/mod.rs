@@ -11,6 +11,7 @@
 //! names it; the dispatcher stops the VM with it rather than guess.
 
 pub mod decode;
+pub mod decode_cache;
 pub mod fetch;
 
 use core::fmt;
@@ -24,6 +25,7 @@ use crate::guest_memory::GuestMemory;
 use crate::paging::PagingMode;
 use crate::reply::ReplyBuilder;
 use decode::{Access, CodeSize, DecodeFailure, Extend, InstructionBytes, Source};
+use decode_cache::DecodeCache;
 use fetch::FetchError;
 
 /// Segment access rights: CS.L (64-bit code).
@@ -76,11 +78,13 @@ impl fmt::Display for MmioError {
     }
 }
 
-/// The guest state emulation reads besides the exit message.
-#[derive(Clone, Copy, Debug)]
-pub struct MmioContext {
+/// The guest state emulation reads besides the exit message, and the VM's decode cache.
+#[derive(Debug)]
+pub struct MmioContext<'a> {
     /// Guest IA32_EFER as the VMM tracks it.
     pub efer: u64,
+    /// The instructions decoded last.
+    pub decoded: &'a mut DecodeCache,
 }
 
 /// The code size of the guest at the exit, from CS (which needs the segments group or
@@ -104,7 +108,7 @@ pub fn code_size(msg: &ExitMessage, efer: u64) -> Result<CodeSize, MmioError> {
 /// register and the new RIP.
 pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     msg: &ExitMessage,
-    ctx: MmioContext,
+    ctx: MmioContext<'_>,
     gpa: u64,
     mem: &impl GuestMemory,
     bus: &mut Bus<K, N>,
@@ -122,7 +126,7 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     let mode = PagingMode::from_regs(msg.cr0, msg.cr4, ctx.efer);
     let fetched = fetch::fetch(mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
     let bytes = InstructionBytes::new(fetched.bytes(), size);
-    let decoded = match decode::decode(fetched.bytes(), size) {
+    let decoded = match ctx.decoded.decode(fetched.bytes(), size) {
         Ok(d) => d,
         Err(DecodeFailure::Truncated) => {
             return Err(fetched.stopped.map_or(MmioError::Undecodable(bytes), MmioError::Fetch))

@@ -161,7 +161,8 @@ impl Setup {
     fn run(&mut self, msg: &ExitMessage, efer: u64) -> (Result<(), MmioError>, ExitReply) {
         let mut area = ExitReply::new();
         let mut r = ReplyBuilder::within(&mut area);
-        let ctx = MmioContext { efer };
+        let mut cache = super::decode_cache::DecodeCache::default();
+        let ctx = MmioContext { efer, decoded: &mut cache };
         let result =
             emulate(msg, ctx, msg.guest_physical, &self.ram, &mut self.bus, &mut self.regs, &mut r);
         (result, r.finish())
