@@ -6,6 +6,7 @@
 //! code that changed, or another instruction at the same address, is decoded afresh.
 
 use super::decode::{self, CodeSize, DecodeFailure, Decoded};
+use super::fetch::MAX_INSTRUCTION;
 
 /// Instructions kept.
 const ENTRIES: usize = 4;
@@ -13,8 +14,19 @@ const ENTRIES: usize = 4;
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     size: CodeSize,
-    bytes: [u8; 16],
+    /// The instruction's bytes, little-endian, zero past its length: one compare.
+    bytes: u128,
     decoded: Decoded,
+}
+
+/// The first `len` (at most 15) of `bytes`, little-endian.
+fn key(bytes: &[u8; MAX_INSTRUCTION], len: u8) -> u128 {
+    let mut all = [0u8; 16];
+    if let Some(to) = all.first_chunk_mut::<MAX_INSTRUCTION>() {
+        *to = *bytes;
+    }
+    let mask = (1u128 << (8 * u32::from(len.min(15)))).wrapping_sub(1);
+    u128::from_le_bytes(all) & mask
 }
 
 /// The last [`ENTRIES`] instructions decoded, replaced round robin.
@@ -26,23 +38,24 @@ pub struct DecodeCache {
 }
 
 impl DecodeCache {
-    /// [`decode::decode`] of `bytes` in `size`, from the cache when it holds them.
-    pub fn decode(&mut self, bytes: &[u8], size: CodeSize) -> Result<Decoded, DecodeFailure> {
+    /// [`decode::decode`] of the first `len` of `bytes` (the bytes fetched at RIP) in
+    /// `size`, from the cache when it holds them.
+    pub fn decode(
+        &mut self,
+        bytes: &[u8; MAX_INSTRUCTION],
+        len: usize,
+        size: CodeSize,
+    ) -> Result<Decoded, DecodeFailure> {
         for e in self.entries.iter().flatten() {
-            let len = usize::from(e.decoded.len);
-            if e.size == size && bytes.get(..len).is_some_and(|b| Some(b) == e.bytes.get(..len)) {
+            let n = e.decoded.len;
+            if e.size == size && usize::from(n) <= len && key(bytes, n) == e.bytes {
                 self.hits = self.hits.wrapping_add(1);
                 return Ok(e.decoded);
             }
         }
-        let decoded = decode::decode(bytes, size)?;
-        let mut kept = [0u8; 16];
-        let len = usize::from(decoded.len).min(kept.len());
-        if let (Some(to), Some(from)) = (kept.get_mut(..len), bytes.get(..len)) {
-            to.copy_from_slice(from);
-        }
+        let decoded = decode::decode(bytes.get(..len).unwrap_or_default(), size)?;
         if let Some(slot) = self.entries.get_mut(self.next % ENTRIES) {
-            *slot = Some(Entry { size, bytes: kept, decoded });
+            *slot = Some(Entry { size, bytes: key(bytes, decoded.len), decoded });
         }
         self.next = self.next.wrapping_add(1);
         Ok(decoded)
@@ -57,7 +70,19 @@ impl DecodeCache {
 #[cfg(test)]
 mod tests {
     use super::{DecodeCache, ENTRIES};
-    use crate::mmio::decode::{decode, CodeSize, DecodeFailure};
+    use crate::mmio::decode::{decode, CodeSize, DecodeFailure, Decoded};
+    use crate::mmio::fetch::MAX_INSTRUCTION;
+
+    /// `bytes` as fetched: padded to 15, with their count.
+    fn fetched(
+        c: &mut DecodeCache,
+        bytes: &[u8],
+        size: CodeSize,
+    ) -> Result<Decoded, DecodeFailure> {
+        let mut all = [0u8; MAX_INSTRUCTION];
+        all[..bytes.len()].copy_from_slice(bytes);
+        c.decode(&all, bytes.len(), size)
+    }
 
     #[test]
     fn a_cached_decode_is_the_decoders_and_needs_the_same_bytes() {
@@ -65,19 +90,19 @@ mod tests {
         // mov eax, [rbx + 0x10], then whatever follows it in memory.
         let load = [0x8b, 0x43, 0x10, 0xc3, 0x90];
         let want = decode(&load, CodeSize::Bits64);
-        assert_eq!(c.decode(&load, CodeSize::Bits64), want);
+        assert_eq!(fetched(&mut c, &load, CodeSize::Bits64), want);
         assert_eq!(c.hits(), 0);
         // The bytes past the instruction do not matter; its own bytes and the size do.
-        assert_eq!(c.decode(&[0x8b, 0x43, 0x10, 0xcc], CodeSize::Bits64), want);
+        assert_eq!(fetched(&mut c, &[0x8b, 0x43, 0x10, 0xcc], CodeSize::Bits64), want);
         assert_eq!(c.hits(), 1);
         let other = [0x8b, 0x43, 0x18];
-        assert_eq!(c.decode(&other, CodeSize::Bits64), decode(&other, CodeSize::Bits64));
+        assert_eq!(fetched(&mut c, &other, CodeSize::Bits64), decode(&other, CodeSize::Bits64));
         assert_eq!(c.hits(), 1, "a different displacement is decoded");
         // 8b 43 10 in 16-bit code is mov ax, [bp + di + 0x10]: another instruction.
-        assert_eq!(c.decode(&load, CodeSize::Bits16), decode(&load, CodeSize::Bits16));
+        assert_eq!(fetched(&mut c, &load, CodeSize::Bits16), decode(&load, CodeSize::Bits16));
         assert_eq!(c.hits(), 1);
         // A truncated copy of a cached instruction is no hit.
-        assert_eq!(c.decode(&load[..2], CodeSize::Bits64), Err(DecodeFailure::Truncated));
+        assert_eq!(fetched(&mut c, &load[..2], CodeSize::Bits64), Err(DecodeFailure::Truncated));
     }
 
     #[test]
@@ -85,12 +110,12 @@ mod tests {
         let mut c = DecodeCache::default();
         let insn = |disp: u8| [0x8b, 0x43, disp];
         for d in 0..=ENTRIES as u8 {
-            c.decode(&insn(d), CodeSize::Bits64).unwrap();
+            fetched(&mut c, &insn(d), CodeSize::Bits64).unwrap();
         }
         assert_eq!(c.hits(), 0);
-        c.decode(&insn(ENTRIES as u8), CodeSize::Bits64).unwrap();
+        fetched(&mut c, &insn(ENTRIES as u8), CodeSize::Bits64).unwrap();
         assert_eq!(c.hits(), 1, "the newest stays");
-        c.decode(&insn(0), CodeSize::Bits64).unwrap();
+        fetched(&mut c, &insn(0), CodeSize::Bits64).unwrap();
         assert_eq!(c.hits(), 1, "the oldest went");
     }
 }

@@ -125,18 +125,19 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     let linear = if bits64 { msg.rip } else { cs_base.wrapping_add(msg.rip) & 0xffff_ffff };
     let mode = PagingMode::from_regs(msg.cr0, msg.cr4, ctx.efer);
     let fetched = fetch::fetch(mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
-    let bytes = InstructionBytes::new(fetched.bytes(), size);
-    let decoded = match ctx.decoded.decode(fetched.bytes(), size) {
+    // The bytes as an error names them: built only for an error, off the exit path.
+    let bytes = || InstructionBytes::new(fetched.bytes(), size);
+    let decoded = match ctx.decoded.decode(&fetched.bytes, fetched.len, size) {
         Ok(d) => d,
         Err(DecodeFailure::Truncated) => {
-            return Err(fetched.stopped.map_or(MmioError::Undecodable(bytes), MmioError::Fetch))
+            return Err(fetched.stopped.map_or(MmioError::Undecodable(bytes()), MmioError::Fetch))
         }
-        Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes)),
-        Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes)),
+        Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes())),
+        Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes())),
     };
     let is_store = matches!(decoded.access, Access::Store { .. });
     if write.is_some_and(|w| w != is_store) {
-        return Err(MmioError::DirectionMismatch(bytes));
+        return Err(MmioError::DirectionMismatch(bytes()));
     }
     let mut data = [0u8; 8];
     let data = data.get_mut(..usize::from(decoded.access.width())).unwrap_or_default();
