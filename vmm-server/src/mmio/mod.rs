@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod fetch;
+pub mod flags;
 
 use core::fmt;
 
