@@ -126,6 +126,8 @@ pub enum StopReason {
     MmioEmulation {
         /// The guest-physical address.
         gpa: u64,
+        /// The guest RIP of the instruction.
+        rip: u64,
         /// Why (the instruction is named where it decoded).
         error: MmioError,
     },
@@ -175,7 +177,9 @@ impl fmt::Display for StopReason {
                 write!(f, "emulated access would page-fault at {linear:#x}")
             }
             Self::Mmio { gpa } => write!(f, "access to unbacked guest-physical {gpa:#x}"),
-            Self::MmioEmulation { gpa, error } => write!(f, "MMIO access at {gpa:#x}: {error}"),
+            Self::MmioEmulation { gpa, rip, error } => {
+                write!(f, "MMIO access at {gpa:#x} from RIP {rip:#x}: {error}")
+            }
             Self::ReplyOverflow => f.write_str("reply batch overflow"),
             Self::BadVectoring { info } => {
                 write!(f, "IDT-vectoring information {info:#x} cannot be re-injected")
@@ -694,10 +698,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::Mmio { gpa });
         }
         let ctx = MmioContext { efer: self.efer() };
-        mmio::emulate(msg, ctx, gpa, &self.memory, &mut self.mmio, &mut self.platform, reply)
+        mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
                 MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
-                error => StopReason::MmioEmulation { gpa, error },
+                error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
             })
     }
 

@@ -91,7 +91,7 @@ const fn result_flags(r: u64, width: u8) -> u64 {
     if r & sign(width) != 0 {
         f |= SF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones() & 1 == 0 {
         f |= PF;
     }
     f
@@ -183,7 +183,7 @@ mod tests {
             f |= if arith && nibble { AF } else { 0 };
             f |= if r == 0 { ZF } else { 0 };
             f |= if r >> (bits - 1) & 1 == 1 { SF } else { 0 };
-            f |= if (r & 0xff).count_ones() % 2 == 0 { PF } else { 0 };
+            f |= if (r & 0xff).count_ones().is_multiple_of(2) { PF } else { 0 };
             (r, f)
         }
         let ops = [AluOp::Add, AluOp::Or, AluOp::And, AluOp::Sub, AluOp::Xor, AluOp::Cmp];
