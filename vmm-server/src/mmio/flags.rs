@@ -124,7 +124,7 @@ pub const fn merge(rflags: u64, flags: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{merge, AluOp, AF, ARITHMETIC, CF, OF, PF, SF, ZF};
 
     /// Known results, as a CPU computes them.
@@ -153,39 +153,41 @@ mod tests {
         assert_eq!(merge(0x246, ARITHMETIC), 0x202 | ARITHMETIC);
     }
 
-    /// Every pair of bytes and a sample of wider pairs against a computation through wider
-    /// integers: the carry out of a wider sum, the signed result out of range.
+    /// `op` computed through wider integers: the carry out of a wider sum, the signed
+    /// result out of range (shared with the emulator's model test).
+    pub(in crate::mmio) fn reference(op: AluOp, a: u64, b: u64, width: u8) -> (u64, u64) {
+        let bits = u32::from(width) * 8;
+        let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let (a, b) = (a & mask, b & mask);
+        let signed = |v: u64| ((v << (64 - bits)) as i64 >> (64 - bits)) as i128;
+        let (wide, swide) = match op {
+            AluOp::Add => (i128::from(a) + i128::from(b), signed(a) + signed(b)),
+            AluOp::Sub | AluOp::Cmp => (i128::from(a) - i128::from(b), signed(a) - signed(b)),
+            AluOp::Or => (i128::from(a | b), 0),
+            AluOp::And | AluOp::Test => (i128::from(a & b), 0),
+            AluOp::Xor => (i128::from(a ^ b), 0),
+        };
+        let r = (wide as u64) & mask;
+        let min = -(1i128 << (bits - 1));
+        let max = (1i128 << (bits - 1)) - 1;
+        let mut f = 0;
+        f |= if wide < 0 || wide > i128::from(mask) { CF } else { 0 };
+        f |= if swide < min || swide > max { OF } else { 0 };
+        let arith = matches!(op, AluOp::Add | AluOp::Sub | AluOp::Cmp);
+        let nibble = match op {
+            AluOp::Add => (a & 0xf) + (b & 0xf) > 0xf,
+            _ => (a & 0xf) < (b & 0xf),
+        };
+        f |= if arith && nibble { AF } else { 0 };
+        f |= if r == 0 { ZF } else { 0 };
+        f |= if r >> (bits - 1) & 1 == 1 { SF } else { 0 };
+        f |= if (r & 0xff).count_ones().is_multiple_of(2) { PF } else { 0 };
+        (r, f)
+    }
+
+    /// Every pair of bytes and a sample of wider pairs against [`reference`].
     #[test]
     fn matches_wide_arithmetic() {
-        fn reference(op: AluOp, a: u64, b: u64, width: u8) -> (u64, u64) {
-            let bits = u32::from(width) * 8;
-            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
-            let (a, b) = (a & mask, b & mask);
-            let signed = |v: u64| ((v << (64 - bits)) as i64 >> (64 - bits)) as i128;
-            let (wide, swide) = match op {
-                AluOp::Add => (i128::from(a) + i128::from(b), signed(a) + signed(b)),
-                AluOp::Sub | AluOp::Cmp => (i128::from(a) - i128::from(b), signed(a) - signed(b)),
-                AluOp::Or => (i128::from(a | b), 0),
-                AluOp::And | AluOp::Test => (i128::from(a & b), 0),
-                AluOp::Xor => (i128::from(a ^ b), 0),
-            };
-            let r = (wide as u64) & mask;
-            let min = -(1i128 << (bits - 1));
-            let max = (1i128 << (bits - 1)) - 1;
-            let mut f = 0;
-            f |= if wide < 0 || wide > i128::from(mask) { CF } else { 0 };
-            f |= if swide < min || swide > max { OF } else { 0 };
-            let arith = matches!(op, AluOp::Add | AluOp::Sub | AluOp::Cmp);
-            let nibble = match op {
-                AluOp::Add => (a & 0xf) + (b & 0xf) > 0xf,
-                _ => (a & 0xf) < (b & 0xf),
-            };
-            f |= if arith && nibble { AF } else { 0 };
-            f |= if r == 0 { ZF } else { 0 };
-            f |= if r >> (bits - 1) & 1 == 1 { SF } else { 0 };
-            f |= if (r & 0xff).count_ones().is_multiple_of(2) { PF } else { 0 };
-            (r, f)
-        }
         let ops = [AluOp::Add, AluOp::Or, AluOp::And, AluOp::Sub, AluOp::Xor, AluOp::Cmp];
         for op in ops {
             for a in 0..=0xffu64 {
