@@ -121,6 +121,8 @@ pub enum StopReason {
     Mmio {
         /// The guest-physical address.
         gpa: u64,
+        /// The guest RIP of the access.
+        rip: u64,
     },
     /// An access to an MMIO device that could not be emulated.
     MmioEmulation {
@@ -176,7 +178,9 @@ impl fmt::Display for StopReason {
             Self::PageFault { linear } => {
                 write!(f, "emulated access would page-fault at {linear:#x}")
             }
-            Self::Mmio { gpa } => write!(f, "access to unbacked guest-physical {gpa:#x}"),
+            Self::Mmio { gpa, rip } => {
+                write!(f, "access to unbacked guest-physical {gpa:#x} from RIP {rip:#x}")
+            }
             Self::MmioEmulation { gpa, rip, error } => {
                 write!(f, "MMIO access at {gpa:#x} from RIP {rip:#x}: {error}")
             }
@@ -695,7 +699,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
         }
         if self.mmio.resolve(gpa, 1).is_none() {
-            return Err(StopReason::Mmio { gpa });
+            return Err(StopReason::Mmio { gpa, rip: msg.rip });
         }
         let ctx = MmioContext { efer: self.efer() };
         mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)

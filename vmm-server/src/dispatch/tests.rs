@@ -792,7 +792,9 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
     let m = ept_exit(0xfec0_0000, false, 0x1000);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
-    assert_eq!(v.run_state(), RunState::Stopped(StopReason::Mmio { gpa: 0xfec0_0000 }));
+    let stop = StopReason::Mmio { gpa: 0xfec0_0000, rip: 0x1000 };
+    assert_eq!(v.run_state(), RunState::Stopped(stop));
+    assert_eq!(stop.to_string(), "access to unbacked guest-physical 0xfec00000 from RIP 0x1000");
     // An instruction the emulator does not handle is named.
     let mut v = vm();
     v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();

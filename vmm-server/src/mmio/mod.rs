@@ -127,8 +127,9 @@ pub fn code_size(msg: &ExitMessage, efer: u64) -> Result<CodeSize, MmioError> {
 }
 
 /// Emulate the instruction behind the EPT exit `msg` at guest-physical `gpa` against
-/// `devices` through `bus`, with guest RAM `mem`; on success the reply holds the loaded
-/// register and the new RIP.
+/// `devices` through `bus`, with guest RAM `mem` (the RAM side of MOVS); on success the
+/// reply holds what the instruction changes: registers, RFLAGS, and RIP unless a REP
+/// instruction has iterations left.
 pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     msg: &ExitMessage,
     ctx: MmioContext,

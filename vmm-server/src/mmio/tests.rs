@@ -1,5 +1,8 @@
 //! Host tests of MMIO emulation: the decoder's view of the encodings a guest uses on
-//! device registers, the register-write rules, and whole exits against a register file.
+//! device registers, the register-write rules, and whole exits against a register file
+//! (loads and stores, ALU results and flags, XCHG, MOVS/STOS with REP in every address
+//! size); a model of the ALU opcode map run over random instructions; random bytes that
+//! must never panic the emulator.
 
 use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, Gprs, TransferMask};
