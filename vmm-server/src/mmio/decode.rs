@@ -189,7 +189,7 @@ impl Access {
     /// store, `Some(false)` for a read, `None` where either may be reported (the
     /// read-modify-write forms, whose first access is a read, and string instructions,
     /// whose sides are resolved by their own addresses).
-    pub const fn writes(&self) -> Option<bool> {
+    pub const fn direction(&self) -> Option<bool> {
         match *self {
             Self::Load { .. } | Self::AluRegister { .. } => Some(false),
             Self::Store { .. } => Some(true),

@@ -158,7 +158,7 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
         Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes)),
         Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes)),
     };
-    if write.zip(decoded.access.writes()).is_some_and(|(exit, inst)| exit != inst) {
+    if write.zip(decoded.access.direction()).is_some_and(|(exit, inst)| exit != inst) {
         return Err(MmioError::DirectionMismatch(bytes));
     }
     let reg = |index: u8| msg.gprs.get(index).unwrap_or(0);
