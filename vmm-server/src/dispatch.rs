@@ -122,11 +122,15 @@ pub enum StopReason {
     Mmio {
         /// The guest-physical address.
         gpa: u64,
+        /// The guest RIP of the access.
+        rip: u64,
     },
     /// An access to an MMIO device that could not be emulated.
     MmioEmulation {
         /// The guest-physical address.
         gpa: u64,
+        /// The guest RIP of the instruction.
+        rip: u64,
         /// Why (the instruction is named where it decoded).
         error: MmioError,
     },
@@ -175,8 +179,12 @@ impl fmt::Display for StopReason {
             Self::PageFault { linear } => {
                 write!(f, "emulated access would page-fault at {linear:#x}")
             }
-            Self::Mmio { gpa } => write!(f, "access to unbacked guest-physical {gpa:#x}"),
-            Self::MmioEmulation { gpa, error } => write!(f, "MMIO access at {gpa:#x}: {error}"),
+            Self::Mmio { gpa, rip } => {
+                write!(f, "access to unbacked guest-physical {gpa:#x} from RIP {rip:#x}")
+            }
+            Self::MmioEmulation { gpa, rip, error } => {
+                write!(f, "MMIO access at {gpa:#x} from RIP {rip:#x}: {error}")
+            }
             Self::ReplyOverflow => f.write_str("reply batch overflow"),
             Self::BadVectoring { info } => {
                 write!(f, "IDT-vectoring information {info:#x} cannot be re-injected")
@@ -695,13 +703,13 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
         }
         if self.mmio.resolve(gpa, 1).is_none() {
-            return Err(StopReason::Mmio { gpa });
+            return Err(StopReason::Mmio { gpa, rip: msg.rip });
         }
         let ctx = MmioContext { efer: self.long_mode.efer, decoded: &mut self.mmio_decoded };
-        mmio::emulate(msg, ctx, gpa, &self.memory, &mut self.mmio, &mut self.platform, reply)
+        mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
                 MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
-                error => StopReason::MmioEmulation { gpa, error },
+                error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
             })
     }
 

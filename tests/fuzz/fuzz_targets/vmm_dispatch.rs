@@ -14,7 +14,9 @@
 //! exit with a bare STOP and stays stopped; and the exit counter moves by at most one.
 //!
 //! Every VM maps the scratch registers as an MMIO device, so EPT violations there run the
-//! instruction fetch, decoder and emulator over whatever bytes guest RAM holds at RIP.
+//! instruction fetch, decoder and emulator over whatever bytes guest RAM holds at RIP
+//! (string instructions get RSI/RDI aimed at the device and RAM by their own tweak); the
+//! emulator may change no RFLAGS bit but the arithmetic flags.
 //!
 //! An input that starts with the trace magic (`vmm_server::trace`) is instead a recorded
 //! exit trace: the VM is built as the VMM built it for that guest mode and host CPUID,
@@ -24,12 +26,14 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use protocols::vmcs::Field;
 use protocols::vmexit::{
-    ExitMessage, ExitReason, ExitReply, ReplyFlags, TransferMask, EXIT_REASON_ENTRY_FAILURE,
+    ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags, TransferMask, EXIT_REASON_ENTRY_FAILURE,
 };
 use vmm_server::devices::uart16550::SerialSink;
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
 use vmm_server::guest_memory::GuestMemory;
+use vmm_server::mmio::flags::ARITHMETIC;
 use vmm_server::platform::MmioKey;
 use vmm_server::testing::{assert_well_formed, host_cpuid, Ram};
 use vmm_server::trace::Decoder;
@@ -85,7 +89,34 @@ enum Tweak {
         offset: u8,
         write: bool,
     },
+    /// [`Tweak::Mmio`] for a string instruction: RDI (or, `from_device`, RSI) at that
+    /// offset into the scratch registers, the other at `ram` in guest RAM, RCX = `count`,
+    /// and one of [`STRINGS`] poked at RIP.
+    MmioString {
+        offset: u8,
+        ram: u16,
+        from_device: bool,
+        count: u8,
+        instruction: u8,
+    },
 }
+
+/// MOVS and STOS encodings a [`Tweak::MmioString`] puts at RIP: each width, with and
+/// without REP, with an address-size and a segment prefix.
+const STRINGS: [&[u8]; 12] = [
+    &[0xa4],
+    &[0xf3, 0xa4],
+    &[0x66, 0xa5],
+    &[0xf3, 0xa5],
+    &[0xf3, 0x48, 0xa5],
+    &[0x67, 0xf3, 0xa5],
+    &[0x26, 0xa5],
+    &[0xaa],
+    &[0xf3, 0xaa],
+    &[0xf3, 0x66, 0xab],
+    &[0xf3, 0xab],
+    &[0xf2, 0x48, 0xab],
+];
 
 /// Where every fuzzed VM maps its scratch registers (the MMIO test device).
 const MMIO_BASE: u64 = 0xfee0_0000;
@@ -167,15 +198,14 @@ fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
             Tweak::Efer(v) => m.efer = v,
             Tweak::EntryControls(v) => m.controls.entry = v,
             Tweak::SegmentAccess(i, ar) => m.segments.regs[usize::from(i) % 8].access_rights = ar,
-            Tweak::Mmio { offset, write } => {
-                m.guest_physical = MMIO_BASE + u64::from(offset);
-                m.qualification = if write { 0x182 } else { 0x181 };
-                m.transfer = m.transfer.union(
-                    TransferMask::QUALIFICATION
-                        .union(TransferMask::GUEST_PHYSICAL)
-                        .union(TransferMask::CR3)
-                        .union(TransferMask::SEGMENTS),
-                );
+            Tweak::Mmio { offset, write } => mmio(&mut m, offset, write),
+            Tweak::MmioString { offset, ram, from_device, count, .. } => {
+                mmio(&mut m, offset, !from_device);
+                let (device, ram) = (MMIO_BASE + u64::from(offset), u64::from(ram));
+                let (rsi, rdi) = if from_device { (device, ram) } else { (ram, device) };
+                m.gprs.set(Gprs::RSI, rsi);
+                m.gprs.set(Gprs::RDI, rdi);
+                m.gprs.set(Gprs::RCX, u64::from(count));
             }
         }
     }
@@ -186,6 +216,19 @@ fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
     let mut words = [0u64; ExitMessage::SIZE];
     let n = m.to_words(&mut words);
     ExitMessage::from_words(&words[..n]).expect("an encoded exit message decodes")
+}
+
+/// The EPT-violation information of an access at `offset` into the scratch registers,
+/// with the groups MMIO emulation reads.
+fn mmio(m: &mut ExitMessage, offset: u8, write: bool) {
+    m.guest_physical = MMIO_BASE + u64::from(offset);
+    m.qualification = if write { 0x182 } else { 0x181 };
+    m.transfer = m.transfer.union(
+        TransferMask::QUALIFICATION
+            .union(TransferMask::GUEST_PHYSICAL)
+            .union(TransferMask::CR3)
+            .union(TransferMask::SEGMENTS),
+    );
 }
 
 fn bare_stop() -> ExitReply {
@@ -214,6 +257,13 @@ fn exit_step<M: GuestMemory>(vm: &mut Vm<M, Sink>, msg: &ExitMessage) {
     }
     if msg.reason & EXIT_REASON_ENTRY_FAILURE != 0 {
         assert!(matches!(after, RunState::Stopped(_)), "ran on after a failed entry");
+    }
+    // MMIO emulation changes only the arithmetic flags of RFLAGS.
+    let ept = [ExitReason::EptViolation as u32, ExitReason::EptMisconfig as u32];
+    if ept.contains(&msg.reason) {
+        if let Some(w) = r.writes().iter().find(|w| w.field == Field::GuestRflags as u32) {
+            assert_eq!((w.value ^ msg.rflags) & !ARITHMETIC, 0, "MMIO changed RFLAGS {w:?}");
+        }
     }
 }
 
@@ -251,7 +301,16 @@ fuzz_target!(|data: &[u8]| {
 
     for op in input.ops.iter().take(64) {
         match op {
-            Op::Exit { reason, tweaks } => exit_step(&mut vm, &message(reason, tweaks)),
+            Op::Exit { reason, tweaks } => {
+                let msg = message(reason, tweaks);
+                for t in tweaks.iter().take(16) {
+                    if let Tweak::MmioString { instruction, .. } = *t {
+                        let code = STRINGS[usize::from(instruction) % STRINGS.len()];
+                        let _ = vm.memory_mut().write(msg.rip, code);
+                    }
+                }
+                exit_step(&mut vm, &msg)
+            }
             Op::Time(ticks) => vm.advance_time(u64::from(*ticks)),
             Op::Console(byte) => {
                 let _ = vm.console_input(*byte);

@@ -797,24 +797,27 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
     let m = ept_exit(0xfec0_0000, false, 0x1000);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
-    assert_eq!(v.run_state(), RunState::Stopped(StopReason::Mmio { gpa: 0xfec0_0000 }));
+    let stop = StopReason::Mmio { gpa: 0xfec0_0000, rip: 0x1000 };
+    assert_eq!(v.run_state(), RunState::Stopped(stop));
+    assert_eq!(stop.to_string(), "access to unbacked guest-physical 0xfec00000 from RIP 0x1000");
     // An instruction the emulator does not handle is named.
     let mut v = vm();
     v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
-    v.memory_mut().write(0x1000, &[0x01, 0x05, 0x30, 0, 0xe0, 0xfe]).unwrap();
+    v.memory_mut().write(0x1000, &[0x11, 0x05, 0x30, 0, 0xe0, 0xfe]).unwrap();
     let m = ept_exit(0xfee0_0030, true, 0x1000);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
     assert_eq!(r.flags, ReplyFlags::STOP_VCPU);
-    let RunState::Stopped(reason @ StopReason::MmioEmulation { gpa: 0xfee0_0030, error }) =
-        v.run_state()
+    let RunState::Stopped(
+        reason @ StopReason::MmioEmulation { gpa: 0xfee0_0030, rip: 0x1000, error },
+    ) = v.run_state()
     else {
         panic!("stopped with {:?}", v.run_state());
     };
     assert!(matches!(error, MmioError::Unsupported(_)));
     assert_eq!(
         reason.to_string(),
-        "MMIO access at 0xfee00030: unsupported instruction ADD (01 05 30 00 e0 fe)"
+        "MMIO access at 0xfee00030 from RIP 0x1000: unsupported instruction ADC (11 05 30 00 e0 fe)"
     );
     // Without CS the VMM cannot tell the code size.
     let mut v = vm();

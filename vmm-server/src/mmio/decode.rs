@@ -3,12 +3,18 @@
 //!
 //! The crate has a decoder per code size (16, 32, 64-bit) with its own operand and
 //! register types; one macro maps each onto [`Access`], so the rules of what is emulated
-//! are written once. Only MOV (register and immediate sources, both directions), MOVZX,
-//! MOVSX and MOVSXD with a general-purpose register are accepted: anything else is
+//! are written once. Accepted, with general-purpose registers: MOV in every form that
+//! touches memory except loading a segment register (register, immediate and segment
+//! register sources, moffs, MOVNTI), MOVZX, MOVSX, MOVSXD; ADD, OR, AND, SUB, XOR, CMP and
+//! TEST with memory as destination or source; XCHG with memory; MOVS and STOS with or
+//! without REP. LOCK is accepted where the architecture allows it (the read-modify-write
+//! forms and XCHG) and refused elsewhere, as the CPU raises #UD there. Anything else is
 //! [`DecodeFailure::Unsupported`] and the VM stops naming it, rather than being emulated
 //! half right.
 
 use core::fmt;
+
+use super::flags::AluOp;
 
 /// The code size the guest executes in, from CS.L, CS.D, CR0.PE and RFLAGS.VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,13 +86,40 @@ pub enum Extend {
     Sign,
 }
 
-/// Where a stored value comes from.
+/// Where a stored value (or an ALU operation's other operand) comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     /// A register operand.
     Register(Gpr),
     /// An immediate, already sign- or zero-extended to 64 bits as the encoding says.
     Immediate(u64),
+    /// A segment register's selector (`MOV m16, Sreg`): index in the order ES, CS, SS, DS,
+    /// FS, GS.
+    Segment(u8),
+}
+
+/// Which string instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StringKind {
+    /// MOVS: copy from seg:RSI to ES:RDI.
+    Movs,
+    /// STOS: store AL/AX/EAX/RAX to ES:RDI.
+    Stos,
+}
+
+/// A decoded string instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StringOp {
+    /// MOVS or STOS.
+    pub kind: StringKind,
+    /// Bytes per element: 1, 2, 4 or 8.
+    pub width: u8,
+    /// Address size in bytes (2, 4 or 8): which part of RSI, RDI and RCX is used.
+    pub address: u8,
+    /// A REP prefix (F3, or F2, which the CPU treats alike for these).
+    pub rep: bool,
+    /// MOVS's source segment (ES, CS, SS, DS, FS, GS = 0..5); the destination is ES.
+    pub segment: u8,
 }
 
 /// What the decoded instruction does to the device.
@@ -108,13 +141,60 @@ pub enum Access {
         /// Bytes written to the device: 1, 2, 4 or 8.
         width: u8,
     },
+    /// `op` with the device as destination: read `width` bytes, combine them with
+    /// `source`, write the result back (not for CMP and TEST) and set the flags.
+    AluMemory {
+        /// The operation.
+        op: AluOp,
+        /// The other operand.
+        source: Source,
+        /// Operand bytes: 1, 2, 4 or 8.
+        width: u8,
+    },
+    /// `op` with a register as destination: `dest = dest op device` (CMP and TEST only
+    /// set the flags).
+    AluRegister {
+        /// The operation.
+        op: AluOp,
+        /// The destination (and first operand).
+        dest: Gpr,
+        /// Operand bytes: 1, 2, 4 or 8.
+        width: u8,
+    },
+    /// XCHG: the device's value goes to `reg`, the register's to the device.
+    Exchange {
+        /// The register.
+        reg: Gpr,
+        /// Operand bytes: 1, 2, 4 or 8.
+        width: u8,
+    },
+    /// MOVS or STOS (see [`super::string`]).
+    String(StringOp),
 }
 
 impl Access {
     /// Bytes the access moves.
     pub const fn width(&self) -> u8 {
         match *self {
-            Self::Load { width, .. } | Self::Store { width, .. } => width,
+            Self::Load { width, .. }
+            | Self::Store { width, .. }
+            | Self::AluMemory { width, .. }
+            | Self::AluRegister { width, .. }
+            | Self::Exchange { width, .. }
+            | Self::String(StringOp { width, .. }) => width,
+        }
+    }
+
+    /// The direction the exit must report for the device access: `Some(true)` for a
+    /// store, `Some(false)` for a read, `None` where either may be reported (the
+    /// read-modify-write forms, whose first access is a read, and string instructions,
+    /// whose sides are resolved by their own addresses).
+    pub const fn direction(&self) -> Option<bool> {
+        match *self {
+            Self::Load { .. } | Self::AluRegister { .. } => Some(false),
+            Self::Store { .. } => Some(true),
+            Self::AluMemory { op, .. } if !op.writes() => Some(false),
+            Self::AluMemory { .. } | Self::Exchange { .. } | Self::String(_) => None,
         }
     }
 }
@@ -218,21 +298,39 @@ use instruction_len;
 
 /// Decode the instruction at the start of `bytes`, executed in `size` code.
 pub fn decode(bytes: &[u8], size: CodeSize) -> Result<Decoded, DecodeFailure> {
+    // Address sizes in bytes: the mode's default and the one an 0x67 prefix selects.
     match size {
-        CodeSize::Bits16 => decode_in!(real_mode, bytes, {}),
-        CodeSize::Bits32 => decode_in!(protected_mode, bytes, {}),
-        CodeSize::Bits64 => decode_in!(long_mode, bytes, {
+        CodeSize::Bits16 => decode_in!(real_mode, bytes, (2, 4), {}),
+        CodeSize::Bits32 => decode_in!(protected_mode, bytes, (4, 2), {}),
+        CodeSize::Bits64 => decode_in!(long_mode, bytes, (8, 4), {
             Operand::ImmediateI64 { imm } => Some(imm as u64),
             Operand::ImmediateU64 { imm } => Some(imm),
         }),
     }
 }
 
-/// [`decode`] with the decoder for code size `$mode`; `$extra` are the immediate operand
-/// kinds only that mode has.
+/// The ALU operation an opcode names, if it is one the emulator performs.
+macro_rules! alu_op {
+    ($opcode:expr) => {
+        match $opcode {
+            Opcode::ADD => Some(AluOp::Add),
+            Opcode::OR => Some(AluOp::Or),
+            Opcode::AND => Some(AluOp::And),
+            Opcode::SUB => Some(AluOp::Sub),
+            Opcode::XOR => Some(AluOp::Xor),
+            Opcode::CMP => Some(AluOp::Cmp),
+            Opcode::TEST => Some(AluOp::Test),
+            _ => None,
+        }
+    };
+}
+use alu_op;
+
+/// [`decode`] with the decoder for code size `$mode`; `$addr` its (default, prefixed)
+/// address sizes; `$extra` are the immediate operand kinds only that mode has.
 macro_rules! decode_in {
-    ($mode:ident, $bytes:expr, { $($extra:tt)* }) => {{
-        use yaxpeax_x86::$mode::{register_class as RegisterClass, DecodeError, InstDecoder, Opcode, Operand, RegSpec};
+    ($mode:ident, $bytes:expr, ($addr:expr, $addr_prefixed:expr), { $($extra:tt)* }) => {{
+        use yaxpeax_x86::$mode::{register_class as RegisterClass, DecodeError, InstDecoder, Opcode, Operand, RegSpec, Segment};
 
         let gpr = |reg: RegSpec| -> Option<Gpr> {
             let (num, class) = (reg.num(), reg.class());
@@ -273,28 +371,73 @@ macro_rules! decode_in {
             .and_then(|s| s.bytes_size())
             .filter(|w| matches!(w, 1 | 2 | 4 | 8))
             .ok_or(DecodeFailure::Unsupported)?;
-        if inst.operand_count() != 2 || inst.prefixes.lock() {
+        if inst.operand_count() != 2 {
             return Err(DecodeFailure::Unsupported);
         }
         let (dst, src) = (inst.operand(0), inst.operand(1));
+        let source = |op: Operand| -> Option<Source> {
+            match op {
+                Operand::Register { reg } => gpr(reg).map(Source::Register),
+                op => immediate(op).map(Source::Immediate),
+            }
+        };
+        let string = |kind: StringKind| {
+            // The segment MOVS reads from: DS unless overridden (the destination is ES).
+            let segment = match inst.segment_override_for_op(1) {
+                Some(Segment::ES) => 0,
+                Some(Segment::CS) => 1,
+                Some(Segment::SS) => 2,
+                Some(Segment::FS) => 4,
+                Some(Segment::GS) => 5,
+                Some(Segment::DS) | None => 3,
+            };
+            let address = if inst.prefixes.address_size() { $addr_prefixed } else { $addr };
+            Access::String(StringOp { kind, width, address, rep: inst.prefixes.rep_any(), segment })
+        };
+        let unsupported = DecodeFailure::Unsupported;
         let access = match (inst.opcode(), dst, src) {
             (Opcode::MOV, Operand::Register { reg }, src) if src.is_memory() => {
-                Access::Load { dest: gpr(reg).ok_or(DecodeFailure::Unsupported)?, width, extend: Extend::Zero }
+                Access::Load { dest: gpr(reg).ok_or(unsupported)?, width, extend: Extend::Zero }
             }
             (Opcode::MOVZX, Operand::Register { reg }, src) if src.is_memory() => {
-                Access::Load { dest: gpr(reg).ok_or(DecodeFailure::Unsupported)?, width, extend: Extend::Zero }
+                Access::Load { dest: gpr(reg).ok_or(unsupported)?, width, extend: Extend::Zero }
             }
             (Opcode::MOVSX | Opcode::MOVSXD, Operand::Register { reg }, src) if src.is_memory() => {
-                Access::Load { dest: gpr(reg).ok_or(DecodeFailure::Unsupported)?, width, extend: Extend::Sign }
+                Access::Load { dest: gpr(reg).ok_or(unsupported)?, width, extend: Extend::Sign }
             }
-            (Opcode::MOV, dst, Operand::Register { reg }) if dst.is_memory() => {
-                Access::Store { source: Source::Register(gpr(reg).ok_or(DecodeFailure::Unsupported)?), width }
+            (Opcode::MOV, dst, Operand::Register { reg }) if dst.is_memory() && reg.class() == RegisterClass::S => {
+                (reg.num() < 6).then_some(()).ok_or(unsupported)?;
+                Access::Store { source: Source::Segment(reg.num()), width }
             }
-            (Opcode::MOV, dst, src) if dst.is_memory() => {
-                Access::Store { source: Source::Immediate(immediate(src).ok_or(DecodeFailure::Unsupported)?), width }
+            (Opcode::MOV | Opcode::MOVNTI, dst, src) if dst.is_memory() => {
+                Access::Store { source: source(src).ok_or(unsupported)?, width }
             }
-            _ => return Err(DecodeFailure::Unsupported),
+            (opcode, dst, src) if dst.is_memory() && alu_op!(opcode).is_some() => {
+                let op = alu_op!(opcode).ok_or(unsupported)?;
+                Access::AluMemory { op, source: source(src).ok_or(unsupported)?, width }
+            }
+            (opcode, Operand::Register { reg }, src) if src.is_memory() && alu_op!(opcode).is_some() => {
+                let op = alu_op!(opcode).ok_or(unsupported)?;
+                Access::AluRegister { op, dest: gpr(reg).ok_or(unsupported)?, width }
+            }
+            (Opcode::XCHG, mem, Operand::Register { reg }) | (Opcode::XCHG, Operand::Register { reg }, mem)
+                if mem.is_memory() =>
+            {
+                Access::Exchange { reg: gpr(reg).ok_or(unsupported)?, width }
+            }
+            (Opcode::MOVS, _, _) => string(StringKind::Movs),
+            (Opcode::STOS, _, Operand::Register { reg }) if reg.num() == 0 => string(StringKind::Stos),
+            _ => return Err(unsupported),
         };
+        // LOCK is valid only on a read-modify-write of memory; anywhere else it is #UD.
+        let lockable = match access {
+            Access::AluMemory { op, .. } => op.writes(),
+            Access::Exchange { .. } => true,
+            _ => false,
+        };
+        if inst.prefixes.lock() && !lockable {
+            return Err(unsupported);
+        }
         Ok(Decoded { access, len })
     }};
 }

@@ -1,21 +1,30 @@
 //! MMIO emulation: an EPT violation at an address a device on the MMIO bus claims is
 //! finished by the VMM. It fetches the instruction at the guest's RIP through the guest's
 //! page tables ([`fetch`]), decodes it with `yaxpeax-x86` ([`decode`]), performs the
-//! access on the device through the bus, loads the destination register with x86's
-//! extension rules and sets RIP past the instruction.
+//! access on the device through the bus, and writes back what the instruction changes:
+//! the destination register (with x86's extension rules), the arithmetic flags of ADD,
+//! OR, AND, SUB, XOR, CMP and TEST ([`flags`]; RFLAGS is in every exit message, so no
+//! extra transfer group is needed), RCX/RSI/RDI of MOVS and STOS ([`string`]), and RIP.
 //!
+//! A read-modify-write (ALU with the device as destination, XCHG, their LOCK forms) is a
+//! read and then a write of the device: the vCPU is stopped meanwhile, so it is atomic.
 //! The exit's instruction length is not defined for EPT violations, so the reply gives
 //! the decoded length with ADVANCE_RIP (`ExitReply::advance_len`): the kernel moves RIP
-//! past the instruction and drops an STI/MOV SS interrupt shadow, as retiring it would. Anything that is not a plain MOV, MOVZX or MOVSX
-//! between a register (or immediate) and the device is refused with an [`MmioError`] that
-//! names it; the dispatcher stops the VM with it rather than guess.
+//! past the instruction and drops an STI/MOV SS interrupt shadow, as retiring it would. A
+//! REP string instruction with iterations left keeps RIP (and the shadow). Decoding goes
+//! through a small cache ([`decode_cache`]). Anything the decoder does not accept is
+//! refused with an [`MmioError`] that names it; the dispatcher stops the VM with it (and
+//! the RIP and address) rather than guess.
 
 pub mod decode;
 pub mod decode_cache;
 pub mod fetch;
+pub mod flags;
+pub mod string;
 
 use core::fmt;
 
+use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
 use protocols::x86::{CR0_PE, EFER_LMA, RFLAGS_VM};
 
@@ -53,6 +62,15 @@ pub enum MmioError {
     PageWalk,
     /// The exit says the access was a write and the instruction loads, or the reverse.
     DirectionMismatch(InstructionBytes),
+    /// A string instruction's other side could not be reached: not mapped by the guest's
+    /// page tables (the guest would take #PF) or not RAM.
+    Data(FetchError),
+    /// The guest's page tables forbid a string instruction's access to this linear
+    /// address (the guest would take #PF).
+    DataProtection {
+        /// The linear address.
+        linear: u64,
+    },
 }
 
 impl fmt::Display for MmioError {
@@ -73,6 +91,15 @@ impl fmt::Display for MmioError {
             Self::PageWalk => f.write_str("guest page tables in device memory"),
             Self::DirectionMismatch(bytes) => {
                 write!(f, "access direction disagrees with the instruction {bytes}")
+            }
+            Self::Data(FetchError::NotPresent { linear }) => {
+                write!(f, "data access at linear {linear:#x}: not mapped by the guest")
+            }
+            Self::Data(FetchError::Memory { gpa }) => {
+                write!(f, "data access at guest-physical {gpa:#x}: not RAM")
+            }
+            Self::DataProtection { linear } => {
+                write!(f, "data access at linear {linear:#x}: forbidden by the guest's page tables")
             }
         }
     }
@@ -104,13 +131,14 @@ pub fn code_size(msg: &ExitMessage, efer: u64) -> Result<CodeSize, MmioError> {
 }
 
 /// Emulate the instruction behind the EPT exit `msg` at guest-physical `gpa` against
-/// `devices` through `bus`, with guest RAM `mem`; on success the reply holds the loaded
-/// register and the new RIP.
+/// `devices` through `bus`, with guest RAM `mem` (the RAM side of MOVS); on success the
+/// reply holds what the instruction changes: registers, RFLAGS, and RIP unless a REP
+/// instruction has iterations left.
 pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     msg: &ExitMessage,
     ctx: MmioContext<'_>,
     gpa: u64,
-    mem: &impl GuestMemory,
+    mem: &mut impl GuestMemory,
     bus: &mut Bus<K, N>,
     devices: &mut D,
     reply: &mut ReplyBuilder,
@@ -124,7 +152,7 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     let cs_base = msg.segments.regs.get(SEG_CS).map_or(0, |cs| cs.base);
     let linear = if bits64 { msg.rip } else { cs_base.wrapping_add(msg.rip) & 0xffff_ffff };
     let mode = PagingMode::from_regs(msg.cr0, msg.cr4, ctx.efer);
-    let fetched = fetch::fetch(mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
+    let fetched = fetch::fetch(&*mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
     // The bytes as an error names them: built only for an error, off the exit path.
     let bytes = || InstructionBytes::new(fetched.bytes(), size);
     let decoded = match ctx.decoded.decode(&fetched.bytes, fetched.len, size) {
@@ -135,35 +163,55 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
         Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes())),
         Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes())),
     };
-    let is_store = matches!(decoded.access, Access::Store { .. });
-    if write.is_some_and(|w| w != is_store) {
+    if write.zip(decoded.access.direction()).is_some_and(|(exit, inst)| exit != inst) {
         return Err(MmioError::DirectionMismatch(bytes()));
     }
-    let mut data = [0u8; 8];
-    let data = data.get_mut(..usize::from(decoded.access.width())).unwrap_or_default();
     let reg = |index: u8| msg.gprs.get(index).unwrap_or(0);
+    let value_of = |source: Source| match source {
+        Source::Register(src) => src.read(reg(src.index)),
+        Source::Immediate(imm) => imm,
+        Source::Segment(i) => {
+            msg.segments.regs.get(usize::from(i)).map_or(0, |s| s.selector.into())
+        }
+    };
+    let mut device = Device { bus, devices, gpa };
     match decoded.access {
         Access::Load { dest, width, extend } => {
-            bus.read(devices, gpa, data);
-            let mut raw = [0u8; 8];
-            if let Some(low) = raw.get_mut(..data.len()) {
-                low.copy_from_slice(data);
-            }
-            let value = u64::from_le_bytes(raw);
+            let value = device.read(width);
             let value = match extend {
                 Extend::Zero => value,
                 Extend::Sign => sign_extend(value, width),
             };
             reply.set_gpr(dest.index, dest.write(reg(dest.index), value));
         }
-        Access::Store { source, .. } => {
-            let value = match source {
-                Source::Register(src) => src.read(reg(src.index)),
-                Source::Immediate(imm) => imm,
-            };
-            let bytes = value.to_le_bytes();
-            data.copy_from_slice(bytes.get(..data.len()).unwrap_or_default());
-            bus.write(devices, gpa, data);
+        Access::Store { source, width } => device.write(width, value_of(source)),
+        Access::AluMemory { op, source, width } => {
+            let (result, flags) = op.apply(device.read(width), value_of(source), width);
+            if op.writes() {
+                device.write(width, result);
+            }
+            reply.write(Field::GuestRflags, flags::merge(msg.rflags, flags));
+        }
+        Access::AluRegister { op, dest, width } => {
+            let full = reg(dest.index);
+            let (result, flags) = op.apply(dest.read(full), device.read(width), width);
+            if op.writes() {
+                reply.set_gpr(dest.index, dest.write(full, result));
+            }
+            reply.write(Field::GuestRflags, flags::merge(msg.rflags, flags));
+        }
+        Access::Exchange { reg: r, width } => {
+            let full = reg(r.index);
+            let old = device.read(width);
+            device.write(width, r.read(full));
+            reply.set_gpr(r.index, r.write(full, old));
+        }
+        Access::String(op) => {
+            let at = string::Guest { msg, mode, cr3: msg.cr3, bits64 };
+            if !string::emulate(&at, op, mem, &mut *device.bus, &mut *device.devices, reply)? {
+                // A REP instruction with iterations left: RIP stays on it.
+                return Ok(());
+            }
         }
     }
     // The kernel adds the length to RIP (wrapping it in legacy modes) and drops an
@@ -189,6 +237,32 @@ fn check_qualification(msg: &ExitMessage) -> Result<Option<bool>, MmioError> {
         return Err(MmioError::PageWalk);
     }
     Ok(Some(q.write))
+}
+
+/// The device register the exit hit, on its bus.
+struct Device<'a, K: Copy, const N: usize, D: ?Sized> {
+    bus: &'a mut Bus<K, N>,
+    devices: &'a mut D,
+    gpa: u64,
+}
+
+impl<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized> Device<'_, K, N, D> {
+    /// Read `width` bytes, zero-extended.
+    fn read(&mut self, width: u8) -> u64 {
+        let mut raw = [0u8; 8];
+        if let Some(data) = raw.get_mut(..usize::from(width)) {
+            self.bus.read(self.devices, self.gpa, data);
+        }
+        u64::from_le_bytes(raw)
+    }
+
+    /// Write the low `width` bytes of `value`.
+    fn write(&mut self, width: u8, value: u64) {
+        let raw = value.to_le_bytes();
+        if let Some(data) = raw.get(..usize::from(width)) {
+            self.bus.write(self.devices, self.gpa, data);
+        }
+    }
 }
 
 /// `value`'s low `width` bytes, sign-extended to 64 bits.
