@@ -705,7 +705,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if self.mmio.resolve(gpa, 1).is_none() {
             return Err(StopReason::Mmio { gpa, rip: msg.rip });
         }
-        let ctx = MmioContext { efer: self.long_mode.efer, decoded: &mut self.mmio_decoded };
+        // Refreshed from the message when it carries EFER (`handle_into`).
+        let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
+        let ctx = MmioContext { efer, decoded: &mut self.mmio_decoded };
         mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
                 MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),

@@ -38,14 +38,15 @@ const PORT_IO: TransferMask = TransferMask::QUALIFICATION
 
 /// What an EPT exit reads: the qualification, the guest-physical address, the vectoring
 /// information (an access cut short an event delivery), CR3 and CS alone (the MMIO
-/// emulator walks the guest's tables and decodes in CS's code size), and what the
-/// dispatcher wants on every exit.
+/// emulator walks the guest's tables and decodes in CS's code size), and the controls
+/// (no VMREAD). Not EFER: its LME and NXE change only by WRMSR, which exits to the VMM,
+/// and LMA follows from LME and CR0.PG (`mmio::effective_efer`); MMIO is the hot exit.
 const EPT: TransferMask = TransferMask::QUALIFICATION
     .union(TransferMask::GUEST_PHYSICAL)
     .union(TransferMask::VECTORING)
     .union(TransferMask::CR3)
     .union(TransferMask::CODE_SEGMENT)
-    .union(TRANSFER_MASK);
+    .union(TransferMask::CONTROLS);
 
 /// The transfer table this VMM puts in its vCPU state page (`VCpuConfigure` gets the
 /// controls, which cost no VMREAD, for every exit): CPUID needs nothing beyond the

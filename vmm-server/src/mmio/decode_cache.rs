@@ -25,8 +25,12 @@ fn key(bytes: &[u8; MAX_INSTRUCTION], len: u8) -> u128 {
     if let Some(to) = all.first_chunk_mut::<MAX_INSTRUCTION>() {
         *to = *bytes;
     }
-    let mask = (1u128 << (8 * u32::from(len.min(15)))).wrapping_sub(1);
-    u128::from_le_bytes(all) & mask
+    u128::from_le_bytes(all) & mask(len)
+}
+
+/// The low `len` (at most 15) bytes of a key.
+fn mask(len: u8) -> u128 {
+    (1u128 << (8 * u32::from(len.min(15)))).wrapping_sub(1)
 }
 
 /// The last [`ENTRIES`] instructions decoded, replaced round robin.
@@ -46,9 +50,10 @@ impl DecodeCache {
         len: usize,
         size: CodeSize,
     ) -> Result<Decoded, DecodeFailure> {
+        let all = key(bytes, MAX_INSTRUCTION as u8);
         for e in self.entries.iter().flatten() {
             let n = e.decoded.len;
-            if e.size == size && usize::from(n) <= len && key(bytes, n) == e.bytes {
+            if e.size == size && usize::from(n) <= len && all & mask(n) == e.bytes {
                 self.hits = self.hits.wrapping_add(1);
                 return Ok(e.decoded);
             }

@@ -26,7 +26,7 @@ use core::fmt;
 
 use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
-use protocols::x86::{CR0_PE, EFER_LMA, RFLAGS_VM};
+use protocols::x86::{CR0_PE, CR0_PG, EFER_LMA, EFER_LME, RFLAGS_VM};
 
 use crate::bus::{Bus, DeviceMap};
 use crate::exit_qualification::EptViolation;
@@ -112,6 +112,18 @@ pub struct MmioContext<'a> {
     pub efer: u64,
     /// The instructions decoded last.
     pub decoded: &'a mut DecodeCache,
+}
+
+/// Guest EFER at an exit that did not carry it: `tracked` (the VMM's copy, whose LME and
+/// NXE change only by WRMSR, which exits) with LMA as the CPU sets it, LME and CR0.PG
+/// together (with unrestricted guest, CR0.PG changes without an exit).
+pub const fn effective_efer(tracked: u64, cr0: u64) -> u64 {
+    let active = tracked & EFER_LME != 0 && cr0 & CR0_PG != 0;
+    if active {
+        tracked | EFER_LMA
+    } else {
+        tracked & !EFER_LMA
+    }
 }
 
 /// The code size of the guest at the exit, from CS (which needs the segments group or

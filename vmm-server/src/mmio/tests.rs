@@ -923,3 +923,13 @@ fn alu_encodings_match_a_model() {
         assert_eq!(advanced(&r), Some(code.len() as u16), "{name}");
     }
 }
+
+#[test]
+fn lma_follows_lme_and_paging_without_an_efer_transfer() {
+    use super::effective_efer;
+    use protocols::x86::{CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_NXE};
+    let lme = EFER_LME | EFER_NXE;
+    assert_eq!(effective_efer(lme, CR0_PE | CR0_PG), lme | EFER_LMA, "paging on: active");
+    assert_eq!(effective_efer(lme | EFER_LMA, CR0_PE), lme, "paging off: inactive");
+    assert_eq!(effective_efer(EFER_NXE, CR0_PE | CR0_PG), EFER_NXE, "no LME: legacy paging");
+}
