@@ -69,12 +69,9 @@ macro_rules! vmcs_fields {
             $( $(#[$doc])+ $name = $enc, )+
         }
 
-        /// A segment register's guest-state fields: selector, base, limit, access rights.
-pub type SegmentFields = (Field, Field, Field, Field);
-
-/// Each segment register's guest-state fields, in the order ES, CS, SS, DS, FS, GS, LDTR,
-/// TR: that of [`crate::vmexit::Segments`].
-pub const SEGMENT_FIELDS: [SegmentFields; 8] = [
+        /// Each segment register's guest-state fields (selector, base, limit, access rights), in
+/// the order ES, CS, SS, DS, FS, GS, LDTR, TR: that of [`crate::vmexit::Segments`].
+pub const SEGMENT_FIELDS: [(Field, Field, Field, Field); 8] = [
     (Field::GuestEsSelector, Field::GuestEsBase, Field::GuestEsLimit, Field::GuestEsAccessRights),
     (Field::GuestCsSelector, Field::GuestCsBase, Field::GuestCsLimit, Field::GuestCsAccessRights),
     (Field::GuestSsSelector, Field::GuestSsBase, Field::GuestSsLimit, Field::GuestSsAccessRights),

@@ -409,9 +409,10 @@ bit_set! {
         VECTORING = 14;
         /// VM-exit interruption information and error code.
         INTERRUPTION = 15;
-        /// CS alone (selector, base, limit, access rights), in its place among the
-        /// segments; the others are not written. What an instruction emulator needs (the
-        /// code size and base) for 4 VMREADs instead of [`Self::SEGMENTS`]' 32.
+        /// CS's base and access rights alone, in CS's place among the segments (its
+        /// selector and limit and the other segments are not written): what an
+        /// instruction emulator needs, the code size and the base, for 2 VMREADs instead
+        /// of [`Self::SEGMENTS`]' 32.
         CODE_SEGMENT = 16;
     }
 }
@@ -552,7 +553,8 @@ pub struct ExitMessage {
     pub activity_state: u32,
     /// Guest GPRs; slot 4 holds the guest RSP.
     pub gprs: Gprs,
-    /// [`TransferMask::SEGMENTS`], or CS alone with [`TransferMask::CODE_SEGMENT`].
+    /// [`TransferMask::SEGMENTS`], or CS's base and access rights alone with
+    /// [`TransferMask::CODE_SEGMENT`].
     pub segments: Segments,
     /// [`TransferMask::DESCRIPTOR_TABLES`]: GDTR.
     pub gdtr: DescriptorTable,

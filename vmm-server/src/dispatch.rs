@@ -118,13 +118,6 @@ pub enum StopReason {
         /// The faulting linear address.
         linear: u64,
     },
-    /// An EPT violation at an address no RAM or MMIO device backs.
-    Mmio {
-        /// The guest-physical address.
-        gpa: u64,
-        /// The guest RIP of the access.
-        rip: u64,
-    },
     /// An access to an MMIO device that could not be emulated.
     MmioEmulation {
         /// The guest-physical address.
@@ -178,9 +171,6 @@ impl fmt::Display for StopReason {
             Self::GuestMemory { gpa } => write!(f, "emulation touched unmapped memory {gpa:#x}"),
             Self::PageFault { linear } => {
                 write!(f, "emulated access would page-fault at {linear:#x}")
-            }
-            Self::Mmio { gpa, rip } => {
-                write!(f, "access to unbacked guest-physical {gpa:#x} from RIP {rip:#x}")
             }
             Self::MmioEmulation { gpa, rip, error } => {
                 write!(f, "MMIO access at {gpa:#x} from RIP {rip:#x}: {error}")
@@ -327,6 +317,10 @@ pub struct Vm<M, S> {
     mmio: Bus<MmioKey, MMIO_SLOTS>,
     /// The instructions the MMIO emulator decoded last.
     mmio_decoded: DecodeCache,
+    /// For the VMM to log ([`Vm::take_notice`]).
+    notice: Option<Notice>,
+    /// Whether an access to unbacked guest-physical memory was reported already.
+    unclaimed_reported: bool,
     memory: M,
     cpuid: CpuidTable,
     msr: MsrPolicy,
@@ -347,6 +341,30 @@ pub struct Vm<M, S> {
 /// EFER (long-mode state for CR0 and EFER emulation) and the controls (to flip "IA-32e
 /// mode guest").
 pub const TRANSFER_MASK: TransferMask = TransferMask::EFER_PAT.union(TransferMask::CONTROLS);
+
+/// An event the guest survives that the VMM reports once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The first access to guest-physical memory that neither RAM nor a device backs: it
+    /// read all ones or was dropped, as on an undriven bus (later ones go unreported).
+    UnclaimedMmio {
+        /// The guest-physical address.
+        gpa: u64,
+        /// The guest RIP of the access.
+        rip: u64,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::UnclaimedMmio { gpa, rip } => write!(
+                f,
+                "access to unbacked guest-physical {gpa:#x} from RIP {rip:#x}: reads as all ones, writes dropped (reported once)"
+            ),
+        }
+    }
+}
 
 /// A handler's verdict: done (the reply says what to do) or stop.
 type Handled = Result<(), StopReason>;
@@ -371,6 +389,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
             mmio: Bus::new(),
             mmio_decoded: DecodeCache::default(),
+            notice: None,
+            unclaimed_reported: false,
             memory,
             msr: MsrPolicy::new(&cpuid),
             cr: CrState::new(
@@ -702,17 +722,29 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !msg.transfer.contains(TransferMask::GUEST_PHYSICAL) {
             return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
         }
-        if self.mmio.resolve(gpa, 1).is_none() {
-            return Err(StopReason::Mmio { gpa, rip: msg.rip });
-        }
         // Refreshed from the message when it carries EFER (`handle_into`).
         let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
         let ctx = MmioContext { efer, decoded: &mut self.mmio_decoded };
         mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
-                MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
-                error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
-            })
+            MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
+            error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
+        })?;
+        // An address no device claims reads as all ones and drops writes, as an undriven
+        // bus does; the first such access is reported (`take_notice`).
+        if !self.unclaimed_reported
+            && (self.mmio.unclaimed_reads() | self.mmio.unclaimed_writes()) != 0
+        {
+            self.unclaimed_reported = true;
+            self.notice = Some(Notice::UnclaimedMmio { gpa, rip: msg.rip });
+        }
+        Ok(())
+    }
+
+    /// What the VMM should log about the last exit, once: an event the guest survives but
+    /// its owner should hear of.
+    pub fn take_notice(&mut self) -> Option<Notice> {
+        self.notice.take()
     }
 
     fn rdmsr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {

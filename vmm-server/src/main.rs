@@ -535,6 +535,12 @@ mod process {
             // raises goes out with this reply.
             offer_input(&mut vm, &mut pending);
             answer_into(&mut vm, msg, core::mem::take(&mut first), reply);
+            // Only an MMIO exit leaves a notice.
+            if msg.reason == ExitReason::EptViolation as u32 {
+                if let Some(notice) = vm.take_notice() {
+                    rt::println!("vmm: {notice}");
+                }
+            }
             if let Some(r) = &mut recorder {
                 r.record(msg, reply);
             }

@@ -7,7 +7,7 @@ use protocols::vmexit::{
     EXIT_REASON_ENTRY_FAILURE,
 };
 
-use super::{RunState, StopReason, Vm, VmConfig};
+use super::{Notice, RunState, StopReason, Vm, VmConfig};
 use crate::guest_memory::GuestMemory;
 use crate::hypercall;
 use crate::mmio::MmioError;
@@ -792,14 +792,27 @@ fn mmio_store_and_load_round_trip_through_a_device() {
 
 #[test]
 fn mmio_refusals_stop_the_vm_with_a_reason() {
-    // No device at the address: stop, as before there was MMIO.
+    // No device at the address: the load reads all ones, a store is dropped, as on an
+    // undriven bus; the first such access is reported once.
     let mut v = vm();
-    let m = ept_exit(0xfec0_0000, false, 0x1000);
+    v.memory_mut().write(0x1000, &[0xa1, 0, 0, 0xc0, 0xfe]).unwrap(); // mov eax, [0xfec00000]
+    let m = with_gprs(ept_exit(0xfec0_0000, false, 0x1000), &[(Gprs::RAX, 0)]);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
-    let stop = StopReason::Mmio { gpa: 0xfec0_0000, rip: 0x1000 };
-    assert_eq!(v.run_state(), RunState::Stopped(stop));
-    assert_eq!(stop.to_string(), "access to unbacked guest-physical 0xfec00000 from RIP 0x1000");
+    assert_eq!(v.run_state(), RunState::Running);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0xffff_ffff));
+    assert_eq!(advanced(&r), Some(5));
+    let notice = v.take_notice().expect("reported");
+    assert_eq!(notice, Notice::UnclaimedMmio { gpa: 0xfec0_0000, rip: 0x1000 });
+    assert!(notice
+        .to_string()
+        .starts_with("access to unbacked guest-physical 0xfec00000 from RIP 0x1000"));
+    assert_eq!(v.take_notice(), None, "taken");
+    v.memory_mut().write(0x1000, &[0xa3, 0, 0, 0xc0, 0xfe]).unwrap(); // mov [0xfec00000], eax
+    let r = v.handle(&ept_exit(0xfec0_0000, true, 0x1000));
+    assert_eq!((advanced(&r), v.run_state()), (Some(5), RunState::Running));
+    assert_eq!(v.take_notice(), None, "reported once");
+    assert_eq!((v.mmio_bus().unclaimed_reads(), v.mmio_bus().unclaimed_writes()), (1, 1));
     // An instruction the emulator does not handle is named.
     let mut v = vm();
     v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();

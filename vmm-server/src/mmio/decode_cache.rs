@@ -14,23 +14,38 @@ const ENTRIES: usize = 4;
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     size: CodeSize,
-    /// The instruction's bytes, little-endian, zero past its length: one compare.
-    bytes: u128,
+    /// The instruction's bytes as [`Key`], zero past its length.
+    bytes: Key,
+    /// The bits of a [`Key`] its length covers.
+    mask: Key,
     decoded: Decoded,
 }
 
-/// The first `len` (at most 15) of `bytes`, little-endian.
-fn key(bytes: &[u8; MAX_INSTRUCTION], len: u8) -> u128 {
-    let mut all = [0u8; 16];
-    if let Some(to) = all.first_chunk_mut::<MAX_INSTRUCTION>() {
-        *to = *bytes;
-    }
-    u128::from_le_bytes(all) & mask(len)
-}
+/// Up to 15 instruction bytes, little-endian, in two words: compared with four operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key(u64, u64);
 
-/// The low `len` (at most 15) bytes of a key.
-fn mask(len: u8) -> u128 {
-    (1u128 << (8 * u32::from(len.min(15)))).wrapping_sub(1)
+impl Key {
+    fn of(bytes: &[u8; MAX_INSTRUCTION]) -> Self {
+        let mut all = [0u8; 16];
+        if let Some(to) = all.first_chunk_mut::<MAX_INSTRUCTION>() {
+            *to = *bytes;
+        }
+        let (lo, hi) = all.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        Self(word(lo), word(hi))
+    }
+
+    /// The bits of the first `len` (at most 15) bytes.
+    fn mask(len: u8) -> Self {
+        let bits = 8 * u32::from(len.min(15));
+        let low = |bits: u32| 1u64.checked_shl(bits).map_or(u64::MAX, |b| b.wrapping_sub(1));
+        Self(low(bits), low(bits.saturating_sub(64)))
+    }
+
+    fn and(self, mask: Self) -> Self {
+        Self(self.0 & mask.0, self.1 & mask.1)
+    }
 }
 
 /// The last [`ENTRIES`] instructions decoded, replaced round robin.
@@ -50,17 +65,17 @@ impl DecodeCache {
         len: usize,
         size: CodeSize,
     ) -> Result<Decoded, DecodeFailure> {
-        let all = key(bytes, MAX_INSTRUCTION as u8);
+        let all = Key::of(bytes);
         for e in self.entries.iter().flatten() {
-            let n = e.decoded.len;
-            if e.size == size && usize::from(n) <= len && all & mask(n) == e.bytes {
+            if e.size == size && usize::from(e.decoded.len) <= len && all.and(e.mask) == e.bytes {
                 self.hits = self.hits.wrapping_add(1);
                 return Ok(e.decoded);
             }
         }
         let decoded = decode::decode(bytes.get(..len).unwrap_or_default(), size)?;
+        let mask = Key::mask(decoded.len);
         if let Some(slot) = self.entries.get_mut(self.next % ENTRIES) {
-            *slot = Some(Entry { size, bytes: key(bytes, decoded.len), decoded });
+            *slot = Some(Entry { size, bytes: all.and(mask), mask, decoded });
         }
         self.next = self.next.wrapping_add(1);
         Ok(decoded)
@@ -106,6 +121,18 @@ mod tests {
         // 8b 43 10 in 16-bit code is mov ax, [bp + di + 0x10]: another instruction.
         assert_eq!(fetched(&mut c, &load, CodeSize::Bits16), decode(&load, CodeSize::Bits16));
         assert_eq!(c.hits(), 1);
+        // A 10-byte store: its immediate's last byte is in the second word.
+        let store = [0xc7, 0x04, 0x25, 0x30, 0, 0xe0, 0xfe, 0x78, 0x56, 0x34, 0x12];
+        let want_store = decode(&store, CodeSize::Bits64);
+        assert_eq!(fetched(&mut c, &store, CodeSize::Bits64), want_store);
+        let hits = c.hits();
+        assert_eq!(fetched(&mut c, &store, CodeSize::Bits64), want_store);
+        assert_eq!(c.hits(), hits + 1);
+        let mut other = store;
+        other[10] = 0x13;
+        assert_eq!(fetched(&mut c, &other, CodeSize::Bits64), decode(&other, CodeSize::Bits64));
+        assert_ne!(decode(&other, CodeSize::Bits64), want_store);
+        assert_eq!(c.hits(), hits + 1, "the last immediate byte differs: decoded");
         // A truncated copy of a cached instruction is no hit.
         assert_eq!(fetched(&mut c, &load[..2], CodeSize::Bits64), Err(DecodeFailure::Truncated));
     }

@@ -21,10 +21,8 @@ use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
 use protocols::vmcs::ctl::proc2;
-use protocols::vmcs::{Field, SegmentFields, SEGMENT_FIELDS};
-use protocols::vmexit::{
-    ExitMessage, ExitReason, Gprs, Segment, TransferMask, EXIT_REASON_ENTRY_FAILURE,
-};
+use protocols::vmcs::{Field, SEGMENT_FIELDS};
+use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
 /// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
@@ -164,12 +162,19 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
         return;
     }
     if mask.contains(TransferMask::SEGMENTS) {
-        for (seg, fields) in msg.segments.regs.iter_mut().zip(SEGMENT_FIELDS) {
-            read_segment(root, seg, fields);
+        for (seg, (selector, base, limit, access)) in
+            msg.segments.regs.iter_mut().zip(SEGMENT_FIELDS)
+        {
+            seg.selector = vmread(root, selector) as u16;
+            seg.limit = vmread(root, limit) as u32;
+            seg.access_rights = vmread(root, access) as u32;
+            seg.base = vmread(root, base);
         }
     } else if mask.contains(TransferMask::CODE_SEGMENT) {
-        if let (Some(cs), Some(fields)) = (msg.segments.regs.get_mut(CS), SEGMENT_FIELDS.get(CS)) {
-            read_segment(root, cs, *fields);
+        // What decoding needs: the code size (access rights) and the base.
+        if let Some(cs) = msg.segments.regs.get_mut(CS) {
+            cs.access_rights = vmread(root, Field::GuestCsAccessRights) as u32;
+            cs.base = vmread(root, Field::GuestCsBase);
         }
     }
     if mask.contains(TransferMask::DESCRIPTOR_TABLES) {
@@ -205,16 +210,8 @@ fn read_groups(root: &VmxRoot, mask: TransferMask, msg: &mut ExitMessage) {
     }
 }
 
-/// CS's index in [`SEGMENT_FIELDS`] and the message's segments.
+/// CS's index in the message's segments.
 const CS: usize = 1;
-
-/// One segment register's four fields.
-fn read_segment(root: &VmxRoot, seg: &mut Segment, (selector, base, limit, access): SegmentFields) {
-    seg.selector = vmread(root, selector) as u16;
-    seg.limit = vmread(root, limit) as u32;
-    seg.access_rights = vmread(root, access) as u32;
-    seg.base = vmread(root, base);
-}
 
 /// The groups [`read_groups`] fills, each with VMREADs of guest state.
 const GUEST_STATE_GROUPS: TransferMask = TransferMask::SEGMENTS
