@@ -7,7 +7,7 @@
 //! What the VMM must provide: guest RAM at 0-2 MiB (the image is at 1-2 MiB), the 16550
 //! at 0x3f8, the 8259 pair and the 8254 (for the HLT test), 256 bytes of scratch
 //! registers by MMIO at 0x3fe00000 that read back what was written (a test-modes VMM's
-//! `devices::scratch`, for the MMIO tests 23-27), HLT, MONITOR and MWAIT
+//! `devices::scratch`, for the MMIO tests 23-30), HLT, MONITOR and MWAIT
 //! exiting (MWAIT with interrupts off would otherwise sleep for good), and #GP injection
 //! for a missing MSR. Exiting on RDTSC, INVLPG, CR3 loads and the exception bitmap is
 //! optional: the results are the same either way, which is the point (the VMM's
@@ -44,6 +44,9 @@
 //! guest64: mmio absolute, 32-bit, moffs and scaled-index addressing ok
 //! guest64: mmio load whose instruction crosses a page ok
 //! guest64: mmio access past the device reads all ones ok
+//! guest64: mmio add, or, and, sub, xor, cmp, test and their flags ok
+//! guest64: mmio xchg and lock add ok
+//! guest64: mmio rep stos and rep movs to, from and within the device ok
 //! guest64: done
 //! ```
 //! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
@@ -88,6 +91,10 @@ g64_mmio_ld:    .asciz "guest64: mmio loads: mov, movzx, movsx, movsxd and their
 g64_mmio_addr:  .asciz "guest64: mmio absolute, 32-bit, moffs and scaled-index addressing"
 g64_mmio_cross: .asciz "guest64: mmio load whose instruction crosses a page"
 g64_mmio_past:  .asciz "guest64: mmio access past the device reads all ones"
+g64_mmio_alu:   .asciz "guest64: mmio add, or, and, sub, xor, cmp, test and their flags"
+g64_mmio_xchg:  .asciz "guest64: mmio xchg and lock add"
+g64_mmio_str:   .asciz "guest64: mmio rep stos and rep movs to, from and within the device"
+g64_mmio_pat:   .quad 0x0807060504030201
 g64_done:       .asciz "guest64: done\n"
 
     .section .bss.guest, "aw", @nobits
@@ -615,6 +622,133 @@ _start:
     setne cl
     mov ebx, 27
     lea rsi, [rip + g64_mmio_past]
+    call check
+
+    // 28: ALU instructions with the device as destination or source: each result, and
+    // the flags the VMM computes for it (CF, ZF, SF tested right after each).
+    mov rbx, G64_SCRATCH
+    xor ecx, ecx
+    mov dword ptr [rbx + 0x50], 0x0f
+    add dword ptr [rbx + 0x50], 1
+    jc .Lg64_mmio_alu_fail
+    inc ecx
+    cmp dword ptr [rbx + 0x50], 0x10
+    jne .Lg64_mmio_alu_fail
+    inc ecx
+    or byte ptr [rbx + 0x50], 0x81
+    jns .Lg64_mmio_alu_fail
+    inc ecx
+    and word ptr [rbx + 0x50], 0xf0
+    cmp dword ptr [rbx + 0x50], 0x90
+    jne .Lg64_mmio_alu_fail
+    inc ecx
+    sub dword ptr [rbx + 0x50], 0x91
+    jnc .Lg64_mmio_alu_fail
+    inc ecx
+    cmp dword ptr [rbx + 0x50], -1
+    jne .Lg64_mmio_alu_fail
+    inc ecx
+    xor dword ptr [rbx + 0x50], -1
+    jnz .Lg64_mmio_alu_fail
+    inc ecx
+    mov eax, 5
+    add eax, [rbx + 0x50]
+    cmp eax, 5
+    jne .Lg64_mmio_alu_fail
+    inc ecx
+    mov byte ptr [rbx + 0x50], 0x40
+    test byte ptr [rbx + 0x50], 0x40
+    jz .Lg64_mmio_alu_fail
+    inc ecx
+    mov edx, 0x41
+    sub edx, [rbx + 0x50]
+    cmp edx, 1
+    jne .Lg64_mmio_alu_fail
+    xor ecx, ecx
+    jmp .Lg64_mmio_alu_done
+.Lg64_mmio_alu_fail:
+    inc ecx
+.Lg64_mmio_alu_done:
+    mov ebx, 28
+    lea rsi, [rip + g64_mmio_alu]
+    call check
+
+    // 29: XCHG swaps a register with the device; LOCK ADD is a read and a write.
+    mov rbx, G64_SCRATCH
+    xor ecx, ecx
+    mov dword ptr [rbx + 0x58], 0x11111111
+    mov eax, 0x22222222
+    xchg [rbx + 0x58], eax
+    cmp eax, 0x11111111
+    jne .Lg64_mmio_xchg_fail
+    inc ecx
+    lock add dword ptr [rbx + 0x58], 1
+    cmp dword ptr [rbx + 0x58], 0x22222223
+    jne .Lg64_mmio_xchg_fail
+    xor ecx, ecx
+    jmp .Lg64_mmio_xchg_done
+.Lg64_mmio_xchg_fail:
+    inc ecx
+.Lg64_mmio_xchg_done:
+    mov ebx, 29
+    lea rsi, [rip + g64_mmio_xchg]
+    call check
+
+    // 30: REP STOSD fills device registers; REP MOVSB copies them to RAM, copies RAM to
+    // the device, and (backwards, DF set) within the device; RCX, RSI, RDI end where
+    // the CPU would leave them.
+    mov rbx, G64_SCRATCH
+    xor r12d, r12d
+    cld
+    lea rdi, [rbx + 0x60]
+    mov eax, 0xa5a5a5a5
+    mov ecx, 4
+    rep stosd
+    lea rdx, [rbx + 0x70]
+    cmp rdi, rdx
+    jne .Lg64_mmio_str_fail
+    inc r12d
+    lea rsi, [rbx + 0x60]
+    lea rdi, [rip + g64_text]
+    mov ecx, 16
+    rep movsb
+    test ecx, ecx
+    jnz .Lg64_mmio_str_fail
+    inc r12d
+    mov rax, 0xa5a5a5a5a5a5a5a5
+    cmp [rip + g64_text + 8], rax
+    jne .Lg64_mmio_str_fail
+    inc r12d
+    lea rsi, [rip + g64_mmio_pat]
+    lea rdi, [rbx + 0x90]
+    mov ecx, 8
+    rep movsb
+    mov rax, [rip + g64_mmio_pat]
+    cmp [rbx + 0x90], rax
+    jne .Lg64_mmio_str_fail
+    inc r12d
+    std
+    lea rsi, [rbx + 0x97]
+    lea rdi, [rbx + 0xa7]
+    mov ecx, 8
+    rep movsb
+    cld
+    lea rdx, [rbx + 0x9f]
+    cmp rdi, rdx
+    jne .Lg64_mmio_str_fail
+    inc r12d
+    mov rax, [rip + g64_mmio_pat]
+    cmp [rbx + 0xa0], rax
+    jne .Lg64_mmio_str_fail
+    xor r12d, r12d
+    jmp .Lg64_mmio_str_done
+.Lg64_mmio_str_fail:
+    cld
+    inc r12d
+.Lg64_mmio_str_done:
+    mov ecx, r12d
+    mov ebx, 30
+    lea rsi, [rip + g64_mmio_str]
     call check
 
     lea rsi, [rip + g64_done]
