@@ -119,8 +119,10 @@ pub fn run() -> Result<bool> {
     println!("  under the VMM (VCpuStart to the VM's stop): {v}");
     println!("  bare Bochs (the kernel's entry to its triple fault): {b}");
     println!("  ratio: {:.2} (aim <= 1.25)", v as f64 / b as f64);
-    if let Some(exits) =
-        vmm.serial.lines().find_map(|l| l.trim_end().strip_prefix("vmm: exits by reason: "))
+    if let Some(exits) = vmm
+        .serial
+        .lines()
+        .find_map(|l| l.trim_end().split_once(": exits by reason: ").map(|(_, e)| e))
     {
         println!("  VMM exits of the whole run by reason: {exits}");
     }
@@ -134,7 +136,7 @@ mod tests {
     #[test]
     fn the_ticks_are_read_from_each_side() {
         let vmm =
-            "vmm: VM stopped: powered off (HLT) after 4213 exits, 912345678 ticks from its start\n";
+            "vmm vm_linux: VM stopped: powered off (HLT) after 4213 exits, 912345678 ticks from its start\n";
         assert_eq!(vmm_ticks(vmm), Some(912_345_678));
         let stdout =
             "Next at t=0\n(0) Breakpoint 1, 0x0000000000100000 in ?? ()\nNext at t=165661997\n";

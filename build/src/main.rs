@@ -252,7 +252,7 @@ fn print_bench(serial: &str, all: bool) -> bool {
         }
     }
     // The benchmark VM runs alone, last: its VMM's split is the last one in the log.
-    let legs = serial.lines().rev().find_map(|l| l.trim_end().strip_prefix(LEGS));
+    let legs = serial.lines().rev().find_map(|l| l.trim_end().split_once(LEGS).map(|(_, l)| l));
     if let Some(legs) = legs {
         for (name, figures) in legs.split(", ").filter_map(|kind| kind.split_once(' ')) {
             let f: Vec<&str> = figures.split(' ').collect();
@@ -266,5 +266,5 @@ fn print_bench(serial: &str, all: bool) -> bool {
     any
 }
 
-/// How a VMM reports where its CPUID and port-I/O round trips went.
-const LEGS: &str = "vmm: round-trip legs in ticks (kernel exit, VMM, kernel entry): ";
+/// How a VMM reports where its round trips went (after `vmm NAME`).
+const LEGS: &str = ": round-trip legs in ticks (kernel exit, VMM, kernel entry): ";

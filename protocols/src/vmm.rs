@@ -2,6 +2,8 @@
 //! registers. One VMM process runs one VM.
 
 /// Slots of a VMM process's CSpace.
+use crate::manifest::MAX_NAME;
+
 pub mod slot {
     /// Its own CNode.
     pub const CNODE: u64 = 1;
@@ -21,8 +23,7 @@ pub mod slot {
     /// Untyped memory of exactly the VM's RAM (2^`ram bits` of the start register), 2 MiB
     /// aligned: the VMM retypes it into 2 MiB frames.
     pub const RAM_UNTYPED: u64 = 7;
-    /// A Linux VM's [`super::LinuxDescription`], one read-only frame (empty for a test
-    /// guest).
+    /// The VM's [`super::VmDescription`], one read-only frame.
     pub const DESCRIPTION: u64 = 8;
     /// The VM that owns the console input: the notification the console driver signals
     /// when input arrives (read right; empty for every other VM). Its [`CONSOLE`] copy
@@ -80,7 +81,7 @@ pub mod flags {
     /// (`vmm_server::trace`), for `cargo xtask trace`.
     pub const TRACE: u64 = 1 << 2;
     /// The guest is a Linux kernel (a bzImage), booted by the Linux boot protocol with
-    /// the [`super::LinuxDescription`] in [`super::slot::DESCRIPTION`].
+    /// the command line in the [`super::VmDescription`].
     pub const LINUX: u64 = 1 << 3;
 }
 
@@ -104,12 +105,13 @@ pub struct HostDate {
     pub valid: u8,
 }
 
-/// What a Linux VM boots besides its kernel, in the frame at [`slot::DESCRIPTION`]: the
-/// initramfs's size (its frames follow the kernel's) and the command line.
+/// Every VM's description, in the frame at [`slot::DESCRIPTION`]: its name from the
+/// manifest (which the VMM's log lines start with), the host's date, and for a Linux VM
+/// the initramfs's size (its frames follow the kernel's) and the command line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LinuxDescription {
-    /// [`LinuxDescription::MAGIC`].
+pub struct VmDescription {
+    /// [`VmDescription::MAGIC`].
     pub magic: u64,
     /// The initramfs's size in bytes (0: none).
     pub initrd_size: u64,
@@ -117,43 +119,61 @@ pub struct LinuxDescription {
     pub cmdline_len: u64,
     /// The host's date and time when the VM was made, for its real-time clock.
     pub host_date: HostDate,
+    /// The name's length in bytes.
+    pub name_len: u64,
+    /// The VM's name (the first `name_len` bytes).
+    pub name: [u8; MAX_NAME],
     /// The command line (the first `cmdline_len` bytes).
-    pub cmdline: [u8; LinuxDescription::CMDLINE_ROOM],
+    pub cmdline: [u8; VmDescription::CMDLINE_ROOM],
 }
 
-impl LinuxDescription {
-    /// "linuxvm\0".
-    pub const MAGIC: u64 = u64::from_le_bytes(*b"linuxvm\0");
+impl VmDescription {
+    /// "vmdesc\0\0".
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"vmdesc\0\0");
     /// Room for the command line: x86 Linux's `COMMAND_LINE_SIZE`.
     pub const CMDLINE_ROOM: usize = crate::manifest::MAX_CMDLINE + 1;
 
-    /// A description of `cmdline` (cut at [`Self::CMDLINE_ROOM`]) and an initramfs of
-    /// `initrd_size` bytes.
-    pub fn new(cmdline: &str, initrd_size: u64, host_date: HostDate) -> Self {
+    /// A description of the VM `name` (cut at [`MAX_NAME`]) that boots `cmdline` (cut at
+    /// [`Self::CMDLINE_ROOM`]; empty for a test guest) with an initramfs of `initrd_size`
+    /// bytes.
+    pub fn new(name: &str, cmdline: &str, initrd_size: u64, host_date: HostDate) -> Self {
         let mut d = Self {
             magic: Self::MAGIC,
             initrd_size,
             cmdline_len: 0,
             host_date,
+            name_len: 0,
+            name: [0; MAX_NAME],
             cmdline: [0; Self::CMDLINE_ROOM],
         };
+        let len = name.len().min(MAX_NAME);
+        d.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+        d.name_len = len as u64;
         let len = cmdline.len().min(Self::CMDLINE_ROOM);
         d.cmdline[..len].copy_from_slice(&cmdline.as_bytes()[..len]);
         d.cmdline_len = len as u64;
         d
     }
 
+    /// The VM's name, if the description is well formed.
+    pub fn name(&self) -> Option<&str> {
+        self.text(&self.name, self.name_len)
+    }
+
     /// The command line, if the description is well formed.
     pub fn cmdline(&self) -> Option<&str> {
+        self.text(&self.cmdline, self.cmdline_len)
+    }
+
+    fn text<'a>(&self, room: &'a [u8], len: u64) -> Option<&'a str> {
         if self.magic != Self::MAGIC {
             return None;
         }
-        let bytes = self.cmdline.get(..usize::try_from(self.cmdline_len).ok()?)?;
-        core::str::from_utf8(bytes).ok()
+        core::str::from_utf8(room.get(..usize::try_from(len).ok()?)?).ok()
     }
 }
 
-const _: () = assert!(size_of::<LinuxDescription>() <= 4096);
+const _: () = assert!(size_of::<VmDescription>() <= 4096);
 
 /// Label of the report message: words `[guest exit code, exits handled, stop reason]`.
 pub const REPORT_LABEL: u64 = 0x7265_7074; // "rept"
@@ -182,32 +202,41 @@ pub mod stop {
 
 #[cfg(test)]
 mod tests {
-    use super::LinuxDescription;
+    use super::VmDescription;
 
     #[test]
-    fn a_linux_description_carries_its_command_line() {
-        let d = LinuxDescription::new("console=ttyS0 quiet", 4096, super::HostDate::default());
+    fn a_description_carries_the_name_and_command_line() {
+        let d =
+            VmDescription::new("linux", "console=ttyS0 quiet", 4096, super::HostDate::default());
         assert_eq!((d.cmdline(), d.initrd_size), (Some("console=ttyS0 quiet"), 4096));
+        assert_eq!(d.name(), Some("linux"));
         let bytes = bytemuck::bytes_of(&d);
-        let back: LinuxDescription = bytemuck::pod_read_unaligned(bytes);
-        assert_eq!(back.cmdline(), Some("console=ttyS0 quiet"));
+        let back: VmDescription = bytemuck::pod_read_unaligned(bytes);
+        assert_eq!((back.name(), back.cmdline()), (Some("linux"), Some("console=ttyS0 quiet")));
         let mut bad = d;
         bad.magic = 0;
-        assert_eq!(bad.cmdline(), None, "an empty frame is no description");
+        assert_eq!((bad.name(), bad.cmdline()), (None, None), "an empty frame is no description");
         bad = d;
         bad.cmdline_len = 5000;
         assert_eq!(bad.cmdline(), None, "a length past the room");
+        bad = d;
+        bad.name_len = 33;
+        assert_eq!(bad.name(), None, "a name past the room");
+        let guest = VmDescription::new("guest64", "", 0, super::HostDate::default());
+        assert_eq!((guest.name(), guest.cmdline()), (Some("guest64"), Some("")));
     }
 
     /// The offsets docs/abi.md gives.
     #[test]
     fn the_description_layout_is_the_documented_one() {
         use core::mem::offset_of;
-        assert_eq!(offset_of!(LinuxDescription, initrd_size), 8);
-        assert_eq!(offset_of!(LinuxDescription, cmdline_len), 16);
-        assert_eq!(offset_of!(LinuxDescription, host_date), 24);
+        assert_eq!(offset_of!(VmDescription, initrd_size), 8);
+        assert_eq!(offset_of!(VmDescription, cmdline_len), 16);
+        assert_eq!(offset_of!(VmDescription, host_date), 24);
         assert_eq!(offset_of!(super::HostDate, valid), 7);
-        assert_eq!(offset_of!(LinuxDescription, cmdline), 32);
-        assert_eq!(size_of::<LinuxDescription>(), 32 + 2048);
+        assert_eq!(offset_of!(VmDescription, name_len), 32);
+        assert_eq!(offset_of!(VmDescription, name), 40);
+        assert_eq!(offset_of!(VmDescription, cmdline), 72);
+        assert_eq!(size_of::<VmDescription>(), 72 + 2048);
     }
 }

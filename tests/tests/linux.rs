@@ -121,7 +121,7 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
     );
     check(
         &out,
-        out.serial.contains("vmm: VM stopped: powered off"),
+        out.serial.contains("vmm vm_linux: VM stopped: powered off"),
         "the VMM did not say power-off",
     );
     assert_suite_passed(&out, 1);
@@ -142,8 +142,8 @@ fn bad_linux_inputs_are_refused_by_name_and_other_vms_run_on() {
     };
     let out = boot_with("linux-refused", Emulator::Bochs, &opts);
     for line in [
-        "vmm: the Linux kernel cannot boot: bzImage truncated: the header says ",
-        "vmm: the Linux kernel cannot boot: initramfs of 0x",
+        "vmm vm_linux_truncated: the Linux kernel cannot boot: bzImage truncated: the header says ",
+        "vmm vm_linux_initrd_too_large: the Linux kernel cannot boot: initramfs of 0x",
         "init: vm_too_much_ram: no free block of 1024 MiB for its RAM",
         "TEST PASS vm_linux_truncated",
         "TEST PASS vm_linux_initrd_too_large",

@@ -64,7 +64,11 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
         );
         assert_guest_output(&out, g);
     }
-    check(&out, out.serial.contains("vmm: VM stopped: triple fault"), "triple fault not reported");
+    check(
+        &out,
+        out.serial.contains("vmm vm_guest_triple: VM stopped: triple fault"),
+        "triple fault not reported",
+    );
     check(
         &out,
         out.serial.contains("vmx: VMX operation left (VMXOFF, CR4.VMXE clear)"),
@@ -112,7 +116,8 @@ fn bochs_runs_every_test_guest_through_its_ring3_vmm() {
     check(&out, out.serial.contains("TEST PASS vm_hostile_vmm_refused"), "hostile VMM check");
     // The mutating VMM's batches: some applied, some refused, none wrongly applied, and
     // the kernel and the other VMs carried on.
-    let mutated = out.serial.lines().find(|l| l.starts_with("vmm(mutate): 48 mutated batches"));
+    let mutated =
+        out.serial.lines().find(|l| l.starts_with("vmm vm_mutated_batches: 48 mutated batches"));
     check(&out, mutated.is_some_and(|l| l.ends_with(", 0 accepted wrongly")), "mutating VMM line");
     check(&out, out.serial.contains("TEST PASS vm_mutated_batches"), "mutating VMM check");
     check(&out, out.serial.contains("guest64: done"), "guest64 did not finish");
@@ -124,7 +129,7 @@ fn qemu_without_vtx_makes_every_vmm_say_no_vm_can_run() {
     let out = boot("default", Emulator::Qemu);
     let skipped = assert_suite_passed(&out, 51);
     let refusals =
-        out.serial.matches("vmm: no VM can run here: VCpu creation is not supported").count();
+        out.serial.matches(": no VM can run here: VCpu creation is not supported").count();
     // Every VM's: none of their checks passes where none ran.
     let vms = GUESTS.len() + OTHER_VMS;
     check(&out, refusals == vms, &format!("{refusals} VMMs said no VM can run"));
@@ -143,7 +148,9 @@ fn bochs_lynnfield_refuses_guests_that_need_unrestricted_guest() {
     let refused = out
         .serial
         .lines()
-        .filter(|l| l.starts_with("vmm: the kernel cannot start this guest: "))
+        .filter(|l| {
+            l.starts_with("vmm vm_") && l.contains(": the kernel cannot start this guest: ")
+        })
         .filter(|l| l.ends_with("needs unrestricted guest, which this CPU lacks"))
         .count();
     check(

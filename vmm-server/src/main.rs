@@ -10,6 +10,14 @@ rt::entry!(start);
 
 #[cfg(target_os = "none")]
 mod process {
+    /// Print a line of this VMM's log, `vmm NAME: ...` with the VM's name from the
+    /// manifest, so that the lines of several VMs can be told apart.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            rt::println!("vmm {}: {}", crate::process::vm_name(), format_args!($($arg)*))
+        };
+    }
+    use core::sync::atomic::{AtomicBool, Ordering};
     use protocols::error::Error;
     use protocols::ipc::MsgInfo;
     use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
@@ -18,7 +26,7 @@ mod process {
     use protocols::vcpu_page;
     use protocols::vmcs::ctl::proc;
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
-    use protocols::vmm::{self, flags as vmm_flags, slot, stop, LinuxDescription, REPORT_LABEL};
+    use protocols::vmm::{self, flags as vmm_flags, slot, stop, VmDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
@@ -116,12 +124,13 @@ mod process {
     impl Boot {
         /// Map the image's frames (and a Linux VM's description and initramfs).
         fn map(image_size: u64, linux: bool) -> Result<Self, Error> {
-            let (initrd_size, cmdline, unix_time) = if linux { description()? } else { (0, "", 0) };
+            let (initrd_size, cmdline, unix_time) = description()?;
+            let (initrd_size, cmdline) = if linux { (initrd_size, cmdline) } else { (0, "") };
             let image_pages = image_size.div_ceil(4096);
             let pages = image_pages + initrd_size.div_ceil(4096);
             if pages > vmm::MAX_IMAGE_PAGES {
-                rt::println!(
-                    "vmm: the guest's image of {pages} pages is larger than {} pages",
+                say!(
+                    "the guest's image of {pages} pages is larger than {} pages",
                     vmm::MAX_IMAGE_PAGES
                 );
                 return Err(Error::InvalidArgument);
@@ -144,14 +153,33 @@ mod process {
         }
     }
 
-    /// A Linux VM's description: `(initramfs size, command line, host Unix time)`.
-    fn description() -> Result<(u64, &'static str, i64), Error> {
+    /// Whether the description frame is mapped at `DESCRIPTION_VA`.
+    static DESCRIBED: AtomicBool = AtomicBool::new(false);
+
+    /// Map the VM's description (once, first thing: the log lines need its name).
+    fn map_description() -> Result<(), Error> {
         invoke(slot::DESCRIPTION, Invocation::FrameMap, &[slot::VSPACE, DESCRIPTION_VA, 0])?;
-        // SAFETY: the description frame was just mapped read-only at DESCRIPTION_VA and
-        // stays mapped; the type is plain data, valid for any bytes.
-        let d = unsafe { &*(DESCRIPTION_VA as *const LinuxDescription) };
-        let Some(cmdline) = d.cmdline() else {
-            rt::println!("vmm: the Linux VM's description is malformed");
+        DESCRIBED.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn described() -> Option<&'static VmDescription> {
+        // SAFETY: once DESCRIBED is set the description frame is mapped read-only at
+        // DESCRIPTION_VA for good; the type is plain data, valid for any bytes.
+        DESCRIBED
+            .load(Ordering::Acquire)
+            .then(|| unsafe { &*(DESCRIPTION_VA as *const VmDescription) })
+    }
+
+    /// The VM's name from the manifest ("?" before or without a description).
+    pub fn vm_name() -> &'static str {
+        described().and_then(VmDescription::name).unwrap_or("?")
+    }
+
+    /// The VM's description: `(initramfs size, command line, host Unix time)`.
+    fn description() -> Result<(u64, &'static str, i64), Error> {
+        let Some((d, cmdline)) = described().and_then(|d| Some((d, d.cmdline()?))) else {
+            say!("the VM's description is malformed");
             return Err(Error::InvalidArgument);
         };
         let t = d.host_date;
@@ -175,7 +203,7 @@ mod process {
     /// guest's entry point.
     fn build(image_size: u64, ram_bits: u8, mode: u64, flags: u64) -> Result<Built, Error> {
         if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
-            rt::println!("vmm: guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
+            say!("guest RAM of 2^{ram_bits} bytes is outside 2 MiB..=1 GiB");
             return Err(Error::InvalidArgument);
         }
         let ram_bytes = 1u64 << ram_bits;
@@ -183,7 +211,7 @@ mod process {
         retype(slot::UNTYPED, ObjectType::GuestSpace, 15, GUEST_SPACE, 1)?;
         retype(slot::UNTYPED, ObjectType::VCpu, 0, VCPU, 1).inspect_err(|&e| {
             if e == Error::NotSupported {
-                rt::println!("vmm: no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel's boot log says which)");
+                say!("no VM can run here: VCpu creation is not supported (VT-x absent or unusable; the kernel's boot log says which)");
             }
         })?;
         retype(slot::UNTYPED, ObjectType::Endpoint, 0, EXIT_EP, 1)?;
@@ -207,7 +235,7 @@ mod process {
             Some((initrd, cmdline)) => load_linux(boot.image, initrd, cmdline, ram)?,
             None => {
                 let img = guest_image::parse(boot.image, ram_bytes).map_err(|e| {
-                    rt::println!("vmm: guest image refused: {e:?}");
+                    say!("guest image refused: {e:?}");
                     Error::InvalidArgument
                 })?;
                 guest_image::load(&img, boot.image, ram).map_err(|_| Error::InvalidArgument)?;
@@ -277,7 +305,7 @@ mod process {
         ram: &mut [u8],
     ) -> Result<Start, Error> {
         let refused = |e: LinuxBootError| {
-            rt::println!("vmm: the Linux kernel cannot boot: {e}");
+            say!("the Linux kernel cannot boot: {e}");
             Error::InvalidArgument
         };
         let image = LinuxImage::parse(kernel).map_err(refused)?;
@@ -286,8 +314,8 @@ mod process {
             .map_err(refused)?;
         plan.write(&image, cmdline.as_bytes(), initrd, &mut SliceMemory::new(0, ram))
             .map_err(refused)?;
-        rt::println!(
-            "vmm: Linux boot protocol {}.{:02}: kernel of {} KiB at {:#x}, initramfs of {} KiB at {:#x}, {} MiB of RAM",
+        say!(
+            "Linux boot protocol {}.{:02}: kernel of {} KiB at {:#x}, initramfs of {} KiB at {:#x}, {} MiB of RAM",
             image.version >> 8,
             image.version & 0xff,
             plan.kernel_len / 1024,
@@ -309,10 +337,7 @@ mod process {
             return Ok(());
         };
         let [rdx, r10, r8, _] = r.msg.words;
-        rt::println!(
-            "vmm: the kernel cannot start this guest: {}",
-            StartRefusal::new(e, [rdx, r10, r8])
-        );
+        say!("the kernel cannot start this guest: {}", StartRefusal::new(e, [rdx, r10, r8]));
         Err(e)
     }
 
@@ -328,7 +353,7 @@ mod process {
         let Some(why) = vcpu_refusal::stopped(r.msg.info.label, r.msg.words) else {
             return false;
         };
-        rt::println!("vmm: the kernel stopped the vCPU: {why}");
+        say!("the kernel stopped the vCPU: {why}");
         true
     }
 
@@ -444,8 +469,8 @@ mod process {
                 let n = self.count[k][usize::from(leg == 2)];
                 self.sum[k][leg].checked_div(n).unwrap_or(0)
             };
-            rt::println!(
-                "vmm: round-trip legs in ticks (kernel exit, VMM, kernel entry): cpuid {} {} {}, port-io {} {} {}, mmio {} {} {}",
+            say!(
+                "round-trip legs in ticks (kernel exit, VMM, kernel entry): cpuid {} {} {}, port-io {} {} {}, mmio {} {} {}",
                 avg(0, 0),
                 avg(0, 1),
                 avg(0, 2),
@@ -486,7 +511,7 @@ mod process {
         // The VM owning the console input gets it from a second thread, as messages on
         // the exit endpoint; bytes its UART cannot take yet wait in `pending`.
         let input = input::start(&input::SLOTS, EXIT_EP, PRIORITY).unwrap_or_else(|e| {
-            rt::println!("vmm: no console input: {}", e.name());
+            say!("no console input: {}", e.name());
             false
         });
         let mut pending = PendingInput::new();
@@ -527,7 +552,7 @@ mod process {
             }
             // The exit is read and the reply built in place, in the vCPU state page.
             let Some((msg, reply)) = vcpu_page::exit_and_reply(page()) else {
-                rt::println!("vmm: malformed exit message");
+                say!("malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
@@ -538,7 +563,7 @@ mod process {
             // Only an MMIO exit leaves a notice.
             if msg.reason == ExitReason::EptViolation as u32 {
                 if let Some(notice) = vm.take_notice() {
-                    rt::println!("vmm: {notice}");
+                    say!("{notice}");
                 }
             }
             if let Some(r) = &mut recorder {
@@ -554,10 +579,8 @@ mod process {
                     r.finish();
                 }
                 let ticks = msg.exit_tsc.wrapping_sub(started);
-                rt::println!(
-                    "vmm: VM stopped: {why} after {exits} exits, {ticks} ticks from its start"
-                );
-                rt::println!("vmm: exits by reason: {}", vm.stats().by_reason());
+                say!("VM stopped: {why} after {exits} exits, {ticks} ticks from its start");
+                say!("exits by reason: {}", vm.stats().by_reason());
                 legs.print();
                 return Ok(match why {
                     StopReason::GuestExit(code) => (stop::EXITED, code, exits),
@@ -579,8 +602,8 @@ mod process {
             next = ipc_regs(Syscall::ReplyRecv, EXIT_EP, &Msg::default(), 0, 0);
             if next.status != 0 {
                 let status = next.status;
-                rt::println!(
-                    "vmm: the kernel refused the reply: error {status}, batch error {}, field {:#x}",
+                say!(
+                    "the kernel refused the reply: error {status}, batch error {}, field {:#x}",
                     next.words[0],
                     next.words[1]
                 );
@@ -599,6 +622,9 @@ mod process {
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
+        if let Err(e) = map_description() {
+            say!("no description frame: {}", e.name());
+        }
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
         let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
@@ -611,8 +637,8 @@ mod process {
             }
             #[cfg(not(feature = "test-modes"))]
             Ok(_) if flags & TEST_FLAGS != 0 => {
-                rt::println!(
-                    "vmm: this VMM is built without test modes: it cannot run a hostile, mutating or traced VM (flags {flags:#x})"
+                say!(
+                    "this VMM is built without test modes: it cannot run a hostile, mutating or traced VM (flags {flags:#x})"
                 );
                 (stop::OTHER, 0, 0)
             }
@@ -629,7 +655,7 @@ mod process {
             // No VT-x, or none this guest can run on (the VMM said why).
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),
             Err(e) => {
-                rt::println!("vmm: cannot build the VM: {}", e.name());
+                say!("cannot build the VM: {}", e.name());
                 (stop::REFUSED, 0, 0)
             }
         };

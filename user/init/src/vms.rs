@@ -10,7 +10,7 @@ use protocols::io::root_range_covering;
 use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
-use protocols::vmm::{self, slot, stop, HostDate, LinuxDescription, REPORT_LABEL};
+use protocols::vmm::{self, slot, stop, VmDescription, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
@@ -173,20 +173,19 @@ fn start_vmm(
             next += 1;
         }
     }
-    if let Some(linux) = &vm.linux {
-        let date = crate::host_rtc::read(a).unwrap_or_default();
-        let description = describe(a, linux.cmdline, initrd.map_or(0, |m| m.size), date)?;
-        invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
-    }
+    let date = crate::host_rtc::read(a).unwrap_or_default();
+    let cmdline = vm.linux.as_ref().map_or("", |linux| linux.cmdline);
+    let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date);
+    let description = describe(a, &d)?;
+    invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     process::start(&p)
 }
 
-/// A frame holding a Linux VM's [`LinuxDescription`], unmapped again: returns its slot.
-fn describe(a: &mut Alloc, cmdline: &str, initrd: u64, date: HostDate) -> Result<u64, Error> {
+/// A frame holding a VM's description `d`, unmapped again: returns its slot.
+fn describe(a: &mut Alloc, d: &VmDescription) -> Result<u64, Error> {
     let (frame, va) = a.page()?;
-    let d = LinuxDescription::new(cmdline, initrd, date);
     // SAFETY: `page` mapped the fresh frame writable at `va`; the description fits in it.
-    unsafe { (va as *mut LinuxDescription).write(d) };
+    unsafe { (va as *mut VmDescription).write(*d) };
     invoke(frame, Invocation::FrameUnmap, &[])?;
     Ok(frame)
 }

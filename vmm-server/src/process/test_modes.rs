@@ -176,7 +176,7 @@ pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
             Value::Fixed(v) => v,
             Value::CurrentWithout(bits) => {
                 let Some(msg) = read_exit() else {
-                    rt::println!("vmm: malformed exit message");
+                    say!("malformed exit message");
                     return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
                 };
                 let c = msg.controls;
@@ -240,7 +240,7 @@ pub(super) fn mutated(
         }
         while sent < MUTATED_EXITS {
             let Some(msg) = read_exit() else {
-                rt::println!("vmm(mutate): malformed exit message");
+                say!("malformed exit message (mutating)");
                 return Ok((stop::OTHER, wrong, sent));
             };
             if msg.is_entry_failure() && !first {
@@ -263,10 +263,7 @@ pub(super) fn mutated(
                 accepted += 1;
                 if m.must_refuse {
                     wrong += 1;
-                    rt::println!(
-                        "vmm(mutate): batch {sent} accepted but must be refused: {:x?}",
-                        m.reply
-                    );
+                    say!("batch {sent} accepted but must be refused: {:x?}", m.reply);
                 }
                 if !m.stops {
                     if sent < MUTATED_EXITS && kernel_stopped(&recv(EXIT_EP)?) {
@@ -285,17 +282,13 @@ pub(super) fn mutated(
                 if watchdog && !m.must_refuse && timer.contains(&field) {
                     timer_refusals += 1;
                     if timer_refusals == 2 {
-                        rt::println!(
-                            "vmm(mutate): this CPU refuses the VMX-preemption timer; no watchdog"
-                        );
+                        say!("this CPU refuses the VMX-preemption timer; no watchdog");
                         watchdog = false;
                     }
                 }
                 if status != Error::BatchRejected as u64 {
                     wrong += 1;
-                    rt::println!(
-                        "vmm(mutate): batch {sent} refused with error {status}, not as a batch"
-                    );
+                    say!("batch {sent} refused with error {status}, not as a batch");
                 }
             }
             if sent < MUTATED_EXITS {
@@ -306,8 +299,8 @@ pub(super) fn mutated(
     }
     // Whatever the last batch did to the guest, it never runs again.
     invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
-    rt::println!(
-        "vmm(mutate): {sent} mutated batches: {accepted} accepted ({cpu_refused} then refused by the CPU), {refused} refused by the kernel, {wrong} accepted wrongly"
+    say!(
+        "{sent} mutated batches: {accepted} accepted ({cpu_refused} then refused by the CPU), {refused} refused by the kernel, {wrong} accepted wrongly"
     );
     Ok((stop::EXITED, wrong, sent))
 }
