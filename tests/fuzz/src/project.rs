@@ -5,9 +5,9 @@
 
 use kernel::cap::Cap as K;
 use kernel::cnode::Slot;
-use kernel::paging::FrameSize;
 use kernel::endpoint::EndpointState;
 use kernel::kernel_message::KernelMessage as KM;
+use kernel::paging::FrameSize;
 use kernel::tcb::ThreadState as KS;
 use kernel::testbed::Testbed;
 use kernel_model::{Cap, Cdt, Endpoint, Irqs, KernelMessage, Notification, Queueing, Regs};
