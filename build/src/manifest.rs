@@ -87,6 +87,9 @@ struct Vm {
     mutate: bool,
     #[serde(default)]
     trace: bool,
+    /// Test tooling: the VMM panics at its 64th exit (`vmm::flags::CRASH`).
+    #[serde(default)]
+    crash: bool,
     expect: String,
     #[serde(default)]
     pass_ports: Option<[u16; 2]>,
@@ -155,12 +158,13 @@ fn expect(vm: &Vm) -> Result<Expect> {
         "triple fault" => return Ok(Expect::TripleFault),
         "power off" => return Ok(Expect::PowerOff),
         "refused" => return Ok(Expect::Refused),
+        "vmm crashed" => return Ok(Expect::VmmCrashed),
         _ => {}
     }
     vm.expect.strip_prefix("exit ").and_then(|n| n.parse().ok()).map(Expect::Exit).ok_or_else(
         || {
             err!(
-                "vm {:?}: expect {:?} is none of \"exit N\", \"triple fault\", \"power off\", \"refused\"",
+                "vm {:?}: expect {:?} is none of \"exit N\", \"triple fault\", \"power off\", \"refused\", \"vmm crashed\"",
                 vm.name,
                 vm.expect
             )
@@ -229,6 +233,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             hostile: vm.hostile,
             mutate: vm.mutate,
             trace: vm.trace,
+            crash: vm.crash,
             expect: expect(vm).map_err(at)?,
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
             linux,
@@ -264,7 +269,7 @@ mod tests {
             encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
                 .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 9);
+        assert_eq!(m.vms.len(), 10);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
         assert!(m.vms[4].hostile && !m.vms[4].mutate);
@@ -274,6 +279,8 @@ mod tests {
         assert!(m.vms.iter().all(|v| !v.trace), "the default image prints no trace");
         assert_eq!(m.vms[7].pass_ports, Some((0x80, 0x80)));
         assert_eq!(m.vms[8].memory_bits, 26, "a 64 MiB VM");
+        assert!(m.vms[9].crash && m.vms[9].expect == Expect::VmmCrashed);
+        assert!(m.vms[..9].iter().all(|v| !v.crash));
     }
 
     #[test]

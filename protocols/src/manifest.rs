@@ -65,6 +65,9 @@ pub enum Expect {
     /// initramfs that does not fit), or the root task cannot make it (too much RAM). The
     /// refusal is printed; other VMs run on.
     Refused,
+    /// The VMM crashes (faults, or exits without reporting): the root task reports it
+    /// by the VM's name, the VM stays stopped, and the other VMs run on.
+    VmmCrashed,
 }
 
 /// One VM: a VMM process serving one guest.
@@ -91,6 +94,8 @@ pub struct VmEntry<'a> {
     pub mutate: bool,
     /// Print an exit trace (see `vmm::flags::TRACE`).
     pub trace: bool,
+    /// Crashing VMM (see `vmm::flags::CRASH`).
+    pub crash: bool,
     /// How it must end.
     pub expect: Expect,
     /// Host ports `first..=last` the guest reaches without exiting (an `IoPorts`
@@ -307,6 +312,7 @@ mod tests {
             hostile: false,
             mutate: false,
             trace: false,
+            crash: false,
             expect: Expect::Exit(0),
             pass_ports: None,
             linux: None,

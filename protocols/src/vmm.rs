@@ -83,6 +83,10 @@ pub mod flags {
     /// The guest is a Linux kernel (a bzImage), booted by the Linux boot protocol with
     /// the command line in the [`super::VmDescription`].
     pub const LINUX: u64 = 1 << 3;
+    /// Crash mode (test tooling): the VMM panics while serving its 64th exit, in the
+    /// middle of the guest's work, so the root task's handling of a crashed VMM can be
+    /// seen.
+    pub const CRASH: u64 = 1 << 4;
 }
 
 /// A civil date and time (the host's CMOS clock, as the root task read it).
@@ -198,6 +202,9 @@ pub mod stop {
     pub const POWER_OFF: u64 = 4;
     /// The VMM refused to build the VM from what it was given (see its log).
     pub const REFUSED: u64 = 5;
+    /// Never sent by a VMM: the root task's record of a VMM that faulted or exited before
+    /// it reported.
+    pub const VMM_CRASHED: u64 = 6;
 }
 
 #[cfg(test)]

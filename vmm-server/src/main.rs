@@ -492,6 +492,9 @@ mod process {
     ) -> Result<(u64, u64, u64), Error> {
         let sink = LineSink { buf: [0; 160], len: 0 };
         let traced = flags & vmm_flags::TRACE != 0;
+        // Crash mode (test tooling): the exit count at which this VMM panics.
+        #[cfg(feature = "test-modes")]
+        let crash_at = test_modes::crash_at(flags);
         #[cfg(feature = "test-modes")]
         let (mut vm, mut recorder) = {
             let (mut vm, recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
@@ -556,6 +559,10 @@ mod process {
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
+            #[cfg(feature = "test-modes")]
+            if vm.stats().total_exits() == crash_at {
+                panic!("crash mode: the VMM panics at exit {crash_at}, as the manifest asked");
+            }
             // Input the UART refused earlier: offered before the exit, so an interrupt it
             // raises goes out with this reply.
             offer_input(&mut vm, &mut pending);
@@ -617,7 +624,8 @@ mod process {
 
     /// The start flags only a VMM built with test modes serves.
     #[cfg(not(feature = "test-modes"))]
-    const TEST_FLAGS: u64 = vmm_flags::HOSTILE | vmm_flags::MUTATE | vmm_flags::TRACE;
+    const TEST_FLAGS: u64 =
+        vmm_flags::HOSTILE | vmm_flags::MUTATE | vmm_flags::TRACE | vmm_flags::CRASH;
 
     /// The VMM's life: build, serve (or attack), report.
     pub fn run(arg: u64) -> u64 {

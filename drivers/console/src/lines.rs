@@ -4,8 +4,9 @@
 //! newline (the transmitter ends every line itself); a line longer than [`LINE_MAX`] is
 //! cut there, and a client pushed out of a full table has its partial line ended.
 
-/// Clients with a partial line held at once.
-pub const CLIENTS: usize = 8;
+/// Clients with a partial line held at once: every VMM a manifest may list, the root task
+/// and a few more processes, so that no client of a full system is pushed out mid-line.
+pub const CLIENTS: usize = protocols::manifest::MAX_VMS + 8;
 /// Longest line held; longer ones are cut.
 pub const LINE_MAX: usize = 200;
 

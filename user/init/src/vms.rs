@@ -6,6 +6,7 @@ use crate::console::{Console, FIRST_VMM_BADGE};
 use crate::process::{self, Images};
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
 use protocols::error::Error;
+use protocols::fault::FaultMessage;
 use protocols::io::root_range_covering;
 use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
@@ -61,6 +62,31 @@ fn expected(vm: &VmEntry<'_>, features: u64) -> (u64, u64) {
         Expect::TripleFault => (stop::TRIPLE_FAULT, 0),
         Expect::PowerOff => (stop::POWER_OFF, 0),
         Expect::Refused => (stop::REFUSED, 0),
+        Expect::VmmCrashed => (stop::VMM_CRASHED, 0),
+    }
+}
+
+/// The badge bit of a VMM's fault and exit messages on the report endpoint (its low bits
+/// say which VM, as a report's badge does).
+const FAULT_BADGE: u64 = 1 << 32;
+
+/// What a VMM's fault endpoint said, for `vm NAME: vmm crashed: ...`.
+struct Crash(Option<FaultMessage>);
+
+impl core::fmt::Display for Crash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            // rt's panic handler exits with all ones after printing the panic.
+            Some(FaultMessage::Exit { code: u64::MAX }) => f.write_str("panicked"),
+            Some(FaultMessage::Exit { code }) => {
+                write!(f, "exited with code {code} before reporting")
+            }
+            Some(FaultMessage::Fault { vector, error, rip, address }) => write!(
+                f,
+                "exception {vector} at rip {rip:#x} (error code {error:#x}, address {address:#x})"
+            ),
+            None => f.write_str("an unknown message on its fault endpoint"),
+        }
     }
 }
 
@@ -135,13 +161,20 @@ fn start_vmm(
         (vm.mutate, vmm::flags::MUTATE),
         (vm.trace, vmm::flags::TRACE),
         (vm.linux.is_some(), vmm::flags::LINUX),
+        (vm.crash, vmm::flags::CRASH),
     ]
     .iter()
     .filter(|(on, _)| *on)
     .fold(0, |acc, (_, flag)| acc | flag);
     let arg = vmm::start_arg(guest.size, vm.memory_bits, mode(vm.mode), flags);
     let radix = u64::from(vmm::CNODE_RADIX);
-    let p = process::spawn(a, images, &vmm_module, radix, u64::from(vm.priority), u64::MAX, arg)?;
+    // Its faults and exit come to the report endpoint too: a VMM that dies before
+    // reporting is reported by the VM's name, and the other VMs run on.
+    let fault = a.slot();
+    let all = u64::from(Rights::ALL.bits());
+    let fault_badge = FAULT_BADGE | badge;
+    invoke(bootinfo::slot::CNODE, Invocation::CNodeMint, &[report, fault, all, fault_badge])?;
+    let p = process::spawn(a, images, &vmm_module, radix, u64::from(vm.priority), fault, arg)?;
     let ut = a.make(ObjectType::Untyped, u64::from(vmm::OBJECT_BITS))?;
     invoke(p.cnode, Invocation::CNodeMove, &[ut, slot::UNTYPED])?;
     let ram = a.make_large(ObjectType::Untyped, u64::from(vm.memory_bits)).inspect_err(|_| {
@@ -152,7 +185,6 @@ fn start_vmm(
         );
     })?;
     invoke(p.cnode, Invocation::CNodeMove, &[ram, slot::RAM_UNTYPED])?;
-    let all = u64::from(Rights::ALL.bits());
     invoke(p.cnode, Invocation::CNodeMint, &[report, slot::REPORT, all, badge])?;
     if let Some(c) = console {
         c.grant_vmm(p.cnode, FIRST_VMM_BADGE + badge, vm.console_input)?;
@@ -200,8 +232,21 @@ fn collect(
 ) -> Result<(), Error> {
     while started != 0 {
         let r = recv(report)?;
-        let index = r.badge.wrapping_sub(1);
+        let index = (r.badge & !FAULT_BADGE).wrapping_sub(1);
         let Some(vm) = manifest.vms.get(index as usize) else { continue };
+        if r.badge & FAULT_BADGE != 0 {
+            // A VMM's exit after its report is how it ends; before it, a crash. A faulted
+            // VMM gets no reply: it stays stopped, and so does its vCPU.
+            if started & (1 << index) == 0 {
+                continue;
+            }
+            started &= !(1 << index);
+            let why = Crash(FaultMessage::decode(r.msg.info.label, r.msg.words));
+            rt::println!("init: vm {}: vmm crashed: {why}", vm.name);
+            let got = (stop::VMM_CRASHED, 0);
+            t.check(vm.name, expect_eq(got, expected(vm, features)));
+            continue;
+        }
         started &= !(1 << index);
         let got = if r.msg.info.label == REPORT_LABEL {
             (r.msg.words[2], r.msg.words[0])

@@ -56,6 +56,18 @@ pub(super) fn traced_vm(
     Ok((vm, traced.then(|| Recorder::start(&header))))
 }
 
+/// The exit count at which a VMM in crash mode (`vmm::flags::CRASH`) panics, as if a bug
+/// struck in the middle of the guest's work (the guest has printed some lines by then);
+/// never without the flag.
+pub(super) fn crash_at(flags: u64) -> u64 {
+    const CRASH_AT: u64 = 63;
+    if flags & protocols::vmm::flags::CRASH != 0 {
+        CRASH_AT
+    } else {
+        u64::MAX
+    }
+}
+
 /// Map the scratch registers at [`scratch::TEST_BASE`] for a test guest's MMIO checks.
 pub(super) fn map_scratch(vm: &mut ServedVm) -> Result<(), Error> {
     vm.insert_mmio(scratch::TEST_BASE, scratch::SIZE, MmioKey::Scratch)
