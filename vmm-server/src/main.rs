@@ -160,6 +160,8 @@ mod process {
     fn map_description() -> Result<(), Error> {
         invoke(slot::DESCRIPTION, Invocation::FrameMap, &[slot::VSPACE, DESCRIPTION_VA, 0])?;
         DESCRIBED.store(true, Ordering::Release);
+        // A panic from here on names the VM too.
+        rt::identity::set("vmm", vm_name());
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod console;
+pub mod identity;
 pub mod ipc;
 pub mod rng;
 pub mod syscall;
@@ -95,7 +96,10 @@ macro_rules! entry {
         #[cfg(target_os = "none")]
         #[panic_handler]
         fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-            $crate::println!("panic: {}", info);
+            match $crate::identity::get() {
+                Some((kind, name)) => $crate::println!("{kind} {name}: panic: {info}"),
+                None => $crate::println!("panic: {info}"),
+            }
             $crate::syscall::thread_exit(u64::MAX)
         }
 
