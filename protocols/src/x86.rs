@@ -58,6 +58,18 @@ pub const EFER_NXE: u64 = EferFlags::NO_EXECUTE_ENABLE.bits();
 
 /// RFLAGS bit 1, which always reads as one.
 pub const RFLAGS_FIXED1: u64 = 1 << 1;
+/// RFLAGS.CF: unsigned carry or borrow out of the top bit.
+pub const RFLAGS_CF: u64 = RFlags::CARRY_FLAG.bits();
+/// RFLAGS.PF: the low byte of the result has an even number of set bits.
+pub const RFLAGS_PF: u64 = RFlags::PARITY_FLAG.bits();
+/// RFLAGS.AF: carry or borrow out of bit 3.
+pub const RFLAGS_AF: u64 = RFlags::AUXILIARY_CARRY_FLAG.bits();
+/// RFLAGS.ZF: the result is zero.
+pub const RFLAGS_ZF: u64 = RFlags::ZERO_FLAG.bits();
+/// RFLAGS.SF: the result's top bit.
+pub const RFLAGS_SF: u64 = RFlags::SIGN_FLAG.bits();
+/// RFLAGS.OF: signed overflow.
+pub const RFLAGS_OF: u64 = RFlags::OVERFLOW_FLAG.bits();
 /// RFLAGS.TF: single step.
 pub const RFLAGS_TF: u64 = RFlags::TRAP_FLAG.bits();
 /// RFLAGS.IF: interrupts enabled.
@@ -89,5 +101,9 @@ mod tests {
             (1 << 8, 1 << 9, 1 << 10, 1 << 17)
         );
         assert_eq!(RFLAGS_AC, 1 << 18);
+        assert_eq!(
+            (RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF, RFLAGS_OF),
+            (1, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11)
+        );
     }
 }

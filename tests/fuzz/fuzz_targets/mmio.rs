@@ -20,6 +20,10 @@ use libfuzzer_sys::fuzz_target;
 use protocols::object::vcpu_mode;
 use protocols::vmcs::Field;
 use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, ReplyFlags};
+use protocols::x86::{
+    RFLAGS_AF as AF, RFLAGS_CF as CF, RFLAGS_OF as OF, RFLAGS_PF as PF, RFLAGS_SF as SF,
+    RFLAGS_ZF as ZF,
+};
 use vmm_server::bus::BusDevice;
 use vmm_server::devices::uart16550::SerialSink;
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
@@ -35,13 +39,6 @@ const RIP: u64 = 0x1000;
 const RFLAGS_FIXED: u64 = 0x2;
 /// The RFLAGS bits a flat 32-bit guest may have set (no VM, no reserved bits).
 const VALID_RFLAGS: u64 = 0x0025_4fd5;
-
-const CF: u64 = 1;
-const PF: u64 = 1 << 2;
-const AF: u64 = 1 << 4;
-const ZF: u64 = 1 << 6;
-const SF: u64 = 1 << 7;
-const OF: u64 = 1 << 11;
 
 #[derive(Arbitrary, Debug)]
 enum Input {

@@ -5,18 +5,11 @@
 //! computation. AND, OR, XOR and TEST leave AF undefined; hardware is free to do anything
 //! there, and this emulator clears it, as QEMU and Bochs do.
 
-/// RFLAGS.CF: unsigned carry or borrow out of the top bit.
-pub const CF: u64 = 1 << 0;
-/// RFLAGS.PF: the low byte of the result has an even number of set bits.
-pub const PF: u64 = 1 << 2;
-/// RFLAGS.AF: carry or borrow out of bit 3.
-pub const AF: u64 = 1 << 4;
-/// RFLAGS.ZF: the result is zero.
-pub const ZF: u64 = 1 << 6;
-/// RFLAGS.SF: the result's top bit.
-pub const SF: u64 = 1 << 7;
-/// RFLAGS.OF: signed overflow.
-pub const OF: u64 = 1 << 11;
+/// The flags by their SDM names (`protocols::x86` holds each bit once).
+pub use protocols::x86::{
+    RFLAGS_AF as AF, RFLAGS_CF as CF, RFLAGS_OF as OF, RFLAGS_PF as PF, RFLAGS_SF as SF,
+    RFLAGS_ZF as ZF,
+};
 /// The six flags the ALU instructions write; the rest of RFLAGS is left alone.
 pub const ARITHMETIC: u64 = CF | PF | AF | ZF | SF | OF;
 
