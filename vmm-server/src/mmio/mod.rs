@@ -235,7 +235,8 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
 /// For an EPT violation: refuse fetches and page-walk accesses, and say whether the
 /// access was a write (`None` for an EPT misconfiguration, which reports no direction).
 fn check_qualification(msg: &ExitMessage) -> Result<Option<bool>, MmioError> {
-    if msg.basic_reason() != Some(ExitReason::EptViolation) {
+    // The basic reason's bits compared directly: the dispatcher decoded it already.
+    if msg.reason as u16 != ExitReason::EptViolation as u16 {
         return Ok(None);
     }
     if !msg.transfer.contains(TransferMask::QUALIFICATION) {

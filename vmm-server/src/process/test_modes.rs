@@ -58,9 +58,10 @@ pub(super) fn traced_vm(
 
 /// The exit count at which a VMM in crash mode (`vmm::flags::CRASH`) panics, as if a bug
 /// struck in the middle of the guest's work (the guest has printed some lines by then);
-/// never without the flag.
+/// never without the flag. A multiple of the serving loop's sampling interval, where the
+/// check is made.
 pub(super) fn crash_at(flags: u64) -> u64 {
-    const CRASH_AT: u64 = 63;
+    const CRASH_AT: u64 = 64;
     if flags & protocols::vmm::flags::CRASH != 0 {
         CRASH_AT
     } else {
