@@ -24,13 +24,22 @@
 //! is instant, so the ICR's delivery-status bit always reads idle, and no spurious
 //! interrupt is ever generated: the VMM re-checks priority when it injects.
 
+mod ipi;
+mod lint;
+mod registers;
 mod timer;
+mod x2apic;
 
+pub use lint::{LintAction, LintPin};
+pub use registers::LVT_MASKED;
 pub use timer::{TimerClock, TimerMode};
 
 use crate::bus::BusDevice;
-use crate::msr::IA32_APIC_BASE;
-use timer::{Timer, DCR_MASK};
+use registers::{
+    Lvt, Reg, VectorSet, ICR_LOW_MASK, LVT_LEVEL, LVT_REMOTE_IRR, MODE_EXTINT, MODE_FIXED,
+    MODE_NMI, SVR_ENABLE, SVR_MASK,
+};
+use timer::Timer;
 
 /// IA32_TSC_DEADLINE.
 pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -56,30 +65,6 @@ pub const VERSION: u32 = 0x0006_0014;
 pub const ESR_SEND_ILLEGAL_VECTOR: u32 = 1 << 5;
 /// ESR bit 6: an interrupt with an illegal vector (0-15) was received.
 pub const ESR_RECEIVE_ILLEGAL_VECTOR: u32 = 1 << 6;
-
-/// SVR bit 8: the APIC is software-enabled.
-const SVR_ENABLE: u32 = 1 << 8;
-/// SVR bits a write keeps: the vector, APIC enable, focus processor checking.
-const SVR_MASK: u32 = 0x3ff;
-/// LVT bit 16: masked.
-pub const LVT_MASKED: u32 = 1 << 16;
-/// LVT bit 15: level-triggered (LINT0/LINT1 only).
-const LVT_LEVEL: u32 = 1 << 15;
-/// LVT bit 14: remote IRR (LINT0/LINT1 only, read-only).
-const LVT_REMOTE_IRR: u32 = 1 << 14;
-/// LVT bit 12: delivery status (read-only; always idle here).
-const LVT_DELIVERY_STATUS: u32 = 1 << 12;
-/// ICR low bits that are the guest's (bit 12, delivery status, reads 0).
-const ICR_LOW_MASK: u32 = 0x000c_cfff;
-/// x2APIC ICR bits that are reserved (and #GP when set, SDM 11.12.1.3): 13, 16-17,
-/// 20-31; bit 12 (delivery status, gone in x2APIC) is ignored, as KVM does.
-const X2APIC_ICR_RESERVED: u32 = 0xfff3_2000;
-
-/// Delivery modes (LVT and ICR bits 10:8).
-const MODE_FIXED: u32 = 0;
-const MODE_LOWEST: u32 = 1;
-const MODE_NMI: u32 = 4;
-const MODE_EXTINT: u32 = 7;
 
 /// The APIC's global state, from IA32_APIC_BASE's EN and EXTD bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,28 +115,6 @@ pub enum MsrError {
     IllegalTransition,
 }
 
-/// One of the two local interrupt pins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LintPin {
-    /// LINT0: the 8259's INTR on a PC.
-    Lint0,
-    /// LINT1: the NMI line on a PC.
-    Lint1,
-}
-
-/// What the VMM should do after a LINT pin changed ([`Lapic::lint`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LintAction {
-    /// Nothing: masked, no edge, or a mode not modelled (SMI, INIT).
-    Nothing,
-    /// ExtINT: take the vector from the 8259 (an INTA cycle), bypassing priority.
-    ExtInt,
-    /// Inject an NMI.
-    Nmi,
-    /// The vector was raised in IRR; inject by priority as usual.
-    Fixed(u8),
-}
-
 /// An end of interrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Eoi {
@@ -174,139 +137,6 @@ pub struct LapicConfig {
     pub phys_addr_bits: u8,
     /// The TSC and bus rates the timer runs at.
     pub clock: TimerClock,
-}
-
-/// The 256 bits of ISR, TMR or IRR, as eight 32-bit registers (vector 32i + j is bit j
-/// of register i).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct VectorSet([u32; 8]);
-
-impl VectorSet {
-    fn word(vector: u8) -> (usize, u32) {
-        (usize::from(vector >> 5), 1u32 << (vector & 31))
-    }
-
-    fn set(&mut self, vector: u8) {
-        let (i, bit) = Self::word(vector);
-        if let Some(w) = self.0.get_mut(i) {
-            *w |= bit;
-        }
-    }
-
-    fn clear(&mut self, vector: u8) {
-        let (i, bit) = Self::word(vector);
-        if let Some(w) = self.0.get_mut(i) {
-            *w &= !bit;
-        }
-    }
-
-    fn contains(&self, vector: u8) -> bool {
-        let (i, bit) = Self::word(vector);
-        self.0.get(i).is_some_and(|w| w & bit != 0)
-    }
-
-    fn highest(&self) -> Option<u8> {
-        let (i, w) = self.0.iter().enumerate().rev().find(|(_, &w)| w != 0)?;
-        let bit = 31u8.checked_sub(u8::try_from(w.leading_zeros()).ok()?)?;
-        u8::try_from(i).ok()?.checked_mul(32)?.checked_add(bit)
-    }
-
-    fn register(&self, index: u32) -> u32 {
-        usize::try_from(index).ok().and_then(|i| self.0.get(i)).copied().unwrap_or(0)
-    }
-}
-
-/// The local vector table entries, in register order from CMCI (0x2F0) but with the
-/// timer's group (0x320-0x370) after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lvt {
-    Cmci = 0,
-    Timer = 1,
-    Thermal = 2,
-    Perf = 3,
-    Lint0 = 4,
-    Lint1 = 5,
-    Error = 6,
-}
-
-impl Lvt {
-    /// The bits a write keeps (SDM Figure 11-8): vector and mask everywhere, the delivery
-    /// mode where there is one, the timer mode, and polarity and trigger on the pins.
-    const fn writable(self) -> u32 {
-        match self {
-            Self::Timer => 0x0007_00ff,
-            Self::Error => 0x0001_00ff,
-            Self::Cmci | Self::Thermal | Self::Perf => 0x0001_07ff,
-            Self::Lint0 | Self::Lint1 => 0x0001_a7ff,
-        }
-    }
-
-    /// The read-only bits: delivery status, and remote IRR on the pins.
-    const fn read_only(self) -> u32 {
-        match self {
-            Self::Lint0 | Self::Lint1 => LVT_DELIVERY_STATUS | LVT_REMOTE_IRR,
-            _ => LVT_DELIVERY_STATUS,
-        }
-    }
-}
-
-/// A register of the APIC, by its index: xAPIC offset / 16, or x2APIC MSR - 0x800.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reg {
-    Id,
-    Version,
-    Tpr,
-    Apr,
-    Ppr,
-    Eoi,
-    Ldr,
-    Dfr,
-    Svr,
-    Isr(u32),
-    Tmr(u32),
-    Irr(u32),
-    Esr,
-    Lvt(Lvt),
-    IcrLow,
-    IcrHigh,
-    InitialCount,
-    CurrentCount,
-    DivideConfig,
-    SelfIpi,
-}
-
-impl Reg {
-    fn from_index(index: u32) -> Option<Self> {
-        Some(match index {
-            0x02 => Self::Id,
-            0x03 => Self::Version,
-            0x08 => Self::Tpr,
-            0x09 => Self::Apr,
-            0x0a => Self::Ppr,
-            0x0b => Self::Eoi,
-            0x0d => Self::Ldr,
-            0x0e => Self::Dfr,
-            0x0f => Self::Svr,
-            0x10..=0x17 => Self::Isr(index.wrapping_sub(0x10)),
-            0x18..=0x1f => Self::Tmr(index.wrapping_sub(0x18)),
-            0x20..=0x27 => Self::Irr(index.wrapping_sub(0x20)),
-            0x28 => Self::Esr,
-            0x2f => Self::Lvt(Lvt::Cmci),
-            0x30 => Self::IcrLow,
-            0x31 => Self::IcrHigh,
-            0x32 => Self::Lvt(Lvt::Timer),
-            0x33 => Self::Lvt(Lvt::Thermal),
-            0x34 => Self::Lvt(Lvt::Perf),
-            0x35 => Self::Lvt(Lvt::Lint0),
-            0x36 => Self::Lvt(Lvt::Lint1),
-            0x37 => Self::Lvt(Lvt::Error),
-            0x38 => Self::InitialCount,
-            0x39 => Self::CurrentCount,
-            0x3e => Self::DivideConfig,
-            0x3f => Self::SelfIpi,
-            _ => return None,
-        })
-    }
 }
 
 /// The local APIC.
@@ -630,59 +460,6 @@ impl Lapic {
         self.dropped_ipis
     }
 
-    // ---- LINT0 / LINT1 ----
-
-    /// Whether the 8259's INTR reaches the CPU: the APIC is hardware-disabled (INTR
-    /// then goes straight to the CPU), or LINT0 is unmasked in ExtINT mode.
-    pub fn ext_int_enabled(&self) -> bool {
-        let lvt = self.lvt_value(Lvt::Lint0);
-        !self.hw_enabled() || (lvt & LVT_MASKED == 0 && (lvt >> 8) & 7 == MODE_EXTINT)
-    }
-
-    /// Drive a LINT pin to `level`. A hardware-disabled APIC passes LINT0 through as
-    /// INTR (while high) and LINT1 as NMI (on a rising edge). Otherwise the pin's LVT
-    /// decides: ExtINT while high; NMI on a rising edge; fixed on a rising edge, or for
-    /// a level-triggered entry while high and remote IRR is clear (set until the EOI).
-    pub fn lint(&mut self, pin: LintPin, level: bool) -> LintAction {
-        let (slot, lvt_id) = match pin {
-            LintPin::Lint0 => (0usize, Lvt::Lint0),
-            LintPin::Lint1 => (1usize, Lvt::Lint1),
-        };
-        let Some(last) = self.lint_levels.get_mut(slot) else { return LintAction::Nothing };
-        let rising = level && !*last;
-        *last = level;
-        if !self.hw_enabled() {
-            return match pin {
-                LintPin::Lint0 if level => LintAction::ExtInt,
-                LintPin::Lint1 if rising => LintAction::Nmi,
-                _ => LintAction::Nothing,
-            };
-        }
-        let lvt = self.lvt_value(lvt_id);
-        if lvt & LVT_MASKED != 0 || !level {
-            return LintAction::Nothing;
-        }
-        match (lvt >> 8) & 7 {
-            MODE_EXTINT => LintAction::ExtInt,
-            MODE_NMI if rising => LintAction::Nmi,
-            MODE_FIXED => {
-                let vector = lvt as u8;
-                if lvt & LVT_LEVEL != 0 {
-                    if lvt & LVT_REMOTE_IRR != 0 || self.raise(vector, Trigger::Level).is_err() {
-                        return LintAction::Nothing;
-                    }
-                    self.set_lvt_bits(lvt_id, LVT_REMOTE_IRR, true);
-                    LintAction::Fixed(vector)
-                } else if rising && self.raise(vector, Trigger::Edge).is_ok() {
-                    LintAction::Fixed(vector)
-                } else {
-                    LintAction::Nothing
-                }
-            }
-            _ => LintAction::Nothing,
-        }
-    }
-
     // ---- LVT storage ----
 
     fn lvt_value(&self, lvt: Lvt) -> u32 {
@@ -804,139 +581,6 @@ impl Lapic {
             | Reg::Tmr(_)
             | Reg::Irr(_)
             | Reg::CurrentCount => {}
-        }
-    }
-
-    // ---- IPIs ----
-
-    /// Whether ICR destination `dest` in physical or logical mode names this APIC.
-    fn is_destination(&self, dest: u32, logical: bool) -> bool {
-        let x2 = self.mode == ApicMode::X2Apic;
-        let broadcast = if x2 { u32::MAX } else { 0xff };
-        if dest == broadcast {
-            return true;
-        }
-        let ldr = self.ldr();
-        match (logical, x2) {
-            (false, true) => dest == self.config.apic_id,
-            (false, false) => dest == self.config.apic_id & 0xff,
-            (true, true) => dest >> 16 == ldr >> 16 && dest & ldr & 0xffff != 0,
-            // Flat model (DFR 1111b): a bit mask of up to 8 APICs.
-            (true, false) if self.dfr >> 28 == 0xf => dest & (ldr >> 24) != 0,
-            // Cluster model: cluster in bits 7:4, a mask of 4 in bits 3:0.
-            (true, false) => dest >> 4 == ldr >> 28 && dest & (ldr >> 24) & 0xf != 0,
-        }
-    }
-
-    /// Send the IPI the ICR holds.
-    fn send_ipi(&mut self) {
-        let low = self.icr_low;
-        let dest = if self.mode == ApicMode::X2Apic { self.icr_high } else { self.icr_high >> 24 };
-        let to_self = match (low >> 18) & 3 {
-            0 => self.is_destination(dest, low & (1 << 11) != 0),
-            1 | 2 => true,
-            _ => false,
-        };
-        if to_self {
-            self.deliver_ipi((low >> 8) & 7, low as u8);
-        } else {
-            self.dropped_ipis = self.dropped_ipis.wrapping_add(1);
-        }
-    }
-
-    /// Deliver an IPI to this APIC.
-    fn deliver_ipi(&mut self, mode: u32, vector: u8) {
-        match mode {
-            MODE_FIXED | MODE_LOWEST => {
-                if vector < 16 {
-                    self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
-                }
-                let _ = self.raise(vector, Trigger::Edge);
-            }
-            MODE_NMI => self.nmi_pending = true,
-            _ => self.dropped_ipis = self.dropped_ipis.wrapping_add(1),
-        }
-    }
-
-    // ---- MSRs ----
-
-    /// Whether `index` is an MSR this model answers: IA32_APIC_BASE, IA32_TSC_DEADLINE
-    /// and the x2APIC range 0x800-0x8FF.
-    pub fn handles_msr(index: u32) -> bool {
-        index == IA32_APIC_BASE
-            || index == IA32_TSC_DEADLINE
-            || (X2APIC_MSR_BASE..=0x8ff).contains(&index)
-    }
-
-    /// An RDMSR. Any error but [`MsrError::NotApic`] is a #GP for the guest.
-    pub fn msr_read(&self, index: u32) -> Result<u64, MsrError> {
-        match index {
-            IA32_APIC_BASE => return Ok(self.apic_base()),
-            IA32_TSC_DEADLINE => return Ok(self.timer.deadline(self.timer_mode())),
-            _ => {}
-        }
-        let reg = self.x2apic_reg(index)?;
-        match reg {
-            Reg::Eoi | Reg::SelfIpi => Err(MsrError::WriteOnly),
-            Reg::IcrLow => Ok(u64::from(self.icr_high) << 32 | u64::from(self.icr_low)),
-            _ => Ok(u64::from(self.read_reg(reg))),
-        }
-    }
-
-    /// A WRMSR. Any error but [`MsrError::NotApic`] is a #GP for the guest. In x2APIC
-    /// mode a set reserved bit faults rather than being ignored (SDM 11.12.1.3): bits
-    /// 63:32 everywhere but the ICR, and each register's own.
-    pub fn msr_write(&mut self, index: u32, value: u64) -> Result<(), MsrError> {
-        match index {
-            IA32_APIC_BASE => return self.set_apic_base(value),
-            IA32_TSC_DEADLINE => {
-                self.timer.set_deadline(self.timer_mode(), value);
-                self.settle_timer();
-                return Ok(());
-            }
-            _ => {}
-        }
-        let reg = self.x2apic_reg(index)?;
-        if reg == Reg::IcrLow {
-            let low = value as u32;
-            if low & X2APIC_ICR_RESERVED != 0 {
-                return Err(MsrError::ReservedBits);
-            }
-            self.icr_high = (value >> 32) as u32;
-            self.icr_low = low & ICR_LOW_MASK;
-            self.send_ipi();
-            return Ok(());
-        }
-        let low = u32::try_from(value).map_err(|_| MsrError::ReservedBits)?;
-        let writable = match reg {
-            Reg::Tpr | Reg::SelfIpi => 0xff,
-            Reg::Svr => SVR_MASK,
-            // EOI and ESR take only 0.
-            Reg::Eoi | Reg::Esr => 0,
-            Reg::Lvt(lvt) => lvt.writable() | lvt.read_only(),
-            Reg::InitialCount => u32::MAX,
-            Reg::DivideConfig => DCR_MASK,
-            _ => return Err(MsrError::ReadOnly),
-        };
-        if low & !writable != 0 {
-            return Err(MsrError::ReservedBits);
-        }
-        self.write_reg(reg, low);
-        Ok(())
-    }
-
-    /// The register behind x2APIC MSR `index`, in x2APIC mode; the ones x2APIC lacks
-    /// (APR, DFR, ICR high) are reserved there.
-    fn x2apic_reg(&self, index: u32) -> Result<Reg, MsrError> {
-        let Some(i) = index.checked_sub(X2APIC_MSR_BASE).filter(|&i| i <= 0xff) else {
-            return Err(MsrError::NotApic);
-        };
-        if self.mode != ApicMode::X2Apic {
-            return Err(MsrError::NotX2Apic);
-        }
-        match Reg::from_index(i) {
-            None | Some(Reg::Apr | Reg::Dfr | Reg::IcrHigh) => Err(MsrError::Reserved),
-            Some(reg) => Ok(reg),
         }
     }
 
