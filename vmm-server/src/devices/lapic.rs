@@ -58,7 +58,9 @@ pub const APIC_BASE_EXTD: u64 = 1 << 10;
 pub const APIC_BASE_EN: u64 = 1 << 11;
 
 /// The version register: version 0x14 (an integrated APIC, as KVM reports) and seven
-/// LVT entries (max LVT entry 6: CMCI included), no EOI-broadcast suppression.
+/// LVT entries (max LVT entry 6: CMCI included), no EOI-broadcast suppression. KVM
+/// reports 5 when the guest's MCG_CAP lacks CMCI; the CMCI entry is modelled anyway
+/// (masked, never raised), so a guest that finds it only masks it.
 pub const VERSION: u32 = 0x0006_0014;
 
 /// ESR bit 5: an IPI was sent with an illegal vector.
