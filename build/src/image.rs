@@ -252,6 +252,39 @@ pub fn find(name: &str) -> Result<Image> {
 pub const PROGRAM_MODULES: &[(&str, &str)] =
     &[("console", "console-driver"), ("fuzzer", "syscall-fuzzer"), ("vmm", "vmm-server")];
 
+/// The program modules that are VMMs: their crate declares `[package.metadata.system]
+/// role = "vmm"` in its Cargo.toml (the workspace's members are read), so a manifest
+/// cannot hand a VM to a program that does not serve one.
+pub fn vmm_modules() -> Result<Vec<&'static str>> {
+    let read = |path: &std::path::Path| -> Result<toml::Table> {
+        let text = fs::read_to_string(path).map_err(|e| err!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| err!("{}: {e}", path.display()))
+    };
+    let root = crate::root();
+    let workspace = read(&root.join("Cargo.toml"))?;
+    let members = workspace
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(toml::Value::as_array)
+        .ok_or_else(|| err!("Cargo.toml: no [workspace] members"))?;
+    let mut vmms = Vec::new();
+    for member in members.iter().filter_map(toml::Value::as_str) {
+        let crate_toml = read(&root.join(member).join("Cargo.toml"))?;
+        let package = crate_toml.get("package");
+        let name = package.and_then(|p| p.get("name")).and_then(toml::Value::as_str);
+        let role = package
+            .and_then(|p| p.get("metadata"))
+            .and_then(|m| m.get("system"))
+            .and_then(|s| s.get("role"))
+            .and_then(toml::Value::as_str);
+        if role == Some("vmm") {
+            let module = PROGRAM_MODULES.iter().find(|(_, program)| Some(*program) == name);
+            vmms.extend(module.map(|(module, _)| *module));
+        }
+    }
+    Ok(vmms)
+}
+
 /// Every boot module a manifest can name: the programs, then the test guests (besides
 /// them an image carries only `init` and the manifest itself).
 pub fn modules() -> Vec<&'static str> {

@@ -221,6 +221,15 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                 )));
             }
         }
+        let vmms = crate::image::vmm_modules()?;
+        if !vmms.contains(&vm.vmm.as_str()) {
+            return Err(at(err!(
+                "vm {:?}: module {:?} is not a VMM: its crate does not declare [package.metadata.system] role = \"vmm\" (the VMMs: {})",
+                vm.name,
+                vm.vmm,
+                vmms.join(", ")
+            )));
+        }
         let (mode, linux) = kind(vm, modules).map_err(at)?;
         let entry = VmEntry {
             name: &vm.name,
@@ -383,6 +392,10 @@ mod tests {
                 "vm \"vm_deaf\": console_input needs a notification named \"console_input\"",
             ),
             ("process-unknown-module.toml", "process \"ghost\": unknown module \"ghost_driver\""),
+            (
+                "vm-not-a-vmm.toml",
+                "vm \"vm_fuzzed\": module \"fuzzer\" is not a VMM: its crate does not declare",
+            ),
             ("process-duplicate-name.toml", "process \"twin\": name used twice"),
             (
                 "process-priority-above-root.toml",
