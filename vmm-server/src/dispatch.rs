@@ -18,7 +18,6 @@
 
 use core::fmt;
 
-use protocols::vmcs::Field;
 use protocols::vmexit::{
     exception_has_error_code, EventInjection, EventType, ExitMessage, ExitReason, ExitReply, Gprs,
     ReplyFlags, TransferMask,
@@ -715,8 +714,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         Ok(())
     }
 
-    /// An EPT exit at an address a device on the MMIO bus claims is emulated (the
-    /// instruction decoded and performed on the device); any other address stops the VM.
+    /// An EPT exit is an MMIO access: the instruction is decoded and performed on the
+    /// device the bus finds at the address (none: reads all ones, writes dropped, and the
+    /// first such access reported); an instruction it cannot emulate stops the VM.
     fn mmio_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let gpa = msg.guest_physical;
         if !msg.transfer.contains(TransferMask::GUEST_PHYSICAL) {
@@ -987,11 +987,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !vectoring && self.platform.pic.pending_vector().is_none() {
             return Ok(());
         }
-        // Retiring the instruction (ADVANCE_RIP, or an emulation that sets RIP and the
-        // interruptibility itself) ends an STI/MOV SS shadow.
-        let interruptibility =
-            reply.written(Field::GuestInterruptibility).map_or(msg.interruptibility, |v| v as u32);
-        let shadow = interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
+        // Retiring the instruction (ADVANCE_RIP, an emulated MMIO access's too) ends an
+        // STI/MOV SS shadow.
+        let shadow = msg.interruptibility & SHADOW != 0 && !reply.has(ReplyFlags::ADVANCE_RIP);
         let interruptible = msg.rflags & RFLAGS_IF != 0 && !shadow;
         if vectoring && !reply.injects() {
             if let Some(event) = vectoring_event(msg, interruptible)? {

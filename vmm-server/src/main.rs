@@ -565,8 +565,10 @@ mod process {
             // raises goes out with this reply.
             offer_input(&mut vm, &mut pending);
             answer_into(&mut vm, msg, core::mem::take(&mut first), reply);
-            // Only an MMIO exit leaves a notice.
-            if msg.reason == ExitReason::EptViolation as u32 {
+            // Only an MMIO exit (an EPT violation or misconfiguration) leaves a notice.
+            let basic = msg.reason as u16;
+            if basic == ExitReason::EptViolation as u16 || basic == ExitReason::EptMisconfig as u16
+            {
                 if let Some(notice) = vm.take_notice() {
                     say!("{notice}");
                 }
@@ -649,7 +651,7 @@ mod process {
             #[cfg(not(feature = "test-modes"))]
             Ok(_) if flags & TEST_FLAGS != 0 => {
                 say!(
-                    "this VMM is built without test modes: it cannot run a hostile, mutating or traced VM (flags {flags:#x})"
+                    "this VMM is built without test modes: it cannot run a hostile, mutating, traced or crashing VM (flags {flags:#x})"
                 );
                 (stop::OTHER, 0, 0)
             }

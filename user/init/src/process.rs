@@ -98,7 +98,7 @@ impl Images {
     fn load(&mut self, a: &mut Alloc, i: usize, plan: &Plan, vs: u64) -> Result<(), Error> {
         let image = self.mapped.get(i).ok_or(Error::InvalidArgument)?;
         let (bytes, first_load) = (image.bytes, !image.loaded);
-        let mut shared = image.shared.clone().map(|r| r.start..r.end);
+        let mut shared = image.shared.clone();
         let start = self.frames.len();
         let mut fits = first_load;
         let scratch = a.vaddr(1);

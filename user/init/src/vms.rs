@@ -11,7 +11,7 @@ use protocols::io::root_range_covering;
 use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
-use protocols::vmm::{self, slot, stop, VmDescription, REPORT_LABEL};
+use protocols::vmm::{self, slot, stop, HostDate, VmDescription, REPORT_LABEL};
 use rt::ipc::{invoke, recv, reply};
 use rt::testing::{expect_eq, Suite};
 
@@ -119,8 +119,10 @@ pub fn run(
     let last_phase = manifest.vms.iter().map(|v| v.phase).max().unwrap_or(0);
     for phase in 0..=last_phase {
         let mut started = 0u64;
+        // The host's date once for the VMs made together (each read carves a port range).
+        let date = crate::host_rtc::read(a).unwrap_or_default();
         for (i, vm) in manifest.vms.iter().enumerate().filter(|(_, v)| v.phase == phase) {
-            match start_vmm(a, images, vm, (report, console), i as u64 + 1) {
+            match start_vmm(a, images, vm, (report, console), (i as u64 + 1, date)) {
                 Ok(()) => started |= 1 << i,
                 // What init could not make was refused, as this VM expects.
                 Err(_) if vm.expect == Expect::Refused => t.check(vm.name, Ok::<(), &str>(())),
@@ -137,13 +139,14 @@ fn module(name: &str) -> Result<ModuleDesc, Error> {
 }
 
 /// Start the VMM process of `vm`, reporting on `report` with `badge` and printing
-/// through `console` (with the badge after the root task's).
+/// through `console` (with the badge after the root task's); `date` is the host's, for
+/// its description.
 fn start_vmm(
     a: &mut Alloc,
     images: &mut Images,
     vm: &VmEntry<'static>,
     (report, console): (u64, Option<&Console>),
-    badge: u64,
+    (badge, date): (u64, HostDate),
 ) -> Result<(), Error> {
     let guest = module(vm.guest)?;
     let initrd = vm.linux.and_then(|l| l.initrd).map(module).transpose()?;
@@ -205,7 +208,6 @@ fn start_vmm(
             next += 1;
         }
     }
-    let date = crate::host_rtc::read(a).unwrap_or_default();
     let cmdline = vm.linux.as_ref().map_or("", |linux| linux.cmdline);
     let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date);
     let description = describe(a, &d)?;
