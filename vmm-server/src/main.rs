@@ -566,9 +566,9 @@ mod process {
             offer_input(&mut vm, &mut pending);
             answer_into(&mut vm, msg, core::mem::take(&mut first), reply);
             // Only an MMIO exit (an EPT violation or misconfiguration) leaves a notice.
-            let basic = msg.reason as u16;
-            if basic == ExitReason::EptViolation as u16 || basic == ExitReason::EptMisconfig as u16
-            {
+            // (Reasons 48 and 49, adjacent: one comparison on every exit.)
+            let ept = ExitReason::EptViolation as u32..=ExitReason::EptMisconfig as u32;
+            if ept.contains(&msg.reason) {
                 if let Some(notice) = vm.take_notice() {
                     say!("{notice}");
                 }
