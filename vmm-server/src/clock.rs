@@ -111,12 +111,17 @@ impl GuestClock {
     /// TSC moves by the same time, so the offset rises. Returns the new offset, for the
     /// VMCS.
     pub fn skip(&mut self, clocks: u64) -> u64 {
-        let ticks = self.tsc_until(clocks);
         // By `tsc_until`'s definition these ticks complete exactly `clocks` PIT clocks.
-        let _ = self.count(ticks);
+        self.skip_ticks(self.tsc_until(clocks)).0
+    }
+
+    /// Jump `ticks` TSC ticks ahead (to an APIC timer's expiry, say): returns the new
+    /// offset and the whole PIT clocks the jump completes.
+    pub fn skip_ticks(&mut self, ticks: u64) -> (u64, u64) {
+        let clocks = self.count(ticks);
         self.at = self.at.map(|at| at.saturating_add(ticks));
         self.offset = self.offset.wrapping_add(ticks);
-        self.offset
+        (self.offset, clocks)
     }
 
     /// The guest's TSC offset was set to `offset` by other means (a test hypercall): the
@@ -134,6 +139,13 @@ impl GuestClock {
         let tsc =
             u128::from(clocks).saturating_mul(u128::from(self.tsc_hz)).div_ceil(u128::from(PIT_HZ));
         let units = tsc.div_ceil(1u128 << self.shift.min(31));
+        u32::try_from(units).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// The VMX-preemption-timer value that spans `ticks` TSC ticks: rounded up, at least
+    /// 1 and at most `u32::MAX`.
+    pub fn preemption_units(&self, ticks: u64) -> u32 {
+        let units = u128::from(ticks).div_ceil(1u128 << self.shift.min(31));
         u32::try_from(units).unwrap_or(u32::MAX).max(1)
     }
 }

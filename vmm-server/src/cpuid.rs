@@ -11,9 +11,9 @@
 //! - XSAVE, OSXSAVE, AVX and everything VEX/EVEX-encoded (FMA, F16C, AVX2, AVX-512,
 //!   VAES, ...) are hidden and leaf 0xD is zero, until the kernel switches XSAVE state and
 //!   handles XSETBV per vCPU. x87/SSE-SSE4.2/AES/SHA stay.
-//! - No local APIC model yet: APIC, x2APIC and TSC-deadline are hidden (the guest uses the
-//!   8259 PIC and the 8254 PIT); [`CpuidConfig::expose_apic`] turns the APIC bit on once
-//!   a LAPIC exists.
+//! - The local APIC is the VMM's model (`devices::lapic`), not the host's: APIC,
+//!   x2APIC and TSC-deadline are offered whatever the host has, unless
+//!   [`CpuidConfig::expose_apic`] is off (a guest then uses the 8259 PIC alone).
 //! - MONITOR/MWAIT are hidden unless [`CpuidConfig::allow_mwait`], since MWAIT in a
 //!   guest either exits or idles a host CPU the VMM does not own.
 //! - PCID/INVPCID are hidden (the CR4 policy does not yet give PCIDE to the guest), as are
@@ -26,7 +26,9 @@
 //!   (TSC/crystal ratio and crystal rate, from which Linux takes the TSC rate as known and
 //!   skips calibrating it against the PIT), leaf 0x16 (base and maximum MHz) and the
 //!   hypervisor timing leaf 0x4000_0010 (TSC kHz in EAX, LAPIC bus kHz in EBX, as VMware
-//!   and KVM define it; 0 there: no local APIC timer is offered). The maximum basic leaf
+//!   and KVM define it). The APIC timer runs at the crystal clock of leaf 0x15
+//!   ([`CpuidTable::crystal_hz`]), as Linux assumes when it takes the timer's rate from
+//!   that leaf instead of calibrating it. The maximum basic leaf
 //!   rises to 0x16 for them; the leaves between that this file does not name are zero.
 //!   Without a known rate the maximum stays at most 0xD and those leaves are zero.
 //! - An out-of-range leaf returns the highest basic leaf, as Intel CPUs do.
@@ -84,6 +86,8 @@ pub const L1_ECX_VMX: u32 = 1 << 5;
 pub const L1_ECX_PCID: u32 = 1 << 17;
 /// Leaf 1 ECX: x2APIC.
 pub const L1_ECX_X2APIC: u32 = 1 << 21;
+/// Leaf 1 ECX: TSC-deadline mode of the APIC timer.
+pub const L1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 ECX: XSAVE.
 pub const L1_ECX_XSAVE: u32 = 1 << 26;
 /// Leaf 1 ECX: running under a hypervisor.
@@ -135,7 +139,7 @@ pub struct CpuidConfig {
     pub max_basic_leaf: u32,
     /// Offer MONITOR/MWAIT (leaf 1 ECX bit 3 and leaf 5).
     pub allow_mwait: bool,
-    /// Offer a local APIC (leaf 1 EDX bit 9).
+    /// Offer the local APIC model: leaf 1 EDX bit 9, x2APIC and TSC-deadline.
     pub expose_apic: bool,
     /// The initial APIC ID reported in leaf 1 EBX bits 31:24.
     pub apic_id: u8,
@@ -149,7 +153,7 @@ impl Default for CpuidConfig {
         Self {
             max_basic_leaf: FREQUENCY_LEAF,
             allow_mwait: false,
-            expose_apic: false,
+            expose_apic: true,
             apic_id: 0,
             tsc_hz: 0,
         }
@@ -337,6 +341,29 @@ impl CpuidTable {
     pub fn has_apic(&self) -> bool {
         self.l1_edx() & L1_EDX_APIC != 0
     }
+
+    /// Whether the guest is told about x2APIC mode.
+    pub fn has_x2apic(&self) -> bool {
+        self.lookup(1, 0).ecx & L1_ECX_X2APIC != 0
+    }
+
+    /// The crystal clock of leaf 0x15 in Hz (0: not offered): the APIC timer's rate.
+    pub fn crystal_hz(&self) -> u64 {
+        if self.max_basic < TSC_LEAF {
+            return 0;
+        }
+        u64::from(self.lookup(TSC_LEAF, 0).ecx)
+    }
+
+    /// The guest's MAXPHYADDR (leaf 0x8000_0008 EAX bits 7:0; 36 where not reported).
+    pub fn phys_addr_bits(&self) -> u8 {
+        let leaf = EXTENDED_BASE.wrapping_add(8);
+        match self.lookup(leaf, 0).eax as u8 {
+            0 => 36,
+            _ if self.max_extended < leaf => 36,
+            bits => bits,
+        }
+    }
 }
 
 /// Leaf 0x15 for a TSC of `tsc_hz`: TSC = crystal (ECX) × EBX / EAX. Linux takes
@@ -361,11 +388,12 @@ fn frequency_leaf(tsc_hz: u64) -> CpuidRegs {
     CpuidRegs { eax: mhz, ebx: mhz, ecx: 0, edx: 0 }
 }
 
-/// Leaf 0x4000_0010: the TSC's kHz, and no LAPIC bus (no local APIC timer is offered);
-/// all zero without a known rate.
+/// Leaf 0x4000_0010: the TSC's kHz and the APIC timer's (the crystal of leaf 0x15); all
+/// zero without a known rate.
 fn timing_leaf(tsc_hz: u64) -> CpuidRegs {
     let khz = u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX);
-    CpuidRegs { eax: khz, ..CpuidRegs::default() }
+    let bus_khz = tsc_leaf(tsc_hz).ecx / 1000;
+    CpuidRegs { eax: khz, ebx: bus_khz, ..CpuidRegs::default() }
 }
 
 /// Apply the policy to one host leaf.
@@ -381,7 +409,8 @@ fn filter_leaf(config: &CpuidConfig, leaf: u32, host: CpuidRegs) -> CpuidRegs {
             }
             let mut edx = host.edx & L1_EDX_ALLOWED;
             if config.expose_apic {
-                edx |= host.edx & L1_EDX_APIC;
+                edx |= L1_EDX_APIC;
+                ecx |= L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE;
             }
             CpuidRegs {
                 eax: host.eax,
@@ -423,7 +452,7 @@ fn filter_leaf(config: &CpuidConfig, leaf: u32, host: CpuidRegs) -> CpuidRegs {
 mod tests {
     use super::{
         CpuidConfig, CpuidRegs, CpuidTable, HYPERVISOR_BASE, L1_ECX_HYPERVISOR, L1_ECX_MONITOR,
-        L1_ECX_PCID, L1_ECX_VMX, L1_ECX_X2APIC, L1_ECX_XSAVE, L1_EDX_APIC,
+        L1_ECX_PCID, L1_ECX_TSC_DEADLINE, L1_ECX_VMX, L1_ECX_X2APIC, L1_ECX_XSAVE, L1_EDX_APIC,
     };
 
     fn regs(eax: u32, ebx: u32, ecx: u32, edx: u32) -> CpuidRegs {
@@ -470,10 +499,18 @@ mod tests {
         assert_eq!(l1.eax, 0x000906ea);
         assert_eq!(l1.ecx & L1_ECX_VMX, 0);
         assert_ne!(l1.ecx & L1_ECX_HYPERVISOR, 0);
-        for hidden in [L1_ECX_MONITOR, L1_ECX_PCID, L1_ECX_X2APIC, L1_ECX_XSAVE, 1 << 28, 1 << 24] {
+        for hidden in [L1_ECX_MONITOR, L1_ECX_PCID, L1_ECX_XSAVE, 1 << 28] {
             assert_eq!(l1.ecx & hidden, 0, "{hidden:#x}");
         }
-        assert_eq!(l1.edx & L1_EDX_APIC, 0);
+        // The APIC is the VMM's model, offered whatever the host has.
+        assert_eq!(
+            l1.ecx & (L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE),
+            L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE
+        );
+        assert_ne!(l1.edx & L1_EDX_APIC, 0);
+        let bare = table(CpuidConfig { expose_apic: false, ..CpuidConfig::default() }).lookup(1, 0);
+        assert_eq!(bare.ecx & (L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE), 0);
+        assert_eq!(bare.edx & L1_EDX_APIC, 0);
         assert_eq!(l1.edx & (1 << 28), 0, "HTT");
         assert_eq!(l1.edx & (1 << 12 | 1 << 16 | 1 << 14 | 1 << 7), 0, "MTRR PAT MCA MCE");
         // x86-64 Linux's required features survive.
@@ -532,7 +569,9 @@ mod tests {
         assert_eq!(l15, regs(1, 1, 2_112_345_000, 0));
         assert_eq!(linux_tsc_khz(l15), 2_112_345);
         assert_eq!(t.lookup(0x16, 0), regs(2112, 2112, 0, 0));
-        assert_eq!(t.lookup(0x4000_0010, 0), regs(2_112_345, 0, 0, 0));
+        // The APIC timer runs at the crystal clock: Linux takes its rate from leaf 0x15.
+        assert_eq!(t.lookup(0x4000_0010, 0), regs(2_112_345, 2_112_345, 0, 0));
+        assert_eq!(t.crystal_hz(), 2_112_345_000);
         for leaf in [0xe, 0x10, 0x12, 0x14] {
             assert_eq!(t.lookup(leaf, 0), CpuidRegs::default(), "{leaf:#x}");
         }

@@ -8,7 +8,8 @@
 //! #GP checks, long-mode activation (EFER.LMA and the "IA-32e mode guest" entry control
 //! follow CR0.PG when EFER.LME is set, since an emulated MOV does not go through the CPU),
 //! and, in PAE mode, reloading the four PDPTE fields that VM entry loads from the VMCS.
-//! CR8 (the TPR) is only stored: there is no local APIC to prioritise by it yet.
+//! CR8 is the local APIC's TPR: the dispatcher loads [`CrState::tpr`] from the APIC
+//! before and hands a MOV to CR8 back to it after.
 
 use protocols::vmcs::{ctl, Field};
 use protocols::vmexit::{ExitMessage, TransferMask};
@@ -68,7 +69,7 @@ pub struct CrState {
     pub cr4_allowed: u64,
     /// MAXPHYADDR the guest sees.
     pub phys_bits: u32,
-    /// CR8.
+    /// CR8 (the APIC's TPR bits 7:4), as the dispatcher last loaded or the guest wrote it.
     pub tpr: u8,
 }
 

@@ -5,8 +5,9 @@
 //! (CPUID, port I/O, RDMSR/WRMSR, CR access, HLT, VMCALL, ...). A handler either finishes,
 //! leaving VMCS writes, GPR loads and flags in a [`ReplyBuilder`], or returns a
 //! [`StopReason`]. Then one place decides interrupt delivery: an event the exit cut short
-//! (IDT-vectoring information) is re-injected first, otherwise the PIC's pending vector
-//! is injected when the guest can take it, and an interrupt window is requested when it
+//! (IDT-vectoring information) is re-injected first, otherwise the pending interrupt (the
+//! PIC's through LINT0, or the local APIC's by priority: [`Platform::acknowledge`]) is
+//! injected when the guest can take it, and an interrupt window is requested when it
 //! cannot. A stop replaces the whole reply with a bare [`ReplyFlags::STOP_VCPU`], so a
 //! half-emulated instruction never leaks into the guest, and the VM stays stopped.
 //!
@@ -29,8 +30,11 @@ use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
 use crate::debug_regs::{DebugRegs, DrAccess};
+use crate::devices::lapic::{self, Lapic, LapicConfig, TimerClock};
 use crate::devices::uart16550::SerialSink;
-use crate::exit_qualification::{reported_event, CrAccess, DecodeError, IoQualification};
+use crate::exit_qualification::{
+    reported_event, CrAccess, DecodeError, EptViolation, IoQualification,
+};
 use crate::guest_memory::GuestMemory;
 use crate::guest_time::GuestTime;
 use crate::hypercall::{self, Hypercall};
@@ -312,6 +316,9 @@ impl Default for VmConfig {
 /// One virtual machine with one vCPU.
 pub struct Vm<M, S> {
     platform: Platform<S>,
+    /// Where the LAPIC's xAPIC page is mapped on the MMIO bus (`None`: nowhere, outside
+    /// xAPIC mode or without an APIC).
+    apic_page: Option<u64>,
     ports: Bus<PortKey, PORT_SLOTS>,
     mmio: Bus<MmioKey, MMIO_SLOTS>,
     /// The instructions the MMIO emulator decoded last.
@@ -383,10 +390,16 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     ) -> Result<Self, BusError> {
         let cpuid_config = CpuidConfig { tsc_hz: config.clock.tsc_hz, ..config.cpuid };
         let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
+        let platform = Platform::new(sink, config.unix_time, lapic_config(&cpuid, &config.clock));
+        let mut mmio = Bus::new();
+        if let Some(base) = platform.lapic.mmio_base().filter(|_| cpuid.has_apic()) {
+            mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic)?;
+        }
         Ok(Self {
-            platform: Platform::new(sink, config.unix_time),
+            apic_page: platform.lapic.mmio_base().filter(|_| cpuid.has_apic()),
+            platform,
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
-            mmio: Bus::new(),
+            mmio,
             mmio_decoded: DecodeCache::default(),
             notice: None,
             unclaimed_reported: false,
@@ -517,8 +530,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if self.state != RunState::Halted {
             return None;
         }
-        self.platform.pic.pending_vector()?;
-        let vector = self.platform.pic.acknowledge();
+        let vector = self.platform.acknowledge()?;
         let mut area = ExitReply::new();
         let mut r = ReplyBuilder::within(&mut area);
         r.inject(EventInjection::interrupt(vector), 0, 0);
@@ -722,6 +734,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !msg.transfer.contains(TransferMask::GUEST_PHYSICAL) {
             return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
         }
+        // The APIC's registers show its time (the current count; a new count starts now).
+        let apic = self.apic_page == Some(gpa & !(lapic::MMIO_SIZE - 1));
+        if apic {
+            self.time.sync_lapic(msg, &mut self.platform);
+        }
         // Refreshed from the message when it carries EFER (`handle_into`).
         let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
         let ctx = MmioContext { efer, decoded: &mut self.mmio_decoded };
@@ -730,6 +747,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
             error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
         })?;
+        if apic && EptViolation::decode(msg.qualification).write {
+            self.apic_written(msg, reply);
+        }
         // An address no device claims reads as all ones and drops writes, as an undriven
         // bus does; the first such access is reported (`take_notice`).
         if !self.unclaimed_reported
@@ -741,6 +761,69 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         Ok(())
     }
 
+    /// After a guest write to the APIC (by MMIO or MSR): a timer may have been programmed,
+    /// an IPI sent to itself.
+    fn apic_written(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) {
+        self.time.retime(msg, &self.platform, reply);
+        if self.platform.lapic.take_nmi() && !reply.injects() {
+            reply.inject(EventInjection::nmi(), 0, 0);
+            self.stats.nmis_injected = self.stats.nmis_injected.saturating_add(1);
+        }
+    }
+
+    /// An RDMSR or WRMSR of the local APIC's (IA32_APIC_BASE, IA32_TSC_DEADLINE, the
+    /// x2APIC registers): `None` when `index` is not the APIC's or the guest has none.
+    /// A refused access is the #GP the architecture gives.
+    fn apic_msr(
+        &mut self,
+        msg: &ExitMessage,
+        index: u32,
+        write: Option<u64>,
+        reply: &mut ReplyBuilder,
+    ) -> Option<u64> {
+        if !self.cpuid.has_apic() || !Lapic::handles_msr(index) {
+            return None;
+        }
+        self.time.sync_lapic(msg, &mut self.platform);
+        let result = match write {
+            None => self.platform.lapic.msr_read(index),
+            Some(value) => self.platform.lapic.msr_write(index, value).map(|()| 0),
+        };
+        match result {
+            Ok(value) => {
+                if write.is_some() {
+                    self.apic_moved();
+                    self.apic_written(msg, reply);
+                }
+                reply.flag(ReplyFlags::ADVANCE_RIP);
+                Some(value)
+            }
+            Err(_) => {
+                self.inject_exception(reply, GP, 0);
+                Some(0)
+            }
+        }
+    }
+
+    /// IA32_APIC_BASE may have moved the xAPIC page or switched modes: the MMIO bus
+    /// follows (the page is mapped only in xAPIC mode).
+    fn apic_moved(&mut self) {
+        let now = self.platform.lapic.mmio_base();
+        if now == self.apic_page {
+            return;
+        }
+        if let Some(old) = self.apic_page.take() {
+            self.mmio.remove(old);
+        }
+        if let Some(base) = now {
+            // A page over another device's range stays unmapped (the guest reads the
+            // other device, as on a PC where the APIC would shadow it: a guest's error).
+            if self.mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic).is_ok() {
+                self.apic_page = Some(base);
+            }
+        }
+    }
+
     /// What the VMM should log about the last exit, once: an event the guest survives but
     /// its owner should hear of.
     pub fn take_notice(&mut self) -> Option<Notice> {
@@ -749,6 +832,13 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     fn rdmsr_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let index = msg.gprs.get(Gprs::RCX).unwrap_or(0) as u32;
+        if let Some(value) = self.apic_msr(msg, index, None, reply) {
+            if reply.has(ReplyFlags::ADVANCE_RIP) {
+                reply.set_gpr(Gprs::RAX, value & 0xffff_ffff);
+                reply.set_gpr(Gprs::RDX, value >> 32);
+            }
+            return Ok(());
+        }
         let value = match self.msr.read(index) {
             MsrRead::Value(v) => v,
             MsrRead::GuestState(GuestStateMsr::Efer) => self.efer(),
@@ -771,6 +861,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let reg = |r: u8| msg.gprs.get(r).unwrap_or(0);
         let index = reg(Gprs::RCX) as u32;
         let value = (reg(Gprs::RDX) << 32) | (reg(Gprs::RAX) & 0xffff_ffff);
+        if self.apic_msr(msg, index, Some(value), reply).is_some() {
+            return Ok(());
+        }
         let ctx = MsrContext { cr0: self.cr.guest_cr0(msg.cr0), efer: self.efer() };
         match self.msr.write(index, value, &ctx) {
             MsrWrite::Done => {}
@@ -794,8 +887,14 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let access = CrAccess::decode(msg.qualification)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
         let op64 = self.efer() & EFER_LMA != 0 && cs_long(msg).unwrap_or(true);
+        // CR8 is the APIC's TPR (bits 7:4).
+        self.cr.tpr = self.platform.lapic.cr8() as u8;
         let mut env = CrEnv { msg, op64, long_mode: &mut self.long_mode, mem: &self.memory };
-        match self.cr.emulate(access, &mut env, reply) {
+        let outcome = self.cr.emulate(access, &mut env, reply);
+        if let CrAccess::MovToCr { cr: 8, .. } = access {
+            self.platform.lapic.set_cr8(self.cr.tpr.into());
+        }
+        match outcome {
             CrOutcome::Done => {
                 reply.flag(ReplyFlags::ADVANCE_RIP);
                 Ok(())
@@ -819,7 +918,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         reply.flag(ReplyFlags::ADVANCE_RIP);
         // With an interrupt pending the HLT completes at once: delivery injects it below.
-        if self.platform.pic.pending_vector().is_none() {
+        if !self.platform.interrupt_pending() {
             reply.flag(ReplyFlags::STOP_VCPU);
             self.state = RunState::Halted;
         }
@@ -984,7 +1083,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         // Most exits cut no event short and find no request in the PIC: two tests.
         let vectoring = msg.idt_vectoring_info & EventInjection::VALID != 0;
-        if !vectoring && self.platform.pic.pending_vector().is_none() {
+        if !vectoring && !self.platform.interrupt_pending() {
             return Ok(());
         }
         // Retiring the instruction (ADVANCE_RIP, an emulated MMIO access's too) ends an
@@ -996,17 +1095,17 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 reply.inject(event, msg.idt_vectoring_error, msg.instruction_len);
             }
         }
-        if self.platform.pic.pending_vector().is_none() {
+        if !self.platform.interrupt_pending() {
             return Ok(());
         }
         if reply.injects() || !interruptible {
             reply.flag(ReplyFlags::REQUEST_INTERRUPT_WINDOW);
             return Ok(());
         }
-        let vector = self.platform.pic.acknowledge();
+        let Some(vector) = self.platform.acknowledge() else { return Ok(()) };
         reply.inject(EventInjection::interrupt(vector), 0, 0);
         self.stats.interrupts_injected = self.stats.interrupts_injected.saturating_add(1);
-        if self.platform.pic.pending_vector().is_some() {
+        if self.platform.interrupt_pending() {
             reply.flag(ReplyFlags::REQUEST_INTERRUPT_WINDOW);
         }
         Ok(())
@@ -1043,6 +1142,20 @@ fn vectoring_event(
         Ok(Some(EventInjection::from_raw(raw & VECTORING_EVENT_BITS)))
     } else {
         Err(bad)
+    }
+}
+
+/// The local APIC of a VM with this CPUID and clock: ID and x2APIC support as CPUID
+/// says, its timer at the crystal clock CPUID reports (without a known TSC rate, a
+/// nominal rate, so the model stays consistent while time does not run).
+fn lapic_config(cpuid: &CpuidTable, clock: &Clock) -> LapicConfig {
+    let (tsc_hz, bus_hz) = (clock.tsc_hz, cpuid.crystal_hz());
+    LapicConfig {
+        apic_id: cpuid.lookup(1, 0).ebx >> 24,
+        bsp: true,
+        x2apic: cpuid.has_x2apic(),
+        phys_addr_bits: cpuid.phys_addr_bits(),
+        clock: TimerClock::new(tsc_hz, bus_hz).unwrap_or(TimerClock::NOMINAL),
     }
 }
 

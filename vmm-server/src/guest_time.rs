@@ -1,13 +1,17 @@
-//! Time on the exit path: counting the guest's elapsed time into the PIT, arming the
-//! VMX-preemption timer so that a guest computing without exits still comes back for its
-//! timer interrupts, and skipping a halted guest ahead to its next timer edge.
+//! Time on the exit path: counting the guest's elapsed time into the PIT and the local
+//! APIC's timer, arming the VMX-preemption timer so that a guest computing without exits
+//! still comes back for its timer interrupts, and skipping a halted guest ahead to its
+//! next timer event.
 //!
 //! The PIT is lazy: its time only has to be right when the guest can observe it, which
 //! is at an access to its ports (or port 0x61, or the RTC, which reads the PIT's time)
 //! and at a channel 0 edge, which raises IRQ 0. So an exit costs one comparison
 //! ([`GuestTime::due`]) of its TSC stamp with the host TSC of the next edge; only an exit
-//! past it counts time (a 128-bit division) and finds the next edge. Without a clock, or
-//! with channel 0 idle, the deadline is `u64::MAX` and the comparison never succeeds.
+//! past it counts time (a 128-bit division) and finds the next edge. The APIC timer is
+//! lazy the same way: its next expiry joins the deadline, and the APIC is brought to the
+//! exit's guest TSC only at a due exit or before the guest touches its registers. Without
+//! a clock, or with both timers idle, the deadline is `u64::MAX` and the comparison never
+//! succeeds.
 //!
 //! The preemption timer (pin-based control, value field) is written only when the PIT's
 //! channel 0 period changes: its value is the period in timer units, rounded up. Without
@@ -17,7 +21,11 @@
 //! the PIT suffices. The cost is latency, not loss: an edge is noticed at most one
 //! period late, and edges missed in between are counted as coalesced. Writing the time to
 //! the next edge instead would be exact but would cost a division and a VMWRITE on every
-//! exit.
+//! exit. An armed APIC timer (one-shot or TSC-deadline: Linux's) gets the time left to
+//! its expiry instead, written where the time is recomputed (at a due exit, after the
+//! guest programs a timer): reloaded at each entry, it can only make the exit late by the
+//! time between that write and the last entry, never early, and any exit after the
+//! expiry delivers it anyway.
 
 use protocols::vcpu_page::Clock;
 use protocols::vmcs::ctl::pin;
@@ -69,8 +77,9 @@ impl GuestTime {
         exit_tsc >= self.deadline
     }
 
-    /// Bring the PIT up to the exit's time (edges raise IRQ 0 in the PIC), then find the
-    /// next deadline and arm the preemption timer for it.
+    /// Bring the PIT and the APIC timer up to the exit's time (edges raise IRQ 0 in the
+    /// PIC, an expiry the APIC's vector), then find the next deadline and arm the
+    /// preemption timer for it.
     pub fn tick<S: SerialSink>(
         &mut self,
         msg: &ExitMessage,
@@ -81,18 +90,32 @@ impl GuestTime {
         self.retime(msg, platform, reply);
     }
 
-    /// Bring the PIT up to the exit's time, before the guest reads or programs it.
+    /// Bring the PIT and the APIC up to the exit's time, before the guest reads or
+    /// programs them.
     pub fn catch_up<S: SerialSink>(&mut self, msg: &ExitMessage, platform: &mut Platform<S>) {
         if let Some(c) = &mut self.clock {
             let clocks = c.advance_to(msg.exit_tsc);
             if clocks > 0 {
                 platform.advance_time(clocks);
             }
+            if let Some(now) = c.counted_to() {
+                platform.lapic.advance(now);
+            }
         }
     }
 
-    /// After the PIT's channel 0 may have changed (programmed, or a one-shot count
-    /// ended): the next deadline, and the preemption timer where its value must change.
+    /// Bring the APIC alone to the exit's guest TSC, before an access to its registers
+    /// (the current count reads it; a new count starts from it).
+    #[inline]
+    pub fn sync_lapic<S: SerialSink>(&self, msg: &ExitMessage, platform: &mut Platform<S>) {
+        if let Some(c) = &self.clock {
+            platform.lapic.advance(c.guest_tsc(msg.exit_tsc));
+        }
+    }
+
+    /// After the PIT's channel 0 or the APIC timer may have changed (programmed, or a
+    /// count ended): the next deadline, and the preemption timer where its value must
+    /// change.
     pub fn retime<S: SerialSink>(
         &mut self,
         msg: &ExitMessage,
@@ -101,10 +124,25 @@ impl GuestTime {
     ) {
         let Some(c) = &self.clock else { return };
         let edge = platform.pit.next_edge_in(0).and_then(|t| c.deadline(t));
-        self.deadline = edge.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
-        let want = match platform.pit.period(0) {
+        let expiry = platform.lapic.next_deadline();
+        let next = match (edge, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.deadline = next.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
+        let period = match platform.pit.period(0) {
             Some(p) if self.host.has_preemption_timer() => Some(c.preemption_ticks(p)),
             _ => None,
+        };
+        let left = match expiry {
+            Some(g) if self.host.has_preemption_timer() => {
+                Some(c.preemption_units(g.saturating_sub(c.guest_tsc(msg.exit_tsc))))
+            }
+            _ => None,
+        };
+        let want = match (period, left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         // The pin-based controls come from the message; without them nothing is written
         // and the next retime tries again.
@@ -124,9 +162,10 @@ impl GuestTime {
         self.preemption = want;
     }
 
-    /// A halted guest waits for its next timer edge: jump there at once. With a clock the
-    /// guest's TSC jumps with it (the TSC offset rises and is written) so the guest sees
-    /// the time pass that its interrupt stands for. Without a next edge, one PIT clock.
+    /// A halted guest waits for its next timer event (a PIT edge or the APIC timer's
+    /// expiry): jump there at once. With a clock the guest's TSC jumps with it (the TSC
+    /// offset rises and is written) so the guest sees the time pass that its interrupt
+    /// stands for. Without a next event, one PIT clock.
     pub fn skip_to_next_edge<S: SerialSink>(
         &mut self,
         msg: &ExitMessage,
@@ -134,16 +173,27 @@ impl GuestTime {
         reply: &mut ReplyBuilder,
     ) {
         self.catch_up(msg, platform);
-        let clocks = platform.pit.next_edge_in(0).unwrap_or(0).max(1);
-        if let Some(c) = &mut self.clock {
-            let offset = c.skip(clocks);
-            // Without TSC offsetting (no VT-x CPU lacks it) the guest's TSC stays behind
-            // the clock, which then runs ahead of it by the time skipped.
-            if self.host.has_tsc_offsetting() {
-                let _ = controls::tsc_offset(msg, offset, reply);
-            }
+        let edge = platform.pit.next_edge_in(0);
+        let Some(c) = &mut self.clock else {
+            platform.advance_time(edge.unwrap_or(0).max(1));
+            return;
+        };
+        let now = c.counted_to().unwrap_or(0);
+        let to_edge = edge.map(|clocks| c.tsc_until(clocks.max(1)));
+        let to_expiry = platform.lapic.next_deadline().map(|g| g.saturating_sub(now));
+        let ticks = match (to_edge, to_expiry) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or_else(|| c.tsc_until(1)),
+        };
+        let (offset, clocks) = c.skip_ticks(ticks);
+        // Without TSC offsetting (no VT-x CPU lacks it) the guest's TSC stays behind
+        // the clock, which then runs ahead of it by the time skipped.
+        if self.host.has_tsc_offsetting() {
+            let _ = controls::tsc_offset(msg, offset, reply);
         }
+        let now = c.counted_to().unwrap_or(0);
         platform.advance_time(clocks);
+        platform.lapic.advance(now);
         self.retime(msg, platform, reply);
     }
 

@@ -3,7 +3,8 @@
 //!   as a VMCS write after the same checks WRMSR makes (canonical addresses, valid PAT
 //!   types, EFER bits the guest's CPUID allows), so a write never makes VM entry fail;
 //! - emulated here (feature control, misc enable, microcode revision, machine-check
-//!   capabilities, the APIC base when an APIC is offered): fixed or remembered values;
+//!   capabilities): fixed or remembered values (the local APIC's MSRs, IA32_APIC_BASE
+//!   among them, are its model's: the dispatcher asks it first);
 //! - [`MsrRead::Unsupported`] / [`MsrWrite::Unsupported`]: live CPU state the VMCS does not
 //!   switch (the SYSCALL MSRs, KERNEL_GS_BASE, TSC_AUX). The VMM has the kernel switch
 //!   them on entry and exit (`VCpuSwitchMsr`), after which the guest reaches them without
@@ -68,8 +69,6 @@ pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 const FEATURE_CONTROL_LOCKED: u64 = 1;
 /// IA32_MISC_ENABLE bits that always read 1: fast strings, BTS and PEBS unavailable.
 const MISC_ENABLE_FIXED: u64 = 1 << 0 | 1 << 11 | 1 << 12;
-/// IA32_APIC_BASE at reset: the xAPIC page at 0xfee0_0000, enabled, bootstrap processor.
-const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | 1 << 11 | 1 << 8;
 /// IA32_DEBUGCTL bits a guest may set: BTF only (LBRs are not virtualized).
 const DEBUGCTL_ALLOWED: u64 = 1 << 1;
 
@@ -203,8 +202,6 @@ fn valid_pat(pat: u64) -> bool {
 #[derive(Clone, Debug)]
 pub struct MsrPolicy {
     efer_allowed: u64,
-    has_apic: bool,
-    apic_base: u64,
     misc_enable: u64,
     microcode: u64,
 }
@@ -212,13 +209,7 @@ pub struct MsrPolicy {
 impl MsrPolicy {
     /// A policy consistent with the guest's CPUID.
     pub fn new(cpuid: &CpuidTable) -> Self {
-        Self {
-            efer_allowed: cpuid.efer_allowed(),
-            has_apic: cpuid.has_apic(),
-            apic_base: APIC_BASE_DEFAULT,
-            misc_enable: MISC_ENABLE_FIXED,
-            microcode: 0,
-        }
+        Self { efer_allowed: cpuid.efer_allowed(), misc_enable: MISC_ENABLE_FIXED, microcode: 0 }
     }
 
     /// Decide an RDMSR of `index`.
@@ -231,7 +222,6 @@ impl MsrPolicy {
             IA32_MISC_ENABLE => MsrRead::Value(self.misc_enable),
             IA32_BIOS_SIGN_ID => MsrRead::Value(self.microcode),
             IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => MsrRead::Value(0),
-            IA32_APIC_BASE if self.has_apic => MsrRead::Value(self.apic_base),
             IA32_STAR | IA32_LSTAR | IA32_CSTAR | IA32_FMASK | IA32_KERNEL_GS_BASE
             | IA32_TSC_AUX => MsrRead::Unsupported,
             _ => MsrRead::Gp,
@@ -252,14 +242,6 @@ impl MsrPolicy {
             // Linux writes 0 before re-reading the revision after CPUID.
             IA32_BIOS_SIGN_ID => MsrWrite::Done,
             IA32_MCG_STATUS if value == 0 => MsrWrite::Done,
-            IA32_APIC_BASE if self.has_apic => {
-                // Reserved bits 7:0, 9 and 63:36 (no x2APIC: bit 10 too) must be clear.
-                if value & !0x0000_000f_ffff_f900 != 0 {
-                    return MsrWrite::Gp;
-                }
-                self.apic_base = value;
-                MsrWrite::Done
-            }
             IA32_STAR | IA32_LSTAR | IA32_CSTAR | IA32_FMASK | IA32_KERNEL_GS_BASE
             | IA32_TSC_AUX => MsrWrite::Unsupported,
             _ => MsrWrite::Gp,
@@ -333,16 +315,13 @@ mod tests {
         assert_eq!(p.write(IA32_MCG_STATUS, 1, &FLAT), MsrWrite::Gp);
     }
 
+    /// IA32_APIC_BASE is the APIC model's (the dispatcher asks it first): the policy
+    /// faults it, which is what a guest without an APIC gets.
     #[test]
-    fn apic_base_follows_cpuid() {
-        let mut p = MsrPolicy::new(&cpuid(false));
+    fn apic_base_is_not_the_policys() {
+        let mut p = MsrPolicy::new(&cpuid(true));
         assert_eq!(p.read(IA32_APIC_BASE), MsrRead::Gp);
-        let mut p2 = MsrPolicy::new(&cpuid(true));
-        assert_eq!(p2.read(IA32_APIC_BASE), MsrRead::Value(0xfee0_0900));
-        assert_eq!(p2.write(IA32_APIC_BASE, 0xfec0_0800, &FLAT), MsrWrite::Done);
-        assert_eq!(p2.read(IA32_APIC_BASE), MsrRead::Value(0xfec0_0800));
-        assert_eq!(p2.write(IA32_APIC_BASE, 0xfee0_0c00, &FLAT), MsrWrite::Gp, "x2APIC enable");
-        assert_eq!(p.write(IA32_APIC_BASE, 0, &FLAT), MsrWrite::Gp);
+        assert_eq!(p.write(IA32_APIC_BASE, 0xfee0_0900, &FLAT), MsrWrite::Gp);
     }
 
     #[test]

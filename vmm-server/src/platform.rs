@@ -1,16 +1,23 @@
-//! The legacy PC platform: which device sits at which port and which IRQ line it drives.
+//! The PC platform: which device sits at which port and which IRQ line it drives.
 //!
 //! [`Platform`] owns the device models by value; [`Platform::port_bus`] builds the port
 //! map that routes to them by [`PortKey`]; after every access [`Platform`] re-evaluates
 //! the device interrupt lines into the PIC, so "which vector is pending" is always current
 //! when the dispatcher asks. Time enters only through [`Platform::advance_time`], as PIT
 //! input clocks; the RTC reads the same time (the Unix time at start plus the PIT clocks
-//! since), so the two clocks a guest can compare never disagree.
+//! since), so the two clocks a guest can compare never disagree. The local APIC keeps
+//! guest-TSC time, which the caller brings it to ([`crate::guest_time`]).
+//!
+//! Interrupts reach the vCPU as on a PC: the 8259's INTR through the local APIC's LINT0
+//! while that is in ExtINT mode (virtual wire, as firmware leaves it, or the APIC
+//! disabled), and the APIC's own vectors by priority. [`Platform::interrupt_pending`] and
+//! [`Platform::acknowledge`] are the CPU's view of both.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
+use crate::devices::lapic::{Lapic, LapicConfig};
 use crate::devices::pic8259::{Chip, DualPic};
 use crate::devices::pit8254::{Pit8254, PIT_HZ};
 #[cfg(any(test, feature = "test-modes"))]
@@ -56,10 +63,11 @@ pub enum PortKey {
     PostCode,
 }
 
-/// What an MMIO range routes to. Without `test-modes` no MMIO device exists yet (the
-/// LAPIC and IOAPIC will be the first), so the type is empty and the bus stays empty.
+/// What an MMIO range routes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmioKey {
+    /// The local APIC's xAPIC page (at IA32_APIC_BASE while in xAPIC mode).
+    Lapic,
     /// The scratch registers ([`Scratch`]), for tests of the MMIO path.
     #[cfg(any(test, feature = "test-modes"))]
     Scratch,
@@ -70,8 +78,10 @@ pub enum MmioKey {
 pub struct Platform<S> {
     /// COM1, the VM's console.
     pub uart: Uart16550<S>,
-    /// The interrupt controllers.
+    /// The 8259 pair.
     pub pic: DualPic,
+    /// The vCPU's local APIC.
+    pub lapic: Lapic,
     /// The interval timer.
     pub pit: Pit8254,
     /// The real-time clock.
@@ -93,11 +103,16 @@ pub struct Platform<S> {
 }
 
 impl<S: SerialSink> Platform<S> {
-    /// A platform whose console writes into `sink` and whose clock reads `unix_time`.
-    pub fn new(sink: S, unix_time: i64) -> Self {
+    /// A platform whose console writes into `sink`, whose clock reads `unix_time` and
+    /// whose local APIC is configured by `lapic`. The APIC starts as firmware leaves it:
+    /// enabled, in virtual-wire mode, so a guest that never touches it sees the 8259.
+    pub fn new(sink: S, unix_time: i64, lapic: LapicConfig) -> Self {
+        let mut apic = Lapic::new(lapic);
+        apic.firmware_virtual_wire();
         Self {
             uart: Uart16550::new(sink),
             pic: DualPic::new(),
+            lapic: apic,
             pit: Pit8254::new(),
             rtc: CmosRtc::new(unix_time),
             i8042: I8042::new(),
@@ -126,6 +141,26 @@ impl<S: SerialSink> Platform<S> {
             bus.insert(u64::from(port), 4, PortKey::DebugExit)?;
         }
         Ok(bus)
+    }
+
+    /// Whether an interrupt waits that the vCPU takes once interruptible: the 8259's,
+    /// where it reaches the CPU, or the APIC's highest, where it beats the priority.
+    #[inline]
+    pub fn interrupt_pending(&self) -> bool {
+        (self.pic.pending_vector().is_some() && self.lapic.ext_int_enabled())
+            || self.lapic.highest_deliverable().is_some()
+    }
+
+    /// The CPU takes the next interrupt (its INTA cycle): the 8259's comes first, as its
+    /// ExtINT bypasses the APIC's priority; then the APIC's highest deliverable vector
+    /// moves to its ISR. `None` when nothing is pending.
+    pub fn acknowledge(&mut self) -> Option<u8> {
+        if self.pic.pending_vector().is_some() && self.lapic.ext_int_enabled() {
+            return Some(self.pic.acknowledge());
+        }
+        let vector = self.lapic.highest_deliverable()?;
+        self.lapic.ack(vector);
+        Some(vector)
     }
 
     /// Drive the PIC inputs from the devices' interrupt outputs.
@@ -237,11 +272,10 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
     }
 }
 
-// Without `test-modes` the key type is empty: nothing reads the offset or the data.
-#[cfg_attr(not(any(test, feature = "test-modes")), allow(unused_variables))]
 impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
     fn read(&mut self, key: MmioKey, offset: u64, data: &mut [u8]) {
         match key {
+            MmioKey::Lapic => self.lapic.read(offset, data),
             #[cfg(any(test, feature = "test-modes"))]
             MmioKey::Scratch => self.scratch.read(offset, data),
         }
@@ -249,6 +283,7 @@ impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
 
     fn write(&mut self, key: MmioKey, offset: u64, data: &[u8]) {
         match key {
+            MmioKey::Lapic => self.lapic.write(offset, data),
             #[cfg(any(test, feature = "test-modes"))]
             MmioKey::Scratch => self.scratch.write(offset, data),
         }
@@ -259,10 +294,19 @@ impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
 mod tests {
     use super::{Platform, PortKey};
     use crate::bus::Bus;
+    use crate::devices::lapic::{LapicConfig, TimerClock};
     use crate::devices::pic8259::{port, Chip};
 
+    const LAPIC: LapicConfig = LapicConfig {
+        apic_id: 0,
+        bsp: true,
+        x2apic: true,
+        phys_addr_bits: 36,
+        clock: TimerClock::NOMINAL,
+    };
+
     fn platform() -> Platform<Vec<u8>> {
-        let mut p = Platform::new(Vec::new(), 0);
+        let mut p = Platform::new(Vec::new(), 0, LAPIC);
         for (chip, base, icw3) in [(Chip::Master, 0x30, 4), (Chip::Slave, 0x38, 2)] {
             for (off, v) in
                 [(port::COMMAND, 0x11), (port::DATA, base), (port::DATA, icw3), (port::DATA, 1)]
@@ -316,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_rtc_reads_the_pits_time() {
-        let mut p = Platform::new(Vec::new(), 1_700_000_000);
+        let mut p = Platform::new(Vec::new(), 1_700_000_000, LAPIC);
         let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
         let seconds = |p: &mut Platform<Vec<u8>>, bus: &mut Bus<PortKey, 16>| {
             bus.write(p, 0x70, &[0x00]);

@@ -717,6 +717,7 @@ fn every_exit_is_counted_once_whatever_its_reason() {
     assert_eq!(v.stats().total_exits(), 4);
 }
 
+mod apic;
 mod time;
 
 #[test]
@@ -755,7 +756,7 @@ fn console_input_wakes_a_vcpu_halted_without_a_timer_edge() {
 
 /// An EPT violation at `gpa` (a write or a read), with the groups the VMM's transfer table
 /// asks for, in flat 32-bit protected mode (CS.D) at RIP `rip`.
-fn ept_exit(gpa: u64, write: bool, rip: u64) -> ExitMessage {
+pub(super) fn ept_exit(gpa: u64, write: bool, rip: u64) -> ExitMessage {
     let mut m = exit(ExitReason::EptViolation, if write { 0x182 } else { 0x181 });
     m.guest_physical = gpa;
     m.rip = rip;
@@ -767,20 +768,20 @@ fn ept_exit(gpa: u64, write: bool, rip: u64) -> ExitMessage {
 #[test]
 fn mmio_store_and_load_round_trip_through_a_device() {
     let mut v = vm();
-    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
-    // mov dword [0xfee00030], 0x12345678; then mov eax, [0xfee00030] with an STI shadow.
+    v.insert_mmio(0xfed0_0000, 0x100, MmioKey::Scratch).unwrap();
+    // mov dword [0xfed00030], 0x12345678; then mov eax, [0xfed00030] with an STI shadow.
     v.memory_mut()
-        .write(0x1000, &[0xc7, 0x05, 0x30, 0, 0xe0, 0xfe, 0x78, 0x56, 0x34, 0x12])
+        .write(0x1000, &[0xc7, 0x05, 0x30, 0, 0xd0, 0xfe, 0x78, 0x56, 0x34, 0x12])
         .unwrap();
-    v.memory_mut().write(0x100a, &[0xa1, 0x30, 0, 0xe0, 0xfe]).unwrap();
-    let m = ept_exit(0xfee0_0030, true, 0x1000);
+    v.memory_mut().write(0x100a, &[0xa1, 0x30, 0, 0xd0, 0xfe]).unwrap();
+    let m = ept_exit(0xfed0_0030, true, 0x1000);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
     assert_eq!(v.run_state(), RunState::Running);
     assert_eq!(v.platform().scratch.bytes()[0x30..0x34], [0x78, 0x56, 0x34, 0x12]);
     assert_eq!(advanced(&r), Some(0x0a));
     assert_eq!(written(&r, Field::GuestRip), None, "the kernel moves RIP by the decoded length");
-    let mut m = with_gprs(ept_exit(0xfee0_0030, false, 0x100a), &[(Gprs::RAX, u64::MAX)]);
+    let mut m = with_gprs(ept_exit(0xfed0_0030, false, 0x100a), &[(Gprs::RAX, u64::MAX)]);
     m.interruptibility = 1;
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
@@ -815,14 +816,14 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
     assert_eq!((v.mmio_bus().unclaimed_reads(), v.mmio_bus().unclaimed_writes()), (1, 1));
     // An instruction the emulator does not handle is named.
     let mut v = vm();
-    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
-    v.memory_mut().write(0x1000, &[0x11, 0x05, 0x30, 0, 0xe0, 0xfe]).unwrap();
-    let m = ept_exit(0xfee0_0030, true, 0x1000);
+    v.insert_mmio(0xfed0_0000, 0x100, MmioKey::Scratch).unwrap();
+    v.memory_mut().write(0x1000, &[0x11, 0x05, 0x30, 0, 0xd0, 0xfe]).unwrap();
+    let m = ept_exit(0xfed0_0030, true, 0x1000);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
     assert_eq!(r.flags, ReplyFlags::STOP_VCPU);
     let RunState::Stopped(
-        reason @ StopReason::MmioEmulation { gpa: 0xfee0_0030, rip: 0x1000, error },
+        reason @ StopReason::MmioEmulation { gpa: 0xfed0_0030, rip: 0x1000, error },
     ) = v.run_state()
     else {
         panic!("stopped with {:?}", v.run_state());
@@ -830,12 +831,12 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
     assert!(matches!(error, MmioError::Unsupported(_)));
     assert_eq!(
         reason.to_string(),
-        "MMIO access at 0xfee00030 from RIP 0x1000: unsupported instruction ADC (11 05 30 00 e0 fe)"
+        "MMIO access at 0xfed00030 from RIP 0x1000: unsupported instruction ADC (11 05 30 00 d0 fe)"
     );
     // Without CS the VMM cannot tell the code size.
     let mut v = vm();
-    v.insert_mmio(0xfee0_0000, 0x100, MmioKey::Scratch).unwrap();
-    let mut m = ept_exit(0xfee0_0030, false, 0x1000);
+    v.insert_mmio(0xfed0_0000, 0x100, MmioKey::Scratch).unwrap();
+    let mut m = ept_exit(0xfed0_0030, false, 0x1000);
     let segments = TransferMask::ANY_SEGMENTS.bits();
     m.transfer = TransferMask::from_bits(m.transfer.bits() & !segments).unwrap();
     v.handle(&m);

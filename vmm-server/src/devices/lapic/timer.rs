@@ -51,6 +51,13 @@ pub struct TimerClock {
 }
 
 impl TimerClock {
+    /// A 1 GHz TSC and bus clock: for a VM whose TSC rate is unknown (its time does not
+    /// run, but the model stays consistent).
+    pub const NOMINAL: Self = {
+        let hz = NonZeroU64::MIN.saturating_add(999_999_999);
+        Self { tsc_hz: hz, bus_hz: hz }
+    };
+
     /// A TSC of `tsc_hz` and a bus clock of `bus_hz`; `None` if either is 0. A bus clock
     /// no faster than the TSC (as on every real CPU) keeps bus time within 64 bits for
     /// the TSC's whole range; a faster one saturates near the end of it.

@@ -12,7 +12,7 @@ use crate::dispatch::{RunState, Vm, VmConfig};
 use crate::testing::{assert_well_formed, host_cpuid, Ram};
 
 /// TSC ticks per second of the tests' host.
-const TSC_HZ: u64 = 2_000_000_000;
+pub(super) const TSC_HZ: u64 = 2_000_000_000;
 /// A 250 Hz PIT period in PIT clocks.
 const PERIOD: u16 = 4772;
 /// The preemption-timer value of that period at TSC / 32: 7,998,780 TSC ticks / 32,
@@ -26,21 +26,21 @@ fn clock(flags: u8) -> Clock {
     Clock { tsc_hz: TSC_HZ, preemption_timer_shift: 5, flags, ..Clock::default() }
 }
 
-fn clocked(flags: u8) -> TestVm {
+pub(super) fn clocked(flags: u8) -> TestVm {
     let config = VmConfig { clock: clock(flags), ..VmConfig::default() };
     Vm::new(&config, host_cpuid, Ram(vec![0; 0x10000]), Vec::new()).unwrap()
 }
 
 /// The vCPU's controls as the kernel keeps them: each reply's writes change them, and
 /// each exit carries them (this VMM asks for `CONTROLS` on every exit).
-struct Cpu {
-    pin: u32,
-    proc: u32,
-    tsc_offset: u64,
+pub(super) struct Cpu {
+    pub(super) pin: u32,
+    pub(super) proc: u32,
+    pub(super) tsc_offset: u64,
 }
 
 impl Cpu {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             pin: pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING,
             proc: proc::HLT_EXITING,
@@ -69,7 +69,7 @@ impl Cpu {
         }
     }
 
-    fn run(&mut self, v: &mut TestVm, m: ExitMessage, tsc: u64) -> ExitReply {
+    pub(super) fn run(&mut self, v: &mut TestVm, m: ExitMessage, tsc: u64) -> ExitReply {
         let m = self.at(m, tsc);
         let r = crate::serve::answer(v, &m, false);
         assert_well_formed(&m, &r);
@@ -95,7 +95,7 @@ fn boot(v: &mut TestVm, cpu: &mut Cpu, period: u16, tsc: u64) -> ExitReply {
     cpu.out(v, 0x40, (period >> 8) as u8, tsc)
 }
 
-fn timer_writes(r: &ExitReply) -> (Option<u64>, Option<u64>) {
+pub(super) fn timer_writes(r: &ExitReply) -> (Option<u64>, Option<u64>) {
     (written(r, Field::PinBasedControls), written(r, Field::PreemptionTimerValue))
 }
 
@@ -209,7 +209,7 @@ fn cpuid_offers_the_clocks_rate() {
     };
     assert_eq!(leaf(&mut v, 0x15), [1, 1, TSC_HZ]);
     assert_eq!(leaf(&mut v, 0x16), [2000, 2000, 0]);
-    assert_eq!(leaf(&mut v, 0x4000_0010), [2_000_000, 0, 0]);
+    assert_eq!(leaf(&mut v, 0x4000_0010), [2_000_000, 2_000_000, 0], "TSC and APIC bus kHz");
     assert_eq!(leaf(&mut v, 0)[0], 0x16);
     let mut plain = super::vm();
     assert_eq!(leaf(&mut plain, 0x4000_0010), [0, 0, 0]);

@@ -1,0 +1,193 @@
+//! The local APIC through the dispatcher: its page by MMIO, its MSRs, its timer on the
+//! guest's time (a computing guest is interrupted, a halted one skips ahead), CR8 as its
+//! TPR, and the 8259 reaching the vCPU only through LINT0's virtual wire.
+
+use protocols::vmcs::ctl::pin;
+use protocols::vmcs::Field;
+use protocols::vmexit::{ExitMessage, ExitReason, ExitReply, Gprs, ReplyFlags, TransferMask};
+
+use super::time::{clocked, timer_writes, Cpu};
+use super::{advanced, ept_exit, exit, gpr, vm, with_gprs, written, TestVm};
+use crate::dispatch::RunState;
+use crate::guest_memory::GuestMemory;
+use protocols::vcpu_page::Clock;
+
+const APIC: u64 = 0xfee0_0000;
+/// Where each test instruction is placed.
+const RIP: u64 = 0x1000;
+
+/// `mov dword [APIC + offset], value` (32-bit code), as an EPT-violation exit.
+fn store(v: &mut TestVm, offset: u32, value: u32) -> ExitMessage {
+    let addr = (APIC as u32 + offset).to_le_bytes();
+    let mut code = vec![0xc7, 0x05];
+    code.extend_from_slice(&addr);
+    code.extend_from_slice(&value.to_le_bytes());
+    v.memory_mut().write(RIP, &code).unwrap();
+    ept_exit(APIC + u64::from(offset), true, RIP)
+}
+
+/// `mov eax, [APIC + offset]`, as an EPT-violation exit.
+fn load(v: &mut TestVm, offset: u32) -> ExitMessage {
+    let mut code = vec![0xa1];
+    code.extend_from_slice(&(APIC as u32 + offset).to_le_bytes());
+    v.memory_mut().write(RIP, &code).unwrap();
+    ept_exit(APIC + u64::from(offset), false, RIP)
+}
+
+fn read_reg(v: &mut TestVm, offset: u32) -> u64 {
+    let m = load(v, offset);
+    let r = v.handle(&m);
+    assert_eq!(advanced(&r), Some(5));
+    gpr(&r, Gprs::RAX).unwrap()
+}
+
+fn msr(index: u32, value: Option<u64>) -> ExitMessage {
+    let reason = if value.is_some() { ExitReason::Wrmsr } else { ExitReason::Rdmsr };
+    let v = value.unwrap_or(0);
+    with_gprs(
+        exit(reason, 0),
+        &[(Gprs::RCX, u64::from(index)), (Gprs::RAX, v & 0xffff_ffff), (Gprs::RDX, v >> 32)],
+    )
+}
+
+fn injected(r: &ExitReply) -> Option<u8> {
+    r.flags.contains(ReplyFlags::INJECT_EVENT).then_some(r.injection.raw() as u8)
+}
+
+#[test]
+fn the_apic_page_answers_by_mmio_as_firmware_left_it() {
+    let mut v = vm();
+    assert_eq!(read_reg(&mut v, 0x30), 0x0006_0014, "version");
+    assert_eq!(read_reg(&mut v, 0x20), 0, "ID 0");
+    assert_eq!(read_reg(&mut v, 0xf0) & 0x100, 0x100, "software-enabled");
+    assert_eq!(read_reg(&mut v, 0x350), 0x8700, "LINT0: ExtINT, level");
+    assert_eq!(read_reg(&mut v, 0x360), 0x8400, "LINT1: NMI, level");
+    let m = store(&mut v, 0x80, 0x30);
+    v.handle(&m);
+    assert_eq!(read_reg(&mut v, 0x80), 0x30, "TPR");
+    assert_eq!(v.mmio_bus().unclaimed_reads(), 0);
+    // IA32_APIC_BASE: the default page, enabled, bootstrap processor.
+    let r = v.handle(&msr(0x1b, None));
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0xfee0_0900));
+    assert_eq!(gpr(&r, Gprs::RDX), Some(0));
+}
+
+#[test]
+fn x2apic_mode_moves_the_registers_to_msrs_and_unmaps_the_page() {
+    let mut v = vm();
+    // x2APIC registers fault before x2APIC mode.
+    let r = v.handle(&msr(0x803, None));
+    assert_eq!(injected(&r), Some(13));
+    let r = v.handle(&msr(0x1b, Some(0xfee0_0c00)));
+    assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP));
+    let r = v.handle(&msr(0x803, None));
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0x0006_0014));
+    // The page is the APIC's no more: an unbacked address.
+    let m = load(&mut v, 0x30);
+    let r = v.handle(&m);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0xffff_ffff));
+    assert_eq!(v.mmio_bus().unclaimed_reads(), 1);
+    // Back to xAPIC from x2APIC is illegal; through disabled it is legal and maps the page.
+    assert_eq!(injected(&v.handle(&msr(0x1b, Some(0xfee0_0800)))), Some(13));
+    v.handle(&msr(0x1b, Some(0xfee0_0000)));
+    v.handle(&msr(0x1b, Some(0xfed0_0800)));
+    let mut m = load(&mut v, 0x30);
+    m.guest_physical = 0xfed0_0030;
+    v.memory_mut().write(RIP, &[0xa1, 0x30, 0, 0xd0, 0xfe]).unwrap();
+    assert_eq!(gpr(&v.handle(&m), Gprs::RAX), Some(0x0006_0014), "moved page");
+}
+
+#[test]
+fn a_one_shot_timer_interrupts_a_computing_guest_and_wakes_a_halted_one() {
+    let mut v = clocked(Clock::PREEMPTION_TIMER | Clock::TSC_OFFSETTING);
+    let mut cpu = Cpu::new();
+    let armed = u64::from(cpu.pin | pin::PREEMPTION_TIMER);
+    for (offset, value) in [(0x320, 0x40), (0x3e0, 0xb)] {
+        let m = store(&mut v, offset, value);
+        cpu.run(&mut v, m, 0);
+    }
+    // The bus clock is the crystal of CPUID leaf 0x15, here the TSC's 2 GHz: a count of
+    // 1,000,000 with divide-by-1 is 1,000,000 TSC ticks, 31,250 timer units of 32.
+    let m = store(&mut v, 0x380, 1_000_000);
+    let r = cpu.run(&mut v, m, 1000);
+    assert_eq!(timer_writes(&r), (Some(armed), Some(31_250)));
+    let cpuid = with_gprs(exit(ExitReason::Cpuid, 0), &[(Gprs::RAX, 0)]);
+    let r = cpu.run(&mut v, cpuid, 1000 + 999_999);
+    assert_eq!(injected(&r), None);
+    let m = load(&mut v, 0x390);
+    let r = cpu.run(&mut v, m, 1000 + 999_000);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(1000), "the current count");
+    // The preemption-timer exit at the expiry injects the vector; nothing is armed after.
+    let r = cpu.run(&mut v, exit(ExitReason::PreemptionTimer, 0), 1000 + 1_000_000);
+    assert_eq!(injected(&r), Some(0x40));
+    assert_eq!(timer_writes(&r), (Some(u64::from(cpu.pin & !pin::PREEMPTION_TIMER)), None));
+    assert_eq!(read_reg(&mut v, 0x100 + 0x40 / 32 * 0x10), 1, "in service");
+    let m = store(&mut v, 0xb0, 0);
+    cpu.run(&mut v, m, 1_002_000);
+    assert_eq!(read_reg(&mut v, 0x100 + 0x40 / 32 * 0x10), 0, "EOI'd");
+    // A halted guest skips to the next expiry; its TSC jumps with it.
+    let m = store(&mut v, 0x380, 4_000_000);
+    cpu.run(&mut v, m, 2_000_000);
+    let r = cpu.run(&mut v, exit(ExitReason::Hlt, 0), 2_500_000);
+    assert_eq!(injected(&r), Some(0x40));
+    assert_eq!(written(&r, Field::TscOffset), Some(3_500_000));
+    assert_eq!(v.run_state(), RunState::Running);
+}
+
+#[test]
+fn the_tsc_deadline_timer_by_msr() {
+    let mut v = clocked(Clock::PREEMPTION_TIMER | Clock::TSC_OFFSETTING);
+    let mut cpu = Cpu::new();
+    let m = store(&mut v, 0x320, 0x41 | 2 << 17);
+    cpu.run(&mut v, m, 0);
+    let r = cpu.run(&mut v, msr(0x6e0, Some(64_000)), 32_000);
+    assert_eq!(timer_writes(&r).1, Some(1000), "32,000 ticks left");
+    let r = cpu.run(&mut v, msr(0x6e0, None), 40_000);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(64_000));
+    let r = cpu.run(&mut v, exit(ExitReason::PreemptionTimer, 0), 64_000);
+    assert_eq!(injected(&r), Some(0x41));
+    let r = cpu.run(&mut v, msr(0x6e0, None), 65_000);
+    assert_eq!(gpr(&r, Gprs::RAX), Some(0), "a deadline that fired reads 0");
+}
+
+#[test]
+fn cr8_is_the_tpr_and_masks_by_priority_class() {
+    let mut v = vm();
+    // A self-IPI (fixed, vector 0x45) while the guest is in 64-bit mode with TPR class 4.
+    let mut long = exit(ExitReason::CrAccess, 8); // MOV to CR8 from RAX
+    long.transfer |= TransferMask::EFER_PAT | TransferMask::SEGMENTS;
+    long.efer = 0x500;
+    long.segments.regs[1].access_rights = 0xa09b;
+    let r = v.handle(&with_gprs(long, &[(Gprs::RAX, 4)]));
+    assert!(r.flags.contains(ReplyFlags::ADVANCE_RIP));
+    assert_eq!(read_reg(&mut v, 0x80), 0x40, "TPR = CR8 << 4");
+    let m = store(&mut v, 0x300, 0x4045);
+    let r = v.handle(&m);
+    assert_eq!(injected(&r), None, "class 4 does not beat TPR class 4");
+    let r = v.handle(&with_gprs(long, &[(Gprs::RAX, 3)]));
+    assert_eq!(injected(&r), Some(0x45));
+    let mut read = long;
+    read.qualification = 8 | 1 << 4 | 5 << 8; // MOV RBP, CR8
+    assert_eq!(gpr(&v.handle(&read), Gprs::RBP), Some(3));
+}
+
+#[test]
+fn the_8259_reaches_the_vcpu_only_through_lint0() {
+    let mut v = vm();
+    super::boot(&mut v, 100);
+    v.advance_time(100);
+    let cpuid = with_gprs(exit(ExitReason::Cpuid, 0), &[(Gprs::RAX, 0)]);
+    assert_eq!(injected(&v.handle(&cpuid)), Some(0x30), "virtual wire");
+    v.handle(&out_eoi());
+    // Masking LINT0 cuts the wire: the 8259's request waits.
+    let m = store(&mut v, 0x350, 0x1_0700);
+    v.handle(&m);
+    v.advance_time(100);
+    assert_eq!(injected(&v.handle(&cpuid)), None);
+    let m = store(&mut v, 0x350, 0x0700);
+    assert_eq!(injected(&v.handle(&m)), Some(0x30));
+}
+
+fn out_eoi() -> ExitMessage {
+    super::out_byte(0x20, 0x20)
+}
