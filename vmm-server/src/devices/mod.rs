@@ -5,6 +5,7 @@
 pub mod cmos_rtc;
 pub mod debug_exit;
 pub mod i8042;
+pub mod ioapic;
 pub mod lapic;
 pub mod pic8259;
 pub mod pit8254;
