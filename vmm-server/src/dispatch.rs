@@ -30,6 +30,7 @@ use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
 use crate::debug_regs::{DebugRegs, DrAccess};
+use crate::devices::ioapic;
 use crate::devices::lapic::{self, Lapic, LapicConfig, TimerClock};
 use crate::devices::uart16550::SerialSink;
 use crate::exit_qualification::{
@@ -394,6 +395,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let mut mmio = Bus::new();
         if let Some(base) = platform.lapic.mmio_base().filter(|_| cpuid.has_apic()) {
             mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic)?;
+            mmio.insert(ioapic::DEFAULT_BASE, ioapic::MMIO_SIZE, MmioKey::Ioapic)?;
         }
         Ok(Self {
             apic_page: platform.lapic.mmio_base().filter(|_| cpuid.has_apic()),
@@ -764,6 +766,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     /// After a guest write to the APIC (by MMIO or MSR): a timer may have been programmed,
     /// an IPI sent to itself.
     fn apic_written(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) {
+        self.platform.apic_written();
         self.time.retime(msg, &self.platform, reply);
         if self.platform.lapic.take_nmi() && !reply.injects() {
             reply.inject(EventInjection::nmi(), 0, 0);

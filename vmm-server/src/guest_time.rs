@@ -179,8 +179,11 @@ impl GuestTime {
             return;
         };
         let now = c.counted_to().unwrap_or(0);
-        let to_edge = edge.map(|clocks| c.tsc_until(clocks.max(1)));
         let to_expiry = platform.lapic.next_deadline().map(|g| g.saturating_sub(now));
+        // An edge nobody hears (IRQ 0 masked, as Linux leaves the PIT once its APIC timer
+        // runs) does not end the wait for an APIC timer that will be heard.
+        let heard = platform.pit_routed() || to_expiry.is_none();
+        let to_edge = edge.filter(|_| heard).map(|clocks| c.tsc_until(clocks.max(1)));
         let ticks = match (to_edge, to_expiry) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or_else(|| c.tsc_until(1)),

@@ -8,15 +8,19 @@
 //! since), so the two clocks a guest can compare never disagree. The local APIC keeps
 //! guest-TSC time, which the caller brings it to ([`crate::guest_time`]).
 //!
-//! Interrupts reach the vCPU as on a PC: the 8259's INTR through the local APIC's LINT0
-//! while that is in ExtINT mode (virtual wire, as firmware leaves it, or the APIC
-//! disabled), and the APIC's own vectors by priority. [`Platform::interrupt_pending`] and
-//! [`Platform::acknowledge`] are the CPU's view of both.
+//! Interrupts reach the vCPU as on a PC: every device line goes to both the 8259 pair and
+//! the I/O APIC (ISA IRQ n on pin n, except the PIT's IRQ 0 on pin 2, which the ACPI
+//! tables declare as an override). The 8259's INTR reaches the CPU through the local
+//! APIC's LINT0 while that is in ExtINT mode (virtual wire, as firmware leaves it, or the
+//! APIC disabled); the I/O APIC's messages are raised at the local APIC at once, which
+//! delivers by priority. [`Platform::interrupt_pending`] and [`Platform::acknowledge`]
+//! are the CPU's view of both.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
+use crate::devices::ioapic::{DeliveryMode, Ioapic};
 use crate::devices::lapic::{Lapic, LapicConfig};
 use crate::devices::pic8259::{Chip, DualPic};
 use crate::devices::pit8254::{Pit8254, PIT_HZ};
@@ -37,6 +41,8 @@ pub const PIT_IRQ: u8 = 0;
 pub const KEYBOARD_IRQ: u8 = 1;
 /// The PS/2 aux (mouse) IRQ line.
 pub const AUX_IRQ: u8 = 12;
+/// The I/O APIC pin the PIT's IRQ 0 drives (the ACPI tables' interrupt source override).
+pub const PIT_GSI: u8 = 2;
 /// The POST-code port, which Linux also writes for I/O delays.
 pub const POST_PORT: u16 = 0x80;
 
@@ -68,6 +74,8 @@ pub enum PortKey {
 pub enum MmioKey {
     /// The local APIC's xAPIC page (at IA32_APIC_BASE while in xAPIC mode).
     Lapic,
+    /// The I/O APIC's window.
+    Ioapic,
     /// The scratch registers ([`Scratch`]), for tests of the MMIO path.
     #[cfg(any(test, feature = "test-modes"))]
     Scratch,
@@ -82,6 +90,11 @@ pub struct Platform<S> {
     pub pic: DualPic,
     /// The vCPU's local APIC.
     pub lapic: Lapic,
+    /// The I/O APIC.
+    pub ioapic: Ioapic,
+    /// I/O APIC messages the local APIC could not take (disabled, another destination,
+    /// a delivery mode a lone vCPU has no use for).
+    pub dropped_messages: u64,
     /// The interval timer.
     pub pit: Pit8254,
     /// The real-time clock.
@@ -113,6 +126,8 @@ impl<S: SerialSink> Platform<S> {
             uart: Uart16550::new(sink),
             pic: DualPic::new(),
             lapic: apic,
+            ioapic: Ioapic::new(),
+            dropped_messages: 0,
             pit: Pit8254::new(),
             rtc: CmosRtc::new(unix_time),
             i8042: I8042::new(),
@@ -163,6 +178,13 @@ impl<S: SerialSink> Platform<S> {
         Some(vector)
     }
 
+    /// Whether an IRQ 0 edge would reach the vCPU: unmasked at the 8259 with the virtual
+    /// wire up, or unmasked at the I/O APIC.
+    pub fn pit_routed(&self) -> bool {
+        let pic = self.pic.master().imr() & 1 << PIT_IRQ == 0 && self.lapic.ext_int_enabled();
+        pic || self.ioapic.entry(PIT_GSI).is_some_and(|e| e & crate::devices::ioapic::MASKED == 0)
+    }
+
     /// Drive the PIC inputs from the devices' interrupt outputs.
     pub fn sync_irqs(&mut self) {
         self.sync_uart_irq();
@@ -170,12 +192,54 @@ impl<S: SerialSink> Platform<S> {
     }
 
     fn sync_uart_irq(&mut self) {
-        self.pic.set_irq(COM1_IRQ, self.uart.irq_level());
+        self.set_irq(COM1_IRQ, self.uart.irq_level());
     }
 
     fn sync_i8042_irqs(&mut self) {
-        self.pic.set_irq(KEYBOARD_IRQ, self.i8042.irq1_level());
-        self.pic.set_irq(AUX_IRQ, self.i8042.irq12_level());
+        self.set_irq(KEYBOARD_IRQ, self.i8042.irq1_level());
+        self.set_irq(AUX_IRQ, self.i8042.irq12_level());
+    }
+
+    /// Drive ISA line `irq` into both interrupt controllers.
+    fn set_irq(&mut self, irq: u8, level: bool) {
+        self.pic.set_irq(irq, level);
+        self.ioapic.set_irq(if irq == PIT_IRQ { PIT_GSI } else { irq }, level);
+        if self.ioapic.has_message() {
+            self.route_ioapic();
+        }
+    }
+
+    /// Raise the I/O APIC's waiting messages at the local APIC (the one vCPU's: a
+    /// message for another destination, or in a mode a lone vCPU has no use for, is
+    /// dropped and counted).
+    fn route_ioapic(&mut self) {
+        while let Some(m) = self.ioapic.take_message() {
+            let ours = self.lapic.accepts(m.destination, m.logical);
+            let taken = match m.delivery {
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority if ours => {
+                    self.lapic.raise(m.vector, m.trigger).is_ok()
+                }
+                DeliveryMode::Nmi if ours => {
+                    self.lapic.raise_nmi();
+                    true
+                }
+                _ => false,
+            };
+            if !taken {
+                self.dropped_messages = self.dropped_messages.wrapping_add(1);
+            }
+        }
+    }
+
+    /// After the guest wrote the local APIC: a level-triggered vector's EOI goes to the
+    /// I/O APIC, which may send its pin again.
+    pub fn apic_written(&mut self) {
+        while let Some(vector) = self.lapic.take_eoi_broadcast() {
+            self.ioapic.eoi(vector);
+        }
+        if self.ioapic.has_message() {
+            self.route_ioapic();
+        }
     }
 
     /// After an access to `key`: only that device's outputs can have moved, except that
@@ -198,11 +262,11 @@ impl<S: SerialSink> Platform<S> {
         self.pit.advance(ticks);
         let edges = self.pit.take_rising_edges(0);
         if edges > 0 {
-            self.pic.set_irq(PIT_IRQ, false);
-            self.pic.set_irq(PIT_IRQ, true);
+            self.set_irq(PIT_IRQ, false);
+            self.set_irq(PIT_IRQ, true);
             self.coalesced_ticks = self.coalesced_ticks.saturating_add(edges.saturating_sub(1));
         }
-        self.pic.set_irq(PIT_IRQ, self.pit.out(0));
+        self.set_irq(PIT_IRQ, self.pit.out(0));
     }
 
     /// Offer a console byte from the host; false if the UART cannot take it now.
@@ -237,8 +301,8 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 self.i8042.read(i8042::DATA, data);
                 // The line drops while the controller loads the next byte, so a queued
                 // byte is a fresh edge for the PIC.
-                self.pic.set_irq(KEYBOARD_IRQ, false);
-                self.pic.set_irq(AUX_IRQ, false);
+                self.set_irq(KEYBOARD_IRQ, false);
+                self.set_irq(AUX_IRQ, false);
             }
             PortKey::I8042Command => self.i8042.read(i8042::COMMAND, data),
             PortKey::Com1 => self.uart.read(offset, data),
@@ -276,6 +340,7 @@ impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
     fn read(&mut self, key: MmioKey, offset: u64, data: &mut [u8]) {
         match key {
             MmioKey::Lapic => self.lapic.read(offset, data),
+            MmioKey::Ioapic => self.ioapic.read(offset, data),
             #[cfg(any(test, feature = "test-modes"))]
             MmioKey::Scratch => self.scratch.read(offset, data),
         }
@@ -284,6 +349,13 @@ impl<S: SerialSink> DeviceMap<MmioKey> for Platform<S> {
     fn write(&mut self, key: MmioKey, offset: u64, data: &[u8]) {
         match key {
             MmioKey::Lapic => self.lapic.write(offset, data),
+            MmioKey::Ioapic => {
+                // An entry unmasked or re-armed may send at once.
+                self.ioapic.write(offset, data);
+                if self.ioapic.has_message() {
+                    self.route_ioapic();
+                }
+            }
             #[cfg(any(test, feature = "test-modes"))]
             MmioKey::Scratch => self.scratch.write(offset, data),
         }

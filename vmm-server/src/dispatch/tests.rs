@@ -47,6 +47,11 @@ fn out_byte(port: u16, value: u8) -> ExitMessage {
     )
 }
 
+/// IN AL, DX from `port` (qualification bit 3: IN).
+fn in_byte(port: u16) -> ExitMessage {
+    exit(ExitReason::IoInstruction, u64::from(port) << 16 | 1 << 3)
+}
+
 fn gpr(r: &ExitReply, reg: u8) -> Option<u64> {
     (r.gpr_mask & (1 << reg) != 0).then(|| r.gprs.regs[usize::from(reg)])
 }
@@ -796,21 +801,21 @@ fn mmio_refusals_stop_the_vm_with_a_reason() {
     // No device at the address: the load reads all ones, a store is dropped, as on an
     // undriven bus; the first such access is reported once.
     let mut v = vm();
-    v.memory_mut().write(0x1000, &[0xa1, 0, 0, 0xc0, 0xfe]).unwrap(); // mov eax, [0xfec00000]
-    let m = with_gprs(ept_exit(0xfec0_0000, false, 0x1000), &[(Gprs::RAX, 0)]);
+    v.memory_mut().write(0x1000, &[0xa1, 0, 0, 0xb0, 0xfe]).unwrap(); // mov eax, [0xfeb00000]
+    let m = with_gprs(ept_exit(0xfeb0_0000, false, 0x1000), &[(Gprs::RAX, 0)]);
     let r = v.handle(&m);
     assert_well_formed(&m, &r);
     assert_eq!(v.run_state(), RunState::Running);
     assert_eq!(gpr(&r, Gprs::RAX), Some(0xffff_ffff));
     assert_eq!(advanced(&r), Some(5));
     let notice = v.take_notice().expect("reported");
-    assert_eq!(notice, Notice::UnclaimedMmio { gpa: 0xfec0_0000, rip: 0x1000 });
+    assert_eq!(notice, Notice::UnclaimedMmio { gpa: 0xfeb0_0000, rip: 0x1000 });
     assert!(notice
         .to_string()
-        .starts_with("access to unbacked guest-physical 0xfec00000 from RIP 0x1000"));
+        .starts_with("access to unbacked guest-physical 0xfeb00000 from RIP 0x1000"));
     assert_eq!(v.take_notice(), None, "taken");
-    v.memory_mut().write(0x1000, &[0xa3, 0, 0, 0xc0, 0xfe]).unwrap(); // mov [0xfec00000], eax
-    let r = v.handle(&ept_exit(0xfec0_0000, true, 0x1000));
+    v.memory_mut().write(0x1000, &[0xa3, 0, 0, 0xb0, 0xfe]).unwrap(); // mov [0xfeb00000], eax
+    let r = v.handle(&ept_exit(0xfeb0_0000, true, 0x1000));
     assert_eq!((advanced(&r), v.run_state()), (Some(5), RunState::Running));
     assert_eq!(v.take_notice(), None, "reported once");
     assert_eq!((v.mmio_bus().unclaimed_reads(), v.mmio_bus().unclaimed_writes()), (1, 1));

@@ -7,7 +7,8 @@
 //! What the VMM must provide: guest RAM at 0-2 MiB (the image is at 1-2 MiB), the 16550
 //! at 0x3f8, the 8259 pair and the 8254 (for the HLT test), 256 bytes of scratch
 //! registers by MMIO at 0x3fe00000 that read back what was written (a test-modes VMM's
-//! `devices::scratch`, for the MMIO tests 23-30), HLT, MONITOR and MWAIT
+//! `devices::scratch`, for the MMIO tests 23-30), a local APIC with x2APIC and the
+//! TSC-deadline timer (tests 31-35, vectors 0x28-0x2e), HLT, MONITOR and MWAIT
 //! exiting (MWAIT with interrupts off would otherwise sleep for good), and #GP injection
 //! for a missing MSR. Exiting on RDTSC, INVLPG, CR3 loads and the exception bitmap is
 //! optional: the results are the same either way, which is the point (the VMM's
@@ -47,6 +48,11 @@
 //! guest64: mmio add, or, and, sub, xor, cmp, test and their flags ok
 //! guest64: mmio xchg and lock add ok
 //! guest64: mmio rep stos and rep movs to, from and within the device ok
+//! guest64: apic base, id, version, virtual-wire lint0 and tpr as firmware leaves them ok
+//! guest64: apic self-ipi by icr: pending in irr, in service in the handler, eoi ok
+//! guest64: apic one-shot timer wakes hlt ok
+//! guest64: apic tpr and cr8 hold back a lower priority class ok
+//! guest64: x2apic by msr: id, version, self ipi and the tsc-deadline timer ok
 //! guest64: done
 //! ```
 //! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
@@ -95,6 +101,11 @@ g64_mmio_alu:   .asciz "guest64: mmio add, or, and, sub, xor, cmp, test and thei
 g64_mmio_xchg:  .asciz "guest64: mmio xchg and lock add"
 g64_mmio_str:   .asciz "guest64: mmio rep stos and rep movs to, from and within the device"
 g64_mmio_pat:   .quad 0x0807060504030201
+g64_apic_regs:  .asciz "guest64: apic base, id, version, virtual-wire lint0 and tpr as firmware leaves them"
+g64_apic_ipi:   .asciz "guest64: apic self-ipi by icr: pending in irr, in service in the handler, eoi"
+g64_apic_timer: .asciz "guest64: apic one-shot timer wakes hlt"
+g64_apic_tpr:   .asciz "guest64: apic tpr and cr8 hold back a lower priority class"
+g64_x2apic:     .asciz "guest64: x2apic by msr: id, version, self ipi and the tsc-deadline timer"
 g64_done:       .asciz "guest64: done\n"
 
     .section .bss.guest, "aw", @nobits
@@ -749,6 +760,249 @@ _start:
     mov ecx, r12d
     mov ebx, 30
     lea rsi, [rip + g64_mmio_str]
+    call check
+
+    // 31: the local APIC as firmware leaves it: IA32_APIC_BASE at 0xfee00000, enabled,
+    // bootstrap processor; ID 0; version 0x14 with seven LVT entries; LINT0 in ExtINT
+    // mode, level (the 8259's virtual wire); TPR writable.
+    .set G64_APIC, 0xfee00000
+    xor r12d, r12d
+    mov ecx, 0x1b
+    rdmsr
+    cmp eax, 0xfee00900
+    jne .Lg64_apic_regs_fail
+    inc r12d
+    mov rbx, G64_APIC
+    mov eax, [rbx + 0x20]
+    test eax, eax
+    jnz .Lg64_apic_regs_fail
+    inc r12d
+    mov eax, [rbx + 0x30]
+    and eax, 0x00ff00ff
+    cmp eax, 0x00060014
+    jne .Lg64_apic_regs_fail
+    inc r12d
+    mov eax, [rbx + 0x350]
+    cmp eax, 0x8700
+    jne .Lg64_apic_regs_fail
+    inc r12d
+    mov dword ptr [rbx + 0x80], 0x20
+    mov eax, [rbx + 0x80]
+    cmp eax, 0x20
+    jne .Lg64_apic_regs_fail
+    mov dword ptr [rbx + 0x80], 0
+    xor r12d, r12d
+    jmp .Lg64_apic_regs_done
+.Lg64_apic_regs_fail:
+    inc r12d
+.Lg64_apic_regs_done:
+    mov ecx, r12d
+    mov ebx, 31
+    lea rsi, [rip + g64_apic_regs]
+    call check
+
+    // 32: a fixed self-IPI (shorthand self, vector 0x28) with interrupts off waits in IRR;
+    // once they are on it is delivered, in service (ISR) while its handler runs, and the
+    // handler's EOI clears it.
+    mov rbx, G64_APIC
+    xor r12d, r12d
+    mov qword ptr [rip + apic_hits], 0
+    mov dword ptr [rbx + 0x300], 0x40028
+    mov eax, [rbx + 0x210]
+    test eax, 0x100
+    jz .Lg64_apic_ipi_fail
+    inc r12d
+    sti
+    nop
+    cli
+    cmp qword ptr [rip + apic_hits], 1
+    jne .Lg64_apic_ipi_fail
+    inc r12d
+    cmp qword ptr [rip + apic_vector], 0x28
+    jne .Lg64_apic_ipi_fail
+    inc r12d
+    mov rax, [rip + apic_isr1]
+    test eax, 0x100
+    jz .Lg64_apic_ipi_fail
+    inc r12d
+    mov eax, [rbx + 0x110]
+    test eax, eax
+    jnz .Lg64_apic_ipi_fail
+    xor r12d, r12d
+    jmp .Lg64_apic_ipi_done
+.Lg64_apic_ipi_fail:
+    inc r12d
+.Lg64_apic_ipi_done:
+    mov ecx, r12d
+    mov ebx, 32
+    lea rsi, [rip + g64_apic_ipi]
+    call check
+
+    // 33: the LVT timer in one-shot mode (divide by 1, vector 0x29) wakes a HLT; the
+    // count has run out and the initial count stays.
+    mov rbx, G64_APIC
+    xor r12d, r12d
+    mov qword ptr [rip + apic_hits], 0
+    mov dword ptr [rbx + 0x3e0], 0xb
+    mov dword ptr [rbx + 0x320], 0x29
+    mov dword ptr [rbx + 0x380], 1000000
+    mov r13d, 1000
+.Lg64_apic_timer_again:
+    sti
+    hlt
+    cli
+    cmp qword ptr [rip + apic_hits], 0
+    jne .Lg64_apic_timer_woken
+    dec r13d
+    jnz .Lg64_apic_timer_again
+.Lg64_apic_timer_woken:
+    cmp qword ptr [rip + apic_hits], 1
+    jne .Lg64_apic_timer_fail
+    inc r12d
+    cmp qword ptr [rip + apic_vector], 0x29
+    jne .Lg64_apic_timer_fail
+    inc r12d
+    mov eax, [rbx + 0x390]
+    test eax, eax
+    jnz .Lg64_apic_timer_fail
+    inc r12d
+    mov eax, [rbx + 0x380]
+    cmp eax, 1000000
+    jne .Lg64_apic_timer_fail
+    xor r12d, r12d
+    jmp .Lg64_apic_timer_done
+.Lg64_apic_timer_fail:
+    inc r12d
+.Lg64_apic_timer_done:
+    mov dword ptr [rbx + 0x320], 0x10029
+    mov ecx, r12d
+    mov ebx, 33
+    lea rsi, [rip + g64_apic_timer]
+    call check
+
+    // 34: CR8 is the TPR's class: at 2 a self-IPI of vector 0x2a (class 2) waits, and
+    // the PPR says why; lowering CR8 to 0 lets it in.
+    mov rbx, G64_APIC
+    xor r12d, r12d
+    mov qword ptr [rip + apic_hits], 0
+    mov eax, 2
+    mov cr8, rax
+    mov eax, [rbx + 0x80]
+    cmp eax, 0x20
+    jne .Lg64_apic_tpr_fail
+    inc r12d
+    mov dword ptr [rbx + 0x300], 0x4002a
+    sti
+    nop
+    cli
+    cmp qword ptr [rip + apic_hits], 0
+    jne .Lg64_apic_tpr_fail
+    inc r12d
+    mov eax, [rbx + 0xa0]
+    cmp eax, 0x20
+    jne .Lg64_apic_tpr_fail
+    inc r12d
+    xor eax, eax
+    mov cr8, rax
+    sti
+    nop
+    cli
+    cmp qword ptr [rip + apic_hits], 1
+    jne .Lg64_apic_tpr_fail
+    inc r12d
+    cmp qword ptr [rip + apic_vector], 0x2a
+    jne .Lg64_apic_tpr_fail
+    xor r12d, r12d
+    jmp .Lg64_apic_tpr_done
+.Lg64_apic_tpr_fail:
+    xor eax, eax
+    mov cr8, rax
+    inc r12d
+.Lg64_apic_tpr_done:
+    mov ecx, r12d
+    mov ebx, 34
+    lea rsi, [rip + g64_apic_tpr]
+    call check
+
+    // 35: x2APIC mode (IA32_APIC_BASE EXTD): the ID and version by MSR, a self-IPI by
+    // the SELF IPI MSR (vector 0x2b), and the TSC-deadline timer (vector 0x2c) waking a
+    // HLT; EOIs by MSR. Then back to xAPIC through the disabled state, which resets the
+    // registers, and the page answers again.
+    xor r12d, r12d
+    mov ecx, 0x1b
+    rdmsr
+    or eax, 0xc00
+    wrmsr
+    mov qword ptr [rip + apic_x2], 1
+    mov ecx, 0x802
+    rdmsr
+    test eax, eax
+    jnz .Lg64_x2apic_fail
+    inc r12d
+    mov ecx, 0x803
+    rdmsr
+    and eax, 0x00ff00ff
+    cmp eax, 0x00060014
+    jne .Lg64_x2apic_fail
+    inc r12d
+    mov qword ptr [rip + apic_hits], 0
+    mov ecx, 0x83f
+    mov eax, 0x2b
+    xor edx, edx
+    wrmsr
+    sti
+    nop
+    cli
+    cmp qword ptr [rip + apic_vector], 0x2b
+    jne .Lg64_x2apic_fail
+    inc r12d
+    mov qword ptr [rip + apic_hits], 0
+    mov ecx, 0x832
+    mov eax, 0x4002c
+    xor edx, edx
+    wrmsr
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    add rax, 2000000
+    mov rdx, rax
+    shr rdx, 32
+    mov ecx, 0x6e0
+    wrmsr
+    mov r13d, 1000
+.Lg64_x2apic_again:
+    sti
+    hlt
+    cli
+    cmp qword ptr [rip + apic_hits], 0
+    jne .Lg64_x2apic_woken
+    dec r13d
+    jnz .Lg64_x2apic_again
+.Lg64_x2apic_woken:
+    cmp qword ptr [rip + apic_vector], 0x2c
+    jne .Lg64_x2apic_fail
+    inc r12d
+    mov ecx, 0x1b
+    rdmsr
+    and eax, ~0xc00
+    wrmsr
+    or eax, 0x800
+    wrmsr
+    mov qword ptr [rip + apic_x2], 0
+    mov rbx, G64_APIC
+    mov eax, [rbx + 0x30]
+    and eax, 0x00ff00ff
+    cmp eax, 0x00060014
+    jne .Lg64_x2apic_fail
+    xor r12d, r12d
+    jmp .Lg64_x2apic_done
+.Lg64_x2apic_fail:
+    mov qword ptr [rip + apic_x2], 0
+    inc r12d
+.Lg64_x2apic_done:
+    mov ecx, r12d
+    mov ebx, 35
+    lea rsi, [rip + g64_x2apic]
     call check
 
     lea rsi, [rip + g64_done]

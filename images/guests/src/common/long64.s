@@ -8,7 +8,8 @@
     .code64
 
 // ---- Page tables: the first GiB identity-mapped with 2 MiB pages (linker script puts
-// this section at 0x100000, the entry CR3), user-accessible so ring-3 tests can run.
+// this section at 0x100000, the entry CR3), user-accessible so ring-3 tests can run; and
+// the 2 MiB holding the I/O APIC and the local APIC (0xfec00000-0xfeffffff), uncached.
     .section .pagetables, "aw"
     .balign 4096
     .global guest_pml4
@@ -17,13 +18,20 @@ guest_pml4:
     .fill 511, 8, 0
 guest_pdpt:
     .quad guest_pd + 7
-    .fill 511, 8, 0
+    .quad 0, 0
+    .quad guest_pd_apic + 7
+    .fill 508, 8, 0
 guest_pd:
     .set guest_pd_index, 0
     .rept 512
     .quad guest_pd_index * 0x200000 + 0x87
     .set guest_pd_index, guest_pd_index + 1
     .endr
+guest_pd_apic:
+    .fill 502, 8, 0
+    .quad 0xfec00000 + 0x9b
+    .quad 0xfee00000 + 0x9b
+    .fill 8, 8, 0
 
 // ---- Flat GDT: 0x08 64-bit code, 0x10 data, 0x18 ring-3 data, 0x20 ring-3 64-bit code
 // (accessed bits preset, so loading a selector never writes the table), 0x28 the TSS
@@ -59,6 +67,17 @@ fault_hits:
     .quad 0
 expected_vector:
     .quad -1
+// The APIC tests' vectors (0x28-0x2e): how many arrived, the last, its ISR word (ISR
+// bits 63:32) as the handler saw it, and whether the APIC is in x2APIC mode (EOI by MSR).
+    .global apic_hits, apic_vector, apic_isr1, apic_x2
+apic_hits:
+    .quad 0
+apic_vector:
+    .quad 0
+apic_isr1:
+    .quad 0
+apic_x2:
+    .quad 0
 skip_len:
     .quad 0
 
@@ -231,6 +250,11 @@ isr_common:
     je .Lisr_nmi
     cmp rax, 0x2f
     je user_return
+    cmp rax, 0x28
+    jb .Lisr_not_apic
+    cmp rax, 0x2e
+    jbe .Lisr_apic
+.Lisr_not_apic:
     cmp rax, [rip + expected_vector]
     jne .Lisr_unexpected
     inc qword ptr [rip + fault_hits]
@@ -246,6 +270,25 @@ isr_common:
     inc qword ptr [rip + ticks]
     mov al, 0x20
     out 0x20, al
+    jmp .Lisr_return
+.Lisr_apic:
+    inc qword ptr [rip + apic_hits]
+    mov [rip + apic_vector], rax
+    cmp qword ptr [rip + apic_x2], 0
+    jne .Lisr_apic_x2
+    mov rax, 0xfee00000
+    mov ecx, [rax + 0x110]
+    mov [rip + apic_isr1], rcx
+    mov dword ptr [rax + 0xb0], 0
+    jmp .Lisr_return
+.Lisr_apic_x2:
+    mov ecx, 0x811
+    rdmsr
+    mov [rip + apic_isr1], rax
+    mov ecx, 0x80b
+    xor eax, eax
+    xor edx, edx
+    wrmsr
     jmp .Lisr_return
 .Lisr_nmi:
     inc qword ptr [rip + nmis]

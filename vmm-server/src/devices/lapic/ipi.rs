@@ -25,6 +25,16 @@ impl Lapic {
         }
     }
 
+    /// Whether an I/O APIC message's 8-bit destination names this APIC (0xFF: all).
+    pub fn accepts(&self, destination: u8, logical: bool) -> bool {
+        destination == 0xff || self.is_destination(u32::from(destination), logical)
+    }
+
+    /// An NMI message (from the I/O APIC or LINT1) for [`Lapic::take_nmi`].
+    pub fn raise_nmi(&mut self) {
+        self.nmi_pending = true;
+    }
+
     /// Send the IPI the ICR holds.
     pub(super) fn send_ipi(&mut self) {
         let low = self.icr_low;

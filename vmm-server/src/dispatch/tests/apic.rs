@@ -18,12 +18,24 @@ const RIP: u64 = 0x1000;
 
 /// `mov dword [APIC + offset], value` (32-bit code), as an EPT-violation exit.
 fn store(v: &mut TestVm, offset: u32, value: u32) -> ExitMessage {
-    let addr = (APIC as u32 + offset).to_le_bytes();
+    store_at(v, APIC as u32 + offset, value)
+}
+
+/// `mov dword [addr], value` (32-bit code), as an EPT-violation exit.
+fn store_at(v: &mut TestVm, addr: u32, value: u32) -> ExitMessage {
     let mut code = vec![0xc7, 0x05];
-    code.extend_from_slice(&addr);
+    code.extend_from_slice(&addr.to_le_bytes());
     code.extend_from_slice(&value.to_le_bytes());
     v.memory_mut().write(RIP, &code).unwrap();
-    ept_exit(APIC + u64::from(offset), true, RIP)
+    ept_exit(u64::from(addr), true, RIP)
+}
+
+/// Program I/O APIC pin `pin`'s redirection entry (low half; destination APIC 0).
+fn redirect(v: &mut TestVm, pin: u32, low: u32) {
+    let m = store_at(v, 0xfec0_0000, 0x10 + 2 * pin);
+    v.handle(&m);
+    let m = store_at(v, 0xfec0_0010, low);
+    v.handle(&m);
 }
 
 /// `mov eax, [APIC + offset]`, as an EPT-violation exit.
@@ -186,6 +198,39 @@ fn the_8259_reaches_the_vcpu_only_through_lint0() {
     assert_eq!(injected(&v.handle(&cpuid)), None);
     let m = store(&mut v, 0x350, 0x0700);
     assert_eq!(injected(&v.handle(&m)), Some(0x30));
+}
+
+/// As Linux runs a PC: the 8259 masked, LINT0 masked, the PIT on I/O APIC pin 2 (edge)
+/// and COM1 on pin 4 (level), EOI'd at the local APIC, which broadcasts it to the I/O
+/// APIC for the level-triggered one.
+#[test]
+fn device_lines_reach_the_vcpu_through_the_ioapic() {
+    let mut v = vm();
+    super::boot(&mut v, 100);
+    v.handle(&super::out_byte(0x21, 0xff));
+    v.handle(&super::out_byte(0xa1, 0xff));
+    let m = store(&mut v, 0x350, 0x1_0700);
+    v.handle(&m);
+    redirect(&mut v, 2, 0x30);
+    redirect(&mut v, 4, 0x34 | 1 << 15);
+    let cpuid = with_gprs(exit(ExitReason::Cpuid, 0), &[(Gprs::RAX, 0)]);
+    v.advance_time(100);
+    assert_eq!(injected(&v.handle(&cpuid)), Some(0x30), "the PIT by pin 2");
+    let m = store(&mut v, 0xb0, 0);
+    assert_eq!(injected(&v.handle(&m)), None);
+    // COM1's receive interrupt, level-triggered: one message until the EOI, then again
+    // while the line stays high.
+    v.handle(&super::out_byte(0x3f9, 0x01));
+    assert!(v.console_input(b'a'));
+    assert_eq!(injected(&v.handle(&cpuid)), Some(0x34));
+    assert_eq!(injected(&v.handle(&cpuid)), None, "remote IRR holds it");
+    let m = store(&mut v, 0xb0, 0);
+    assert_eq!(injected(&v.handle(&m)), Some(0x34), "EOI with the line still high");
+    let r = v.handle(&super::in_byte(0x3f8));
+    assert_eq!(gpr(&r, Gprs::RAX).map(|a| a as u8), Some(b'a'));
+    let m = store(&mut v, 0xb0, 0);
+    assert_eq!(injected(&v.handle(&m)), None, "the line dropped");
+    assert_eq!(v.platform().dropped_messages, 0);
 }
 
 fn out_eoi() -> ExitMessage {
