@@ -736,9 +736,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !msg.transfer.contains(TransferMask::GUEST_PHYSICAL) {
             return Err(StopReason::NeedsTransfer(TransferMask::GUEST_PHYSICAL));
         }
-        // The APIC's registers show its time (the current count; a new count starts now).
+        // The APIC's time shows in the current count and where a write starts a count
+        // (its expiries are current already: they are part of the exit's deadline).
         let apic = self.apic_page == Some(gpa & !(lapic::MMIO_SIZE - 1));
-        if apic {
+        let write = EptViolation::decode(msg.qualification).write;
+        if apic && (write || gpa & 0xff0 == lapic::CURRENT_COUNT) {
             self.time.sync_lapic(msg, &mut self.platform);
         }
         // Refreshed from the message when it carries EFER (`handle_into`).
@@ -749,7 +751,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
             error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
         })?;
-        if apic && EptViolation::decode(msg.qualification).write {
+        if apic && write {
             self.apic_written(msg, reply);
         }
         // An address no device claims reads as all ones and drops writes, as an undriven

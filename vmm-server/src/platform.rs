@@ -95,6 +95,8 @@ pub struct Platform<S> {
     /// I/O APIC messages the local APIC could not take (disabled, another destination,
     /// a delivery mode a lone vCPU has no use for).
     pub dropped_messages: u64,
+    /// The ISA lines' levels as last driven into the I/O APIC (bit n: IRQ n).
+    lines: u16,
     /// The interval timer.
     pub pit: Pit8254,
     /// The real-time clock.
@@ -128,6 +130,7 @@ impl<S: SerialSink> Platform<S> {
             lapic: apic,
             ioapic: Ioapic::new(),
             dropped_messages: 0,
+            lines: 0,
             pit: Pit8254::new(),
             rtc: CmosRtc::new(unix_time),
             i8042: I8042::new(),
@@ -200,9 +203,17 @@ impl<S: SerialSink> Platform<S> {
         self.set_irq(AUX_IRQ, self.i8042.irq12_level());
     }
 
-    /// Drive ISA line `irq` into both interrupt controllers.
+    /// Drive ISA line `irq` into both interrupt controllers. The lines are resynchronised
+    /// after every device access and most change nothing: then neither controller is
+    /// asked (a level the I/O APIC already has is no event for it).
+    #[inline]
     fn set_irq(&mut self, irq: u8, level: bool) {
         self.pic.set_irq(irq, level);
+        let bit = 1u16.checked_shl(u32::from(irq)).unwrap_or(0);
+        if (self.lines & bit != 0) == level {
+            return;
+        }
+        self.lines ^= bit;
         self.ioapic.set_irq(if irq == PIT_IRQ { PIT_GSI } else { irq }, level);
         if self.ioapic.has_message() {
             self.route_ioapic();

@@ -47,6 +47,8 @@ pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 pub const X2APIC_MSR_BASE: u32 = 0x800;
 /// The xAPIC page's size.
 pub const MMIO_SIZE: u64 = 0x1000;
+/// The current-count register's offset in the xAPIC page: the one read that shows time.
+pub const CURRENT_COUNT: u64 = 0x390;
 /// The xAPIC page after reset.
 pub const DEFAULT_BASE: u64 = 0xfee0_0000;
 
@@ -398,8 +400,9 @@ impl Lapic {
     /// The highest pending vector whose priority class beats the PPR's: what the VMM
     /// injects next (or opens an interrupt window for). A software-disabled APIC still
     /// delivers what IRR held (SDM 11.4.7.2); a hardware-disabled one delivers nothing.
+    #[inline]
     pub fn highest_deliverable(&self) -> Option<u8> {
-        if !self.hw_enabled() {
+        if self.irr.is_empty() || !self.hw_enabled() {
             return None;
         }
         let v = self.irr.highest()?;
@@ -602,6 +605,11 @@ impl BusDevice for Lapic {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if self.mode != ApicMode::XApic {
             data.fill(0xff);
+            return;
+        }
+        // The common case, an aligned 32-bit read of a register: one register read.
+        if let (Ok(word), 0) = (<&mut [u8; 4]>::try_from(&mut *data), offset & 0xf) {
+            *word = Self::xapic_reg(offset).map_or(0, |reg| self.read_reg(reg)).to_le_bytes();
             return;
         }
         let mut at = offset;

@@ -6,7 +6,8 @@
 //! Each figure is the average over 1000 round trips minus the same loop without the
 //! exiting instruction. The VMM handles CPUID from its table; the port write goes to the
 //! 16550 model's scratch register (port 0x3ff); the MMIO read is a 4-byte MOV from the
-//! test-modes VMM's scratch registers at 0x3fe00000 (decoded and emulated by the VMM).
+//! local APIC's version register at 0xfee00030 (decoded by the VMM and answered by its
+//! APIC model).
 //!
 //! Expected serial output (numbers vary with the code, the format does not):
 //! ```text
@@ -123,8 +124,8 @@ _start:
     mov al, 10
     call putc
 
-    // MMIO: a 4-byte read of a scratch register.
-    mov rbx, 0x3fe00000
+    // MMIO: a 4-byte read of the local APIC's version register.
+    mov rbx, 0xfee00020
     mov r12, 1000
     xor r13, r13
 5:  rdtsc

@@ -27,9 +27,15 @@ pub(super) const MODE_NMI: u32 = 4;
 pub(super) const MODE_EXTINT: u32 = 7;
 
 /// The 256 bits of ISR, TMR or IRR, as eight 32-bit registers (vector 32i + j is bit j
-/// of register i).
+/// of register i), with a summary of the registers that are not zero, so that "is any
+/// set" and "which is highest" (asked on every exit, for IRR) are a test and a
+/// leading-zeros count rather than a scan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct VectorSet([u32; 8]);
+pub(super) struct VectorSet {
+    words: [u32; 8],
+    /// Bit i: register i is not zero.
+    nonzero: u8,
+}
 
 impl VectorSet {
     pub(super) fn word(vector: u8) -> (usize, u32) {
@@ -38,31 +44,42 @@ impl VectorSet {
 
     pub(super) fn set(&mut self, vector: u8) {
         let (i, bit) = Self::word(vector);
-        if let Some(w) = self.0.get_mut(i) {
+        if let Some(w) = self.words.get_mut(i) {
             *w |= bit;
+            self.nonzero |= 1 << i;
         }
     }
 
     pub(super) fn clear(&mut self, vector: u8) {
         let (i, bit) = Self::word(vector);
-        if let Some(w) = self.0.get_mut(i) {
+        if let Some(w) = self.words.get_mut(i) {
             *w &= !bit;
+            if *w == 0 {
+                self.nonzero &= !(1 << i);
+            }
         }
     }
 
     pub(super) fn contains(&self, vector: u8) -> bool {
         let (i, bit) = Self::word(vector);
-        self.0.get(i).is_some_and(|w| w & bit != 0)
+        self.words.get(i).is_some_and(|w| w & bit != 0)
+    }
+
+    /// Whether no vector is set.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.nonzero == 0
     }
 
     pub(super) fn highest(&self) -> Option<u8> {
-        let (i, w) = self.0.iter().enumerate().rev().find(|(_, &w)| w != 0)?;
+        let i = 7u8.checked_sub(u8::try_from(self.nonzero.leading_zeros()).ok()?)?;
+        let w = self.words.get(usize::from(i)).copied()?;
         let bit = 31u8.checked_sub(u8::try_from(w.leading_zeros()).ok()?)?;
-        u8::try_from(i).ok()?.checked_mul(32)?.checked_add(bit)
+        i.checked_mul(32)?.checked_add(bit)
     }
 
     pub(super) fn register(&self, index: u32) -> u32 {
-        usize::try_from(index).ok().and_then(|i| self.0.get(i)).copied().unwrap_or(0)
+        usize::try_from(index).ok().and_then(|i| self.words.get(i)).copied().unwrap_or(0)
     }
 }
 
