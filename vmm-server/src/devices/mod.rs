@@ -2,6 +2,7 @@
 //! PIC pair whose two chips sit at unrelated ports, per-chip port methods) and keeps its
 //! interrupt output as a level the VMM routes to the interrupt controller.
 
+pub mod acpi_pm;
 pub mod cmos_rtc;
 pub mod debug_exit;
 pub mod i8042;
