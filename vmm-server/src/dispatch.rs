@@ -30,6 +30,7 @@ use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
 use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
 use crate::debug_regs::{DebugRegs, DrAccess};
+use crate::devices::acpi_pm;
 use crate::devices::ioapic;
 use crate::devices::lapic::{self, Lapic, LapicConfig, TimerClock};
 use crate::devices::uart16550::SerialSink;
@@ -68,6 +69,13 @@ const VECTORING_EVENT_BITS: u32 = 0x8000_0fff;
 /// Number of basic exit reasons counted individually.
 const REASONS: usize = 80;
 
+/// [`Vm`]'s `apic_page` when the xAPIC page is mapped nowhere: no page-aligned address
+/// equals it.
+const NO_PAGE: u64 = u64::MAX;
+
+/// The ACPI PM register window's last port.
+const ACPI_PM_LAST: u16 = acpi_pm::BASE_PORT + acpi_pm::WINDOW_LEN as u16 - 1;
+
 /// MMIO ranges a [`Vm`] can hold.
 pub const MMIO_SLOTS: usize = 8;
 
@@ -84,6 +92,8 @@ pub enum StopReason {
     TripleFault,
     /// HLT with interrupts disabled: nothing this VMM sends can wake it.
     HaltedForever,
+    /// The guest entered ACPI S5 (soft off) through the PM1 control register.
+    PowerOff,
     /// VM entry failed (basic reason and qualification as the CPU reported them).
     EntryFailure {
         /// Basic exit reason (33, 34 or 41).
@@ -154,6 +164,7 @@ impl fmt::Display for StopReason {
             Self::HaltedForever => {
                 f.write_str("powered off (HLT with interrupts disabled: nothing can wake it)")
             }
+            Self::PowerOff => f.write_str("powered off (ACPI S5)"),
             Self::EntryFailure { reason, qualification } => {
                 write!(f, "VM entry failed: reason {reason}, qualification {qualification:#x}")
             }
@@ -317,9 +328,9 @@ impl Default for VmConfig {
 /// One virtual machine with one vCPU.
 pub struct Vm<M, S> {
     platform: Platform<S>,
-    /// Where the LAPIC's xAPIC page is mapped on the MMIO bus (`None`: nowhere, outside
-    /// xAPIC mode or without an APIC).
-    apic_page: Option<u64>,
+    /// Where the LAPIC's xAPIC page is mapped on the MMIO bus ([`NO_PAGE`]: nowhere,
+    /// outside xAPIC mode or without an APIC): one comparison on every MMIO exit.
+    apic_page: u64,
     ports: Bus<PortKey, PORT_SLOTS>,
     mmio: Bus<MmioKey, MMIO_SLOTS>,
     /// The instructions the MMIO emulator decoded last.
@@ -398,7 +409,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             mmio.insert(ioapic::DEFAULT_BASE, ioapic::MMIO_SIZE, MmioKey::Ioapic)?;
         }
         Ok(Self {
-            apic_page: platform.lapic.mmio_base().filter(|_| cpuid.has_apic()),
+            apic_page: platform.lapic.mmio_base().filter(|_| cpuid.has_apic()).unwrap_or(NO_PAGE),
             platform,
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
             mmio,
@@ -689,7 +700,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let q = IoQualification::decode(msg.qualification)
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
         // The devices that show time see the exit's.
-        let timed = matches!(q.port, 0x40..=0x43 | 0x61 | 0x70..=0x71);
+        let timed =
+            matches!(q.port, 0x40..=0x43 | 0x61 | 0x70..=0x71 | acpi_pm::BASE_PORT..=ACPI_PM_LAST);
         if timed {
             self.time.catch_up(msg, &mut self.platform);
         }
@@ -725,6 +737,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if let Some(code) = self.platform.debug_exit.take_exit() {
             return Err(StopReason::DebugExit(code));
         }
+        if self.platform.acpi_pm.take_power_off() {
+            return Err(StopReason::PowerOff);
+        }
         Ok(())
     }
 
@@ -738,8 +753,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         // The APIC's time shows in the current count and where a write starts a count
         // (its expiries are current already: they are part of the exit's deadline).
-        let apic = self.apic_page == Some(gpa & !(lapic::MMIO_SIZE - 1));
-        let write = EptViolation::decode(msg.qualification).write;
+        let apic = gpa & !(lapic::MMIO_SIZE - 1) == self.apic_page;
+        let write = msg.qualification & EptViolation::WRITE != 0;
         if apic && (write || gpa & 0xff0 == lapic::CURRENT_COUNT) {
             self.time.sync_lapic(msg, &mut self.platform);
         }
@@ -813,19 +828,18 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     /// IA32_APIC_BASE may have moved the xAPIC page or switched modes: the MMIO bus
     /// follows (the page is mapped only in xAPIC mode).
     fn apic_moved(&mut self) {
-        let now = self.platform.lapic.mmio_base();
+        let now = self.platform.lapic.mmio_base().unwrap_or(NO_PAGE);
         if now == self.apic_page {
             return;
         }
-        if let Some(old) = self.apic_page.take() {
-            self.mmio.remove(old);
+        if self.apic_page != NO_PAGE {
+            self.mmio.remove(self.apic_page);
+            self.apic_page = NO_PAGE;
         }
-        if let Some(base) = now {
-            // A page over another device's range stays unmapped (the guest reads the
-            // other device, as on a PC where the APIC would shadow it: a guest's error).
-            if self.mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic).is_ok() {
-                self.apic_page = Some(base);
-            }
+        // A page over another device's range stays unmapped (the guest reaches the other
+        // device, as on a PC where the APIC would shadow it: a guest's error).
+        if now != NO_PAGE && self.mmio.insert(now, lapic::MMIO_SIZE, MmioKey::Lapic).is_ok() {
+            self.apic_page = now;
         }
     }
 

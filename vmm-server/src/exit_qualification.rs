@@ -184,12 +184,16 @@ pub struct EptViolation {
 }
 
 impl EptViolation {
+    /// Bit 1 of the raw qualification: the access was a data write (for a caller that
+    /// needs only that).
+    pub const WRITE: u64 = 1 << 1;
+
     /// Decode a raw EPT-violation exit qualification.
     pub fn decode(raw: u64) -> Self {
         let bit = |n: u32| raw & (1u64 << n) != 0;
         Self {
             read: bit(0),
-            write: bit(1),
+            write: raw & Self::WRITE != 0,
             fetch: bit(2),
             readable: bit(3),
             writable: bit(4),

@@ -28,6 +28,7 @@ mod process {
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
     use protocols::vmm::{self, flags as vmm_flags, slot, stop, VmDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
+    use vmm_server::acpi;
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
     use vmm_server::devices::uart16550::SerialSink;
@@ -312,8 +313,20 @@ mod process {
         };
         let image = LinuxImage::parse(kernel).map_err(refused)?;
         let ram_bytes = ram.len() as u64;
-        let plan = linux_boot::plan(&image, ram_bytes, cmdline.as_bytes(), initrd.len() as u64)
+        let mut plan = linux_boot::plan(&image, ram_bytes, cmdline.as_bytes(), initrd.len() as u64)
             .map_err(refused)?;
+        // The platform's ACPI tables, as firmware would leave them in the BIOS area (the
+        // e820 map reserves it): the APIC, the IOAPIC, the PM registers, S5.
+        let tables = ram
+            .get_mut(acpi::STANDARD_BASE as usize..)
+            .and_then(|r| r.get_mut(..acpi::STANDARD_REGION_LEN))
+            .ok_or(Error::InvalidArgument)?;
+        let layout = acpi::build(&acpi::AcpiConfig::standard(&[0]), acpi::STANDARD_BASE, tables)
+            .map_err(|e| {
+                say!("no ACPI tables: {e}");
+                Error::InvalidArgument
+            })?;
+        plan.acpi_rsdp = layout.rsdp;
         plan.write(&image, cmdline.as_bytes(), initrd, &mut SliceMemory::new(0, ram))
             .map_err(refused)?;
         say!(
@@ -597,7 +610,7 @@ mod process {
                 return Ok(match why {
                     StopReason::GuestExit(code) => (stop::EXITED, code, exits),
                     StopReason::TripleFault => (stop::TRIPLE_FAULT, 0, exits),
-                    StopReason::HaltedForever => (stop::POWER_OFF, 0, exits),
+                    StopReason::HaltedForever | StopReason::PowerOff => (stop::POWER_OFF, 0, exits),
                     _ => (stop::OTHER, 0, exits),
                 });
             }

@@ -17,6 +17,7 @@
 //! are the CPU's view of both.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
+use crate::devices::acpi_pm::{self, AcpiPm};
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
@@ -67,6 +68,8 @@ pub enum PortKey {
     DebugExit,
     /// Port 0x80: POST codes and I/O delays.
     PostCode,
+    /// The ACPI PM registers (PM1 event and control, PM timer).
+    AcpiPm,
 }
 
 /// What an MMIO range routes to.
@@ -105,6 +108,8 @@ pub struct Platform<S> {
     pub i8042: I8042,
     /// The debug-exit port.
     pub debug_exit: DebugExit,
+    /// The ACPI PM registers.
+    pub acpi_pm: AcpiPm,
     /// The last byte written to port 0x80.
     pub post_code: u8,
     /// PIT channel 0 periods that elapsed while an earlier tick was still latched in the
@@ -135,6 +140,7 @@ impl<S: SerialSink> Platform<S> {
             rtc: CmosRtc::new(unix_time),
             i8042: I8042::new(),
             debug_exit: DebugExit::new(),
+            acpi_pm: AcpiPm::new(),
             post_code: 0,
             coalesced_ticks: 0,
             #[cfg(any(test, feature = "test-modes"))]
@@ -155,6 +161,7 @@ impl<S: SerialSink> Platform<S> {
         bus.insert(0x70, 2, PortKey::Rtc)?;
         bus.insert(u64::from(POST_PORT), 1, PortKey::PostCode)?;
         bus.insert(u64::from(COM1), 8, PortKey::Com1)?;
+        bus.insert(u64::from(acpi_pm::BASE_PORT), acpi_pm::WINDOW_LEN, PortKey::AcpiPm)?;
         if let Some(port) = debug_exit {
             bus.insert(u64::from(port), 4, PortKey::DebugExit)?;
         }
@@ -264,7 +271,8 @@ impl<S: SerialSink> Platform<S> {
             | PortKey::PortB
             | PortKey::Rtc
             | PortKey::DebugExit
-            | PortKey::PostCode => {}
+            | PortKey::PostCode
+            | PortKey::AcpiPm => {}
         }
     }
 
@@ -319,6 +327,10 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             PortKey::Com1 => self.uart.read(offset, data),
             PortKey::DebugExit => self.debug_exit.read(offset, data),
             PortKey::PostCode => data.fill(self.post_code),
+            PortKey::AcpiPm => {
+                self.acpi_pm.set_time(self.pit.now());
+                self.acpi_pm.read(offset, data);
+            }
         }
         self.sync_after(key);
     }
@@ -341,6 +353,10 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 if let Some(&v) = data.first() {
                     self.post_code = v;
                 }
+            }
+            PortKey::AcpiPm => {
+                self.acpi_pm.set_time(self.pit.now());
+                self.acpi_pm.write(offset, data);
             }
         }
         self.sync_after(key);

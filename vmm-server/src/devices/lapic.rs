@@ -591,6 +591,7 @@ impl Lapic {
 
     /// The register at xAPIC page offset `offset` (16-byte aligned). SELF IPI is
     /// x2APIC-only.
+    #[inline]
     fn xapic_reg(offset: u64) -> Option<Reg> {
         let index = u32::try_from(offset >> 4).ok()?;
         Reg::from_index(index).filter(|r| *r != Reg::SelfIpi)

@@ -1,14 +1,18 @@
 //! `boot_params`, the "zero page" the kernel reads at entry (RSI). As the protocol says,
 //! it starts zeroed with the image's own setup header copied in at 0x1f1; the loader then
 //! fills in what only it knows: who it is, where the command line and the initramfs are,
-//! that the setup heap may be used, and the e820 map. Everything else stays zero (no
-//! screen, no EDD, no EFI), which is what a serial-console guest without firmware has.
+//! that the setup heap may be used, the e820 map and where the ACPI tables' RSDP is
+//! (`acpi_rsdp_addr`, protocol 2.14; older kernels find it by scanning the BIOS area,
+//! where it also is). Everything else stays zero (no screen, no EDD, no EFI), which is what
+//! a serial-console guest without firmware has.
 
 use super::bzimage::{loadflags, offset, LinuxImage, SETUP_HEADER};
 use super::e820::{E820Entry, ENTRY_SIZE};
 
 /// Its size.
 pub const SIZE: usize = 4096;
+/// `acpi_rsdp_addr`.
+const ACPI_RSDP_ADDR: usize = 0x070;
 /// `e820_entries`.
 const E820_ENTRIES: usize = 0x1e8;
 /// `e820_table`.
@@ -33,6 +37,8 @@ pub struct Placement<'e> {
     pub initrd_len: u32,
     /// The e820 map.
     pub e820: &'e [E820Entry],
+    /// The RSDP's guest-physical address (0: no ACPI tables).
+    pub acpi_rsdp: u64,
 }
 
 fn put(page: &mut [u8; SIZE], at: usize, bytes: &[u8]) {
@@ -54,6 +60,7 @@ pub fn build(image: &LinuxImage<'_>, placement: &Placement<'_>) -> [u8; SIZE] {
     put(&mut page, offset::CMD_LINE_PTR, &placement.cmdline.to_le_bytes());
     put(&mut page, offset::RAMDISK_IMAGE, &placement.initrd.to_le_bytes());
     put(&mut page, offset::RAMDISK_SIZE, &placement.initrd_len.to_le_bytes());
+    put(&mut page, ACPI_RSDP_ADDR, &placement.acpi_rsdp.to_le_bytes());
     let entries = placement.e820.iter().take(E820_MAX);
     let mut count: u8 = 0;
     for (e, at) in entries.zip((E820_TABLE..).step_by(ENTRY_SIZE)) {
@@ -80,8 +87,13 @@ mod tests {
         let file = synthetic(0x1000);
         let image = LinuxImage::parse(&file).unwrap();
         let e820 = map(64 << 20).unwrap();
-        let p =
-            Placement { cmdline: 0x2_0000, initrd: 0x300_0000, initrd_len: 0x1234, e820: &e820 };
+        let p = Placement {
+            cmdline: 0x2_0000,
+            initrd: 0x300_0000,
+            initrd_len: 0x1234,
+            e820: &e820,
+            acpi_rsdp: 0xe_0000,
+        };
         let page = build(&image, &p);
         // The header as the file has it, but for the fields the loader owns.
         for at in 0x1f1..0x26c {
@@ -96,12 +108,15 @@ mod tests {
         assert_eq!(page[0x211], file[0x211] | 0x80, "CAN_USE_HEAP");
         assert_eq!(&page[0x224..0x226], &0xfe00u16.to_le_bytes());
         assert_eq!(u32_at(&page, 0x228), 0x2_0000);
+        assert_eq!(u32_at(&page, 0x70), 0xe_0000, "acpi_rsdp_addr");
+        assert_eq!(u32_at(&page, 0x74), 0);
         assert_eq!(u32_at(&page, 0x218), 0x300_0000);
         assert_eq!(u32_at(&page, 0x21c), 0x1234);
         assert_eq!(page[0x1e8], 3);
         assert_eq!(&page[E820_TABLE..E820_TABLE + 20], &e820[0].to_bytes());
         assert_eq!(&page[E820_TABLE + 40..E820_TABLE + 60], &e820[2].to_bytes());
-        assert!(page[..0x1e8].iter().all(|&b| b == 0), "no screen, no EDD, no EFI");
+        assert!(page[..0x70].iter().all(|&b| b == 0), "no screen, no EDD, no EFI");
+        assert!(page[0x78..0x1e8].iter().all(|&b| b == 0));
         assert!(page[0x1e9..0x1f1].iter().all(|&b| b == 0));
         assert!(page[0x26c..E820_TABLE].iter().all(|&b| b == 0));
         assert!(page[E820_TABLE + 60..].iter().all(|&b| b == 0));
@@ -112,7 +127,7 @@ mod tests {
         let file = synthetic(0x1000);
         let image = LinuxImage::parse(&file).unwrap();
         let e820 = [map(64 << 20).unwrap()[0]; 200];
-        let p = Placement { cmdline: 0, initrd: 0, initrd_len: 0, e820: &e820 };
+        let p = Placement { cmdline: 0, initrd: 0, initrd_len: 0, e820: &e820, acpi_rsdp: 0 };
         let page = build(&image, &p);
         assert_eq!(usize::from(page[0x1e8]), E820_MAX);
         assert_eq!(E820_TABLE + E820_MAX * 20, 0xcd0, "the table ends where boot_params says");

@@ -72,6 +72,8 @@ pub struct LoadPlan {
     pub e820: [E820Entry; 3],
     /// The vCPU's state at entry.
     pub entry: Entry,
+    /// The RSDP of the ACPI tables the VMM wrote, for `boot_params` (0: none).
+    pub acpi_rsdp: u64,
 }
 
 fn align_up(value: u64, align: u64) -> Option<u64> {
@@ -126,6 +128,7 @@ pub fn plan(
         page_tables: PAGE_TABLES,
         e820,
         entry,
+        acpi_rsdp: 0,
     })
 }
 
@@ -163,6 +166,7 @@ impl LoadPlan {
             initrd: u32::try_from(self.initrd).unwrap_or(0),
             initrd_len: u32::try_from(self.initrd_len).unwrap_or(0),
             e820: &self.e820,
+            acpi_rsdp: self.acpi_rsdp,
         };
         boot_params::build(image, &placement)
     }

@@ -143,6 +143,7 @@ pub(super) enum Reg {
 }
 
 impl Reg {
+    #[inline]
     pub(super) fn from_index(index: u32) -> Option<Self> {
         Some(match index {
             0x02 => Self::Id,
