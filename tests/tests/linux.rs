@@ -1,7 +1,9 @@
 //! An unmodified Linux under the VMM: Debian's cloud kernel with a busybox initramfs
 //! boots in Bochs to a shell on the VM's serial console, and a conversation over that
-//! console checks what the VM gives it: the kernel it runs, a timer that ticks, sleeping,
-//! the wall-clock date, the manifest's RAM, and a clean power-off that ends only its VM.
+//! console checks what the VM gives it: the kernel it runs, the local APIC's timer and
+//! the I/O APIC's lines ticking, ACPI tables the kernel takes without a complaint,
+//! sleeping, the wall-clock date, the manifest's RAM, and a clean (ACPI) power-off that
+//! ends only its VM.
 
 use system_tests::{assert_suite_passed, boot_with, check, Emulator, Outcome, RunOptions};
 use xtask::linux::INIT_MARKER;
@@ -22,10 +24,19 @@ fn answer<'a>(out: &'a Outcome, command: &str, nth: usize) -> Vec<&'a str> {
     lines.take_while(|l| !l.contains(PROMPT)).map(str::trim_end).collect()
 }
 
-/// The count of IRQ 0 in a `/proc/interrupts` listing.
-fn timer_count(listing: &[&str]) -> Option<u64> {
-    let line = listing.iter().find(|l| l.trim_start().starts_with("0:"))?;
+/// The count on a `/proc/interrupts` line (the first CPU's column).
+fn count(line: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The local APIC timer's count and the sum over the I/O APIC's lines, with the I/O
+/// APIC lines' names, in a `/proc/interrupts` listing.
+fn apic_counts(listing: &[&str]) -> (Option<u64>, Option<u64>, Vec<String>) {
+    let local = listing.iter().find(|l| l.trim_start().starts_with("LOC:")).and_then(|l| count(l));
+    let ioapic: Vec<&&str> = listing.iter().filter(|l| l.contains("IO-APIC")).collect();
+    let names = ioapic.iter().filter_map(|l| l.split_whitespace().last()).map(String::from);
+    let sum = ioapic.iter().map(|l| count(l)).sum::<Option<u64>>().filter(|_| !ioapic.is_empty());
+    (local, sum, names.collect())
 }
 
 /// The host's date, in UTC and local time (the RTC shows the host's clock).
@@ -58,6 +69,7 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
         "uname -r",
         "cat /proc/interrupts",
         "cat /proc/interrupts",
+        "dmesg | grep -i acpi",
         "sleep 1; echo slept",
         "date +%Y-%m-%d",
         "free -m",
@@ -82,13 +94,37 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
         .unwrap_or_default();
     let uname = answer(&out, "uname -r", 0);
     check(&out, !release.is_empty() && uname == [release], &format!("uname -r: {uname:?}"));
-    let first = timer_count(&answer(&out, "cat /proc/interrupts", 0));
-    let second = timer_count(&answer(&out, "cat /proc/interrupts", 1));
+    // The interrupt controllers are the ones ACPI describes: the local APIC's timer
+    // ticks, and the devices' lines (the PIT's, the UART's) come through the I/O APIC.
+    let (loc1, io1, names) = apic_counts(&answer(&out, "cat /proc/interrupts", 0));
+    let (loc2, io2, _) = apic_counts(&answer(&out, "cat /proc/interrupts", 1));
     check(
         &out,
-        matches!((first, second), (Some(a), Some(b)) if b > a),
-        &format!("IRQ 0 counts {first:?} then {second:?}: the timer does not tick"),
+        matches!((loc1, loc2), (Some(a), Some(b)) if b > a),
+        &format!("LOC (local timer) counts {loc1:?} then {loc2:?}: the APIC timer does not tick"),
     );
+    check(
+        &out,
+        matches!((io1, io2), (Some(a), Some(b)) if b > a),
+        &format!("IO-APIC line counts {io1:?} then {io2:?}: no interrupts through the I/O APIC"),
+    );
+    check(
+        &out,
+        ["timer", "ttyS0"].iter().all(|n| names.iter().any(|m| m == n)),
+        &format!("I/O APIC lines {names:?}: the PIT's and the UART's should be there"),
+    );
+    // The tables pass the kernel's ACPI validation: it reports them and complains of
+    // nothing (an ACPI BIOS error or warning, a firmware bug).
+    let acpi = answer(&out, "dmesg | grep -i acpi", 0);
+    check(&out, acpi.iter().any(|l| l.contains("ACPI: RSDP")), "dmesg names no ACPI tables");
+    let complaints: Vec<&&str> = acpi
+        .iter()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            ["error", "warning", "firmware bug", "exception"].iter().any(|w| l.contains(w))
+        })
+        .collect();
+    check(&out, complaints.is_empty(), &format!("ACPI complaints in dmesg: {complaints:?}"));
     check(&out, answer(&out, "sleep 1; echo slept", 0) == ["slept"], "sleep 1 did not return");
     let date = answer(&out, "date +%Y-%m-%d", 0);
     let days = today();

@@ -29,7 +29,9 @@ pub(crate) use code_between;
 
 /// Top of a new process's stack.
 const STACK_TOP: u64 = 0x0000_7fff_0000_0000;
-const STACK_PAGES: u64 = 8;
+/// Its size in pages: 64 KiB, room for a VMM's exit loop (the VM's state lives in its
+/// frame) on top of the Linux loader's page-sized temporaries.
+const STACK_PAGES: u64 = 16;
 
 /// A process made by [`spawn`].
 #[derive(Clone, Copy)]
