@@ -42,6 +42,7 @@ use crate::guest_time::GuestTime;
 use crate::hypercall::{self, Hypercall};
 use crate::io::{self, GuestMode, IoFault};
 use crate::mmio::decode_cache::DecodeCache;
+use crate::mmio::site_cache::SiteCache;
 use crate::mmio::{self, MmioContext, MmioError};
 use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::PagingMode;
@@ -333,8 +334,10 @@ pub struct Vm<M, S> {
     apic_page: u64,
     ports: Bus<PortKey, PORT_SLOTS>,
     mmio: Bus<MmioKey, MMIO_SLOTS>,
-    /// The instructions the MMIO emulator decoded last.
+    /// The instructions the MMIO emulator decoded last, by their bytes.
     mmio_decoded: DecodeCache,
+    /// The instructions of the last MMIO exits, by where they are.
+    mmio_sites: SiteCache,
     /// For the VMM to log ([`Vm::take_notice`]).
     notice: Option<Notice>,
     /// Whether an access to unbacked guest-physical memory was reported already.
@@ -414,6 +417,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
             mmio,
             mmio_decoded: DecodeCache::default(),
+            mmio_sites: SiteCache::default(),
             notice: None,
             unclaimed_reported: false,
             memory,
@@ -730,7 +734,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             // Channel 0 may have been programmed: a new deadline, a new timer period.
             self.time.retime(msg, &self.platform, reply);
         }
-        // Port writes are how a guest asks to be stopped.
+        // Port writes are how a guest asks to be stopped (to three devices, asked only
+        // when one was written).
+        if !self.platform.take_stop_asked() {
+            return Ok(());
+        }
         if self.platform.i8042.take_reset_request() {
             return Err(StopReason::Reset);
         }
@@ -760,7 +768,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         // Refreshed from the message when it carries EFER (`handle_into`).
         let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
-        let ctx = MmioContext { efer, decoded: &mut self.mmio_decoded };
+        let ctx =
+            MmioContext { efer, decoded: &mut self.mmio_decoded, sites: &mut self.mmio_sites };
         mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
             .map_err(|error| match error {
             MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),

@@ -7,6 +7,13 @@
 //! (the data access itself is done by the VMM, so nothing else would). A translation
 //! failure cannot become a #PF here: CR2 is not VMCS state, so injecting one needs kernel
 //! support; callers stop the VM with the failing address instead.
+//!
+//! A walk can be recorded ([`translate_recorded`]): the paging-structure entries it read,
+//! by address and value. A walk is a function of CR3, the linear address and those
+//! entries alone, so while every recorded entry still holds its value
+//! ([`WalkRecord::holds`]) the same walk gives the same result: the MMIO emulator's
+//! instruction cache (`mmio::site_cache`) re-validates a translation with those reads
+//! instead of walking again.
 
 use crate::guest_memory::{GuestMemory, MemoryError};
 use protocols::x86::{CR0_PG, CR4_PAE, CR4_PSE, EFER_LMA};
@@ -78,6 +85,58 @@ impl From<MemoryError> for TranslateError {
     }
 }
 
+/// The most paging-structure entries one walk reads (4-level paging).
+pub const MAX_WALK: usize = 4;
+
+/// The paging-structure entries one walk read: guest-physical address and value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkRecord {
+    entries: [(u64, u64); MAX_WALK],
+    len: u8,
+    /// The entries are 32-bit (32-bit paging), not 64-bit.
+    narrow: bool,
+}
+
+impl WalkRecord {
+    fn push(&mut self, gpa: u64, value: u64, narrow: bool) {
+        if let Some(slot) = self.entries.get_mut(usize::from(self.len)) {
+            *slot = (gpa, value);
+            self.len = self.len.saturating_add(1);
+        }
+        self.narrow = narrow;
+    }
+
+    /// Whether every recorded entry still holds the value the walk read (then the walk
+    /// would read the same entries and give the same translation).
+    pub fn holds(&self, mem: &impl GuestMemory) -> bool {
+        let recorded = self.entries.get(..usize::from(self.len)).unwrap_or_default();
+        recorded.iter().all(|&(gpa, value)| {
+            let now =
+                if self.narrow { mem.read_u32(gpa).map(u64::from) } else { mem.read_u64(gpa) };
+            now == Ok(value)
+        })
+    }
+}
+
+/// What a walk does with each entry it reads besides using it: nothing, or record it.
+trait Recorder {
+    fn read(&mut self, gpa: u64, value: u64, narrow: bool);
+}
+
+/// The plain walk's recorder.
+struct NoRecord;
+
+impl Recorder for NoRecord {
+    #[inline(always)]
+    fn read(&mut self, _: u64, _: u64, _: bool) {}
+}
+
+impl Recorder for WalkRecord {
+    fn read(&mut self, gpa: u64, value: u64, narrow: bool) {
+        self.push(gpa, value, narrow);
+    }
+}
+
 /// Accumulated permissions along a walk.
 struct Walk {
     writable: bool,
@@ -103,6 +162,28 @@ pub fn translate(
     cr3: u64,
     linear: u64,
 ) -> Result<Translation, TranslateError> {
+    translate_with(mem, mode, cr3, linear, &mut NoRecord)
+}
+
+/// [`translate`], recording in `record` (emptied first) the entries the walk read.
+pub fn translate_recorded(
+    mem: &impl GuestMemory,
+    mode: PagingMode,
+    cr3: u64,
+    linear: u64,
+    record: &mut WalkRecord,
+) -> Result<Translation, TranslateError> {
+    *record = WalkRecord::default();
+    translate_with(mem, mode, cr3, linear, record)
+}
+
+fn translate_with(
+    mem: &impl GuestMemory,
+    mode: PagingMode,
+    cr3: u64,
+    linear: u64,
+    rec: &mut impl Recorder,
+) -> Result<Translation, TranslateError> {
     let mut walk = Walk { writable: true, user: true };
     let not_present = TranslateError::NotPresent { linear };
     let gpa = match mode {
@@ -111,6 +192,7 @@ pub fn translate(
             let linear = linear & 0xffff_ffff;
             let pde_addr = (cr3 & 0xffff_f000) | index(linear, 22, 10) << 2;
             let pde = u64::from(mem.read_u32(pde_addr)?);
+            rec.read(pde_addr, pde, true);
             if pde & PRESENT == 0 {
                 return Err(not_present);
             }
@@ -122,6 +204,7 @@ pub fn translate(
             } else {
                 let pte_addr = (pde & 0xffff_f000) | index(linear, 12, 10) << 2;
                 let pte = u64::from(mem.read_u32(pte_addr)?);
+                rec.read(pte_addr, pte, true);
                 if pte & PRESENT == 0 {
                     return Err(not_present);
                 }
@@ -133,15 +216,16 @@ pub fn translate(
             let linear = linear & 0xffff_ffff;
             let pdpte_addr = (cr3 & 0xffff_ffe0) | index(linear, 30, 2) << 3;
             let pdpte = mem.read_u64(pdpte_addr)?;
+            rec.read(pdpte_addr, pdpte, false);
             // PDPTEs carry no permission bits.
             if pdpte & PRESENT == 0 {
                 return Err(not_present);
             }
-            walk_64(mem, &mut walk, pdpte & ADDR_MASK, linear, &[21, 12])?
+            walk_64(mem, &mut walk, rec, pdpte & ADDR_MASK, linear, &[21, 12])?
         }
         PagingMode::Long4 => {
             let pml4 = cr3 & ADDR_MASK;
-            walk_64(mem, &mut walk, pml4, linear, &[39, 30, 21, 12])?
+            walk_64(mem, &mut walk, rec, pml4, linear, &[39, 30, 21, 12])?
         }
     };
     Ok(Translation { gpa, writable: walk.writable, user: walk.user })
@@ -152,12 +236,15 @@ pub fn translate(
 fn walk_64(
     mem: &impl GuestMemory,
     walk: &mut Walk,
+    rec: &mut impl Recorder,
     mut table: u64,
     linear: u64,
     shifts: &[u32],
 ) -> Result<u64, TranslateError> {
     for &shift in shifts {
-        let entry = mem.read_u64(table | index(linear, shift, 9) << 3)?;
+        let at = table | index(linear, shift, 9) << 3;
+        let entry = mem.read_u64(at)?;
+        rec.read(at, entry, false);
         if entry & PRESENT == 0 {
             return Err(TranslateError::NotPresent { linear });
         }

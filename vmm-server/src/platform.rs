@@ -100,6 +100,10 @@ pub struct Platform<S> {
     pub dropped_messages: u64,
     /// The ISA lines' levels as last driven into the I/O APIC (bit n: IRQ n).
     lines: u16,
+    /// A write reached a device through which the guest can ask to be stopped (the
+    /// i8042's reset, the debug-exit port, the ACPI PM control): the dispatcher asks
+    /// those devices only then.
+    stop_asked: bool,
     /// The interval timer.
     pub pit: Pit8254,
     /// The real-time clock.
@@ -136,6 +140,7 @@ impl<S: SerialSink> Platform<S> {
             ioapic: Ioapic::new(),
             dropped_messages: 0,
             lines: 0,
+            stop_asked: false,
             pit: Pit8254::new(),
             rtc: CmosRtc::new(unix_time),
             i8042: I8042::new(),
@@ -186,6 +191,13 @@ impl<S: SerialSink> Platform<S> {
         let vector = self.lapic.highest_deliverable()?;
         self.lapic.ack(vector);
         Some(vector)
+    }
+
+    /// Whether the last port writes reached a device through which the guest asks to be
+    /// stopped; clears it.
+    #[inline]
+    pub fn take_stop_asked(&mut self) -> bool {
+        core::mem::take(&mut self.stop_asked)
     }
 
     /// Whether an IRQ 0 edge would reach the vCPU: unmasked at the 8259 with the virtual
@@ -345,10 +357,20 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 }
             }
             PortKey::Rtc => self.rtc.write(offset, data),
-            PortKey::I8042Data => self.i8042.write(i8042::DATA, data),
-            PortKey::I8042Command => self.i8042.write(i8042::COMMAND, data),
+            PortKey::I8042Data => {
+                // The output port's reset line is written through the data port.
+                self.i8042.write(i8042::DATA, data);
+                self.stop_asked = true;
+            }
+            PortKey::I8042Command => {
+                self.i8042.write(i8042::COMMAND, data);
+                self.stop_asked = true;
+            }
             PortKey::Com1 => self.uart.write(offset, data),
-            PortKey::DebugExit => self.debug_exit.write(offset, data),
+            PortKey::DebugExit => {
+                self.debug_exit.write(offset, data);
+                self.stop_asked = true;
+            }
             PortKey::PostCode => {
                 if let Some(&v) = data.first() {
                     self.post_code = v;
@@ -357,6 +379,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             PortKey::AcpiPm => {
                 self.acpi_pm.set_time(self.pit.now());
                 self.acpi_pm.write(offset, data);
+                self.stop_asked = true;
             }
         }
         self.sync_after(key);

@@ -23,10 +23,10 @@ struct Entry {
 
 /// Up to 15 instruction bytes, little-endian, in two words: compared with four operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Key(u64, u64);
+pub(super) struct Key(pub(super) u64, pub(super) u64);
 
 impl Key {
-    fn of(bytes: &[u8; MAX_INSTRUCTION]) -> Self {
+    pub(super) fn of(bytes: &[u8; MAX_INSTRUCTION]) -> Self {
         let mut all = [0u8; 16];
         if let Some(to) = all.first_chunk_mut::<MAX_INSTRUCTION>() {
             *to = *bytes;
@@ -37,13 +37,13 @@ impl Key {
     }
 
     /// The bits of the first `len` (at most 15) bytes.
-    fn mask(len: u8) -> Self {
+    pub(super) fn mask(len: u8) -> Self {
         let bits = 8 * u32::from(len.min(15));
         let low = |bits: u32| 1u64.checked_shl(bits).map_or(u64::MAX, |b| b.wrapping_sub(1));
         Self(low(bits), low(bits.saturating_sub(64)))
     }
 
-    fn and(self, mask: Self) -> Self {
+    pub(super) fn and(self, mask: Self) -> Self {
         Self(self.0 & mask.0, self.1 & mask.1)
     }
 }

@@ -7,7 +7,7 @@
 //! second page is only reported when the decoder needs bytes from it.
 
 use crate::guest_memory::GuestMemory;
-use crate::paging::{translate, PagingMode, TranslateError};
+use crate::paging::{translate, translate_recorded, PagingMode, TranslateError, WalkRecord};
 
 /// The longest x86 instruction.
 pub const MAX_INSTRUCTION: usize = 15;
@@ -49,6 +49,12 @@ pub struct Fetched {
     pub len: usize,
     /// The error that ended the fetch before 15 bytes (a later page not readable).
     pub stopped: Option<FetchError>,
+    /// The first byte's guest-physical address.
+    pub gpa: u64,
+    /// How many of the bytes lie in the first byte's page.
+    pub in_page: usize,
+    /// The first page's walk.
+    pub walk: WalkRecord,
 }
 
 impl Fetched {
@@ -68,14 +74,31 @@ pub fn fetch(
     linear: u64,
     wrap32: bool,
 ) -> Result<Fetched, FetchError> {
-    let mut out = Fetched { bytes: [0; MAX_INSTRUCTION], len: 0, stopped: None };
+    let mut out = Fetched {
+        bytes: [0; MAX_INSTRUCTION],
+        len: 0,
+        stopped: None,
+        gpa: 0,
+        in_page: 0,
+        walk: WalkRecord::default(),
+    };
     while out.len < MAX_INSTRUCTION {
         let at = linear.wrapping_add(out.len as u64);
         let at = if wrap32 { at & 0xffff_ffff } else { at };
         let in_page = PAGE.wrapping_sub(at & PAGE_OFFSET);
         let chunk = (MAX_INSTRUCTION.wrapping_sub(out.len) as u64).min(in_page) as usize;
         let end = out.len.saturating_add(chunk);
-        let read = translate(mem, mode, cr3, at).map_err(FetchError::from).and_then(|t| {
+        let first = out.len == 0;
+        let t = if first {
+            translate_recorded(mem, mode, cr3, at, &mut out.walk)
+        } else {
+            translate(mem, mode, cr3, at)
+        };
+        let read = t.map_err(FetchError::from).and_then(|t| {
+            if first {
+                out.gpa = t.gpa;
+                out.in_page = chunk;
+            }
             let buf = out.bytes.get_mut(out.len..end).unwrap_or_default();
             mem.read(t.gpa, buf).map_err(|m| FetchError::Memory { gpa: m.gpa })
         });

@@ -20,6 +20,7 @@ pub mod decode;
 pub mod decode_cache;
 pub mod fetch;
 pub mod flags;
+pub mod site_cache;
 pub mod string;
 
 use core::fmt;
@@ -36,6 +37,7 @@ use crate::reply::ReplyBuilder;
 use decode::{Access, CodeSize, DecodeFailure, Extend, InstructionBytes, Source};
 use decode_cache::DecodeCache;
 use fetch::FetchError;
+use site_cache::{Site, SiteCache};
 
 /// Segment access rights: CS.L (64-bit code).
 const AR_L: u32 = 1 << 13;
@@ -110,8 +112,10 @@ impl fmt::Display for MmioError {
 pub struct MmioContext<'a> {
     /// Guest IA32_EFER as the VMM tracks it.
     pub efer: u64,
-    /// The instructions decoded last.
+    /// The instructions decoded last, by their bytes.
     pub decoded: &'a mut DecodeCache,
+    /// The instructions met last, by where they are.
+    pub sites: &'a mut SiteCache,
 }
 
 /// Guest EFER at an exit that did not carry it: `tracked` (the VMM's copy, whose LME and
@@ -164,19 +168,22 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     let cs_base = msg.segments.regs.get(SEG_CS).map_or(0, |cs| cs.base);
     let linear = if bits64 { msg.rip } else { cs_base.wrapping_add(msg.rip) & 0xffff_ffff };
     let mode = PagingMode::from_regs(msg.cr0, msg.cr4, ctx.efer);
-    let fetched = fetch::fetch(&*mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
-    // The bytes as an error names them: built only for an error, off the exit path.
-    let bytes = || InstructionBytes::new(fetched.bytes(), size);
-    let decoded = match ctx.decoded.decode(&fetched.bytes, fetched.len, size) {
-        Ok(d) => d,
-        Err(DecodeFailure::Truncated) => {
-            return Err(fetched.stopped.map_or(MmioError::Undecodable(bytes()), MmioError::Fetch))
+    let site = Site { cr3: msg.cr3, linear, mode, size };
+    let decoded = match ctx.sites.find(&site, &*mem) {
+        Some(d) => d,
+        None => {
+            let fetched =
+                fetch::fetch(&*mem, mode, msg.cr3, linear, !bits64).map_err(MmioError::Fetch)?;
+            let d = decode_fetched(&fetched, size, ctx.decoded)?;
+            ctx.sites.keep(site, &fetched, d);
+            d
         }
-        Err(DecodeFailure::Invalid) => return Err(MmioError::Undecodable(bytes())),
-        Err(DecodeFailure::Unsupported) => return Err(MmioError::Unsupported(bytes())),
     };
     if write.zip(decoded.access.direction()).is_some_and(|(exit, inst)| exit != inst) {
-        return Err(MmioError::DirectionMismatch(bytes()));
+        // The bytes as the error names them, fetched again off the exit path.
+        let fetched = fetch::fetch(&*mem, mode, msg.cr3, linear, !bits64);
+        let bytes = fetched.as_ref().map_or(&[][..], |f| f.bytes());
+        return Err(MmioError::DirectionMismatch(InstructionBytes::new(bytes, size)));
     }
     let reg = |index: u8| msg.gprs.get(index).unwrap_or(0);
     let value_of = |source: Source| match source {
@@ -230,6 +237,24 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     // interrupt shadow, with no VMCS write to validate.
     reply.advance_by(decoded.len);
     Ok(())
+}
+
+/// The decode of the instruction bytes `fetched` in `size`, through the byte-keyed cache;
+/// an error names the bytes.
+fn decode_fetched(
+    fetched: &fetch::Fetched,
+    size: CodeSize,
+    cache: &mut DecodeCache,
+) -> Result<decode::Decoded, MmioError> {
+    let bytes = || InstructionBytes::new(fetched.bytes(), size);
+    match cache.decode(&fetched.bytes, fetched.len, size) {
+        Ok(d) => Ok(d),
+        Err(DecodeFailure::Truncated) => {
+            Err(fetched.stopped.map_or(MmioError::Undecodable(bytes()), MmioError::Fetch))
+        }
+        Err(DecodeFailure::Invalid) => Err(MmioError::Undecodable(bytes())),
+        Err(DecodeFailure::Unsupported) => Err(MmioError::Unsupported(bytes())),
+    }
 }
 
 /// For an EPT violation: refuse fetches and page-walk accesses, and say whether the

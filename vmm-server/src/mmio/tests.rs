@@ -256,7 +256,8 @@ impl Setup {
         let mut area = ExitReply::new();
         let mut r = ReplyBuilder::within(&mut area);
         let mut cache = super::decode_cache::DecodeCache::default();
-        let ctx = MmioContext { efer, decoded: &mut cache };
+        let mut sites = super::site_cache::SiteCache::default();
+        let ctx = MmioContext { efer, decoded: &mut cache, sites: &mut sites };
         let result = emulate(
             msg,
             ctx,
