@@ -1,5 +1,6 @@
 //! Fuzzes the VMM's MMIO emulator (`vmm_server::mmio`) and its device bus through the
-//! dispatcher, in flat 32-bit protected mode with the scratch registers at 0xfee00000.
+//! dispatcher, in flat 32-bit protected mode with the scratch registers at 0xfed00000
+//! (raw inputs also reach the local APIC's page and the I/O APIC's window).
 //!
 //! Two kinds of input:
 //! - **Known encodings** (MOV, MOVZX, MOVSX, ADD, OR, AND, SUB, XOR, CMP, TEST and XCHG with
@@ -32,7 +33,9 @@ use vmm_server::mmio::flags::ARITHMETIC;
 use vmm_server::platform::MmioKey;
 use vmm_server::testing::{assert_well_formed, host_cpuid, Ram};
 
-const DEVICE: u64 = 0xfee0_0000;
+const DEVICE: u64 = 0xfed0_0000;
+/// The pages raw inputs may hit: the scratch registers, the local APIC, the I/O APIC.
+const PAGES: [u64; 3] = [DEVICE, 0xfee0_0000, 0xfec0_0000];
 /// The register the model's accesses hit: 8 bytes into the 256.
 const REGISTER: u64 = DEVICE + 0x30;
 const RIP: u64 = 0x1000;
@@ -64,7 +67,8 @@ struct Raw {
     long_mode: bool,
     operand32: bool,
     qualification: u64,
-    gpa_offset: u8,
+    gpa_offset: u16,
+    page: u8,
     regs: [u64; 16],
     rflags: u64,
     fill: u8,
@@ -361,7 +365,8 @@ fn raw(x: &Raw) {
     ram[RIP as usize..RIP as usize + 15].copy_from_slice(&x.code);
     let mut v = vm(ram);
     v.platform_mut().scratch.write(0, &x.device);
-    let gpa = DEVICE + u64::from(x.gpa_offset);
+    let page = PAGES[usize::from(x.page) % PAGES.len()];
+    let gpa = page + u64::from(x.gpa_offset & 0xfff);
     let mut m = exit(gpa, x.qualification, x.long_mode, x.operand32);
     if x.long_mode {
         // IA-32e mode needs paging: none here, so the fetch fails cleanly; still no panic.

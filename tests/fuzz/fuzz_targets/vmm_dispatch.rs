@@ -89,6 +89,13 @@ enum Tweak {
         offset: u8,
         write: bool,
     },
+    /// [`Tweak::Mmio`] at the local APIC's page (`lapic`: `offset` within its 4 KiB) or
+    /// the I/O APIC's window (`offset` within its 32 bytes).
+    Apic {
+        lapic: bool,
+        offset: u16,
+        write: bool,
+    },
     /// [`Tweak::Mmio`] for a string instruction: RDI (or, `from_device`, RSI) at that
     /// offset into the scratch registers, the other at `ram` in guest RAM, RCX = `count`,
     /// and one of [`STRINGS`] poked at RIP.
@@ -118,8 +125,12 @@ const STRINGS: [&[u8]; 12] = [
     &[0xf2, 0x48, 0xab],
 ];
 
-/// Where every fuzzed VM maps its scratch registers (the MMIO test device).
-const MMIO_BASE: u64 = 0xfee0_0000;
+/// Where every fuzzed VM maps its scratch registers (the MMIO test device), clear of the
+/// I/O APIC's page and the local APIC's.
+const MMIO_BASE: u64 = 0xfed0_0000;
+/// The local APIC's xAPIC page and the I/O APIC's window, as every VM has them.
+const LAPIC: u64 = 0xfee0_0000;
+const IOAPIC: u64 = 0xfec0_0000;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -199,6 +210,14 @@ fn message(reason: &Reason, tweaks: &[Tweak]) -> ExitMessage {
             Tweak::EntryControls(v) => m.controls.entry = v,
             Tweak::SegmentAccess(i, ar) => m.segments.regs[usize::from(i) % 8].access_rights = ar,
             Tweak::Mmio { offset, write } => mmio(&mut m, offset, write),
+            Tweak::Apic { lapic, offset, write } => {
+                mmio(&mut m, 0, write);
+                m.guest_physical = if lapic {
+                    LAPIC + u64::from(offset & 0xfff)
+                } else {
+                    IOAPIC + u64::from(offset & 0x1f)
+                };
+            }
             Tweak::MmioString { offset, ram, from_device, count, .. } => {
                 mmio(&mut m, offset, !from_device);
                 let (device, ram) = (MMIO_BASE + u64::from(offset), u64::from(ram));
