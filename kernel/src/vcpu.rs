@@ -167,7 +167,7 @@ fn is_page_fault(raw: u32) -> bool {
     let info = EventInjection::from_raw(raw);
     info.is_valid()
         && info.event_type() == Some(EventType::HardwareException)
-        && info.vector() == 14
+        && info.vector() == protocols::x86::PAGE_FAULT_VECTOR
 }
 
 /// What the kernel keeps of an exit for itself: the state the validator judges the reply
@@ -391,13 +391,16 @@ impl<S: Store> Kernel<S> {
     }
 
     /// The validated batch's state becomes the cached one; a reflected #PF gives the
-    /// guest its address in CR2.
+    /// guest its address in CR2, and a #PF the VMM raised the address it names.
     #[inline(always)]
     fn take_batch_state(&mut self, v: u64) {
         let data = self.store.vcpu(v);
         data.cached = data.pending.next;
+        if let Some(address) = data.pending.cr2 {
+            data.cr2 = address;
         // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
-        if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending)) {
+        } else if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending))
+        {
             data.cr2 = address;
         }
     }

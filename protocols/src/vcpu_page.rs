@@ -187,9 +187,10 @@ mod tests {
         assert_eq!(size_of::<ExitMessage>(), 592);
         assert_eq!(offset_of!(ExitReply, injection), 8);
         assert_eq!(offset_of!(ExitReply, gpr_mask), 20);
-        assert_eq!(offset_of!(ExitReply, gprs), 24);
-        assert_eq!(offset_of!(ExitReply, writes), 152);
-        assert_eq!(size_of::<ExitReply>(), 408);
+        assert_eq!(offset_of!(ExitReply, fault_address), 24);
+        assert_eq!(offset_of!(ExitReply, gprs), 32);
+        assert_eq!(offset_of!(ExitReply, writes), 160);
+        assert_eq!(size_of::<ExitReply>(), 416);
         assert_eq!(super::CLOCK_OFFSET, 3712);
         assert_eq!(offset_of!(Clock, tsc_hz), 0);
         assert_eq!(offset_of!(Clock, preemption_timer_shift), 8);

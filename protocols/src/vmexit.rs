@@ -1008,6 +1008,10 @@ bit_set! {
         REQUEST_INTERRUPT_WINDOW = 2;
         /// Apply the batch but do not resume; the vCPU stays stopped.
         STOP_VCPU = 3;
+        /// With an injected #PF: load the guest's CR2 with [`ExitReply::fault_address`],
+        /// the address of a fault the VMM raised while emulating (VMX does not switch CR2,
+        /// so the kernel does).
+        PAGE_FAULT_ADDRESS = 4;
     }
 }
 
@@ -1032,6 +1036,9 @@ pub struct ExitReply {
     /// for exits that report none (an EPT violation whose instruction the VMM decoded);
     /// zero to use the exit's own instruction length. Zero without the flag.
     pub advance_len: u16,
+    /// With [`ReplyFlags::PAGE_FAULT_ADDRESS`]: the guest's CR2 for the injected #PF.
+    /// Zero without the flag.
+    pub fault_address: u64,
     /// New GPR values, selected by `gpr_mask`.
     pub gprs: Gprs,
     /// VMCS writes; only the first `count` are meaningful.
@@ -1047,6 +1054,9 @@ impl Default for ExitReply {
 impl ExitReply {
     /// Words of the fixed header.
     pub const HEADER_WORDS: usize = 3;
+    /// The word of the in-place reply (byte offset / 8) that holds
+    /// [`Self::fault_address`], as [`BatchError::ReservedBits`] names it.
+    pub const FAULT_ADDRESS_WORD: u32 = 3;
     /// Most words a reply takes.
     pub const SIZE: usize = Self::HEADER_WORDS + 16 + VmcsWrite::SIZE * MAX_WRITES;
 
@@ -1057,6 +1067,7 @@ impl ExitReply {
             count: 0,
             gpr_mask: 0,
             advance_len: 0,
+            fault_address: 0,
             injection: EventInjection::NONE,
             injection_error: 0,
             injection_len: 0,
@@ -1108,8 +1119,34 @@ impl ExitReply {
     /// Words this reply takes on the wire.
     pub const fn wire_len(&self) -> usize {
         Self::HEADER_WORDS
+            + self.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) as usize
             + self.gpr_mask.count_ones() as usize
             + VmcsWrite::SIZE * self.count as usize
+    }
+
+    /// A [`Self::fault_address`] of `address` with `flags` and `injection` is well-formed:
+    /// zero without [`ReplyFlags::PAGE_FAULT_ADDRESS`], and the flag only with an
+    /// injected #PF.
+    pub fn check_fault_address(
+        flags: ReplyFlags,
+        injection: EventInjection,
+        address: u64,
+    ) -> Result<(), BatchError> {
+        if !flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
+            return match address {
+                0 => Ok(()),
+                bits => Err(BatchError::ReservedBits { word: Self::FAULT_ADDRESS_WORD, bits }),
+            };
+        }
+        let page_fault = flags.contains(ReplyFlags::INJECT_EVENT)
+            && injection.is_valid()
+            && injection.event_type() == Some(EventType::HardwareException)
+            && injection.vector() == crate::x86::PAGE_FAULT_VECTOR;
+        if page_fault {
+            Ok(())
+        } else {
+            Err(BatchError::BadInjection { info: injection.raw() })
+        }
     }
 
     /// An [`Self::advance_len`] of `len` with `flags` is well-formed: zero, or 1-15 with
@@ -1123,14 +1160,18 @@ impl ExitReply {
     }
 
     /// Encode into `out`: `[flags | count << 32, gpr_mask | advance_len << 16 |
-    /// injection << 32, injection_error | injection_len << 32]`, then the selected GPRs in register order,
-    /// then `count` writes of two words each. Returns the words used.
+    /// injection << 32, injection_error | injection_len << 32]`, the fault address with
+    /// [`ReplyFlags::PAGE_FAULT_ADDRESS`], then the selected GPRs in register order, then
+    /// `count` writes of two words each. Returns the words used.
     pub fn to_words(&self, out: &mut [u64; Self::SIZE]) -> usize {
         let mut w = Writer { out, pos: 0 };
         w.put(pair(self.flags.bits(), self.count));
         let masks = u32::from(self.gpr_mask) | u32::from(self.advance_len) << 16;
         w.put(pair(masks, self.injection.raw()));
         w.put(pair(self.injection_error, self.injection_len));
+        if self.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
+            w.put(self.fault_address);
+        }
         for (i, reg) in self.gprs.regs.iter().enumerate() {
             if self.gpr_mask & (1 << i) != 0 {
                 w.put(*reg);
@@ -1178,6 +1219,10 @@ impl ExitReply {
             return Err(bad_len(expected));
         }
         let mut r = Reader::new(words.get(Self::HEADER_WORDS..).unwrap_or(&[]));
+        if reply.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
+            reply.fault_address = r.take();
+        }
+        Self::check_fault_address(reply.flags, reply.injection, reply.fault_address)?;
         for (i, reg) in reply.gprs.regs.iter_mut().enumerate() {
             if reply.gpr_mask & (1 << i) != 0 {
                 *reg = r.take();
@@ -1722,8 +1767,8 @@ mod tests {
         assert_eq!(decode(&out[..n - 1]), Err(BatchError::BadLength { expected: 9, got: 8 }));
         assert_eq!(decode(&out[..2]), Err(BatchError::BadLength { expected: 3, got: 2 }));
         let mut bad = out;
-        bad[0] |= 1 << 4;
-        assert_eq!(decode(&bad[..n]), Err(BatchError::BadFlags { flags: 0x13 }));
+        bad[0] |= 1 << 5;
+        assert_eq!(decode(&bad[..n]), Err(BatchError::BadFlags { flags: 0x23 }));
         let mut bad = out;
         bad[0] = (MAX_WRITES as u64 + 1) << 32;
         assert_eq!(decode(&bad[..n]), Err(BatchError::TooManyWrites { count: 17 }));
@@ -1815,6 +1860,36 @@ mod tests {
         let cs = TransferMask::CODE_SEGMENT;
         assert_eq!(cs.extra_words(), TransferMask::SEGMENTS.extra_words());
         assert_eq!(TransferMask::ALL.extra_words(), ExitMessage::SIZE - ExitMessage::BASE_WORDS);
-        assert_eq!(ReplyFlags::from_bits(0x10), None);
+        assert_eq!(ReplyFlags::from_bits(0x20), None);
+    }
+
+    #[test]
+    fn a_fault_address_travels_only_with_an_injected_page_fault() {
+        let pf = EventInjection::exception(crate::x86::PAGE_FAULT_VECTOR);
+        let mut r = ExitReply::new();
+        r.inject(pf, 2, 0);
+        r.flags = r.flags.union(ReplyFlags::PAGE_FAULT_ADDRESS);
+        r.fault_address = 0xdead_b000;
+        let mut out = [0; ExitReply::SIZE];
+        let n = r.to_words(&mut out);
+        assert_eq!((n, out[3]), (4, 0xdead_b000), "one word after the header");
+        assert_eq!(ExitReply::from_words(&out[..n]), Ok(r));
+        // The flag with another event, or with none.
+        let gp = EventInjection::exception(13);
+        assert_eq!(
+            ExitReply::check_fault_address(r.flags, gp, 1),
+            Err(BatchError::BadInjection { info: gp.raw() })
+        );
+        let alone = ReplyFlags::PAGE_FAULT_ADDRESS;
+        assert!(ExitReply::check_fault_address(alone, pf, 1).is_err());
+        // An address without the flag is a reserved field that is not zero.
+        assert_eq!(
+            ExitReply::check_fault_address(ReplyFlags::INJECT_EVENT, pf, 8),
+            Err(BatchError::ReservedBits { word: 3, bits: 8 })
+        );
+        assert_eq!(
+            ExitReply::check_fault_address(ReplyFlags::NONE, EventInjection::NONE, 0),
+            Ok(())
+        );
     }
 }

@@ -81,6 +81,15 @@ pub const RFLAGS_VM: u64 = RFlags::VIRTUAL_8086_MODE.bits();
 /// RFLAGS.AC: alignment check.
 pub const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
+/// The page-fault exception's vector (#PF), whose address the CPU reports in CR2.
+pub const PAGE_FAULT_VECTOR: u8 = 14;
+/// #PF error code bit 0: the page was present (a protection fault).
+pub const PF_PRESENT: u32 = 1 << 0;
+/// #PF error code bit 1: the access was a write.
+pub const PF_WRITE: u32 = 1 << 1;
+/// #PF error code bit 2: the access was made in user mode (CPL 3).
+pub const PF_USER: u32 = 1 << 2;
+
 /// The longest an x86 instruction may be, in bytes (SDM Vol. 2, 2.3.11).
 pub const MAX_INSTRUCTION_LEN: u16 = 15;
 

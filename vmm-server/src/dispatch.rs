@@ -128,11 +128,6 @@ pub enum StopReason {
         /// The address.
         gpa: u64,
     },
-    /// Emulation would raise a #PF, which needs CR2 support to inject.
-    PageFault {
-        /// The faulting linear address.
-        linear: u64,
-    },
     /// An access to an MMIO device that could not be emulated.
     MmioEmulation {
         /// The guest-physical address.
@@ -185,9 +180,6 @@ impl fmt::Display for StopReason {
                 write!(f, "exit needs transfer-mask groups {:#x}", mask.bits())
             }
             Self::GuestMemory { gpa } => write!(f, "emulation touched unmapped memory {gpa:#x}"),
-            Self::PageFault { linear } => {
-                write!(f, "emulated access would page-fault at {linear:#x}")
-            }
             Self::MmioEmulation { gpa, rip, error } => {
                 write!(f, "MMIO access at {gpa:#x} from RIP {rip:#x}: {error}")
             }
@@ -720,13 +712,19 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             io::emulate_port(msg, q, &mut self.ports, &mut self.platform, reply);
             Ok(true)
         };
-        let done = done.map_err(|e| match e {
-            IoFault::Decode(error) => {
-                StopReason::BadQualification { reason: msg.reason as u16, error }
+        let done = match done {
+            Ok(done) => done,
+            // The guest's own fault: RIP stays on the instruction.
+            Err(IoFault::PageFault(pf)) => {
+                reply.inject_page_fault(pf);
+                self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+                false
             }
-            IoFault::Memory(m) => StopReason::GuestMemory { gpa: m.gpa },
-            IoFault::PageFault { linear } => StopReason::PageFault { linear },
-        })?;
+            Err(IoFault::Decode(error)) => {
+                return Err(StopReason::BadQualification { reason: msg.reason as u16, error })
+            }
+            Err(IoFault::Memory(m)) => return Err(StopReason::GuestMemory { gpa: m.gpa }),
+        };
         if done {
             reply.flag(ReplyFlags::ADVANCE_RIP);
         }
@@ -770,11 +768,24 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
         let ctx =
             MmioContext { efer, decoded: &mut self.mmio_decoded, sites: &mut self.mmio_sites };
-        mmio::emulate(msg, ctx, gpa, &mut self.memory, &mut self.mmio, &mut self.platform, reply)
-            .map_err(|error| match error {
-            MmioError::NeedsTransfer(mask) => StopReason::NeedsTransfer(mask),
-            error => StopReason::MmioEmulation { gpa, rip: msg.rip, error },
-        })?;
+        match mmio::emulate(
+            msg,
+            ctx,
+            gpa,
+            &mut self.memory,
+            &mut self.mmio,
+            &mut self.platform,
+            reply,
+        ) {
+            Ok(()) => {}
+            // A string instruction's RAM side faulted: the guest's #PF, RIP on it.
+            Err(MmioError::PageFault(pf)) => {
+                reply.inject_page_fault(pf);
+                self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+            }
+            Err(MmioError::NeedsTransfer(mask)) => return Err(StopReason::NeedsTransfer(mask)),
+            Err(error) => return Err(StopReason::MmioEmulation { gpa, rip: msg.rip, error }),
+        }
         if apic && write {
             self.apic_written(msg, reply);
         }

@@ -15,7 +15,7 @@ use crate::exit_qualification::{
     AddressSize, DecodeError, IoDirection, IoQualification, StringIoInfo,
 };
 use crate::guest_memory::{GuestMemory, MemoryError};
-use crate::paging::{translate, PagingMode, TranslateError};
+use crate::paging::{translate, PageFault, PagingMode, TranslateError};
 use crate::reply::ReplyBuilder;
 use protocols::x86::{CR0_WP, RFLAGS_DF};
 
@@ -30,21 +30,9 @@ pub enum IoFault {
     Decode(DecodeError),
     /// The memory operand touched memory the VMM cannot see.
     Memory(MemoryError),
-    /// The memory operand's page is absent or forbids the access: the guest would take a
-    /// #PF, which the VMM cannot inject without CR2 support.
-    PageFault {
-        /// The faulting linear address.
-        linear: u64,
-    },
-}
-
-impl From<TranslateError> for IoFault {
-    fn from(e: TranslateError) -> Self {
-        match e {
-            TranslateError::NotPresent { linear } => Self::PageFault { linear },
-            TranslateError::Memory(m) => Self::Memory(m),
-        }
-    }
+    /// The memory operand's page is absent or forbids the access: the guest takes this
+    /// #PF (the registers show the elements done before it).
+    PageFault(PageFault),
 }
 
 impl From<MemoryError> for IoFault {
@@ -199,10 +187,15 @@ fn resolve(
 ) -> Result<[u64; 4], IoFault> {
     let user = mode.cpl == 3;
     let check = |lin: u64| -> Result<u64, IoFault> {
-        let t = translate(mem, mode.paging, msg.cr3, lin)?;
+        let t = translate(mem, mode.paging, msg.cr3, lin).map_err(|e| match e {
+            TranslateError::NotPresent { .. } => {
+                IoFault::PageFault(PageFault::new(lin, false, write, user))
+            }
+            TranslateError::Memory(m) => IoFault::Memory(m),
+        })?;
         let denied = (user && !t.user) || (write && !t.writable && (user || msg.cr0 & CR0_WP != 0));
         if denied && mode.paging != PagingMode::Disabled {
-            return Err(IoFault::PageFault { linear: lin });
+            return Err(IoFault::PageFault(PageFault::new(lin, true, write, user)));
         }
         let mut probe = [0u8; 1];
         mem.read(t.gpa, &mut probe)?;
@@ -245,7 +238,7 @@ mod tests {
     use crate::bus::{Bus, BusDevice, DeviceMap};
     use crate::exit_qualification::IoQualification;
     use crate::guest_memory::{GuestMemory, SliceMemory};
-    use crate::paging::PagingMode;
+    use crate::paging::{PageFault, PagingMode};
     use crate::reply::ReplyBuilder;
     use protocols::vmexit::ExitReply;
     use protocols::vmexit::{ExitMessage, Gprs};
@@ -472,19 +465,20 @@ mod tests {
         let q = IoQualification::decode(qual).unwrap();
         // A read-only user page: writes fault with WP set, even for the kernel.
         let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0));
-        assert_eq!(out, Err(IoFault::PageFault { linear: 0x10 }));
+        // (INS writes memory: error code present | write.)
+        assert_eq!(out, Err(IoFault::PageFault(PageFault { linear: 0x10, error: 3 })));
         // A writable supervisor page: fine for CPL 0, a fault for CPL 3.
         m.guest_linear = 0x1010;
         m.gprs.set(Gprs::RDI, 0x1010);
         assert_eq!(emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0)), Ok(true));
         assert_eq!(mem.read_u32(0x9010).unwrap() & 0xff, 0);
         let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(3));
-        assert_eq!(out, Err(IoFault::PageFault { linear: 0x1010 }));
+        assert_eq!(out, Err(IoFault::PageFault(PageFault { linear: 0x1010, error: 7 })));
         // Unmapped.
         m.guest_linear = 0x5000;
         m.gprs.set(Gprs::RDI, 0x5000);
         let out = emulate_alone(&m, q, &mut bus, &mut dev, &mut mem, long(0));
-        assert_eq!(out, Err(IoFault::PageFault { linear: 0x5000 }));
+        assert_eq!(out, Err(IoFault::PageFault(PageFault { linear: 0x5000, error: 2 })));
     }
 
     #[test]

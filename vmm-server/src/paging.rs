@@ -16,7 +16,7 @@
 //! instead of walking again.
 
 use crate::guest_memory::{GuestMemory, MemoryError};
-use protocols::x86::{CR0_PG, CR4_PAE, CR4_PSE, EFER_LMA};
+use protocols::x86::{CR0_PG, CR4_PAE, CR4_PSE, EFER_LMA, PF_PRESENT, PF_USER, PF_WRITE};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -53,6 +53,24 @@ impl PagingMode {
         } else {
             Self::Bits32 { pse: cr4 & CR4_PSE != 0 }
         }
+    }
+}
+
+/// The #PF a guest access raises: the address for CR2 and the error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault {
+    /// The faulting linear address.
+    pub linear: u64,
+    /// The error code: present (a protection fault), write, user.
+    pub error: u32,
+}
+
+impl PageFault {
+    /// The fault of an access at `linear`: `present` when the page was there but its
+    /// permissions refused the access, `write` for a write, `user` at CPL 3.
+    pub fn new(linear: u64, present: bool, write: bool, user: bool) -> Self {
+        let bit = |on: bool, value: u32| if on { value } else { 0 };
+        Self { linear, error: bit(present, PF_PRESENT) | bit(write, PF_WRITE) | bit(user, PF_USER) }
     }
 }
 

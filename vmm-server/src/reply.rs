@@ -7,6 +7,9 @@
 
 use protocols::vmcs::Field;
 use protocols::vmexit::{EventInjection, ExitReply, ReplyFlags};
+use protocols::x86::PAGE_FAULT_VECTOR;
+
+use crate::paging::PageFault;
 
 /// An [`ExitReply`] under construction, in place: in the vCPU state page's reply area on
 /// the exit path (nothing is built elsewhere and copied), or in a value of the caller's.
@@ -25,6 +28,7 @@ impl<'a> ReplyBuilder<'a> {
         area.count = 0;
         area.gpr_mask = 0;
         area.advance_len = 0;
+        area.fault_address = 0;
         area.injection = EventInjection::NONE;
         area.injection_error = 0;
         area.injection_len = 0;
@@ -95,6 +99,13 @@ impl<'a> ReplyBuilder<'a> {
         self.reply().flags.contains(flags)
     }
 
+    /// Inject the #PF `fault` describes, the guest's CR2 naming its address.
+    pub fn inject_page_fault(&mut self, fault: PageFault) {
+        self.inject(EventInjection::exception(PAGE_FAULT_VECTOR), fault.error, 0);
+        self.flag(ReplyFlags::PAGE_FAULT_ADDRESS);
+        self.r().fault_address = fault.linear;
+    }
+
     /// Inject `event` (with its error code and, for software events, the instruction
     /// length) on resume.
     pub fn inject(&mut self, event: EventInjection, error_code: u32, instruction_len: u32) {
@@ -148,6 +159,25 @@ mod tests {
         assert!(r.overflowed());
         r.set_gpr(16, 0);
         assert!(r.overflowed());
+    }
+
+    /// A #PF the VMM raises carries its address; the next reply built in the same area
+    /// starts without it (the area is reused from exit to exit).
+    #[test]
+    fn a_page_fault_names_its_address_once() {
+        let mut area = ExitReply::new();
+        let mut r = ReplyBuilder::within(&mut area);
+        r.inject_page_fault(crate::paging::PageFault { linear: 0x20_0000, error: 2 });
+        let reply = r.finish();
+        assert!(reply.flags.contains(ReplyFlags::INJECT_EVENT | ReplyFlags::PAGE_FAULT_ADDRESS));
+        assert_eq!((reply.injection.vector(), reply.injection_error), (14, 2));
+        assert_eq!(reply.fault_address, 0x20_0000);
+        assert_eq!(
+            ExitReply::check_fault_address(reply.flags, reply.injection, reply.fault_address),
+            Ok(())
+        );
+        let next = ReplyBuilder::within(&mut area).finish();
+        assert_eq!((next.flags, next.fault_address), (ReplyFlags::NONE, 0));
     }
 
     #[test]

@@ -232,6 +232,8 @@ pub struct ValidatedBatch {
     pub gpr_mask: u16,
     /// Leave the vCPU stopped after applying.
     pub stop: bool,
+    /// The guest's CR2 for the #PF the batch injects ([`ReplyFlags::PAGE_FAULT_ADDRESS`]).
+    pub cr2: Option<u64>,
     /// The kernel's cached state once the batch is applied.
     pub next: VcpuState,
 }
@@ -243,6 +245,7 @@ impl Default for ValidatedBatch {
             len: 0,
             gpr_mask: 0,
             stop: false,
+            cr2: None,
             next: VcpuState::default(),
         }
     }
@@ -325,6 +328,7 @@ struct Header {
     injection: EventInjection,
     injection_error: u32,
     injection_len: u32,
+    fault_address: u64,
 }
 
 /// Word index and bits of a reserved field at byte `offset` of the reply, as
@@ -352,12 +356,14 @@ fn header(reply: &ExitReply) -> Result<Header, BatchError> {
         injection: reply.injection,
         injection_error: reply.injection_error,
         injection_len: reply.injection_len,
+        fault_address: reply.fault_address,
     };
     let event_words = h.injection.raw() | h.injection_error | h.injection_len;
     if !flags.contains(ReplyFlags::INJECT_EVENT) && event_words != 0 {
         return Err(BatchError::BadInjection { info: h.injection.raw() });
     }
     ExitReply::check_advance(flags, h.advance_len)?;
+    ExitReply::check_fault_address(flags, h.injection, h.fault_address)?;
     Ok(h)
 }
 
@@ -402,6 +408,7 @@ fn validate(
     let flags = head.flags;
     out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
     out.stop = flags.contains(ReplyFlags::STOP_VCPU);
+    out.cr2 = flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS).then_some(head.fault_address);
     out.next = *now;
     let mut inj = Injection::default();
     let mut efer = None;
@@ -1386,7 +1393,10 @@ mod tests {
         let mut raw = r;
         raw.write(Field::GuestRip, 0x2000).unwrap();
         raw.writes[0].reserved = 5;
-        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 19, bits: 5 << 32 }));
+        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 20, bits: 5 << 32 }));
+        let mut raw = r;
+        raw.fault_address = 0x1000;
+        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 3, bits: 0x1000 }));
         // Writes past `count` are not part of the reply.
         let mut raw = r;
         raw.writes[3].field = Field::HostRip as u32;

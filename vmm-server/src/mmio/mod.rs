@@ -32,7 +32,7 @@ use protocols::x86::{CR0_PE, CR0_PG, EFER_LMA, EFER_LME, RFLAGS_VM};
 use crate::bus::{Bus, DeviceMap};
 use crate::exit_qualification::EptViolation;
 use crate::guest_memory::GuestMemory;
-use crate::paging::PagingMode;
+use crate::paging::{PageFault, PagingMode};
 use crate::reply::ReplyBuilder;
 use decode::{Access, CodeSize, DecodeFailure, Extend, InstructionBytes, Source};
 use decode_cache::DecodeCache;
@@ -67,12 +67,10 @@ pub enum MmioError {
     /// A string instruction's other side could not be reached: not mapped by the guest's
     /// page tables (the guest would take #PF) or not RAM.
     Data(FetchError),
-    /// The guest's page tables forbid a string instruction's access to this linear
-    /// address (the guest would take #PF).
-    DataProtection {
-        /// The linear address.
-        linear: u64,
-    },
+    /// A string instruction's other side is not mapped by the guest's page tables, or
+    /// they forbid the access: the guest takes this #PF (the dispatcher injects it; the
+    /// elements before it are done).
+    PageFault(PageFault),
 }
 
 impl fmt::Display for MmioError {
@@ -100,8 +98,8 @@ impl fmt::Display for MmioError {
             Self::Data(FetchError::Memory { gpa }) => {
                 write!(f, "data access at guest-physical {gpa:#x}: not RAM")
             }
-            Self::DataProtection { linear } => {
-                write!(f, "data access at linear {linear:#x}: forbidden by the guest's page tables")
+            Self::PageFault(pf) => {
+                write!(f, "page fault at linear {:#x}, error code {:#x}", pf.linear, pf.error)
             }
         }
     }

@@ -21,7 +21,7 @@ use super::fetch::FetchError;
 use super::MmioError;
 use crate::bus::{Bus, DeviceMap};
 use crate::guest_memory::GuestMemory;
-use crate::paging::{translate, PagingMode};
+use crate::paging::{translate, PageFault, PagingMode, TranslateError};
 use crate::reply::ReplyBuilder;
 
 /// Elements a REP string instruction moves per exit: few enough that interrupts wait
@@ -73,19 +73,31 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     let iterations = if op.rep { count.min(REP_BATCH) } else { 1 };
     let mut data = [0u8; 8];
     let data = data.get_mut(..usize::from(op.width)).unwrap_or_default();
+    // A #PF ends the batch at its element: the registers show the elements before it,
+    // as after a fault on hardware, and the dispatcher injects it.
+    let mut fault = None;
     for _ in 0..iterations {
-        match op.kind {
-            StringKind::Stos => {
+        let mut element = || -> Result<(), MmioError> {
+            if op.kind == StringKind::Stos {
                 let rax = Gpr { index: Gprs::RAX, part: part_for_width(op.width) };
                 let value = rax.read(reg(rax.index)).to_le_bytes();
                 data.copy_from_slice(value.get(..data.len()).unwrap_or_default());
-            }
-            StringKind::Movs => {
+            } else {
                 g.access(mem, bus, devices, g.linear(op.segment, si), Dir::Read(&mut *data))?;
-                si = si.wrapping_add(step) & address_mask;
             }
+            g.access(mem, bus, devices, g.linear(SEG_ES, di), Dir::Write(&*data))
+        };
+        match element() {
+            Ok(()) => {}
+            Err(MmioError::PageFault(pf)) => {
+                fault = Some(pf);
+                break;
+            }
+            Err(e) => return Err(e),
         }
-        g.access(mem, bus, devices, g.linear(SEG_ES, di), Dir::Write(&*data))?;
+        if op.kind == StringKind::Movs {
+            si = si.wrapping_add(step) & address_mask;
+        }
         di = di.wrapping_add(step) & address_mask;
         count = count.wrapping_sub(1);
     }
@@ -95,9 +107,11 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K> + ?Sized>(
     }
     if op.rep {
         reply.set_gpr(rcx.index, rcx.write(reg(rcx.index), count));
-        return Ok(count == 0);
     }
-    Ok(true)
+    if let Some(pf) = fault {
+        return Err(MmioError::PageFault(pf));
+    }
+    Ok(!op.rep || count == 0)
 }
 
 /// The part of RCX, RSI and RDI an address size uses (and of RAX an element width).
@@ -157,13 +171,17 @@ impl Guest<'_> {
             let at = if self.bits64 { at } else { at & 0xffff_ffff };
             let chunk = (PAGE.wrapping_sub(at & PAGE_OFFSET) as usize).min(len.wrapping_sub(done));
             let end = done.wrapping_add(chunk);
-            let t = translate(&*mem, self.mode, self.cr3, at)
-                .map_err(|e| MmioError::Data(FetchError::from(e)))?;
             let user = self.msg.cpl == 3;
             let write = matches!(dir, Dir::Write(_));
+            let t = translate(&*mem, self.mode, self.cr3, at).map_err(|e| match e {
+                TranslateError::NotPresent { .. } => {
+                    MmioError::PageFault(PageFault::new(at, false, write, user))
+                }
+                TranslateError::Memory(m) => MmioError::Data(FetchError::Memory { gpa: m.gpa }),
+            })?;
             let wp = user || self.msg.cr0 & CR0_WP != 0;
             if (user && !t.user) || (write && wp && !t.writable) {
-                return Err(MmioError::DataProtection { linear: at });
+                return Err(MmioError::PageFault(PageFault::new(at, true, write, user)));
             }
             let device = bus.resolve(t.gpa, chunk).is_some();
             let memory = |e: crate::guest_memory::MemoryError| {

@@ -16,6 +16,7 @@ use super::flags::{AluOp, AF, CF, OF, PF, SF, ZF};
 use super::{emulate, MmioContext, MmioError};
 use crate::bus::{Bus, DeviceMap};
 use crate::guest_memory::GuestMemory;
+use crate::paging::PageFault;
 use crate::reply::ReplyBuilder;
 use crate::testing::Ram;
 
@@ -799,7 +800,8 @@ fn string_data_faults_are_typed() {
     m.gprs.set(Gprs::RDI, 0x1_0000_0000);
     assert_eq!(
         s.run(&m, efer).0,
-        Err(MmioError::Data(FetchError::NotPresent { linear: 0x1_0000_0000 }))
+        Err(MmioError::PageFault(PageFault { linear: 0x1_0000_0000, error: 2 })),
+        "not present, a write"
     );
     m.gprs.set(Gprs::RDI, 0x8000_0000);
     assert_eq!(s.run(&m, efer).0, Err(MmioError::Data(FetchError::Memory { gpa: 0x8000_0000 })));
@@ -816,11 +818,41 @@ fn string_data_faults_are_typed() {
     m.cpl = 3;
     m.gprs.set(Gprs::RSI, 0x40_1000);
     m.gprs.set(Gprs::RDI, 0x40_0000);
-    assert_eq!(s.run(&m, efer).0, Err(MmioError::DataProtection { linear: 0x40_0000 }));
+    // A #PF for the guest: present, write, user.
+    let fault = PageFault { linear: 0x40_0000, error: 7 };
+    assert_eq!(s.run(&m, efer).0, Err(MmioError::PageFault(fault)));
     // The kernel may write it with CR0.WP clear.
     m.cpl = 0;
     m.cr0 &= !0x1_0000;
     assert_eq!(s.run(&m, efer).0, Ok(()));
+}
+
+/// A REP MOVSB from the device into RAM that runs into an unmapped page: the elements
+/// before the fault are done, the registers say so, and the fault names the first byte
+/// that could not be written (RIP stays: the reply does not advance it).
+#[test]
+fn a_rep_copy_that_faults_keeps_the_elements_before_it() {
+    let mut s = Setup::new(&[0xf3, 0xa4]);
+    let mut m = exit(false);
+    let efer = long_mode(&mut s, &mut m);
+    // Linear 0x40_0000 (RAM at 0x6000) mapped, 0x40_1000 not; 0x40_2000 is the device.
+    s.ram.write(0x3000, &(0x4000u64 | 7).to_le_bytes()).unwrap();
+    s.ram.write(0x4000, &0x87u64.to_le_bytes()).unwrap();
+    s.ram.write(0x4000 + 2 * 8, &(0x5000u64 | 7).to_le_bytes()).unwrap();
+    s.ram.write(0x5000, &(0x6000u64 | 7).to_le_bytes()).unwrap();
+    s.ram.write(0x5010, &(0xfee0_0000u64 | 7).to_le_bytes()).unwrap();
+    s.regs.0[..4].copy_from_slice(&[1, 2, 3, 4]);
+    m.gprs.set(Gprs::RSI, 0x40_2000);
+    m.gprs.set(Gprs::RDI, 0x40_0ffe);
+    m.gprs.set(Gprs::RCX, 4);
+    let (res, r) = s.run(&m, efer);
+    assert_eq!(res, Err(MmioError::PageFault(PageFault { linear: 0x40_1000, error: 2 })));
+    assert_eq!(gpr_of(&r, Gprs::RCX), Some(2));
+    assert_eq!((gpr_of(&r, Gprs::RSI), gpr_of(&r, Gprs::RDI)), (Some(0x40_2002), Some(0x40_1000)));
+    assert_eq!(advanced(&r), None);
+    let mut copied = [0u8; 2];
+    s.ram.read(0x6ffe, &mut copied).unwrap();
+    assert_eq!(copied, [1, 2]);
 }
 
 /// A model of the ALU encodings (opcodes 00-3D, 80/81/83, 84/85, F6/F7 /0 with a disp32

@@ -53,6 +53,7 @@
 //! guest64: apic one-shot timer wakes hlt ok
 //! guest64: apic tpr and cr8 hold back a lower priority class ok
 //! guest64: x2apic by msr: id, version, self ipi and the tsc-deadline timer ok
+//! guest64: mmio rep movs from an unmapped page: #pf with cr2, the elements before it done ok
 //! guest64: done
 //! ```
 //! and exit code 0. A failed test prints ` FAIL` instead of ` ok`; an exception the guest
@@ -106,6 +107,7 @@ g64_apic_ipi:   .asciz "guest64: apic self-ipi by icr: pending in irr, in servic
 g64_apic_timer: .asciz "guest64: apic one-shot timer wakes hlt"
 g64_apic_tpr:   .asciz "guest64: apic tpr and cr8 hold back a lower priority class"
 g64_x2apic:     .asciz "guest64: x2apic by msr: id, version, self ipi and the tsc-deadline timer"
+g64_mmio_pf:    .asciz "guest64: mmio rep movs from an unmapped page: #pf with cr2, the elements before it done"
 g64_done:       .asciz "guest64: done\n"
 
     .section .bss.guest, "aw", @nobits
@@ -1003,6 +1005,56 @@ _start:
     mov ecx, r12d
     mov ebx, 35
     lea rsi, [rip + g64_x2apic]
+    call check
+
+    // 36: a REP MOVSB from RAM into the device that runs into a page the guest's tables
+    // do not map (the 2 MiB at 0x200000, unmapped for the test): the two bytes before it
+    // reach the device, then a #PF (not present, a read) with CR2 at the first byte it
+    // could not read, and RCX, RSI and RDI where the fault left them.
+    xor r12d, r12d
+    mov qword ptr [rip + guest_pd + 8], 0
+    invlpg [0x200000]
+    mov qword ptr [rip + fault_hits], 0
+    mov qword ptr [rip + skip_len], 2
+    mov qword ptr [rip + expected_vector], 14
+    mov rbx, G64_SCRATCH
+    mov dword ptr [rbx + 0xb0], 0
+    mov esi, 0x1ffffe
+    lea rdi, [rbx + 0xb0]
+    mov ecx, 4
+    cld
+    rep movsb
+    mov r13, cr2
+    cmp qword ptr [rip + fault_hits], 1
+    jne .Lg64_mmio_pf_fail
+    inc r12d
+    cmp r13, 0x200000
+    jne .Lg64_mmio_pf_fail
+    inc r12d
+    cmp ecx, 2
+    jne .Lg64_mmio_pf_fail
+    inc r12d
+    cmp esi, 0x200000
+    jne .Lg64_mmio_pf_fail
+    inc r12d
+    mov ax, [0x1ffffe]
+    cmp ax, [rbx + 0xb0]
+    jne .Lg64_mmio_pf_fail
+    inc r12d
+    cmp word ptr [rbx + 0xb2], 0
+    jne .Lg64_mmio_pf_fail
+    xor r12d, r12d
+    jmp .Lg64_mmio_pf_done
+.Lg64_mmio_pf_fail:
+    inc r12d
+.Lg64_mmio_pf_done:
+    mov qword ptr [rip + expected_vector], -1
+    mov rax, 0x200000 + 0x87
+    mov [rip + guest_pd + 8], rax
+    invlpg [0x200000]
+    mov ecx, r12d
+    mov ebx, 36
+    lea rsi, [rip + g64_mmio_pf]
     call check
 
     lea rsi, [rip + g64_done]
