@@ -682,3 +682,47 @@ fn a_start_batch_sets_registers_and_state_before_the_first_entry() {
     let plain = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x2000];
     assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &plain), 0);
 }
+
+/// A VM torn down by revoking the untyped memory it came from: its VCpu, guest space,
+/// guest RAM, exit endpoint and message frame go, whatever the vCPU was doing (here:
+/// waiting for the VMM's reply to an exit), the memory is whole again, and the next VM is
+/// built from the same bytes. A hundred times, each VM running an exit round trip first.
+#[test]
+fn a_vm_is_built_and_torn_down_a_hundred_times_from_the_same_untyped() {
+    let mut t = Testbed::with_vmx();
+    let untyped = |t: &mut Testbed| t.cap(slot::UNTYPED);
+    let fresh = untyped(&mut t);
+    let idle = t.k.sched.highest();
+    let mut first = None;
+    for round in 0..100 {
+        assert_eq!(retype(&mut t, ObjectType::VCpu, 0, VCPU), 0, "round {round}");
+        assert_eq!(retype(&mut t, ObjectType::GuestSpace, 14, GUEST), 0);
+        assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, EXIT_EP), 0);
+        assert_eq!(retype(&mut t, ObjectType::Frame, 0, MSG), 0);
+        assert_eq!(retype(&mut t, ObjectType::Frame, 0, RAM), 0);
+        let flags = map::WRITE | map::EXECUTE;
+        assert_eq!(invoke(&mut t, RAM, Invocation::FrameMapGuest, &[GUEST, 0x1000, flags]), 0);
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG, 0]), 0);
+        let start = [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0];
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &start), 0);
+        let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!("round {round}: no VCpu") };
+        // The same memory every time: the objects land where they did in the first round.
+        assert_eq!(*first.get_or_insert(v), v, "round {round}: the VCpu moved");
+        // One exit reaches the VMM and is answered; the next leaves the vCPU waiting.
+        let Cap::Frame { addr: msg, .. } = t.cap(MSG) else { panic!() };
+        exit_with_cpuid(&mut t, v);
+        write_reply(&mut t, msg, &ExitReply::new());
+        t.sys(Syscall::Reply as u64, [0; 6]);
+        assert_eq!(t.regs(ROOT_TCB)[0], 0, "round {round}: reply refused");
+        exit_with_cpuid(&mut t, v);
+        // Tear down: every object made from the untyped goes, and its memory is free.
+        assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[slot::UNTYPED]), 0);
+        for s in [VCPU, GUEST, EXIT_EP, MSG, RAM] {
+            assert_eq!(t.cap(s), Cap::Null, "round {round}: slot {s} survived the revoke");
+        }
+        assert_eq!(untyped(&mut t), fresh, "round {round}: the untyped is not whole again");
+        assert_eq!(t.k.current, ROOT_TCB, "round {round}: the root task runs on");
+        // Nothing of the VM is left to schedule.
+        assert_eq!(t.k.sched.highest(), idle, "round {round}: a thread is left queued");
+    }
+}
