@@ -265,6 +265,17 @@ fn exit_reply_built(flags: u32, ops: &[ReplyOp]) {
         assert!(r.count as usize <= MAX_WRITES);
     }
     r.flags |= ReplyFlags::from_bits(flags & ReplyFlags::ALL.bits()).unwrap_or_default();
+    // A fault address goes only with an injected #PF (then it is the flags' bits, any
+    // value will do); a built reply is a well-formed one.
+    if r.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
+        if ExitReply::check_fault_address(r.flags, r.injection, 0).is_ok() {
+            r.fault_address = u64::from(flags).rotate_left(29);
+        } else {
+            r.flags =
+                ReplyFlags::from_bits(r.flags.bits() & !ReplyFlags::PAGE_FAULT_ADDRESS.bits())
+                    .unwrap_or_default();
+        }
+    }
     let mut out = [0u64; ExitReply::SIZE];
     let n = r.to_words(&mut out);
     assert_eq!(n, r.wire_len());
