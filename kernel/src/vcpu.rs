@@ -16,7 +16,9 @@ use crate::vcpu_passthrough::HostMsrs;
 use crate::vmx::caps::VmxCaps;
 use crate::vmx::ept::EptVpidCaps;
 use crate::vmx::ept::{self, Access, Ept};
-use crate::vmx::validator::{decode_reply_into, Policy, ValidatedBatch, VcpuState};
+use crate::vmx::validator::{
+    decode_reply_into, InjectedPageFault, Policy, ValidatedBatch, VcpuState,
+};
 use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, VcpuPages};
 use crate::vmx::vmcs_setup::{HostState, InitialVmcs};
 use crate::vspace::MapError;
@@ -218,14 +220,6 @@ impl ExitCore {
     }
 }
 
-/// Whether the batch injects a #PF.
-fn injects_page_fault(batch: &ValidatedBatch) -> bool {
-    batch
-        .writes()
-        .iter()
-        .any(|&(f, v)| f == Field::EntryInterruptionInfo && is_page_fault(v as u32))
-}
-
 impl<S: Store> Kernel<S> {
     /// The message frame of `vcpu`, if bound.
     fn message_frame(&mut self, vcpu: u64) -> Option<u64> {
@@ -396,12 +390,19 @@ impl<S: Store> Kernel<S> {
     fn take_batch_state(&mut self, v: u64) {
         let data = self.store.vcpu(v);
         data.cached = data.pending.next;
-        if let Some(address) = data.pending.cr2 {
-            data.cr2 = address;
-        // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its address.
-        } else if let Some(address) = data.page_fault.filter(|_| injects_page_fault(&data.pending))
-        {
-            data.cr2 = address;
+        // Only a batch that injects a #PF touches CR2: one test for every other.
+        if let Some(fault) = data.pending.page_fault {
+            data.pending.page_fault = None;
+            match fault {
+                InjectedPageFault::At(address) => data.cr2 = address,
+                // A #PF exit leaves CR2 alone; reflecting the fault gives the guest its
+                // address.
+                InjectedPageFault::Reflected => {
+                    if let Some(address) = data.page_fault {
+                        data.cr2 = address;
+                    }
+                }
+            }
         }
     }
 }

@@ -1037,7 +1037,8 @@ pub struct ExitReply {
     /// zero to use the exit's own instruction length. Zero without the flag.
     pub advance_len: u16,
     /// With [`ReplyFlags::PAGE_FAULT_ADDRESS`]: the guest's CR2 for the injected #PF.
-    /// Zero without the flag.
+    /// Without the flag it is not part of the reply (nothing reads it), as the writes
+    /// past `count` are not.
     pub fault_address: u64,
     /// New GPR values, selected by `gpr_mask`.
     pub gprs: Gprs,
@@ -1054,9 +1055,6 @@ impl Default for ExitReply {
 impl ExitReply {
     /// Words of the fixed header.
     pub const HEADER_WORDS: usize = 3;
-    /// The word of the in-place reply (byte offset / 8) that holds
-    /// [`Self::fault_address`], as [`BatchError::ReservedBits`] names it.
-    pub const FAULT_ADDRESS_WORD: u32 = 3;
     /// Most words a reply takes.
     pub const SIZE: usize = Self::HEADER_WORDS + 16 + VmcsWrite::SIZE * MAX_WRITES;
 
@@ -1124,19 +1122,15 @@ impl ExitReply {
             + VmcsWrite::SIZE * self.count as usize
     }
 
-    /// A [`Self::fault_address`] of `address` with `flags` and `injection` is well-formed:
-    /// zero without [`ReplyFlags::PAGE_FAULT_ADDRESS`], and the flag only with an
-    /// injected #PF.
+    /// [`ReplyFlags::PAGE_FAULT_ADDRESS`] in `flags` comes with an injected #PF
+    /// (`injection`), or is not there. (Without the flag, [`Self::fault_address`] is not
+    /// part of the reply, whatever it holds.)
     pub fn check_fault_address(
         flags: ReplyFlags,
         injection: EventInjection,
-        address: u64,
     ) -> Result<(), BatchError> {
         if !flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
-            return match address {
-                0 => Ok(()),
-                bits => Err(BatchError::ReservedBits { word: Self::FAULT_ADDRESS_WORD, bits }),
-            };
+            return Ok(());
         }
         let page_fault = flags.contains(ReplyFlags::INJECT_EVENT)
             && injection.is_valid()
@@ -1222,7 +1216,7 @@ impl ExitReply {
         if reply.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
             reply.fault_address = r.take();
         }
-        Self::check_fault_address(reply.flags, reply.injection, reply.fault_address)?;
+        Self::check_fault_address(reply.flags, reply.injection)?;
         for (i, reg) in reply.gprs.regs.iter_mut().enumerate() {
             if reply.gpr_mask & (1 << i) != 0 {
                 *reg = r.take();
@@ -1877,19 +1871,17 @@ mod tests {
         // The flag with another event, or with none.
         let gp = EventInjection::exception(13);
         assert_eq!(
-            ExitReply::check_fault_address(r.flags, gp, 1),
+            ExitReply::check_fault_address(r.flags, gp),
             Err(BatchError::BadInjection { info: gp.raw() })
         );
         let alone = ReplyFlags::PAGE_FAULT_ADDRESS;
-        assert!(ExitReply::check_fault_address(alone, pf, 1).is_err());
-        // An address without the flag is a reserved field that is not zero.
-        assert_eq!(
-            ExitReply::check_fault_address(ReplyFlags::INJECT_EVENT, pf, 8),
-            Err(BatchError::ReservedBits { word: 3, bits: 8 })
-        );
-        assert_eq!(
-            ExitReply::check_fault_address(ReplyFlags::NONE, EventInjection::NONE, 0),
-            Ok(())
-        );
+        assert!(ExitReply::check_fault_address(alone, pf).is_err());
+        assert_eq!(ExitReply::check_fault_address(ReplyFlags::INJECT_EVENT, pf), Ok(()));
+        // Without the flag the address is not part of the reply: not on the wire.
+        let mut stale = ExitReply::new();
+        stale.fault_address = 8;
+        let n = stale.to_words(&mut out);
+        assert_eq!(n, ExitReply::HEADER_WORDS);
+        assert_eq!(ExitReply::from_words(&out[..n]).map(|r| r.fault_address), Ok(0));
     }
 }

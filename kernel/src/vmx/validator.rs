@@ -219,6 +219,15 @@ pub struct VcpuState {
     pub exit_instruction_len: u32,
 }
 
+/// Where the guest's CR2 comes from for a #PF a batch injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedPageFault {
+    /// The reply names no address: a reflected #PF keeps the one its exit reported.
+    Reflected,
+    /// [`ReplyFlags::PAGE_FAULT_ADDRESS`]: the address the VMM gave.
+    At(u64),
+}
+
 /// A batch that passed every check: apply `writes` in order, load the GPRs named by
 /// `gpr_mask` from the reply, then resume unless `stop`. GPR values need no check (any
 /// value is a valid guest register), so they are not copied here: [`Self::load_gprs`]
@@ -232,8 +241,10 @@ pub struct ValidatedBatch {
     pub gpr_mask: u16,
     /// Leave the vCPU stopped after applying.
     pub stop: bool,
-    /// The guest's CR2 for the #PF the batch injects ([`ReplyFlags::PAGE_FAULT_ADDRESS`]).
-    pub cr2: Option<u64>,
+    /// The #PF the batch injects, if it injects one (set only for such a batch, taken
+    /// with it, cleared when a batch is refused, so the common reply neither writes nor
+    /// clears it).
+    pub page_fault: Option<InjectedPageFault>,
     /// The kernel's cached state once the batch is applied.
     pub next: VcpuState,
 }
@@ -245,7 +256,7 @@ impl Default for ValidatedBatch {
             len: 0,
             gpr_mask: 0,
             stop: false,
-            cr2: None,
+            page_fault: None,
             next: VcpuState::default(),
         }
     }
@@ -328,7 +339,6 @@ struct Header {
     injection: EventInjection,
     injection_error: u32,
     injection_len: u32,
-    fault_address: u64,
 }
 
 /// Word index and bits of a reserved field at byte `offset` of the reply, as
@@ -356,15 +366,34 @@ fn header(reply: &ExitReply) -> Result<Header, BatchError> {
         injection: reply.injection,
         injection_error: reply.injection_error,
         injection_len: reply.injection_len,
-        fault_address: reply.fault_address,
     };
-    let event_words = h.injection.raw() | h.injection_error | h.injection_len;
+    // PAGE_FAULT_ADDRESS belongs to an injection too.
+    let event_words = h.injection.raw()
+        | h.injection_error
+        | h.injection_len
+        | raw_flags & ReplyFlags::PAGE_FAULT_ADDRESS.bits();
     if !flags.contains(ReplyFlags::INJECT_EVENT) && event_words != 0 {
         return Err(BatchError::BadInjection { info: h.injection.raw() });
     }
     ExitReply::check_advance(flags, h.advance_len)?;
-    ExitReply::check_fault_address(flags, h.injection, h.fault_address)?;
     Ok(h)
+}
+
+/// Whether `event` is a #PF.
+fn is_page_fault(event: EventInjection) -> bool {
+    event.event_type() == Some(EventType::HardwareException)
+        && event.vector() == protocols::x86::PAGE_FAULT_VECTOR
+}
+
+/// The fault address of a reply with [`ReplyFlags::PAGE_FAULT_ADDRESS`], which must
+/// inject a #PF.
+#[cold]
+fn fault_address(
+    reply: &ExitReply,
+    flags: ReplyFlags,
+    injection: EventInjection,
+) -> Result<u64, BatchError> {
+    ExitReply::check_fault_address(flags, injection).map(|()| reply.fault_address)
 }
 
 /// Validate `reply` against the CPU, the policy and the VCpu's current state. Pure: on
@@ -393,6 +422,7 @@ pub fn decode_reply_into(
     let result = validate(reply, caps, policy, now, out);
     if result.is_err() {
         out.clear();
+        out.page_fault = None;
     }
     result
 }
@@ -408,7 +438,6 @@ fn validate(
     let flags = head.flags;
     out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
     out.stop = flags.contains(ReplyFlags::STOP_VCPU);
-    out.cr2 = flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS).then_some(head.fault_address);
     out.next = *now;
     let mut inj = Injection::default();
     let mut efer = None;
@@ -477,6 +506,14 @@ fn validate(
         if kind.is_some_and(EventType::uses_instruction_length) {
             out.push(Field::EntryInstructionLength, head.injection_len.into())?;
             inj.len = Some(head.injection_len);
+        }
+        // The fault address is read only with its flag (without it, it is not part of
+        // the reply, as writes past the count are not); the header refused the flag
+        // without an injection.
+        if flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
+            out.page_fault = Some(InjectedPageFault::At(fault_address(reply, flags, event)?));
+        } else if is_page_fault(event) {
+            out.page_fault = Some(InjectedPageFault::Reflected);
         }
     }
 
@@ -1394,9 +1431,10 @@ mod tests {
         raw.write(Field::GuestRip, 0x2000).unwrap();
         raw.writes[0].reserved = 5;
         assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 20, bits: 5 << 32 }));
+        // A fault address without its flag is not part of the reply.
         let mut raw = r;
         raw.fault_address = 0x1000;
-        assert_eq!(decode(&raw), Err(BatchError::ReservedBits { word: 3, bits: 0x1000 }));
+        assert_eq!(decode(&raw).map(|b| b.page_fault), Ok(None));
         // Writes past `count` are not part of the reply.
         let mut raw = r;
         raw.writes[3].field = Field::HostRip as u32;

@@ -268,7 +268,7 @@ fn exit_reply_built(flags: u32, ops: &[ReplyOp]) {
     // A fault address goes only with an injected #PF (then it is the flags' bits, any
     // value will do); a built reply is a well-formed one.
     if r.flags.contains(ReplyFlags::PAGE_FAULT_ADDRESS) {
-        if ExitReply::check_fault_address(r.flags, r.injection, 0).is_ok() {
+        if ExitReply::check_fault_address(r.flags, r.injection).is_ok() {
             r.fault_address = u64::from(flags).rotate_left(29);
         } else {
             r.flags =
