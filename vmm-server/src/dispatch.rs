@@ -45,7 +45,7 @@ use crate::mmio::decode_cache::DecodeCache;
 use crate::mmio::site_cache::SiteCache;
 use crate::mmio::{self, MmioContext, MmioError};
 use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
-use crate::paging::PagingMode;
+use crate::paging::{PageFault, PagingMode};
 use crate::platform::{MmioKey, Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
 use protocols::vcpu_page::Clock;
@@ -399,12 +399,13 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
         let platform = Platform::new(sink, config.unix_time, lapic_config(&cpuid, &config.clock));
         let mut mmio = Bus::new();
-        if let Some(base) = platform.lapic.mmio_base().filter(|_| cpuid.has_apic()) {
+        let apic_page = platform.lapic.mmio_base().filter(|_| cpuid.has_apic());
+        if let Some(base) = apic_page {
             mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic)?;
             mmio.insert(ioapic::DEFAULT_BASE, ioapic::MMIO_SIZE, MmioKey::Ioapic)?;
         }
         Ok(Self {
-            apic_page: platform.lapic.mmio_base().filter(|_| cpuid.has_apic()).unwrap_or(NO_PAGE),
+            apic_page: apic_page.unwrap_or(NO_PAGE),
             platform,
             ports: Platform::<S>::port_bus(config.debug_exit_port)?,
             mmio,
@@ -675,6 +676,12 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
     }
 
+    /// A #PF the guest's own access raised while the VMM emulated it (CR2 names it).
+    fn inject_page_fault(&mut self, reply: &mut ReplyBuilder, fault: PageFault) {
+        reply.inject_page_fault(fault);
+        self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+    }
+
     fn cpuid_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let reg = |r: u8| msg.gprs.get(r).unwrap_or(0) as u32;
         let out = self.cpuid.lookup(reg(Gprs::RAX), reg(Gprs::RCX));
@@ -716,8 +723,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             Ok(done) => done,
             // The guest's own fault: RIP stays on the instruction.
             Err(IoFault::PageFault(pf)) => {
-                reply.inject_page_fault(pf);
-                self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+                self.inject_page_fault(reply, pf);
                 false
             }
             Err(IoFault::Decode(error)) => {
@@ -780,8 +786,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             Ok(()) => {}
             // A string instruction's RAM side faulted: the guest's #PF, RIP on it.
             Err(MmioError::PageFault(pf)) => {
-                reply.inject_page_fault(pf);
-                self.stats.exceptions_injected = self.stats.exceptions_injected.saturating_add(1);
+                self.inject_page_fault(reply, pf);
             }
             Err(MmioError::NeedsTransfer(mask)) => return Err(StopReason::NeedsTransfer(mask)),
             Err(error) => return Err(StopReason::MmioEmulation { gpa, rip: msg.rip, error }),

@@ -38,6 +38,14 @@ use crate::devices::uart16550::SerialSink;
 use crate::platform::Platform;
 use crate::reply::ReplyBuilder;
 
+/// The sooner of two times that may not come (the PIT's and the APIC timer's).
+fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The guest time of one VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestTime {
@@ -125,10 +133,7 @@ impl GuestTime {
         let Some(c) = &self.clock else { return };
         let edge = platform.pit.next_edge_in(0).and_then(|t| c.deadline(t));
         let expiry = platform.lapic.next_deadline();
-        let next = match (edge, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = earliest(edge, expiry);
         self.deadline = next.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
         let period = match platform.pit.period(0) {
             Some(p) if self.host.has_preemption_timer() => Some(c.preemption_ticks(p)),
@@ -140,10 +145,7 @@ impl GuestTime {
             }
             _ => None,
         };
-        let want = match (period, left) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let want = earliest(period, left);
         // The pin-based controls come from the message; without them nothing is written
         // and the next retime tries again.
         if want == self.preemption || !msg.transfer.contains(TransferMask::CONTROLS) {
@@ -184,10 +186,7 @@ impl GuestTime {
         // runs) does not end the wait for an APIC timer that will be heard.
         let heard = platform.pit_routed() || to_expiry.is_none();
         let to_edge = edge.filter(|_| heard).map(|clocks| c.tsc_until(clocks.max(1)));
-        let ticks = match (to_edge, to_expiry) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or_else(|| c.tsc_until(1)),
-        };
+        let ticks = earliest(to_edge, to_expiry).unwrap_or_else(|| c.tsc_until(1));
         let (offset, clocks) = c.skip_ticks(ticks);
         // Without TSC offsetting (no VT-x CPU lacks it) the guest's TSC stays behind
         // the clock, which then runs ahead of it by the time skipped.

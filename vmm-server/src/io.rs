@@ -15,9 +15,9 @@ use crate::exit_qualification::{
     AddressSize, DecodeError, IoDirection, IoQualification, StringIoInfo,
 };
 use crate::guest_memory::{GuestMemory, MemoryError};
-use crate::paging::{translate, PageFault, PagingMode, TranslateError};
+use crate::paging::{translate_access, AccessError, DataAccess, PageFault, PagingMode};
 use crate::reply::ReplyBuilder;
-use protocols::x86::{CR0_WP, RFLAGS_DF};
+use protocols::x86::RFLAGS_DF;
 
 /// Most elements one exit moves for a REP string instruction; bounds the VMM's work per
 /// exit so interrupts stay timely.
@@ -185,21 +185,16 @@ fn resolve(
     len: usize,
     write: bool,
 ) -> Result<[u64; 4], IoFault> {
-    let user = mode.cpl == 3;
+    let access = DataAccess::new(write, mode.cpl, msg.cr0);
     let check = |lin: u64| -> Result<u64, IoFault> {
-        let t = translate(mem, mode.paging, msg.cr3, lin).map_err(|e| match e {
-            TranslateError::NotPresent { .. } => {
-                IoFault::PageFault(PageFault::new(lin, false, write, user))
-            }
-            TranslateError::Memory(m) => IoFault::Memory(m),
-        })?;
-        let denied = (user && !t.user) || (write && !t.writable && (user || msg.cr0 & CR0_WP != 0));
-        if denied && mode.paging != PagingMode::Disabled {
-            return Err(IoFault::PageFault(PageFault::new(lin, true, write, user)));
-        }
+        let gpa =
+            translate_access(mem, mode.paging, msg.cr3, lin, access).map_err(|e| match e {
+                AccessError::PageFault(pf) => IoFault::PageFault(pf),
+                AccessError::Memory(m) => IoFault::Memory(m),
+            })?;
         let mut probe = [0u8; 1];
-        mem.read(t.gpa, &mut probe)?;
-        Ok(t.gpa)
+        mem.read(gpa, &mut probe)?;
+        Ok(gpa)
     };
     let mut gpas = [0u64; 4];
     let first = check(linear)?;

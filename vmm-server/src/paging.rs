@@ -16,7 +16,7 @@
 //! instead of walking again.
 
 use crate::guest_memory::{GuestMemory, MemoryError};
-use protocols::x86::{CR0_PG, CR4_PAE, CR4_PSE, EFER_LMA, PF_PRESENT, PF_USER, PF_WRITE};
+use protocols::x86::{CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, PF_PRESENT, PF_USER, PF_WRITE};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -72,6 +72,58 @@ impl PageFault {
         let bit = |on: bool, value: u32| if on { value } else { 0 };
         Self { linear, error: bit(present, PF_PRESENT) | bit(write, PF_WRITE) | bit(user, PF_USER) }
     }
+}
+
+/// A data access the guest makes (the VMM makes it for the guest, emulating).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataAccess {
+    /// A write rather than a read.
+    pub write: bool,
+    /// At CPL 3.
+    pub user: bool,
+    /// CR0.WP: supervisor writes honour read-only pages.
+    pub write_protect: bool,
+}
+
+impl DataAccess {
+    /// A read or write (`write`) at `cpl` under `cr0`.
+    pub fn new(write: bool, cpl: u8, cr0: u64) -> Self {
+        Self { write, user: cpl == 3, write_protect: cr0 & CR0_WP != 0 }
+    }
+}
+
+/// Why a data access cannot be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessError {
+    /// The guest takes this #PF.
+    PageFault(PageFault),
+    /// The translation (or a paging structure) lies outside the RAM the VMM sees.
+    Memory(MemoryError),
+}
+
+/// The guest-physical address of `access` at `linear`, judged as the CPU would: a #PF
+/// when a paging-structure entry is not present (error code without the present bit),
+/// or when the entries forbid it (present bit): a user access to a supervisor page, or a
+/// write to a read-only page by CPL 3 or with CR0.WP set.
+pub fn translate_access(
+    mem: &impl GuestMemory,
+    mode: PagingMode,
+    cr3: u64,
+    linear: u64,
+    access: DataAccess,
+) -> Result<u64, AccessError> {
+    let DataAccess { write, user, write_protect } = access;
+    let t = translate(mem, mode, cr3, linear).map_err(|e| match e {
+        TranslateError::NotPresent { .. } => {
+            AccessError::PageFault(PageFault::new(linear, false, write, user))
+        }
+        TranslateError::Memory(m) => AccessError::Memory(m),
+    })?;
+    let denied = (user && !t.user) || (write && !t.writable && (user || write_protect));
+    if denied {
+        return Err(AccessError::PageFault(PageFault::new(linear, true, write, user)));
+    }
+    Ok(t.gpa)
 }
 
 /// A successful translation.

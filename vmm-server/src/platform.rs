@@ -177,15 +177,20 @@ impl<S: SerialSink> Platform<S> {
     /// where it reaches the CPU, or the APIC's highest, where it beats the priority.
     #[inline]
     pub fn interrupt_pending(&self) -> bool {
-        (self.pic.pending_vector().is_some() && self.lapic.ext_int_enabled())
-            || self.lapic.highest_deliverable().is_some()
+        self.pic_reaches_cpu() || self.lapic.highest_deliverable().is_some()
+    }
+
+    /// Whether the 8259 asks for the CPU and its INTR reaches it (LINT0 in ExtINT mode).
+    #[inline]
+    fn pic_reaches_cpu(&self) -> bool {
+        self.pic.pending_vector().is_some() && self.lapic.ext_int_enabled()
     }
 
     /// The CPU takes the next interrupt (its INTA cycle): the 8259's comes first, as its
     /// ExtINT bypasses the APIC's priority; then the APIC's highest deliverable vector
     /// moves to its ISR. `None` when nothing is pending.
     pub fn acknowledge(&mut self) -> Option<u8> {
-        if self.pic.pending_vector().is_some() && self.lapic.ext_int_enabled() {
+        if self.pic_reaches_cpu() {
             return Some(self.pic.acknowledge());
         }
         let vector = self.lapic.highest_deliverable()?;

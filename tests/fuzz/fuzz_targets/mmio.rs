@@ -27,6 +27,7 @@ use protocols::x86::{
 };
 use vmm_server::bus::BusDevice;
 use vmm_server::devices::uart16550::SerialSink;
+use vmm_server::devices::{ioapic, lapic};
 use vmm_server::dispatch::{RunState, Vm, VmConfig};
 use vmm_server::guest_memory::GuestMemory;
 use vmm_server::mmio::flags::ARITHMETIC;
@@ -35,7 +36,7 @@ use vmm_server::testing::{assert_well_formed, host_cpuid, Ram};
 
 const DEVICE: u64 = 0xfed0_0000;
 /// The pages raw inputs may hit: the scratch registers, the local APIC, the I/O APIC.
-const PAGES: [u64; 3] = [DEVICE, 0xfee0_0000, 0xfec0_0000];
+const PAGES: [u64; 3] = [DEVICE, lapic::DEFAULT_BASE, ioapic::DEFAULT_BASE];
 /// The register the model's accesses hit: 8 bytes into the 256.
 const REGISTER: u64 = DEVICE + 0x30;
 const RIP: u64 = 0x1000;

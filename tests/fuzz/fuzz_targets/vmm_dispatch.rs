@@ -129,8 +129,8 @@ const STRINGS: [&[u8]; 12] = [
 /// I/O APIC's page and the local APIC's.
 const MMIO_BASE: u64 = 0xfed0_0000;
 /// The local APIC's xAPIC page and the I/O APIC's window, as every VM has them.
-const LAPIC: u64 = 0xfee0_0000;
-const IOAPIC: u64 = 0xfec0_0000;
+const LAPIC: u64 = vmm_server::devices::lapic::DEFAULT_BASE;
+const IOAPIC: u64 = vmm_server::devices::ioapic::DEFAULT_BASE;
 
 #[derive(Arbitrary, Debug)]
 enum Op {

@@ -34,6 +34,9 @@ pub mod xsdt;
 #[cfg(test)]
 mod tests;
 
+use crate::devices::{ioapic, lapic};
+use crate::platform;
+
 pub use error::AcpiError;
 pub use fadt::{PmPorts, ResetRegister};
 pub use madt::{InterruptOverride, IoApic, Polarity, Trigger};
@@ -44,19 +47,20 @@ pub use madt::{InterruptOverride, IoApic, Polarity, Trigger};
 pub const STANDARD_BASE: u64 = 0xe_0000;
 /// The bytes of the BIOS area from [`STANDARD_BASE`] to 1 MiB.
 pub const STANDARD_REGION_LEN: usize = 0x2_0000;
-/// The local APICs' address (every CPU sees its own there).
-pub const LAPIC_ADDRESS: u32 = 0xfee0_0000;
-/// The IOAPIC at its PC address, inputs from GSI 0. Its ID is 0, the ID register's reset
-/// value; 64-bit Linux compares IOAPIC IDs only with other IOAPICs.
-pub const STANDARD_IOAPIC: IoApic = IoApic { id: 0, address: 0xfec0_0000, gsi_base: 0 };
+/// The local APICs' address (every CPU sees its own there): the model's page after reset.
+pub const LAPIC_ADDRESS: u32 = lapic::DEFAULT_BASE as u32;
+/// The IOAPIC at its PC address (the model's), inputs from GSI 0. Its ID is 0, the ID
+/// register's reset value; 64-bit Linux compares IOAPIC IDs only with other IOAPICs.
+pub const STANDARD_IOAPIC: IoApic =
+    IoApic { id: 0, address: ioapic::DEFAULT_BASE as u32, gsi_base: 0 };
 /// The SCI's ISA IRQ, as on a PIIX4.
 pub const SCI_IRQ: u8 = 9;
 /// The overrides every PC has: the PIT's IRQ 0 on IOAPIC input 2 (edge, active high, as
 /// the ISA bus is), and the SCI level-triggered, active high.
 pub const STANDARD_OVERRIDES: [InterruptOverride; 2] = [
     InterruptOverride {
-        isa_irq: 0,
-        gsi: 2,
+        isa_irq: platform::PIT_IRQ,
+        gsi: platform::PIT_GSI as u32,
         polarity: Polarity::Conforming,
         trigger: Trigger::Conforming,
     },

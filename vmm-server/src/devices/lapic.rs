@@ -48,7 +48,7 @@ pub const X2APIC_MSR_BASE: u32 = 0x800;
 /// The xAPIC page's size.
 pub const MMIO_SIZE: u64 = 0x1000;
 /// The current-count register's offset in the xAPIC page: the one read that shows time.
-pub const CURRENT_COUNT: u64 = 0x390;
+pub const CURRENT_COUNT: u64 = (registers::CURRENT_COUNT_INDEX as u64) << 4;
 /// The xAPIC page after reset.
 pub const DEFAULT_BASE: u64 = 0xfee0_0000;
 

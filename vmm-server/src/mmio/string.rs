@@ -14,14 +14,14 @@
 //! access to, would #PF, which needs CR2 to inject, so the VM stops naming the address.
 
 use protocols::vmexit::{ExitMessage, Gprs};
-use protocols::x86::{CR0_WP, RFLAGS_DF};
+use protocols::x86::RFLAGS_DF;
 
 use super::decode::{Gpr, Part, StringKind, StringOp};
 use super::fetch::FetchError;
 use super::MmioError;
 use crate::bus::{Bus, DeviceMap};
 use crate::guest_memory::GuestMemory;
-use crate::paging::{translate, PageFault, PagingMode, TranslateError};
+use crate::paging::{translate_access, AccessError, DataAccess, PagingMode};
 use crate::reply::ReplyBuilder;
 
 /// Elements a REP string instruction moves per exit: few enough that interrupts wait
@@ -171,19 +171,13 @@ impl Guest<'_> {
             let at = if self.bits64 { at } else { at & 0xffff_ffff };
             let chunk = (PAGE.wrapping_sub(at & PAGE_OFFSET) as usize).min(len.wrapping_sub(done));
             let end = done.wrapping_add(chunk);
-            let user = self.msg.cpl == 3;
-            let write = matches!(dir, Dir::Write(_));
-            let t = translate(&*mem, self.mode, self.cr3, at).map_err(|e| match e {
-                TranslateError::NotPresent { .. } => {
-                    MmioError::PageFault(PageFault::new(at, false, write, user))
-                }
-                TranslateError::Memory(m) => MmioError::Data(FetchError::Memory { gpa: m.gpa }),
-            })?;
-            let wp = user || self.msg.cr0 & CR0_WP != 0;
-            if (user && !t.user) || (write && wp && !t.writable) {
-                return Err(MmioError::PageFault(PageFault::new(at, true, write, user)));
-            }
-            let device = bus.resolve(t.gpa, chunk).is_some();
+            let access = DataAccess::new(matches!(dir, Dir::Write(_)), self.msg.cpl, self.msg.cr0);
+            let gpa =
+                translate_access(&*mem, self.mode, self.cr3, at, access).map_err(|e| match e {
+                    AccessError::PageFault(pf) => MmioError::PageFault(pf),
+                    AccessError::Memory(m) => MmioError::Data(FetchError::Memory { gpa: m.gpa }),
+                })?;
+            let device = bus.resolve(gpa, chunk).is_some();
             let memory = |e: crate::guest_memory::MemoryError| {
                 MmioError::Data(FetchError::Memory { gpa: e.gpa })
             };
@@ -191,17 +185,17 @@ impl Guest<'_> {
                 Dir::Read(d) => {
                     let part = d.get_mut(done..end).unwrap_or_default();
                     if device {
-                        bus.read(devices, t.gpa, part);
+                        bus.read(devices, gpa, part);
                     } else {
-                        mem.read(t.gpa, part).map_err(memory)?;
+                        mem.read(gpa, part).map_err(memory)?;
                     }
                 }
                 Dir::Write(d) => {
                     let part = d.get(done..end).unwrap_or_default();
                     if device {
-                        bus.write(devices, t.gpa, part);
+                        bus.write(devices, gpa, part);
                     } else {
-                        mem.write(t.gpa, part).map_err(memory)?;
+                        mem.write(gpa, part).map_err(memory)?;
                     }
                 }
             }

@@ -20,6 +20,9 @@ pub(super) const ICR_LOW_MASK: u32 = 0x000c_cfff;
 /// 20-31; bit 12 (delivery status, gone in x2APIC) is ignored, as KVM does.
 pub(super) const X2APIC_ICR_RESERVED: u32 = 0xfff3_2000;
 
+/// The current-count register's index (xAPIC offset / 16, x2APIC MSR - 0x800).
+pub(super) const CURRENT_COUNT_INDEX: u32 = 0x39;
+
 /// Delivery modes (LVT and ICR bits 10:8).
 pub(super) const MODE_FIXED: u32 = 0;
 pub(super) const MODE_LOWEST: u32 = 1;
@@ -169,7 +172,7 @@ impl Reg {
             0x36 => Self::Lvt(Lvt::Lint1),
             0x37 => Self::Lvt(Lvt::Error),
             0x38 => Self::InitialCount,
-            0x39 => Self::CurrentCount,
+            CURRENT_COUNT_INDEX => Self::CurrentCount,
             0x3e => Self::DivideConfig,
             0x3f => Self::SelfIpi,
             _ => return None,

@@ -12,7 +12,7 @@ use crate::dispatch::RunState;
 use crate::guest_memory::GuestMemory;
 use protocols::vcpu_page::Clock;
 
-const APIC: u64 = 0xfee0_0000;
+const APIC: u64 = crate::devices::lapic::DEFAULT_BASE;
 /// Where each test instruction is placed.
 const RIP: u64 = 0x1000;
 
