@@ -208,9 +208,9 @@ pub fn start_root_task<S: Store>(
     hand_over_devices(k, rt.cnode, rt.irq_node);
     let t = k.store.tcb(rt.tcb);
     t.root_task = true;
-    t.priority = protocols::bootinfo::ROOT_PRIORITY;
+    t.sched.priority = protocols::bootinfo::ROOT_PRIORITY;
     t.context = UserContext::new_user(rt.entry, rt.stack);
-    t.state = ThreadState::Ready;
+    t.sched.state = ThreadState::Ready;
     k.vspaces.add(rt.vspace, rt.pool, rt.pool_pages)?;
     k.current = rt.tcb;
     Ok((count, bytes))

@@ -12,6 +12,7 @@
 use crate::cap::Cap;
 use crate::cnode::SLOT_BITS;
 use crate::endpoint::EndpointState;
+use crate::schedulable::Kind;
 use crate::state::Kernel;
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
@@ -85,7 +86,7 @@ impl<S: Store> Kernel<S> {
     /// before it (an equal, which the slow path would run first), and it can run.
     #[inline(always)]
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
-        let prio = self.store.tcb(tcb).priority;
+        let prio = self.store.sched(tcb).priority;
         (!self.sched.any_at_or_above(prio) || planted!(FastpathIgnoresPriority))
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
@@ -136,6 +137,9 @@ impl<S: Store> Kernel<S> {
     fn fast_deliver_call(&mut self, cur: u64, ep: u64, badge: u64, info: MsgInfo) -> bool {
         let Some(receiver) = self.fast_take_receiver(ep) else { return false };
         self.fast_copy(cur, receiver, badge, info);
+        // The caller's status is success from here on, as the slow path leaves it: a
+        // caller suspended before the reply resumes with 0, not its syscall number.
+        self.store.tcb(cur).context.rax = 0;
         self.fast_call_delivered(cur, receiver);
         true
     }
@@ -149,7 +153,7 @@ impl<S: Store> Kernel<S> {
             return None;
         }
         let receiver = e.queue.head;
-        if self.store.tcb(receiver).state != (ThreadState::BlockedRecv { ep })
+        if self.store.sched(receiver).state != (ThreadState::BlockedRecv { ep })
             || !self.fast_can_switch_to(receiver)
         {
             return None;
@@ -164,30 +168,27 @@ impl<S: Store> Kernel<S> {
         Some(receiver)
     }
 
-    /// `cur`'s call reached `receiver`, which runs now; `cur` waits for the reply.
+    /// `cur`'s call (a thread's, or a vCPU's exit) reached `receiver`, which runs now;
+    /// `cur` waits for the reply.
     #[inline(always)]
     fn fast_call_delivered(&mut self, cur: u64, receiver: u64) {
-        // The caller's status is success from here on, as the slow path leaves it: a
-        // caller suspended before the reply resumes with 0, not its syscall number.
-        let c = self.store.tcb(cur);
-        c.context.rax = 0;
-        c.state = ThreadState::BlockedReply { server: receiver };
-        let r = self.store.tcb(receiver);
+        self.store.sched(cur).state = ThreadState::BlockedReply { server: receiver };
+        let r = self.store.sched(receiver);
         r.caller = cur;
         r.state = ThreadState::Ready;
         self.current = receiver;
     }
 
     fn fast_reply_recv(&mut self, cur: u64, cptr: u64, info: MsgInfo) -> FastPath {
-        let caller = self.store.tcb(cur).caller;
+        let caller = self.store.sched(cur).caller;
         if caller == 0 {
             return FastPath::Declined;
         }
-        let c = self.store.tcb(caller);
+        let c = self.store.sched(caller);
         if c.state != (ThreadState::BlockedReply { server: cur }) || c.message.is_some() {
             return FastPath::Declined;
         }
-        if c.vcpu {
+        if c.kind == Kind::VCpu {
             return self.fast_reply_vcpu(cur, caller, cptr);
         }
         let Some((ep, _)) = self.fast_endpoint(cptr, Rights::READ) else {
@@ -212,7 +213,7 @@ impl<S: Store> Kernel<S> {
             return FastPath::Declined;
         };
         let e = *self.store.endpoint(ep);
-        let prio = self.store.tcb(vcpu).priority;
+        let prio = self.store.sched(vcpu).priority;
         if e.state == EndpointState::Sending
             || self.sched.any_at_or_above(prio)
             || !self.runnable(vcpu)
@@ -229,12 +230,12 @@ impl<S: Store> Kernel<S> {
     /// The replier `cur` waits on `ep` (whose queue was `q`) and `caller` runs.
     #[inline(always)]
     fn fast_wait(&mut self, cur: u64, caller: u64, ep: u64, mut q: crate::queue::ThreadQueue) {
-        self.store.tcb(caller).state = ThreadState::Ready;
+        self.store.sched(caller).state = ThreadState::Ready;
         q.push(&mut self.store, cur);
         let e = self.store.endpoint(ep);
         e.queue = q;
         e.state = EndpointState::Receiving;
-        let t = self.store.tcb(cur);
+        let t = self.store.sched(cur);
         t.caller = 0;
         t.state = ThreadState::BlockedRecv { ep };
         self.current = caller;
@@ -300,7 +301,7 @@ mod tests {
         step(&mut t, [Syscall::ReplyRecv as u64, 20, MsgInfo::new(6, 1).to_raw(), 99, 98, 97, 96]);
         assert_eq!(t.k.current, ROOT_TCB);
         let regs = vec![t.regs(ROOT_TCB), t.regs(server)];
-        let states = vec![t.k.store.tcb(ROOT_TCB).state, t.k.store.tcb(server).state];
+        let states = vec![t.k.store.sched(ROOT_TCB).state, t.k.store.sched(server).state];
         (took_fast, regs, states)
     }
 
@@ -329,7 +330,7 @@ mod tests {
             assert_eq!(t.k.current, server);
             t.invoke(slot::TCB, Invocation::TcbSuspend, &[]);
             t.invoke(slot::TCB, Invocation::TcbResume, &[]);
-            assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
+            assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Ready);
             assert_eq!(t.k.store.tcb(ROOT_TCB).context.rax, 0, "fastpath: {fast}");
         }
     }

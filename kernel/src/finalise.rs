@@ -23,7 +23,7 @@
 use crate::cap::Cap;
 use crate::cnode::{self, SLOT_BITS};
 use crate::state::Kernel;
-use crate::store::{Store, TcbSlot, TCB_SLOTS_OFFSET, VCPU_PASS_SLOTS};
+use crate::store::{Store, TcbSlot, TCB_SLOTS_OFFSET, VCPU_SLOTS, VCPU_SLOTS_OFFSET};
 
 /// Steps of deletion work (a slot emptied or a descendant revoked) one kernel entry may
 /// do: a few tens of thousands of instructions, well under a tick.
@@ -82,9 +82,7 @@ impl<S: Store> Kernel<S> {
             Cap::Zombie { .. } | Cap::Null => return,
             Cap::CNode { addr, radix } => Some((addr, 1u32 << radix)),
             Cap::Tcb { addr } => Some((addr + TCB_SLOTS_OFFSET, TcbSlot::ALL.len() as u32)),
-            Cap::VCpu { addr } => {
-                Some((addr + TCB_SLOTS_OFFSET, (TcbSlot::ALL.len() + VCPU_PASS_SLOTS) as u32))
-            }
+            Cap::VCpu { addr } => Some((addr + VCPU_SLOTS_OFFSET, VCPU_SLOTS as u32)),
             _ => None,
         };
         if let Some((first, count)) = slots {

@@ -96,7 +96,7 @@ impl<S: Store> Kernel<S> {
                 Ok(Done::Value(0))
             }
             (Invocation::TcbResume, Cap::Tcb { addr }) => {
-                if self.store.tcb(addr).state == ThreadState::Inactive {
+                if self.store.sched(addr).state == ThreadState::Inactive {
                     self.make_ready(addr);
                 }
                 Ok(Done::Value(0))
@@ -112,11 +112,11 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::TcbSetPriority, Cap::Tcb { addr }) => {
                 need(1)?;
-                let own = self.store.tcb(self.current).priority;
+                let own = self.store.sched(self.current).priority;
                 let prio =
                     u8::try_from(w[0]).ok().filter(|p| *p <= own).ok_or(Error::NotPermitted)?;
                 let queued = self.sched.unlink(&mut self.store, addr);
-                self.store.tcb(addr).priority = prio;
+                self.store.sched(addr).priority = prio;
                 if queued {
                     self.sched.enqueue(&mut self.store, addr);
                 }
@@ -305,7 +305,7 @@ impl<S: Store> Kernel<S> {
                 _ => return Err(Error::WrongType),
             }
         };
-        if self.store.tcb(tcb).state != ThreadState::Inactive {
+        if self.store.sched(tcb).state != ThreadState::Inactive {
             return Err(Error::NotPermitted);
         }
         // The TCB holds its own copies, so revoking the originals also unbinds it. The old
@@ -412,7 +412,7 @@ impl<S: Store> Kernel<S> {
 
     /// Stop a thread: out of every queue, no longer runnable.
     pub(crate) fn suspend(&mut self, tcb: u64) {
-        match self.store.tcb(tcb).state {
+        match self.store.sched(tcb).state {
             ThreadState::Ready => {
                 self.sched.unlink(&mut self.store, tcb);
             }
@@ -431,8 +431,8 @@ impl<S: Store> Kernel<S> {
                 self.store.notification(ntfn).waiters = q;
             }
             ThreadState::BlockedReply { server } => {
-                if server != 0 && self.store.tcb(server).caller == tcb {
-                    self.store.tcb(server).caller = 0;
+                if server != 0 && self.store.sched(server).caller == tcb {
+                    self.store.sched(server).caller = 0;
                 }
             }
             ThreadState::BlockedSavedReply { reply } => {
@@ -443,13 +443,13 @@ impl<S: Store> Kernel<S> {
             ThreadState::Inactive => {}
         }
         // Whoever waits for this thread's reply learns that it is gone.
-        let caller = core::mem::take(&mut self.store.tcb(tcb).caller);
+        let caller = core::mem::take(&mut self.store.sched(tcb).caller);
         if caller != 0 {
             self.release(caller, Error::ObjectDeleted as u64);
         }
         // What the kernel was to send for it (a fault, its last word) goes with it.
-        self.store.tcb(tcb).message = None;
-        self.store.tcb(tcb).state = ThreadState::Inactive;
+        self.store.sched(tcb).message = None;
+        self.store.sched(tcb).state = ThreadState::Inactive;
     }
 
     /// Replace the capability the kernel holds in `slot` (a TCB's own slot, an IRQ

@@ -10,6 +10,7 @@ use crate::cap::Cap;
 use crate::cnode;
 use crate::endpoint::EndpointState;
 use crate::kernel_message::KernelMessage;
+use crate::schedulable::Kind;
 use crate::state::{Done, Kernel, Platform};
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
@@ -68,9 +69,13 @@ impl<S: Store> Kernel<S> {
                 }
                 self.transfer(cur, receiver, badge, grant);
                 if call {
-                    self.store.tcb(cur).context.rax = 0;
-                    self.store.tcb(cur).state = ThreadState::BlockedReply { server: receiver };
-                    self.store.tcb(receiver).caller = cur;
+                    // Only a thread's own call has a status: one the kernel made for it
+                    // (a fault, a vCPU's exit) leaves its registers as they were.
+                    if self.store.sched(cur).message.is_none() {
+                        self.store.tcb(cur).context.rax = 0;
+                    }
+                    self.store.sched(cur).state = ThreadState::BlockedReply { server: receiver };
+                    self.store.sched(receiver).caller = cur;
                 } else {
                     self.release(cur, 0);
                 }
@@ -83,7 +88,7 @@ impl<S: Store> Kernel<S> {
             self.store.tcb(cur).context.rax = 0;
             return;
         }
-        self.store.tcb(cur).state = ThreadState::BlockedSend { ep, badge, call, grant };
+        self.store.sched(cur).state = ThreadState::BlockedSend { ep, badge, call, grant };
         let mut q = e.queue;
         q.push(&mut self.store, cur);
         let e = self.store.endpoint(ep);
@@ -94,14 +99,8 @@ impl<S: Store> Kernel<S> {
     /// Send `message` for `tcb` on `ep`: a fault as a call (it waits for the reply that
     /// resumes it), its last word as a blocking one-way send (it stops once delivered).
     pub(crate) fn send_message(&mut self, tcb: u64, ep: u64, badge: u64, message: KernelMessage) {
-        self.store.tcb(tcb).message = Some(message);
+        self.store.sched(tcb).message = Some(message);
         self.send_as(tcb, ep, badge, message.awaits_reply());
-    }
-
-    /// Block the vCPU `v` on its exit endpoint `ep` with the exit message set up in its
-    /// registers, as a call.
-    pub(crate) fn send_vcpu_exit(&mut self, v: u64, ep: u64, badge: u64) {
-        self.send_as(v, ep, badge, true);
     }
 
     /// A blocking send on `ep` made by the kernel for `tcb`.
@@ -113,16 +112,19 @@ impl<S: Store> Kernel<S> {
     }
 
     /// A one-way send of `sender` completed, or what it waited on went away (`status`):
-    /// it runs on with `status` in `rax`, unless the message was the kernel's last word
-    /// for it (an exit, a VMX failure), after which it stays inactive.
+    /// a thread's own send runs on with `status` in `rax`; after the kernel's last word
+    /// for it (an exit, a VMX failure) it stays inactive; a fault or a vCPU's exit that
+    /// lost its endpoint or its server runs on as it was, and meets its fault or exit
+    /// again.
     pub(crate) fn release(&mut self, sender: u64, status: u64) {
-        let t = self.store.tcb(sender);
-        match t.message.take() {
-            Some(m) if !m.awaits_reply() => t.state = ThreadState::Inactive,
-            _ => {
-                t.context.rax = status;
+        let s = self.store.sched(sender);
+        match (s.message.take(), s.kind) {
+            (Some(m), _) if !m.awaits_reply() => s.state = ThreadState::Inactive,
+            (None, Kind::Thread) => {
+                self.store.tcb(sender).context.rax = status;
                 self.make_ready(sender);
             }
+            _ => self.make_ready(sender),
         }
     }
 
@@ -168,7 +170,7 @@ impl<S: Store> Kernel<S> {
                 let mut q = n.waiters;
                 q.push(&mut self.store, cur);
                 self.store.notification(addr).waiters = q;
-                self.store.tcb(cur).state = ThreadState::BlockedNotification { ntfn: addr };
+                self.store.sched(cur).state = ThreadState::BlockedNotification { ntfn: addr };
                 Ok(Done::Handled)
             }
             _ => Err(Error::WrongType),
@@ -187,14 +189,14 @@ impl<S: Store> Kernel<S> {
                     e.state = EndpointState::Idle;
                 }
                 let ThreadState::BlockedSend { badge, call, grant, .. } =
-                    self.store.tcb(sender).state
+                    self.store.sched(sender).state
                 else {
                     return;
                 };
                 self.transfer(sender, cur, badge, grant);
                 if call {
-                    self.store.tcb(sender).state = ThreadState::BlockedReply { server: cur };
-                    self.store.tcb(cur).caller = sender;
+                    self.store.sched(sender).state = ThreadState::BlockedReply { server: cur };
+                    self.store.sched(cur).caller = sender;
                 } else {
                     self.release(sender, 0);
                 }
@@ -211,16 +213,16 @@ impl<S: Store> Kernel<S> {
         let e = self.store.endpoint(ep);
         e.queue = q;
         e.state = EndpointState::Receiving;
-        self.store.tcb(cur).state = ThreadState::BlockedRecv { ep };
+        self.store.sched(cur).state = ThreadState::BlockedRecv { ep };
     }
 
     /// Reply to the current thread's caller, if it still waits. A vCPU's reply is a
     /// VMCS-write batch; a refused one is the replier's error.
     pub(crate) fn reply(&mut self) -> Result<(), Error> {
         let cur = self.current;
-        let caller = core::mem::take(&mut self.store.tcb(cur).caller);
+        let caller = core::mem::take(&mut self.store.sched(cur).caller);
         if caller == 0
-            || self.store.tcb(caller).state != (ThreadState::BlockedReply { server: cur })
+            || self.store.sched(caller).state != (ThreadState::BlockedReply { server: cur })
         {
             return Ok(());
         }
@@ -231,13 +233,14 @@ impl<S: Store> Kernel<S> {
     /// a Reply object), the current thread's message and make it runnable.
     pub(crate) fn answer(&mut self, caller: u64) -> Result<(), Error> {
         let cur = self.current;
-        if self.store.tcb(caller).vcpu {
+        let kernel_sent = self.store.sched(caller).message.take().is_some();
+        if self.store.sched(caller).kind == Kind::VCpu {
             return self.vcpu_reply(caller).map_err(|(e, code, field)| {
                 self.refusal = Some([code, field, 0]);
                 e
             });
         }
-        if self.store.tcb(caller).message.take().is_some() {
+        if kernel_sent {
             // A faulted thread resumes with its own registers; the handler may move it on.
             let c = self.store.tcb(cur).context;
             let info = MsgInfo::from_raw(c.rsi).unwrap_or_default();
@@ -271,24 +274,13 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// Copy a message from `from`'s registers (or the kernel's message for it) to `to`'s.
+    /// Copy a message from `from`'s registers (or the kernel's message for it) to the
+    /// thread `to`'s.
     fn transfer(&mut self, from: u64, to: u64, badge: u64, grant: bool) {
-        let f = self.store.tcb(from).context;
-        let pending = self.store.tcb(from).message;
-        let (mut out, words) = match pending {
+        let (out, words) = match self.store.sched(from).message {
             Some(m) => m.encode(),
-            None => {
-                let info = MsgInfo::from_raw(f.rsi).unwrap_or_default();
-                (MsgInfo::new(info.label, info.len), [f.rdx, f.r10, f.r8, f.r9])
-            }
+            None => self.thread_message(from, to, grant),
         };
-        let wants_cap = MsgInfo::from_raw(f.rsi).is_some_and(|i| i.grant);
-        if grant && wants_cap && pending.is_none() {
-            out.grant = self.transfer_cap(from, f.r12, to).is_ok();
-        }
-        if out.is_long() {
-            out.len = self.copy_long_message(from, to, out.len);
-        }
         let n = usize::from(out.len);
         let mut w = [0u64; 4];
         for (dst, src) in w.iter_mut().zip(words).take(n) {
@@ -299,6 +291,21 @@ impl<S: Store> Kernel<S> {
         t.rdi = badge;
         t.rsi = out.to_raw();
         [t.rdx, t.r10, t.r8, t.r9] = w;
+    }
+
+    /// The message the thread `from` sends from its own registers, with the capability it
+    /// transfers (if `grant` allows) and the words beyond the registers moved to `to`.
+    fn thread_message(&mut self, from: u64, to: u64, grant: bool) -> (MsgInfo, [u64; 4]) {
+        let f = self.store.tcb(from).context;
+        let info = MsgInfo::from_raw(f.rsi).unwrap_or_default();
+        let mut out = MsgInfo::new(info.label, info.len);
+        if grant && info.grant {
+            out.grant = self.transfer_cap(from, f.r12, to).is_ok();
+        }
+        if out.is_long() {
+            out.len = self.copy_long_message(from, to, out.len);
+        }
+        (out, [f.rdx, f.r10, f.r8, f.r9])
     }
 
     /// Copy the capability in `from`'s slot `src` into `to`'s slot (its `r13`).

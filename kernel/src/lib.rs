@@ -49,6 +49,7 @@ pub mod reply;
 #[cfg(test)]
 mod reply_tests;
 pub mod sched;
+pub mod schedulable;
 pub mod state;
 pub mod store;
 #[cfg(test)]

@@ -128,7 +128,7 @@ mod bare {
             Ok(l) => l,
             Err(e) => {
                 kprintln!("kernel: init {e}");
-                crate::no_runnable_thread()
+                crate::arch::x86_64::run_loop::no_runnable_thread()
             }
         };
         const POOL_BITS: u8 = 18;
@@ -201,15 +201,6 @@ mod bare {
     }
 }
 
-/// Nothing is left to run: say so and stop the machine with a failing verdict (a healthy
-/// system ends through the root task's shutdown call).
-#[cfg(target_os = "none")]
-pub fn no_runnable_thread() -> ! {
-    end_driver_line();
-    kprintln!("kernel: no runnable thread left; halting");
-    arch::x86_64::exit::exit(false)
-}
-
 /// The kernel state, created at boot.
 #[cfg(target_os = "none")]
 static KERNEL: spin::Mutex<Option<kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>>> =
@@ -231,82 +222,6 @@ pub fn with_kernel<R>(
     }
 }
 
-/// Act on what the kernel decided after a syscall or trap.
-#[cfg(target_os = "none")]
-pub fn resume(
-    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
-    next: kernel::state::Next,
-) {
-    arch::x86_64::vcpu_run::flush(k);
-    run_next(k, next);
-}
-
-/// [`resume`] for a caller that has nothing to flush first or whose next step flushes
-/// itself (entering a vCPU does).
-#[cfg(target_os = "none")]
-pub fn run_next(
-    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
-    mut next: kernel::state::Next,
-) {
-    use arch::x86_64::{cpu, thread, vcpu_run};
-    use core::sync::atomic::Ordering::Relaxed;
-    use kernel::state::Next;
-    use kernel::store::Store;
-    loop {
-        match next {
-            // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
-            // interrupt that came meanwhile may wake a driver).
-            Next::Run if k.store.tcb(k.current).vcpu => {
-                next = vcpu_run::run(k);
-                next = deliver_interrupts(k, next);
-            }
-            Next::Run => return thread::activate(k),
-            // Every thread waits. If a driver waits for its device, sleep until an
-            // interrupt; otherwise nothing can ever run again.
-            Next::Idle => {
-                thread::deactivate();
-                if !k.irqs.armed() {
-                    no_runnable_thread()
-                }
-                cpu::wait_for_interrupt();
-                // Ticks that woke the CPU while nothing ran preempt nobody.
-                vcpu_run::TICK.store(false, Relaxed);
-                next = deliver_interrupts(k, next);
-            }
-            Next::Shutdown(status) => {
-                end_driver_line();
-                kprintln!("kernel: shutdown requested by the root task: {status:?}");
-                kprintln!(
-                    "kernel: deepest kernel stack use {} of {} bytes (boot: {})",
-                    arch::x86_64::stacks::deepest_use(),
-                    arch::x86_64::stacks::KERNEL_STACK,
-                    arch::x86_64::stacks::boot_use(),
-                );
-                arch::x86_64::exit_trace::report();
-                vcpu_run::shutdown();
-                arch::x86_64::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
-            }
-        }
-    }
-}
-
-/// Deliver the device interrupts taken since they were last delivered (they are noted
-/// in the trap handler, which cannot reach the kernel state) and pick who runs next: a
-/// woken driver may outrank the thread that was to run. Interrupts are only taken in ring
-/// 3, while idle or while a guest runs, so only those paths call this.
-#[cfg(target_os = "none")]
-#[inline]
-pub fn deliver_interrupts(
-    k: &mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>,
-    next: kernel::state::Next,
-) -> kernel::state::Next {
-    let irqs = arch::x86_64::trap::take_pending_irqs();
-    if irqs == 0 || matches!(next, kernel::state::Next::Shutdown(_)) {
-        return next;
-    }
-    k.interrupts(&mut Console, irqs)
-}
-
 /// The machine as the kernel's logic sees it: `DebugWrite`'s console, ports, IRQ lines.
 #[cfg(target_os = "none")]
 pub struct Console;
@@ -319,7 +234,7 @@ static SHARED: spin::Mutex<kernel::console_share::SharedConsole> =
 /// Before the kernel's closing lines: end a console driver's half-sent line, so they
 /// start on a line of their own.
 #[cfg(target_os = "none")]
-fn end_driver_line() {
+pub fn end_driver_line() {
     // `try_lock`: a panic may have struck while the lock was held.
     let end = SHARED.try_lock().map(|mut s| s.end_driver_line()).unwrap_or_default();
     arch::x86_64::serial::Serial::write_bytes(end);

@@ -20,10 +20,10 @@ impl ThreadQueue {
 
     /// Append `tcb`.
     pub fn push(&mut self, store: &mut impl Store, tcb: u64) {
-        store.tcb(tcb).next = 0;
+        store.sched(tcb).next = 0;
         match self.tail {
             0 => self.head = tcb,
-            last => store.tcb(last).next = tcb,
+            last => store.sched(last).next = tcb,
         }
         self.tail = tcb;
     }
@@ -34,11 +34,11 @@ impl ThreadQueue {
         if tcb == 0 {
             return None;
         }
-        self.head = store.tcb(tcb).next;
+        self.head = store.sched(tcb).next;
         if self.head == 0 {
             self.tail = 0;
         }
-        store.tcb(tcb).next = 0;
+        store.sched(tcb).next = 0;
         Some(tcb)
     }
 
@@ -47,20 +47,20 @@ impl ThreadQueue {
         let (mut prev, mut cur) = (0u64, self.head);
         while cur != 0 && cur != tcb {
             prev = cur;
-            cur = store.tcb(cur).next;
+            cur = store.sched(cur).next;
         }
         if cur == 0 {
             return false;
         }
-        let next = store.tcb(tcb).next;
+        let next = store.sched(tcb).next;
         match prev {
             0 => self.head = next,
-            prev => store.tcb(prev).next = next,
+            prev => store.sched(prev).next = next,
         }
         if self.tail == tcb {
             self.tail = prev;
         }
-        store.tcb(tcb).next = 0;
+        store.sched(tcb).next = 0;
         true
     }
 }

@@ -25,17 +25,17 @@ impl<S: Store> Kernel<S> {
     /// `reply`.
     pub(crate) fn reply_save(&mut self, reply: u64) -> Result<Done, Error> {
         let cur = self.current;
-        let caller = self.store.tcb(cur).caller;
+        let caller = self.store.sched(cur).caller;
         if caller == 0
-            || self.store.tcb(caller).state != (ThreadState::BlockedReply { server: cur })
+            || self.store.sched(caller).state != (ThreadState::BlockedReply { server: cur })
         {
             return Err(Error::WouldBlock);
         }
         if self.store.reply(reply).caller != 0 {
             return Err(Error::InUse);
         }
-        self.store.tcb(cur).caller = 0;
-        self.store.tcb(caller).state = ThreadState::BlockedSavedReply { reply };
+        self.store.sched(cur).caller = 0;
+        self.store.sched(caller).state = ThreadState::BlockedSavedReply { reply };
         self.store.reply(reply).caller = caller;
         Ok(Done::Value(0))
     }
@@ -61,7 +61,7 @@ impl<S: Store> Kernel<S> {
     fn take_saved_caller(&mut self, reply: u64) -> Option<u64> {
         let caller = core::mem::take(&mut self.store.reply(reply).caller);
         let waits = caller != 0
-            && self.store.tcb(caller).state == (ThreadState::BlockedSavedReply { reply });
+            && self.store.sched(caller).state == (ThreadState::BlockedSavedReply { reply });
         waits.then_some(caller)
     }
 }

@@ -57,8 +57,8 @@ fn a_saved_reply_is_answered_later_and_by_another_thread() {
     let (mut t, server, client) = served_root(true);
     let r = reply_addr(&mut t);
     assert_eq!(t.invoke(REPLY, Invocation::ReplySave, &[]), 0);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::BlockedSavedReply { reply: r });
-    assert_eq!(t.k.store.tcb(server).caller, 0, "the server owes nothing directly now");
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::BlockedSavedReply { reply: r });
+    assert_eq!(t.k.store.sched(server).caller, 0, "the server owes nothing directly now");
     // Nothing more is owed, so a second save has nothing to take.
     assert_eq!(t.invoke(REPLY, Invocation::ReplySave, &[]), Error::WouldBlock as u64);
     // The server waits again; the client runs and calls.
@@ -84,8 +84,8 @@ fn a_saved_reply_is_answered_later_and_by_another_thread() {
     // An empty object: the send is accepted and wakes nobody.
     t.sys(Syscall::Send as u64, [REPLY, MsgInfo::new(9, 1).to_raw(), 1, 0, 0, 0]);
     assert_eq!(t.regs(ROOT_TCB)[0], 0);
-    assert_eq!(t.k.store.tcb(client).state, ThreadState::Ready);
-    assert!(matches!(t.k.store.tcb(server).state, ThreadState::BlockedRecv { .. }));
+    assert_eq!(t.k.store.sched(client).state, ThreadState::Ready);
+    assert!(matches!(t.k.store.sched(server).state, ThreadState::BlockedRecv { .. }));
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn deleting_the_reply_object_releases_the_caller() {
     let (mut t, server, _) = served_root(false);
     assert_eq!(t.invoke(REPLY, Invocation::ReplySave, &[]), 0);
     assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeDelete, &[REPLY]), 0);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Ready);
     assert_eq!(t.regs(ROOT_TCB)[0], Error::ObjectDeleted as u64);
     assert_eq!(t.k.current, server, "the release does not preempt the deleter");
 }
@@ -104,7 +104,7 @@ fn a_suspended_caller_leaves_the_object_empty() {
     let r = reply_addr(&mut t);
     assert_eq!(t.invoke(REPLY, Invocation::ReplySave, &[]), 0);
     assert_eq!(t.invoke(slot::TCB, Invocation::TcbSuspend, &[]), 0);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Inactive);
     assert_eq!(t.k.store.reply(r).caller, 0);
     // Resumed, it calls again and can be served through the same object.
     assert_eq!(t.invoke(slot::TCB, Invocation::TcbResume, &[]), 0);

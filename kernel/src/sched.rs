@@ -21,7 +21,7 @@ impl Default for Scheduler {
 impl Scheduler {
     /// Mark `tcb` ready and append it to its priority's queue.
     pub fn enqueue(&mut self, store: &mut impl Store, tcb: u64) {
-        let t = store.tcb(tcb);
+        let t = store.sched(tcb);
         t.state = ThreadState::Ready;
         let p = usize::from(t.priority);
         self.queues[p].push(store, tcb);
@@ -67,7 +67,7 @@ impl Scheduler {
 
     /// Remove `tcb` from its run queue if it is in one.
     pub fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
-        let p = usize::from(store.tcb(tcb).priority);
+        let p = usize::from(store.sched(tcb).priority);
         let removed = self.queues[p].remove(store, tcb);
         self.update(p);
         removed
@@ -91,7 +91,7 @@ mod tests {
         let mut s = FakeStore::default();
         let mut q = Scheduler::default();
         for (addr, prio) in [(0x1000, 10), (0x2000, 200), (0x3000, 10), (0x4000, 0)] {
-            s.tcb(addr).priority = prio;
+            s.sched(addr).priority = prio;
             q.enqueue(&mut s, addr);
         }
         assert_eq!(q.highest(), Some(200));
@@ -108,7 +108,7 @@ mod tests {
             let mut q = Scheduler::default();
             for (i, p) in prios.iter().enumerate() {
                 let tcb = 0x1000 * (i as u64 + 1);
-                s.tcb(tcb).priority = *p;
+                s.sched(tcb).priority = *p;
                 q.enqueue(&mut s, tcb);
             }
             for prio in 0..=255u8 {
@@ -130,7 +130,7 @@ mod tests {
     fn unlinking_the_last_clears_the_priority() {
         let mut s = FakeStore::default();
         let mut q = Scheduler::default();
-        s.tcb(0x1000).priority = 70;
+        s.sched(0x1000).priority = 70;
         q.enqueue(&mut s, 0x1000);
         assert!(q.unlink(&mut s, 0x1000));
         assert_eq!(q.highest(), None);

@@ -9,6 +9,7 @@ use crate::cnode::SLOT_BITS;
 use crate::irq::IrqTable;
 use crate::kernel_message::KernelMessage;
 use crate::sched::Scheduler;
+use crate::schedulable::Kind;
 use crate::store::{tcb_slot, Store, TcbSlot};
 use crate::tcb::ThreadState;
 use crate::vspace::VSpaces;
@@ -157,7 +158,7 @@ impl<S: Store> Kernel<S> {
         if tcb != self.current {
             self.sched.enqueue(&mut self.store, tcb);
         } else {
-            self.store.tcb(tcb).state = ThreadState::Ready;
+            self.store.sched(tcb).state = ThreadState::Ready;
         }
     }
 
@@ -165,11 +166,11 @@ impl<S: Store> Kernel<S> {
     /// no thread of higher priority waits.
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
-        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready && !self.runnable(cur) {
-            self.store.tcb(cur).state = ThreadState::Inactive;
+        if cur != 0 && self.store.sched(cur).state == ThreadState::Ready && !self.runnable(cur) {
+            self.store.sched(cur).state = ThreadState::Inactive;
         }
-        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready {
-            let prio = self.store.tcb(cur).priority;
+        if cur != 0 && self.store.sched(cur).state == ThreadState::Ready {
+            let prio = self.store.sched(cur).priority;
             match self.sched.highest() {
                 Some(p) if p > prio => self.sched.enqueue(&mut self.store, cur),
                 _ => return Next::Run,
@@ -179,30 +180,29 @@ impl<S: Store> Kernel<S> {
         while let Some(next) = self.sched.dequeue(&mut self.store) {
             if self.runnable(next) {
                 self.current = next;
-                self.store.tcb(next).state = ThreadState::Ready;
+                self.store.sched(next).state = ThreadState::Ready;
                 return Next::Run;
             }
-            self.store.tcb(next).state = ThreadState::Inactive;
+            self.store.sched(next).state = ThreadState::Inactive;
         }
         Next::Idle
     }
 
-    /// A thread whose address space was revoked cannot run; a vCPU needs its guest
-    /// space and a VMCS.
-    pub(crate) fn runnable(&mut self, tcb: u64) -> bool {
-        if self.store.tcb(tcb).vcpu {
-            return matches!(
-                self.store.slot(tcb_slot(tcb, TcbSlot::CSpace)).cap,
-                Cap::GuestSpace { .. }
-            ) && self.store.vcpu(tcb).started;
+    /// Whether `t` may run: a thread whose address space was revoked cannot; a vCPU has
+    /// its own rule ([`Self::vcpu_runnable`]).
+    pub(crate) fn runnable(&mut self, t: u64) -> bool {
+        match self.store.sched(t).kind {
+            Kind::Thread => {
+                matches!(self.store.slot(tcb_slot(t, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
+            }
+            Kind::VCpu => self.vcpu_runnable(t),
         }
-        matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
     /// Round-robin at a timer tick: the current thread goes behind its equals.
     pub fn preempt(&mut self) -> Next {
         let cur = self.current;
-        if cur != 0 && self.store.tcb(cur).state == ThreadState::Ready {
+        if cur != 0 && self.store.sched(cur).state == ThreadState::Ready {
             self.sched.enqueue(&mut self.store, cur);
             self.current = 0;
         }
@@ -297,7 +297,7 @@ impl<S: Store> Kernel<S> {
             Cap::Endpoint { addr, badge, .. } => {
                 self.send_message(tcb, addr, badge, KernelMessage::Thread(what));
             }
-            _ => self.store.tcb(tcb).state = ThreadState::Inactive,
+            _ => self.store.sched(tcb).state = ThreadState::Inactive,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::endpoint::Endpoint;
 use crate::notification::Notification;
 use crate::paging::PhysMemory;
 use crate::reply::Reply;
+use crate::schedulable::Schedulable;
 use crate::tcb::Tcb;
 use protocols::object::ObjectType;
 
@@ -62,6 +63,8 @@ pub trait Store: PhysMemory {
     fn slot(&mut self, at: u64) -> &mut Slot;
     /// The TCB at `at`.
     fn tcb(&mut self, at: u64) -> &mut Tcb;
+    /// The scheduling part of the thread or vCPU at `at` (at `tcb::SCHED_OFFSET` in both).
+    fn sched(&mut self, at: u64) -> &mut Schedulable;
     /// The endpoint at `at`.
     fn endpoint(&mut self, at: u64) -> &mut Endpoint;
     /// The notification at `at`.
@@ -122,16 +125,48 @@ impl TcbSlot {
     pub const ALL: [Self; 4] = [Self::CSpace, Self::VSpace, Self::FaultEndpoint, Self::IpcBuffer];
 }
 
+/// Offset of a VCpu's own capability slots (its first page holds only its
+/// [`Schedulable`], at `tcb::SCHED_OFFSET`, before them).
+pub const VCPU_SLOTS_OFFSET: u64 = 2048;
+
+/// A VCpu's bindings, in its own slots (set by `VCpuConfigure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VCpuSlot {
+    /// The guest's physical address space (a GuestSpace).
+    GuestSpace = 0,
+    /// The frame holding the exit area and the VMM's reply.
+    MessageFrame = 1,
+    /// Where its exits are sent.
+    ExitEndpoint = 2,
+}
+
+impl VCpuSlot {
+    /// Every binding slot a VCpu has.
+    pub const ALL: [Self; 3] = [Self::GuestSpace, Self::MessageFrame, Self::ExitEndpoint];
+}
+
+/// Address of VCpu `vcpu`'s binding slot `which`.
+pub const fn vcpu_slot(vcpu: u64, which: VCpuSlot) -> u64 {
+    vcpu + VCPU_SLOTS_OFFSET + ((which as u64) << SLOT_BITS)
+}
+
 /// How many `IoPorts` ranges a VCpu can pass through to its guest.
 pub const VCPU_PASS_SLOTS: usize = 4;
 
-/// Address of VCpu `vcpu`'s pass-through slot `i` (after its TCB slots): it holds a copy
-/// of the `IoPorts` capability whose ports the guest reaches without exiting.
+/// How many slots a VCpu has: its bindings, then its pass-through slots.
+pub const VCPU_SLOTS: usize = VCpuSlot::ALL.len() + VCPU_PASS_SLOTS;
+
+/// Address of VCpu `vcpu`'s pass-through slot `i` (after its binding slots): it holds a
+/// copy of the `IoPorts` capability whose ports the guest reaches without exiting.
 pub const fn vcpu_pass_slot(vcpu: u64, i: usize) -> u64 {
-    vcpu + TCB_SLOTS_OFFSET + (((TcbSlot::ALL.len() + i) as u64) << SLOT_BITS)
+    vcpu + VCPU_SLOTS_OFFSET + (((VCpuSlot::ALL.len() + i) as u64) << SLOT_BITS)
 }
 
-const _: () = assert!(vcpu_pass_slot(0, VCPU_PASS_SLOTS) <= 4096, "slots fit the TCB page");
+const _: () = assert!(vcpu_pass_slot(0, VCPU_PASS_SLOTS) <= 4096, "slots fit the first page");
+const _: () = assert!(
+    crate::tcb::SCHED_OFFSET + size_of::<Schedulable>() as u64 <= VCPU_SLOTS_OFFSET,
+    "a VCpu's scheduling part lies before its slots"
+);
 
 /// A host stand-in: objects in hash maps, frames in a sparse byte store.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -141,6 +176,7 @@ pub mod fake {
     use crate::notification::Notification;
     use crate::paging::PhysMemory;
     use crate::reply::Reply;
+    use crate::schedulable::{Kind, Schedulable};
     use crate::tcb::Tcb;
     use protocols::object::ObjectType;
     use std::collections::HashMap;
@@ -150,6 +186,8 @@ pub mod fake {
     pub struct FakeStore {
         pub slots: HashMap<u64, Slot>,
         pub tcbs: HashMap<u64, Box<Tcb>>,
+        /// The scheduling parts of VCpus (a TCB's is in the TCB).
+        pub vcpu_heads: HashMap<u64, Schedulable>,
         pub endpoints: HashMap<u64, Endpoint>,
         pub notifications: HashMap<u64, Notification>,
         pub replies: HashMap<u64, Reply>,
@@ -184,7 +222,15 @@ pub mod fake {
             self.slots.entry(at).or_default()
         }
         fn tcb(&mut self, at: u64) -> &mut Tcb {
+            // Stricter than memory: a VCpu is not a thread.
+            assert!(!self.vcpu_heads.contains_key(&at), "{at:#x} is a VCpu, not a TCB");
             self.tcbs.entry(at).or_insert_with(|| Box::new(Tcb::default()))
+        }
+        fn sched(&mut self, at: u64) -> &mut Schedulable {
+            if self.vcpu_heads.contains_key(&at) {
+                return self.vcpu_heads.entry(at).or_default();
+            }
+            &mut self.tcb(at).sched
         }
         fn endpoint(&mut self, at: u64) -> &mut Endpoint {
             self.endpoints.entry(at).or_default()
@@ -217,8 +263,9 @@ pub mod fake {
             self.notifications.remove(&addr);
             self.replies.remove(&addr);
             self.vcpus.remove(&addr);
+            self.vcpu_heads.remove(&addr);
             if ty == ObjectType::VCpu {
-                self.tcb(addr).vcpu = true;
+                self.vcpu_heads.insert(addr, Schedulable::new(Kind::VCpu));
             }
             self.created.push((ty, addr, bits));
         }

@@ -40,7 +40,7 @@ pub(crate) fn spawn_server(t: &mut Testbed, tcb_slot: u64, ep: u64) -> u64 {
     assert_eq!(t.k.current, addr);
     t.sys(Syscall::Recv as u64, [ep, 0, 0, 0, 0, 0]);
     let ep = ep_addr(t, ep);
-    assert_eq!(t.k.store.tcb(addr).state, ThreadState::BlockedRecv { ep });
+    assert_eq!(t.k.store.sched(addr).state, ThreadState::BlockedRecv { ep });
     assert_eq!(t.k.current, ROOT_TCB);
     addr
 }
@@ -68,14 +68,14 @@ fn call_and_reply_recv_carry_words_and_badge() {
     assert_eq!((rax, badge), (0, 0xbeef));
     assert_eq!(MsgInfo::from_raw(info), Some(MsgInfo::new(7, 3)));
     assert_eq!([w0, w1, w2, w3], [11, 22, 33, 0], "only len words travel");
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::BlockedReply { server });
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::BlockedReply { server });
     // The server replies and waits again; the root resumes with the reply.
     t.sys(Syscall::ReplyRecv as u64, [20, MsgInfo::new(9, 1).to_raw(), 555, 0, 0, 0]);
     assert_eq!(t.k.current, ROOT_TCB);
     let [rax, _, info, w0, ..] = t.regs(ROOT_TCB);
     assert_eq!((rax, w0), (0, 555));
     assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(9));
-    assert!(matches!(t.k.store.tcb(server).state, ThreadState::BlockedRecv { .. }));
+    assert!(matches!(t.k.store.sched(server).state, ThreadState::BlockedRecv { .. }));
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn notifications_accumulate_and_wake() {
     assert_eq!(t.k.current, 0, "nothing else to run");
     let Cap::Notification { addr: ntfn, .. } = t.cap(20) else { panic!() };
     t.k.signal(ntfn, 0b100);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Ready);
     assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0b100]);
 }
 
@@ -208,13 +208,13 @@ fn a_signal_without_bits_still_wakes_the_next_wait() {
     t.sys(Syscall::Send as u64, [20, 0, 0, 0, 0, 0]);
     t.sys(Syscall::Send as u64, [20, 0, 0, 0, 0, 0]);
     t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).state, ThreadState::Ready, "the signal was kept");
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Ready, "the signal was kept");
     assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0]);
     // Two signals merged into one: the next poll finds nothing, the next wait blocks.
     t.sys(Syscall::NbRecv as u64, [20, 0, 0, 0, 0, 0]);
     assert_eq!(t.regs(ROOT_TCB)[..2], [0, 0]);
     t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
-    assert!(matches!(t.k.store.tcb(ROOT_TCB).state, ThreadState::BlockedNotification { .. }));
+    assert!(matches!(t.k.store.sched(ROOT_TCB).state, ThreadState::BlockedNotification { .. }));
 }
 
 #[test]
@@ -237,7 +237,7 @@ fn capabilities_travel_only_with_the_grant_right() {
     t.k.current = server;
     t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
     t.k.current = ROOT_TCB;
-    t.k.store.tcb(ROOT_TCB).state = ThreadState::Ready;
+    t.k.store.sched(ROOT_TCB).state = ThreadState::Ready;
     t.sys(Syscall::Send as u64, [20, grant.to_raw(), 0, 0, 0, 0]);
     assert!(matches!(t.cap(50), Cap::Notification { .. }));
     assert_eq!(MsgInfo::from_raw(t.regs(server)[2]).map(|i| i.grant), Some(true));
@@ -265,23 +265,25 @@ fn a_fault_reaches_the_handler_which_resumes_the_thread() {
     let handler = spawn_server(&mut t, 30, 20);
     let worker = spawn_worker(&mut t, 31, 20);
     t.k.store.tcb(worker).context.rbx = 77;
+    t.k.store.tcb(worker).context.rax = 55;
     let next = t.k.fault(14, 6, 0xdead_0000);
     assert_eq!(next, Next::Run);
     assert_eq!(t.k.current, handler);
     let [_, _, info, vector, error, rip, addr] = t.regs(handler);
     assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(FAULT_LABEL));
     assert_eq!([vector, error, rip, addr], [14, 6, 0x40_1234, 0xdead_0000]);
-    // The handler resumes it two bytes on; the worker's registers are untouched.
+    // The handler resumes it two bytes on; the worker's registers are untouched (a fault
+    // is no syscall of its own: it has no status to clobber RAX with).
     t.sys(Syscall::ReplyRecv as u64, [20, MsgInfo::new(RESUME_AT, 1).to_raw(), 0x40_1236, 0, 0, 0]);
     assert_eq!(t.k.current, worker);
     let c = t.k.store.tcb(worker).context;
-    assert_eq!((c.rip, c.rbx), (0x40_1236, 77));
+    assert_eq!((c.rip, c.rbx, c.rax), (0x40_1236, 77, 55));
     // Revoking the endpoint removes the worker's copy: a fault then has no handler, and
     // the thread just stops while the rest keep running; nothing is printed.
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
     let next = t.k.fault(13, 0, 0);
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
-    assert_eq!(t.k.store.tcb(worker).message, None);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(worker).message, None);
     assert_eq!((next, t.k.current), (Next::Run, ROOT_TCB));
     assert!(t.out.console.is_empty());
 }
@@ -300,11 +302,11 @@ fn an_exit_reaches_the_waiting_handler_and_the_thread_stays_stopped() {
         (rax, badge, MsgInfo::from_raw(info), code),
         (0, 0x77, Some(MsgInfo::new(EXIT_LABEL, 1)), 42)
     );
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
-    assert_eq!(t.k.store.tcb(worker).message, None);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(worker).message, None);
     // The exit is no call: the handler's reply reaches nobody and the worker stays put.
     t.sys(Syscall::Reply as u64, [0, MsgInfo::new(RESUME_AT, 1).to_raw(), 0x40_0000, 0, 0, 0]);
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive);
     assert!(t.out.console.is_empty());
 }
 
@@ -317,13 +319,13 @@ fn an_exit_waits_for_its_handler_then_the_thread_is_inactive() {
     t.sys(Syscall::ThreadExit as u64, [3, 0, 0, 0, 0, 0]);
     let ep = ep_addr(&mut t, 20);
     assert!(
-        matches!(t.k.store.tcb(worker).state, ThreadState::BlockedSend { ep: e, call: false, .. } if e == ep)
+        matches!(t.k.store.sched(worker).state, ThreadState::BlockedSend { ep: e, call: false, .. } if e == ep)
     );
     assert_eq!(t.k.current, ROOT_TCB);
     t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]);
     let [rax, _, info, code, ..] = t.regs(ROOT_TCB);
     assert_eq!((rax, MsgInfo::from_raw(info).map(|i| i.label), code), (0, Some(EXIT_LABEL), 3));
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive, "delivered, not resumed");
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive, "delivered, not resumed");
     assert_eq!(t.k.current, ROOT_TCB);
 }
 
@@ -337,12 +339,12 @@ fn an_exit_whose_endpoint_goes_away_still_stops_the_thread() {
     // exiting thread is not woken but stops.
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[20]), 0);
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
-    assert_eq!(t.k.store.tcb(worker).message, None);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(worker).message, None);
     // Resumed, it runs again (above the root task).
     invoke(&mut t, 31, Invocation::TcbResume, &[]);
     assert_eq!(t.regs(ROOT_TCB)[0], 0);
-    assert_eq!((t.k.current, t.k.store.tcb(worker).state), (worker, ThreadState::Ready));
+    assert_eq!((t.k.current, t.k.store.sched(worker).state), (worker, ThreadState::Ready));
 }
 
 #[test]
@@ -350,8 +352,8 @@ fn without_a_fault_endpoint_an_exit_just_stops_the_thread() {
     let mut t = Testbed::new();
     let worker = spawn_worker(&mut t, 31, u64::MAX);
     assert_eq!(t.sys(Syscall::ThreadExit as u64, [1, 0, 0, 0, 0, 0]), Next::Run);
-    assert_eq!(t.k.store.tcb(worker).state, ThreadState::Inactive);
-    assert_eq!(t.k.store.tcb(worker).message, None);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(worker).message, None);
     assert_eq!(t.k.current, ROOT_TCB);
     assert!(t.out.console.is_empty());
 }
@@ -362,7 +364,7 @@ fn deleting_an_endpoint_wakes_its_waiters_with_an_error() {
     retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
     let server = spawn_server(&mut t, 30, 20);
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[20]), 0);
-    assert_eq!(t.k.store.tcb(server).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(server).state, ThreadState::Ready);
     assert_eq!(t.regs(server)[0], Error::ObjectDeleted as u64);
 }
 

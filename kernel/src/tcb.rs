@@ -1,9 +1,9 @@
-//! The thread control block: saved registers, FPU state, scheduling and IPC state.
+//! The thread control block: scheduling and IPC state, saved registers, FPU state.
 //! The TCB's own capability slots (CSpace, VSpace, fault endpoint) follow it in the same
 //! object, at `store::TCB_SLOTS_OFFSET`.
 
 use crate::context::UserContext;
-use crate::kernel_message::KernelMessage;
+use crate::schedulable::{Kind, Schedulable};
 
 /// An FXSAVE area (x87 and SSE state).
 #[repr(C, align(16))]
@@ -65,25 +65,15 @@ pub enum ThreadState {
 #[repr(C, align(16))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tcb {
-    /// Saved user registers; the entry stubs write here directly.
+    /// Saved user registers; first, because the entry stubs build the frame from ring 3
+    /// right here (the kernel stack pointer for ring 3 is the context's end).
     pub context: UserContext,
     /// Saved x87/SSE registers.
     pub fpu: FpuArea,
-    /// Scheduling and IPC state.
-    pub state: ThreadState,
-    /// Priority, 0 (lowest) to 255.
-    pub priority: u8,
-    /// Link in whichever queue the thread is in (run queue, endpoint or notification).
-    pub next: u64,
-    /// The thread waiting for this thread's reply (0: none).
-    pub caller: u64,
-    /// A message the kernel sends for the thread instead of its registers (a fault, so
-    /// the handler can resume it unchanged; its exit; a vCPU's VMX failure).
-    pub message: Option<KernelMessage>,
+    /// Scheduling and IPC state, at [`SCHED_OFFSET`] as in a VCpu.
+    pub sched: Schedulable,
     /// The root task holds the machine-control authority (shutdown).
     pub root_task: bool,
-    /// This TCB is the schedulable part of a VCpu: running it means entering the guest.
-    pub vcpu: bool,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= crate::store::TCB_SLOTS_OFFSET as usize);
@@ -93,13 +83,13 @@ impl Default for Tcb {
         Self {
             context: UserContext::default(),
             fpu: FpuArea::default(),
-            state: ThreadState::Inactive,
-            priority: 0,
-            next: 0,
-            caller: 0,
-            message: None,
+            sched: Schedulable::new(Kind::Thread),
             root_task: false,
-            vcpu: false,
         }
     }
 }
+
+/// Where a thread's and a vCPU's scheduling part lies in its object, so that queues and
+/// the scheduler reach either by its address.
+pub const SCHED_OFFSET: u64 = core::mem::offset_of!(Tcb, sched) as u64;
+const _: () = assert!(core::mem::offset_of!(Tcb, context) == 0, "the entry stubs' frame");

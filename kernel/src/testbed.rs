@@ -130,7 +130,7 @@ impl Testbed {
                 .expect("empty slot");
         }
         s.tcb(ROOT_TCB).root_task = true;
-        s.tcb(ROOT_TCB).priority = 100;
+        s.sched(ROOT_TCB).priority = 100;
         s.tcb(ROOT_TCB).context = UserContext::new_user(0x40_0000, 0x7000_0000);
         k.vspaces.add(ROOT_VSPACE, ROOT_VSPACE + 4096, 15).expect("room");
         k.vspaces
@@ -144,7 +144,7 @@ impl Testbed {
             .expect("map");
         crate::bootstrap::hand_over_devices(&mut k, ROOT_CNODE, IRQ_NODE);
         k.current = ROOT_TCB;
-        k.store.tcb(ROOT_TCB).state = crate::tcb::ThreadState::Ready;
+        k.store.sched(ROOT_TCB).state = crate::tcb::ThreadState::Ready;
         Self { k, out: Recorder::default(), entries: 0 }
     }
 

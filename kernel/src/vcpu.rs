@@ -1,16 +1,18 @@
 //! VCpu objects: a schedulable context that runs a guest instead of ring-3 code.
 //!
-//! A VCpu is a TCB (so it sits in run queues and endpoint queues like any thread) plus
-//! its VMCS and the kernel's per-vCPU data. Its three TCB slots hold its GuestSpace, its
-//! message frame and its exit endpoint. An exit is a `Call` on the exit endpoint; the
-//! VMM's reply carries a VMCS-write batch in the message frame, which is validated in
-//! full before anything is applied.
+//! A VCpu is an object of its own (32 KiB): its scheduling part (`Schedulable`, where a
+//! TCB has it, so it sits in run queues and endpoint queues like a thread), its own slots
+//! (`store::VCpuSlot`: guest space, message frame, exit endpoint, then port pass-through),
+//! its VMCS, the kernel's per-vCPU data and the I/O and MSR bitmaps. It has no ring-3
+//! registers: its exit is a `Call` on the exit endpoint, delivered by the fastpath or as
+//! a kernel message, and the VMM's reply carries a VMCS-write batch in the message frame,
+//! which is validated in full before anything is applied.
 
 use crate::cap::{Cap, Mapping};
 use crate::cnode;
 use crate::kernel_message::KernelMessage;
 use crate::state::{Done, Kernel, Next};
-use crate::store::{tcb_slot, Store, TcbSlot};
+use crate::store::{vcpu_slot, Store, VCpuSlot};
 use crate::tcb::{FpuArea, ThreadState};
 use crate::vcpu_passthrough::HostMsrs;
 use crate::vmx::caps::VmxCaps;
@@ -23,8 +25,6 @@ use crate::vmx::vmcs_setup::{initial_vmcs, GuestEntry, GuestMode, VcpuPages};
 use crate::vmx::vmcs_setup::{HostState, InitialVmcs};
 use crate::vspace::MapError;
 use protocols::error::Error;
-use protocols::ipc::MsgInfo;
-use protocols::object::vm;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
 use protocols::vcpu_page;
@@ -46,13 +46,6 @@ pub const IO_BITMAP_OFFSET: u64 = 0x4000;
 /// Offset of the MSR bitmaps. The last page holds the MSR areas
 /// (`vcpu_passthrough::GUEST_MSR_AREA_OFFSET`).
 pub const MSR_BITMAP_OFFSET: u64 = 0x6000;
-
-/// Where the VCpu's TCB slots keep its bindings.
-pub const GUEST_SPACE_SLOT: TcbSlot = TcbSlot::CSpace;
-/// The message frame.
-pub const MESSAGE_SLOT: TcbSlot = TcbSlot::VSpace;
-/// The exit endpoint.
-pub const EXIT_SLOT: TcbSlot = TcbSlot::FaultEndpoint;
 
 /// What VT-x support the kernel found at boot.
 #[derive(Clone, Copy, Debug)]
@@ -223,10 +216,16 @@ impl ExitCore {
 impl<S: Store> Kernel<S> {
     /// The message frame of `vcpu`, if bound.
     fn message_frame(&mut self, vcpu: u64) -> Option<u64> {
-        match self.store.slot(tcb_slot(vcpu, MESSAGE_SLOT)).cap {
+        match self.store.slot(vcpu_slot(vcpu, VCpuSlot::MessageFrame)).cap {
             Cap::Frame { addr, .. } => Some(addr),
             _ => None,
         }
+    }
+
+    /// A vCPU may run while its guest space is bound and its VMCS is set up.
+    pub(crate) fn vcpu_runnable(&mut self, v: u64) -> bool {
+        matches!(self.store.slot(vcpu_slot(v, VCpuSlot::GuestSpace)).cap, Cap::GuestSpace { .. })
+            && self.store.vcpu(v).started
     }
 
     /// Where the hardware layer writes an exit of full reason `reason` for `vcpu`: the
@@ -268,7 +267,7 @@ impl<S: Store> Kernel<S> {
         c.interruptibility = core.interruptibility;
         c.exit_instruction_len = core.instruction_len;
         data.page_fault = core.intercepted_page_fault().then_some(core.qualification);
-        let exit_ep = self.store.slot(tcb_slot(v, EXIT_SLOT)).cap;
+        let exit_ep = self.store.slot(vcpu_slot(v, VCpuSlot::ExitEndpoint)).cap;
         match (self.message_frame(v), exit_ep) {
             (Some(_), Cap::Endpoint { addr, badge, .. }) => {
                 let words = [
@@ -280,13 +279,9 @@ impl<S: Store> Kernel<S> {
                 if self.fast_vcpu_exit(v, addr, badge, words) {
                     return Next::Run;
                 }
-                // The slow path sends what the vCPU's registers hold.
-                let t = &mut self.store.tcb(v).context;
-                t.rsi = MsgInfo::new(vm::EXIT_LABEL, 4).to_raw();
-                [t.rdx, t.r10, t.r8, t.r9] = words;
-                self.send_vcpu_exit(v, addr, badge);
+                self.send_message(v, addr, badge, KernelMessage::VmExit(words));
             }
-            _ => self.store.tcb(v).state = ThreadState::Inactive,
+            _ => self.store.sched(v).state = ThreadState::Inactive,
         }
         self.schedule()
     }
@@ -311,11 +306,11 @@ impl<S: Store> Kernel<S> {
     /// learns why from a one-way message on the exit endpoint (`VCpuStart` runs it again).
     pub fn vcpu_failed(&mut self, failure: VmxFailure) -> Next {
         let v = self.current;
-        match self.store.slot(tcb_slot(v, EXIT_SLOT)).cap {
+        match self.store.slot(vcpu_slot(v, VCpuSlot::ExitEndpoint)).cap {
             Cap::Endpoint { addr, badge, .. } => {
                 self.send_message(v, addr, badge, KernelMessage::VmxFailure(failure));
             }
-            _ => self.store.tcb(v).state = ThreadState::Inactive,
+            _ => self.store.sched(v).state = ThreadState::Inactive,
         }
         self.schedule()
     }
@@ -325,11 +320,11 @@ impl<S: Store> Kernel<S> {
     pub(crate) fn vcpu_reply(&mut self, v: u64) -> Result<(), ReplyError> {
         if let Err(e) = self.accept_reply(v) {
             // Nothing was applied; the vCPU stays stopped until the VMM restarts it.
-            self.store.tcb(v).state = ThreadState::Inactive;
+            self.store.sched(v).state = ThreadState::Inactive;
             return Err(e);
         }
         if self.store.vcpu(v).pending.stop {
-            self.store.tcb(v).state = ThreadState::Inactive;
+            self.store.sched(v).state = ThreadState::Inactive;
         } else {
             self.make_ready(v);
         }
@@ -478,13 +473,16 @@ impl<S: Store> Kernel<S> {
             }
             _ => return Err(Error::WrongType),
         }
-        if self.store.tcb(v).state != ThreadState::Inactive {
+        if self.store.sched(v).state != ThreadState::Inactive {
             return Err(Error::NotPermitted);
         }
-        let copies =
-            [(GUEST_SPACE_SLOT, gs_at, gs), (EXIT_SLOT, ep_at, ep), (MESSAGE_SLOT, fr_at, fr)];
+        let copies = [
+            (VCpuSlot::GuestSpace, gs_at, gs),
+            (VCpuSlot::ExitEndpoint, ep_at, ep),
+            (VCpuSlot::MessageFrame, fr_at, fr),
+        ];
         for (which, src, cap) in copies {
-            let dst = tcb_slot(v, which);
+            let dst = vcpu_slot(v, which);
             if self.store.slot(dst).cap != Cap::Null {
                 // A guest space, endpoint or frame: deleting it always completes.
                 self.delete_one(dst);
@@ -514,14 +512,15 @@ impl<S: Store> Kernel<S> {
         };
         let priority = (w[0] >> 8) as u8;
         let extra_proc = u32::try_from(w[0] >> 16).map_err(|_| Error::InvalidArgument)?;
-        if priority > self.store.tcb(self.current).priority {
+        if priority > self.store.sched(self.current).priority {
             return Err(Error::NotPermitted);
         }
-        let Cap::GuestSpace { addr: root, .. } = self.store.slot(tcb_slot(v, GUEST_SPACE_SLOT)).cap
+        let Cap::GuestSpace { addr: root, .. } =
+            self.store.slot(vcpu_slot(v, VCpuSlot::GuestSpace)).cap
         else {
             return Err(Error::InvalidCapability);
         };
-        if self.store.tcb(v).state != ThreadState::Inactive {
+        if self.store.sched(v).state != ThreadState::Inactive {
             return Err(Error::NotPermitted);
         }
         let eptp = Ept::from_root(root, vmx.ept).eptp(false).ok();
@@ -572,7 +571,7 @@ impl<S: Store> Kernel<S> {
                 return Ok(Done::Value(0));
             }
         }
-        self.store.tcb(v).priority = priority;
+        self.store.sched(v).priority = priority;
         self.make_ready(v);
         Ok(Done::Value(0))
     }

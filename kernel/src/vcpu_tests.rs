@@ -133,7 +133,7 @@ fn start_prepares_the_vmcs_and_guest_memory() {
     let init = data.init.expect("initial VMCS queued");
     assert_eq!(init.get(Field::GuestRip), Some(0x1000));
     assert_eq!(init.get(Field::VmcsLinkPointer), Some(u64::MAX));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
     let Cap::GuestSpace { addr: root, .. } = t.cap(GUEST) else { panic!() };
     let Cap::Frame { addr: ram, .. } = t.cap(RAM) else { panic!() };
     let tr = Ept::from_root(root, EptVpidCaps::from_raw(0)).translate(&mut t.k.store, 0x1234);
@@ -166,7 +166,7 @@ fn a_start_the_cpu_cannot_run_is_refused_naming_the_check() {
     assert_eq!(start(&mut t, real), refused);
     let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
     assert!(!t.k.store.vcpu(v).started && t.k.store.vcpu(v).init.is_none());
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
     assert!(t.out.console.is_empty(), "the kernel prints nothing");
     // The CPU runs a 64-bit guest, and a successful start leaves no refusal behind.
     let long = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x1000];
@@ -198,11 +198,11 @@ fn a_failed_vmx_instruction_stops_the_vcpu_and_tells_the_vmm() {
     let [rax, _, info, w0, w1, w2, w3] = t.regs(ROOT_TCB);
     assert_eq!((rax, MsgInfo::from_raw(info)), (0, Some(MsgInfo::new(vm::FAILURE_LABEL, 4))));
     assert_eq!(VmxFailure::from_words([w0, w1, w2, w3]), Some(failure));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive, "stopped, not waiting");
-    assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "no reply is owed");
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive, "stopped, not waiting");
+    assert_eq!(t.k.store.sched(ROOT_TCB).caller, 0, "no reply is owed");
     // The VMM may start it again.
     assert_eq!(start(&mut t, [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]), (0, None));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn a_vmx_failure_waits_for_the_vmm_to_receive_it() {
         error: VmxError::FailInvalid,
     };
     assert_eq!(t.k.vcpu_failed(failure), Next::Idle);
-    assert!(matches!(t.k.store.tcb(v).state, ThreadState::BlockedSend { call: false, .. }));
+    assert!(matches!(t.k.store.sched(v).state, ThreadState::BlockedSend { call: false, .. }));
     let Cap::Notification { addr: ntfn, .. } = t.cap(NTFN) else { panic!() };
     t.k.signal(ntfn, 1);
     assert_eq!((t.k.schedule(), t.k.current), (Next::Run, ROOT_TCB));
@@ -231,7 +231,7 @@ fn a_vmx_failure_waits_for_the_vmm_to_receive_it() {
     let [_, _, info, w0, w1, w2, w3] = t.regs(ROOT_TCB);
     assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(vm::FAILURE_LABEL));
     assert_eq!(VmxFailure::from_words([w0, w1, w2, w3]), Some(failure));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn an_exit_reaches_the_vmm_and_a_valid_batch_is_queued() {
     let data = t.k.store.vcpu(v);
     assert_eq!(data.gprs.get(Gprs::RAX), Some(0x1234));
     assert!(data.pending().contains(&(Field::GuestRip, 0x1002)), "{:?}", data.pending());
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
 }
 
 #[test]
@@ -309,7 +309,7 @@ fn hostile_batches_are_refused_whole_and_the_vcpu_stays_stopped() {
         let data = t.k.store.vcpu(v);
         assert_eq!(data.gprs.get(Gprs::RBX), Some(0), "nothing was applied");
         assert!(data.pending().is_empty());
-        assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+        assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
     }
 }
 
@@ -323,7 +323,7 @@ fn clearing_external_interrupt_exiting_is_refused() {
     t.sys(Syscall::Reply as u64, [0; 6]);
     let [rax, _, _, _, field, ..] = t.regs(ROOT_TCB);
     assert_eq!((rax, field), (Error::BatchRejected as u64, Field::PinBasedControls as u64));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
 }
 
 /// A VM entry that fails the CPU's guest-state checks comes back as an exit with reason
@@ -352,8 +352,8 @@ fn an_entry_failure_for_invalid_guest_state_reaches_the_vmm_as_an_exit() {
     write_reply(&mut t, msg, &reply);
     t.sys(Syscall::Reply as u64, [0; 6]);
     assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "no reply is owed any more");
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(ROOT_TCB).caller, 0, "no reply is owed any more");
     // VCpuStart runs it again, and the next exit is an ordinary one.
     let (status, refusal) = start(&mut t, [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0]);
     assert_eq!((status, refusal), (0, None));
@@ -368,7 +368,7 @@ fn a_garbage_reply_area_is_an_error_not_a_crash() {
     t.k.store.frame(msg)[vm::REPLY_OFFSET..].fill(0xa5);
     t.sys(Syscall::ReplyRecv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
     assert_eq!(t.regs(ROOT_TCB)[0], Error::BatchRejected as u64);
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
     assert_eq!(t.k.current, ROOT_TCB, "a failed ReplyRecv does not block");
 }
 
@@ -378,7 +378,7 @@ fn deleting_a_running_vcpu_is_clean() {
     exit_with_cpuid(&mut t, v);
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[VCPU]), 0);
     assert!(t.k.vmcs_released);
-    assert_eq!(t.k.store.tcb(ROOT_TCB).caller, 0, "the VMM no longer owes a reply");
+    assert_eq!(t.k.store.sched(ROOT_TCB).caller, 0, "the VMM no longer owes a reply");
     assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[GUEST]), 0);
     assert!(t.k.ept_stale);
 }
@@ -592,7 +592,7 @@ fn reply_recv_round_trip(fast: bool, reply: &ExitReply) -> (bool, Vec<u64>, Vec<
     seen.extend(data.pending().iter().map(|&(f, value)| f as u64 ^ value));
     seen.extend(data.gprs.regs);
     seen.push(t.regs(ROOT_TCB)[0]);
-    let states = vec![t.k.store.tcb(ROOT_TCB).state, t.k.store.tcb(v).state];
+    let states = vec![t.k.store.sched(ROOT_TCB).state, t.k.store.sched(v).state];
     (took, seen, states)
 }
 
@@ -627,14 +627,14 @@ fn the_reply_fastpath_gives_what_the_slow_path_gives() {
 /// reaches the VMM with the same words once it receives there.
 #[test]
 fn an_exit_waits_for_a_vmm_that_is_not_receiving() {
-    let (mut t, v, _) = started();
+    let (mut t, v, frame) = started();
     const NTFN: u64 = 45;
     assert_eq!(retype(&mut t, ObjectType::Notification, 0, NTFN), 0);
     t.sys(Syscall::Recv as u64, [NTFN, 0, 0, 0, 0, 0]);
     assert_eq!(t.k.current, v);
     let msg = ExitMessage { reason: ExitReason::Cpuid as u32, instruction_len: 2, ..exit() };
     assert_eq!(t.k.vcpu_exit(&msg), Next::Idle);
-    assert!(matches!(t.k.store.tcb(v).state, ThreadState::BlockedSend { call: true, .. }));
+    assert!(matches!(t.k.store.sched(v).state, ThreadState::BlockedSend { call: true, .. }));
     let Cap::Notification { addr: ntfn, .. } = t.cap(NTFN) else { panic!() };
     t.k.signal(ntfn, 1);
     assert_eq!((t.k.schedule(), t.k.current), (Next::Run, ROOT_TCB));
@@ -643,7 +643,39 @@ fn an_exit_waits_for_a_vmm_that_is_not_receiving() {
     assert_eq!(rax, 0);
     assert_eq!(MsgInfo::from_raw(info).map(|i| i.label), Some(vm::EXIT_LABEL));
     assert_eq!((reason, rip, len), (ExitReason::Cpuid as u64, 0x1000, 2));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
+    assert_eq!(t.k.store.sched(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
+    // The exit travelled as the kernel's message for the vCPU (it has no registers to
+    // carry one); the reply answers it and the vCPU runs on.
+    assert!(t.k.store.sched(v).message.is_some());
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::ADVANCE_RIP;
+    write_reply(&mut t, frame, &reply);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
+    assert_eq!(t.k.store.sched(v).message, None);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
+    assert!(t.k.store.vcpu(v).pending().contains(&(Field::GuestRip, 0x1002)));
+}
+
+/// A vCPU waiting for its VMM's reply when the VMM's thread is suspended runs again (and
+/// meets its exit again) rather than being given a status: it has no registers for one.
+#[test]
+fn a_vcpu_whose_vmm_goes_away_runs_on_as_it_was() {
+    let (mut t, v, _) = started();
+    const VMM_TCB: u64 = 46;
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, VMM_TCB), 0);
+    let Cap::Tcb { addr: vmm } = t.cap(VMM_TCB) else { panic!() };
+    exit_with_cpuid(&mut t, v);
+    // The exit went by the fastpath: no kernel message is pending for it.
+    assert_eq!(t.k.store.sched(v).message, None);
+    assert_eq!(t.k.store.sched(ROOT_TCB).caller, v);
+    // The root task hands the reply it owes to another thread, which is then suspended.
+    t.k.store.sched(ROOT_TCB).caller = 0;
+    t.k.store.sched(vmm).caller = v;
+    t.k.store.sched(v).state = ThreadState::BlockedReply { server: vmm };
+    t.k.suspend(vmm);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
+    assert!(!t.k.store.tcbs.contains_key(&v), "a VCpu never gets a TCB's registers");
 }
 
 /// `VCpuStart` with `WITH_BATCH` applies the reply area's batch before the first entry
@@ -674,7 +706,7 @@ fn a_start_batch_sets_registers_and_state_before_the_first_entry() {
     let refused = BatchError::FieldNotWritable { field: Field::HostRip as u32 };
     assert_eq!(t.regs(ROOT_TCB)[3..5], [u64::from(refused.code()), Field::HostRip as u64]);
     assert!(!t.k.store.vcpu(v).started && !t.k.runnable(v));
-    assert_eq!(t.k.store.tcb(v).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Inactive);
     // Without the flag the reply area is not looked at.
     let plain = [vcpu_mode::LONG64 | 50 << 8, 0x1000, 0x8000, 0x2000];
     assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &plain), 0);

@@ -30,11 +30,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fuzz::project::{describable, diff, project};
+use fuzz::project::{describable, diff, project, sched_of, schedulables};
 use fuzz::syscalls::{vmx_flag, Info, Kind, Op, Reader, Word};
 use kernel::cap::{Cap, Mapping};
 use kernel::cnode::{self, Slot, SLOT_BITS};
 use kernel::paging::{FrameSize, PhysMemory, ADDR_MASK, HUGE, PRESENT};
+use kernel::schedulable::Kind as SchedKind;
 use kernel::state::Next;
 use kernel::store::{cnode_slot, tcb_slot, Store, TcbSlot};
 use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, REPLY_BITS, TCB_BITS};
@@ -59,7 +60,7 @@ const BOOT_PAGE: u64 = 0x50_0000;
 /// The current thread, if it is an ordinary thread that can make syscalls.
 fn user_thread(t: &mut Testbed) -> Option<u64> {
     let cur = t.k.current;
-    (cur != 0 && !t.k.store.tcb(cur).vcpu).then_some(cur)
+    (cur != 0 && t.k.store.sched(cur).kind != SchedKind::VCpu).then_some(cur)
 }
 
 /// Whether `cap` is of the kind a live selector looks for.
@@ -305,7 +306,7 @@ fn exit(t: &mut Testbed, op: &Op) -> Next {
         return Next::Run;
     };
     let v = t.k.current;
-    if v == 0 || !t.k.store.tcb(v).vcpu {
+    if v == 0 || t.k.store.sched(v).kind != SchedKind::VCpu {
         return Next::Run;
     }
     // The entry: the initial VMCS and the pending writes are consumed.
@@ -817,7 +818,7 @@ fn queue(t: &mut Testbed, head: u64, bound: usize) -> Vec<u64> {
     while n != 0 {
         assert!(out.len() <= bound, "a thread queue has a cycle");
         out.push(n);
-        n = t.k.store.tcbs.get(&n).map_or(0, |tcb| tcb.next);
+        n = sched_of(t, n).map_or(0, |x| x.next);
     }
     out
 }
@@ -825,9 +826,11 @@ fn queue(t: &mut Testbed, head: u64, bound: usize) -> Vec<u64> {
 /// Run queue, current thread and IPC queues.
 fn check_threads(t: &mut Testbed, objects: &[Object]) {
     let threads = live_threads(objects);
-    let bound = t.k.store.tcbs.len();
+    let all = schedulables(t);
+    let bound = all.len();
     // The run queues are private: dequeue from a copy and put the links back.
-    let links: HashMap<u64, u64> = t.k.store.tcbs.iter().map(|(a, tcb)| (*a, tcb.next)).collect();
+    let links: HashMap<u64, u64> =
+        all.iter().filter_map(|a| Some((*a, sched_of(t, *a)?.next))).collect();
     let mut sched = t.k.sched.clone();
     let mut queued = HashSet::new();
     let mut order = Vec::new();
@@ -838,13 +841,11 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         assert!(order.len() <= bound, "the run queue does not end");
     }
     for (a, n) in &links {
-        if let Some(tcb) = t.k.store.tcbs.get_mut(a) {
-            tcb.next = *n;
-        }
+        t.k.store.sched(*a).next = *n;
     }
     let mut last = u8::MAX;
     for th in &order {
-        let tcb = &t.k.store.tcbs[th];
+        let tcb = t.k.store.sched(*th);
         assert_eq!(tcb.state, ThreadState::Ready, "thread {th:#x} in the run queue is not Ready");
         assert!(threads.contains(th), "the run queue holds a destroyed thread {th:#x}");
         assert!(tcb.priority <= last, "run queue out of priority order");
@@ -854,7 +855,7 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
     if cur != 0 {
         assert!(threads.contains(&cur), "the current thread {cur:#x} was destroyed");
         assert_eq!(
-            t.k.store.tcbs[&cur].state,
+            t.k.store.sched(cur).state,
             ThreadState::Ready,
             "the current thread is not Ready"
         );
@@ -876,7 +877,7 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
             e.state
         );
         for th in q {
-            let st = t.k.store.tcbs.get(&th).map(|x| x.state);
+            let st = sched_of(t, th).map(|x| x.state);
             let ok = match (e.state, st) {
                 (EndpointState::Sending, Some(ThreadState::BlockedSend { ep: on, .. })) => on == ep,
                 (EndpointState::Receiving, Some(ThreadState::BlockedRecv { ep: on })) => on == ep,
@@ -894,7 +895,7 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         let q = queue(t, w.head, bound);
         assert_eq!(q.last().copied().unwrap_or(0), w.tail, "notification {n:#x} tail");
         for th in q {
-            let st = t.k.store.tcbs.get(&th).map(|x| x.state);
+            let st = sched_of(t, th).map(|x| x.state);
             assert_eq!(
                 st,
                 Some(ThreadState::BlockedNotification { ntfn: n }),
@@ -905,14 +906,16 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         }
     }
     for th in &threads {
-        // An IPC buffer is a frame the kernel may write.
-        let buffer = t.k.store.slots.get(&tcb_slot(*th, TcbSlot::IpcBuffer)).map(|s| s.cap);
-        assert!(
-            matches!(buffer, None | Some(Cap::Null))
-                || matches!(buffer, Some(Cap::Frame { rights, .. }) if rights.contains(Rights::WRITE)),
-            "thread {th:#x} has IPC buffer {buffer:?}"
-        );
-        let tcb = &t.k.store.tcbs.get(th).cloned().unwrap_or_default();
+        let tcb = sched_of(t, *th).copied().unwrap_or_default();
+        if tcb.kind == SchedKind::Thread {
+            // An IPC buffer is a frame the kernel may write.
+            let buffer = t.k.store.slots.get(&tcb_slot(*th, TcbSlot::IpcBuffer)).map(|s| s.cap);
+            assert!(
+                matches!(buffer, None | Some(Cap::Null))
+                    || matches!(buffer, Some(Cap::Frame { rights, .. }) if rights.contains(Rights::WRITE)),
+                "thread {th:#x} has IPC buffer {buffer:?}"
+            );
+        }
         // A message the kernel sends for a thread is pending exactly while it waits to be
         // delivered (or, for a fault, answered).
         if let Some(m) = tcb.message {
@@ -965,7 +968,7 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
                 "reply object {:#x} holds a destroyed thread",
                 o.addr
             );
-            let st = t.k.store.tcbs.get(&caller).map(|x| x.state);
+            let st = sched_of(t, caller).map(|x| x.state);
             assert_eq!(st, Some(ThreadState::BlockedSavedReply { reply: o.addr }));
         }
     }

@@ -8,6 +8,8 @@ use kernel::cnode::Slot;
 use kernel::endpoint::EndpointState;
 use kernel::kernel_message::KernelMessage as KM;
 use kernel::paging::FrameSize;
+use kernel::schedulable::{Kind, Schedulable};
+use kernel::store::Store;
 use kernel::tcb::ThreadState as KS;
 use kernel::testbed::Testbed;
 use kernel_model::{Cap, Cdt, Endpoint, Irqs, KernelMessage, Notification, Queueing, Regs};
@@ -72,12 +74,23 @@ fn cdt(slots: &HashMap<u64, Slot>) -> Cdt {
     Cdt::from_preorder(&list)
 }
 
+/// The scheduling part of the thread or vCPU at `a`, if one is there.
+pub fn sched_of(t: &Testbed, a: u64) -> Option<&Schedulable> {
+    t.k.store.tcbs.get(&a).map(|x| &x.sched).or_else(|| t.k.store.vcpu_heads.get(&a))
+}
+
+/// Every thread's and vCPU's address.
+pub fn schedulables(t: &Testbed) -> Vec<u64> {
+    t.k.store.tcbs.keys().chain(t.k.store.vcpu_heads.keys()).copied().collect()
+}
+
 fn queue(t: &Testbed, head: u64) -> Vec<u64> {
     let mut out = Vec::new();
     let mut n = head;
-    while n != 0 && out.len() <= t.k.store.tcbs.len() {
+    let most = t.k.store.tcbs.len() + t.k.store.vcpu_heads.len();
+    while n != 0 && out.len() <= most {
         out.push(n);
-        n = t.k.store.tcbs.get(&n).map_or(0, |x| x.next);
+        n = sched_of(t, n).map_or(0, |x| x.next);
     }
     out
 }
@@ -85,7 +98,8 @@ fn queue(t: &Testbed, head: u64) -> Vec<u64> {
 /// The run queue in the order threads would be taken from it.
 fn ready(t: &mut Testbed) -> Vec<u64> {
     // The queues are private: dequeue from a copy and put the links back.
-    let links: Vec<(u64, u64)> = t.k.store.tcbs.iter().map(|(a, x)| (*a, x.next)).collect();
+    let links: Vec<(u64, u64)> =
+        schedulables(t).into_iter().filter_map(|a| Some((a, sched_of(t, a)?.next))).collect();
     let mut sched = t.k.sched.clone();
     let mut order = Vec::new();
     while let Some(th) = sched.dequeue(&mut t.k.store) {
@@ -95,9 +109,7 @@ fn ready(t: &mut Testbed) -> Vec<u64> {
         }
     }
     for (a, n) in links {
-        if let Some(x) = t.k.store.tcbs.get_mut(&a) {
-            x.next = n;
-        }
+        t.k.store.sched(a).next = n;
     }
     order
 }
@@ -111,20 +123,26 @@ pub fn describable(t: &Testbed) -> bool {
 pub fn project(t: &mut Testbed) -> State {
     let cdt = cdt(&t.k.store.slots);
     let mut threads = BTreeMap::new();
-    let addrs: Vec<u64> = t.k.store.tcbs.keys().copied().collect();
-    for a in addrs {
-        let x = &t.k.store.tcbs[&a];
-        let c = &x.context;
+    for a in schedulables(t) {
+        let Some(x) = sched_of(t, a) else { continue };
         let message = x.message.map(|m| match m {
             KM::Thread(f) => KernelMessage::Thread(f),
-            KM::VmxFailure(_) => KernelMessage::Other,
+            KM::VmExit(_) | KM::VmxFailure(_) => KernelMessage::Other,
         });
-        let th = Thread {
+        let vcpu = x.kind == Kind::VCpu;
+        let mut th = Thread {
             state: state(x.state),
             priority: x.priority,
             caller: x.caller,
             message,
-            regs: Regs {
+            vcpu,
+            started: vcpu && t.k.store.vcpus.get(&a).is_some_and(|v| v.started),
+            ..Thread::default()
+        };
+        // A vCPU has no ring-3 registers: the model's stay as they were made.
+        if let Some(tcb) = t.k.store.tcbs.get(&a) {
+            let c = &tcb.context;
+            th.regs = Regs {
                 rax: c.rax,
                 rdi: c.rdi,
                 rsi: c.rsi,
@@ -135,11 +153,9 @@ pub fn project(t: &mut Testbed) -> State {
                 r12: c.r12,
                 r13: c.r13,
                 rip: c.rip,
-            },
-            root_task: x.root_task,
-            vcpu: x.vcpu,
-            started: x.vcpu && t.k.store.vcpus.get(&a).is_some_and(|v| v.started),
-        };
+            };
+            th.root_task = tcb.root_task;
+        }
         threads.insert(a, th);
     }
     // The fake store makes a TCB on first use: a new one is all defaults.

@@ -378,7 +378,7 @@ impl State {
             Cap::CNode { addr, radix } => Some((addr, 1 << radix)),
             Cap::Tcb { addr } => Some((addr + TCB_SLOTS_OFFSET, TCB_SLOTS)),
             Cap::VCpu { addr } => {
-                Some((addr + TCB_SLOTS_OFFSET, TCB_SLOTS + crate::layout::VCPU_PASS_SLOTS))
+                Some((addr + crate::layout::VCPU_SLOTS_OFFSET, crate::layout::VCPU_SLOTS))
             }
             _ => None,
         };

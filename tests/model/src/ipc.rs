@@ -77,7 +77,11 @@ impl State {
             }
             self.transfer(from, receiver, badge, grant)?;
             if call {
-                self.thread(from).regs.rax = 0;
+                // A message the kernel sent for the thread (a fault) is no syscall of its
+                // own: its registers keep what they held.
+                if self.thread(from).message.is_none() {
+                    self.thread(from).regs.rax = 0;
+                }
                 self.thread(from).state = ThreadState::BlockedReply { server: receiver };
                 self.thread(receiver).caller = from;
             } else {
@@ -190,12 +194,16 @@ impl State {
         Ok(())
     }
 
-    /// A one-way send of `sender` is over (or what it waited on went away): it runs on
-    /// with `status`, unless the message was its last word.
+    /// A one-way send of `sender` is over (or what it waited on went away): its own
+    /// send runs on with `status`; its last word leaves it inactive; a fault that lost
+    /// its handler runs on as it was (and faults again), as does a vCPU (it has no
+    /// registers for a status).
     pub(crate) fn release(&mut self, sender: u64, status: u64) {
-        match self.thread(sender).message.take() {
-            Some(m) if !m.awaits_reply() => self.thread(sender).state = ThreadState::Inactive,
-            _ => {
+        let t = self.thread(sender);
+        match (t.message.take(), t.vcpu) {
+            (Some(m), _) if !m.awaits_reply() => t.state = ThreadState::Inactive,
+            (Some(_), _) | (None, true) => self.make_ready(sender),
+            (None, false) => {
                 self.thread(sender).regs.rax = status;
                 self.make_ready(sender);
             }

@@ -10,8 +10,11 @@ pub const SLOT_BITS: u8 = 7;
 pub const TCB_SLOTS_OFFSET: u64 = 2048;
 /// How many slots a TCB has.
 pub const TCB_SLOTS: u64 = 4;
-/// How many port pass-through slots a VCpu has after its TCB slots.
-pub const VCPU_PASS_SLOTS: u64 = 4;
+/// Where a VCpu's own slots start inside it.
+pub const VCPU_SLOTS_OFFSET: u64 = 2048;
+/// How many slots a VCpu has: guest space, message frame and exit endpoint, then four
+/// port pass-through slots.
+pub const VCPU_SLOTS: u64 = 3 + 4;
 
 /// A TCB's own slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

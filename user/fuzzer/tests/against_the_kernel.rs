@@ -47,10 +47,10 @@ fn fixture(t: &mut Testbed) -> (u64, u64) {
 
 /// Make `tcb` the running thread (the root task steps aside, as it waits for the report).
 fn run_as(t: &mut Testbed, tcb: u64) {
-    t.k.store.tcb(ROOT_TCB).state = ThreadState::Inactive;
+    t.k.store.sched(ROOT_TCB).state = ThreadState::Inactive;
     t.k.sched = Default::default();
     t.k.current = tcb;
-    t.k.store.tcb(tcb).state = ThreadState::Ready;
+    t.k.store.sched(tcb).state = ThreadState::Ready;
 }
 
 /// What the partner does when the fuzzer is blocked: suspend and resume it.
@@ -100,7 +100,7 @@ fn fuzz(seed: u64, vmx: bool) -> (u64, u64) {
             "{s:x?}"
         );
         assert!(
-            u64::from(t.k.store.tcb(fuzzer).priority) == PRIORITY,
+            u64::from(t.k.store.sched(fuzzer).priority) == PRIORITY,
             "{s:x?} changed the fuzzer's priority"
         );
     }

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod phys_store;
 pub mod pic;
 pub mod pit;
+pub mod run_loop;
 pub mod serial;
 pub mod stacks;
 pub mod syscall;

@@ -7,8 +7,9 @@ use kernel::endpoint::Endpoint;
 use kernel::notification::Notification;
 use kernel::paging::PhysMemory;
 use kernel::reply::Reply;
-use kernel::store::{object_bytes, tcb_slot, Store, TcbSlot, VCPU_PASS_SLOTS};
-use kernel::tcb::Tcb;
+use kernel::schedulable::{Kind, Schedulable};
+use kernel::store::{object_bytes, tcb_slot, vcpu_slot, Store, TcbSlot, VCpuSlot, VCPU_SLOTS};
+use kernel::tcb::{Tcb, SCHED_OFFSET};
 use kernel::vcpu::{VcpuData, DATA_OFFSET};
 use protocols::object::ObjectType;
 
@@ -43,6 +44,12 @@ impl Store for PhysStore {
     fn tcb(&mut self, at: u64) -> &mut Tcb {
         // SAFETY: as for `slot`: `at` is the address of a TCB object.
         unsafe { object(at) }
+    }
+
+    fn sched(&mut self, at: u64) -> &mut Schedulable {
+        // SAFETY: as for `slot`: `at` is the address of a TCB or a VCpu, and both hold
+        // their `Schedulable` at `SCHED_OFFSET` (a TCB's field; written so for a VCpu).
+        unsafe { object(at + SCHED_OFFSET) }
     }
 
     fn endpoint(&mut self, at: u64) -> &mut Endpoint {
@@ -107,18 +114,15 @@ impl Store for PhysStore {
                 }
             }
             ObjectType::VCpu => {
-                let tcb = Tcb { vcpu: true, ..Tcb::default() };
-                // SAFETY: a fresh, exclusively owned, aligned VCpu object; its first page
-                // is the TCB and its data page follows the VMCS.
+                let head = (PHYS_OFFSET + addr + SCHED_OFFSET) as *mut Schedulable;
+                // SAFETY: a fresh, exclusively owned, aligned VCpu object; its scheduling
+                // part lies where a TCB's does and its data page follows the VMCS.
                 unsafe {
-                    ((PHYS_OFFSET + addr) as *mut Tcb).write(tcb);
+                    head.write(Schedulable::new(Kind::VCpu));
                     ((PHYS_OFFSET + addr + DATA_OFFSET) as *mut VcpuData)
                         .write(VcpuData::default());
                 }
-                init_slots(
-                    tcb_slot(addr, TcbSlot::CSpace),
-                    (TcbSlot::ALL.len() + VCPU_PASS_SLOTS) as u64,
-                );
+                init_slots(vcpu_slot(addr, VCpuSlot::GuestSpace), VCPU_SLOTS as u64);
             }
             ObjectType::Reply => {
                 // SAFETY: a fresh, exclusively owned, aligned Reply object.

@@ -49,7 +49,7 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
 #[inline(never)]
 fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
     // `vcpu_run::run` flushes what the fastpath could have left (nothing) itself.
-    crate::run_next(k, kernel::state::Next::Run);
+    super::run_loop::run_next(k, kernel::state::Next::Run);
 }
 
 /// Every syscall the fastpath does not take. Kept out of line so that the fastpath's
@@ -59,5 +59,5 @@ fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
 fn slowpath(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
     super::stacks::paint_once_running();
     let next = k.syscall(&mut crate::Console);
-    crate::resume(k, next);
+    super::run_loop::resume(k, next);
 }

@@ -55,7 +55,7 @@ fn name(vector: u64) -> &'static str {
 /// Device IRQ lines that fired and are not yet delivered (bit `i` = IRQ `i`). An
 /// interrupt taken in the kernel (while idle or while a guest ran) cannot reach the
 /// kernel state, which its interrupted owner holds; it is noted here and delivered by
-/// `crate::deliver_interrupts` before anything runs next.
+/// `super::run_loop::deliver_interrupts` before anything runs next.
 static PENDING: AtomicU16 = AtomicU16::new(0);
 
 /// Take the pending device IRQs.
@@ -117,14 +117,14 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     crate::with_kernel(|k| {
         let next = match classify(c.vector) {
             Source::Tick => k.preempt(),
-            Source::Device => crate::deliver_interrupts(k, kernel::state::Next::Run),
+            Source::Device => super::run_loop::deliver_interrupts(k, kernel::state::Next::Run),
             Source::Spurious => return,
             Source::Exception => {
                 let addr = if c.vector == 14 { read_cr2() } else { 0 };
                 k.fault(c.vector, c.error_code, addr)
             }
         };
-        crate::resume(k, next);
+        super::run_loop::resume(k, next);
     });
 }
 

@@ -1,0 +1,79 @@
+//! The kernel's run loop: after a syscall or trap, run whatever the kernel chose next
+//! (return to a thread in ring 3, enter a vCPU's guest, or idle until an interrupt)
+//! until something returns to ring 3 or the machine stops.
+
+use super::phys_store::PhysStore;
+use super::{cpu, thread, vcpu_run};
+use crate::kprintln;
+use core::sync::atomic::Ordering::Relaxed;
+use kernel::schedulable::Kind;
+use kernel::state::{Kernel, Next};
+use kernel::store::Store;
+
+/// Nothing is left to run: say so and stop the machine with a failing verdict (a healthy
+/// system ends through the root task's shutdown call).
+pub fn no_runnable_thread() -> ! {
+    crate::end_driver_line();
+    kprintln!("kernel: no runnable thread left; halting");
+    super::exit::exit(false)
+}
+
+/// Act on what the kernel decided after a syscall or trap.
+pub fn resume(k: &mut Kernel<PhysStore>, next: Next) {
+    super::vcpu_run::flush(k);
+    run_next(k, next);
+}
+
+/// [`resume`] for a caller that has nothing to flush first or whose next step flushes
+/// itself (entering a vCPU does).
+pub fn run_next(k: &mut Kernel<PhysStore>, mut next: Next) {
+    loop {
+        match next {
+            // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
+            // interrupt that came meanwhile may wake a driver).
+            Next::Run if k.store.sched(k.current).kind == Kind::VCpu => {
+                next = vcpu_run::run(k);
+                next = deliver_interrupts(k, next);
+            }
+            Next::Run => return thread::activate(k),
+            // Every thread waits. If a driver waits for its device, sleep until an
+            // interrupt; otherwise nothing can ever run again.
+            Next::Idle => {
+                thread::deactivate();
+                if !k.irqs.armed() {
+                    no_runnable_thread()
+                }
+                cpu::wait_for_interrupt();
+                // Ticks that woke the CPU while nothing ran preempt nobody.
+                vcpu_run::TICK.store(false, Relaxed);
+                next = deliver_interrupts(k, next);
+            }
+            Next::Shutdown(status) => {
+                crate::end_driver_line();
+                kprintln!("kernel: shutdown requested by the root task: {status:?}");
+                kprintln!(
+                    "kernel: deepest kernel stack use {} of {} bytes (boot: {})",
+                    super::stacks::deepest_use(),
+                    super::stacks::KERNEL_STACK,
+                    super::stacks::boot_use(),
+                );
+                super::exit_trace::report();
+                vcpu_run::shutdown();
+                super::exit::exit(status == protocols::syscall::ShutdownStatus::Pass)
+            }
+        }
+    }
+}
+
+/// Deliver the device interrupts taken since they were last delivered (they are noted
+/// in the trap handler, which cannot reach the kernel state) and pick who runs next: a
+/// woken driver may outrank the thread that was to run. Interrupts are only taken in ring
+/// 3, while idle or while a guest runs, so only those paths call this.
+#[inline]
+pub fn deliver_interrupts(k: &mut Kernel<PhysStore>, next: Next) -> Next {
+    let irqs = super::trap::take_pending_irqs();
+    if irqs == 0 || matches!(next, Next::Shutdown(_)) {
+        return next;
+    }
+    k.interrupts(&mut crate::Console, irqs)
+}
