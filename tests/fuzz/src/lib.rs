@@ -6,9 +6,10 @@
 //! files are meaningful seeds and libFuzzer's byte mutations stay close to real inputs.
 //! The others use `arbitrary` to build structured operation sequences.
 
-pub mod project;
 pub mod seeds;
-pub mod syscalls;
+
+/// The `syscalls` target's input format and projection live with its harness.
+pub use syscalls_oracle::{project, syscalls};
 
 /// The `multiboot2` target's mode byte (the first input byte).
 pub mod multiboot2_mode {
