@@ -251,7 +251,12 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
             linux,
             console_input: vm.console_input,
-            devices: vm.devices.as_deref().map(|d| devices::list(&vm.name, d)).transpose().map_err(at)?,
+            devices: vm
+                .devices
+                .as_deref()
+                .map(|d| devices::list(&vm.name, d))
+                .transpose()
+                .map_err(at)?,
         };
         manifest
             .vms

@@ -560,9 +560,11 @@ impl DeviceSet {
     pub fn placed(&self, kind: Kind) -> Placed {
         let one = |port: u16| Some((port, port));
         match kind {
-            Kind::Pic8259 => {
-                Placed::fixed(kind, [Some((0x20, 0x21)), Some((0xa0, 0xa1))], [Some(CASCADE_IRQ), None])
-            }
+            Kind::Pic8259 => Placed::fixed(
+                kind,
+                [Some((0x20, 0x21)), Some((0xa0, 0xa1))],
+                [Some(CASCADE_IRQ), None],
+            ),
             Kind::Lapic => Placed {
                 kind,
                 ports: [None, None],

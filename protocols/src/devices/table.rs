@@ -107,8 +107,8 @@ impl DeviceSlot {
         if self.flags & !flags::ALL != 0 {
             return Err(TableError::Flags { index, flags: self.flags });
         }
-        let kind = Kind::from_raw(self.kind)
-            .ok_or(DeviceError::UnknownKind { index, raw: self.kind })?;
+        let kind =
+            Kind::from_raw(self.kind).ok_or(DeviceError::UnknownKind { index, raw: self.kind })?;
         let has = |bit: u16| self.flags & bit != 0;
         Ok(Device {
             kind,
@@ -215,7 +215,10 @@ mod tests {
         );
         t = good;
         t.count = 0;
-        assert_eq!(t.decode(), Err(TableError::Device(DeviceError::Missing { kind: Kind::Pic8259 })));
+        assert_eq!(
+            t.decode(),
+            Err(TableError::Device(DeviceError::Missing { kind: Kind::Pic8259 }))
+        );
         // Arbitrary bytes decode or are refused; nothing else.
         let mut bytes = bytemuck::bytes_of(&good).to_vec();
         for i in 0..bytes.len() {

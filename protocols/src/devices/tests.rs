@@ -60,20 +60,32 @@ fn each_rule_refuses_naming_the_device() {
     };
     let e = uart(Some((0x2f8, 0x2fb)), None).unwrap_err();
     assert_eq!(e, DeviceError::BadPorts { kind: Kind::Uart16550, first: 0x2f8, last: 0x2fb });
-    assert_eq!(e.to_string(), "device uart16550: ports 0x2f8..=0x2fb: it takes 8 ports from a multiple of 8");
+    assert_eq!(
+        e.to_string(),
+        "device uart16550: ports 0x2f8..=0x2fb: it takes 8 ports from a multiple of 8"
+    );
     assert!(uart(Some((0x2f9, 0x300)), None).is_err(), "unaligned");
     assert!(uart(Some((0xfff8, 0xffff)), None).is_ok(), "the top of the port space");
     assert_eq!(uart(None, Some(0)), Err(DeviceError::BadIrq { kind: Kind::Uart16550, irq: 0 }));
     assert_eq!(uart(None, Some(16)), Err(DeviceError::BadIrq { kind: Kind::Uart16550, irq: 16 }));
     let e = uart(Some((0x60, 0x67)), None).unwrap_err();
-    assert_eq!(e, DeviceError::PortOverlap { kind: Kind::Uart16550, other: Kind::Pit8254, port: 0x61 });
+    assert_eq!(
+        e,
+        DeviceError::PortOverlap { kind: Kind::Uart16550, other: Kind::Pit8254, port: 0x61 }
+    );
     assert_eq!(e.to_string(), "device uart16550: its ports overlap those of pit8254 (port 0x61)");
     // The later entry is the one named: here the debug-exit port, after the UART.
     let e = uart(Some((0xf0, 0xf7)), None).unwrap_err();
-    assert_eq!(e, DeviceError::PortOverlap { kind: Kind::DebugExit, other: Kind::Uart16550, port: 0xf4 });
+    assert_eq!(
+        e,
+        DeviceError::PortOverlap { kind: Kind::DebugExit, other: Kind::Uart16550, port: 0xf4 }
+    );
     let e = uart(None, Some(8)).unwrap_err();
     assert_eq!(e, DeviceError::IrqConflict { kind: Kind::Uart16550, other: Kind::CmosRtc, irq: 8 });
-    assert_eq!(uart(None, Some(2)).unwrap_err().to_string(), "device uart16550: irq 2 is pic8259's already");
+    assert_eq!(
+        uart(None, Some(2)).unwrap_err().to_string(),
+        "device uart16550: irq 2 is pic8259's already"
+    );
     // The debug-exit port moves, 4-aligned, and may not land on the UART.
     let mut list = standard_list();
     list[9].ports = Some((0x3fc, 0x3ff));
@@ -85,7 +97,9 @@ fn each_rule_refuses_naming_the_device() {
     assert!(matches!(refuse(&list), DeviceError::BadPorts { kind: Kind::DebugExit, .. }));
     // The I/O APIC: one page in the hole, never on the local APIC's.
     let mut list = standard_list();
-    for (first, last) in [(0xfec0_0000, 0xfec0_1fff), (0x4000_0000, 0x4000_0fff), (0xfec0_0800, 0xfec0_17ff)] {
+    for (first, last) in
+        [(0xfec0_0000, 0xfec0_1fff), (0x4000_0000, 0x4000_0fff), (0xfec0_0800, 0xfec0_17ff)]
+    {
         list[2].mmio = Some((first, last));
         assert_eq!(refuse(&list), DeviceError::BadMmio { kind: Kind::Ioapic, first, last });
     }
@@ -95,7 +109,8 @@ fn each_rule_refuses_naming_the_device() {
         DeviceError::MmioOverlap { kind: Kind::Ioapic, other: Kind::Lapic, address: 0xfee0_0000 }
     );
     // The rules between kinds.
-    let without = |kind: Kind| standard_list().into_iter().filter(|x| x.kind != kind).collect::<Vec<_>>();
+    let without =
+        |kind: Kind| standard_list().into_iter().filter(|x| x.kind != kind).collect::<Vec<_>>();
     assert_eq!(refuse(&without(Kind::Lapic)), DeviceError::Missing { kind: Kind::Lapic });
     assert_eq!(refuse(&without(Kind::Pic8259)), DeviceError::Missing { kind: Kind::Pic8259 });
     let e = refuse(&without(Kind::AcpiPm));
