@@ -254,7 +254,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             devices: vm
                 .devices
                 .as_deref()
-                .map(|d| devices::list(&vm.name, d))
+                .map(|d| devices::set(&vm.name, d))
                 .transpose()
                 .map_err(at)?,
         };

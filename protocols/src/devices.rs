@@ -353,8 +353,11 @@ impl core::fmt::Display for DeviceError {
 }
 
 /// A checked device list: which kinds are present and where the movable ones sit. The
-/// VMM builds its buses, interrupt lines and ACPI tables from this, once, at start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// VMM builds its buses, interrupt lines and ACPI tables from this, once, at start. The
+/// manifest carries a VM's list in this form (a few bytes, where the list as written
+/// would be hundreds per VM in the root task's decoded manifest); a decoded one is input
+/// and is checked again ([`DeviceSet::recheck`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSet {
     /// Bit `kind as u8` set: present.
     present: u16,
@@ -433,6 +436,17 @@ impl DeviceSet {
             return Err(DeviceError::Needs { kind: Kind::Ioapic, needs: Kind::AcpiPm });
         }
         Ok(set)
+    }
+
+    /// Check a set that came as input (decoded from a manifest) as the list it stands
+    /// for: the same set, or the rule it breaks.
+    pub fn recheck(&self) -> Result<Self, DeviceError> {
+        let mut list = heapless::Vec::<Device, MAX_DEVICES>::new();
+        for d in self.listed() {
+            // One device per kind: the list never holds more than the kinds.
+            list.push(d).map_err(|_| DeviceError::TooMany { count: MAX_DEVICES + 1 })?;
+        }
+        Self::check(&list)
     }
 
     /// Take `d`'s place (its kind's standard one where it gives none).

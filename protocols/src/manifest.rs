@@ -13,7 +13,7 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::devices::{Device, DeviceError, DeviceSet, Kind, MAX_DEVICES};
+use crate::devices::{DeviceError, DeviceSet, Kind};
 
 mod linux;
 mod process;
@@ -112,15 +112,16 @@ pub struct VmEntry<'a> {
     /// reaches the guest's COM1. At most one VM; the manifest then declares the
     /// notification [`CONSOLE_INPUT_NOTIFICATION`].
     pub console_input: bool,
-    /// The VM's devices (`crate::devices`); `None`: the standard PC
+    /// The VM's devices (`crate::devices`; the build tool checked the list as written
+    /// and carries the set it stands for); `None`: the standard PC
     /// ([`DeviceSet::STANDARD`]).
-    pub devices: Option<Vec<Device, MAX_DEVICES>>,
+    pub devices: Option<DeviceSet>,
 }
 
 impl VmEntry<'_> {
-    /// The VM's devices, checked.
+    /// The VM's devices, checked again.
     pub fn device_set(&self) -> Result<DeviceSet, DeviceError> {
-        self.devices.as_ref().map_or(Ok(DeviceSet::STANDARD), |list| DeviceSet::check(list))
+        self.devices.as_ref().map_or(Ok(DeviceSet::STANDARD), DeviceSet::recheck)
     }
 }
 
@@ -483,13 +484,13 @@ mod tests {
         let mut m = empty();
         m.vms.push(vm("a")).unwrap();
         assert_eq!(m.vms[0].device_set(), Ok(DeviceSet::STANDARD), "no list: the standard PC");
-        let mut list = heapless::Vec::new();
+        let mut list = heapless::Vec::<Device, 4>::new();
         for kind in [Kind::Pic8259, Kind::Lapic, Kind::Uart16550, Kind::PostCode] {
             list.push(Device::standard(kind)).unwrap();
         }
         list[2].ports = Some((0x2f8, 0x2ff));
         list[2].irq = Some(3);
-        m.vms[0].devices = Some(list);
+        m.vms[0].devices = Some(DeviceSet::check(&list).unwrap());
         assert_eq!(m.check(), Ok(()));
         assert_eq!(Manifest::decode(&encode(&m)), Ok(m.clone()));
         assert_eq!(m.vms[0].device_set().unwrap().uart(), Some((0x2f8, 3)));
@@ -498,9 +499,14 @@ mod tests {
         assert_eq!(m.check(), Err(e));
         assert!(e.to_string().starts_with("vm \"a\": device post_code: its ports overlap"), "{e}");
         m.vms[0].pass_ports = None;
-        m.vms[0].devices.as_mut().unwrap()[2].irq = Some(2);
+        // A set that arrives breaking the rules (a UART on the cascade) is refused again.
+        list[2].irq = Some(5);
+        m.vms[0].devices = Some(DeviceSet::check(&list).unwrap());
+        let mut bytes = encode(&m);
+        let at = bytes.windows(3).position(|w| w == [0xf8, 0x05, 5]).unwrap();
+        bytes[at + 2] = 2;
         let why = DeviceError::IrqConflict { kind: Kind::Uart16550, other: Kind::Pic8259, irq: 2 };
-        assert_eq!(m.check(), Err(Error::Device { name: "a", why }));
+        assert_eq!(Manifest::decode(&bytes), Err(Error::Device { name: "a", why }));
     }
 
     #[test]

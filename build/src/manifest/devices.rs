@@ -1,9 +1,10 @@
 //! A `[[vm]]`'s `devices` key: the kinds by name, each with its place where it moves.
-//! The rules between devices are `protocols::devices`' (checked with the rest of the
-//! manifest); only a kind's name is the build tool's to know.
+//! The rules between devices are `protocols::devices`' (the root task checks the set
+//! again with the rest of the manifest); only a kind's name is the build tool's to know.
 
 use crate::{err, Result};
-use protocols::devices::{Device, Kind, MAX_DEVICES};
+use protocols::devices::{Device, DeviceSet, Kind, MAX_DEVICES};
+use protocols::manifest::Error;
 use serde::Deserialize;
 
 /// One entry of `devices = [...]`.
@@ -19,9 +20,9 @@ pub struct Entry {
     irq: Option<u8>,
 }
 
-/// The list of the VM `vm`, as the manifest's types hold it.
-pub fn list(vm: &str, entries: &[Entry]) -> Result<heapless::Vec<Device, MAX_DEVICES>> {
-    let mut list = heapless::Vec::new();
+/// The devices of the VM `vm`, checked, as the manifest carries them.
+pub fn set(vm: &str, entries: &[Entry]) -> Result<DeviceSet> {
+    let mut list = heapless::Vec::<Device, MAX_DEVICES>::new();
     for (index, e) in entries.iter().enumerate() {
         let kind = Kind::from_name(&e.kind).ok_or_else(|| {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
@@ -37,5 +38,5 @@ pub fn list(vm: &str, entries: &[Entry]) -> Result<heapless::Vec<Device, MAX_DEV
             err!("vm {vm:?}: {} devices: at most {MAX_DEVICES}, one of each kind", entries.len())
         })?;
     }
-    Ok(list)
+    DeviceSet::check(&list).map_err(|why| err!("{}", Error::Device { name: vm, why }))
 }
