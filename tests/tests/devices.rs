@@ -10,7 +10,7 @@ use system_tests::{assert_suite_passed, boot, check, Emulator};
 fn a_vm_gets_the_devices_its_manifest_lists() {
     let out = boot("devices", Emulator::Bochs);
     assert_suite_passed(&out, 50);
-    check(&out, out.serial.contains("TEST PASS vm_guest_devices"), "guest_devices did not pass");
+    check(&out, out.serial.contains("TEST PASS vm_devices"), "guest_devices did not pass");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/guests/src/bin/guest_devices.rs");
     let src = std::fs::read_to_string(path).unwrap_or_default();
     let doc: Vec<&str> = src.lines().filter_map(|l| l.strip_prefix("//!")).map(str::trim).collect();
