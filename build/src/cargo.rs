@@ -70,8 +70,15 @@ pub fn build_kernel(features: &[&str]) -> Result<PathBuf> {
 }
 
 /// The test guests (`images/guests`), each a module of the default image.
-pub const GUESTS: &[&str] =
-    &["guest64", "guest32", "guest_real", "guest_triple", "guest_bench", "guest_controls"];
+pub const GUESTS: &[&str] = &[
+    "guest64",
+    "guest32",
+    "guest_real",
+    "guest_triple",
+    "guest_bench",
+    "guest_controls",
+    "guest_devices",
+];
 
 /// Build the test guests; returns the directory holding their ELFs.
 pub fn build_guests() -> Result<PathBuf> {

@@ -126,6 +126,15 @@ pub const IMAGES: &[Image] = &[
         broken_linux: false,
     },
     Image {
+        name: "devices",
+        init: InitVariant::Intact,
+        manifest: "devices.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: false,
+        broken_linux: false,
+    },
+    Image {
         name: "linux",
         init: InitVariant::Intact,
         manifest: "linux.toml",

@@ -2,6 +2,7 @@
 //! becomes the postcard-encoded boot module `manifest` (`protocols::manifest`). Every
 //! refusal names the file and the entry (and the capability, for a process's).
 
+mod devices;
 mod process;
 
 use crate::{err, Result};
@@ -96,6 +97,9 @@ struct Vm {
     /// This VM owns the console input (at most one VM).
     #[serde(default)]
     console_input: bool,
+    /// Its devices; without the key, the standard PC.
+    #[serde(default)]
+    devices: Option<Vec<devices::Entry>>,
 }
 
 /// The guest's start mode and, for a Linux VM, how it boots. A test guest names its
@@ -247,6 +251,12 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
             linux,
             console_input: vm.console_input,
+            devices: vm
+                .devices
+                .as_deref()
+                .map(|d| devices::set(&vm.name, d))
+                .transpose()
+                .map_err(at)?,
         };
         manifest
             .vms
@@ -461,6 +471,57 @@ mod tests {
                 "process-irq-out-of-range.toml",
                 "process \"dreamer\": cap in slot 3: there is no irq 16 (lines 0..16)",
             ),
+            (
+                "devices-unknown-kind.toml",
+                "vm \"vm_floppy\": device #2: unknown kind \"fdc82077\" (pic8259, lapic,",
+            ),
+            (
+                "devices-kind-twice.toml",
+                "vm \"vm_two_uarts\": device #3 (uart16550): listed twice",
+            ),
+            (
+                "devices-port-overlap.toml",
+                "vm \"vm_crowded_ports\": device uart16550: its ports overlap those of pit8254 \
+                 (port 0x61)",
+            ),
+            (
+                "devices-mmio-overlap.toml",
+                "vm \"vm_crowded_mmio\": device ioapic: its mmio overlaps that of lapic (at \
+                 0xfee00000)",
+            ),
+            (
+                "devices-irq-conflict.toml",
+                "vm \"vm_shared_line\": device uart16550: irq 8 is cmos_rtc's already",
+            ),
+            (
+                "devices-uart-short-range.toml",
+                "vm \"vm_short_uart\": device uart16550: ports 0x2f8..=0x2fb: it takes 8 ports \
+                 from a multiple of 8",
+            ),
+            (
+                "devices-fixed-moved.toml",
+                "vm \"vm_moved_pit\": device pit8254: sits at its PC place and takes no ports",
+            ),
+            ("devices-uart-irq-0.toml", "vm \"vm_uart_irq0\": device uart16550: irq 0: it takes"),
+            (
+                "devices-ioapic-outside-hole.toml",
+                "vm \"vm_low_ioapic\": device ioapic: mmio 0x100000..=0x100fff: it takes one \
+                 aligned 4 KiB page",
+            ),
+            (
+                "devices-without-pic.toml",
+                "vm \"vm_no_pic\": the devices must include pic8259",
+            ),
+            (
+                "devices-ioapic-without-acpi.toml",
+                "vm \"vm_hidden_ioapic\": device ioapic needs acpi_pm",
+            ),
+            (
+                "devices-behind-pass-ports.toml",
+                "vm \"vm_passed_post\": device post_code: its ports overlap pass_ports \
+                 0x80..=0x80",
+            ),
+            ("devices-unknown-key.toml", "unknown field `baud`"),
             (
                 "process-irq-twice.toml",
                 "process \"second\": cap in slot 5: irq 4 is given to process \"first\" already",

@@ -1,12 +1,13 @@
 //! Links each guest with the linker script of its mode; host builds get nothing.
 fn main() {
-    const GUESTS: [(&str, &str); 6] = [
+    const GUESTS: [(&str, &str); 7] = [
         ("guest64", "long.ld"),
         ("guest32", "protected.ld"),
         ("guest_real", "real.ld"),
         ("guest_triple", "long.ld"),
         ("guest_bench", "long.ld"),
         ("guest_controls", "long.ld"),
+        ("guest_devices", "long.ld"),
     ];
     println!("cargo:rerun-if-changed=link");
     println!("cargo:rerun-if-changed=src/common");

@@ -8,6 +8,7 @@
 
 pub mod bootinfo;
 pub mod console;
+pub mod devices;
 pub mod error;
 pub mod fault;
 pub mod io;

@@ -13,6 +13,8 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::{DeviceError, DeviceSet, Kind};
+
 mod linux;
 mod process;
 
@@ -110,6 +112,17 @@ pub struct VmEntry<'a> {
     /// reaches the guest's COM1. At most one VM; the manifest then declares the
     /// notification [`CONSOLE_INPUT_NOTIFICATION`].
     pub console_input: bool,
+    /// The VM's devices (`crate::devices`; the build tool checked the list as written
+    /// and carries the set it stands for); `None`: the standard PC
+    /// ([`DeviceSet::STANDARD`]).
+    pub devices: Option<DeviceSet>,
+}
+
+impl VmEntry<'_> {
+    /// The VM's devices, checked again.
+    pub fn device_set(&self) -> Result<DeviceSet, DeviceError> {
+        self.devices.as_ref().map_or(Ok(DeviceSet::STANDARD), DeviceSet::recheck)
+    }
 }
 
 /// The whole manifest.
@@ -161,6 +174,10 @@ pub enum Error<'a> {
     /// A VM claims the console input, but no notification [`CONSOLE_INPUT_NOTIFICATION`]
     /// is declared for the driver to signal.
     ConsoleInputUnsignalled { name: &'a str },
+    /// A VM's device list breaks a rule of `crate::devices`.
+    Device { name: &'a str, why: DeviceError },
+    /// A device's ports overlap the VM's `pass_ports`, which never exit to the VMM.
+    DevicePassPorts { name: &'a str, kind: Kind, first: u16, last: u16 },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -203,6 +220,13 @@ impl core::fmt::Display for Error<'_> {
                 "vm {name:?}: console_input needs a notification named \
                  {CONSOLE_INPUT_NOTIFICATION:?} (notifications = [\"{CONSOLE_INPUT_NOTIFICATION}\"]) \
                  for the console driver to signal"
+            ),
+            Self::Device { name, why } => write!(f, "vm {name:?}: {why}"),
+            Self::DevicePassPorts { name, kind, first, last } => write!(
+                f,
+                "vm {name:?}: device {}: its ports overlap pass_ports {first:#x}..={last:#x}, \
+                 which the guest reaches without the VMM",
+                kind.name()
             ),
         }
     }
@@ -276,8 +300,22 @@ impl<'a> Manifest<'a> {
             if let Some(linux) = &vm.linux {
                 linux.check().map_err(|why| Error::Linux { name: vm.name, why })?;
             }
+            Self::check_devices(vm)?;
         }
         self.check_console_input()
+    }
+
+    /// The VM's devices keep the rules, and none it lists is hidden behind its
+    /// `pass_ports` (the standard PC's are: a passed port simply never reaches them).
+    fn check_devices(vm: &VmEntry<'a>) -> Result<(), Error<'a>> {
+        let set = vm.device_set().map_err(|why| Error::Device { name: vm.name, why })?;
+        let (Some((first, last)), Some(_)) = (vm.pass_ports, &vm.devices) else { return Ok(()) };
+        for d in set.iter() {
+            if d.ports.iter().flatten().any(|&(a, b)| a <= last && first <= b) {
+                return Err(Error::DevicePassPorts { name: vm.name, kind: d.kind, first, last });
+            }
+        }
+        Ok(())
     }
 
     /// At most one VM owns the console input, and the driver has a notification to
@@ -317,6 +355,7 @@ mod tests {
             pass_ports: None,
             linux: None,
             console_input: false,
+            devices: None,
         }
     }
 
@@ -437,6 +476,37 @@ mod tests {
         for cut in 0..bytes.len() {
             let _ = Manifest::decode(&bytes[..cut]);
         }
+    }
+
+    #[test]
+    fn device_lists_are_checked_and_carried() {
+        use crate::devices::{Device, DeviceError, DeviceSet, Kind};
+        let mut m = empty();
+        m.vms.push(vm("a")).unwrap();
+        assert_eq!(m.vms[0].device_set(), Ok(DeviceSet::STANDARD), "no list: the standard PC");
+        let mut list = heapless::Vec::<Device, 4>::new();
+        for kind in [Kind::Pic8259, Kind::Lapic, Kind::Uart16550, Kind::PostCode] {
+            list.push(Device::standard(kind)).unwrap();
+        }
+        list[2].ports = Some((0x2f8, 0x2ff));
+        list[2].irq = Some(3);
+        m.vms[0].devices = Some(DeviceSet::check(&list).unwrap());
+        assert_eq!(m.check(), Ok(()));
+        assert_eq!(Manifest::decode(&encode(&m)), Ok(m.clone()));
+        assert_eq!(m.vms[0].device_set().unwrap().uart(), Some((0x2f8, 3)));
+        m.vms[0].pass_ports = Some((0x80, 0x80));
+        let e = Error::DevicePassPorts { name: "a", kind: Kind::PostCode, first: 0x80, last: 0x80 };
+        assert_eq!(m.check(), Err(e));
+        assert!(e.to_string().starts_with("vm \"a\": device post_code: its ports overlap"), "{e}");
+        m.vms[0].pass_ports = None;
+        // A set that arrives breaking the rules (a UART on the cascade) is refused again.
+        list[2].irq = Some(5);
+        m.vms[0].devices = Some(DeviceSet::check(&list).unwrap());
+        let mut bytes = encode(&m);
+        let at = bytes.windows(3).position(|w| w == [0xf8, 0x05, 5]).unwrap();
+        bytes[at + 2] = 2;
+        let why = DeviceError::IrqConflict { kind: Kind::Uart16550, other: Kind::Pic8259, irq: 2 };
+        assert_eq!(Manifest::decode(&bytes), Err(Error::Device { name: "a", why }));
     }
 
     #[test]

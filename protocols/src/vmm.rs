@@ -1,9 +1,11 @@
 //! How the root task starts a VMM process: the capabilities in its CSpace and its start
 //! registers. One VMM process runs one VM.
 
-/// Slots of a VMM process's CSpace.
+use crate::devices::table::{DeviceTable, TableError};
+use crate::devices::DeviceSet;
 use crate::manifest::MAX_NAME;
 
+/// Slots of a VMM process's CSpace.
 pub mod slot {
     /// Its own CNode.
     pub const CNODE: u64 = 1;
@@ -110,8 +112,9 @@ pub struct HostDate {
 }
 
 /// Every VM's description, in the frame at [`slot::DESCRIPTION`]: its name from the
-/// manifest (which the VMM's log lines start with), the host's date, and for a Linux VM
-/// the initramfs's size (its frames follow the kernel's) and the command line.
+/// manifest (which the VMM's log lines start with), the host's date, for a Linux VM
+/// the initramfs's size (its frames follow the kernel's) and the command line, and the
+/// VM's devices (the VMM checks the table again before it builds anything from it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct VmDescription {
@@ -129,6 +132,8 @@ pub struct VmDescription {
     pub name: [u8; MAX_NAME],
     /// The command line (the first `cmdline_len` bytes).
     pub cmdline: [u8; VmDescription::CMDLINE_ROOM],
+    /// The VM's devices.
+    pub devices: DeviceTable,
 }
 
 impl VmDescription {
@@ -139,7 +144,7 @@ impl VmDescription {
 
     /// A description of the VM `name` (cut at [`MAX_NAME`]) that boots `cmdline` (cut at
     /// [`Self::CMDLINE_ROOM`]; empty for a test guest) with an initramfs of `initrd_size`
-    /// bytes.
+    /// bytes, on the standard devices ([`Self::with_devices`] gives others).
     pub fn new(name: &str, cmdline: &str, initrd_size: u64, host_date: HostDate) -> Self {
         let mut d = Self {
             magic: Self::MAGIC,
@@ -149,6 +154,7 @@ impl VmDescription {
             name_len: 0,
             name: [0; MAX_NAME],
             cmdline: [0; Self::CMDLINE_ROOM],
+            devices: DeviceTable::new(&DeviceSet::STANDARD),
         };
         let len = name.len().min(MAX_NAME);
         d.name[..len].copy_from_slice(&name.as_bytes()[..len]);
@@ -157,6 +163,17 @@ impl VmDescription {
         d.cmdline[..len].copy_from_slice(&cmdline.as_bytes()[..len]);
         d.cmdline_len = len as u64;
         d
+    }
+
+    /// The same description with the devices of `set`.
+    pub fn with_devices(mut self, set: &DeviceSet) -> Self {
+        self.devices = DeviceTable::new(set);
+        self
+    }
+
+    /// The VM's devices, checked (the description is input to the VMM).
+    pub fn devices(&self) -> Result<DeviceSet, TableError> {
+        self.devices.decode()
     }
 
     /// The VM's name, if the description is well formed.
@@ -231,6 +248,10 @@ mod tests {
         assert_eq!(bad.name(), None, "a name past the room");
         let guest = VmDescription::new("guest64", "", 0, super::HostDate::default());
         assert_eq!((guest.name(), guest.cmdline()), (Some("guest64"), Some("")));
+        use crate::devices::{DeviceSet, Kind};
+        assert_eq!(guest.devices(), Ok(DeviceSet::STANDARD));
+        let fewer = DeviceSet::STANDARD.without(Kind::I8042);
+        assert_eq!(guest.with_devices(&fewer).devices(), Ok(fewer));
     }
 
     /// The offsets docs/abi.md gives.
@@ -244,6 +265,7 @@ mod tests {
         assert_eq!(offset_of!(VmDescription, name_len), 32);
         assert_eq!(offset_of!(VmDescription, name), 40);
         assert_eq!(offset_of!(VmDescription, cmdline), 72);
-        assert_eq!(size_of::<VmDescription>(), 72 + 2048);
+        assert_eq!(offset_of!(VmDescription, devices), 72 + 2048);
+        assert_eq!(size_of::<VmDescription>(), 72 + 2048 + 248);
     }
 }

@@ -48,6 +48,7 @@ use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::{PageFault, PagingMode};
 use crate::platform::{MmioKey, Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
+use protocols::devices::DeviceSet;
 use protocols::vcpu_page::Clock;
 use protocols::x86::RFLAGS_IF;
 use protocols::x86::{CR0_NE, CR4_VMXE, EFER_LMA};
@@ -291,8 +292,8 @@ pub struct VmConfig {
     pub efer: u64,
     /// VM-entry controls at start, if the VMM knows them.
     pub entry_controls: Option<u32>,
-    /// Port of the debug-exit device, if any.
-    pub debug_exit_port: Option<u16>,
+    /// The VM's devices (the manifest's list, checked).
+    pub devices: DeviceSet,
     /// Host Unix time for the RTC.
     pub unix_time: i64,
     /// The host's TSC rate and what of the preemption timer and TSC offsetting the kernel
@@ -311,7 +312,7 @@ impl Default for VmConfig {
             cr4_forced_on: CR4_VMXE,
             efer: 0,
             entry_controls: None,
-            debug_exit_port: Some(crate::devices::debug_exit::DEFAULT_PORT),
+            devices: DeviceSet::STANDARD,
             unix_time: 0,
             clock: Clock::default(),
         }
@@ -386,9 +387,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     /// The transfer mask the dispatcher wants on every exit ([`TRANSFER_MASK`]).
     pub const TRANSFER_MASK: TransferMask = TRANSFER_MASK;
 
-    /// A VM with the standard PC devices, CPUID derived from `host_cpuid(leaf, subleaf)`,
-    /// guest RAM `memory` and a console writing into `sink`. Fails only if the debug-exit
-    /// port collides with a standard device.
+    /// A VM with the devices of `config`, CPUID derived from `host_cpuid(leaf, subleaf)`,
+    /// guest RAM `memory` and a console writing into `sink`. Its buses are built here,
+    /// once. Fails only if two devices collide (a checked set never does).
     pub fn new(
         config: &VmConfig,
         host_cpuid: impl FnMut(u32, u32) -> CpuidRegs,
@@ -397,17 +398,21 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     ) -> Result<Self, BusError> {
         let cpuid_config = CpuidConfig { tsc_hz: config.clock.tsc_hz, ..config.cpuid };
         let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
-        let platform = Platform::new(sink, config.unix_time, lapic_config(&cpuid, &config.clock));
+        let devices = config.devices;
+        let lapic = lapic_config(&cpuid, &config.clock);
+        let platform = Platform::new(devices, sink, config.unix_time, lapic);
         let mut mmio = Bus::new();
         let apic_page = platform.lapic.mmio_base().filter(|_| cpuid.has_apic());
         if let Some(base) = apic_page {
             mmio.insert(base, lapic::MMIO_SIZE, MmioKey::Lapic)?;
-            mmio.insert(ioapic::DEFAULT_BASE, ioapic::MMIO_SIZE, MmioKey::Ioapic)?;
+            if let Some(base) = devices.ioapic() {
+                mmio.insert(base, ioapic::MMIO_SIZE, MmioKey::Ioapic)?;
+            }
         }
         Ok(Self {
             apic_page: apic_page.unwrap_or(NO_PAGE),
             platform,
-            ports: Platform::<S>::port_bus(config.debug_exit_port)?,
+            ports: Platform::<S>::port_bus(&devices)?,
             mmio,
             mmio_decoded: DecodeCache::default(),
             mmio_sites: SiteCache::default(),

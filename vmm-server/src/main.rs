@@ -18,6 +18,7 @@ mod process {
         };
     }
     use core::sync::atomic::{AtomicBool, Ordering};
+    use protocols::devices::DeviceSet;
     use protocols::error::Error;
     use protocols::ipc::MsgInfo;
     use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
@@ -120,12 +121,15 @@ mod process {
         linux: Option<(&'static [u8], &'static str)>,
         /// The host's time when the VM was made (Unix seconds; 0 when unknown).
         unix_time: i64,
+        /// The VM's devices, checked.
+        devices: DeviceSet,
     }
 
     impl Boot {
         /// Map the image's frames (and a Linux VM's description and initramfs).
         fn map(image_size: u64, linux: bool) -> Result<Self, Error> {
             let (initrd_size, cmdline, unix_time) = description()?;
+            let devices = devices()?;
             let (initrd_size, cmdline) = if linux { (initrd_size, cmdline) } else { (0, "") };
             let image_pages = image_size.div_ceil(4096);
             let pages = image_pages + initrd_size.div_ceil(4096);
@@ -150,7 +154,7 @@ mod process {
             };
             let image = bytes(0, image_size);
             let linux = linux.then(|| (bytes(image_pages * 4096, initrd_size), cmdline));
-            Ok(Self { image, linux, unix_time })
+            Ok(Self { image, linux, unix_time, devices })
         }
     }
 
@@ -202,6 +206,19 @@ mod process {
         Ok((d.initrd_size, cmdline, unix_time))
     }
 
+    /// The VM's devices from its description, checked again: a table the rules refuse
+    /// stops the VM before anything is built, naming the device.
+    fn devices() -> Result<DeviceSet, Error> {
+        let Some(d) = described() else {
+            say!("the VM's description is malformed");
+            return Err(Error::InvalidArgument);
+        };
+        d.devices().map_err(|e| {
+            say!("the VM's device table is refused: {e}");
+            Error::InvalidArgument
+        })
+    }
+
     /// Build the VM with 2^`ram_bits` bytes of RAM; returns guest RAM as bytes and the
     /// guest's entry point.
     fn build(image_size: u64, ram_bits: u8, mode: u64, flags: u64) -> Result<Built, Error> {
@@ -235,7 +252,7 @@ mod process {
         // stay mapped for the VMM's life and nothing else in this process aliases them.
         let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, ram_bytes as usize) };
         let start = match boot.linux {
-            Some((initrd, cmdline)) => load_linux(boot.image, initrd, cmdline, ram)?,
+            Some((initrd, cmdline)) => load_linux(boot.image, initrd, cmdline, &boot.devices, ram)?,
             None => {
                 let img = guest_image::parse(boot.image, ram_bytes).map_err(|e| {
                     say!("guest image refused: {e:?}");
@@ -266,6 +283,7 @@ mod process {
             #[cfg(feature = "test-modes")]
             entry: start.rip,
             unix_time: boot.unix_time,
+            devices: boot.devices,
             started,
         })
     }
@@ -278,6 +296,7 @@ mod process {
         #[cfg(feature = "test-modes")]
         entry: u64,
         unix_time: i64,
+        devices: DeviceSet,
         started: u64,
     }
 
@@ -305,6 +324,7 @@ mod process {
         kernel: &[u8],
         initrd: &[u8],
         cmdline: &str,
+        devices: &DeviceSet,
         ram: &mut [u8],
     ) -> Result<Start, Error> {
         let refused = |e: LinuxBootError| {
@@ -316,17 +336,19 @@ mod process {
         let mut plan = linux_boot::plan(&image, ram_bytes, cmdline.as_bytes(), initrd.len() as u64)
             .map_err(refused)?;
         // The platform's ACPI tables, as firmware would leave them in the BIOS area (the
-        // e820 map reserves it): the APIC, the IOAPIC, the PM registers, S5.
-        let tables = ram
-            .get_mut(acpi::STANDARD_BASE as usize..)
-            .and_then(|r| r.get_mut(..acpi::STANDARD_REGION_LEN))
-            .ok_or(Error::InvalidArgument)?;
-        let layout = acpi::build(&acpi::AcpiConfig::standard(&[0]), acpi::STANDARD_BASE, tables)
-            .map_err(|e| {
+        // e820 map reserves it): the APIC, the IOAPIC, the PM registers, S5, as far as
+        // the VM has them (none without the PM registers).
+        if let Some(config) = acpi::AcpiConfig::for_devices(&[0], devices) {
+            let tables = ram
+                .get_mut(acpi::STANDARD_BASE as usize..)
+                .and_then(|r| r.get_mut(..acpi::STANDARD_REGION_LEN))
+                .ok_or(Error::InvalidArgument)?;
+            let layout = acpi::build(&config, acpi::STANDARD_BASE, tables).map_err(|e| {
                 say!("no ACPI tables: {e}");
                 Error::InvalidArgument
             })?;
-        plan.acpi_rsdp = layout.rsdp;
+            plan.acpi_rsdp = layout.rsdp;
+        }
         plan.write(&image, cmdline.as_bytes(), initrd, &mut SliceMemory::new(0, ram))
             .map_err(refused)?;
         say!(
@@ -668,9 +690,13 @@ mod process {
                 );
                 (stop::OTHER, 0, 0)
             }
-            Ok(Built { ram, unix_time, started, .. }) => {
-                let mut config =
-                    VmConfig { clock: host_clock(), unix_time, ..vmm_server::serve::config(mode) };
+            Ok(Built { ram, unix_time, devices, started, .. }) => {
+                let mut config = VmConfig {
+                    clock: host_clock(),
+                    unix_time,
+                    devices,
+                    ..vmm_server::serve::config(mode)
+                };
                 if flags & vmm_flags::LINUX != 0 {
                     // MWAIT returns at once under this VMM: a guest idling with it would
                     // spin, so Linux is offered HLT only.

@@ -15,9 +15,15 @@
 //! APIC disabled); the I/O APIC's messages are raised at the local APIC at once, which
 //! delivers by priority. [`Platform::interrupt_pending`] and [`Platform::acknowledge`]
 //! are the CPU's view of both.
+//!
+//! Which devices the VM has, and where the UART sits, is its [`DeviceSet`] (the manifest's
+//! list, from the VM's description): [`Platform::port_bus`] claims ports for the present
+//! devices only, once, at start, so an absent device's ports read as unclaimed ones and
+//! no exit asks whether a device exists. An absent device's model stays (the PIT's is the
+//! VM's clock) but nothing reaches it, and it drives no line.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
-use crate::devices::acpi_pm::{self, AcpiPm};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos_rtc::CmosRtc;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::{self, I8042};
@@ -28,16 +34,15 @@ use crate::devices::pit8254::{Pit8254, PIT_HZ};
 #[cfg(any(test, feature = "test-modes"))]
 use crate::devices::scratch::Scratch;
 use crate::devices::uart16550::{SerialSink, Uart16550};
+use protocols::devices::{DeviceSet, Kind};
 
 /// Port ranges a [`Platform`] bus can hold.
 pub const PORT_SLOTS: usize = 16;
 
-/// COM1's base port.
-pub const COM1: u16 = 0x3f8;
-/// COM1's IRQ line.
-pub const COM1_IRQ: u8 = 4;
+/// COM1's base port: the standard UART's.
+pub const COM1: u16 = protocols::devices::COM1;
 /// The PIT's IRQ line.
-pub const PIT_IRQ: u8 = 0;
+pub const PIT_IRQ: u8 = protocols::devices::PIT_IRQ;
 /// The keyboard's IRQ line.
 pub const KEYBOARD_IRQ: u8 = 1;
 /// The PS/2 aux (mouse) IRQ line.
@@ -62,8 +67,8 @@ pub enum PortKey {
     I8042Data,
     /// i8042 command/status port 0x64.
     I8042Command,
-    /// COM1.
-    Com1,
+    /// The 16550 (COM1 on the standard PC).
+    Uart,
     /// The debug-exit port.
     DebugExit,
     /// Port 0x80: POST codes and I/O delays.
@@ -87,8 +92,12 @@ pub enum MmioKey {
 /// The legacy devices of one VM.
 #[derive(Clone, Debug)]
 pub struct Platform<S> {
-    /// COM1, the VM's console.
+    /// The UART, the VM's console.
     pub uart: Uart16550<S>,
+    /// The UART's IRQ line.
+    uart_irq: u8,
+    /// Which devices the VM has.
+    devices: DeviceSet,
     /// The 8259 pair.
     pub pic: DualPic,
     /// The vCPU's local APIC.
@@ -127,14 +136,17 @@ pub struct Platform<S> {
 }
 
 impl<S: SerialSink> Platform<S> {
-    /// A platform whose console writes into `sink`, whose clock reads `unix_time` and
-    /// whose local APIC is configured by `lapic`. The APIC starts as firmware leaves it:
-    /// enabled, in virtual-wire mode, so a guest that never touches it sees the 8259.
-    pub fn new(sink: S, unix_time: i64, lapic: LapicConfig) -> Self {
+    /// A platform of `devices` whose console writes into `sink`, whose clock reads
+    /// `unix_time` and whose local APIC is configured by `lapic`. The APIC starts as
+    /// firmware leaves it: enabled, in virtual-wire mode, so a guest that never touches
+    /// it sees the 8259.
+    pub fn new(devices: DeviceSet, sink: S, unix_time: i64, lapic: LapicConfig) -> Self {
         let mut apic = Lapic::new(lapic);
         apic.firmware_virtual_wire();
         Self {
             uart: Uart16550::new(sink),
+            uart_irq: devices.uart().map_or(protocols::devices::COM1_IRQ, |(_, irq)| irq),
+            devices,
             pic: DualPic::new(),
             lapic: apic,
             ioapic: Ioapic::new(),
@@ -154,23 +166,37 @@ impl<S: SerialSink> Platform<S> {
         }
     }
 
-    /// The standard PC port map, plus the debug-exit device (4 ports) at `debug_exit`.
-    pub fn port_bus(debug_exit: Option<u16>) -> Result<Bus<PortKey, PORT_SLOTS>, BusError> {
+    /// The port map of `devices`: each present device's ranges, where the set places
+    /// them, each with the key of the model behind it.
+    pub fn port_bus(devices: &DeviceSet) -> Result<Bus<PortKey, PORT_SLOTS>, BusError> {
         let mut bus = Bus::new();
-        bus.insert(0x20, 2, PortKey::Pic(Chip::Master))?;
-        bus.insert(0xa0, 2, PortKey::Pic(Chip::Slave))?;
-        bus.insert(0x40, 4, PortKey::Pit)?;
-        bus.insert(0x60, 1, PortKey::I8042Data)?;
-        bus.insert(0x61, 1, PortKey::PortB)?;
-        bus.insert(0x64, 1, PortKey::I8042Command)?;
-        bus.insert(0x70, 2, PortKey::Rtc)?;
-        bus.insert(u64::from(POST_PORT), 1, PortKey::PostCode)?;
-        bus.insert(u64::from(COM1), 8, PortKey::Com1)?;
-        bus.insert(u64::from(acpi_pm::BASE_PORT), acpi_pm::WINDOW_LEN, PortKey::AcpiPm)?;
-        if let Some(port) = debug_exit {
-            bus.insert(u64::from(port), 4, PortKey::DebugExit)?;
+        for d in devices.iter() {
+            let keys: [Option<PortKey>; 2] = match d.kind {
+                Kind::Pic8259 => {
+                    [Some(PortKey::Pic(Chip::Master)), Some(PortKey::Pic(Chip::Slave))]
+                }
+                Kind::Pit8254 => [Some(PortKey::Pit), Some(PortKey::PortB)],
+                Kind::I8042 => [Some(PortKey::I8042Data), Some(PortKey::I8042Command)],
+                Kind::CmosRtc => [Some(PortKey::Rtc), None],
+                Kind::PostCode => [Some(PortKey::PostCode), None],
+                Kind::AcpiPm => [Some(PortKey::AcpiPm), None],
+                Kind::Uart16550 => [Some(PortKey::Uart), None],
+                Kind::DebugExit => [Some(PortKey::DebugExit), None],
+                Kind::Lapic | Kind::Ioapic => [None, None],
+            };
+            for (range, key) in d.ports.iter().zip(keys) {
+                if let (Some((first, last)), Some(key)) = (*range, key) {
+                    let len = u64::from(last).saturating_sub(u64::from(first)).saturating_add(1);
+                    bus.insert(u64::from(first), len, key)?;
+                }
+            }
         }
         Ok(bus)
+    }
+
+    /// Which devices the VM has.
+    pub fn devices(&self) -> &DeviceSet {
+        &self.devices
     }
 
     /// Whether an interrupt waits that the vCPU takes once interruptible: the 8259's,
@@ -212,14 +238,19 @@ impl<S: SerialSink> Platform<S> {
         pic || self.ioapic.entry(PIT_GSI).is_some_and(|e| e & crate::devices::ioapic::MASKED == 0)
     }
 
-    /// Drive the PIC inputs from the devices' interrupt outputs.
+    /// Drive the PIC inputs from the present devices' interrupt outputs (an absent
+    /// device's line may be another's).
     pub fn sync_irqs(&mut self) {
-        self.sync_uart_irq();
-        self.sync_i8042_irqs();
+        if self.devices.has(Kind::Uart16550) {
+            self.sync_uart_irq();
+        }
+        if self.devices.has(Kind::I8042) {
+            self.sync_i8042_irqs();
+        }
     }
 
     fn sync_uart_irq(&mut self) {
-        self.set_irq(COM1_IRQ, self.uart.irq_level());
+        self.set_irq(self.uart_irq, self.uart.irq_level());
     }
 
     fn sync_i8042_irqs(&mut self) {
@@ -281,7 +312,7 @@ impl<S: SerialSink> Platform<S> {
     /// the PIC itself (an EOI, a new mask or mode) must see every line again.
     fn sync_after(&mut self, key: PortKey) {
         match key {
-            PortKey::Com1 => self.sync_uart_irq(),
+            PortKey::Uart => self.sync_uart_irq(),
             PortKey::I8042Data | PortKey::I8042Command => self.sync_i8042_irqs(),
             PortKey::Pic(_) => self.sync_irqs(),
             PortKey::Pit
@@ -341,7 +372,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 self.set_irq(AUX_IRQ, false);
             }
             PortKey::I8042Command => self.i8042.read(i8042::COMMAND, data),
-            PortKey::Com1 => self.uart.read(offset, data),
+            PortKey::Uart => self.uart.read(offset, data),
             PortKey::DebugExit => self.debug_exit.read(offset, data),
             PortKey::PostCode => data.fill(self.post_code),
             PortKey::AcpiPm => {
@@ -371,7 +402,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 self.i8042.write(i8042::COMMAND, data);
                 self.stop_asked = true;
             }
-            PortKey::Com1 => self.uart.write(offset, data),
+            PortKey::Uart => self.uart.write(offset, data),
             PortKey::DebugExit => {
                 self.debug_exit.write(offset, data);
                 self.stop_asked = true;
@@ -423,6 +454,7 @@ mod tests {
     use crate::bus::Bus;
     use crate::devices::lapic::{LapicConfig, TimerClock};
     use crate::devices::pic8259::{port, Chip};
+    use protocols::devices::DeviceSet;
 
     const LAPIC: LapicConfig = LapicConfig {
         apic_id: 0,
@@ -433,7 +465,7 @@ mod tests {
     };
 
     fn platform() -> Platform<Vec<u8>> {
-        let mut p = Platform::new(Vec::new(), 0, LAPIC);
+        let mut p = Platform::new(DeviceSet::STANDARD, Vec::new(), 0, LAPIC);
         for (chip, base, icw3) in [(Chip::Master, 0x30, 4), (Chip::Slave, 0x38, 2)] {
             for (off, v) in
                 [(port::COMMAND, 0x11), (port::DATA, base), (port::DATA, icw3), (port::DATA, 1)]
@@ -446,21 +478,72 @@ mod tests {
 
     #[test]
     fn the_standard_port_map() {
-        let bus = Platform::<Vec<u8>>::port_bus(Some(0xf4)).unwrap();
-        assert_eq!(bus.resolve(0x3fd, 1), Some((PortKey::Com1, 5)));
+        let bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        assert_eq!(bus.resolve(0x3fd, 1), Some((PortKey::Uart, 5)));
         assert_eq!(bus.resolve(0xa1, 1), Some((PortKey::Pic(Chip::Slave), 1)));
         assert_eq!(bus.resolve(0x43, 1), Some((PortKey::Pit, 3)));
         assert_eq!(bus.resolve(0x61, 1), Some((PortKey::PortB, 0)));
         assert_eq!(bus.resolve(0x64, 1), Some((PortKey::I8042Command, 0)));
         assert_eq!(bus.resolve(0xf4, 4), Some((PortKey::DebugExit, 0)));
         assert_eq!(bus.resolve(0x2f8, 1), None, "no COM2");
-        assert!(Platform::<Vec<u8>>::port_bus(Some(0x3f8)).is_err(), "overlap refused");
+        let onto_the_uart = DeviceSet::STANDARD.with_debug_exit(0x3f8);
+        assert!(Platform::<Vec<u8>>::port_bus(&onto_the_uart).is_err(), "overlap refused");
+    }
+
+    /// A VM with its UART at COM2 on IRQ 3 and no i8042: COM1's and the i8042's ports are
+    /// unclaimed, the UART's interrupt arrives on line 3, and line 1, the absent i8042's,
+    /// is the UART's to drive without interference.
+    #[test]
+    fn a_moved_uart_and_an_absent_device() {
+        use protocols::devices::{Device, Kind};
+        let list = [
+            Device::standard(Kind::Pic8259),
+            Device::standard(Kind::Lapic),
+            Device {
+                ports: Some((0x2f8, 0x2ff)),
+                irq: Some(3),
+                ..Device::standard(Kind::Uart16550)
+            },
+        ];
+        let set = DeviceSet::check(&list).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&set).unwrap();
+        assert_eq!(bus.resolve(0x2fd, 1), Some((PortKey::Uart, 5)));
+        for port in [0x3f8, 0x60, 0x64, 0x40, 0x70, 0x80, 0xf4, 0x600] {
+            assert_eq!(bus.resolve(port, 1), None, "port {port:#x} is absent");
+        }
+        let mut p = Platform::new(set, Vec::new(), 0, LAPIC);
+        for (chip, base, icw3) in [(Chip::Master, 0x30, 4), (Chip::Slave, 0x38, 2)] {
+            for (off, v) in
+                [(port::COMMAND, 0x11), (port::DATA, base), (port::DATA, icw3), (port::DATA, 1)]
+            {
+                p.pic.write(chip, off, v);
+            }
+        }
+        let mut b = [0];
+        bus.read(&mut p, 0x3fd, &mut b);
+        assert_eq!(b, [0xff], "COM1 reads as an undriven bus");
+        bus.write(&mut p, 0x2f9, &[0x01]); // IER: receive interrupt
+        assert!(p.console_input(b'k'));
+        assert_eq!(p.pic.pending_vector(), Some(0x33), "IRQ 3");
+        // On line 1, where the absent i8042 would drive its line low on every resync.
+        let list = [list[0], list[1], Device { irq: Some(1), ..list[2] }];
+        let mut p = Platform::new(DeviceSet::check(&list).unwrap(), Vec::new(), 0, LAPIC);
+        for (off, v) in
+            [(port::COMMAND, 0x11), (port::DATA, 0x30), (port::DATA, 4), (port::DATA, 1)]
+        {
+            p.pic.write(Chip::Master, off, v);
+        }
+        bus.write(&mut p, 0x2f9, &[0x01]);
+        assert!(p.console_input(b'k'));
+        p.sync_irqs();
+        assert_eq!(p.pic.pending_vector(), Some(0x31), "IRQ 1");
+        assert_ne!(p.lines & 1 << 1, 0, "line 1 stays high at the I/O APIC after a resync");
     }
 
     #[test]
     fn uart_interrupt_reaches_the_pic() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
         bus.write(&mut p, 0x3f9, &[0x01]); // IER: receive interrupt
         assert_eq!(p.pic.pending_vector(), None);
         assert!(p.console_input(b'k'));
@@ -470,7 +553,7 @@ mod tests {
     #[test]
     fn pit_ticks_become_irq0_edges() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
         bus.write(&mut p, 0x43, &[0x34]);
         bus.write(&mut p, 0x40, &[100]);
         bus.write(&mut p, 0x40, &[0]);
@@ -487,8 +570,8 @@ mod tests {
 
     #[test]
     fn the_rtc_reads_the_pits_time() {
-        let mut p = Platform::new(Vec::new(), 1_700_000_000, LAPIC);
-        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let mut p = Platform::new(DeviceSet::STANDARD, Vec::new(), 1_700_000_000, LAPIC);
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
         let seconds = |p: &mut Platform<Vec<u8>>, bus: &mut Bus<PortKey, 16>| {
             bus.write(p, 0x70, &[0x00]);
             let mut b = [0];
@@ -506,7 +589,7 @@ mod tests {
     #[test]
     fn port_b_and_post_code() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
         bus.write(&mut p, 0x80, &[0x42]);
         let mut b = [0];
         bus.read(&mut p, 0x80, &mut b);
@@ -519,7 +602,7 @@ mod tests {
     #[test]
     fn keyboard_bytes_are_separate_edges() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(None).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
         bus.write(&mut p, 0x60, &[0xff]); // keyboard reset: two answer bytes
         assert_eq!(p.pic.acknowledge(), 0x31);
         p.pic.write(Chip::Master, port::COMMAND, 0x20);

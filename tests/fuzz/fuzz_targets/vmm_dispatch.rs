@@ -309,7 +309,9 @@ fuzz_target!(|data: &[u8]| {
     config.cr0 = input.cr0.unwrap_or(config.cr0);
     config.efer = input.efer.unwrap_or(config.efer);
     config.entry_controls = input.entry_controls.or(config.entry_controls);
-    config.debug_exit_port = input.debug_exit_port.or(config.debug_exit_port);
+    if let Some(port) = input.debug_exit_port {
+        config.devices = config.devices.with_debug_exit(port);
+    }
     let Ok(mut vm) = Vm::new(&config, host_cpuid, Ram(vec![0; RAM_SIZE]), Sink(0)) else {
         return; // The debug-exit port collides with a device: a configuration error.
     };

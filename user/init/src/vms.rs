@@ -209,7 +209,10 @@ fn start_vmm(
         }
     }
     let cmdline = vm.linux.as_ref().map_or("", |linux| linux.cmdline);
-    let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date);
+    // The manifest was checked: its device list keeps the rules.
+    let devices = vm.device_set().map_err(|_| Error::InvalidArgument)?;
+    let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date)
+        .with_devices(&devices);
     let description = describe(a, &d)?;
     invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     process::start(&p)

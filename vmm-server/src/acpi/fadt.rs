@@ -16,7 +16,8 @@
 //!   none), FIX_RTC (no RTC wake in PM1), TMR_VAL_EXT when the PM timer is 32 bits
 //!   ([`crate::devices::acpi_pm::TIMER_BITS`]), RESET_REG_SUP when a reset register is
 //!   given. C2 and C3 latencies say "not supported".
-//! - IAPC_BOOT_ARCH: legacy ISA devices and an 8042 exist; no VGA, no MSI, no ASPM.
+//! - IAPC_BOOT_ARCH: legacy ISA devices exist, an 8042 and the CMOS RTC where the VM has
+//!   them ([`AcpiConfig::boot_arch`]); no VGA, no MSI, no ASPM.
 //! - CENTURY names the CMOS century byte the RTC model keeps.
 
 use super::sdt::{self, put};
@@ -184,7 +185,7 @@ pub mod boot_arch {
     pub const MSI_NOT_SUPPORTED: u16 = 1 << 3;
     /// The OS must not enable PCIe ASPM.
     pub const PCIE_ASPM_CONTROLS: u16 = 1 << 4;
-    /// No CMOS RTC (not set here).
+    /// No CMOS RTC.
     pub const CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 }
 
@@ -260,7 +261,7 @@ pub fn flags_for(config: &AcpiConfig<'_>) -> u32 {
     f
 }
 
-/// The IA-PC boot architecture flags.
+/// The IA-PC boot architecture flags of the standard PC (an 8042, an RTC).
 pub const BOOT_ARCH: u16 = boot_arch::LEGACY_DEVICES
     | boot_arch::I8042
     | boot_arch::VGA_NOT_PRESENT
@@ -286,7 +287,7 @@ pub fn write(out: &mut [u8], config: &AcpiConfig<'_>, dsdt: u32, facs: u32) {
     put(out, offset::P_LVL2_LAT, &P_LVL2_LAT_NONE.to_le_bytes());
     put(out, offset::P_LVL3_LAT, &P_LVL3_LAT_NONE.to_le_bytes());
     put(out, offset::CENTURY, &[cmos_rtc::CENTURY]);
-    put(out, offset::IAPC_BOOT_ARCH, &BOOT_ARCH.to_le_bytes());
+    put(out, offset::IAPC_BOOT_ARCH, &config.boot_arch.to_le_bytes());
     put(out, offset::FLAGS, &flags_for(config).to_le_bytes());
     if let Some(reset) = config.reset {
         put(out, offset::RESET_REG, &io(reset.port, 1, gas::BYTE));

@@ -1,8 +1,8 @@
 //! The Multiple APIC Description Table (ACPI 6 §5.2.12): where the local APICs and the
 //! IOAPIC are, which CPUs exist, and how the ISA IRQs reach the IOAPIC's inputs.
 //!
-//! One Processor Local APIC entry per CPU (ACPI processor UID = its index, enabled), one
-//! IOAPIC, the interrupt source overrides the VMM wires (a PC's IRQ 0 on GSI 2, the SCI
+//! One Processor Local APIC entry per CPU (ACPI processor UID = its index, enabled), the
+//! IOAPIC where the VM has one, the interrupt source overrides the VMM wires (a PC's IRQ 0 on GSI 2, the SCI
 //! level-triggered), and one Local APIC NMI entry for all processors on LINT1, as every
 //! PC has. PCAT_COMPAT is set: the 8259 pair exists, and the OS must mask it before it
 //! uses the IOAPIC.
@@ -103,21 +103,25 @@ impl InterruptOverride {
     }
 }
 
-/// Bytes of a MADT with `cpus` processors and `overrides` overrides; `None` past `usize`.
-pub fn len(cpus: usize, overrides: usize) -> Option<usize> {
+/// Bytes of a MADT with `cpus` processors, an IOAPIC or none and `overrides` overrides;
+/// `None` past `usize`.
+pub fn len(cpus: usize, ioapic: bool, overrides: usize) -> Option<usize> {
     let lapics = cpus.checked_mul(entry::LOCAL_APIC_LEN)?;
     let isos = overrides.checked_mul(entry::INTERRUPT_OVERRIDE_LEN)?;
-    (sdt::HEADER_LEN + FIXED_LEN + entry::IO_APIC_LEN + entry::LOCAL_APIC_NMI_LEN)
+    let ioapics = if ioapic { entry::IO_APIC_LEN } else { 0 };
+    (sdt::HEADER_LEN + FIXED_LEN + entry::LOCAL_APIC_NMI_LEN)
+        .checked_add(ioapics)?
         .checked_add(lapics)?
         .checked_add(isos)
 }
 
-/// Write the MADT into `out`, which is exactly [`len`] bytes for these CPUs and overrides.
+/// Write the MADT into `out`, which is exactly [`len`] bytes for these CPUs, IOAPIC and
+/// overrides.
 pub fn write(
     out: &mut [u8],
     lapic_address: u32,
     apic_ids: &[u8],
-    ioapic: &IoApic,
+    ioapic: Option<&IoApic>,
     overrides: &[InterruptOverride],
 ) {
     sdt::write_header(out, SIGNATURE, REVISION);
@@ -133,9 +137,11 @@ pub fn write(
         push(&[entry::LOCAL_APIC, entry::LOCAL_APIC_LEN as u8, uid, apic_id]);
         push(&flags);
     }
-    push(&[entry::IO_APIC, entry::IO_APIC_LEN as u8, ioapic.id, 0]);
-    push(&ioapic.address.to_le_bytes());
-    push(&ioapic.gsi_base.to_le_bytes());
+    if let Some(ioapic) = ioapic {
+        push(&[entry::IO_APIC, entry::IO_APIC_LEN as u8, ioapic.id, 0]);
+        push(&ioapic.address.to_le_bytes());
+        push(&ioapic.gsi_base.to_le_bytes());
+    }
     for iso in overrides {
         // Bus 0 is ISA.
         push(&[entry::INTERRUPT_OVERRIDE, entry::INTERRUPT_OVERRIDE_LEN as u8, 0, iso.isa_irq]);

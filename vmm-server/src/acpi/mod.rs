@@ -36,6 +36,7 @@ mod tests;
 
 use crate::devices::{ioapic, lapic};
 use crate::platform;
+use protocols::devices::{DeviceSet, Kind};
 
 pub use error::AcpiError;
 pub use fadt::{PmPorts, ResetRegister};
@@ -54,7 +55,7 @@ pub const LAPIC_ADDRESS: u32 = lapic::DEFAULT_BASE as u32;
 pub const STANDARD_IOAPIC: IoApic =
     IoApic { id: 0, address: ioapic::DEFAULT_BASE as u32, gsi_base: 0 };
 /// The SCI's ISA IRQ, as on a PIIX4.
-pub const SCI_IRQ: u8 = 9;
+pub const SCI_IRQ: u8 = protocols::devices::SCI_IRQ;
 /// The overrides every PC has: the PIT's IRQ 0 on IOAPIC input 2 (edge, active high, as
 /// the ISA bus is), and the SCI level-triggered, active high.
 pub const STANDARD_OVERRIDES: [InterruptOverride; 2] = [
@@ -85,8 +86,8 @@ pub struct AcpiConfig<'a> {
     pub apic_ids: &'a [u8],
     /// The local APICs' guest-physical address.
     pub lapic_address: u32,
-    /// The IOAPIC.
-    pub ioapic: IoApic,
+    /// The IOAPIC, if the VM has one.
+    pub ioapic: Option<IoApic>,
     /// The ISA IRQs that do not reach the IOAPIC identity-mapped, edge, active high.
     pub overrides: &'a [InterruptOverride],
     /// The SCI's interrupt (an ISA IRQ in 8259 mode, the GSI with the IOAPIC).
@@ -95,6 +96,8 @@ pub struct AcpiConfig<'a> {
     pub pm: PmPorts,
     /// The reset register, if the FADT declares one.
     pub reset: Option<ResetRegister>,
+    /// The FADT's IA-PC boot architecture flags ([`fadt::boot_arch`]).
+    pub boot_arch: u16,
 }
 
 impl<'a> AcpiConfig<'a> {
@@ -104,12 +107,40 @@ impl<'a> AcpiConfig<'a> {
         Self {
             apic_ids,
             lapic_address: LAPIC_ADDRESS,
-            ioapic: STANDARD_IOAPIC,
+            ioapic: Some(STANDARD_IOAPIC),
             overrides: &STANDARD_OVERRIDES,
             sci_irq: SCI_IRQ,
             pm: PmPorts::STANDARD,
             reset: Some(ResetRegister::I8042),
+            boot_arch: fadt::BOOT_ARCH,
         }
+    }
+
+    /// The tables of a VM with `devices`: what is absent is not advertised. No tables at
+    /// all without the ACPI PM registers (the FADT declares them; ACPI without them is
+    /// no ACPI); no IOAPIC entry, and so no overrides, without an IOAPIC; the PIT's
+    /// override only with a PIT; no i8042 flag or reset register without an i8042; the
+    /// RTC declared absent without one.
+    pub fn for_devices(apic_ids: &'a [u8], devices: &DeviceSet) -> Option<Self> {
+        if !devices.has(Kind::AcpiPm) {
+            return None;
+        }
+        let mut c = Self::standard(apic_ids);
+        let address = devices.ioapic().and_then(|base| u32::try_from(base).ok());
+        c.ioapic = address.map(|address| IoApic { address, ..STANDARD_IOAPIC });
+        c.overrides = match (c.ioapic, devices.has(Kind::Pit8254)) {
+            (None, _) => &[],
+            (Some(_), true) => &STANDARD_OVERRIDES,
+            (Some(_), false) => STANDARD_OVERRIDES.get(1..).unwrap_or_default(),
+        };
+        if !devices.has(Kind::I8042) {
+            c.reset = None;
+            c.boot_arch &= !fadt::boot_arch::I8042;
+        }
+        if !devices.has(Kind::CmosRtc) {
+            c.boot_arch |= fadt::boot_arch::CMOS_RTC_NOT_PRESENT;
+        }
+        Some(c)
     }
 }
 
@@ -199,7 +230,8 @@ fn place(config: &AcpiConfig<'_>, base: u64) -> Result<(Offsets, AcpiLayout), Ac
         return Err(AcpiError::MisalignedBase(base));
     }
     let too_high = |end: u64| AcpiError::AboveFourGiB { end };
-    let madt_len = madt::len(config.apic_ids.len(), config.overrides.len());
+    let madt_len =
+        madt::len(config.apic_ids.len(), config.ioapic.is_some(), config.overrides.len());
     let off = madt_len.and_then(Offsets::new).ok_or(too_high(u64::MAX))?;
     let at = |offset: usize| {
         u64::try_from(offset).ok().and_then(|o| base.checked_add(o)).ok_or(too_high(u64::MAX))
@@ -258,7 +290,7 @@ pub fn build(config: &AcpiConfig<'_>, base: u64, out: &mut [u8]) -> Result<AcpiL
         slot(out, off.madt, off.madt_len).ok_or(too_small)?,
         config.lapic_address,
         config.apic_ids,
-        &config.ioapic,
+        config.ioapic.as_ref(),
         config.overrides,
     );
     Ok(layout)

@@ -430,3 +430,47 @@ fn a_guest_powering_off_as_linux_does_reaches_the_pm_device() {
     pm.read(tmr, &mut t);
     assert_eq!(u32::from_le_bytes(t), 3000);
 }
+
+/// What a VM lacks is not advertised: no IOAPIC entry (and no overrides) without an
+/// IOAPIC, the PIT's override only with a PIT, a moved IOAPIC at its address, no 8042 or
+/// reset register without an i8042, the RTC declared absent; no tables at all without
+/// the PM registers.
+#[test]
+fn the_tables_follow_the_vms_devices() {
+    use protocols::devices::{Device, DeviceSet, Kind};
+    let std = DeviceSet::STANDARD;
+    assert_eq!(AcpiConfig::for_devices(&[0], &std), Some(AcpiConfig::standard(&[0])));
+    assert_eq!(
+        AcpiConfig::for_devices(&[0], &std.without(Kind::AcpiPm).without(Kind::Ioapic)),
+        None
+    );
+    let kinds = |set: &DeviceSet| {
+        let config = AcpiConfig::for_devices(&[0], set).unwrap();
+        let (mem, l) = built(&config, STANDARD_BASE);
+        let entries = madt_entries(mem.table(l.madt, b"APIC"));
+        let fadt = (mem.u16(l.fadt + 109), mem.u32(l.fadt + 112) & (1 << 10));
+        (entries, fadt)
+    };
+    let (entries, (boot_arch, reset)) =
+        kinds(&std.without(Kind::Ioapic).without(Kind::I8042).without(Kind::CmosRtc));
+    let types: Vec<u8> = entries.iter().map(|e| e.0).collect();
+    assert_eq!(types, [0, 4], "a local APIC and its NMI, nothing else");
+    assert_eq!(boot_arch, 0x1f & !0b10 | 0b10_0000, "no 8042, no CMOS RTC");
+    assert_eq!(reset, 0, "no reset register");
+    let list: Vec<Device> = std
+        .listed()
+        .filter(|d| d.kind != Kind::Pit8254)
+        .map(|d| {
+            if d.kind == Kind::Ioapic {
+                Device { mmio: Some((0xfed0_0000, 0xfed0_0fff)), ..d }
+            } else {
+                d
+            }
+        })
+        .collect();
+    let (entries, _) = kinds(&DeviceSet::check(&list).unwrap());
+    let ioapic: Vec<_> = entries.iter().filter(|e| e.0 == 1).map(|e| e.1.clone()).collect();
+    assert_eq!(ioapic, [vec![0, 0, 0x00, 0x00, 0xd0, 0xfe, 0, 0, 0, 0]], "at 0xFED00000");
+    let isos: Vec<_> = entries.iter().filter(|e| e.0 == 2).map(|e| e.1[1]).collect();
+    assert_eq!(isos, [9], "the SCI's override alone: no PIT");
+}

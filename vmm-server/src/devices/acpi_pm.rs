@@ -25,7 +25,7 @@
 use crate::bus::BusDevice;
 
 /// The first port of the window.
-pub const BASE_PORT: u16 = 0x600;
+pub const BASE_PORT: u16 = protocols::devices::ACPI_PM_PORT;
 /// Offset of the PM1a event block (PM1_STS, then PM1_EN).
 pub const PM1_EVT: u16 = 0;
 /// Bytes of the PM1a event block: two 16-bit registers.
@@ -39,7 +39,7 @@ pub const PM_TMR: u16 = 8;
 /// Bytes of the PM timer register.
 pub const PM_TMR_LEN: u8 = 4;
 /// Bytes of the whole window (offsets 6-7 are a hole that reads all ones).
-pub const WINDOW_LEN: u64 = 12;
+pub const WINDOW_LEN: u64 = protocols::devices::ACPI_PM_PORTS as u64;
 
 /// Width of the PM timer: 32 bits, so the FADT sets TMR_VAL_EXT and a guest that reads the
 /// timer twice a few seconds apart sees no wrap (2^32 ticks are 20 minutes).

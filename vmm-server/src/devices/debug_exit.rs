@@ -6,7 +6,7 @@
 use crate::bus::BusDevice;
 
 /// The conventional port (QEMU's isa-debug-exit default).
-pub const DEFAULT_PORT: u16 = 0xf4;
+pub const DEFAULT_PORT: u16 = protocols::devices::DEBUG_EXIT_PORT;
 
 /// The device: it remembers the first code written until the VMM takes it.
 #[derive(Clone, Debug, Default)]

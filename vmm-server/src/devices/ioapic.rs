@@ -38,9 +38,9 @@ use crate::bus::BusDevice;
 use entry::Entry;
 
 /// Where firmware and the ACPI tables put the I/O APIC.
-pub const DEFAULT_BASE: u64 = 0xfec0_0000;
+pub const DEFAULT_BASE: u64 = protocols::devices::IOAPIC_BASE;
 /// The MMIO range the VMM maps: one page (only its first 20 bytes decode).
-pub const MMIO_SIZE: u64 = 0x1000;
+pub const MMIO_SIZE: u64 = protocols::devices::MMIO_PAGE;
 /// Input pins, so redirection entries.
 pub const PINS: usize = PIN_COUNT as usize;
 const PIN_COUNT: u8 = 24;

@@ -50,7 +50,7 @@ pub const MMIO_SIZE: u64 = 0x1000;
 /// The current-count register's offset in the xAPIC page: the one read that shows time.
 pub const CURRENT_COUNT: u64 = (registers::CURRENT_COUNT_INDEX as u64) << 4;
 /// The xAPIC page after reset.
-pub const DEFAULT_BASE: u64 = 0xfee0_0000;
+pub const DEFAULT_BASE: u64 = protocols::devices::LAPIC_BASE;
 
 /// IA32_APIC_BASE bit 8: this is the bootstrap processor (read-only here).
 pub const APIC_BASE_BSP: u64 = 1 << 8;

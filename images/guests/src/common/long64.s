@@ -3,7 +3,8 @@
 // whose 48 stubs report any vector the guest does not expect.
 //
 // Hypercalls (VMCALL): rax = 0 putchar(rbx), 1 report(test rbx, status rcx; 0 = pass),
-// 2 exit(code rbx). Output goes to COM1 (port 0x3f8) unless a test says otherwise.
+// 2 exit(code rbx). Output goes to the UART at console_port: COM1 (0x3f8) unless the
+// guest says otherwise (guest_devices' VM has its UART at COM2).
 
     .code64
 
@@ -59,6 +60,10 @@ idt64_ptr:
     .quad idt64
 failures:
     .quad 0
+// The UART's base port, which putc writes.
+console_port:
+    .short 0x3f8
+    .balign 8
 ticks:
     .quad 0
 nmis:
@@ -133,10 +138,10 @@ load_data_segments:
     mov gs, ax
     ret
 
-// putc: write al to COM1.
+// putc: write al to the UART at console_port.
 putc:
     push rdx
-    mov dx, 0x3f8
+    mov dx, word ptr [rip + console_port]
     out dx, al
     pop rdx
     ret
