@@ -197,9 +197,16 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     t.check("an_exited_thread_stays_stopped", expect_eq(after, Err(Error::WouldBlock)));
 
     // Preemption: a spinner of our own priority gets the CPU when we yield, and the
-    // timer gives it back.
+    // timer gives it back (the spinner never yields, so each return from `yield_now`
+    // is a tick's doing). A tick may land before the spinner's first increment, after
+    // other threads of this priority took most of the slice: yield again then.
     let spin_tcb = spawn(a, spinner as *const () as u64, 0, 255, u64::MAX)?;
-    rt::syscall::yield_now();
+    for _ in 0..8 {
+        rt::syscall::yield_now();
+        if SPINS.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
     // Stopped before printing: the console driver runs at this priority too.
     invoke(spin_tcb, Invocation::TcbSuspend, &[])?;
     t.check(
