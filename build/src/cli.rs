@@ -118,6 +118,22 @@ pub enum Command {
         #[arg(long)]
         hold_out: bool,
     },
+    /// Mutation testing (cargo-mutants) of the kernel's capability, IPC, scheduling,
+    /// fastpath, untyped, Reply and vCPU-reply-validation code, against its unit tests
+    /// and the replayed syscalls corpus: prints killed, missed and timed-out counts and
+    /// updates the checked-in survivors list (tests/mutants/survivors.md)
+    #[command(after_help = EXIT_CODES)]
+    Mutants {
+        /// Run only this shard of the mutants, as K/N (1-based)
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+        /// Run only the mutants whose names match this regex
+        #[arg(long = "re", value_name = "REGEX")]
+        matching: Option<String>,
+        /// Run only the mutants the previous run did not kill
+        #[arg(long)]
+        iterate: bool,
+    },
     /// Exit traces: record guest32's under Bochs, turn a serial log into a trace, replay
     /// one against the VMM's dispatcher, cut one into fuzz seeds
     #[command(after_help = EXIT_CODES)]

@@ -15,6 +15,7 @@ pub mod image;
 pub mod linux;
 pub mod linux_bench;
 pub mod manifest;
+pub mod mutants;
 pub mod plant;
 pub mod progress;
 pub mod qemu;

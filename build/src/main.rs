@@ -28,6 +28,9 @@ fn main() -> ExitCode {
         Command::Bench(_) => bench().and_then(|ok| Ok(ok && xtask::linux_bench::run()?)),
         Command::Fuzz(args) => xtask::fuzz::command(args),
         Command::Plant { time, hold_out } => xtask::plant::command(time.as_secs().max(1), hold_out),
+        Command::Mutants { shard, matching, iterate } => {
+            xtask::mutants::command(&xtask::mutants::Selection { shard, matching, iterate })
+        }
         Command::Trace { command } => xtask::trace::command(command),
         Command::Images => images(),
         Command::Linux => linux(),
