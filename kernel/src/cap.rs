@@ -183,4 +183,29 @@ mod tests {
         assert_eq!(ut.derive(Rights::ALL), Err(DeriveError::UntypedCopy));
         assert_eq!(Cap::Null.derive(Rights::ALL), Err(DeriveError::Empty));
     }
+
+    #[test]
+    fn identity_tells_apart_objects_that_share_an_address() {
+        // Nested untyped regions can start at one address; the size tells them apart.
+        let outer = Cap::Untyped { base: 0x10000, size_bits: 16, free: 0 };
+        let inner = Cap::Untyped { base: 0x10000, size_bits: 12, free: 0 };
+        assert!(outer.same_object(&outer) && !outer.same_object(&inner));
+        // Port ranges are told apart by both ends.
+        let keyboard = Cap::IoPorts { first: 0x60, last: 0x64 };
+        assert!(keyboard.same_object(&Cap::IoPorts { first: 0x60, last: 0x64 }));
+        assert!(!keyboard.same_object(&Cap::IoPorts { first: 0x61, last: 0x64 }));
+        assert!(!keyboard.same_object(&Cap::IoPorts { first: 0x60, last: 0x65 }));
+        // Objects of different types at one address are different objects.
+        assert!(!Cap::Tcb { addr: 0x5000 }.same_object(&Cap::VCpu { addr: 0x5000 }));
+        // An empty slot names nothing, not even what another empty slot names.
+        assert!(!Cap::Null.same_object(&Cap::Null));
+    }
+
+    #[test]
+    fn an_empty_slot_and_a_zombie_carry_no_rights() {
+        assert_eq!(Cap::Null.rights(), Rights::NONE);
+        let zombie = Cap::Zombie { first: 0x1000, count: 4, done: 0, next: 0 };
+        assert_eq!(zombie.rights(), Rights::NONE);
+        assert_eq!(Cap::Tcb { addr: 0x1000 }.rights(), Rights::ALL);
+    }
 }

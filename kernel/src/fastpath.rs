@@ -244,12 +244,46 @@ impl<S: Store> Kernel<S> {
 
 #[cfg(test)]
 mod tests {
+    use crate::cap::Cap;
     use crate::store::Store;
     use crate::tcb::ThreadState;
     use crate::testbed::{slot, Testbed, ROOT_TCB};
+    use protocols::error::Error;
     use protocols::ipc::MsgInfo;
     use protocols::object::{Invocation, ObjectType};
+    use protocols::rights::Rights;
     use protocols::syscall::Syscall;
+
+    /// The current thread makes the syscall in `regs` (rax, rdi, rsi, rdx, r10, r8, r9):
+    /// through the fastpath first when `fast`, as the kernel entry does, else through the
+    /// slow path alone. Whether the fastpath took it.
+    fn enter(t: &mut Testbed, fast: bool, regs: [u64; 7]) -> bool {
+        let c = &mut t.k.store.tcb(t.k.current).context;
+        [c.rax, c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9] = regs;
+        if fast && t.k.fastpath().taken() {
+            return true;
+        }
+        t.k.syscall(&mut t.out);
+        false
+    }
+
+    /// A thread in slot `at` of the root CNode at `priority`, faults to `fault_ep`,
+    /// resumed when `resume`.
+    fn thread(t: &mut Testbed, at: u64, priority: u64, fault_ep: u64, resume: bool) -> u64 {
+        t.retype(ObjectType::Tcb, 0, at, 1);
+        t.invoke(at, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, fault_ep]);
+        assert_eq!(t.invoke(at, Invocation::TcbSetPriority, &[priority]), 0, "above the root's");
+        if resume {
+            t.invoke(at, Invocation::TcbResume, &[]);
+        }
+        let Cap::Tcb { addr } = t.cap(at) else { panic!("no TCB in slot {at}") };
+        addr
+    }
+
+    fn endpoint(t: &mut Testbed, at: u64) -> u64 {
+        let Cap::Endpoint { addr, .. } = t.cap(at) else { panic!("no endpoint in slot {at}") };
+        addr
+    }
 
     /// Root and a server on one endpoint; the server waits in `Recv`.
     fn setup() -> (Testbed, u64) {
@@ -373,5 +407,101 @@ mod tests {
         let c = &mut t.k.store.tcb(ROOT_TCB).context;
         (c.rax, c.rdi, c.rsi) = (Syscall::ReplyRecv as u64, 20, 0);
         assert!(!t.k.fastpath().taken());
+    }
+
+    #[test]
+    fn a_four_word_call_arrives_whole() {
+        let (mut t, server) = setup();
+        let call = [Syscall::Call as u64, 21, MsgInfo::new(5, 4).to_raw(), 10, 20, 30, 40];
+        assert!(enter(&mut t, true, call));
+        assert_eq!(t.k.current, server);
+        assert_eq!(t.regs(server)[3..], [10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn a_call_without_the_call_right_is_refused_either_way() {
+        for fast in [true, false] {
+            let (mut t, server) = setup();
+            // A copy of the endpoint that may send and receive, but not call.
+            let rw = u64::from(Rights::READ.union(Rights::WRITE).bits());
+            assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeCopy, &[20, 22, rw]), 0);
+            let call = [Syscall::Call as u64, 22, MsgInfo::new(5, 0).to_raw(), 0, 0, 0, 0];
+            assert!(!enter(&mut t, fast, call), "the fastpath took a call without CALL");
+            assert_eq!(t.k.current, ROOT_TCB);
+            assert_eq!(t.regs(ROOT_TCB)[0], Error::InsufficientRights as u64);
+            let ep = endpoint(&mut t, 20);
+            assert_eq!(t.k.store.sched(server).state, ThreadState::BlockedRecv { ep });
+        }
+    }
+
+    /// A faulted thread resumes with its own registers: a reply to it is not a message
+    /// to copy, so the fastpath leaves it to the slow path.
+    #[test]
+    fn a_reply_to_a_faulted_thread_leaves_its_registers_alone() {
+        let (mut t, server) = setup();
+        let worker = thread(&mut t, 32, 90, 21, true);
+        t.invoke(slot::TCB, Invocation::TcbSetPriority, &[50]);
+        assert_eq!(t.k.current, worker);
+        let c = &mut t.k.store.tcb(worker).context;
+        (c.rax, c.rdx, c.rip) = (55, 66, 0x40_1234);
+        t.k.fault(14, 6, 0);
+        assert_eq!(t.k.current, server);
+        let reply = [Syscall::ReplyRecv as u64, 20, MsgInfo::new(0x33, 2).to_raw(), 7, 8, 0, 0];
+        assert!(!enter(&mut t, true, reply), "the fastpath copied a reply into a faulted thread");
+        assert_eq!(t.k.current, worker);
+        let c = t.k.store.tcb(worker).context;
+        assert_eq!((c.rax, c.rdx, c.rip), (55, 66, 0x40_1234));
+    }
+
+    /// `ReplyRecv` on an endpoint where a sender waits receives that sender, which the
+    /// fastpath (made for an empty queue) leaves to the slow path.
+    #[test]
+    fn a_reply_recv_with_a_sender_waiting_receives_it() {
+        let (mut t, server) = setup();
+        let call = [Syscall::Call as u64, 21, MsgInfo::new(5, 0).to_raw(), 0, 0, 0, 0];
+        assert!(enter(&mut t, true, call));
+        assert_eq!(t.k.current, server);
+        // The server starts a sender of its own priority and lets it run: it sends on the
+        // endpoint nobody is receiving on.
+        let sender = thread(&mut t, 33, 100, u64::MAX, true);
+        t.sys(Syscall::Yield as u64, [0; 6]);
+        assert_eq!(t.k.current, sender);
+        let send = [Syscall::Send as u64, 21, MsgInfo::new(9, 1).to_raw(), 77, 0, 0, 0];
+        enter(&mut t, false, send);
+        assert_eq!(t.k.current, server);
+        let reply = [Syscall::ReplyRecv as u64, 20, MsgInfo::new(6, 0).to_raw(), 0, 0, 0, 0];
+        assert!(!enter(&mut t, true, reply), "the fastpath queued a receiver behind a sender");
+        let [_, badge, info, word, ..] = t.regs(server);
+        assert_eq!((badge, MsgInfo::from_raw(info).map(|i| i.label), word), (0x77, Some(9), 77));
+        assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Ready);
+    }
+
+    /// A reply to a caller that a ready thread outranks runs that thread next, fastpath
+    /// or not.
+    #[test]
+    fn a_reply_does_not_switch_past_a_ready_higher_priority_thread() {
+        let mut next = Vec::new();
+        for fast in [true, false] {
+            let (mut t, server) = setup();
+            let caller = thread(&mut t, 32, 60, u64::MAX, true);
+            let higher = thread(&mut t, 33, 80, u64::MAX, false);
+            assert_eq!(t.retype(ObjectType::Endpoint, 0, 23, 1), 0);
+            // The root task waits elsewhere; the caller runs and calls the server.
+            t.sys(Syscall::Recv as u64, [23, 0, 0, 0, 0, 0]);
+            assert_eq!(t.k.current, caller);
+            enter(
+                &mut t,
+                fast,
+                [Syscall::Call as u64, 21, MsgInfo::new(5, 0).to_raw(), 0, 0, 0, 0],
+            );
+            assert_eq!(t.k.current, server);
+            // While serving, the server makes a thread above the caller ready.
+            t.invoke(33, Invocation::TcbResume, &[]);
+            let reply = [Syscall::ReplyRecv as u64, 20, MsgInfo::new(6, 0).to_raw(), 0, 0, 0, 0];
+            enter(&mut t, fast, reply);
+            assert_eq!(t.k.current, higher, "fastpath: {fast}");
+            next.push(t.k.store.sched(caller).state);
+        }
+        assert_eq!(next, [ThreadState::Ready, ThreadState::Ready]);
     }
 }
