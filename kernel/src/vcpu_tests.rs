@@ -578,8 +578,20 @@ fn reflecting_an_intercepted_page_fault_gives_the_guest_its_address() {
 /// when `fast` (as the kernel entry tries it first) or the slow path only: whether the
 /// fastpath took it, and everything the round trip decides.
 fn reply_recv_round_trip(fast: bool, reply: &ExitReply) -> (bool, Vec<u64>, Vec<ThreadState>) {
+    reply_recv_round_trip_after(fast, reply, |_| {})
+}
+
+/// [`reply_recv_round_trip`], with `meanwhile` run by the VMM between the exit and its
+/// reply.
+fn reply_recv_round_trip_after(
+    fast: bool,
+    reply: &ExitReply,
+    meanwhile: impl FnOnce(&mut Testbed),
+) -> (bool, Vec<u64>, Vec<ThreadState>) {
     let (mut t, v, msg) = started();
     exit_with_cpuid(&mut t, v);
+    meanwhile(&mut t);
+    assert_eq!(t.k.current, ROOT_TCB);
     write_reply(&mut t, msg, reply);
     let c = &mut t.k.store.tcb(ROOT_TCB).context;
     (c.rax, c.rdi, c.rsi) = (Syscall::ReplyRecv as u64, EXIT_EP, 0);
@@ -621,6 +633,44 @@ fn the_reply_fastpath_gives_what_the_slow_path_gives() {
     let (took, _, states) = reply_recv_round_trip(true, &stop);
     assert!(!took);
     assert_eq!(states[1], ThreadState::Inactive);
+}
+
+/// What the reply fastpath must leave to the slow path, which decides otherwise than a
+/// direct switch to the vCPU would: a ready thread of the vCPU's priority has its turn
+/// first; a sender already waiting on the exit endpoint is received; a vCPU whose guest
+/// space was revoked cannot run.
+#[test]
+fn the_reply_fastpath_declines_what_the_slow_path_decides_otherwise() {
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::ADVANCE_RIP;
+    let a_ready_equal = |t: &mut Testbed| {
+        assert_eq!(retype(t, ObjectType::Tcb, 0, 46), 0);
+        invoke(t, 46, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX]);
+        invoke(t, 46, Invocation::TcbSetPriority, &[50]);
+        invoke(t, 46, Invocation::TcbResume, &[]);
+    };
+    let a_waiting_sender = |t: &mut Testbed| {
+        assert_eq!(retype(t, ObjectType::Tcb, 0, 46), 0);
+        invoke(t, 46, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, u64::MAX]);
+        invoke(t, 46, Invocation::TcbSetPriority, &[100]);
+        invoke(t, 46, Invocation::TcbResume, &[]);
+        t.sys(Syscall::Yield as u64, [0; 6]);
+        assert_ne!(t.k.current, ROOT_TCB);
+        t.sys(Syscall::Send as u64, [EXIT_EP, MsgInfo::new(9, 0).to_raw(), 0, 0, 0, 0]);
+    };
+    let a_revoked_guest_space = |t: &mut Testbed| {
+        assert_eq!(invoke(t, slot::CNODE, Invocation::CNodeRevoke, &[GUEST]), 0);
+    };
+    for (what, meanwhile) in [
+        ("a ready thread of its priority", &a_ready_equal as &dyn Fn(&mut Testbed)),
+        ("a sender waiting on the exit endpoint", &a_waiting_sender),
+        ("its guest space revoked", &a_revoked_guest_space),
+    ] {
+        let (took, fast, fast_states) = reply_recv_round_trip_after(true, &reply, meanwhile);
+        assert!(!took, "the fastpath took a reply with {what}");
+        let (_, slow, slow_states) = reply_recv_round_trip_after(false, &reply, meanwhile);
+        assert_eq!((fast, fast_states), (slow, slow_states), "{what}");
+    }
 }
 
 /// An exit while the VMM waits elsewhere queues on the exit endpoint (the slow path) and
