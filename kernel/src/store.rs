@@ -181,24 +181,48 @@ pub mod fake {
     use protocols::object::ObjectType;
     use std::collections::HashMap;
 
+    /// A fast hasher for object addresses: the store is looked up on every step of
+    /// every fuzz input, where SipHash's resistance to chosen keys buys nothing.
+    /// Addresses are aligned, so the product is folded down to give the low bits (which
+    /// pick the bucket) entropy.
+    #[derive(Clone, Copy, Default)]
+    pub struct AddrHasher(u64);
+
+    impl std::hash::Hasher for AddrHasher {
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.write_u64(u64::from(*b));
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        fn finish(&self) -> u64 {
+            self.0 ^ (self.0 >> 29)
+        }
+    }
+
+    /// A map keyed by object address.
+    pub type AddrMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AddrHasher>>;
+
     /// Every object the kernel creates, keyed by address.
     #[derive(Clone, Default)]
     pub struct FakeStore {
-        pub slots: HashMap<u64, Slot>,
-        pub tcbs: HashMap<u64, Box<Tcb>>,
+        pub slots: AddrMap<Slot>,
+        pub tcbs: AddrMap<Box<Tcb>>,
         /// The scheduling parts of VCpus (a TCB's is in the TCB).
-        pub vcpu_heads: HashMap<u64, Schedulable>,
-        pub endpoints: HashMap<u64, Endpoint>,
-        pub notifications: HashMap<u64, Notification>,
-        pub replies: HashMap<u64, Reply>,
-        pub vcpus: HashMap<u64, Box<crate::vcpu::VcpuData>>,
-        pub frames: HashMap<u64, Box<[u8; 4096]>>,
+        pub vcpu_heads: AddrMap<Schedulable>,
+        pub endpoints: AddrMap<Endpoint>,
+        pub notifications: AddrMap<Notification>,
+        pub replies: AddrMap<Reply>,
+        pub vcpus: AddrMap<Box<crate::vcpu::VcpuData>>,
+        pub frames: AddrMap<Box<[u8; 4096]>>,
         pub created: Vec<(ObjectType, u64, u8)>,
     }
 
     /// Remove the keys of `map` in `[addr, end)`, all multiples of `step`: key by key
     /// for a small object, so that making many stays linear.
-    fn drop_keys<V>(map: &mut HashMap<u64, V>, addr: u64, end: u64, step: u64) {
+    fn drop_keys<V>(map: &mut AddrMap<V>, addr: u64, end: u64, step: u64) {
         let from = addr.next_multiple_of(step);
         if end.saturating_sub(from) / step < map.len() as u64 {
             for a in (from..end).step_by(step as usize) {

@@ -36,6 +36,7 @@ use kernel::cnode::{self, Slot, SLOT_BITS};
 use kernel::paging::{FrameSize, PhysMemory, ADDR_MASK, HUGE, PRESENT};
 use kernel::schedulable::Kind as SchedKind;
 use kernel::state::Next;
+use kernel::store::fake::AddrMap;
 use kernel::store::{cnode_slot, tcb_slot, Store, TcbSlot};
 use kernel::store::{ENDPOINT_BITS, FRAME_BITS, NOTIFICATION_BITS, REPLY_BITS, TCB_BITS};
 use kernel::tcb::ThreadState;
@@ -510,7 +511,7 @@ fn badge(cap: &Cap) -> Option<u64> {
 
 /// The derivation tree's shape, rights, badges and untyped containment (`slots` holds
 /// only occupied slots).
-fn check_tree(slots: &HashMap<u64, Slot>) {
+fn check_tree(slots: &AddrMap<Slot>) {
     let live = slots;
     for (at, s) in live {
         if s.next != 0 {

@@ -9,13 +9,14 @@ use kernel::endpoint::EndpointState;
 use kernel::kernel_message::KernelMessage as KM;
 use kernel::paging::FrameSize;
 use kernel::schedulable::{Kind, Schedulable};
+use kernel::store::fake::AddrMap;
 use kernel::store::Store;
 use kernel::tcb::ThreadState as KS;
 use kernel::testbed::Testbed;
 use kernel_model::{Cap, Cdt, Endpoint, Irqs, KernelMessage, Notification, Queueing, Regs};
 use kernel_model::{State, Thread, ThreadState};
 use protocols::ipc::IPC_BUFFER_WORDS;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A kernel capability as the model has it; `None` for an empty slot or a zombie (which
 /// the model has no notion of: the target compares no step while one exists).
@@ -56,7 +57,7 @@ fn state(s: KS) -> ThreadState {
 }
 
 /// The derivation tree: each list of the kernel's flattened tree, in order.
-fn cdt(slots: &HashMap<u64, Slot>) -> Cdt {
+fn cdt(slots: &AddrMap<Slot>) -> Cdt {
     let mut list = Vec::new();
     let mut heads: Vec<u64> =
         slots.iter().filter(|(_, s)| s.cap != K::Null && s.prev == 0).map(|(a, _)| *a).collect();
