@@ -390,3 +390,43 @@ fn user_pointers_are_checked_and_only_the_root_task_may_shut_down() {
     t.sys(999, [0; 6]);
     assert_eq!(t.regs(ROOT_TCB)[0], Error::InvalidSyscall as u64);
 }
+
+#[test]
+fn write_registers_sets_the_entry_stack_and_argument_and_keeps_ring_3() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 30, 1), 0);
+    let Cap::Tcb { addr } = t.cap(30) else { panic!() };
+    t.k.store.tcb(addr).context.cs = 0x08;
+    assert_eq!(invoke(&mut t, 30, Invocation::TcbWriteRegisters, &[0x40_1000, 0x7ff8, 42]), 0);
+    let c = t.k.store.tcb(addr).context;
+    assert_eq!((c.rip, c.rsp, c.rdi), (0x40_1000, 0x7ff8, 42));
+    assert_eq!(c.cs, crate::context::USER_CS, "a TCB's registers always return to ring 3");
+    assert_eq!(
+        invoke(&mut t, 30, Invocation::TcbWriteRegisters, &[1, 2]),
+        Error::InvalidArgument as u64
+    );
+}
+
+#[test]
+fn a_retype_asks_for_one_to_256_objects() {
+    let mut t = Testbed::new();
+    // A worker whose CSpace is a CNode of 512 slots, given the root's untyped (index 1),
+    // has room for the most objects one retype makes.
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 30, 1), 0);
+    assert_eq!(retype(&mut t, ObjectType::CNode, 9, 31, 1), 0);
+    assert_eq!(invoke(&mut t, 31, Invocation::CNodeMove, &[slot::UNTYPED, 1]), 0);
+    assert_eq!(invoke(&mut t, 30, Invocation::TcbConfigure, &[31, slot::VSPACE, u64::MAX]), 0);
+    invoke(&mut t, 30, Invocation::TcbSetPriority, &[100]);
+    invoke(&mut t, 30, Invocation::TcbResume, &[]);
+    t.sys(Syscall::Yield as u64, [0; 6]);
+    let Cap::Tcb { addr: worker } = t.cap(30) else { panic!() };
+    assert_eq!(t.k.current, worker);
+    let endpoints = |t: &mut Testbed, first: u64, count: u64| {
+        t.invoke(1, Invocation::UntypedRetype, &[ObjectType::Endpoint as u64, 0, first, count])
+    };
+    for count in [0, 257, u64::MAX] {
+        assert_eq!(endpoints(&mut t, 2, count), Error::InvalidArgument as u64, "{count} objects");
+    }
+    assert_eq!(endpoints(&mut t, 2, 256), 0, "256 objects at once");
+    assert_eq!(endpoints(&mut t, 258, 1), 0);
+}
