@@ -122,3 +122,37 @@ fn a_large_frame_maps_as_one_2m_ept_leaf() {
     assert_eq!(t.retype(ObjectType::LargeFrame, 0, 21, 1), 0);
     assert_eq!(guest(&mut t, 21, 0), Error::NotSupported as u64, "no 2 MiB EPT pages");
 }
+
+#[test]
+fn a_new_vspace_shares_the_kernel_half_and_holds_tables_for_its_size() {
+    let mut t = Testbed::new();
+    for (j, e) in t.k.kernel_half.iter_mut().enumerate() {
+        *e = 0x10_0000 * (j as u64 + 1) | 1;
+    }
+    assert_eq!(t.retype(ObjectType::VSpace, 14, 20, 1), 0);
+    let Cap::VSpace { addr: root, .. } = t.cap(20) else { panic!() };
+    for j in [0, 1, 255] {
+        assert_eq!(crate::paging::entry(&mut t.k.store, root, 256 + j), t.k.kernel_half[j]);
+    }
+    assert_eq!(crate::paging::entry(&mut t.k.store, root, 0), 0, "the user half starts empty");
+    // 16 KiB: the PML4 and three tables, enough for one page's PDPT, PD and PT; a page
+    // under another 2 MiB needs a fourth.
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 2), 0);
+    let map = |t: &mut Testbed, frame, vaddr| {
+        t.invoke(frame, Invocation::FrameMap, &[20, vaddr, map::WRITE])
+    };
+    assert_eq!(map(&mut t, 21, 0x40_0000), 0);
+    assert_eq!(map(&mut t, 22, 0x60_0000), Error::OutOfMemory as u64);
+}
+
+#[test]
+fn a_guest_space_holds_ept_tables_for_its_size() {
+    let mut t = Testbed::with_vmx();
+    assert_eq!(t.retype(ObjectType::GuestSpace, 14, 20, 1), 0);
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 2), 0);
+    let guest = |t: &mut Testbed, frame, gpa| {
+        t.invoke(frame, Invocation::FrameMapGuest, &[20, gpa, map::WRITE])
+    };
+    assert_eq!(guest(&mut t, 21, 0x1000), 0);
+    assert_eq!(guest(&mut t, 22, 0x20_0000), Error::OutOfMemory as u64);
+}
