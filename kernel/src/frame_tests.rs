@@ -156,3 +156,15 @@ fn a_guest_space_holds_ept_tables_for_its_size() {
     assert_eq!(guest(&mut t, 21, 0x1000), 0);
     assert_eq!(guest(&mut t, 22, 0x20_0000), Error::OutOfMemory as u64);
 }
+
+#[test]
+fn a_mapping_asks_only_for_write_or_execute() {
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 1), 0);
+    let with = |t: &mut Testbed, want| {
+        t.invoke(21, Invocation::FrameMap, &[slot::VSPACE, 0x80_0000, want])
+    };
+    assert_eq!(with(&mut t, 1 << 7), INVALID, "an unknown bit");
+    assert_eq!(with(&mut t, map::WRITE | map::EXECUTE), INVALID, "writable and executable");
+    assert_eq!(with(&mut t, map::WRITE), 0);
+}

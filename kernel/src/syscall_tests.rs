@@ -430,3 +430,19 @@ fn a_retype_asks_for_one_to_256_objects() {
     assert_eq!(endpoints(&mut t, 2, 256), 0, "256 objects at once");
     assert_eq!(endpoints(&mut t, 258, 1), 0);
 }
+
+#[test]
+fn a_fault_endpoint_must_be_an_endpoint_the_thread_may_call() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 30, 1), 0);
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 20, 1), 0);
+    assert_eq!(retype(&mut t, ObjectType::Notification, 0, 22, 1), 0);
+    let send_only = u64::from(Rights::WRITE.bits());
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeCopy, &[20, 21, send_only]), 0);
+    let configure = |t: &mut Testbed, ep| {
+        invoke(t, 30, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, ep])
+    };
+    assert_eq!(configure(&mut t, 21), Error::InsufficientRights as u64);
+    assert_eq!(configure(&mut t, 22), Error::WrongType as u64);
+    assert_eq!(configure(&mut t, 20), 0);
+}
