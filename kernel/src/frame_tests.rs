@@ -168,3 +168,17 @@ fn a_mapping_asks_only_for_write_or_execute() {
     assert_eq!(with(&mut t, map::WRITE | map::EXECUTE), INVALID, "writable and executable");
     assert_eq!(with(&mut t, map::WRITE), 0);
 }
+
+#[test]
+fn a_mapping_lies_within_the_user_range_and_is_read_only_unless_asked() {
+    use protocols::layout::{USER_MAP_END, USER_MIN};
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 4), 0);
+    assert_eq!(map(&mut t, 21, USER_MIN - 0x1000), INVALID, "below the user range");
+    assert_eq!(t.invoke(21, Invocation::FrameMap, &[slot::VSPACE, USER_MIN, 0]), 0);
+    let tr = translate(&mut t.k.store, ROOT_VSPACE, USER_MIN).unwrap();
+    assert!(!tr.writable, "asked for neither write nor execute: read-only");
+    assert_eq!(map(&mut t, 22, USER_MAP_END), INVALID, "past the last mappable page");
+    assert_eq!(map(&mut t, 23, USER_MAP_END - 0x1000), 0, "the last mappable page");
+    assert!(translate(&mut t.k.store, ROOT_VSPACE, USER_MAP_END - 0x1000).unwrap().writable);
+}
