@@ -182,3 +182,25 @@ fn a_mapping_lies_within_the_user_range_and_is_read_only_unless_asked() {
     assert_eq!(map(&mut t, 23, USER_MAP_END - 0x1000), 0, "the last mappable page");
     assert!(translate(&mut t.k.store, ROOT_VSPACE, USER_MAP_END - 0x1000).unwrap().writable);
 }
+
+#[test]
+fn a_mapping_needs_the_rights_it_asks_for_and_read() {
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::Frame, 0, 20, 1), 0);
+    let copy = |t: &mut Testbed, dst, rights: Rights| {
+        t.invoke(slot::CNODE, Invocation::CNodeCopy, &[20, dst, rights.bits().into()])
+    };
+    let rights = |r: &[Rights]| r.iter().fold(Rights::NONE, |a, b| a.union(*b));
+    assert_eq!(copy(&mut t, 21, rights(&[Rights::READ, Rights::WRITE])), 0);
+    assert_eq!(copy(&mut t, 22, rights(&[Rights::WRITE, Rights::EXECUTE])), 0);
+    assert_eq!(copy(&mut t, 23, rights(&[Rights::READ, Rights::EXECUTE])), 0);
+    let map_as = |t: &mut Testbed, frame, vaddr, want| {
+        t.invoke(frame, Invocation::FrameMap, &[slot::VSPACE, vaddr, want])
+    };
+    let denied = Error::InsufficientRights as u64;
+    assert_eq!(map_as(&mut t, 21, 0x80_0000, map::EXECUTE), denied, "execute without EXECUTE");
+    assert_eq!(map_as(&mut t, 22, 0x80_0000, 0), denied, "no READ");
+    assert_eq!(map_as(&mut t, 23, 0x80_0000, map::WRITE), denied, "write without WRITE");
+    assert_eq!(map_as(&mut t, 23, 0x80_0000, map::EXECUTE), 0);
+    assert_eq!(map_as(&mut t, 21, 0x80_1000, map::WRITE), 0);
+}
