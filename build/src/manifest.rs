@@ -235,6 +235,21 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             )));
         }
         let (mode, linux) = kind(vm, modules).map_err(at)?;
+        let device_process = match &vm.devices {
+            Some(d) => {
+                devices::process(&vm.name, d, &crate::image::device_model_modules()?).map_err(at)?
+            }
+            None => None,
+        };
+        if let Some(p) = device_process.filter(|p| !modules.contains(&p.module)) {
+            return Err(at(err!(
+                "vm {:?}: device {}: unknown module {:?} (the image has: {})",
+                vm.name,
+                p.kind.name(),
+                p.module,
+                modules.join(", ")
+            )));
+        }
         let entry = VmEntry {
             name: &vm.name,
             vmm: &vm.vmm,
@@ -257,6 +272,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                 .map(|d| devices::set(&vm.name, d))
                 .transpose()
                 .map_err(at)?,
+            device_process,
         };
         manifest
             .vms
