@@ -304,7 +304,7 @@ mod tests {
             encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
                 .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 10);
+        assert_eq!(m.vms.len(), 11);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
         assert!(m.vms[4].hostile && !m.vms[4].mutate);
@@ -538,6 +538,17 @@ mod tests {
                  0x80..=0x80",
             ),
             ("devices-unknown-key.toml", "unknown field `baud`"),
+            (
+                "device-process-not-a-model.toml",
+                "vm \"vm_fuzzed_uart\": device uart16550: module \"fuzzer\" is not a device \
+                 model: its crate does not declare [package.metadata.system] role = \
+                 \"device-model\" (the device models: uart)",
+            ),
+            (
+                "device-process-no-model.toml",
+                "vm \"vm_pit_process\": device pit8254: cannot run out of process: no device \
+                 model exists for its kind (only uart16550 has one)",
+            ),
             (
                 "process-irq-twice.toml",
                 "process \"second\": cap in slot 5: irq 4 is given to process \"first\" already",
