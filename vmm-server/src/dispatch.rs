@@ -761,28 +761,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
                 cpl: msg.cpl,
             };
-            let remote = match self.ports.resolve(u64::from(q.port), usize::from(q.size)) {
-                Some((PortKey::Remote, offset)) => self.platform.remote_mut().map(|r| (r, offset)),
-                _ => None,
-            };
-            match remote {
-                // A batch per call, through the page the device shares.
-                Some((device, offset)) => {
-                    let r = io::emulate_batched(
-                        msg,
-                        q,
-                        (device, offset),
-                        &mut self.memory,
-                        mode,
-                        reply,
-                    );
-                    self.platform.sync_irqs();
-                    if self.platform.remote().is_some_and(RemoteDevice::failed) {
-                        self.platform.stop_asked = true;
-                    }
-                    r
+            match self.ports.resolve(u64::from(q.port), usize::from(q.size)) {
+                Some((PortKey::Remote, offset)) => {
+                    self.remote_string_io(msg, q, offset, mode, reply)
                 }
-                None => io::emulate(
+                _ => io::emulate(
                     msg,
                     q,
                     &mut self.ports,
@@ -834,6 +817,26 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::PowerOff);
         }
         Ok(())
+    }
+
+    /// String I/O to the device out of process: a batch per call, through the page it
+    /// shares. Out of line, so the port-I/O handler stays as small as it was.
+    #[inline(never)]
+    fn remote_string_io(
+        &mut self,
+        msg: &ExitMessage,
+        q: IoQualification,
+        offset: u64,
+        mode: GuestMode,
+        reply: &mut ReplyBuilder,
+    ) -> Result<bool, IoFault> {
+        let Some(device) = self.platform.remote_mut() else { return Ok(false) };
+        let r = io::emulate_batched(msg, q, (device, offset), &mut self.memory, mode, reply);
+        self.platform.sync_irqs();
+        if self.platform.remote().is_some_and(RemoteDevice::failed) {
+            self.platform.stop_asked = true;
+        }
+        r
     }
 
     /// An EPT exit is an MMIO access: the instruction is decoded and performed on the

@@ -207,7 +207,7 @@ pub fn emulate_batched(
     let step = u64::from(q.size);
     let size = usize::from(q.size);
     let backwards = msg.rflags & RFLAGS_DF != 0;
-    let per_page = (PAGE_SIZE / size.max(1)) as u64;
+    let per_page = PAGE_SIZE.checked_div(size).unwrap_or(0) as u64;
     let iterations = count.min(MAX_STRING_ITERATIONS).min(per_page);
     let linear_of = |n: u64| {
         let delta = n.wrapping_mul(step);

@@ -68,7 +68,7 @@ fn string_io_goes_a_batch_per_call() {
         exit(ExitReason::IoInstruction, 0x03ff_0038),
         &[(Gprs::RDI, 0x600), (Gprs::RCX, 3)],
     );
-    m.instruction_info = 1 << 7 | 0 << 15;
+    m.instruction_info = 1 << 7; // 32-bit addressing, ES
     m.guest_linear = 0x600;
     let r = v.handle(&m);
     let mut got = [0u8; 3];
