@@ -27,7 +27,8 @@ pub const USER_RUSTFLAGS: &[&str] = &[
 pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-model=static"];
 
 /// The ring-3 programs that are built and can be put into images.
-pub const USER_PROGRAMS: &[&str] = &["init", "vmm-server", "console-driver", "syscall-fuzzer"];
+pub const USER_PROGRAMS: &[&str] =
+    &["init", "vmm-server", "console-driver", "syscall-fuzzer", "uart-model"];
 /// Features of the images' user programs: their VMM runs the test modes (hostile,
 /// mutating, traced VMs and the test hypercalls); the production VMM is built without.
 pub const USER_FEATURES: &[&str] = &["vmm-server/test-modes"];

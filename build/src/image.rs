@@ -135,6 +135,15 @@ pub const IMAGES: &[Image] = &[
         broken_linux: false,
     },
     Image {
+        name: "device-process",
+        init: InitVariant::Intact,
+        manifest: "device-process.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: false,
+        broken_linux: false,
+    },
+    Image {
         name: "linux",
         init: InitVariant::Intact,
         manifest: "linux.toml",
@@ -258,13 +267,28 @@ pub fn find(name: &str) -> Result<Image> {
 /// The boot modules that are ring-3 programs a manifest can start, as
 /// `(module, program built by cargo::build_user)`; the console driver comes first, as
 /// every other process prints through it.
-pub const PROGRAM_MODULES: &[(&str, &str)] =
-    &[("console", "console-driver"), ("fuzzer", "syscall-fuzzer"), ("vmm", "vmm-server")];
+pub const PROGRAM_MODULES: &[(&str, &str)] = &[
+    ("console", "console-driver"),
+    ("fuzzer", "syscall-fuzzer"),
+    ("vmm", "vmm-server"),
+    ("uart", "uart-model"),
+];
 
 /// The program modules that are VMMs: their crate declares `[package.metadata.system]
 /// role = "vmm"` in its Cargo.toml (the workspace's members are read), so a manifest
 /// cannot hand a VM to a program that does not serve one.
 pub fn vmm_modules() -> Result<Vec<&'static str>> {
+    modules_with_role("vmm")
+}
+
+/// The program modules that are device models (`role = "device-model"`): the only ones a
+/// VM's device may run as out of process (`protocols::device_model`).
+pub fn device_model_modules() -> Result<Vec<&'static str>> {
+    modules_with_role("device-model")
+}
+
+/// The program modules whose crate declares `[package.metadata.system] role = ROLE`.
+fn modules_with_role(wanted: &str) -> Result<Vec<&'static str>> {
     let read = |path: &std::path::Path| -> Result<toml::Table> {
         let text = fs::read_to_string(path).map_err(|e| err!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| err!("{}: {e}", path.display()))
@@ -286,7 +310,7 @@ pub fn vmm_modules() -> Result<Vec<&'static str>> {
             .and_then(|m| m.get("system"))
             .and_then(|s| s.get("role"))
             .and_then(toml::Value::as_str);
-        if role == Some("vmm") {
+        if role == Some(wanted) {
             let module = PROGRAM_MODULES.iter().find(|(_, program)| Some(*program) == name);
             vmms.extend(module.map(|(module, _)| *module));
         }

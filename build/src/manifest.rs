@@ -235,6 +235,21 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             )));
         }
         let (mode, linux) = kind(vm, modules).map_err(at)?;
+        let device_process = match &vm.devices {
+            Some(d) => {
+                devices::process(&vm.name, d, &crate::image::device_model_modules()?).map_err(at)?
+            }
+            None => None,
+        };
+        if let Some(p) = device_process.filter(|p| !modules.contains(&p.module)) {
+            return Err(at(err!(
+                "vm {:?}: device {}: unknown module {:?} (the image has: {})",
+                vm.name,
+                p.kind.name(),
+                p.module,
+                modules.join(", ")
+            )));
+        }
         let entry = VmEntry {
             name: &vm.name,
             vmm: &vm.vmm,
@@ -257,6 +272,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                 .map(|d| devices::set(&vm.name, d))
                 .transpose()
                 .map_err(at)?,
+            device_process,
         };
         manifest
             .vms
@@ -288,7 +304,7 @@ mod tests {
             encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
                 .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!(m.vms.len(), 10);
+        assert_eq!(m.vms.len(), 11);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
         assert_eq!(m.vms[3].expect, Expect::TripleFault);
         assert!(m.vms[4].hostile && !m.vms[4].mutate);
@@ -522,6 +538,17 @@ mod tests {
                  0x80..=0x80",
             ),
             ("devices-unknown-key.toml", "unknown field `baud`"),
+            (
+                "device-process-not-a-model.toml",
+                "vm \"vm_fuzzed_uart\": device uart16550: module \"fuzzer\" is not a device \
+                 model: its crate does not declare [package.metadata.system] role = \
+                 \"device-model\" (the device models: uart)",
+            ),
+            (
+                "device-process-no-model.toml",
+                "vm \"vm_pit_process\": device pit8254: cannot run out of process: no device \
+                 model exists for its kind (only uart16550 has one)",
+            ),
             (
                 "process-irq-twice.toml",
                 "process \"second\": cap in slot 5: irq 4 is given to process \"first\" already",

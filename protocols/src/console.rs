@@ -89,6 +89,13 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// A chunk of `bytes`; `None` if there are more than [`MAX_WRITE`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut c = Self { bytes: [0; MAX_WRITE], len: bytes.len() };
+        c.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(c)
+    }
+
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()

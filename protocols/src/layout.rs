@@ -10,7 +10,8 @@ pub const USER_MAP_END: u64 = USER_END - PAGE_SIZE;
 pub const USER_MIN: u64 = 0x1000;
 /// Top of the initial user stack the kernel maps for the root task.
 pub const ROOT_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
-/// Size of that stack.
-pub const ROOT_STACK_SIZE: u64 = 64 * 1024;
+/// Size of that stack: the root task keeps the decoded manifest (about 9 KiB) and a VM's
+/// description (2 KiB) on it, some of them in more than one frame at a time.
+pub const ROOT_STACK_SIZE: u64 = 128 * 1024;
 /// The page size used for user mappings.
 pub const PAGE_SIZE: u64 = 4096;

@@ -8,6 +8,7 @@
 
 pub mod bootinfo;
 pub mod console;
+pub mod device_model;
 pub mod devices;
 pub mod error;
 pub mod fault;

@@ -116,6 +116,26 @@ pub struct VmEntry<'a> {
     /// and carries the set it stands for); `None`: the standard PC
     /// ([`DeviceSet::STANDARD`]).
     pub devices: Option<DeviceSet>,
+    /// A device of the VM that runs as a process of its own (`crate::device_model`),
+    /// which the root task starts beside the VMM; `None`: every device runs in the VMM.
+    #[serde(borrow)]
+    pub device_process: Option<DeviceProcess<'a>>,
+}
+
+/// A VM's device that runs out of process: its kind, and the boot module of the device
+/// model that runs it (a program the build tool knows as a device model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProcess<'a> {
+    /// The device.
+    pub kind: Kind,
+    /// The device model's boot module.
+    pub module: &'a str,
+}
+
+impl DeviceProcess<'_> {
+    /// The kinds a device model exists for: the 16550 (its model is a crate of its own,
+    /// `uart16550`, which the `uart-model` process runs).
+    pub const KINDS: [Kind; 1] = [Kind::Uart16550];
 }
 
 impl VmEntry<'_> {
@@ -178,6 +198,9 @@ pub enum Error<'a> {
     Device { name: &'a str, why: DeviceError },
     /// A device's ports overlap the VM's `pass_ports`, which never exit to the VMM.
     DevicePassPorts { name: &'a str, kind: Kind, first: u16, last: u16 },
+    /// A device out of process that is not in the VM's devices, or of a kind no device
+    /// model exists for, or whose module name is empty or too long.
+    DeviceProcess { name: &'a str, kind: Kind, why: &'static str },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -228,6 +251,9 @@ impl core::fmt::Display for Error<'_> {
                  which the guest reaches without the VMM",
                 kind.name()
             ),
+            Self::DeviceProcess { name, kind, why } => {
+                write!(f, "vm {name:?}: device {}: cannot run out of process: {why}", kind.name())
+            }
         }
     }
 }
@@ -301,6 +327,7 @@ impl<'a> Manifest<'a> {
                 linux.check().map_err(|why| Error::Linux { name: vm.name, why })?;
             }
             Self::check_devices(vm)?;
+            Self::check_device_process(vm)?;
         }
         self.check_console_input()
     }
@@ -316,6 +343,22 @@ impl<'a> Manifest<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A device out of process is one of the VM's, of a kind a device model exists for.
+    fn check_device_process(vm: &VmEntry<'a>) -> Result<(), Error<'a>> {
+        let Some(p) = vm.device_process else { return Ok(()) };
+        let refuse = |why| Err(Error::DeviceProcess { name: vm.name, kind: p.kind, why });
+        if !DeviceProcess::KINDS.contains(&p.kind) {
+            return refuse("no device model exists for its kind (only uart16550 has one)");
+        }
+        if !name_ok(p.module) {
+            return refuse("the device model's module name is empty or too long");
+        }
+        match vm.device_set() {
+            Ok(set) if set.has(p.kind) => Ok(()),
+            _ => refuse("the VM has no such device"),
+        }
     }
 
     /// At most one VM owns the console input, and the driver has a notification to
@@ -356,6 +399,7 @@ mod tests {
             linux: None,
             console_input: false,
             devices: None,
+            device_process: None,
         }
     }
 

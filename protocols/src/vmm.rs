@@ -31,6 +31,15 @@ pub mod slot {
     /// when input arrives (read right; empty for every other VM). Its [`CONSOLE`] copy
     /// then carries `console::INPUT_BADGE`.
     pub const CONSOLE_INPUT: u64 = 9;
+    /// The VM whose device runs out of process (the manifest's device `process`): the
+    /// endpoint its device process serves (call right; `crate::device_model`). Empty for
+    /// every other VM: then every device runs in the VMM.
+    pub const DEVICE_ENDPOINT: u64 = 10;
+    /// The notification that device process signals when its line changes without an
+    /// access (read right).
+    pub const DEVICE_LINE: u64 = 11;
+    /// The page shared with that device process for string I/O (read and write).
+    pub const DEVICE_PAGE: u64 = 12;
     /// The first of the guest image's frames (read-only), one per page, in order; a Linux
     /// VM's initramfs frames follow the kernel's.
     pub const FIRST_IMAGE_FRAME: u64 = 16;

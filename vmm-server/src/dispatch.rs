@@ -33,6 +33,7 @@ use crate::debug_regs::{DebugRegs, DrAccess};
 use crate::devices::acpi_pm;
 use crate::devices::ioapic;
 use crate::devices::lapic::{self, Lapic, LapicConfig, TimerClock};
+use crate::devices::remote::{Link, LinkError, RemoteDevice};
 use crate::devices::uart16550::SerialSink;
 use crate::exit_qualification::{
     reported_event, CrAccess, DecodeError, EptViolation, IoQualification,
@@ -48,7 +49,7 @@ use crate::msr::{GuestStateMsr, MsrContext, MsrPolicy, MsrRead, MsrWrite};
 use crate::paging::{PageFault, PagingMode};
 use crate::platform::{MmioKey, Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
-use protocols::devices::DeviceSet;
+use protocols::devices::{DeviceSet, Kind};
 use protocols::vcpu_page::Clock;
 use protocols::x86::RFLAGS_IF;
 use protocols::x86::{CR0_NE, CR4_VMXE, EFER_LMA};
@@ -149,6 +150,14 @@ pub enum StopReason {
     /// A notify VM exit (the guest went a whole notify window without an instruction
     /// boundary) that left the guest's state unusable: it cannot run on.
     NotifyContextLost,
+    /// The device that runs as a process of its own failed (its process is gone, or it
+    /// refused a request or answered what is no reply).
+    DeviceModel {
+        /// The device.
+        kind: Kind,
+        /// What went wrong.
+        error: LinkError,
+    },
 }
 
 impl fmt::Display for StopReason {
@@ -190,6 +199,9 @@ impl fmt::Display for StopReason {
             }
             Self::NotifyContextLost => {
                 f.write_str("notify VM exit: the guest went without an instruction boundary and its state is lost")
+            }
+            Self::DeviceModel { kind, error } => {
+                write!(f, "device {} (out of process): {error}", kind.name())
             }
         }
     }
@@ -300,6 +312,9 @@ pub struct VmConfig {
     /// lets this VMM use (the vCPU state page's, after `VCpuConfigure`); with a rate,
     /// guest time passes with the TSC and CPUID offers the rate. All zero: no clock.
     pub clock: Clock,
+    /// The UART runs as a process of its own, reached through this link (`None`: the
+    /// model inside the VMM).
+    pub uart_model: Option<Link>,
 }
 
 impl Default for VmConfig {
@@ -315,6 +330,7 @@ impl Default for VmConfig {
             devices: DeviceSet::STANDARD,
             unix_time: 0,
             clock: Clock::default(),
+            uart_model: None,
         }
     }
 }
@@ -400,7 +416,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
         let devices = config.devices;
         let lapic = lapic_config(&cpuid, &config.clock);
-        let platform = Platform::new(devices, sink, config.unix_time, lapic);
+        let mut platform = Platform::new(devices, sink, config.unix_time, lapic);
+        let remote = config.uart_model.map(|link| RemoteDevice::new(Kind::Uart16550, link));
+        if let Some(r) = remote {
+            platform = platform.with_remote(r);
+        }
         let mut mmio = Bus::new();
         let apic_page = platform.lapic.mmio_base().filter(|_| cpuid.has_apic());
         if let Some(base) = apic_page {
@@ -412,7 +432,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         Ok(Self {
             apic_page: apic_page.unwrap_or(NO_PAGE),
             platform,
-            ports: Platform::<S>::port_bus(&devices)?,
+            ports: Platform::<S>::port_bus(&devices, remote.map(|r| r.kind()))?,
             mmio,
             mmio_decoded: DecodeCache::default(),
             mmio_sites: SiteCache::default(),
@@ -534,7 +554,30 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     /// Offer a console byte from the host; false if the UART cannot take it yet.
     pub fn console_input(&mut self, byte: u8) -> bool {
-        self.platform.console_input(byte)
+        let taken = self.platform.console_input(byte);
+        self.check_remote();
+        taken
+    }
+
+    /// The device out of process changed its line without an access: take the level
+    /// into the interrupt controllers before the next entry.
+    pub fn device_line_changed(&mut self) {
+        self.platform.poll_remote();
+        self.check_remote();
+    }
+
+    /// The guest went idle: pass on the console output held back.
+    pub fn flush_console(&mut self) {
+        self.platform.flush_console();
+        self.check_remote();
+    }
+
+    /// Between exits: a failed device out of process stops the VM (its next exit gets
+    /// the stopping reply).
+    fn check_remote(&mut self) {
+        if let Some((kind, error)) = self.platform.take_remote_failure() {
+            self.state = RunState::Stopped(StopReason::DeviceModel { kind, error });
+        }
     }
 
     /// For a halted vCPU with an interrupt now pending: the reply that resumes it with the
@@ -718,7 +761,20 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 paging: PagingMode::from_regs(msg.cr0, msg.cr4, self.efer()),
                 cpl: msg.cpl,
             };
-            io::emulate(msg, q, &mut self.ports, &mut self.platform, &mut self.memory, mode, reply)
+            match self.ports.resolve(u64::from(q.port), usize::from(q.size)) {
+                Some((PortKey::Remote, offset)) => {
+                    self.remote_string_io(msg, q, offset, mode, reply)
+                }
+                _ => io::emulate(
+                    msg,
+                    q,
+                    &mut self.ports,
+                    &mut self.platform,
+                    &mut self.memory,
+                    mode,
+                    reply,
+                ),
+            }
         } else {
             // The common case: no guest memory, so no paging mode to work out.
             io::emulate_port(msg, q, &mut self.ports, &mut self.platform, reply);
@@ -748,6 +804,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if !self.platform.take_stop_asked() {
             return Ok(());
         }
+        if let Some((kind, error)) = self.platform.take_remote_failure() {
+            return Err(StopReason::DeviceModel { kind, error });
+        }
         if self.platform.i8042.take_reset_request() {
             return Err(StopReason::Reset);
         }
@@ -758,6 +817,26 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             return Err(StopReason::PowerOff);
         }
         Ok(())
+    }
+
+    /// String I/O to the device out of process: a batch per call, through the page it
+    /// shares. Out of line, so the port-I/O handler stays as small as it was.
+    #[inline(never)]
+    fn remote_string_io(
+        &mut self,
+        msg: &ExitMessage,
+        q: IoQualification,
+        offset: u64,
+        mode: GuestMode,
+        reply: &mut ReplyBuilder,
+    ) -> Result<bool, IoFault> {
+        let Some(device) = self.platform.remote_mut() else { return Ok(false) };
+        let r = io::emulate_batched(msg, q, (device, offset), &mut self.memory, mode, reply);
+        self.platform.sync_irqs();
+        if self.platform.remote().is_some_and(RemoteDevice::failed) {
+            self.platform.stop_asked = true;
+        }
+        r
     }
 
     /// An EPT exit is an MMIO access: the instruction is decoded and performed on the
@@ -1016,7 +1095,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         self.stats.hypercalls = self.stats.hypercalls.saturating_add(1);
         let status = match Hypercall::decode(&msg.gprs) {
             Ok(Hypercall::PutChar(byte)) => {
-                self.platform.uart.sink_mut().write_byte(byte);
+                self.platform.console_byte(byte);
+                if let Some((kind, error)) = self.platform.take_remote_failure() {
+                    return Err(StopReason::DeviceModel { kind, error });
+                }
                 hypercall::STATUS_OK
             }
             Ok(Hypercall::Report { test, status }) => {

@@ -11,12 +11,14 @@
 use protocols::vmexit::{ExitMessage, Gprs};
 
 use crate::bus::{Bus, DeviceMap};
+use crate::devices::remote::RemoteDevice;
 use crate::exit_qualification::{
     AddressSize, DecodeError, IoDirection, IoQualification, StringIoInfo,
 };
 use crate::guest_memory::{GuestMemory, MemoryError};
 use crate::paging::{translate_access, AccessError, DataAccess, PageFault, PagingMode};
 use crate::reply::ReplyBuilder;
+use protocols::device_model::PAGE_SIZE;
 use protocols::x86::RFLAGS_DF;
 
 /// Most elements one exit moves for a REP string instruction; bounds the VMM's work per
@@ -162,6 +164,96 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K>>(
         done = done.wrapping_add(1);
     }
     // Registers reflect the elements completed, as after an interrupted REP.
+    let moved = done.wrapping_mul(step);
+    let new_index = if backwards { index.wrapping_sub(moved) } else { index.wrapping_add(moved) };
+    reply.set_gpr(index_reg, merge(index, new_index, asz));
+    let remaining = count.wrapping_sub(done);
+    if q.rep {
+        reply.set_gpr(Gprs::RCX, merge(rcx, remaining, asz));
+    }
+    result?;
+    Ok(!q.rep || remaining == 0)
+}
+
+/// Emulate string I/O (`q.string` set) to a device out of process (`device`, the port at
+/// `offset` in its range) a batch at a time: the elements of one exit (up to
+/// [`MAX_STRING_ITERATIONS`], and a page of bytes) go in one request through the page the
+/// device shares, instead of a call per element. An element whose memory faults ends the
+/// batch before it, so the device sees exactly the elements the guest completed (an INS
+/// checks every destination before the device is read). Registers and the result are
+/// [`emulate`]'s.
+pub fn emulate_batched(
+    msg: &ExitMessage,
+    q: IoQualification,
+    (device, offset): (&mut RemoteDevice, u64),
+    mem: &mut impl GuestMemory,
+    mode: GuestMode,
+    reply: &mut ReplyBuilder,
+) -> Result<bool, IoFault> {
+    let info = StringIoInfo::decode(msg.instruction_info).map_err(IoFault::Decode)?;
+    let asz = info.address_size;
+    let mask = asz.mask();
+    let rcx = msg.gprs.get(Gprs::RCX).unwrap_or(0);
+    let count = if q.rep { rcx & mask } else { 1 };
+    if count == 0 {
+        return Ok(true);
+    }
+    let (index_reg, write) = match q.direction {
+        IoDirection::In => (Gprs::RDI, false),
+        IoDirection::Out => (Gprs::RSI, true),
+    };
+    let index = msg.gprs.get(index_reg).unwrap_or(0);
+    let seg_base = msg.guest_linear.wrapping_sub(index & mask);
+    let step = u64::from(q.size);
+    let size = usize::from(q.size);
+    let backwards = msg.rflags & RFLAGS_DF != 0;
+    let per_page = PAGE_SIZE.checked_div(size).unwrap_or(0) as u64;
+    let iterations = count.min(MAX_STRING_ITERATIONS).min(per_page);
+    let linear_of = |n: u64| {
+        let delta = n.wrapping_mul(step);
+        let offset =
+            if backwards { index.wrapping_sub(delta) } else { index.wrapping_add(delta) } & mask;
+        let linear = seg_base.wrapping_add(offset);
+        if asz == AddressSize::Bits64 {
+            linear
+        } else {
+            linear & 0xffff_ffff
+        }
+    };
+    let mut buf = [0u8; PAGE_SIZE];
+    let mut done = 0u64;
+    let mut result = Ok(());
+    // Every element's memory first: an OUTS loads it, an INS only checks it.
+    while done < iterations {
+        let at = usize::try_from(done).unwrap_or(0).wrapping_mul(size);
+        let element = buf.get_mut(at..at.wrapping_add(size)).unwrap_or(&mut []);
+        let step_result = resolve(mem, msg, mode, linear_of(done), size, !write).and_then(|gpas| {
+            if write {
+                load(mem, &gpas, element)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = step_result {
+            result = Err(e);
+            break;
+        }
+        done = done.wrapping_add(1);
+    }
+    let bytes =
+        buf.get_mut(..usize::try_from(done).unwrap_or(0).wrapping_mul(size)).unwrap_or(&mut []);
+    if !bytes.is_empty() {
+        if write {
+            device.write_string(offset, q.size, bytes);
+        } else {
+            device.read_string(offset, q.size, bytes);
+            for (n, element) in (0u64..).zip(bytes.chunks(size.max(1))) {
+                // Checked above; memory that vanished since is the VMM's to report.
+                let gpas = resolve(mem, msg, mode, linear_of(n), size, true)?;
+                store(mem, &gpas, element)?;
+            }
+        }
+    }
     let moved = done.wrapping_mul(step);
     let new_index = if backwards { index.wrapping_sub(moved) } else { index.wrapping_add(moved) };
     reply.set_gpr(index_reg, merge(index, new_index, asz));

@@ -18,6 +18,7 @@ mod process {
         };
     }
     use core::sync::atomic::{AtomicBool, Ordering};
+    use protocols::device_model;
     use protocols::devices::DeviceSet;
     use protocols::error::Error;
     use protocols::ipc::MsgInfo;
@@ -32,6 +33,7 @@ mod process {
     use vmm_server::acpi;
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
+    use vmm_server::devices::remote::{Bulk, LinkError};
     use vmm_server::devices::uart16550::SerialSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
     use vmm_server::exit_qualification::IoQualification;
@@ -435,6 +437,60 @@ mod process {
         vcpu_page::clock(page()).copied().unwrap_or_default()
     }
 
+    /// Where this VMM sees the page it shares with its device process.
+    const DEVICE_PAGE_VA: u64 = 0x1803_0000;
+
+    /// Whether this VM has a device out of process (`slot::DEVICE_LINE` holds the
+    /// notification its process signals); if so, map the page shared with it.
+    fn device_process() -> Result<bool, Error> {
+        match rt::ipc::nb_recv(slot::DEVICE_LINE) {
+            Ok(_) => {}
+            Err(Error::InvalidCapability) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        invoke(
+            slot::DEVICE_PAGE,
+            Invocation::FrameMap,
+            &[slot::VSPACE, DEVICE_PAGE_VA, map::WRITE],
+        )?;
+        Ok(true)
+    }
+
+    /// The page shared with the device process, mapped at `DEVICE_PAGE_VA`.
+    fn device_page() -> &'static mut [u8] {
+        // SAFETY: `device_process` mapped the frame writable at DEVICE_PAGE_VA for the
+        // VMM's life before any request; only the serving thread uses it, one view per
+        // request, and the device process touches it only while this thread waits in
+        // its call.
+        unsafe {
+            core::slice::from_raw_parts_mut(DEVICE_PAGE_VA as *mut u8, device_model::PAGE_SIZE)
+        }
+    }
+
+    /// The link to the device process: one call per request, string I/O's elements
+    /// through the shared page.
+    fn device_link(
+        request: &device_model::Request,
+        bulk: Bulk<'_>,
+    ) -> Result<device_model::Response, LinkError> {
+        if let Bulk::Out(bytes) = &bulk {
+            if let Some(page) = device_page().get_mut(..bytes.len()) {
+                page.copy_from_slice(bytes);
+            }
+        }
+        let (info, words) = request.encode();
+        let r =
+            rt::ipc::call(slot::DEVICE_ENDPOINT, &Msg { info, words }).map_err(LinkError::Ipc)?;
+        let response =
+            device_model::Response::decode(r.msg.info, r.msg.words).map_err(LinkError::Reply)?;
+        if let Bulk::In(room) = bulk {
+            if let Some(page) = device_page().get(..room.len()) {
+                room.copy_from_slice(page);
+            }
+        }
+        Ok(response)
+    }
+
     /// The port guest_bench times: COM1's scratch register, which has no side effects.
     const BENCH_PORT: u16 =
         vmm_server::platform::COM1 + vmm_server::devices::uart16550::reg::SCR as u16;
@@ -691,10 +747,19 @@ mod process {
                 (stop::OTHER, 0, 0)
             }
             Ok(Built { ram, unix_time, devices, started, .. }) => {
+                let uart_model = match device_process() {
+                    Ok(true) => Some(device_link as vmm_server::devices::remote::Link),
+                    Ok(false) => None,
+                    Err(e) => {
+                        say!("cannot reach the device process: {}", e.name());
+                        None
+                    }
+                };
                 let mut config = VmConfig {
                     clock: host_clock(),
                     unix_time,
                     devices,
+                    uart_model,
                     ..vmm_server::serve::config(mode)
                 };
                 if flags & vmm_flags::LINUX != 0 {

@@ -21,6 +21,10 @@
 //! devices only, once, at start, so an absent device's ports read as unclaimed ones and
 //! no exit asks whether a device exists. An absent device's model stays (the PIT's is the
 //! VM's clock) but nothing reaches it, and it drives no line.
+//!
+//! A device that runs as a process of its own (the UART, where the manifest says so) is
+//! a [`RemoteDevice`] behind [`PortKey::Remote`]: its accesses become requests, and its
+//! line is the level each reply reports. The in-VMM model of its kind then stays unused.
 
 use crate::bus::{Bus, BusDevice, BusError, DeviceMap};
 use crate::devices::acpi_pm::AcpiPm;
@@ -31,6 +35,7 @@ use crate::devices::ioapic::{DeliveryMode, Ioapic};
 use crate::devices::lapic::{Lapic, LapicConfig};
 use crate::devices::pic8259::{Chip, DualPic};
 use crate::devices::pit8254::{Pit8254, PIT_HZ};
+use crate::devices::remote::{LinkError, RemoteDevice};
 #[cfg(any(test, feature = "test-modes"))]
 use crate::devices::scratch::Scratch;
 use crate::devices::uart16550::{SerialSink, Uart16550};
@@ -75,6 +80,8 @@ pub enum PortKey {
     PostCode,
     /// The ACPI PM registers (PM1 event and control, PM timer).
     AcpiPm,
+    /// The device that runs as a process of its own ([`Platform::remote`]).
+    Remote,
 }
 
 /// What an MMIO range routes to.
@@ -112,7 +119,7 @@ pub struct Platform<S> {
     /// A write reached a device through which the guest can ask to be stopped (the
     /// i8042's reset, the debug-exit port, the ACPI PM control): the dispatcher asks
     /// those devices only then.
-    stop_asked: bool,
+    pub(crate) stop_asked: bool,
     /// The interval timer.
     pub pit: Pit8254,
     /// The real-time clock.
@@ -133,6 +140,9 @@ pub struct Platform<S> {
     pub scratch: Scratch,
     /// Unix time when the PIT's time was 0.
     unix_start: i64,
+    /// The device that runs as a process of its own, if one does (on the UART's ports
+    /// and line).
+    remote: Option<RemoteDevice>,
 }
 
 impl<S: SerialSink> Platform<S> {
@@ -163,12 +173,27 @@ impl<S: SerialSink> Platform<S> {
             #[cfg(any(test, feature = "test-modes"))]
             scratch: Scratch::default(),
             unix_start: unix_time,
+            remote: None,
         }
     }
 
+    /// The same platform with its UART out of process, reached as `remote`.
+    pub fn with_remote(self, remote: RemoteDevice) -> Self {
+        Self { remote: Some(remote), ..self }
+    }
+
+    /// The device out of process, if any.
+    pub fn remote(&self) -> Option<&RemoteDevice> {
+        self.remote.as_ref()
+    }
+
     /// The port map of `devices`: each present device's ranges, where the set places
-    /// them, each with the key of the model behind it.
-    pub fn port_bus(devices: &DeviceSet) -> Result<Bus<PortKey, PORT_SLOTS>, BusError> {
+    /// them, each with the key of the model behind it ([`PortKey::Remote`] for the kind
+    /// `remote`, which runs out of process).
+    pub fn port_bus(
+        devices: &DeviceSet,
+        remote: Option<Kind>,
+    ) -> Result<Bus<PortKey, PORT_SLOTS>, BusError> {
         let mut bus = Bus::new();
         for d in devices.iter() {
             let keys: [Option<PortKey>; 2] = match d.kind {
@@ -184,6 +209,7 @@ impl<S: SerialSink> Platform<S> {
                 Kind::DebugExit => [Some(PortKey::DebugExit), None],
                 Kind::Lapic | Kind::Ioapic => [None, None],
             };
+            let keys = if remote == Some(d.kind) { [Some(PortKey::Remote), None] } else { keys };
             for (range, key) in d.ports.iter().zip(keys) {
                 if let (Some((first, last)), Some(key)) = (*range, key) {
                     let len = u64::from(last).saturating_sub(u64::from(first)).saturating_add(1);
@@ -242,7 +268,10 @@ impl<S: SerialSink> Platform<S> {
     /// device's line may be another's).
     pub fn sync_irqs(&mut self) {
         if self.devices.has(Kind::Uart16550) {
-            self.sync_uart_irq();
+            match self.remote {
+                Some(r) => self.set_irq(self.uart_irq, r.level()),
+                None => self.sync_uart_irq(),
+            }
         }
         if self.devices.has(Kind::I8042) {
             self.sync_i8042_irqs();
@@ -313,6 +342,10 @@ impl<S: SerialSink> Platform<S> {
     fn sync_after(&mut self, key: PortKey) {
         match key {
             PortKey::Uart => self.sync_uart_irq(),
+            PortKey::Remote => {
+                let level = self.remote.is_some_and(|r| r.level());
+                self.set_irq(self.uart_irq, level);
+            }
             PortKey::I8042Data | PortKey::I8042Command => self.sync_i8042_irqs(),
             PortKey::Pic(_) => self.sync_irqs(),
             PortKey::Pit
@@ -338,9 +371,59 @@ impl<S: SerialSink> Platform<S> {
 
     /// Offer a console byte from the host; false if the UART cannot take it now.
     pub fn console_input(&mut self, byte: u8) -> bool {
-        let taken = self.uart.receive(byte);
+        let taken = match &mut self.remote {
+            Some(r) => r.input(byte),
+            None => self.uart.receive(byte),
+        };
         self.sync_irqs();
         taken
+    }
+
+    /// A byte for the VM's console from elsewhere than its UART (the putchar
+    /// hypercall): it goes where the UART's output goes, in order with it.
+    pub fn console_byte(&mut self, byte: u8) {
+        match &mut self.remote {
+            Some(r) => r.console(&[byte]),
+            None => self.uart.sink_mut().write_byte(byte),
+        }
+    }
+
+    /// The guest went idle: pass on the console output held back (an unfinished line).
+    pub fn flush_console(&mut self) {
+        match &mut self.remote {
+            Some(r) => r.console(&[]),
+            None => self.uart.sink_mut().flush(),
+        }
+    }
+
+    /// The device out of process changed its line without an access: ask for the level.
+    pub fn poll_remote(&mut self) {
+        if let Some(r) = &mut self.remote {
+            r.poll();
+        }
+        self.sync_irqs();
+    }
+
+    /// The failure of the device out of process, once: the VM must stop.
+    pub fn take_remote_failure(&mut self) -> Option<(Kind, LinkError)> {
+        let r = self.remote.as_mut()?;
+        Some((r.kind(), r.take_failure()?))
+    }
+
+    /// The device out of process, for a string-I/O batch.
+    pub fn remote_mut(&mut self) -> Option<&mut RemoteDevice> {
+        self.remote.as_mut()
+    }
+}
+
+impl<S> Platform<S> {
+    /// An access to the device out of process; a failed one asks the dispatcher to look
+    /// (and stop the VM).
+    fn remote_access(&mut self, f: impl FnOnce(&mut RemoteDevice)) {
+        if let Some(r) = &mut self.remote {
+            f(r);
+            self.stop_asked |= r.failed();
+        }
     }
 }
 
@@ -373,6 +456,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
             }
             PortKey::I8042Command => self.i8042.read(i8042::COMMAND, data),
             PortKey::Uart => self.uart.read(offset, data),
+            PortKey::Remote => self.remote_access(|r| r.read(offset, data)),
             PortKey::DebugExit => self.debug_exit.read(offset, data),
             PortKey::PostCode => data.fill(self.post_code),
             PortKey::AcpiPm => {
@@ -403,6 +487,7 @@ impl<S: SerialSink> DeviceMap<PortKey> for Platform<S> {
                 self.stop_asked = true;
             }
             PortKey::Uart => self.uart.write(offset, data),
+            PortKey::Remote => self.remote_access(|r| r.write(offset, data)),
             PortKey::DebugExit => {
                 self.debug_exit.write(offset, data);
                 self.stop_asked = true;
@@ -478,7 +563,7 @@ mod tests {
 
     #[test]
     fn the_standard_port_map() {
-        let bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         assert_eq!(bus.resolve(0x3fd, 1), Some((PortKey::Uart, 5)));
         assert_eq!(bus.resolve(0xa1, 1), Some((PortKey::Pic(Chip::Slave), 1)));
         assert_eq!(bus.resolve(0x43, 1), Some((PortKey::Pit, 3)));
@@ -487,7 +572,7 @@ mod tests {
         assert_eq!(bus.resolve(0xf4, 4), Some((PortKey::DebugExit, 0)));
         assert_eq!(bus.resolve(0x2f8, 1), None, "no COM2");
         let onto_the_uart = DeviceSet::STANDARD.with_debug_exit(0x3f8);
-        assert!(Platform::<Vec<u8>>::port_bus(&onto_the_uart).is_err(), "overlap refused");
+        assert!(Platform::<Vec<u8>>::port_bus(&onto_the_uart, None).is_err(), "overlap refused");
     }
 
     /// A VM with its UART at COM2 on IRQ 3 and no i8042: COM1's and the i8042's ports are
@@ -506,7 +591,7 @@ mod tests {
             },
         ];
         let set = DeviceSet::check(&list).unwrap();
-        let mut bus = Platform::<Vec<u8>>::port_bus(&set).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&set, None).unwrap();
         assert_eq!(bus.resolve(0x2fd, 1), Some((PortKey::Uart, 5)));
         for port in [0x3f8, 0x60, 0x64, 0x40, 0x70, 0x80, 0xf4, 0x600] {
             assert_eq!(bus.resolve(port, 1), None, "port {port:#x} is absent");
@@ -543,7 +628,7 @@ mod tests {
     #[test]
     fn uart_interrupt_reaches_the_pic() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         bus.write(&mut p, 0x3f9, &[0x01]); // IER: receive interrupt
         assert_eq!(p.pic.pending_vector(), None);
         assert!(p.console_input(b'k'));
@@ -553,7 +638,7 @@ mod tests {
     #[test]
     fn pit_ticks_become_irq0_edges() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         bus.write(&mut p, 0x43, &[0x34]);
         bus.write(&mut p, 0x40, &[100]);
         bus.write(&mut p, 0x40, &[0]);
@@ -571,7 +656,7 @@ mod tests {
     #[test]
     fn the_rtc_reads_the_pits_time() {
         let mut p = Platform::new(DeviceSet::STANDARD, Vec::new(), 1_700_000_000, LAPIC);
-        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         let seconds = |p: &mut Platform<Vec<u8>>, bus: &mut Bus<PortKey, 16>| {
             bus.write(p, 0x70, &[0x00]);
             let mut b = [0];
@@ -589,7 +674,7 @@ mod tests {
     #[test]
     fn port_b_and_post_code() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         bus.write(&mut p, 0x80, &[0x42]);
         let mut b = [0];
         bus.read(&mut p, 0x80, &mut b);
@@ -602,7 +687,7 @@ mod tests {
     #[test]
     fn keyboard_bytes_are_separate_edges() {
         let mut p = platform();
-        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD).unwrap();
+        let mut bus = Platform::<Vec<u8>>::port_bus(&DeviceSet::STANDARD, None).unwrap();
         bus.write(&mut p, 0x60, &[0xff]); // keyboard reset: two answer bytes
         assert_eq!(p.pic.acknowledge(), 0x31);
         p.pic.write(Chip::Master, port::COMMAND, 0x20);

@@ -114,7 +114,7 @@ pub fn answer_into<M: GuestMemory, S: SerialSink>(
     if vm.run_state() == RunState::Halted {
         // A guest that halts waits for something: show what it printed last (a prompt
         // ends without a newline).
-        vm.platform_mut().uart.sink_mut().flush();
+        vm.flush_console();
         wake_from_halt(vm, msg, out);
     }
 }

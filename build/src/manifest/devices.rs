@@ -4,7 +4,7 @@
 
 use crate::{err, Result};
 use protocols::devices::{Device, DeviceSet, Kind, MAX_DEVICES};
-use protocols::manifest::Error;
+use protocols::manifest::{DeviceProcess, Error};
 use serde::Deserialize;
 
 /// One entry of `devices = [...]`.
@@ -18,6 +18,38 @@ pub struct Entry {
     mmio: Option<[u64; 2]>,
     #[serde(default)]
     irq: Option<u8>,
+    /// The device runs as this device-model program, out of process.
+    #[serde(default)]
+    process: Option<String>,
+}
+
+/// The device of `entries` that runs out of process: its kind and the device model's
+/// module, which must be one of `models` (the programs whose crate declares the
+/// device-model role); at most one per VM.
+pub fn process<'a>(
+    vm: &str,
+    entries: &'a [Entry],
+    models: &[&str],
+) -> Result<Option<DeviceProcess<'a>>> {
+    let mut found = None;
+    for e in entries {
+        let (Some(module), Some(kind)) = (&e.process, Kind::from_name(&e.kind)) else { continue };
+        if found.is_some() {
+            return Err(err!(
+                "vm {vm:?}: device {}: a second device out of process (at most one per VM)",
+                kind.name()
+            ));
+        }
+        if !models.contains(&module.as_str()) {
+            return Err(err!(
+                "vm {vm:?}: device {}: module {module:?} is not a device model: its crate does not declare [package.metadata.system] role = \"device-model\" (the device models: {})",
+                kind.name(),
+                models.join(", ")
+            ));
+        }
+        found = Some(DeviceProcess { kind, module });
+    }
+    Ok(found)
 }
 
 /// The devices of the VM `vm`, checked, as the manifest carries them.

@@ -5,10 +5,11 @@ use crate::alloc::Alloc;
 use crate::console::{Console, FIRST_VMM_BADGE};
 use crate::process::{self, Images};
 use protocols::bootinfo::{self, ModuleDesc, BOOTINFO_ADDR};
+use protocols::device_model;
 use protocols::error::Error;
 use protocols::fault::FaultMessage;
 use protocols::io::root_range_covering;
-use protocols::manifest::{Expect, GuestMode, Manifest, VmEntry};
+use protocols::manifest::{DeviceProcess, Expect, GuestMode, Manifest, VmEntry};
 use protocols::object::{vcpu_mode, Invocation, ObjectType};
 use protocols::rights::Rights;
 use protocols::vmm::{self, slot, stop, HostDate, VmDescription, REPORT_LABEL};
@@ -200,6 +201,9 @@ fn start_vmm(
         invoke(root, Invocation::IoPortsCarve, &[first.into(), last.into(), ports])?;
         invoke(p.cnode, Invocation::CNodeMove, &[ports, slot::PASS_PORTS])?;
     }
+    if let Some(d) = vm.device_process {
+        start_device(a, images, vm, d, (p.cnode, fault), (console, badge))?;
+    }
     let read = u64::from(Rights::READ.bits());
     let mut next = slot::FIRST_IMAGE_FRAME;
     for m in core::iter::once(&guest).chain(initrd.as_ref()) {
@@ -217,6 +221,52 @@ fn start_vmm(
     invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     process::start(&p)
 }
+
+/// Start the process of `vm`'s device out of process, `d`, beside its VMM (whose CNode
+/// is `vmm`): an endpoint it serves and the VMM calls, a notification it signals and the
+/// VMM waits on, a page both map, and a console endpoint of its own (`protocols::
+/// device_model`). Its faults go to `fault`, the VMM's: a device that dies is reported by
+/// the VM's name. Out of line: `start_vmm`'s frame is deep enough.
+#[inline(never)]
+fn start_device(
+    a: &mut Alloc,
+    images: &mut Images,
+    vm: &VmEntry<'static>,
+    d: DeviceProcess<'static>,
+    (vmm, fault): (u64, u64),
+    (console, badge): (Option<&Console>, u64),
+) -> Result<(), Error> {
+    let program = module(d.module)?;
+    // The manifest was checked: the VM has the device.
+    let devices = vm.device_set().map_err(|_| Error::InvalidArgument)?;
+    let (first, irq) = devices.uart().ok_or(Error::InvalidArgument)?;
+    let last = first + (protocols::devices::UART_PORTS - 1);
+    let arg = device_model::start_arg(d.kind, Some(irq), Some((first, last)));
+    let radix = u64::from(device_model::CNODE_RADIX);
+    let p = process::spawn(a, images, &program, radix, u64::from(vm.priority), fault, arg)?;
+    let endpoint = a.make(ObjectType::Endpoint, 0)?;
+    let line = a.make(ObjectType::Notification, 0)?;
+    let page = a.make(ObjectType::Frame, 0)?;
+    let bits = |r: Rights| u64::from(r.bits());
+    let shared = bits(Rights::READ.union(Rights::WRITE));
+    for (cnode, src, dst, rights) in [
+        (p.cnode, endpoint, device_model::slot::ENDPOINT, bits(Rights::READ)),
+        (p.cnode, line, device_model::slot::LINE, bits(Rights::WRITE)),
+        (p.cnode, page, device_model::slot::PAGE, shared),
+        (vmm, endpoint, slot::DEVICE_ENDPOINT, bits(Rights::CALL)),
+        (vmm, line, slot::DEVICE_LINE, bits(Rights::READ)),
+        (vmm, page, slot::DEVICE_PAGE, shared),
+    ] {
+        invoke(cnode, Invocation::CNodeCopy, &[src, dst, rights])?;
+    }
+    if let Some(c) = console {
+        c.grant(p.cnode, device_model::slot::CONSOLE, FIRST_DEVICE_BADGE + badge)?;
+    }
+    process::start(&p)
+}
+
+/// A VM's device process's badge as a console client is this plus the VM's number.
+const FIRST_DEVICE_BADGE: u64 = 0x200;
 
 /// A frame holding a VM's description `d`, unmapped again: returns its slot.
 fn describe(a: &mut Alloc, d: &VmDescription) -> Result<u64, Error> {

@@ -10,6 +10,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod pic8259;
 pub mod pit8254;
+pub mod remote;
 #[cfg(any(test, feature = "test-modes"))]
 pub mod scratch;
 pub mod uart16550;

@@ -723,6 +723,7 @@ fn every_exit_is_counted_once_whatever_its_reason() {
 }
 
 mod apic;
+mod remote;
 mod time;
 
 #[test]
