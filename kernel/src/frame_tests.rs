@@ -127,7 +127,7 @@ fn a_large_frame_maps_as_one_2m_ept_leaf() {
 fn a_new_vspace_shares_the_kernel_half_and_holds_tables_for_its_size() {
     let mut t = Testbed::new();
     for (j, e) in t.k.kernel_half.iter_mut().enumerate() {
-        *e = 0x10_0000 * (j as u64 + 1) | 1;
+        *e = (0x10_0000 * (j as u64 + 1)) | 1;
     }
     assert_eq!(t.retype(ObjectType::VSpace, 14, 20, 1), 0);
     let Cap::VSpace { addr: root, .. } = t.cap(20) else { panic!() };
