@@ -204,3 +204,28 @@ fn a_mapping_needs_the_rights_it_asks_for_and_read() {
     assert_eq!(map_as(&mut t, 23, 0x80_0000, map::EXECUTE), 0);
     assert_eq!(map_as(&mut t, 21, 0x80_1000, map::WRITE), 0);
 }
+
+/// The last-level entry mapping `vaddr` in the VSpace at `root` (4 KiB pages).
+fn leaf_entry(t: &mut Testbed, root: u64, vaddr: u64) -> u64 {
+    let mut table = root;
+    for level in [3u32, 2, 1] {
+        let e = crate::paging::entry(
+            &mut t.k.store,
+            table,
+            ((vaddr >> (12 + 9 * level)) & 511) as usize,
+        );
+        table = e & crate::paging::ADDR_MASK;
+    }
+    crate::paging::entry(&mut t.k.store, table, ((vaddr >> 12) & 511) as usize)
+}
+
+#[test]
+fn only_an_executable_mapping_lacks_no_execute() {
+    use crate::paging::NO_EXECUTE;
+    let mut t = Testbed::new();
+    assert_eq!(t.retype(ObjectType::Frame, 0, 21, 2), 0);
+    assert_eq!(t.invoke(21, Invocation::FrameMap, &[slot::VSPACE, 0x80_0000, map::WRITE]), 0);
+    assert_eq!(t.invoke(22, Invocation::FrameMap, &[slot::VSPACE, 0x80_1000, map::EXECUTE]), 0);
+    assert_ne!(leaf_entry(&mut t, ROOT_VSPACE, 0x80_0000) & NO_EXECUTE, 0, "data is not code");
+    assert_eq!(leaf_entry(&mut t, ROOT_VSPACE, 0x80_1000) & NO_EXECUTE, 0);
+}

@@ -446,3 +446,52 @@ fn a_fault_endpoint_must_be_an_endpoint_the_thread_may_call() {
     assert_eq!(configure(&mut t, 22), Error::WrongType as u64);
     assert_eq!(configure(&mut t, 20), 0);
 }
+
+/// Suspending a thread that waits for a reply takes back the server's reply link only
+/// if the link is still to that thread.
+#[test]
+fn suspending_a_caller_leaves_a_server_serving_another_alone() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let server = spawn_server(&mut t, 30, 20);
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 31, 1), 0);
+    let Cap::Tcb { addr: caller } = t.cap(31) else { panic!() };
+    t.k.store.sched(caller).state = ThreadState::BlockedReply { server };
+    t.k.store.sched(server).caller = ROOT_TCB;
+    assert_eq!(invoke(&mut t, 31, Invocation::TcbSuspend, &[]), 0);
+    assert_eq!(t.k.store.sched(server).caller, ROOT_TCB, "the server's link was not to it");
+    t.k.store.sched(server).caller = caller;
+    t.k.store.sched(caller).state = ThreadState::BlockedReply { server };
+    assert_eq!(invoke(&mut t, 31, Invocation::TcbSuspend, &[]), 0);
+    assert_eq!(t.k.store.sched(server).caller, 0);
+}
+
+#[test]
+fn a_reply_object_is_sent_on_not_called() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Reply, 0, 20, 1), 0);
+    let call = MsgInfo::new(1, 0).to_raw();
+    t.sys(Syscall::Call as u64, [20, call, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::WrongType as u64);
+    t.sys(Syscall::Send as u64, [20, call, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "an empty Reply object answers nobody");
+}
+
+/// A fault waiting to be delivered when its endpoint goes away is not the thread's last
+/// word: the thread runs on as it was and meets its fault again.
+#[test]
+fn a_fault_whose_endpoint_goes_away_runs_the_thread_again() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let worker = spawn_worker(&mut t, 31, 20);
+    t.k.store.tcb(worker).context.rax = 55;
+    t.k.fault(14, 6, 0);
+    assert!(matches!(t.k.store.sched(worker).state, ThreadState::BlockedSend { call: true, .. }));
+    assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[20]), 0);
+    invoke(&mut t, slot::CNODE, Invocation::CNodeDelete, &[20]);
+    // It outranks the root task: it runs at once, its registers as they were.
+    assert_eq!(t.k.current, worker);
+    assert_eq!(t.k.store.sched(worker).state, ThreadState::Ready);
+    assert_eq!(t.k.store.sched(worker).message, None);
+    assert_eq!(t.k.store.tcb(worker).context.rax, 55, "no status for a fault");
+}
