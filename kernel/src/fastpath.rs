@@ -216,7 +216,7 @@ impl<S: Store> Kernel<S> {
         let prio = self.store.sched(vcpu).priority;
         if e.state == EndpointState::Sending
             || self.sched.any_at_or_above(prio)
-            || !self.runnable(vcpu)
+            || !self.vcpu_runnable(vcpu)
         {
             return FastPath::Declined;
         }

@@ -495,3 +495,17 @@ fn a_fault_whose_endpoint_goes_away_runs_the_thread_again() {
     assert_eq!(t.k.store.sched(worker).message, None);
     assert_eq!(t.k.store.tcb(worker).context.rax, 55, "no status for a fault");
 }
+
+/// A reply reaches only a caller that still waits for it from this server.
+#[test]
+fn a_reply_to_a_caller_that_no_longer_waits_does_nothing() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 31, 1), 0);
+    let Cap::Tcb { addr: gone } = t.cap(31) else { panic!() };
+    t.k.store.sched(ROOT_TCB).caller = gone;
+    t.sys(Syscall::Reply as u64, [0, MsgInfo::new(1, 1).to_raw(), 9, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!(t.k.store.sched(gone).state, ThreadState::Inactive);
+    assert_eq!(t.k.store.tcb(gone).context.rdx, 0, "no message reached it");
+    assert_eq!(t.k.store.sched(ROOT_TCB).caller, 0, "the link is used up");
+}
