@@ -26,9 +26,6 @@ pub const USER_RUSTFLAGS: &[&str] = &[
 /// Flags of the kernel build: it runs in the top 2 GiB.
 pub const KERNEL_RUSTFLAGS: &[&str] = &["-Ccode-model=kernel", "-Crelocation-model=static"];
 
-/// The ring-3 programs that are built and can be put into images.
-pub const USER_PROGRAMS: &[&str] =
-    &["init", "vmm-server", "console-driver", "syscall-fuzzer", "uart-model"];
 /// Features of the images' user programs: their VMM runs the test modes (hostile,
 /// mutating, traced VMs and the test hypercalls); the production VMM is built without.
 pub const USER_FEATURES: &[&str] = &["vmm-server/test-modes"];
@@ -89,7 +86,7 @@ pub fn build_guests() -> Result<PathBuf> {
 /// Build every user program as the images carry them; returns the directory holding
 /// their ELFs.
 pub fn build_user() -> Result<PathBuf> {
-    cargo_build_with(USER_PROGRAMS, "user", USER_RUSTFLAGS, USER_FEATURES)
+    cargo_build_with(&crate::programs::packages()?, "user", USER_RUSTFLAGS, USER_FEATURES)
 }
 
 /// Build `program` as [`build_user`] does but keeping its debug information (the code is

@@ -238,10 +238,10 @@ impl Image {
     }
 
     /// The boot modules its manifest may name.
-    pub fn modules(&self) -> Vec<&'static str> {
+    pub fn modules(&self) -> Result<Vec<&'static str>> {
         let linux = if self.linux { crate::linux::MODULES } else { &[] };
         let broken = if self.broken_linux { crate::linux::BROKEN_MODULES } else { &[] };
-        modules().into_iter().chain(linux.iter().chain(broken).copied()).collect()
+        Ok(modules()?.into_iter().chain(linux.iter().chain(broken).copied()).collect())
     }
 
     /// What its manifest says it is for and expects.
@@ -264,64 +264,24 @@ pub fn find(name: &str) -> Result<Image> {
     })
 }
 
-/// The boot modules that are ring-3 programs a manifest can start, as
-/// `(module, program built by cargo::build_user)`; the console driver comes first, as
-/// every other process prints through it.
-pub const PROGRAM_MODULES: &[(&str, &str)] = &[
-    ("console", "console-driver"),
-    ("fuzzer", "syscall-fuzzer"),
-    ("vmm", "vmm-server"),
-    ("uart", "uart-model"),
-];
-
 /// The program modules that are VMMs: their crate declares `[package.metadata.system]
-/// role = "vmm"` in its Cargo.toml (the workspace's members are read), so a manifest
-/// cannot hand a VM to a program that does not serve one.
+/// role = "vmm"` in its Cargo.toml (see `programs`), so a manifest cannot hand a VM to a
+/// program that does not serve one.
 pub fn vmm_modules() -> Result<Vec<&'static str>> {
-    modules_with_role("vmm")
+    crate::programs::modules_with_role("vmm")
 }
 
 /// The program modules that are device models (`role = "device-model"`): the only ones a
 /// VM's device may run as out of process (`protocols::device_model`).
 pub fn device_model_modules() -> Result<Vec<&'static str>> {
-    modules_with_role("device-model")
-}
-
-/// The program modules whose crate declares `[package.metadata.system] role = ROLE`.
-fn modules_with_role(wanted: &str) -> Result<Vec<&'static str>> {
-    let read = |path: &std::path::Path| -> Result<toml::Table> {
-        let text = fs::read_to_string(path).map_err(|e| err!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| err!("{}: {e}", path.display()))
-    };
-    let root = crate::root();
-    let workspace = read(&root.join("Cargo.toml"))?;
-    let members = workspace
-        .get("workspace")
-        .and_then(|w| w.get("members"))
-        .and_then(toml::Value::as_array)
-        .ok_or_else(|| err!("Cargo.toml: no [workspace] members"))?;
-    let mut vmms = Vec::new();
-    for member in members.iter().filter_map(toml::Value::as_str) {
-        let crate_toml = read(&root.join(member).join("Cargo.toml"))?;
-        let package = crate_toml.get("package");
-        let name = package.and_then(|p| p.get("name")).and_then(toml::Value::as_str);
-        let role = package
-            .and_then(|p| p.get("metadata"))
-            .and_then(|m| m.get("system"))
-            .and_then(|s| s.get("role"))
-            .and_then(toml::Value::as_str);
-        if role == Some(wanted) {
-            let module = PROGRAM_MODULES.iter().find(|(_, program)| Some(*program) == name);
-            vmms.extend(module.map(|(module, _)| *module));
-        }
-    }
-    Ok(vmms)
+    crate::programs::modules_with_role("device-model")
 }
 
 /// Every boot module a manifest can name: the programs, then the test guests (besides
 /// them an image carries only `init` and the manifest itself).
-pub fn modules() -> Vec<&'static str> {
-    PROGRAM_MODULES.iter().map(|(m, _)| *m).chain(cargo::GUESTS.iter().copied()).collect()
+pub fn modules() -> Result<Vec<&'static str>> {
+    let programs = crate::programs::all()?.iter().map(|p| p.module.as_str());
+    Ok(programs.chain(cargo::GUESTS.iter().copied()).collect())
 }
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
@@ -352,8 +312,8 @@ pub fn build_with(image: Image, kernel_features: &[&str]) -> Result<PathBuf> {
     fs::create_dir_all(dir.join("boot/grub"))?;
     fs::copy(&kernel, dir.join("boot/kernel"))?;
     fs::write(dir.join("boot/init"), init)?;
-    for (module, program) in PROGRAM_MODULES {
-        fs::copy(user.join(program), dir.join("boot").join(module))?;
+    for program in crate::programs::all()? {
+        fs::copy(user.join(&program.package), dir.join("boot").join(&program.module))?;
     }
     for g in cargo::GUESTS {
         fs::copy(guests.join(g), dir.join("boot").join(g))?;
@@ -371,12 +331,12 @@ pub fn build_with(image: Image, kernel_features: &[&str]) -> Result<PathBuf> {
             }
         }
     }
-    let mut manifest = crate::manifest::encode(&manifest_path, &text, &image.modules())?;
+    let mut manifest = crate::manifest::encode(&manifest_path, &text, &image.modules()?)?;
     if image.corrupt_manifest {
         manifest.truncate(manifest.len() / 2);
     }
     fs::write(dir.join("boot/manifest"), manifest)?;
-    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &image.modules()))?;
+    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &image.modules()?))?;
     let iso = images.join(format!("{name}.iso"));
     mkrescue(&dir, &iso)?;
     Ok(iso)

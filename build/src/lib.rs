@@ -17,6 +17,7 @@ pub mod linux_bench;
 pub mod manifest;
 pub mod mutants;
 pub mod plant;
+pub mod programs;
 pub mod progress;
 pub mod qemu;
 pub mod serial_input;

@@ -168,7 +168,7 @@ fn test() -> Result<bool> {
     user.args(["clippy", "--release", "--target", cargo::TARGET, "--target-dir"])
         .arg(xtask::target_dir().join("user"))
         .env("CARGO_ENCODED_RUSTFLAGS", cargo::USER_RUSTFLAGS.join("\x1f"));
-    for p in cargo::USER_PROGRAMS {
+    for p in xtask::programs::packages()? {
         user.args(["-p", p]);
     }
     user.arg("--features").arg(cargo::USER_FEATURES.join(","));

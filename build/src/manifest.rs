@@ -300,9 +300,12 @@ mod tests {
     #[test]
     fn the_default_manifest_encodes_and_decodes() {
         let path = images().join("default.toml");
-        let bytes =
-            encode(&path, &std::fs::read_to_string(&path).unwrap(), &crate::image::modules())
-                .unwrap();
+        let bytes = encode(
+            &path,
+            &std::fs::read_to_string(&path).unwrap(),
+            &crate::image::modules().unwrap(),
+        )
+        .unwrap();
         let m = Manifest::decode(&bytes).unwrap();
         assert_eq!(m.vms.len(), 11);
         assert_eq!(m.vms[2].mode, GuestMode::Real);
@@ -323,7 +326,7 @@ mod tests {
         for image in crate::image::IMAGES {
             let path = images().join(image.manifest);
             let text = std::fs::read_to_string(&path).unwrap();
-            let bytes = encode(&path, &text, &image.modules()).unwrap();
+            let bytes = encode(&path, &text, &image.modules().unwrap()).unwrap();
             let m = Manifest::decode(&bytes).unwrap();
             let console = m.processes.iter().any(|p| p.module == "console");
             assert!(console, "{}: every image prints through a console driver", image.name);
@@ -335,7 +338,7 @@ mod tests {
         let image = crate::image::find("linux").unwrap();
         let path = images().join(image.manifest);
         let text = std::fs::read_to_string(&path).unwrap();
-        let bytes = encode(&path, &text, &image.modules()).unwrap();
+        let bytes = encode(&path, &text, &image.modules().unwrap()).unwrap();
         let m = Manifest::decode(&bytes).unwrap();
         let vm = &m.vms[0];
         assert_eq!((vm.guest, vm.mode), (crate::linux::KERNEL_MODULE, GuestMode::Long64));
@@ -344,16 +347,17 @@ mod tests {
         assert!(linux.cmdline.starts_with("console=ttyS0"), "{}", linux.cmdline);
         assert_eq!(vm.expect, Expect::PowerOff);
         // Without the image's Linux modules the kernel module is unknown.
-        let e = encode(&path, &text, &crate::image::modules()).unwrap_err().to_string();
+        let e = encode(&path, &text, &crate::image::modules().unwrap()).unwrap_err().to_string();
         assert!(e.contains("unknown guest module \"linux_kernel\""), "{e}");
         // A Linux VM needs a command line; a test guest needs a mode.
         let no_cmdline = text.replace("cmdline = ", "# cmdline = ");
-        let e = encode(&path, &no_cmdline, &image.modules()).unwrap_err().to_string();
+        let e = encode(&path, &no_cmdline, &image.modules().unwrap()).unwrap_err().to_string();
         assert!(e.contains("kind = \"linux\" needs a cmdline"), "{e}");
         let default = std::fs::read_to_string(images().join("default.toml")).unwrap();
-        let e = encode(&path, &default.replacen("mode = ", "# mode = ", 1), &image.modules())
-            .unwrap_err()
-            .to_string();
+        let e =
+            encode(&path, &default.replacen("mode = ", "# mode = ", 1), &image.modules().unwrap())
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("needs a mode"), "{e}");
     }
 
@@ -367,7 +371,7 @@ mod tests {
         };
         let path = std::path::Path::new("flags.toml");
         let decode = |t: &str| {
-            let bytes = encode(path, t, &crate::image::modules()).unwrap();
+            let bytes = encode(path, t, &crate::image::modules().unwrap()).unwrap();
             let m = Manifest::decode(&bytes).unwrap();
             let v = &m.vms[0];
             (v.hostile, v.mutate, v.trace)
@@ -375,8 +379,9 @@ mod tests {
         assert_eq!(decode(&text("")), (false, false, false));
         assert_eq!(decode(&text("mutate = true\n")), (false, true, false));
         assert_eq!(decode(&text("trace = true\nhostile = true\n")), (true, false, true));
-        let e =
-            encode(path, &text("mutate = 1\n"), &crate::image::modules()).unwrap_err().to_string();
+        let e = encode(path, &text("mutate = 1\n"), &crate::image::modules().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mutate"), "{e}");
     }
 
@@ -560,7 +565,8 @@ mod tests {
         for (file, message) in cases {
             let path = dir.join(file);
             let text = std::fs::read_to_string(&path).unwrap();
-            let e = encode(&path, &text, &crate::image::modules()).unwrap_err().to_string();
+            let e =
+                encode(&path, &text, &crate::image::modules().unwrap()).unwrap_err().to_string();
             assert!(e.contains(message), "{file}: {e}");
             assert!(e.starts_with(&path.display().to_string()), "{file}: names the file: {e}");
         }

@@ -202,7 +202,7 @@ mod tests {
     fn manifest(file: &str) -> Vec<u8> {
         let path = crate::root().join("images").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut modules = crate::image::modules();
+        let mut modules = crate::image::modules().unwrap();
         modules.extend(crate::linux::MODULES);
         super::super::encode(&path, &text, &modules).unwrap()
     }
