@@ -805,3 +805,71 @@ fn a_vm_is_built_and_torn_down_a_hundred_times_from_the_same_untyped() {
         assert_eq!(t.k.sched.highest(), idle, "round {round}: a thread is left queued");
     }
 }
+
+/// A whole VM, its VMM process included (thread, CNode, address space), made from one
+/// untyped and torn down by revoking it while the VMM holds an exit it has not answered,
+/// a hundred times: nothing survives, the memory is whole again, and the rest runs on.
+#[test]
+fn a_vm_and_its_vmm_are_torn_down_mid_exit_a_hundred_times() {
+    const VMM: u64 = 50;
+    const VMM_CNODE: u64 = 51;
+    const VMM_VSPACE: u64 = 52;
+    const WAKE: u64 = 53;
+    let mut t = Testbed::with_vmx();
+    let fresh = t.cap(slot::UNTYPED);
+    let idle = t.k.sched.highest();
+    for round in 0..100 {
+        for (ty, bits, at) in [
+            (ObjectType::VCpu, 0, VCPU),
+            (ObjectType::GuestSpace, 14, GUEST),
+            (ObjectType::Endpoint, 0, EXIT_EP),
+            (ObjectType::Frame, 0, MSG),
+            (ObjectType::Frame, 0, RAM),
+            (ObjectType::Tcb, 0, VMM),
+            (ObjectType::CNode, 4, VMM_CNODE),
+            (ObjectType::VSpace, 14, VMM_VSPACE),
+            (ObjectType::Notification, 0, WAKE),
+        ] {
+            assert_eq!(retype(&mut t, ty, bits, at), 0, "round {round}: {ty:?}");
+        }
+        let flags = map::WRITE | map::EXECUTE;
+        assert_eq!(invoke(&mut t, RAM, Invocation::FrameMapGuest, &[GUEST, 0x1000, flags]), 0);
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuConfigure, &[GUEST, EXIT_EP, MSG, 0]), 0);
+        // The VMM: its exit endpoint in slot 1 and the root task's wake-up in slot 2.
+        let all = u64::from(protocols::rights::Rights::ALL.bits());
+        assert_eq!(invoke(&mut t, VMM_CNODE, Invocation::CNodeCopy, &[EXIT_EP, 1, all]), 0);
+        assert_eq!(invoke(&mut t, VMM_CNODE, Invocation::CNodeCopy, &[WAKE, 2, all]), 0);
+        let vmm_caps = [VMM_CNODE, VMM_VSPACE, u64::MAX];
+        assert_eq!(invoke(&mut t, VMM, Invocation::TcbConfigure, &vmm_caps), 0);
+        invoke(&mut t, VMM, Invocation::TcbSetPriority, &[100]);
+        invoke(&mut t, VMM, Invocation::TcbResume, &[]);
+        let Cap::Tcb { addr: vmm } = t.cap(VMM) else { panic!() };
+        t.sys(Syscall::Yield as u64, [0; 6]);
+        assert_eq!(t.k.current, vmm, "round {round}: the VMM runs");
+        t.sys(Syscall::Recv as u64, [1, 0, 0, 0, 0, 0]);
+        assert_eq!(t.k.current, ROOT_TCB);
+        let start = [vcpu_mode::REAL | 50 << 8, 0x1000, 0, 0];
+        assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &start), 0);
+        let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+        // The root task waits; the vCPU runs and exits to its VMM, which keeps the exit,
+        // wakes the root task and yields to it.
+        t.sys(Syscall::Recv as u64, [WAKE, 0, 0, 0, 0, 0]);
+        assert_eq!(t.k.current, v);
+        let msg = ExitMessage { reason: ExitReason::Cpuid as u32, instruction_len: 2, ..exit() };
+        t.k.vcpu_exit(&msg);
+        assert_eq!(t.k.current, vmm);
+        assert_eq!(t.k.store.sched(v).state, ThreadState::BlockedReply { server: vmm });
+        t.sys(Syscall::Send as u64, [2, 0, 0, 0, 0, 0]);
+        t.sys(Syscall::Yield as u64, [0; 6]);
+        assert_eq!(t.k.current, ROOT_TCB, "round {round}: the root task runs again");
+        // Tear it all down.
+        assert_eq!(invoke(&mut t, slot::CNODE, Invocation::CNodeRevoke, &[slot::UNTYPED]), 0);
+        for s in [VCPU, GUEST, EXIT_EP, MSG, RAM, VMM, VMM_CNODE, VMM_VSPACE, WAKE] {
+            assert_eq!(t.cap(s), Cap::Null, "round {round}: slot {s} survived the revoke");
+        }
+        assert_eq!(t.cap(slot::UNTYPED), fresh, "round {round}: the untyped is not whole again");
+        assert_eq!((t.k.current, t.k.sched.highest()), (ROOT_TCB, idle), "round {round}");
+        assert!(t.k.vmcs_released, "round {round}: the VMCS is let go");
+        t.k.vmcs_released = false;
+    }
+}
