@@ -85,4 +85,20 @@ mod tests {
         assert_eq!(order, [0x1000, 0x3000, 0x5000]);
         assert!(q.is_empty());
     }
+
+    #[test]
+    fn removing_the_head_or_a_middle_thread_keeps_the_tail() {
+        let mut s = FakeStore::default();
+        let mut q = ThreadQueue::default();
+        for a in [1, 2, 3] {
+            q.push(&mut s, a * 0x1000);
+        }
+        assert!(q.remove(&mut s, 0x2000));
+        assert_eq!(q.tail, 0x3000);
+        assert!(q.remove(&mut s, 0x1000));
+        assert_eq!((q.head, q.tail), (0x3000, 0x3000));
+        q.push(&mut s, 0x4000);
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop(&mut s)).collect();
+        assert_eq!(order, [0x3000, 0x4000]);
+    }
 }

@@ -122,3 +122,24 @@ fn reply_capabilities_take_only_their_own_operations() {
     assert_eq!(t.invoke(slot::CNODE, Invocation::CNodeCopy, &[REPLY, 41, Testbed::all()]), 0);
     assert!(t.cap(41).same_object(&t.cap(REPLY)));
 }
+
+/// A reply link or a Reply object whose caller no longer waits on it answers nobody,
+/// and saving such a link into a Reply object fails.
+#[test]
+fn a_link_to_a_caller_that_no_longer_waits_is_not_saved_or_answered() {
+    let (mut t, server, _) = served_root(false);
+    // The root task is no longer waiting for the server's reply, though the link says so.
+    t.k.store.sched(ROOT_TCB).state = ThreadState::Inactive;
+    assert_eq!(t.invoke(REPLY, Invocation::ReplySave, &[]), Error::WouldBlock as u64);
+    assert_eq!(t.k.store.sched(server).caller, ROOT_TCB, "the link stays where it was");
+    let reply = reply_addr(&mut t);
+    t.k.store.reply(reply).caller = ROOT_TCB;
+    let ready = t.k.sched.highest();
+    t.sys(Syscall::Send as u64, [REPLY, MsgInfo::new(7, 1).to_raw(), 70, 0, 0, 0]);
+    assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Inactive, "nobody was answered");
+    assert_eq!(t.k.store.reply(reply).caller, 0, "the object is empty now");
+    // An empty object answers nobody either: no thread 0 is made ready.
+    t.sys(Syscall::Send as u64, [REPLY, MsgInfo::new(7, 1).to_raw(), 70, 0, 0, 0]);
+    assert_eq!(t.k.sched.highest(), ready);
+    assert_eq!(t.k.current, server);
+}
