@@ -34,7 +34,7 @@ mod process {
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
     use vmm_server::devices::remote::{Bulk, LinkError};
-    use vmm_server::devices::uart16550::SerialSink;
+    use vmm_server::devices::uart16550::LineSink;
     use vmm_server::dispatch::{RunState, StopReason, Vm, VmConfig};
     use vmm_server::exit_qualification::IoQualification;
     use vmm_server::guest_image;
@@ -78,32 +78,6 @@ mod process {
     const EXIT_EP: u64 = GUEST_SPACE + 2;
     const MSG_FRAME: u64 = GUEST_SPACE + 3;
     const PRIORITY: u64 = 200;
-
-    /// Guest UART output, a line at a time, to the console driver (or, without one, the
-    /// kernel's debug console).
-    struct LineSink {
-        buf: [u8; 160],
-        len: usize,
-    }
-
-    impl SerialSink for LineSink {
-        fn write_byte(&mut self, byte: u8) {
-            if let Some(b) = self.buf.get_mut(self.len) {
-                *b = byte;
-                self.len += 1;
-            }
-            if byte == b'\n' || self.len == self.buf.len() {
-                self.flush();
-            }
-        }
-
-        fn flush(&mut self) {
-            if self.len > 0 {
-                rt::console::write(self.buf.get(..self.len).unwrap_or_default());
-                self.len = 0;
-            }
-        }
-    }
 
     fn rdtsc() -> u64 {
         // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear).
@@ -583,7 +557,7 @@ mod process {
         flags: u64,
         started: u64,
     ) -> Result<(u64, u64, u64), Error> {
-        let sink = LineSink { buf: [0; 160], len: 0 };
+        let sink = LineSink::new(rt::console::write);
         let traced = flags & vmm_flags::TRACE != 0;
         // Crash mode (test tooling): the exit count at which this VMM panics.
         #[cfg(feature = "test-modes")]

@@ -15,36 +15,11 @@ mod process {
     use protocols::devices::Kind;
     use protocols::object::{map, Invocation};
     use rt::ipc::{invoke, recv, reply_recv, Msg, Received};
-    use uart16550::SerialSink;
+    use uart16550::LineSink;
     use uart_model::Server;
 
     /// Where the shared page is mapped.
     const PAGE_VA: u64 = 0x1000_0000;
-
-    /// The guest's UART output, a line at a time, to the console driver.
-    struct LineSink {
-        buf: [u8; 160],
-        len: usize,
-    }
-
-    impl SerialSink for LineSink {
-        fn write_byte(&mut self, byte: u8) {
-            if let Some(b) = self.buf.get_mut(self.len) {
-                *b = byte;
-                self.len += 1;
-            }
-            if byte == b'\n' || self.len == self.buf.len() {
-                self.flush();
-            }
-        }
-
-        fn flush(&mut self) {
-            if self.len > 0 {
-                rt::console::write(self.buf.get(..self.len).unwrap_or_default());
-                self.len = 0;
-            }
-        }
-    }
 
     /// The shared page, mapped at `PAGE_VA`.
     #[allow(unsafe_code)]
@@ -67,7 +42,7 @@ mod process {
             rt::println!("uart-model: cannot map the shared page: {}", e.name());
             return 1;
         }
-        let mut server = Server::new(LineSink { buf: [0; 160], len: 0 }, ports);
+        let mut server = Server::new(LineSink::new(rt::console::write), ports);
         let mut next = recv(slot::ENDPOINT);
         loop {
             let Ok(Received { msg, .. }) = next else {

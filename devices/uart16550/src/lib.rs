@@ -30,6 +30,41 @@ pub trait SerialSink {
     fn flush(&mut self) {}
 }
 
+/// A sink that hands on whole lines (or a full buffer, or what is left when the guest
+/// goes idle) to `write`: the console takes lines, so a guest's output is not cut into
+/// bytes among other processes' lines.
+pub struct LineSink {
+    buf: [u8; 160],
+    len: usize,
+    write: fn(&[u8]),
+}
+
+impl LineSink {
+    /// An empty line, handed to `write` when it ends.
+    pub const fn new(write: fn(&[u8])) -> Self {
+        Self { buf: [0; 160], len: 0, write }
+    }
+}
+
+impl SerialSink for LineSink {
+    fn write_byte(&mut self, byte: u8) {
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = byte;
+            self.len = self.len.saturating_add(1);
+        }
+        if byte == b'\n' || self.len == self.buf.len() {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            (self.write)(self.buf.get(..self.len).unwrap_or_default());
+            self.len = 0;
+        }
+    }
+}
+
 /// Host tests (this crate's and its users') collect output in a vector.
 #[cfg(any(test, feature = "std"))]
 extern crate std;
@@ -479,6 +514,31 @@ impl<S: SerialSink> Uart16550<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_sink_hands_on_whole_lines() {
+        std::thread_local! {
+            static LINES: core::cell::RefCell<std::vec::Vec<std::vec::Vec<u8>>> =
+                const { core::cell::RefCell::new(std::vec::Vec::new()) };
+        }
+        fn collect(line: &[u8]) {
+            LINES.with(|l| l.borrow_mut().push(line.to_vec()));
+        }
+        let mut sink = super::LineSink::new(collect);
+        for &b in b"one\ntw" {
+            super::SerialSink::write_byte(&mut sink, b);
+        }
+        LINES.with(|l| assert_eq!(*l.borrow(), [b"one\n".to_vec()]));
+        // Idle: the unfinished line goes too (a prompt), then nothing more.
+        super::SerialSink::flush(&mut sink);
+        super::SerialSink::flush(&mut sink);
+        LINES.with(|l| assert_eq!(*l.borrow(), [b"one\n".to_vec(), b"tw".to_vec()]));
+        // A line longer than the buffer goes out in full buffers.
+        for _ in 0..200 {
+            super::SerialSink::write_byte(&mut sink, b'x');
+        }
+        LINES.with(|l| assert_eq!(l.borrow().last().map(|x| x.len()), Some(160)));
+    }
+
     use super::{
         reg, Uart16550, FCR_CLEAR_RX, FCR_ENABLE, IER_MS, IER_RDA, IER_RLS, IER_THRE, IIR_FIFO,
         IIR_MS, IIR_NONE, IIR_RDA, IIR_RLS, IIR_THRE, IIR_TIMEOUT, LCR_DLAB, LSR_DR, LSR_OE,

@@ -2,7 +2,7 @@
 //! process runs too; here it becomes a device on the VMM's port bus.
 
 use crate::bus::BusDevice;
-pub use uart16550::{reg, SerialSink, Uart16550, FIFO_DEPTH};
+pub use uart16550::{reg, LineSink, SerialSink, Uart16550, FIFO_DEPTH};
 
 impl<S: SerialSink> BusDevice for Uart16550<S> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {

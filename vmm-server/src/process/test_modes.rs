@@ -244,7 +244,7 @@ pub(super) fn mutated(
     // loop without exits still comes back) unless this CPU refuses it.
     let (mut watchdog, mut timer_refusals) = (true, 0);
     'restart: while sent < MUTATED_EXITS {
-        let sink = LineSink { buf: [0; 160], len: 0 };
+        let sink = LineSink::new(rt::console::write);
         let mut vm = Vm::new(&config(mode), host_cpuid, SliceMemory::new(0, &mut *ram), sink)
             .map_err(|_| Error::InvalidArgument)?;
         let mut first = true;
