@@ -113,35 +113,12 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K>>(
     }
     let mut buf = [0u8; 4];
     let data = buf.get_mut(..size).unwrap_or(&mut []);
-
-    let info = StringIoInfo::decode(msg.instruction_info).map_err(IoFault::Decode)?;
-    let asz = info.address_size;
-    let mask = asz.mask();
-    let rcx = msg.gprs.get(Gprs::RCX).unwrap_or(0);
-    let count = if q.rep { rcx & mask } else { 1 };
-    if count == 0 {
-        return Ok(true);
-    }
-    let index_reg = match q.direction {
-        IoDirection::In => Gprs::RDI,
-        IoDirection::Out => Gprs::RSI,
-    };
-    let index = msg.gprs.get(index_reg).unwrap_or(0);
-    // The exit reports the first element's linear address; the segment base follows.
-    let seg_base = msg.guest_linear.wrapping_sub(index & mask);
-    let step = u64::from(q.size);
-    let backwards = msg.rflags & RFLAGS_DF != 0;
-    let iterations = count.min(MAX_STRING_ITERATIONS);
+    let Some(op) = StringOp::of(msg, q)? else { return Ok(true) };
+    let iterations = op.count.min(MAX_STRING_ITERATIONS);
     let mut done = 0u64;
     let mut result = Ok(());
     while done < iterations {
-        let delta = done.wrapping_mul(step);
-        let offset =
-            if backwards { index.wrapping_sub(delta) } else { index.wrapping_add(delta) } & mask;
-        let mut linear = seg_base.wrapping_add(offset);
-        if asz != AddressSize::Bits64 {
-            linear &= 0xffff_ffff;
-        }
+        let linear = op.linear(done);
         let step_result = match q.direction {
             // The destination is checked before the port is read, so a faulting INS has
             // no device side effect (a UART byte is not consumed twice on restart).
@@ -163,16 +140,95 @@ pub fn emulate<K: Copy, const N: usize, D: DeviceMap<K>>(
         }
         done = done.wrapping_add(1);
     }
-    // Registers reflect the elements completed, as after an interrupted REP.
-    let moved = done.wrapping_mul(step);
-    let new_index = if backwards { index.wrapping_sub(moved) } else { index.wrapping_add(moved) };
-    reply.set_gpr(index_reg, merge(index, new_index, asz));
-    let remaining = count.wrapping_sub(done);
-    if q.rep {
-        reply.set_gpr(Gprs::RCX, merge(rcx, remaining, asz));
+    op.finish(done, result, reply)
+}
+
+/// The geometry of one string I/O instruction: how many elements, where each lies, and
+/// the registers it leaves behind.
+struct StringOp {
+    rep: bool,
+    address_size: AddressSize,
+    mask: u64,
+    rcx: u64,
+    /// Elements the instruction asks for.
+    count: u64,
+    /// RDI for INS, RSI for OUTS.
+    index_reg: u8,
+    index: u64,
+    /// The segment base (the exit reports the first element's linear address).
+    seg_base: u64,
+    step: u64,
+    backwards: bool,
+}
+
+impl StringOp {
+    /// The instruction of `msg`; `None` when it moves nothing (a REP with RCX 0).
+    fn of(msg: &ExitMessage, q: IoQualification) -> Result<Option<Self>, IoFault> {
+        let info = StringIoInfo::decode(msg.instruction_info).map_err(IoFault::Decode)?;
+        let address_size = info.address_size;
+        let mask = address_size.mask();
+        let rcx = msg.gprs.get(Gprs::RCX).unwrap_or(0);
+        let count = if q.rep { rcx & mask } else { 1 };
+        if count == 0 {
+            return Ok(None);
+        }
+        let index_reg = match q.direction {
+            IoDirection::In => Gprs::RDI,
+            IoDirection::Out => Gprs::RSI,
+        };
+        let index = msg.gprs.get(index_reg).unwrap_or(0);
+        Ok(Some(Self {
+            rep: q.rep,
+            address_size,
+            mask,
+            rcx,
+            count,
+            index_reg,
+            index,
+            seg_base: msg.guest_linear.wrapping_sub(index & mask),
+            step: u64::from(q.size),
+            backwards: msg.rflags & RFLAGS_DF != 0,
+        }))
     }
-    result?;
-    Ok(!q.rep || remaining == 0)
+
+    /// Where element `n` lies, as a linear address.
+    fn linear(&self, n: u64) -> u64 {
+        let delta = n.wrapping_mul(self.step);
+        let offset = if self.backwards {
+            self.index.wrapping_sub(delta)
+        } else {
+            self.index.wrapping_add(delta)
+        } & self.mask;
+        let linear = self.seg_base.wrapping_add(offset);
+        if self.address_size == AddressSize::Bits64 {
+            linear
+        } else {
+            linear & 0xffff_ffff
+        }
+    }
+
+    /// After `done` elements: the registers reflect them, as after an interrupted REP;
+    /// `result` is how the last one went. Whether the instruction completed.
+    fn finish(
+        &self,
+        done: u64,
+        result: Result<(), IoFault>,
+        reply: &mut ReplyBuilder,
+    ) -> Result<bool, IoFault> {
+        let moved = done.wrapping_mul(self.step);
+        let new_index = if self.backwards {
+            self.index.wrapping_sub(moved)
+        } else {
+            self.index.wrapping_add(moved)
+        };
+        reply.set_gpr(self.index_reg, merge(self.index, new_index, self.address_size));
+        let remaining = self.count.wrapping_sub(done);
+        if self.rep {
+            reply.set_gpr(Gprs::RCX, merge(self.rcx, remaining, self.address_size));
+        }
+        result?;
+        Ok(!self.rep || remaining == 0)
+    }
 }
 
 /// Emulate string I/O (`q.string` set) to a device out of process (`device`, the port at
@@ -190,36 +246,11 @@ pub fn emulate_batched(
     mode: GuestMode,
     reply: &mut ReplyBuilder,
 ) -> Result<bool, IoFault> {
-    let info = StringIoInfo::decode(msg.instruction_info).map_err(IoFault::Decode)?;
-    let asz = info.address_size;
-    let mask = asz.mask();
-    let rcx = msg.gprs.get(Gprs::RCX).unwrap_or(0);
-    let count = if q.rep { rcx & mask } else { 1 };
-    if count == 0 {
-        return Ok(true);
-    }
-    let (index_reg, write) = match q.direction {
-        IoDirection::In => (Gprs::RDI, false),
-        IoDirection::Out => (Gprs::RSI, true),
-    };
-    let index = msg.gprs.get(index_reg).unwrap_or(0);
-    let seg_base = msg.guest_linear.wrapping_sub(index & mask);
-    let step = u64::from(q.size);
+    let Some(op) = StringOp::of(msg, q)? else { return Ok(true) };
+    let write = q.direction == IoDirection::Out;
     let size = usize::from(q.size);
-    let backwards = msg.rflags & RFLAGS_DF != 0;
     let per_page = PAGE_SIZE.checked_div(size).unwrap_or(0) as u64;
-    let iterations = count.min(MAX_STRING_ITERATIONS).min(per_page);
-    let linear_of = |n: u64| {
-        let delta = n.wrapping_mul(step);
-        let offset =
-            if backwards { index.wrapping_sub(delta) } else { index.wrapping_add(delta) } & mask;
-        let linear = seg_base.wrapping_add(offset);
-        if asz == AddressSize::Bits64 {
-            linear
-        } else {
-            linear & 0xffff_ffff
-        }
-    };
+    let iterations = op.count.min(MAX_STRING_ITERATIONS).min(per_page);
     let mut buf = [0u8; PAGE_SIZE];
     let mut done = 0u64;
     let mut result = Ok(());
@@ -227,7 +258,7 @@ pub fn emulate_batched(
     while done < iterations {
         let at = usize::try_from(done).unwrap_or(0).wrapping_mul(size);
         let element = buf.get_mut(at..at.wrapping_add(size)).unwrap_or(&mut []);
-        let step_result = resolve(mem, msg, mode, linear_of(done), size, !write).and_then(|gpas| {
+        let step_result = resolve(mem, msg, mode, op.linear(done), size, !write).and_then(|gpas| {
             if write {
                 load(mem, &gpas, element)
             } else {
@@ -249,20 +280,12 @@ pub fn emulate_batched(
             device.read_string(offset, q.size, bytes);
             for (n, element) in (0u64..).zip(bytes.chunks(size.max(1))) {
                 // Checked above; memory that vanished since is the VMM's to report.
-                let gpas = resolve(mem, msg, mode, linear_of(n), size, true)?;
+                let gpas = resolve(mem, msg, mode, op.linear(n), size, true)?;
                 store(mem, &gpas, element)?;
             }
         }
     }
-    let moved = done.wrapping_mul(step);
-    let new_index = if backwards { index.wrapping_sub(moved) } else { index.wrapping_add(moved) };
-    reply.set_gpr(index_reg, merge(index, new_index, asz));
-    let remaining = count.wrapping_sub(done);
-    if q.rep {
-        reply.set_gpr(Gprs::RCX, merge(rcx, remaining, asz));
-    }
-    result?;
-    Ok(!q.rep || remaining == 0)
+    op.finish(done, result, reply)
 }
 
 /// Guest-physical addresses of an element of `len` (at most 4) bytes at `linear`: one
