@@ -9,7 +9,7 @@
 pub mod seeds;
 
 /// The `syscalls` target's input format and projection live with its harness.
-pub use syscalls_oracle::{project, syscalls};
+pub use fuzz_oracles::{project, syscalls};
 
 /// The `multiboot2` target's mode byte (the first input byte).
 pub mod multiboot2_mode {

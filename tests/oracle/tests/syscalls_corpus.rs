@@ -17,6 +17,6 @@ fn the_checked_in_corpus_runs_clean() {
     for path in inputs {
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         eprintln!("replaying {}", path.display());
-        syscalls_oracle::harness::run(&data);
+        fuzz_oracles::harness::run(&data);
     }
 }
