@@ -509,3 +509,54 @@ fn a_reply_to_a_caller_that_no_longer_waits_does_nothing() {
     assert_eq!(t.k.store.tcb(gone).context.rdx, 0, "no message reached it");
     assert_eq!(t.k.store.sched(ROOT_TCB).caller, 0, "the link is used up");
 }
+
+#[test]
+fn a_debug_write_takes_up_to_its_maximum_in_one_call() {
+    use protocols::syscall::DEBUG_WRITE_MAX;
+    let mut t = Testbed::new();
+    t.k.store.frame(0x50_0000).fill(b'a');
+    let max = DEBUG_WRITE_MAX as u64;
+    t.sys(Syscall::DebugWrite as u64, [USER_PAGE, max, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0);
+    assert_eq!(t.out.console.len(), DEBUG_WRITE_MAX);
+    t.sys(Syscall::DebugWrite as u64, [USER_PAGE, max + 1, 0, 0, 0, 0]);
+    assert_eq!(t.regs(ROOT_TCB)[0], Error::InvalidArgument as u64);
+}
+
+/// The running thread whose address space goes away stops there: the next thread runs.
+#[test]
+fn a_running_thread_that_loses_its_address_space_stops() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    let server = spawn_server(&mut t, 30, 20);
+    // The server's VSpace is a copy of the root task's: give it one of its own to lose.
+    assert_eq!(retype(&mut t, ObjectType::VSpace, 14, 21, 1), 0);
+    invoke(&mut t, 30, Invocation::TcbSuspend, &[]);
+    assert_eq!(invoke(&mut t, 30, Invocation::TcbConfigure, &[slot::CNODE, 21, u64::MAX]), 0);
+    invoke(&mut t, 30, Invocation::TcbSetPriority, &[100]);
+    invoke(&mut t, 30, Invocation::TcbResume, &[]);
+    t.sys(Syscall::Yield as u64, [0; 6]);
+    assert_eq!(t.k.current, server);
+    // It revokes its own address space (its TCB's copy goes with it).
+    t.sys(
+        Syscall::Call as u64,
+        [slot::CNODE, MsgInfo::new(Invocation::CNodeRevoke as u64, 1).to_raw(), 21, 0, 0, 0],
+    );
+    assert_eq!(t.k.store.sched(server).state, ThreadState::Inactive);
+    assert_eq!(t.k.current, ROOT_TCB);
+}
+
+/// A tick while nothing runs preempts nobody.
+#[test]
+fn a_tick_while_idle_queues_nothing() {
+    let mut t = Testbed::new();
+    retype(&mut t, ObjectType::Endpoint, 0, 20, 1);
+    assert_eq!(t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]), Next::Idle);
+    assert_eq!(t.k.current, 0);
+    assert_eq!(t.k.preempt(), Next::Idle);
+    assert_eq!((t.k.current, t.k.sched.highest()), (0, None));
+    // Nor does a tick that finds the current thread blocked.
+    t.k.current = ROOT_TCB;
+    assert_eq!(t.k.preempt(), Next::Idle);
+    assert_eq!(t.k.sched.highest(), None, "a blocked thread was queued");
+}
