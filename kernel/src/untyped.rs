@@ -93,6 +93,9 @@ mod tests {
         let (d, free) = place(base, 16, 8192, 12, 14).unwrap();
         assert_eq!((d, free), (base + 8192, 65536));
         assert_eq!(place(base, 16, free, 6, 1), Err(Error::OutOfMemory), "full");
+        // One object may fill the whole region.
+        assert_eq!(place(base, 16, 0, 16, 1), Ok((base, 65536)));
+        assert_eq!(place(base, 16, 0, 17, 1), Err(Error::OutOfMemory));
     }
 
     #[test]
