@@ -83,6 +83,12 @@ mod tests {
     }
 
     #[test]
+    fn a_misaligned_start_skips_to_the_next_block_boundary_and_no_further() {
+        let found: Vec<_> = blocks(0x800, 0x4000, 12, 20).collect();
+        assert_eq!(found, [(0x1000, 12), (0x2000, 13)]);
+    }
+
+    #[test]
     fn objects_are_aligned_and_never_overlap() {
         let base = 0x40_0000;
         let (a, free) = place(base, 16, 0, 6, 3).unwrap();

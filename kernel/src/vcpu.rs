@@ -103,8 +103,6 @@ pub struct VcpuData {
     pub launched: bool,
     /// The VMCS was set up by `VCpuStart`.
     pub started: bool,
-    /// Exits so far.
-    pub exits: u64,
     /// The initial VMCS, written (after VMCLEAR and VMPTRLD) before the first entry.
     pub init: Option<InitialVmcs>,
     /// The optional groups every exit message carries, as the VMM asked.
@@ -134,7 +132,6 @@ impl Default for VcpuData {
             pending: ValidatedBatch::default(),
             launched: false,
             started: false,
-            exits: 0,
             init: None,
             transfer: TransferMask::NONE,
             passed: [None; crate::store::VCPU_PASS_SLOTS],
@@ -261,7 +258,6 @@ impl<S: Store> Kernel<S> {
     pub fn vcpu_exited(&mut self, core: &ExitCore) -> Next {
         let v = self.current;
         let data = self.store.vcpu(v);
-        data.exits += 1;
         let c = &mut data.cached;
         (c.cr0, c.cr4, c.rflags, c.rip) = (core.cr0, core.cr4, core.rflags, core.rip);
         c.interruptibility = core.interruptibility;

@@ -873,3 +873,30 @@ fn a_vm_and_its_vmm_are_torn_down_mid_exit_a_hundred_times() {
         t.k.vmcs_released = false;
     }
 }
+
+/// Only a hardware #PF that the exception bitmap intercepted is a page fault whose
+/// address a reflected #PF hands the guest; other exceptions, a software INT 14 and
+/// information without its valid bit are not.
+#[test]
+fn only_an_intercepted_hardware_page_fault_is_one() {
+    use protocols::vmexit::EventType;
+    let (mut t, v, _) = started();
+    let exception = |info: u32| ExitMessage {
+        reason: ExitReason::ExceptionOrNmi as u32,
+        exit_intr_info: info,
+        qualification: 0x4000_0000,
+        ..exit()
+    };
+    let page_fault = EventInjection::exception(14).raw();
+    for (info, is_one) in [
+        (page_fault, true),
+        (EventInjection::exception(13).raw(), false),
+        (EventInjection::new(14, EventType::SoftwareException, false).raw(), false),
+        (page_fault & !EventInjection::VALID, false),
+    ] {
+        exit_with(&mut t, v, exception(info));
+        let seen = t.k.store.vcpu(v).page_fault;
+        assert_eq!(seen, is_one.then_some(0x4000_0000), "{info:#x}");
+        t.sys(Syscall::Reply as u64, [0; 6]);
+    }
+}
