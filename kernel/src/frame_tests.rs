@@ -229,3 +229,33 @@ fn only_an_executable_mapping_lacks_no_execute() {
     assert_ne!(leaf_entry(&mut t, ROOT_VSPACE, 0x80_0000) & NO_EXECUTE, 0, "data is not code");
     assert_eq!(leaf_entry(&mut t, ROOT_VSPACE, 0x80_1000) & NO_EXECUTE, 0);
 }
+
+#[test]
+fn a_guest_mapping_needs_the_rights_it_asks_for_and_grants_exactly_those() {
+    use crate::vmx::ept::Access;
+    let mut t = Testbed::with_vmx();
+    assert_eq!(t.retype(ObjectType::GuestSpace, 14, 19, 1), 0);
+    let Cap::GuestSpace { addr: root, .. } = t.cap(19) else { panic!() };
+    assert_eq!(t.retype(ObjectType::Frame, 0, 20, 1), 0);
+    let copy = |t: &mut Testbed, dst, r: &[Rights]| {
+        let rights = r.iter().fold(Rights::NONE, |a, b| a.union(*b));
+        t.invoke(slot::CNODE, Invocation::CNodeCopy, &[20, dst, rights.bits().into()])
+    };
+    assert_eq!(copy(&mut t, 21, &[Rights::READ, Rights::WRITE]), 0);
+    assert_eq!(copy(&mut t, 22, &[Rights::WRITE, Rights::EXECUTE]), 0);
+    assert_eq!(copy(&mut t, 23, &[Rights::READ, Rights::EXECUTE]), 0);
+    let guest = |t: &mut Testbed, frame, gpa, want| {
+        t.invoke(frame, Invocation::FrameMapGuest, &[19, gpa, want])
+    };
+    let denied = Error::InsufficientRights as u64;
+    assert_eq!(guest(&mut t, 21, 0x1000, map::EXECUTE), denied, "execute without EXECUTE");
+    assert_eq!(guest(&mut t, 22, 0x1000, 0), denied, "no READ");
+    assert_eq!(guest(&mut t, 23, 0x1000, map::WRITE), denied, "write without WRITE");
+    assert_eq!(guest(&mut t, 23, 0x1000, 1 << 7), INVALID, "an unknown bit");
+    assert_eq!(guest(&mut t, 23, 0x1000, map::EXECUTE), 0);
+    assert_eq!(guest(&mut t, 21, 0x2000, map::WRITE), 0);
+    let ept = Ept::from_root(root, EptVpidCaps::from_raw(0));
+    let access = |t: &mut Testbed, gpa| ept.translate(&mut t.k.store, gpa).map(|tr| tr.access);
+    assert_eq!(access(&mut t, 0x1000), Some(Access { read: true, write: false, execute: true }));
+    assert_eq!(access(&mut t, 0x2000), Some(Access { read: true, write: true, execute: false }));
+}
