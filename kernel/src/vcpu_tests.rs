@@ -14,6 +14,7 @@ use crate::vmx::validator::Policy;
 use protocols::error::Error;
 use protocols::ipc::MsgInfo;
 use protocols::object::{map, vcpu_mode, vm, Invocation, ObjectType};
+use protocols::rights::Rights;
 use protocols::syscall::Syscall;
 use protocols::vcpu_start::StartError;
 use protocols::vmcs::Field;
@@ -899,4 +900,35 @@ fn only_an_intercepted_hardware_page_fault_is_one() {
         assert_eq!(seen, is_one.then_some(0x4000_0000), "{info:#x}");
         t.sys(Syscall::Reply as u64, [0; 6]);
     }
+}
+
+/// `VCpuConfigure` needs an exit endpoint it may call and a frame it may read and write;
+/// configuring again replaces the bindings.
+#[test]
+fn configure_checks_its_rights_and_rebinds() {
+    let mut t = configured();
+    let copy = |t: &mut Testbed, src, dst, r: Rights| {
+        invoke(t, slot::CNODE, Invocation::CNodeCopy, &[src, dst, r.bits().into()])
+    };
+    assert_eq!(copy(&mut t, EXIT_EP, 46, Rights::WRITE.union(Rights::READ)), 0);
+    assert_eq!(copy(&mut t, MSG, 47, Rights::READ), 0);
+    let configure = |t: &mut Testbed, ep, frame| {
+        invoke(t, VCPU, Invocation::VCpuConfigure, &[GUEST, ep, frame, 0])
+    };
+    let denied = Error::InsufficientRights as u64;
+    assert_eq!(configure(&mut t, 46, MSG), denied, "an exit endpoint without CALL");
+    assert_eq!(configure(&mut t, EXIT_EP, 47), denied, "a read-only message frame");
+    // A second exit endpoint replaces the first: the next exit goes there.
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 48), 0);
+    assert_eq!(configure(&mut t, 48, MSG), 0);
+    let start = [vcpu_mode::PROTECTED32 | 40 << 8, 0x1000, 0x8000, 0];
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &start), 0, "a 32-bit start");
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    assert_eq!(t.k.store.sched(v).priority, 40, "the priority it was started with");
+    t.sys(Syscall::Recv as u64, [48, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, v);
+    let msg = ExitMessage { reason: ExitReason::Cpuid as u32, instruction_len: 2, ..exit() };
+    t.k.vcpu_exit(&msg);
+    assert_eq!(t.k.current, ROOT_TCB, "the exit reached the new endpoint");
+    assert_eq!(t.k.store.sched(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
 }
