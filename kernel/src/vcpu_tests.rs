@@ -142,6 +142,29 @@ fn start_prepares_the_vmcs_and_guest_memory() {
     // The VMCS page carries the revision identifier; every port and MSR exits.
     assert_eq!(t.k.store.frame(v + crate::vcpu::VMCS_OFFSET)[..4], 0x2bu32.to_le_bytes());
     assert!(t.k.store.frame(v + crate::vcpu::IO_BITMAP_OFFSET).iter().all(|b| *b == 0xff));
+    // The VMCS names the VCpu's own bitmap pages.
+    use crate::vcpu::{IO_BITMAP_OFFSET, MSR_BITMAP_OFFSET};
+    assert_eq!(init.get(Field::IoBitmapA), Some(v + IO_BITMAP_OFFSET));
+    assert_eq!(init.get(Field::IoBitmapB), Some(v + IO_BITMAP_OFFSET + 0x1000));
+    assert_eq!(init.get(Field::MsrBitmap), Some(v + MSR_BITMAP_OFFSET));
+}
+
+/// A start may ask for more primary controls (here HLT exiting) and a priority up to its
+/// caller's own.
+#[test]
+fn a_start_adds_the_controls_it_asks_for_at_a_priority_up_to_the_callers() {
+    use protocols::vmcs::ctl::proc::HLT_EXITING;
+    let mut t = configured();
+    let own = u64::from(t.k.store.sched(ROOT_TCB).priority);
+    let words = |prio: u64| [vcpu_mode::REAL | prio << 8, 0x1000, 0, 0];
+    let above = words(own + 1);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &above), Error::NotPermitted as u64);
+    let mut at_own = words(own);
+    at_own[0] |= u64::from(HLT_EXITING) << 16;
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuStart, &at_own), 0);
+    let Cap::VCpu { addr: v } = t.cap(VCPU) else { panic!() };
+    assert_eq!(u64::from(t.k.store.sched(v).priority), own);
+    assert_ne!(t.k.store.vcpu(v).cached.controls.proc & HLT_EXITING, 0);
 }
 
 /// `VCpuStart` with `words` as the root task: the status and the refusal's words.
