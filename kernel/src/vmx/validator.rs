@@ -953,6 +953,25 @@ mod tests {
     }
 
     #[test]
+    fn a_new_vcpu_starts_with_the_required_and_the_forced_controls() {
+        let caps = caps();
+        let mut p = policy();
+        // A policy that also forces bits the CPU requires keeps them.
+        p.pin.forced |= caps.pinbased.must_be_one;
+        p.proc.forced |= caps.procbased.must_be_one;
+        p.proc2.forced |= caps.procbased2.must_be_one | 1;
+        p.exit.forced |= caps.exit.must_be_one;
+        p.entry.forced |= caps.entry.must_be_one;
+        let c = p.initial_controls(&caps);
+        assert_eq!(c.pin, caps.pinbased.must_be_one | p.pin.forced);
+        assert_eq!(c.proc, caps.procbased.must_be_one | p.proc.forced);
+        assert_eq!(c.proc2, caps.procbased2.must_be_one | p.proc2.forced);
+        assert_eq!(c.exit, caps.exit.must_be_one | p.exit.forced);
+        assert_eq!(c.entry, caps.entry.must_be_one | p.entry.forced);
+        assert_ne!(c.pin & caps.pinbased.must_be_one, 0, "the sample CPU requires some");
+    }
+
+    #[test]
     fn too_many_writes_are_refused() {
         let mut r = ExitReply::new();
         for _ in 0..MAX_WRITES {
