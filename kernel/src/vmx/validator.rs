@@ -972,6 +972,58 @@ mod tests {
     }
 
     #[test]
+    fn the_header_refuses_what_does_not_belong_and_names_where() {
+        // Sixteen writes are allowed in number (here refused for naming one field twice).
+        let mut r = ExitReply::new();
+        for _ in 0..MAX_WRITES {
+            r.write(Field::ExceptionBitmap, ALWAYS_INTERCEPTED_EXCEPTIONS.into()).unwrap_or(());
+        }
+        let duplicate = BatchError::DuplicateField { field: Field::ExceptionBitmap as u32 };
+        assert_eq!(decode(&r), Err(duplicate));
+        // Any event word, or the fault address's flag, without INJECT_EVENT.
+        for (error, len) in [(5, 0), (0, 3), (3, 3)] {
+            let mut r = ExitReply::new();
+            (r.injection_error, r.injection_len) = (error, len);
+            assert!(matches!(decode(&r), Err(BatchError::BadInjection { .. })), "{error} {len}");
+        }
+        // A reserved word names its own offset.
+        let mut r = ExitReply::new();
+        for field in [Field::GuestRip, Field::GuestRflags, Field::GuestRsp] {
+            r.write(field, 0x2000).unwrap();
+        }
+        r.writes[2].reserved = 1;
+        let at = core::mem::offset_of!(ExitReply, writes)
+            + 2 * size_of::<protocols::vmexit::VmcsWrite>()
+            + 4;
+        assert_eq!(decode(&r), Err(super::reserved_at(at, 1)));
+        assert_eq!(super::reserved_at(at, 1), BatchError::ReservedBits { word: 24, bits: 1 << 32 });
+    }
+
+    #[test]
+    fn only_an_injected_hardware_page_fault_is_reflected_with_its_address() {
+        use super::InjectedPageFault;
+        let inject = |event: EventInjection| {
+            let mut r = ExitReply::new();
+            r.inject(event, 0, 2);
+            decode(&r).map(|b| b.page_fault)
+        };
+        assert_eq!(inject(EventInjection::exception(14)), Ok(Some(InjectedPageFault::Reflected)));
+        assert_eq!(inject(EventInjection::exception(13)), Ok(None));
+        let int14 = EventInjection::new(14, EventType::SoftwareException, false);
+        assert!(!matches!(inject(int14), Ok(Some(_))), "a software INT 14 is no page fault");
+    }
+
+    #[test]
+    fn asking_for_the_window_again_keeps_it_open() {
+        let mut now = state();
+        now.controls.proc |= proc::INTERRUPT_WINDOW_EXITING;
+        let mut r = ExitReply::new();
+        r.flags = ReplyFlags::REQUEST_INTERRUPT_WINDOW;
+        let b = decode_reply(&r, &caps(), &policy(), &now).unwrap();
+        assert_eq!(b.writes(), [(Field::ProcBasedControls, now.controls.proc.into())]);
+    }
+
+    #[test]
     fn too_many_writes_are_refused() {
         let mut r = ExitReply::new();
         for _ in 0..MAX_WRITES {
