@@ -560,3 +560,16 @@ fn a_tick_while_idle_queues_nothing() {
     assert_eq!(t.k.preempt(), Next::Idle);
     assert_eq!(t.k.sched.highest(), None, "a blocked thread was queued");
 }
+
+#[test]
+fn a_thread_is_configured_with_a_cnode_and_a_vspace_only() {
+    let mut t = Testbed::new();
+    assert_eq!(retype(&mut t, ObjectType::Tcb, 0, 30, 1), 0);
+    assert_eq!(retype(&mut t, ObjectType::Endpoint, 0, 20, 1), 0);
+    let configure = |t: &mut Testbed, cspace, vspace| {
+        invoke(t, 30, Invocation::TcbConfigure, &[cspace, vspace, u64::MAX])
+    };
+    assert_eq!(configure(&mut t, 20, slot::VSPACE), Error::WrongType as u64, "CSpace");
+    assert_eq!(configure(&mut t, slot::CNODE, 20), Error::WrongType as u64, "VSpace");
+    assert_eq!(configure(&mut t, slot::CNODE, slot::VSPACE), 0);
+}

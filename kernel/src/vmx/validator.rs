@@ -1024,6 +1024,22 @@ mod tests {
     }
 
     #[test]
+    fn reserved_rflags_and_pending_debug_bits_are_refused_defined_ones_kept() {
+        for bit in [3, 5, 15, 22, 40] {
+            let e = one_write(Field::GuestRflags, 0x202 | 1 << bit);
+            assert!(e.is_err(), "RFLAGS bit {bit} is reserved");
+        }
+        assert!(one_write(Field::GuestRflags, 0x202 | 1 << 21 | 1 << 16 | 1 << 11).is_ok());
+        let pending = Field::GuestPendingDebugExceptions;
+        for bit in [0, 3, 12, 14, 16] {
+            assert!(one_write(pending, 1 << bit).is_ok(), "pending-debug bit {bit} is defined");
+        }
+        for bit in [4, 13, 15, 17] {
+            assert!(one_write(pending, 1 << bit).is_err(), "pending-debug bit {bit} is reserved");
+        }
+    }
+
+    #[test]
     fn too_many_writes_are_refused() {
         let mut r = ExitReply::new();
         for _ in 0..MAX_WRITES {
