@@ -986,6 +986,14 @@ mod tests {
             (r.injection_error, r.injection_len) = (error, len);
             assert!(matches!(decode(&r), Err(BatchError::BadInjection { .. })), "{error} {len}");
         }
+        // Words that would cancel if they were combined by anything but OR.
+        let mut r = ExitReply::new();
+        (r.injection, r.injection_error) = (EventInjection::from_raw(5), 5);
+        assert!(matches!(decode(&r), Err(BatchError::BadInjection { .. })));
+        let mut r = ExitReply::new();
+        r.flags = ReplyFlags::PAGE_FAULT_ADDRESS;
+        r.injection_len = ReplyFlags::PAGE_FAULT_ADDRESS.bits();
+        assert!(matches!(decode(&r), Err(BatchError::BadInjection { .. })));
         // A reserved word names its own offset.
         let mut r = ExitReply::new();
         for field in [Field::GuestRip, Field::GuestRflags, Field::GuestRsp] {
