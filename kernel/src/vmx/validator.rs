@@ -1048,6 +1048,37 @@ mod tests {
     }
 
     #[test]
+    fn injections_the_cpu_and_the_guest_allow_are_accepted() {
+        let inject = |event: EventInjection, len: u32| {
+            let mut r = ExitReply::new();
+            r.inject(event, 0, len);
+            decode(&r)
+        };
+        // A software interrupt of length 0 only where the CPU allows it.
+        let int80 = EventInjection::new(0x80, EventType::SoftwareInterrupt, false);
+        assert!(!caps().zero_length_injection());
+        assert!(inject(int80, 0).is_err());
+        let mut zero_ok = caps();
+        zero_ok.misc |= 1 << 30;
+        assert!(zero_ok.zero_length_injection());
+        let mut r = ExitReply::new();
+        r.inject(int80, 0, 0);
+        assert!(decode_reply(&r, &zero_ok, &policy(), &state()).is_ok());
+        // An NMI to a guest blocking nothing; one blocked by an NMI only with virtual NMIs.
+        let nmi = EventInjection::new(2, EventType::Nmi, false);
+        assert!(inject(nmi, 0).is_ok());
+        let mut blocked = state();
+        blocked.interruptibility = super::BLOCKING_NMI;
+        blocked.controls.pin &= !pin::VIRTUAL_NMIS;
+        let mut r = ExitReply::new();
+        r.inject(nmi, 0, 0);
+        assert!(decode_reply(&r, &caps(), &policy(), &blocked).is_ok());
+        // The TPR threshold's four bits, and not a fifth.
+        assert!(one_write(Field::TprThreshold, 0xf).is_ok());
+        assert!(one_write(Field::TprThreshold, 0x10).is_err());
+    }
+
+    #[test]
     fn too_many_writes_are_refused() {
         let mut r = ExitReply::new();
         for _ in 0..MAX_WRITES {
