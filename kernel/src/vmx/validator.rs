@@ -1073,6 +1073,10 @@ mod tests {
         let mut r = ExitReply::new();
         r.inject(nmi, 0, 0);
         assert!(decode_reply(&r, &caps(), &policy(), &blocked).is_ok());
+        // With virtual NMIs, an NMI to a guest that blocks none is accepted too.
+        let mut virtual_nmis = state();
+        virtual_nmis.controls.pin |= pin::VIRTUAL_NMIS | pin::NMI_EXITING;
+        assert!(decode_reply(&r, &caps(), &policy(), &virtual_nmis).is_ok());
         // The TPR threshold's four bits, and not a fifth.
         assert!(one_write(Field::TprThreshold, 0xf).is_ok());
         assert!(one_write(Field::TprThreshold, 0x10).is_err());
