@@ -1,7 +1,8 @@
 //! `cargo xtask mutants`: mutation testing of the kernel's capability, IPC, scheduling,
 //! fastpath, untyped, Reply and vCPU-reply-validation code with cargo-mutants. What is
-//! mutated and which tests must kill each mutant (the kernel's unit tests and the
-//! `syscalls` corpus replayed on the kernel and the reference model) is configured in
+//! mutated and which tests must kill each mutant (the kernel's unit tests and the fuzz
+//! corpora `tests/oracle` replays on the kernel, the reference model and the validator's
+//! invariants) is configured in
 //! `.cargo/mutants.toml`.
 //!
 //! A mutant is killed when a test fails, times out when the tests hang (noticed too), and
@@ -143,8 +144,8 @@ impl Survivors {
              Written by `cargo xtask mutants` (see `.cargo/mutants.toml` for what is mutated \
              and which tests run); the reasons are written by people and kept across runs.\n\
              A survivor is a change to the kernel that every unit test and the replayed \
-             `syscalls` corpus let through: an equivalent mutant (no behaviour changes), or a \
-             gap in the tests to close.\n\n",
+             fuzz corpora let through: an equivalent mutant (no behaviour changes), or a gap \
+             in the tests to close (\"issue to fix\").\n\n",
         );
         out.push_str(&format!("Last run: {summary}.\n\n| mutant | why it survives |\n|---|---|\n"));
         for (name, reason) in &self.0 {
