@@ -480,6 +480,55 @@ pub fn syscalls() -> Vec<Seed> {
             inv(I::CNodeRevoke, CNODE, &[UNTYPED]),
         ],
     );
+    // A VMM's replies and what becomes of the vCPU: an exit queued while the VMM sleeps,
+    // a reply that stops the vCPU, one refused by its header, one through a Reply object,
+    // a VMX failure (the vCPU's last word), and a reply after the message frame is gone.
+    let start = |slot: u64| inv(I::VCpuStart, slot, &[vcpu_mode::REAL | 50 << 8, 0x1000, 0x8000, 0]);
+    add(
+        "vcpu-replies",
+        true,
+        &[
+            Op::VcpuSetup {
+                base: w(40),
+                mode: vcpu_mode::REAL as u8,
+                priority: 50,
+                mask: 0,
+                controls: 0,
+            },
+            inv(I::IrqControlGet, 5, &[4, 25]),
+            retype(T::Notification, 0, 26, 1),
+            inv(I::IrqHandlerSetNotification, 25, &[26]),
+            inv(I::IrqHandlerAck, 25, &[]),
+            sys(S::Recv, 26, 0, &[]),
+            exit(cpuid, 0),
+            Op::Irq { lines: 0x10 },
+            sys(S::Recv, 42, 0, &[]),
+            reply(1 << 3, vec![]),
+            sys(S::Reply, 0, 0, &[]),
+            start(40),
+            sys(S::Recv, 42, 0, &[]),
+            exit(cpuid, 0),
+            reply(1 << 4, vec![]),
+            sys(S::Reply, 0, 0, &[]),
+            start(40),
+            retype(T::Reply, 0, 27, 1),
+            sys(S::Recv, 42, 0, &[]),
+            exit(cpuid, 0),
+            inv(I::ReplySave, 27, &[]),
+            reply(1, vec![]),
+            sys(S::Send, 27, 0, &[]),
+            inv(I::IrqHandlerAck, 25, &[]),
+            sys(S::Recv, 26, 0, &[]),
+            exit(3, 7),
+            Op::Irq { lines: 0x10 },
+            sys(S::Recv, 42, 0, &[]),
+            start(40),
+            sys(S::Recv, 42, 0, &[]),
+            exit(cpuid, 0),
+            inv(I::CNodeRevoke, CNODE, &[43]),
+            sys(S::Reply, 0, 0, &[]),
+        ],
+    );
     // A driver: ports carved from the root's range and used, an IRQ line bound to a
     // notification, the thread idles until the interrupt wakes it.
     add(

@@ -179,7 +179,7 @@ impl State {
     fn answer(&mut self, caller: u64) -> R<()> {
         let cur = self.current;
         if self.thread(caller).vcpu {
-            return Err(Stop::Unmodeled("a reply to a vCPU is a VMCS batch"));
+            return self.answer_vcpu(caller);
         }
         if self.thread(caller).message.take().is_some() {
             let c = self.thread(cur).regs;
@@ -246,11 +246,10 @@ impl State {
         let f = self.thread(from).regs;
         let pending = self.thread(from).message;
         let (mut out, words) = match pending {
-            Some(KernelMessage::Thread(m)) => {
+            Some(m) => {
                 let (label, len, words) = m.encode();
                 (MsgInfo::new(label, len), words)
             }
-            Some(KernelMessage::Other) => return Err(Stop::Unmodeled("a vCPU's failure")),
             None => {
                 let info = MsgInfo::from_raw(f.rsi).unwrap_or_default();
                 (MsgInfo::new(info.label, info.len), f.words())

@@ -29,6 +29,22 @@ pub enum TcbSlot {
     IpcBuffer = 3,
 }
 
+/// A VCpu's own slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VCpuSlot {
+    /// The guest's address space.
+    GuestSpace = 0,
+    /// The frame the exit and the reply travel through.
+    MessageFrame = 1,
+    /// Where its exits go.
+    ExitEndpoint = 2,
+}
+
+/// A VCpu's slot `which`.
+pub const fn vcpu_slot(vcpu: u64, which: VCpuSlot) -> u64 {
+    vcpu + VCPU_SLOTS_OFFSET + ((which as u64) << SLOT_BITS)
+}
+
 /// Slot `index` of the CNode at `cnode`.
 pub const fn cnode_slot(cnode: u64, index: u64) -> u64 {
     cnode + (index << SLOT_BITS)

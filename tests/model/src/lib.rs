@@ -2,15 +2,16 @@
 //! fast (the level of seL4's abstract specification): capabilities with rights and
 //! badges, the derivation tree and revocation, untyped accounting, IPC with the reply
 //! capability, Reply objects, IPC buffers and capability transfer, notifications, IRQ
-//! lines, faults, and scheduling by priority.
+//! lines, faults, scheduling by priority, and a VMM's reply to a vCPU's exit at the level
+//! of accept or refuse.
 //!
 //! The model is a plain function from one [`State`] and one [`Event`] to the next state.
 //! The `syscalls` fuzz target abstracts the kernel's state into a [`State`] before each
 //! step, runs the step on both, and compares the abstraction of the kernel's state after
 //! it with the model's: each step is checked on its own (a refinement check), so one
 //! difference is reported where it happens instead of spreading through the rest of the
-//! input. What the model leaves out (page tables, I/O ports, vCPU exits and VMCS batches,
-//! deletion that spans kernel entries) makes [`Outcome::Unmodeled`], and that step is only
+//! input. What the model leaves out (page tables, I/O ports, the VMCS rules a VMM's
+//! batch must meet, deletion that spans kernel entries) makes [`Outcome::Unmodeled`], and that step is only
 //! checked by the target's structural invariants.
 //!
 //! Objects and slots are named by the kernel's addresses: the layout of a slot inside a
@@ -28,6 +29,7 @@ mod ipc;
 pub mod layout;
 mod sched;
 mod syscall;
+mod vcpu;
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -67,20 +69,48 @@ impl Regs {
     }
 }
 
-/// A message the kernel sends in a thread's stead.
+/// A message the kernel sends in a thread's or a vCPU's stead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelMessage {
     /// A fault or an exit (to the fault endpoint).
     Thread(protocols::fault::FaultMessage),
-    /// Anything else the kernel has pending (a vCPU's VMX failure): outside the model.
-    Other,
+    /// A VM exit the VMM was not waiting for: its four words.
+    VmExit([u64; 4]),
+    /// A VMX instruction failed while the vCPU ran.
+    VmxFailure(protocols::vmx_failure::VmxFailure),
 }
 
 impl KernelMessage {
-    /// Whether the thread waits for a reply (only a fault does).
+    /// Whether the sender waits for a reply: a fault and a VM exit do; the rest is the
+    /// sender's last word.
     pub fn awaits_reply(&self) -> bool {
-        matches!(self, Self::Thread(protocols::fault::FaultMessage::Fault { .. }))
+        matches!(self, Self::Thread(protocols::fault::FaultMessage::Fault { .. }) | Self::VmExit(_))
     }
+
+    /// The label, length and words delivered (docs/abi.md).
+    pub fn encode(&self) -> (u64, u8, [u64; 4]) {
+        use protocols::object::vm;
+        use protocols::vmx_failure::VmxFailure;
+        match self {
+            Self::Thread(m) => m.encode(),
+            Self::VmExit(words) => (vm::EXIT_LABEL, 4, *words),
+            Self::VmxFailure(f) => (vm::FAILURE_LABEL, VmxFailure::SIZE as u8, f.to_words()),
+        }
+    }
+}
+
+/// What a vCPU's VMM left in the reply area of the vCPU's message frame, read when the
+/// VMM answers an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmReply {
+    /// The reply area (`None` if the frame cannot hold one).
+    pub area: Option<protocols::vmexit::ExitReply>,
+    /// The verdict on the writes and the event in it, from the vCPU's state before the
+    /// reply: accepted, or refused with the refusal's code and field. The model states
+    /// the reply's own rules (which frame, the header, what a refusal does, whether the
+    /// vCPU runs on) and takes this verdict as given, since the VMCS rules are the
+    /// validator's, judged by the `vmcs_validator` target's invariants.
+    pub content: Result<(), (u64, u64)>,
 }
 
 /// What a thread is doing (the same states as the kernel's, by design of the ABI).
@@ -195,6 +225,9 @@ pub struct State {
     pub space_room: usize,
     /// Whether the CPU has VT-x (a VCpu can be made).
     pub vmx: bool,
+    /// Each vCPU's reply area, by vCPU address: input to a reply, never changed by one
+    /// (so not compared).
+    pub vm_replies: BTreeMap<u64, VmReply>,
 }
 
 /// One step of the machine.
@@ -264,6 +297,7 @@ impl State {
     /// that differ only in dead objects compare equal.
     pub fn normalized(&self) -> State {
         let mut s = self.clone();
+        s.vm_replies.clear();
         let mut live: BTreeSet<u64> = BTreeSet::new();
         for (_, cap) in s.cdt.iter() {
             if let Some(a) = cap.object_addr() {

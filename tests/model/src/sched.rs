@@ -1,16 +1,16 @@
 //! Scheduling: the highest-priority ready thread runs, first come first served among
 //! equals; the running thread keeps the CPU unless a higher priority is ready.
 
-use crate::layout::{tcb_slot, TcbSlot};
+use crate::layout::{tcb_slot, vcpu_slot, TcbSlot, VCpuSlot};
 use crate::{Cap, State, ThreadState};
 
 impl State {
-    /// Whether `tcb` can run: a thread needs an address space; a vCPU a guest space (in
-    /// its CSpace slot) and to have been started.
+    /// Whether `tcb` can run: a thread needs an address space; a vCPU a guest space and
+    /// to have been started.
     pub(crate) fn runnable(&mut self, tcb: u64) -> bool {
         if self.thread(tcb).vcpu {
             let guest = matches!(
-                self.cdt.get(tcb_slot(tcb, TcbSlot::CSpace)),
+                self.cdt.get(vcpu_slot(tcb, VCpuSlot::GuestSpace)),
                 Some(Cap::GuestSpace { .. })
             );
             return guest && self.thread(tcb).started;

@@ -11,11 +11,14 @@ use kernel::paging::FrameSize;
 use kernel::schedulable::{Kind, Schedulable};
 use kernel::store::fake::AddrMap;
 use kernel::store::Store;
+use kernel::store::{vcpu_slot, VCpuSlot};
 use kernel::tcb::ThreadState as KS;
 use kernel::testbed::Testbed;
+use kernel::vmx::validator::{decode_reply_into, ValidatedBatch};
 use kernel_model::{Cap, Cdt, Endpoint, Irqs, KernelMessage, Notification, Queueing, Regs};
-use kernel_model::{State, Thread, ThreadState};
+use kernel_model::{State, Thread, ThreadState, VmReply};
 use protocols::ipc::IPC_BUFFER_WORDS;
+use protocols::vcpu_page;
 use std::collections::BTreeMap;
 
 /// A kernel capability as the model has it; `None` for an empty slot or a zombie (which
@@ -128,7 +131,8 @@ pub fn project(t: &mut Testbed) -> State {
         let Some(x) = sched_of(t, a) else { continue };
         let message = x.message.map(|m| match m {
             KM::Thread(f) => KernelMessage::Thread(f),
-            KM::VmExit(_) | KM::VmxFailure(_) => KernelMessage::Other,
+            KM::VmExit(words) => KernelMessage::VmExit(words),
+            KM::VmxFailure(f) => KernelMessage::VmxFailure(f),
         });
         let vcpu = x.kind == Kind::VCpu;
         let mut th = Thread {
@@ -218,7 +222,35 @@ pub fn project(t: &mut Testbed) -> State {
         },
         space_room: t.k.vspaces.room(),
         vmx: t.k.vmx.is_some(),
+        vm_replies: vm_replies(t),
     }
+}
+
+/// Each vCPU's reply area and the validator's verdict on it from the vCPU's state now:
+/// what a reply would find.
+fn vm_replies(t: &mut Testbed) -> BTreeMap<u64, VmReply> {
+    let mut out = BTreeMap::new();
+    let Some(vmx) = t.k.vmx.as_ref() else { return out };
+    let vcpus: Vec<u64> = t.k.store.vcpu_heads.keys().copied().collect();
+    for v in vcpus {
+        let Some(K::Frame { addr, .. }) =
+            t.k.store.slots.get(&vcpu_slot(v, VCpuSlot::MessageFrame)).map(|s| s.cap)
+        else {
+            continue;
+        };
+        let page = t.k.store.frames.get(&addr).map_or_else(|| vec![0; 4096], |f| f.to_vec());
+        let area = vcpu_page::reply(&page).copied();
+        let content = match (&area, t.k.store.vcpus.get(&v)) {
+            (Some(r), Some(data)) => {
+                let mut scratch = ValidatedBatch::default();
+                decode_reply_into(r, &vmx.caps, &vmx.policy, &data.cached, &mut scratch)
+                    .map_err(|e| (u64::from(e.code()), e.field().map_or(0, u64::from)))
+            }
+            _ => Ok(()),
+        };
+        out.insert(v, VmReply { area, content });
+    }
+    out
 }
 
 /// The first difference between two normalised states, readably; `None` if equal.
