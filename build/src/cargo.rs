@@ -76,6 +76,7 @@ pub const GUESTS: &[&str] = &[
     "guest_bench",
     "guest_controls",
     "guest_devices",
+    "guest_restart",
 ];
 
 /// Build the test guests; returns the directory holding their ELFs.

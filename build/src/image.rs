@@ -144,6 +144,15 @@ pub const IMAGES: &[Image] = &[
         broken_linux: false,
     },
     Image {
+        name: "vmm-restart",
+        init: InitVariant::Intact,
+        manifest: "vmm-restart.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: false,
+        broken_linux: false,
+    },
+    Image {
         name: "linux",
         init: InitVariant::Intact,
         manifest: "linux.toml",

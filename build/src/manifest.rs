@@ -91,6 +91,13 @@ struct Vm {
     /// Test tooling: the VMM panics at its 64th exit (`vmm::flags::CRASH`).
     #[serde(default)]
     crash: bool,
+    /// Test tooling: the VMM panics at the guest's `CRASH_VMM` hypercall
+    /// (`vmm::flags::CRASH_ON_HYPERCALL`).
+    #[serde(default)]
+    crash_on_hypercall: bool,
+    /// Start a fresh VMM on the same VM when this one crashes.
+    #[serde(default)]
+    restart: bool,
     expect: String,
     #[serde(default)]
     pass_ports: Option<[u16; 2]>,
@@ -262,6 +269,8 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             mutate: vm.mutate,
             trace: vm.trace,
             crash: vm.crash,
+            crash_on_hypercall: vm.crash_on_hypercall,
+            restart: vm.restart,
             expect: expect(vm).map_err(at)?,
             pass_ports: vm.pass_ports.map(|[first, last]| (first, last)),
             linux,

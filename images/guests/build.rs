@@ -1,6 +1,6 @@
 //! Links each guest with the linker script of its mode; host builds get nothing.
 fn main() {
-    const GUESTS: [(&str, &str); 7] = [
+    const GUESTS: [(&str, &str); 8] = [
         ("guest64", "long.ld"),
         ("guest32", "protected.ld"),
         ("guest_real", "real.ld"),
@@ -8,6 +8,7 @@ fn main() {
         ("guest_bench", "long.ld"),
         ("guest_controls", "long.ld"),
         ("guest_devices", "long.ld"),
+        ("guest_restart", "long.ld"),
     ];
     println!("cargo:rerun-if-changed=link");
     println!("cargo:rerun-if-changed=src/common");

@@ -98,6 +98,11 @@ pub struct VmEntry<'a> {
     pub trace: bool,
     /// Crashing VMM (see `vmm::flags::CRASH`).
     pub crash: bool,
+    /// Crashing VMM at the guest's request (see `vmm::flags::CRASH_ON_HYPERCALL`).
+    pub crash_on_hypercall: bool,
+    /// Restart the VMM when it crashes (see `vmm::flags::RESTARTABLE`): the root task
+    /// starts a fresh one on the same CNode and the guest runs on.
+    pub restart: bool,
     /// How it must end.
     pub expect: Expect,
     /// Host ports `first..=last` the guest reaches without exiting (an `IoPorts`
@@ -394,6 +399,8 @@ mod tests {
             mutate: false,
             trace: false,
             crash: false,
+            crash_on_hypercall: false,
+            restart: false,
             expect: Expect::Exit(0),
             pass_ports: None,
             linux: None,

@@ -98,6 +98,17 @@ pub mod flags {
     /// middle of the guest's work, so the root task's handling of a crashed VMM can be
     /// seen.
     pub const CRASH: u64 = 1 << 4;
+    /// Crash on request (test tooling): the VMM panics while serving the guest's
+    /// `CRASH_VMM` hypercall (function 9), at the point in its output the guest chose.
+    pub const CRASH_ON_HYPERCALL: u64 = 1 << 5;
+    /// Restartable: after each exit it has answered, the VMM commits its VM's state to a
+    /// region in its CNode, for a VMM started with [`RESTARTED`] to take up.
+    pub const RESTARTABLE: u64 = 1 << 6;
+    /// Restarted: the VMM before this one crashed. The CNode is the one it had, with
+    /// every object it made (the VCpu, guest space, guest RAM, exit endpoint, the saved
+    /// state); the VMM attaches to them instead of building the VM, takes up the state
+    /// the last one committed (refusing one that fails its check), and serves on.
+    pub const RESTARTED: u64 = 1 << 7;
 }
 
 /// A civil date and time (the host's CMOS clock, as the root task read it).

@@ -16,8 +16,9 @@
 //! | 6 | TSC_OFFSET | RBX = offset | added to the TSC the guest reads (0: TSC offsetting off) |
 //! | 7 | CR3_TARGETS | RBX = 1 on / 0 off, RCX = count (≤ 4), RDX, RSI, RDI, R8 = values | CR3-load exiting, and the CR3-target values whose loads do not exit |
 //! | 8 | EXCEPTION_BITMAP | RBX = bitmap, RCX = #PF error-code mask, RDX = match | the exceptions that exit (the VMM reflects them) |
+//! | 9 | CRASH_VMM | – | a VMM in crash-on-hypercall mode panics here (the restart test); any other answers STATUS_OK |
 //!
-//! Functions 3-8 let the test guests drive the VT-x controls a VMM uses on their behalf
+//! Functions 3-9 let the test guests drive the VT-x controls a VMM uses on their behalf
 //! and see what the VMM saw; every control write still goes through the kernel's batch
 //! validator.
 //!
@@ -46,6 +47,9 @@ pub const TSC_OFFSET: u64 = 6;
 pub const CR3_TARGETS: u64 = 7;
 /// RAX: the exception bitmap and the #PF error-code mask and match.
 pub const EXCEPTION_BITMAP: u64 = 8;
+
+/// RAX: crash the VMM, if it is in crash-on-hypercall mode.
+pub const CRASH_VMM: u64 = 9;
 
 /// The most CR3-target values [`CR3_TARGETS`] takes (the CPU may allow fewer, which the
 /// kernel enforces).
@@ -100,6 +104,8 @@ pub enum Hypercall {
         /// #PF error-code match.
         matching: u32,
     },
+    /// Crash the VMM (test tooling: `vmm::flags::CRASH_ON_HYPERCALL`).
+    CrashVmm,
 }
 
 /// Why a hypercall did not decode.
@@ -142,6 +148,7 @@ impl Hypercall {
                 mask: u32_arg(Gprs::RCX)?,
                 matching: u32_arg(Gprs::RDX)?,
             },
+            CRASH_VMM => Self::CrashVmm,
             other => return Err(DecodeError::Unknown(other)),
         })
     }
@@ -187,7 +194,8 @@ mod tests {
         assert_eq!(Hypercall::decode(&gprs(0, 0x141, 9)), Ok(Hypercall::PutChar(0x41)));
         assert_eq!(Hypercall::decode(&gprs(1, 7, 0)), Ok(Hypercall::Report { test: 7, status: 0 }));
         assert_eq!(Hypercall::decode(&gprs(2, 3, 0)), Ok(Hypercall::Exit(3)));
-        assert_eq!(Hypercall::decode(&gprs(9, 0, 0)), Err(DecodeError::Unknown(9)));
+        assert_eq!(Hypercall::decode(&gprs(9, 0, 0)), Ok(Hypercall::CrashVmm));
+        assert_eq!(Hypercall::decode(&gprs(10, 0, 0)), Err(DecodeError::Unknown(10)));
         assert_eq!(Hypercall::decode(&gprs(u64::MAX, 0, 0)), Err(DecodeError::Unknown(u64::MAX)));
     }
 }

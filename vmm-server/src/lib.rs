@@ -34,6 +34,7 @@ pub mod paging;
 pub mod pending_input;
 pub mod platform;
 pub mod reply;
+pub mod saved_state;
 pub mod serve;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod testing;

@@ -30,6 +30,7 @@ mod process {
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
     use protocols::vmm::{self, flags as vmm_flags, slot, stop, VmDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
+    use state_region::StateRegion;
     use vmm_server::acpi;
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
@@ -45,8 +46,11 @@ mod process {
     use vmm_server::vcpu_refusal::{self, StartRefusal};
 
     mod input;
+    mod state_region;
     #[cfg(feature = "test-modes")]
     mod test_modes;
+    #[cfg(feature = "test-modes")]
+    use test_modes::Recorder;
 
     /// A VMM built without test modes records nothing.
     #[cfg(not(feature = "test-modes"))]
@@ -77,6 +81,9 @@ mod process {
     const VCPU: u64 = GUEST_SPACE + 1;
     const EXIT_EP: u64 = GUEST_SPACE + 2;
     const MSG_FRAME: u64 = GUEST_SPACE + 3;
+    /// The saved-state region's frames (a restartable VM), after `input::SLOTS`.
+    const STATE_FIRST: u64 = GUEST_SPACE + 7;
+    const _: () = assert!(STATE_FIRST + state_region::MAX_PAGES <= 1 << vmm::CNODE_RADIX);
     const PRIORITY: u64 = 200;
 
     fn rdtsc() -> u64 {
@@ -137,9 +144,17 @@ mod process {
     /// Whether the description frame is mapped at `DESCRIPTION_VA`.
     static DESCRIBED: AtomicBool = AtomicBool::new(false);
 
+    /// Map the frame in `frame` at `va` with `rights`. A restarted VMM's frames still
+    /// name the crashed one's address space: each is unmapped first (a frame mapped
+    /// nowhere, or in an address space that is gone, is left as it is).
+    fn map_frame(frame: u64, va: u64, rights: u64) -> Result<(), Error> {
+        invoke(frame, Invocation::FrameUnmap, &[])?;
+        invoke(frame, Invocation::FrameMap, &[slot::VSPACE, va, rights]).map(|_| ())
+    }
+
     /// Map the VM's description (once, first thing: the log lines need its name).
     fn map_description() -> Result<(), Error> {
-        invoke(slot::DESCRIPTION, Invocation::FrameMap, &[slot::VSPACE, DESCRIPTION_VA, 0])?;
+        map_frame(slot::DESCRIPTION, DESCRIPTION_VA, 0)?;
         DESCRIBED.store(true, Ordering::Release);
         // A panic from here on names the VM too.
         rt::identity::set("vmm", vm_name());
@@ -422,11 +437,7 @@ mod process {
             Err(Error::InvalidCapability) => return Ok(false),
             Err(e) => return Err(e),
         }
-        invoke(
-            slot::DEVICE_PAGE,
-            Invocation::FrameMap,
-            &[slot::VSPACE, DEVICE_PAGE_VA, map::WRITE],
-        )?;
+        map_frame(slot::DEVICE_PAGE, DEVICE_PAGE_VA, map::WRITE)?;
         Ok(true)
     }
 
@@ -551,33 +562,48 @@ mod process {
         }
     }
 
-    fn serve(
+    /// A new VM on `ram` (and the recorder of a traced one).
+    fn new_vm(
         ram: &'static mut [u8],
         (mode, config): (u64, &VmConfig),
         flags: u64,
-        started: u64,
-    ) -> Result<(u64, u64, u64), Error> {
+    ) -> Result<(ServedVm, Option<Recorder>), Error> {
         let sink = LineSink::new(rt::console::write);
         let traced = flags & vmm_flags::TRACE != 0;
-        // Crash mode (test tooling): the exit count at which this VMM panics.
         #[cfg(feature = "test-modes")]
-        let crash_at = test_modes::crash_at(flags);
-        #[cfg(feature = "test-modes")]
-        let (mut vm, mut recorder) = {
+        {
             let (mut vm, recorder) = test_modes::traced_vm(ram, (mode, config), traced, sink)?;
             if flags & vmm_flags::LINUX == 0 {
                 test_modes::map_scratch(&mut vm)?;
             }
-            (vm, recorder)
-        };
+            Ok((vm, recorder))
+        }
         #[cfg(not(feature = "test-modes"))]
-        let (mut vm, mut recorder): (ServedVm, Option<Recorder>) = {
+        {
             let _ = (traced, mode); // refused in `run` without test modes; no mode to trace
             let vm = Vm::new(config, host_cpuid, SliceMemory::new(0, ram), sink)
                 .map_err(|_| Error::InvalidArgument)?;
-            (vm, None)
-        };
-        let mut first = true;
+            Ok((vm, None))
+        }
+    }
+
+    /// Serve `vm`'s exits until it stops; `first` before its first exit. A restartable
+    /// VM's state is committed to `region` after each exit is answered, before the reply
+    /// goes out.
+    fn serve(
+        (mut vm, mut recorder): (ServedVm, Option<Recorder>),
+        flags: u64,
+        (started, mut first): (u64, bool),
+        mut region: Option<StateRegion<ServedVm>>,
+    ) -> Result<(u64, u64, u64), Error> {
+        // Crash mode (test tooling): the exit count at which this VMM panics, and whether
+        // it panics at the guest's CRASH_VMM hypercall.
+        #[cfg(not(feature = "test-modes"))]
+        let _ = flags; // the crash modes are test tooling
+        #[cfg(feature = "test-modes")]
+        let crash_at = test_modes::crash_at(flags);
+        #[cfg(feature = "test-modes")]
+        let crash_on_hypercall = flags & vmm_flags::CRASH_ON_HYPERCALL != 0;
         // The VM owning the console input gets it from a second thread, as messages on
         // the exit endpoint; bytes its UART cannot take yet wait in `pending`.
         let input = input::start(&input::SLOTS, EXIT_EP, PRIORITY).unwrap_or_else(|e| {
@@ -626,6 +652,10 @@ mod process {
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
+            #[cfg(feature = "test-modes")]
+            if crash_on_hypercall && test_modes::crash_requested(msg) {
+                panic!("crash mode: the VMM panics at the guest's CRASH_VMM hypercall, as the manifest asked");
+            }
             // Input the UART refused earlier: offered before the exit, so an interrupt it
             // raises goes out with this reply.
             offer_input(&mut vm, &mut pending);
@@ -666,6 +696,9 @@ mod process {
                     _ => (stop::OTHER, 0, exits),
                 });
             }
+            if let Some(region) = &mut region {
+                region.commit(&vm);
+            }
             // Halted with no timer edge ahead: only input can wake the guest, so its
             // reply waits rather than stopping the vCPU.
             if input
@@ -694,16 +727,72 @@ mod process {
 
     /// The start flags only a VMM built with test modes serves.
     #[cfg(not(feature = "test-modes"))]
-    const TEST_FLAGS: u64 =
-        vmm_flags::HOSTILE | vmm_flags::MUTATE | vmm_flags::TRACE | vmm_flags::CRASH;
+    const TEST_FLAGS: u64 = vmm_flags::HOSTILE
+        | vmm_flags::MUTATE
+        | vmm_flags::TRACE
+        | vmm_flags::CRASH
+        | vmm_flags::CRASH_ON_HYPERCALL;
 
-    /// The VMM's life: build, serve (or attack), report.
+    /// Take up the VM a crashed VMM served (`vmm::flags::RESTARTED`): its objects are in
+    /// this CNode, its state in the saved-state region. Returns the VM and the region,
+    /// and says how many exits the state is from.
+    fn restart(ram_bits: u8) -> Result<(ServedVm, StateRegion<ServedVm>), Error> {
+        // The crashed VMM's console-input thread, if it had one, still runs in the dead
+        // address space: it goes first, with its stack and the Reply object (a vCPU
+        // parked there runs again and halts again).
+        let step = |what: &'static str| {
+            move |e: Error| {
+                say!("cannot take up the VM: {what}: {}", e.name());
+                e
+            }
+        };
+        for s in [input::SLOTS.tcb, input::SLOTS.stack, input::SLOTS.parked] {
+            match invoke(slot::CNODE, Invocation::CNodeDelete, &[s]) {
+                // An empty slot: the VM had no console input.
+                Ok(_) | Err(Error::InvalidCapability) => {}
+                Err(e) => return Err(step("deleting the crashed VMM's input thread")(e)),
+            }
+        }
+        map_frame(MSG_FRAME, MSG_VA, map::WRITE).map_err(step("mapping the message frame"))?;
+        if !(vmm::RAM_BITS_MIN..=vmm::RAM_BITS_MAX).contains(&ram_bits) {
+            return Err(step("the start argument")(Error::InvalidArgument));
+        }
+        for i in 0..(1u64 << ram_bits) / RAM_FRAME {
+            map_frame(RAM_OWN + i, RAM_VA + i * RAM_FRAME, map::WRITE)
+                .map_err(step("mapping guest RAM"))?;
+        }
+        device_process().map_err(step("reaching the device process"))?;
+        let mut region =
+            StateRegion::attach(STATE_FIRST).map_err(step("mapping the saved state"))?;
+        match region.take() {
+            Ok((vm, commits)) => {
+                say!("vmm restarted: took up the state committed after exit {commits}");
+                Ok((vm, region))
+            }
+            Err(e) => {
+                say!("the saved state is refused ({e}): the VM stops");
+                Err(Error::StartRefused)
+            }
+        }
+    }
+
+    /// The VMM's life: build, serve (or attack), report; or, after a crash, take up the
+    /// VM and serve on.
     pub fn run(arg: u64) -> u64 {
         rt::console::attach(slot::CONSOLE);
         if let Err(e) = map_description() {
             say!("no description frame: {}", e.name());
         }
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
+        if flags & vmm_flags::RESTARTED != 0 {
+            let outcome = match restart(ram_bits) {
+                Ok((vm, region)) => serve((vm, None), flags, (rdtsc(), false), Some(region))
+                    .unwrap_or((stop::OTHER, 0, 0)),
+                // `restart` said why.
+                Err(_) => (stop::REFUSED, 0, 0),
+            };
+            return report(outcome);
+        }
         let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
             Ok(Built { entry, .. }) if flags & vmm_flags::HOSTILE != 0 => {
@@ -741,7 +830,20 @@ mod process {
                     // spin, so Linux is offered HLT only.
                     config.cpuid.allow_mwait = false;
                 }
-                serve(ram, (mode, &config), flags, started).unwrap_or((stop::OTHER, 0, 0))
+                let region = if flags & vmm_flags::RESTARTABLE != 0 {
+                    match StateRegion::create(STATE_FIRST) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            say!("no saved-state region: {}", e.name());
+                            return report((stop::REFUSED, 0, 0));
+                        }
+                    }
+                } else {
+                    None
+                };
+                new_vm(ram, (mode, &config), flags)
+                    .and_then(|vm| serve(vm, flags, (started, true), region))
+                    .unwrap_or((stop::OTHER, 0, 0))
             }
             // No VT-x, or none this guest can run on (the VMM said why).
             Err(Error::NotSupported | Error::StartRefused) => (stop::NOT_SUPPORTED, 0, 0),
@@ -750,7 +852,11 @@ mod process {
                 (stop::REFUSED, 0, 0)
             }
         };
-        let (why, code, exits) = outcome;
+        report(outcome)
+    }
+
+    /// Report how the VM ended, `(stop reason, exit code, exits)`, to the root task.
+    fn report((why, code, exits): (u64, u64, u64)) -> u64 {
         let _ = rt::ipc::call(slot::REPORT, &Msg::new(REPORT_LABEL, &[code, exits, why]));
         code
     }

@@ -40,6 +40,8 @@ pub struct Process {
     pub tcb: u64,
     /// Its CNode (in the root task's CSpace).
     pub cnode: u64,
+    /// Its address space (in the root task's CSpace).
+    pub vspace: u64,
 }
 
 /// The boot module called `name`.
@@ -185,24 +187,38 @@ pub fn spawn(
     fault_ep: u64,
     arg: u64,
 ) -> Result<Process, Error> {
+    let cn = a.make(ObjectType::CNode, radix)?;
+    let all = u64::from(Rights::ALL.bits());
+    invoke(cn, Invocation::CNodeCopy, &[cn, own::CNODE, all])?;
+    spawn_in(a, images, program, cn, (priority, fault_ep, arg))
+}
+
+/// Load the program in module `program` as a new process with the CNode `cn` (whose
+/// slot 2 gets the new address space), to start at `priority` with `rdi = arg`, faults
+/// going to `fault_ep`: a process of its own, or a fresh one on a crashed process's CNode.
+pub fn spawn_in(
+    a: &mut Alloc,
+    images: &mut Images,
+    program: &ModuleDesc,
+    cn: u64,
+    (priority, fault_ep, arg): (u64, u64, u64),
+) -> Result<Process, Error> {
     let i = images.index(a, program)?;
     let image = images.mapped.get(i).map_or(&[][..], |img| img.bytes);
     let plan = elf_loader::plan(image).map_err(|_| Error::InvalidArgument)?;
     let vs = a.make(ObjectType::VSpace, 17)?;
-    let cn = a.make(ObjectType::CNode, radix)?;
     images.load(a, i, &plan, vs)?;
     for i in 0..STACK_PAGES {
         let f = a.make(ObjectType::Frame, 0)?;
         invoke(f, Invocation::FrameMap, &[vs, STACK_TOP - (i + 1) * 4096, map::WRITE])?;
     }
     let all = u64::from(Rights::ALL.bits());
-    invoke(cn, Invocation::CNodeCopy, &[cn, own::CNODE, all])?;
     invoke(cn, Invocation::CNodeCopy, &[vs, own::VSPACE, all])?;
     let tcb = a.make(ObjectType::Tcb, 0)?;
     invoke(tcb, Invocation::TcbConfigure, &[cn, vs, fault_ep])?;
     invoke(tcb, Invocation::TcbWriteRegisters, &[plan.entry, STACK_TOP - 8, arg])?;
     invoke(tcb, Invocation::TcbSetPriority, &[priority])?;
-    Ok(Process { tcb, cnode: cn })
+    Ok(Process { tcb, cnode: cn, vspace: vs })
 }
 
 /// Make the process runnable.

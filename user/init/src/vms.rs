@@ -117,6 +117,7 @@ pub fn run(
         manifest.vms.len()
     );
     let report = a.make(ObjectType::Endpoint, 0)?;
+    let mut vmms = [None; protocols::manifest::MAX_VMS];
     let last_phase = manifest.vms.iter().map(|v| v.phase).max().unwrap_or(0);
     for phase in 0..=last_phase {
         let mut started = 0u64;
@@ -124,19 +125,77 @@ pub fn run(
         let date = crate::host_rtc::read(a).unwrap_or_default();
         for (i, vm) in manifest.vms.iter().enumerate().filter(|(_, v)| v.phase == phase) {
             match start_vmm(a, images, vm, (report, console), (i as u64 + 1, date)) {
-                Ok(()) => started |= 1 << i,
+                Ok(v) => {
+                    started |= 1 << i;
+                    if let Some(slot) = vmms.get_mut(i) {
+                        *slot = Some(v);
+                    }
+                }
                 // What init could not make was refused, as this VM expects.
                 Err(_) if vm.expect == Expect::Refused => t.check(vm.name, Ok::<(), &str>(())),
                 Err(e) => t.check(vm.name, Err(e.name())),
             }
         }
-        collect(t, manifest, report, started, features)?;
+        let mut supervisor = Supervisor { a: &mut *a, images: &mut *images, vmms: &mut vmms };
+        collect(t, manifest, (report, started), features, &mut supervisor)?;
     }
     Ok(())
 }
 
 fn module(name: &str) -> Result<ModuleDesc, Error> {
     process::module(name).ok_or(Error::InvalidArgument)
+}
+
+/// A VMM the root task started, as it keeps it to start a fresh one if it crashes.
+#[derive(Clone, Copy)]
+struct Vmm {
+    process: process::Process,
+    /// Its fault endpoint's slot (in the root task's CSpace).
+    fault: u64,
+    /// Its start argument.
+    arg: u64,
+    /// How many times it was restarted.
+    restarts: u8,
+}
+
+/// How many times a VMM is restarted before its VM is given up: a VMM that crashes as
+/// soon as it starts would otherwise take the root task's memory, a process at a time.
+const MAX_RESTARTS: u8 = 3;
+
+/// What the root task needs to restart a crashed VMM.
+struct Supervisor<'a> {
+    a: &'a mut Alloc,
+    images: &'a mut Images,
+    vmms: &'a mut [Option<Vmm>],
+}
+
+impl Supervisor<'_> {
+    /// Start a fresh VMM for `vm` (the `index`th), whose VMM crashed, on the crashed
+    /// one's CNode: it holds every object the VM is made of (the VCpu, guest space and
+    /// RAM, exit endpoint, the saved state), and the new VMM takes them up
+    /// (`vmm::flags::RESTARTED`). The crashed thread goes, and with it the reply the
+    /// vCPU waited for: the guest runs the exiting instruction again and its exit reaches
+    /// the new VMM. The crashed address space goes too (once the new VMM has deleted the
+    /// crashed one's other thread, if any).
+    fn restart(&mut self, index: usize, vm: &VmEntry<'static>) -> Result<(), Error> {
+        let slot = self.vmms.get_mut(index).ok_or(Error::InvalidArgument)?;
+        let v = slot.as_mut().ok_or(Error::InvalidArgument)?;
+        if v.restarts >= MAX_RESTARTS {
+            return Err(Error::OutOfMemory);
+        }
+        let old = v.process;
+        invoke(bootinfo::slot::CNODE, Invocation::CNodeDelete, &[old.tcb])?;
+        invoke(old.cnode, Invocation::CNodeDelete, &[protocols::manifest::slot::VSPACE])?;
+        invoke(bootinfo::slot::CNODE, Invocation::CNodeDelete, &[old.vspace])?;
+        let (size, bits, mode, flags) = vmm::split_start_arg(v.arg);
+        let crash = vmm::flags::CRASH | vmm::flags::CRASH_ON_HYPERCALL;
+        let arg = vmm::start_arg(size, bits, mode, (flags & !crash) | vmm::flags::RESTARTED);
+        let module = module(vm.vmm)?;
+        let run = (u64::from(vm.priority), v.fault, arg);
+        let p = process::spawn_in(self.a, self.images, &module, old.cnode, run)?;
+        *v = Vmm { process: p, restarts: v.restarts + 1, ..*v };
+        process::start(&p)
+    }
 }
 
 /// Start the VMM process of `vm`, reporting on `report` with `badge` and printing
@@ -148,7 +207,7 @@ fn start_vmm(
     vm: &VmEntry<'static>,
     (report, console): (u64, Option<&Console>),
     (badge, date): (u64, HostDate),
-) -> Result<(), Error> {
+) -> Result<Vmm, Error> {
     let guest = module(vm.guest)?;
     let initrd = vm.linux.and_then(|l| l.initrd).map(module).transpose()?;
     if guest.pages() + initrd.map_or(0, |m| m.pages()) > vmm::MAX_IMAGE_PAGES {
@@ -166,6 +225,8 @@ fn start_vmm(
         (vm.trace, vmm::flags::TRACE),
         (vm.linux.is_some(), vmm::flags::LINUX),
         (vm.crash, vmm::flags::CRASH),
+        (vm.crash_on_hypercall, vmm::flags::CRASH_ON_HYPERCALL),
+        (vm.restart, vmm::flags::RESTARTABLE),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -219,7 +280,8 @@ fn start_vmm(
         .with_devices(&devices);
     let description = describe(a, &d)?;
     invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
-    process::start(&p)
+    process::start(&p)?;
+    Ok(Vmm { process: p, fault, arg, restarts: 0 })
 }
 
 /// Start the process of `vm`'s device out of process, `d`, beside its VMM (whose CNode
@@ -277,13 +339,14 @@ fn describe(a: &mut Alloc, d: &VmDescription) -> Result<u64, Error> {
     Ok(frame)
 }
 
-/// Wait for the reports of every VM in `started` and check each.
+/// Wait on `report` for the reports of every VM in `started` and check each; restart
+/// the crashed VMM of a VM that asks for it.
 fn collect(
     t: &mut Suite,
-    manifest: &Manifest<'_>,
-    report: u64,
-    mut started: u64,
+    manifest: &Manifest<'static>,
+    (report, mut started): (u64, u64),
     features: u64,
+    supervisor: &mut Supervisor<'_>,
 ) -> Result<(), Error> {
     while started != 0 {
         let r = recv(report)?;
@@ -295,9 +358,18 @@ fn collect(
             if started & (1 << index) == 0 {
                 continue;
             }
-            started &= !(1 << index);
             let why = Crash(FaultMessage::decode(r.msg.info.label, r.msg.words));
             rt::println!("init: vm {}: vmm crashed: {why}", vm.name);
+            if vm.restart {
+                match supervisor.restart(index as usize, vm) {
+                    Ok(()) => {
+                        rt::println!("init: vm {}: vmm restarted", vm.name);
+                        continue;
+                    }
+                    Err(e) => rt::println!("init: vm {}: vmm not restarted: {}", vm.name, e.name()),
+                }
+            }
+            started &= !(1 << index);
             let got = (stop::VMM_CRASHED, 0);
             t.check(vm.name, expect_eq(got, expected(vm, features)));
             continue;

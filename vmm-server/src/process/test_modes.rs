@@ -69,6 +69,14 @@ pub(super) fn crash_at(flags: u64) -> u64 {
     }
 }
 
+/// Whether `msg` is the guest's CRASH_VMM hypercall (from ring 0, as every hypercall).
+pub(super) fn crash_requested(msg: &protocols::vmexit::ExitMessage) -> bool {
+    use protocols::vmexit::{ExitReason, Gprs};
+    msg.reason == ExitReason::Vmcall as u32
+        && msg.cpl == 0
+        && msg.gprs.get(Gprs::RAX) == Some(vmm_server::hypercall::CRASH_VMM)
+}
+
 /// Map the scratch registers at [`scratch::TEST_BASE`] for a test guest's MMIO checks.
 pub(super) fn map_scratch(vm: &mut ServedVm) -> Result<(), Error> {
     vm.insert_mmio(scratch::TEST_BASE, scratch::SIZE, MmioKey::Scratch)
