@@ -96,7 +96,8 @@ pub mod flags {
     pub const LINUX: u64 = 1 << 3;
     /// Crash mode (test tooling): the VMM panics while serving its 64th exit, in the
     /// middle of the guest's work, so the root task's handling of a crashed VMM can be
-    /// seen.
+    /// seen. A [`RESTARTABLE`] one scribbles over its saved state first, so that the
+    /// restart must refuse the state and stop the VM.
     pub const CRASH: u64 = 1 << 4;
     /// Crash on request (test tooling): the VMM panics while serving the guest's
     /// `CRASH_VMM` hypercall (function 9), at the point in its output the guest chose.

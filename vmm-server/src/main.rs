@@ -676,6 +676,11 @@ mod process {
                 // Checked on the sampled exits only, off the hot path.
                 #[cfg(feature = "test-modes")]
                 if vm.stats().total_exits() >= crash_at {
+                    // A restartable VMM that crashes this way scribbles over its saved
+                    // state first: the restart must refuse it.
+                    if let Some(region) = &mut region {
+                        region.scribble();
+                    }
                     panic!("crash mode: the VMM panics at exit {crash_at}, as the manifest asked");
                 }
             }

@@ -82,6 +82,15 @@ impl<T> StateRegion<T> {
         unsafe { (REGION_VA as *mut Header).write_volatile(header) };
     }
 
+    /// Flip a bit of the committed state, as a VMM gone wrong might (test tooling: the
+    /// restart after it must refuse the state).
+    #[cfg(feature = "test-modes")]
+    pub fn scribble(&mut self) {
+        let at = (REGION_VA as *mut u8).wrapping_add(Header::SIZE + size_of::<T>() / 2);
+        // SAFETY: `at` lies in the region's state area, mapped writable (see `commit`).
+        unsafe { at.write_volatile(at.read_volatile() ^ 1) };
+    }
+
     /// The state the crashed VMM committed last, if its check passes; how many commits
     /// it made.
     pub fn take(&mut self) -> Result<(T, u64), StateError> {
