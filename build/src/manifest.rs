@@ -92,7 +92,7 @@ struct Vm {
     #[serde(default)]
     crash: bool,
     /// Test tooling: the VMM panics at the guest's `CRASH_VMM` hypercall
-    /// (`vmm::flags::CRASH_ON_HYPERCALL`).
+    /// (`vmm::flags::CRASH_ON_HYPERCALL`); only with `restart`, which it tests.
     #[serde(default)]
     crash_on_hypercall: bool,
     /// Start a fresh VMM on the same VM when this one crashes.
@@ -231,6 +231,12 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                     modules.join(", ")
                 )));
             }
+        }
+        if vm.crash_on_hypercall && !vm.restart {
+            return Err(at(err!(
+                "vm {:?}: crash_on_hypercall tests the restart of a VMM: it needs restart = true",
+                vm.name
+            )));
         }
         let vmms = crate::image::vmm_modules()?;
         if !vmms.contains(&vm.vmm.as_str()) {
@@ -405,6 +411,11 @@ mod tests {
             ("bad-mode.toml", "vm \"vm_mode\": unknown mode \"virtual8086\""),
             ("too-little-memory.toml", "vm \"vm_small\": memory_mib 1 (the VM's RAM) must be a power of two"),
             ("bad-expect.toml", "vm \"vm_expect\": expect \"finish somehow\""),
+            (
+                "crash-on-hypercall-without-restart.toml",
+                "vm \"vm_crashing\": crash_on_hypercall tests the restart of a VMM: it needs \
+                 restart = true",
+            ),
             ("unknown-key.toml", "unknown field `priorty`"),
             ("priority-too-high.toml", "vm \"vm_greedy\": priority 255 is above 254"),
             ("pass-ports-of-the-pit.toml", "vm \"vm_timer\": pass_ports 0x40..=0x43 is reversed"),

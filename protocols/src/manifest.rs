@@ -98,7 +98,8 @@ pub struct VmEntry<'a> {
     pub trace: bool,
     /// Crashing VMM (see `vmm::flags::CRASH`).
     pub crash: bool,
-    /// Crashing VMM at the guest's request (see `vmm::flags::CRASH_ON_HYPERCALL`).
+    /// Crashing VMM at the guest's request (see `vmm::flags::CRASH_ON_HYPERCALL`; only
+    /// with `restart`).
     pub crash_on_hypercall: bool,
     /// Restart the VMM when it crashes (see `vmm::flags::RESTARTABLE`): the root task
     /// starts a fresh one on the same CNode and the guest runs on.

@@ -99,8 +99,9 @@ pub mod flags {
     /// seen. A [`RESTARTABLE`] one scribbles over its saved state first, so that the
     /// restart must refuse the state and stop the VM.
     pub const CRASH: u64 = 1 << 4;
-    /// Crash on request (test tooling): the VMM panics while serving the guest's
-    /// `CRASH_VMM` hypercall (function 9), at the point in its output the guest chose.
+    /// Crash on request (test tooling, with [`RESTARTABLE`], which it tests): the VMM
+    /// panics while serving the guest's `CRASH_VMM` hypercall (function 9), at the point
+    /// in its output the guest chose, before it commits that exit.
     pub const CRASH_ON_HYPERCALL: u64 = 1 << 5;
     /// Restartable: after each exit it has answered, the VMM commits its VM's state to a
     /// region in its CNode, for a VMM started with [`RESTARTED`] to take up.

@@ -652,10 +652,6 @@ mod process {
                 return Ok((stop::OTHER, 0, 0));
             };
             legs.exit(msg);
-            #[cfg(feature = "test-modes")]
-            if crash_on_hypercall && test_modes::crash_requested(msg) {
-                panic!("crash mode: the VMM panics at the guest's CRASH_VMM hypercall, as the manifest asked");
-            }
             // Input the UART refused earlier: offered before the exit, so an interrupt it
             // raises goes out with this reply.
             offer_input(&mut vm, &mut pending);
@@ -701,7 +697,13 @@ mod process {
                     _ => (stop::OTHER, 0, exits),
                 });
             }
+            // One test per exit for a VM that is not restartable.
             if let Some(region) = &mut region {
+                // Before the commit: the answer to the hypercall is lost with the VMM.
+                #[cfg(feature = "test-modes")]
+                if crash_on_hypercall && test_modes::crash_requested(msg) {
+                    panic!("crash mode: the VMM panics at the guest's CRASH_VMM hypercall, as the manifest asked");
+                }
                 region.commit(&vm);
             }
             // Halted with no timer edge ahead: only input can wake the guest, so its
