@@ -30,7 +30,7 @@ mod process {
     use protocols::vmexit::{ExitMessage, ExitReason, TransferMask};
     use protocols::vmm::{self, flags as vmm_flags, slot, stop, VmDescription, REPORT_LABEL};
     use rt::ipc::{invoke, ipc_raw, ipc_regs, retype, Msg, Received};
-    use state_region::StateRegion;
+    use state_region::{Answered, Restartable, StateRegion};
     use vmm_server::acpi;
     use vmm_server::cpuid::CpuidRegs;
     use vmm_server::devices::cmos_rtc::{unix_from_civil, DateTime};
@@ -587,23 +587,20 @@ mod process {
         }
     }
 
-    /// Serve `vm`'s exits until it stops; `first` before its first exit. A restartable
-    /// VM's state is committed to `region` after each exit is answered, before the reply
-    /// goes out.
+    /// Serve `vm`'s exits until it stops; `first` before its first exit. `after` sees
+    /// each exit once it is answered, before the reply goes out (a restartable VM's
+    /// commit).
     fn serve(
         (mut vm, mut recorder): (ServedVm, Option<Recorder>),
         flags: u64,
         (started, mut first): (u64, bool),
-        mut region: Option<StateRegion<ServedVm>>,
+        mut after: impl Answered,
     ) -> Result<(u64, u64, u64), Error> {
-        // Crash mode (test tooling): the exit count at which this VMM panics, and whether
-        // it panics at the guest's CRASH_VMM hypercall.
+        // Crash mode (test tooling): the exit count at which this VMM panics.
         #[cfg(not(feature = "test-modes"))]
         let _ = flags; // the crash modes are test tooling
         #[cfg(feature = "test-modes")]
         let crash_at = test_modes::crash_at(flags);
-        #[cfg(feature = "test-modes")]
-        let crash_on_hypercall = flags & vmm_flags::CRASH_ON_HYPERCALL != 0;
         // The VM owning the console input gets it from a second thread, as messages on
         // the exit endpoint; bytes its UART cannot take yet wait in `pending`.
         let input = input::start(&input::SLOTS, EXIT_EP, PRIORITY).unwrap_or_else(|e| {
@@ -672,11 +669,7 @@ mod process {
                 // Checked on the sampled exits only, off the hot path.
                 #[cfg(feature = "test-modes")]
                 if vm.stats().total_exits() >= crash_at {
-                    // A restartable VMM that crashes this way scribbles over its saved
-                    // state first: the restart must refuse it.
-                    if let Some(region) = &mut region {
-                        region.scribble();
-                    }
+                    after.crashing();
                     panic!("crash mode: the VMM panics at exit {crash_at}, as the manifest asked");
                 }
             }
@@ -697,15 +690,7 @@ mod process {
                     _ => (stop::OTHER, 0, exits),
                 });
             }
-            // One test per exit for a VM that is not restartable.
-            if let Some(region) = &mut region {
-                // Before the commit: the answer to the hypercall is lost with the VMM.
-                #[cfg(feature = "test-modes")]
-                if crash_on_hypercall && test_modes::crash_requested(msg) {
-                    panic!("crash mode: the VMM panics at the guest's CRASH_VMM hypercall, as the manifest asked");
-                }
-                region.commit(&vm);
-            }
+            after.answered(&vm, msg);
             // Halted with no timer edge ahead: only input can wake the guest, so its
             // reply waits rather than stopping the vCPU.
             if input
@@ -793,8 +778,10 @@ mod process {
         let (size, ram_bits, mode, flags) = vmm::split_start_arg(arg);
         if flags & vmm_flags::RESTARTED != 0 {
             let outcome = match restart(ram_bits) {
-                Ok((vm, region)) => serve((vm, None), flags, (rdtsc(), false), Some(region))
-                    .unwrap_or((stop::OTHER, 0, 0)),
+                Ok((vm, region)) => {
+                    let after = Restartable::new(region, flags);
+                    serve((vm, None), flags, (rdtsc(), false), after).unwrap_or((stop::OTHER, 0, 0))
+                }
                 // `restart` said why.
                 Err(_) => (stop::REFUSED, 0, 0),
             };
@@ -839,7 +826,7 @@ mod process {
                 }
                 let region = if flags & vmm_flags::RESTARTABLE != 0 {
                     match StateRegion::create(STATE_FIRST) {
-                        Ok(r) => Some(r),
+                        Ok(r) => Some(Restartable::new(r, flags)),
                         Err(e) => {
                             say!("no saved-state region: {}", e.name());
                             return report((stop::REFUSED, 0, 0));
@@ -849,7 +836,10 @@ mod process {
                     None
                 };
                 new_vm(ram, (mode, &config), flags)
-                    .and_then(|vm| serve(vm, flags, (started, true), region))
+                    .and_then(|vm| match region {
+                        Some(after) => serve(vm, flags, (started, true), after),
+                        None => serve(vm, flags, (started, true), ()),
+                    })
                     .unwrap_or((stop::OTHER, 0, 0))
             }
             // No VT-x, or none this guest can run on (the VMM said why).

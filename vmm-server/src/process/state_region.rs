@@ -3,9 +3,12 @@
 
 use protocols::error::Error;
 use protocols::object::{map, Invocation, ObjectType};
+use protocols::vmexit::ExitMessage;
 use protocols::vmm::slot;
 use rt::ipc::{invoke, retype};
 use vmm_server::saved_state::{Header, StateError};
+
+use super::ServedVm;
 
 /// Where the region is mapped.
 const REGION_VA: u64 = 0x1810_0000;
@@ -106,5 +109,62 @@ impl<T> StateRegion<T> {
         let state =
             unsafe { (REGION_VA as *const u8).add(Header::SIZE).cast::<T>().read_unaligned() };
         Ok((state, header.commits))
+    }
+}
+
+/// What the serving loop does with each exit it has answered, before the reply goes out.
+/// The loop is compiled once for each kind, so a VM that is not restartable pays nothing.
+pub trait Answered {
+    /// `vm` has answered `msg`.
+    fn answered(&mut self, vm: &ServedVm, msg: &ExitMessage);
+
+    /// The VMM is about to crash on purpose (test tooling).
+    #[cfg(feature = "test-modes")]
+    fn crashing(&mut self) {}
+}
+
+/// A VM that is not restartable: nothing.
+impl Answered for () {
+    #[inline(always)]
+    fn answered(&mut self, _: &ServedVm, _: &ExitMessage) {}
+}
+
+/// A restartable VM: its state is committed after each exit.
+pub struct Restartable {
+    region: StateRegion<ServedVm>,
+    /// Crash at the guest's CRASH_VMM hypercall (`vmm::flags::CRASH_ON_HYPERCALL`).
+    #[cfg(feature = "test-modes")]
+    crash_on_hypercall: bool,
+}
+
+impl Restartable {
+    /// Commit to `region`, with the start `flags`.
+    pub fn new(region: StateRegion<ServedVm>, flags: u64) -> Self {
+        let _ = flags; // only the test modes read it
+        Self {
+            region,
+            #[cfg(feature = "test-modes")]
+            crash_on_hypercall: flags & protocols::vmm::flags::CRASH_ON_HYPERCALL != 0,
+        }
+    }
+}
+
+impl Answered for Restartable {
+    fn answered(&mut self, vm: &ServedVm, msg: &ExitMessage) {
+        // Before the commit: the answer to the hypercall is lost with the VMM.
+        #[cfg(feature = "test-modes")]
+        if self.crash_on_hypercall && super::test_modes::crash_requested(msg) {
+            panic!("crash mode: the VMM panics at the guest's CRASH_VMM hypercall, as the manifest asked");
+        }
+        #[cfg(not(feature = "test-modes"))]
+        let _ = msg;
+        self.region.commit(vm);
+    }
+
+    /// A restartable VMM that crashes at an exit count scribbles over its saved state
+    /// first: the restart must refuse it.
+    #[cfg(feature = "test-modes")]
+    fn crashing(&mut self) {
+        self.region.scribble();
     }
 }
