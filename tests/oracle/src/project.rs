@@ -238,8 +238,11 @@ fn vm_replies(t: &mut Testbed) -> BTreeMap<u64, VmReply> {
         else {
             continue;
         };
-        let page = t.k.store.frames.get(&addr).map_or_else(|| vec![0; 4096], |f| f.to_vec());
-        let area = vcpu_page::reply(&page).copied();
+        // A frame never written is all zeros: so is its reply area.
+        let area = match t.k.store.frames.get(&addr) {
+            Some(page) => vcpu_page::reply(&page[..]).copied(),
+            None => Some(bytemuck::Zeroable::zeroed()),
+        };
         let content = match (&area, t.k.store.vcpus.get(&v)) {
             (Some(r), Some(data)) => {
                 let mut scratch = ValidatedBatch::default();
