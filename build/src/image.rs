@@ -341,17 +341,37 @@ pub fn build_with(image: Image, kernel_features: &[&str]) -> Result<PathBuf> {
         }
     }
     let mut manifest = crate::manifest::encode(&manifest_path, &text, &image.modules()?)?;
+    let carried = carried(&manifest)?;
     if image.corrupt_manifest {
         manifest.truncate(manifest.len() / 2);
     }
     fs::write(dir.join("boot/manifest"), manifest)?;
-    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &image.modules()?))?;
+    fs::write(dir.join("boot/grub/grub.cfg"), grub_cfg(image.cmdline, &carried))?;
     let iso = images.join(format!("{name}.iso"));
     mkrescue(&dir, &iso)?;
     Ok(iso)
 }
 
-fn grub_cfg(cmdline: &str, modules: &[&str]) -> String {
+/// The boot modules an image with the encoded `manifest` carries: every program (the
+/// root task may start any), and of the guests only those its VMs boot, so that the
+/// kernel's room for boot modules (`bootinfo::MAX_MODULES`) bounds what one image uses,
+/// not how many guests the tree has.
+fn carried(manifest: &[u8]) -> Result<Vec<String>> {
+    let m = protocols::manifest::Manifest::decode(manifest)
+        .map_err(|e| err!("the encoded manifest does not decode: {e:?}"))?;
+    let programs = crate::programs::all()?.iter().map(|p| p.module.clone());
+    let mut guests: Vec<String> = Vec::new();
+    for vm in &m.vms {
+        for g in core::iter::once(vm.guest).chain(vm.linux.and_then(|l| l.initrd)) {
+            if !guests.iter().any(|x| x == g) {
+                guests.push(g.to_string());
+            }
+        }
+    }
+    Ok(programs.chain(guests).collect())
+}
+
+fn grub_cfg(cmdline: &str, modules: &[String]) -> String {
     let mut lines = String::from("  module2 /boot/init init\n  module2 /boot/manifest manifest\n");
     for m in modules {
         lines.push_str(&format!("  module2 /boot/{m} {m}\n"));
@@ -433,6 +453,26 @@ pub fn mutate(elf: &[u8], variant: InitVariant) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::{Expect, IMAGES};
+
+    #[test]
+    fn an_image_carries_every_program_and_only_the_guests_its_vms_boot() {
+        for image in IMAGES {
+            let path = crate::root().join("images").join(image.manifest);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let manifest =
+                crate::manifest::encode(&path, &text, &image.modules().unwrap()).unwrap();
+            let carried = super::carried(&manifest).unwrap();
+            for p in crate::programs::all().unwrap() {
+                assert!(carried.contains(&p.module), "{}: {}", image.name, p.module);
+            }
+            for g in crate::cargo::GUESTS {
+                let booted = text.contains(&format!("guest = \"{g}\""));
+                assert_eq!(carried.iter().any(|c| c == g), booted, "{}: {g}", image.name);
+            }
+            // The kernel lists this many, besides init and the manifest.
+            assert!(carried.len() + 2 <= protocols::bootinfo::MAX_MODULES, "{}", image.name);
+        }
+    }
     use crate::emulator::{Outcome, Verdict};
 
     fn outcome(verdict: Verdict, serial: &str) -> Outcome {
