@@ -916,11 +916,14 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
             );
         }
         // A message the kernel sends for a thread is pending exactly while it waits to be
-        // delivered (or, for a fault, answered).
+        // delivered (or, for a fault or a VM exit, answered: directly, or through the
+        // Reply object its handler saved the reply in).
         if let Some(m) = tcb.message {
             let ok = match tcb.state {
                 ThreadState::BlockedSend { call, .. } => call == m.awaits_reply(),
-                ThreadState::BlockedReply { .. } => m.awaits_reply(),
+                ThreadState::BlockedReply { .. } | ThreadState::BlockedSavedReply { .. } => {
+                    m.awaits_reply()
+                }
                 _ => false,
             };
             assert!(ok, "{th:#x} ({:?}) holds a kernel message {m:?}", tcb.state);
