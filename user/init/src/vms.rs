@@ -162,6 +162,29 @@ struct Vmm {
 /// soon as it starts would otherwise take the root task's memory, a process at a time.
 const MAX_RESTARTS: u8 = 3;
 
+/// Why a crashed VMM was not restarted.
+enum NotRestarted {
+    /// It was restarted [`MAX_RESTARTS`] times already.
+    TooOften,
+    /// Making or starting the new one failed.
+    Failed(Error),
+}
+
+impl core::fmt::Display for NotRestarted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooOften => write!(f, "it crashed again after {MAX_RESTARTS} restarts"),
+            Self::Failed(e) => write!(f, "starting a new one failed: {}", e.name()),
+        }
+    }
+}
+
+impl From<Error> for NotRestarted {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
 /// What the root task needs to restart a crashed VMM.
 struct Supervisor<'a> {
     a: &'a mut Alloc,
@@ -177,11 +200,11 @@ impl Supervisor<'_> {
     /// vCPU waited for: the guest runs the exiting instruction again and its exit reaches
     /// the new VMM. The crashed address space goes too (once the new VMM has deleted the
     /// crashed one's other thread, if any).
-    fn restart(&mut self, index: usize, vm: &VmEntry<'static>) -> Result<(), Error> {
+    fn restart(&mut self, index: usize, vm: &VmEntry<'static>) -> Result<(), NotRestarted> {
         let slot = self.vmms.get_mut(index).ok_or(Error::InvalidArgument)?;
         let v = slot.as_mut().ok_or(Error::InvalidArgument)?;
         if v.restarts >= MAX_RESTARTS {
-            return Err(Error::OutOfMemory);
+            return Err(NotRestarted::TooOften);
         }
         let old = v.process;
         invoke(bootinfo::slot::CNODE, Invocation::CNodeDelete, &[old.tcb])?;
@@ -194,7 +217,7 @@ impl Supervisor<'_> {
         let run = (u64::from(vm.priority), v.fault, arg);
         let p = process::spawn_in(self.a, self.images, &module, old.cnode, run)?;
         *v = Vmm { process: p, restarts: v.restarts + 1, ..*v };
-        process::start(&p)
+        Ok(process::start(&p)?)
     }
 }
 
@@ -366,7 +389,7 @@ fn collect(
                         rt::println!("init: vm {}: vmm restarted", vm.name);
                         continue;
                     }
-                    Err(e) => rt::println!("init: vm {}: vmm not restarted: {}", vm.name, e.name()),
+                    Err(why) => rt::println!("init: vm {}: vmm not restarted: {why}", vm.name),
                 }
             }
             started &= !(1 << index);
