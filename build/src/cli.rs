@@ -6,7 +6,7 @@
 //! QEMU) run in [`parse_from`] and come back as clap errors, so every usage error looks
 //! and exits alike (status 2).
 
-use crate::emulator::Emulator;
+use crate::emulator::{Emulator, Firmware};
 use crate::fuzz::Sanitizer;
 use clap::builder::{PossibleValuesParser, RangedU64ValueParser};
 use clap::error::ErrorKind;
@@ -185,6 +185,9 @@ pub struct RunArgs {
     /// The Bochs CPU model (Bochs only; QEMU always emulates `-cpu max`)
     #[arg(long, value_name = "MODEL", value_parser = PossibleValuesParser::new(BOCHS_CPUS))]
     pub cpu: Option<String>,
+    /// The firmware that boots the hybrid ISO (`uefi`: OVMF, QEMU only)
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
     /// Kill the emulator and fail after this long: a number of seconds, or with a unit
     /// (90s, 5m, 1h)
     #[arg(long, value_name = "TIME", default_value = "120s", value_parser = parse_duration)]
@@ -341,6 +344,12 @@ where
                  Drop --cpu, or add --emulator bochs",
             ));
         }
+        if r.firmware == Firmware::Uefi && r.emulator != Emulator::Qemu {
+            return Err(error(
+                ErrorKind::ArgumentConflict,
+                "--firmware uefi needs --emulator qemu (Bochs boots through its BIOS only)",
+            ));
+        }
         if r.gdb && r.emulator != Emulator::Qemu {
             return Err(error(
                 ErrorKind::ArgumentConflict,
@@ -414,6 +423,11 @@ mod tests {
             panic!("not run")
         };
         assert_eq!((r.image.as_str(), r.timeout), ("bad-manifest", Duration::from_secs(30)));
+        assert_eq!(r.firmware, crate::emulator::Firmware::Bios);
+        let Command::Run(r) = parse("run --emulator qemu --firmware uefi").unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(r.firmware, crate::emulator::Firmware::Uefi);
         let Command::Fuzz(f) = parse("fuzz repro paging crash-1 --sanitizer none").unwrap().command
         else {
             panic!("not fuzz")
@@ -445,6 +459,8 @@ mod tests {
         refused("run --emulator kvm", &["invalid value 'kvm'", "qemu", "bochs"]);
         refused("run --image nope", &["invalid value 'nope'", "bad-manifest", "default"]);
         refused("run --gdb", &["--gdb needs --emulator qemu"]);
+        refused("run --firmware uefi", &["--firmware uefi needs --emulator qemu"]);
+        refused("run --emulator qemu --firmware efi", &["invalid value 'efi'", "bios, uefi"]);
         refused("run --keep 0", &["--keep"]);
         refused("run extra", &["unexpected argument 'extra'"]);
         refused("build --image", &["a value is required for '--image <IMAGE>'"]);

@@ -16,23 +16,29 @@ use std::process::{Command, Stdio};
 /// A group of host tools one kind of work needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Assembling ISOs: `grub-mkrescue` with GRUB's BIOS modules, `xorriso`, `mformat`.
+    /// Assembling hybrid BIOS + UEFI ISOs: `grub-mkrescue` with GRUB's BIOS and x86-64 EFI
+    /// modules, `xorriso`, `mformat`.
     Grub,
     /// Booting under QEMU.
     Qemu,
+    /// Booting under QEMU through UEFI: the OVMF firmware.
+    Ovmf,
     /// Booting under Bochs: the emulator with its debugger, its BIOS and a VGA BIOS.
     Bochs,
 }
 
 impl Need {
     /// Every need: what `cargo xtask test` uses.
-    pub const ALL: &'static [Need] = &[Need::Grub, Need::Qemu, Need::Bochs];
+    pub const ALL: &'static [Need] = &[Need::Grub, Need::Qemu, Need::Ovmf, Need::Bochs];
 
     /// Debian's packages for it.
     fn apt_packages(self) -> &'static [&'static str] {
         match self {
-            Need::Grub => &["grub-pc-bin", "grub-common", "xorriso", "mtools"],
+            Need::Grub => {
+                &["grub-pc-bin", "grub-efi-amd64-bin", "grub-common", "xorriso", "mtools"]
+            }
             Need::Qemu => &["qemu-system-x86"],
+            Need::Ovmf => &["ovmf"],
             Need::Bochs => &["bochs", "bochsbios", "vgabios", "bochs-term"],
         }
     }
@@ -40,8 +46,12 @@ impl Need {
     /// What it is, for messages on systems without apt.
     fn words(self) -> &'static str {
         match self {
-            Need::Grub => "GRUB for BIOS (grub-mkrescue and the i386-pc modules), xorriso, mtools",
+            Need::Grub => {
+                "GRUB for BIOS and UEFI (grub-mkrescue, the i386-pc and x86_64-efi modules), \
+                 xorriso, mtools"
+            }
             Need::Qemu => "QEMU for x86-64 (qemu-system-x86_64)",
+            Need::Ovmf => "OVMF, the UEFI firmware for QEMU (one image, code and variables)",
             Need::Bochs => {
                 "Bochs built with its debugger and the term display, its BIOS, a VGA BIOS"
             }
@@ -100,6 +110,29 @@ const GRUB_PC: Lookup = Lookup {
     programs: &[],
     files: &["/usr/lib/grub/i386-pc", "/usr/lib/grub2/i386-pc", "/usr/share/grub2/i386-pc"],
     inside: Some("multiboot2.mod"),
+};
+/// GRUB's x86-64 EFI platform folder, which makes the ISO boot through UEFI as well.
+const GRUB_EFI: Lookup = Lookup {
+    var: "XTASK_GRUB_EFI_DIR",
+    programs: &[],
+    files: &[
+        "/usr/lib/grub/x86_64-efi",
+        "/usr/lib/grub2/x86_64-efi",
+        "/usr/share/grub2/x86_64-efi",
+    ],
+    inside: Some("multiboot2.mod"),
+};
+/// OVMF as one image (code and variables), which QEMU's `-bios` takes.
+const OVMF: Lookup = Lookup {
+    var: "XTASK_OVMF",
+    programs: &[],
+    files: &[
+        "/usr/share/ovmf/OVMF.fd",
+        "/usr/share/qemu/OVMF.fd",
+        "/usr/share/edk2/x64/OVMF.fd",
+        "/usr/share/edk2-ovmf/x64/OVMF.fd",
+    ],
+    inside: None,
 };
 
 impl Lookup {
@@ -169,6 +202,11 @@ pub fn grub_mkrescue() -> PathBuf {
     GRUB_MKRESCUE.path()
 }
 
+/// OVMF's firmware image.
+pub fn ovmf() -> PathBuf {
+    OVMF.path()
+}
+
 /// GRUB's i386-pc folder, when it was found.
 pub fn grub_pc_dir() -> Option<PathBuf> {
     GRUB_PC.find()
@@ -178,12 +216,14 @@ fn lookups(need: Need) -> &'static [Lookup] {
     const GRUB: &[Lookup] = &[
         GRUB_MKRESCUE,
         GRUB_PC,
+        GRUB_EFI,
         Lookup { var: "XTASK_XORRISO", programs: &["xorriso"], files: &[], inside: None },
         Lookup { var: "XTASK_MFORMAT", programs: &["mformat"], files: &[], inside: None },
     ];
     match need {
         Need::Grub => GRUB,
         Need::Qemu => std::slice::from_ref(&QEMU),
+        Need::Ovmf => std::slice::from_ref(&OVMF),
         Need::Bochs => &[BOCHS, BOCHS_BIOS, VGABIOS],
     }
 }
@@ -283,7 +323,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
              what you have (for a package from a newer release, the same release's \
              {list}: `apt-get install -t RELEASE {list}`), or install the tools your own \
              way and point XTASK_QEMU, XTASK_BOCHS, XTASK_BOCHS_BIOS, XTASK_VGABIOS, \
-             XTASK_GRUB_MKRESCUE or XTASK_GRUB_PC_DIR at them",
+             XTASK_GRUB_MKRESCUE, XTASK_GRUB_PC_DIR, XTASK_GRUB_EFI_DIR or XTASK_OVMF at them",
             why.join("\n  ")
         ));
     }

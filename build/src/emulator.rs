@@ -40,6 +40,16 @@ impl Emulator {
     }
 }
 
+/// The machine's firmware, which decides which of the hybrid ISO's boot paths GRUB takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// A PC BIOS: GRUB's El Torito image (QEMU's SeaBIOS, Bochs's BIOS).
+    #[default]
+    Bios,
+    /// UEFI: GRUB's EFI application from the ISO's EFI system partition (OVMF; QEMU only).
+    Uefi,
+}
+
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -53,6 +63,8 @@ pub struct RunOptions {
     pub bochs_cpu: String,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// The firmware that boots the ISO.
+    pub firmware: Firmware,
     /// Keep the folders of this many runs per image under `target/runs/`, removing older
     /// ones; `None` keeps all.
     pub keep_runs: Option<usize>,
@@ -74,6 +86,7 @@ impl Default for RunOptions {
             gdb: false,
             bochs_cpu: crate::cli::DEFAULT_BOCHS_CPU.into(),
             memory_mib: 256,
+            firmware: Firmware::Bios,
             keep_runs: Some(crate::cli::DEFAULT_KEEP),
             serial_input: crate::serial_input::SerialInput::None,
             ignore_bad_msrs: false,
@@ -335,11 +348,16 @@ pub fn supervise(
 /// Run an image under an emulator (installing the emulator first if it is missing and
 /// this user may).
 pub fn run(emulator: Emulator, iso: &Path, opts: &RunOptions) -> Result<Outcome> {
-    let need = match emulator {
-        Emulator::Qemu => crate::deps::Need::Qemu,
-        Emulator::Bochs => crate::deps::Need::Bochs,
+    use crate::deps::Need;
+    let needs: &[Need] = match (emulator, opts.firmware) {
+        (Emulator::Qemu, Firmware::Bios) => &[Need::Qemu],
+        (Emulator::Qemu, Firmware::Uefi) => &[Need::Qemu, Need::Ovmf],
+        (Emulator::Bochs, Firmware::Bios) => &[Need::Bochs],
+        (Emulator::Bochs, Firmware::Uefi) => {
+            return Err(err!("Bochs boots through its BIOS only; boot UEFI under QEMU"))
+        }
     };
-    crate::deps::ensure(&[need])?;
+    crate::deps::ensure(needs)?;
     let stem = iso.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let status = crate::progress::Status::start(format!(
         "booting {stem} under {} (timeout {})",

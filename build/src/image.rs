@@ -377,19 +377,31 @@ fn grub_cfg(cmdline: &str, modules: &[String]) -> String {
         lines.push_str(&format!("  module2 /boot/{m} {m}\n"));
     }
     format!(
-        "set timeout=0\nset default=0\nmenuentry \"microkernel\" {{\n  multiboot2 /boot/kernel {cmdline}\n{lines}  boot\n}}\n"
+        "set timeout=0\nset default=0\n{KEEP_EFI_MODE}menuentry \"microkernel\" {{\n  multiboot2 /boot/kernel {cmdline}\n{lines}  boot\n}}\n"
     )
 }
 
 /// Where Debian keeps GRUB's BIOS modules (grub-mkrescue's default).
 const DEBIAN_GRUB_PC: &str = "/usr/lib/grub/i386-pc";
 
+/// For grub.cfg: under UEFI there is no text mode to fall back to, so GRUB keeps the
+/// firmware's video mode rather than search for one it has no driver for (the kernel
+/// prints to the serial port either way).
+pub const KEEP_EFI_MODE: &str = "if [ \"$grub_platform\" = efi ]; then set gfxpayload=keep; fi\n";
+
 fn mkrescue(dir: &Path, iso: &Path) -> Result<()> {
-    mkrescue_with(dir, iso, "multiboot2 normal iso9660 biosdisk part_msdos configfile")
+    mkrescue_with(dir, iso, "multiboot2")
 }
 
-/// Make a BIOS-bootable ISO of `dir` whose GRUB has `modules` built in.
-pub fn mkrescue_with(dir: &Path, iso: &Path, modules: &str) -> Result<()> {
+/// The modules every image's GRUB carries besides its loader: the configuration, the ISO's
+/// file system, and every partition map (GRUB's EFI image probes them all at start).
+const GRUB_MODULES: &str = "normal configfile test iso9660 part_msdos part_gpt part_apple \
+    part_acorn part_amiga part_bsd part_dfly part_dvh part_plan part_sun part_sunpc";
+
+/// Make a hybrid ISO of `dir` that boots through a BIOS (El Torito) and through UEFI (an
+/// EFI system partition image), whose GRUB carries `loader` (a GRUB loader module).
+pub fn mkrescue_with(dir: &Path, iso: &Path, loader: &str) -> Result<()> {
+    let modules = format!("{loader} {GRUB_MODULES}");
     let mut cmd = Command::new(crate::deps::grub_mkrescue());
     // grub-mkrescue finds Debian's folder itself, and with it any other platform
     // installed beside; name the folder only where GRUB keeps it elsewhere.

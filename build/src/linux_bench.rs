@@ -42,12 +42,13 @@ pub fn bare_iso() -> Result<PathBuf> {
     // TSC-timed delay 70-fold. Under the VMM it gets the rate the microkernel measured
     // (CPUID 0x15), so the bare kernel is told the same.
     let cfg = format!(
-        "set timeout=0\nset default=0\nmenuentry \"linux\" {{\n  linux /boot/vmlinuz {} tsc_early_khz={BOCHS_TSC_KHZ}\n  initrd /boot/initramfs.cpio\n  boot\n}}\n",
+        "set timeout=0\nset default=0\n{}menuentry \"linux\" {{\n  linux /boot/vmlinuz {} tsc_early_khz={BOCHS_TSC_KHZ}\n  initrd /boot/initramfs.cpio\n  boot\n}}\n",
+        crate::image::KEEP_EFI_MODE,
         cmdline()?
     );
     fs::write(dir.join("boot/grub/grub.cfg"), cfg)?;
     let iso = images.join("linux-bare.iso");
-    crate::image::mkrescue_with(&dir, &iso, "linux normal iso9660 biosdisk part_msdos configfile")?;
+    crate::image::mkrescue_with(&dir, &iso, "linux")?;
     Ok(iso)
 }
 

@@ -87,6 +87,7 @@ fn run(args: RunArgs) -> Result<bool> {
         gdb: args.gdb,
         keep_runs: Some(args.keep),
         memory_mib: image.memory_mib(),
+        firmware: args.firmware,
         ..RunOptions::default()
     };
     if image.linux && args.emulator == Emulator::Bochs {

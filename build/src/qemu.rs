@@ -1,6 +1,6 @@
 //! QEMU (TCG): the fast emulator for everything but VMX.
 
-use crate::emulator::{run_dir, supervise, Emulator, Outcome, RunOptions, Verdict};
+use crate::emulator::{run_dir, supervise, Emulator, Firmware, Outcome, RunOptions, Verdict};
 use crate::Result;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -30,6 +30,11 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()));
+    if opts.firmware == Firmware::Uefi {
+        // OVMF as the machine's ROM: it boots the ISO's EFI system partition. Its variable
+        // store is in the same image and read-only to QEMU, so nothing persists between runs.
+        cmd.arg("-bios").arg(crate::deps::ovmf());
+    }
     if opts.gdb {
         cmd.args(["-s", "-S"]);
     }

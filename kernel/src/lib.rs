@@ -15,6 +15,9 @@ macro_rules! planted {
     }};
 }
 
+pub mod acpi;
+#[cfg(test)]
+mod acpi_tests;
 pub mod bootstrap;
 pub mod cap;
 pub mod cnode;

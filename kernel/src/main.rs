@@ -20,11 +20,13 @@ fn main() {
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
     use crate::arch::x86_64::phys_store::PhysStore;
-    use crate::arch::x86_64::{exit, init_cpu, lapic, pit, serial::Serial, thread, vcpu_run};
+    use crate::arch::x86_64::{exit, init_cpu, ioapic, lapic, pic, pit, reference};
+    use crate::arch::x86_64::{serial::Serial, thread, vcpu_run};
     use crate::{kprintln, root_task};
+    use kernel::acpi::Platform;
     use kernel::bootstrap::{self, BootModule, ModuleRefusal, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
-    use kernel::multiboot2::{self, BootInfo, RegionKind};
+    use kernel::multiboot2::{self, BootInfo, Firmware, RegionKind};
     use kernel::state::Kernel;
     use kernel::vcpu::VmxInfo;
     use protocols::bootinfo::MAX_MODULES;
@@ -56,8 +58,51 @@ mod bare {
             }
         };
         kprintln!("kernel: {} KiB of free memory", frames.free_bytes() / 1024);
+        let platform = platform(&info);
         let vmx = vcpu_run::enable(&mut frames);
-        start_init(&info, &mut frames, vmx)
+        start_init(&info, &mut frames, vmx, platform.as_ref())
+    }
+
+    /// What the firmware says of the machine; `None` (a one-CPU PC with 8259s and a PIT)
+    /// where its ACPI tables are missing or refused.
+    fn platform(info: &BootInfo<'_>) -> Option<Platform> {
+        match info.firmware() {
+            Firmware::Bios => kprintln!("kernel: firmware: BIOS"),
+            Firmware::Uefi { system_table } => {
+                kprintln!("kernel: firmware: UEFI (system table at {system_table:#x})")
+            }
+        }
+        let phys = |at: u64, len: usize| PhysMap.bytes(at, len as u64);
+        let p = match Platform::read(info.rsdp(), &phys) {
+            Ok(p) => p,
+            Err(e) => {
+                kprintln!("acpi: tables not used: {e:?}; assuming one CPU, 8259 PICs and a PIT");
+                return None;
+            }
+        };
+        let ids = p.cpus.iter().map(|c| c.apic_id);
+        kprintln!("acpi: {} CPUs, local APIC IDs {:?}", p.cpus.len(), Ids(ids));
+        if p.cpus_ignored > 0 {
+            kprintln!("acpi: {} more CPUs than the kernel supports, left off", p.cpus_ignored);
+        }
+        for io in &p.io_apics {
+            kprintln!("acpi: I/O APIC {} at {:#x}, GSIs from {}", io.id, io.address, io.gsi_base);
+        }
+        kprintln!("acpi: 8259 PICs {}", if p.legacy_pics { "present" } else { "absent" });
+        match p.pm_timer {
+            Some(t) => kprintln!("acpi: PM timer at port {:#x}, {} bits", t.port, t.bits),
+            None => kprintln!("acpi: no PM timer"),
+        }
+        Some(p)
+    }
+
+    /// Prints a list of numbers as `[0, 1]` without allocating.
+    struct Ids<I>(I);
+
+    impl<I: Iterator<Item = u32> + Clone> core::fmt::Debug for Ids<I> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_list().entries(self.0.clone()).finish()
+        }
     }
 
     fn boot_info(magic: u32, phys: u64) -> Result<BootInfo<'static>, multiboot2::Error> {
@@ -116,7 +161,12 @@ mod bare {
         FrameAllocator::new(usable, &reserved, PHYSMAP_SIZE)
     }
 
-    fn start_init(info: &BootInfo<'_>, frames: &mut FrameAllocator, vmx: Option<VmxInfo>) -> ! {
+    fn start_init(
+        info: &BootInfo<'_>,
+        frames: &mut FrameAllocator,
+        vmx: Option<VmxInfo>,
+        platform: Option<&Platform>,
+    ) -> ! {
         let loaded = info
             .module("init")
             .ok_or(root_task::Error::Missing)
@@ -177,13 +227,8 @@ mod bare {
             }
         }
         *crate::KERNEL.lock() = Some(k);
-        // `tick=pit` on the command line keeps the PIT as the tick (the fallback path).
-        let pit_only = info.cmdline().is_some_and(|c| c.split(' ').any(|w| w == "tick=pit"));
-        if pit_only || !lapic::start() {
-            pit::start();
-            kprintln!("kernel: tick from the PIT (IRQ 0)");
-        }
-        let tsc_hz = pit::tsc_hz();
+        start_interrupts(info, platform);
+        let tsc_hz = reference::tsc_hz();
         kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
         crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
         kprintln!("kernel: entering init in ring 3");
@@ -191,6 +236,39 @@ mod bare {
         // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
         // return path pops it and `iretq`s.
         unsafe { crate::arch::x86_64::entry::return_to_user() }
+    }
+
+    /// The tick and the device IRQ lines: the local APIC timer and the I/O APIC where
+    /// the machine has them, else the PIT and the 8259s; the 8259s are touched only where
+    /// the ACPI tables (or their absence) say they exist.
+    fn start_interrupts(info: &BootInfo<'_>, platform: Option<&Platform>) {
+        let pics = platform.is_none_or(|p| p.legacy_pics);
+        if pics {
+            pic::init_masked();
+        }
+        if let Some(timer) = platform.and_then(|p| p.pm_timer) {
+            reference::use_pm_timer(timer);
+        }
+        // `tick=pit` on the command line keeps the PIT and the 8259s (the fallback path).
+        let pit_only = info.cmdline().is_some_and(|c| c.split(' ').any(|w| w == "tick=pit"));
+        let lapic_tick = !pit_only && lapic::start();
+        if !lapic_tick {
+            if !pics {
+                kprintln!("kernel: no local APIC timer, and no 8259s for the PIT's tick; halting");
+                exit::exit(false);
+            }
+            pit::start();
+            kprintln!("kernel: tick from the PIT (IRQ 0)");
+        }
+        let routed = lapic_tick && platform.is_some_and(|p| ioapic::start(p, lapic::id()));
+        kprintln!(
+            "kernel: device IRQs through {}",
+            match (routed, pics) {
+                (true, _) => "the I/O APIC",
+                (false, true) => "the 8259 PICs",
+                (false, false) => "nothing: no usable I/O APIC and no 8259s; drivers get none",
+            }
+        );
     }
 
     #[panic_handler]
@@ -256,9 +334,9 @@ impl kernel::state::Platform for Console {
         SHARED.lock().driver_wrote(port, width, value);
     }
     fn mask_irq(&mut self, irq: u8) {
-        arch::x86_64::pic::mask(irq);
+        arch::x86_64::irq_lines::mask(irq);
     }
     fn unmask_irq(&mut self, irq: u8) {
-        arch::x86_64::pic::unmask(irq);
+        arch::x86_64::irq_lines::unmask(irq);
     }
 }

@@ -14,6 +14,18 @@ const TAG_CMDLINE: u32 = 1;
 const TAG_BOOTLOADER: u32 = 2;
 const TAG_MODULE: u32 = 3;
 const TAG_MMAP: u32 = 6;
+const TAG_EFI64_SYSTEM_TABLE: u32 = 12;
+const TAG_ACPI_OLD_RSDP: u32 = 14;
+const TAG_ACPI_NEW_RSDP: u32 = 15;
+const TAG_EFI_MMAP: u32 = 17;
+/// The smallest EFI memory descriptor (UEFI 2.x: type, start, virtual start, pages,
+/// attributes).
+const EFI_DESCRIPTOR_MIN: u32 = 40;
+/// The Multiboot2 memory types a translated EFI type takes (see [`efi_region_kind`]).
+const MB2_RESERVED: u32 = 2;
+const MB2_ACPI_RECLAIMABLE: u32 = 3;
+const MB2_ACPI_NVS: u32 = 4;
+const MB2_DEFECTIVE: u32 = 5;
 
 /// Why a boot information block was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,8 +40,22 @@ pub enum Error {
     MissingEnd,
     /// The memory-map tag's entry size is unusable.
     BadMmapEntrySize(u32),
+    /// The EFI memory-map tag's descriptor size is unusable.
+    BadEfiMmapEntrySize(u32),
     /// A module's end lies before its start.
     BadModule { index: usize },
+}
+
+/// The firmware that started the boot loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// A PC BIOS (no EFI system table was passed).
+    Bios,
+    /// UEFI, whose boot services the loader has exited.
+    Uefi {
+        /// Physical address of the EFI system table.
+        system_table: u64,
+    },
 }
 
 /// The kind of a memory-map region.
@@ -37,7 +63,8 @@ pub enum Error {
 pub enum RegionKind {
     /// Usable RAM.
     Available,
-    /// Anything else (reserved, ACPI, defective, …): never handed out.
+    /// Anything else, by its Multiboot2 type (2 reserved, 3 ACPI reclaimable, 4 ACPI NVS,
+    /// 5 defective; an EFI map's types are translated to these): never handed out.
     Reserved(u32),
 }
 
@@ -114,6 +141,12 @@ impl<'a> BootInfo<'a> {
                         return Err(Error::BadMmapEntrySize(entry));
                     }
                 }
+                TAG_EFI_MMAP => {
+                    let entry = read_u32(body, 0).ok_or(Error::Truncated)?;
+                    if entry < EFI_DESCRIPTOR_MIN || entry % 8 != 0 {
+                        return Err(Error::BadEfiMmapEntrySize(entry));
+                    }
+                }
                 _ => {}
             }
         }
@@ -185,18 +218,33 @@ impl<'a> BootInfo<'a> {
         self.string_tag(TAG_BOOTLOADER)
     }
 
-    /// The memory map entries.
+    /// The firmware, as the boot loader reports it.
+    pub fn firmware(&self) -> Firmware {
+        self.tags()
+            .find(|(k, _)| *k == TAG_EFI64_SYSTEM_TABLE)
+            .and_then(|(_, body)| read_u64(body, 0))
+            .map_or(Firmware::Bios, |system_table| Firmware::Uefi { system_table })
+    }
+
+    /// The boot loader's copy of the ACPI RSDP: the ACPI 2.0+ one if it passed one, else
+    /// the ACPI 1.0 one (the bytes are unchecked; the ACPI reader checks them).
+    pub fn rsdp(&self) -> Option<&'a [u8]> {
+        let find = |want| self.tags().find(|(k, _)| *k == want).map(|(_, body)| body);
+        find(TAG_ACPI_NEW_RSDP).or_else(|| find(TAG_ACPI_OLD_RSDP))
+    }
+
+    /// The memory map: the firmware's own EFI map where the boot loader passed one, else
+    /// the Multiboot2 map. Adjacent regions of the same kind come merged.
     pub fn memory_map(&self) -> impl Iterator<Item = Region> + 'a {
-        self.tags().filter(|(k, _)| *k == TAG_MMAP).flat_map(|(_, body)| {
-            let entry = read_u32(body, 0).unwrap_or(24).max(24) as usize;
-            body.get(8..).unwrap_or_default().chunks_exact(entry).filter_map(|e| {
-                let kind = match read_u32(e, 16)? {
-                    1 => RegionKind::Available,
-                    other => RegionKind::Reserved(other),
-                };
-                Some(Region { base: read_u64(e, 0)?, len: read_u64(e, 8)?, kind })
-            })
-        })
+        let efi = self.tags().any(|(k, _)| k == TAG_EFI_MMAP);
+        let (want, parse): (u32, EntryParser) =
+            if efi { (TAG_EFI_MMAP, efi_region) } else { (TAG_MMAP, mb2_region) };
+        let entries = self.tags().filter(move |(k, _)| *k == want).flat_map(move |(_, body)| {
+            // `parse` checked the entry size (at least 24, or 40 for EFI descriptors).
+            let size = read_u32(body, 0).unwrap_or(u32::MAX).max(1) as usize;
+            body.get(8..).unwrap_or_default().chunks_exact(size).filter_map(parse)
+        });
+        merged(entries)
     }
 
     /// The boot modules, in the order the boot loader lists them.
@@ -214,6 +262,61 @@ impl<'a> BootInfo<'a> {
     pub fn module(&self, name: &str) -> Option<Module<'a>> {
         self.modules().find(|m| m.name == name)
     }
+}
+
+/// Reads one memory-map entry.
+type EntryParser = fn(&[u8]) -> Option<Region>;
+
+fn mb2_region(e: &[u8]) -> Option<Region> {
+    let kind = match read_u32(e, 16)? {
+        1 => RegionKind::Available,
+        other => RegionKind::Reserved(other),
+    };
+    Some(Region { base: read_u64(e, 0)?, len: read_u64(e, 8)?, kind })
+}
+
+fn efi_region(e: &[u8]) -> Option<Region> {
+    let pages = read_u64(e, 24)?;
+    Some(Region {
+        base: read_u64(e, 8)?,
+        len: pages.saturating_mul(4096),
+        kind: efi_region_kind(read_u32(e, 0)?),
+    })
+}
+
+/// An EFI memory type as the kernel sees it once the loader has exited boot services:
+/// the loader's and boot services' memory is free RAM again (the kernel reserves the
+/// boot information and the modules itself); runtime services, MMIO and the rest stay
+/// reserved for good.
+fn efi_region_kind(efi_type: u32) -> RegionKind {
+    match efi_type {
+        // Loader code and data, boot services code and data, conventional memory.
+        1 | 2 | 3 | 4 | 7 => RegionKind::Available,
+        8 => RegionKind::Reserved(MB2_DEFECTIVE),
+        9 => RegionKind::Reserved(MB2_ACPI_RECLAIMABLE),
+        10 => RegionKind::Reserved(MB2_ACPI_NVS),
+        _ => RegionKind::Reserved(MB2_RESERVED),
+    }
+}
+
+/// `regions` with each run of adjacent regions of one kind as one region (an EFI map lists
+/// loader, boot-services and free memory side by side; the frame allocator's room for
+/// ranges is finite).
+fn merged(mut regions: impl Iterator<Item = Region>) -> impl Iterator<Item = Region> {
+    let mut pending = regions.next();
+    core::iter::from_fn(move || {
+        let mut current = pending.take()?;
+        for next in regions.by_ref() {
+            if next.kind == current.kind && current.base.checked_add(current.len) == Some(next.base)
+            {
+                current.len = current.len.saturating_add(next.len);
+            } else {
+                pending = Some(next);
+                break;
+            }
+        }
+        Some(current)
+    })
 }
 
 /// Builds boot information blocks for tests and fuzzing.
@@ -243,7 +346,7 @@ pub mod builder {
 #[cfg(test)]
 mod tests {
     use super::builder::{block, tag};
-    use super::{BootInfo, Error, Module, Region, RegionKind, BOOTLOADER_MAGIC};
+    use super::{BootInfo, Error, Firmware, Module, Region, RegionKind, BOOTLOADER_MAGIC};
 
     fn sample() -> Vec<u8> {
         let mut t = Vec::new();
@@ -285,6 +388,88 @@ mod tests {
             Region { base: 0x10_0000, len: 0xff0_0000, kind: RegionKind::Available }
         );
         assert_eq!(map[2].kind, RegionKind::Reserved(2));
+    }
+
+    /// An EFI memory map tag as GRUB passes it (descriptor version 1, `size`-byte
+    /// descriptors) with `(type, start, pages)` entries.
+    fn efi_map(size: u32, entries: &[(u32, u64, u64)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&size.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        for &(kind, start, pages) in entries {
+            let mut d = vec![0u8; size as usize];
+            d[0..4].copy_from_slice(&kind.to_le_bytes());
+            d[8..16].copy_from_slice(&start.to_le_bytes());
+            d[24..32].copy_from_slice(&pages.to_le_bytes());
+            body.extend_from_slice(&d);
+        }
+        body
+    }
+
+    #[test]
+    fn a_uefi_boot_takes_the_efi_map_the_system_table_and_the_newer_rsdp() {
+        let mut t = sample();
+        t.truncate(t.len() - 8); // drop the end tag, keep the header's size for now
+        let mut t = t[8..].to_vec();
+        tag(&mut t, 12, &0x1f9e_e018u64.to_le_bytes());
+        tag(&mut t, 14, b"RSD PTR v1");
+        tag(&mut t, 15, b"RSD PTR v2");
+        let entries = [
+            (7, 0, 0xa0),            // conventional
+            (2, 0x10_0000, 0x100),   // loader data, adjacent to the next: merged
+            (4, 0x20_0000, 0x100),   // boot services data
+            (7, 0x30_0000, 0x100),   // conventional
+            (9, 0x40_0000, 1),       // ACPI reclaimable
+            (10, 0x40_1000, 1),      // ACPI NVS
+            (5, 0x40_2000, 2),       // runtime services code
+            (6, 0x40_4000, 2),       // runtime services data: merged with the code
+            (8, 0x40_6000, 1),       // unusable
+            (11, 0xffc0_0000, 1024), // MMIO
+        ];
+        tag(&mut t, 17, &efi_map(48, &entries));
+        let bytes = block(&t);
+        let info = BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap();
+        assert_eq!(info.firmware(), Firmware::Uefi { system_table: 0x1f9e_e018 });
+        assert_eq!(info.rsdp(), Some(&b"RSD PTR v2"[..]));
+        let map: Vec<_> = info.memory_map().map(|r| (r.base, r.len, r.kind)).collect();
+        use RegionKind::{Available as A, Reserved as R};
+        assert_eq!(
+            map,
+            [
+                (0, 0xa_0000, A),
+                (0x10_0000, 0x30_0000, A),
+                (0x40_0000, 0x1000, R(3)),
+                (0x40_1000, 0x1000, R(4)),
+                (0x40_2000, 0x4000, R(2)),
+                (0x40_6000, 0x1000, R(5)),
+                (0xffc0_0000, 0x40_0000, R(2)),
+            ],
+            "the EFI map, not the Multiboot2 one, merged and translated"
+        );
+    }
+
+    #[test]
+    fn a_bios_boot_has_no_system_table_and_may_have_only_the_old_rsdp() {
+        let mut t = sample();
+        t.truncate(t.len() - 8);
+        let mut t = t[8..].to_vec();
+        tag(&mut t, 14, b"RSD PTR v1");
+        let bytes = block(&t);
+        let info = BootInfo::parse(BOOTLOADER_MAGIC, &bytes).unwrap();
+        assert_eq!(info.firmware(), Firmware::Bios);
+        assert_eq!(info.rsdp(), Some(&b"RSD PTR v1"[..]));
+        assert_eq!(info.memory_map().count(), 3, "the Multiboot2 map");
+        assert_eq!(BootInfo::parse(BOOTLOADER_MAGIC, &sample()).unwrap().rsdp(), None);
+    }
+
+    #[test]
+    fn refuses_an_efi_map_with_short_descriptors() {
+        let mut t = Vec::new();
+        tag(&mut t, 17, &efi_map(32, &[(7, 0, 1)]));
+        assert_eq!(
+            BootInfo::parse(BOOTLOADER_MAGIC, &block(&t)).unwrap_err(),
+            Error::BadEfiMmapEntrySize(32)
+        );
     }
 
     #[test]

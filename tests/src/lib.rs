@@ -5,7 +5,7 @@ use protocols::testlog::{parse_line, parse_summary, Outcome as Line};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-pub use xtask::emulator::{Emulator, Outcome, RunOptions, Verdict};
+pub use xtask::emulator::{Emulator, Firmware, Outcome, RunOptions, Verdict};
 
 static BUILT: Mutex<Option<HashMap<&'static str, PathBuf>>> = Mutex::new(None);
 

@@ -3,10 +3,11 @@
 //! through COM1 with its IRQ, the in-image syscall fuzzer runs and the kernel survives it,
 //! the VT-x probe says what each emulator offers, and after its boot log the kernel prints
 //! nothing until its closing lines (init's threads exit and fault, and those reach user
-//! space instead).
+//! space instead). The same ISO boots through UEFI (OVMF under QEMU) as through a BIOS.
 
 use system_tests::{
-    assert_kernel_quiet_at_run_time, assert_suite_passed, boot, check, Emulator, Outcome,
+    assert_kernel_quiet_at_run_time, assert_suite_passed, boot, boot_with, check, Emulator,
+    Firmware, Outcome, RunOptions,
 };
 
 /// How many checks init runs at least.
@@ -62,6 +63,38 @@ fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
         "QEMU TCG must be reported as having no VMX",
     );
     check(&out, !out.serial.contains("vmx: present"), "VMX reported present under TCG");
+    check(&out, out.serial.contains("kernel: firmware: BIOS"), "not booted through a BIOS");
+    assert_platform_from_acpi(&out);
+    assert_kernel_quiet_at_run_time(&out);
+}
+
+/// The kernel read the machine from the firmware's ACPI tables (one CPU, the I/O APIC,
+/// the PM timer) and routes device IRQs through the I/O APIC.
+fn assert_platform_from_acpi(out: &Outcome) {
+    for line in [
+        "acpi: 1 CPUs, local APIC IDs [0]",
+        " at 0xfec00000, GSIs from 0",
+        "acpi: 8259 PICs present",
+        "acpi: PM timer at port 0x",
+        "of the ACPI PM timer)",
+        "kernel: device IRQs through the I/O APIC",
+    ] {
+        check(out, out.serial.contains(line), &format!("no {line:?} in the boot log"));
+    }
+}
+
+#[test]
+fn qemu_boots_the_same_iso_through_uefi() {
+    let opts = RunOptions { firmware: Firmware::Uefi, ..RunOptions::default() };
+    let out = boot_with("default", Emulator::Qemu, &opts);
+    assert_suite_passed(&out, INIT_CHECKS);
+    // OVMF's boot manager names the ISO's EFI boot entry on the serial console.
+    check(&out, out.serial.contains("BdsDxe: starting Boot"), "OVMF did not boot the ISO");
+    check(&out, out.serial.contains("kernel: firmware: UEFI (system table at 0x"), "not UEFI");
+    assert_platform_from_acpi(&out);
+    assert_console_driver_printed(&out);
+    assert_manifest_processes_started(&out);
+    assert_fuzzer_ran(&out);
     assert_kernel_quiet_at_run_time(&out);
 }
 
@@ -80,6 +113,7 @@ fn bochs_boots_init_in_ring3_and_finds_vmx() {
         &format!("VMX probe line lacks EPT/unrestricted guest: {probe:?}"),
     );
     check(&out, probe.contains("VMCS revision 0x"), "no VMCS revision in the probe line");
+    assert_platform_from_acpi(&out);
     assert_kernel_quiet_at_run_time(&out);
 }
 
@@ -97,6 +131,7 @@ fn the_tick_comes_from_the_local_apic_timer_or_the_pit() {
     let out = boot("pit-tick", Emulator::Qemu);
     assert_suite_passed(&out, INIT_CHECKS);
     check(&out, out.serial.contains("kernel: tick from the PIT (IRQ 0)"), "no PIT fallback");
+    check(&out, out.serial.contains("device IRQs through the 8259 PICs"), "no 8259 fallback");
     check(
         &out,
         out.serial.contains("TEST PASS timer_preempts_a_spinning_thread"),

@@ -9,14 +9,8 @@
 
 use super::sdt::{self, put};
 
-/// Its signature.
-pub const SIGNATURE: [u8; 4] = *b"APIC";
 /// The revision of ACPI 6.2-6.4's MADT.
 pub const REVISION: u8 = 5;
-/// Flags: the system also has a PC-AT-compatible dual 8259 setup.
-pub const PCAT_COMPAT: u32 = 1 << 0;
-/// Local APIC flags: the processor is usable.
-pub const LAPIC_ENABLED: u32 = 1 << 0;
 /// The processor UID that means "all processors" in a Local APIC NMI entry.
 pub const ALL_PROCESSORS: u8 = 0xff;
 /// The LAPIC input the NMI is wired to.
@@ -24,28 +18,7 @@ pub const NMI_LINT: u8 = 1;
 /// The most CPUs the table describes: UIDs are bytes and 0xFF means all processors.
 pub const MAX_CPUS: usize = 255;
 
-/// Bytes of the fixed part after the header: the local APIC address and the flags.
-pub const FIXED_LEN: usize = 8;
-
-/// Interrupt controller structure types and lengths.
-pub mod entry {
-    /// Processor Local APIC.
-    pub const LOCAL_APIC: u8 = 0;
-    /// Its length.
-    pub const LOCAL_APIC_LEN: usize = 8;
-    /// I/O APIC.
-    pub const IO_APIC: u8 = 1;
-    /// Its length.
-    pub const IO_APIC_LEN: usize = 12;
-    /// Interrupt Source Override.
-    pub const INTERRUPT_OVERRIDE: u8 = 2;
-    /// Its length.
-    pub const INTERRUPT_OVERRIDE_LEN: usize = 10;
-    /// Local APIC NMI.
-    pub const LOCAL_APIC_NMI: u8 = 4;
-    /// Its length.
-    pub const LOCAL_APIC_NMI_LEN: usize = 6;
-}
+pub use protocols::acpi::madt::{entry, FIXED_LEN, LAPIC_ENABLED, PCAT_COMPAT, SIGNATURE};
 
 /// The IOAPIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

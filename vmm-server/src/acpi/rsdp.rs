@@ -8,36 +8,12 @@
 
 use super::sdt::{self, put};
 
-/// Bytes of a revision-2 RSDP.
-pub const LEN: usize = 36;
-/// Bytes the first checksum covers (the ACPI 1.0 structure).
-pub const V1_LEN: usize = 20;
-/// Its signature.
-pub const SIGNATURE: [u8; 8] = *b"RSD PTR ";
 /// ACPI 2.0 and later.
 pub const REVISION: u8 = 2;
 /// The alignment an OS scans at.
 pub const ALIGN: usize = 16;
 
-/// Field offsets.
-pub mod offset {
-    /// The signature.
-    pub const SIGNATURE: usize = 0;
-    /// The checksum of the first 20 bytes.
-    pub const CHECKSUM: usize = 8;
-    /// The OEM ID.
-    pub const OEM_ID: usize = 9;
-    /// The revision.
-    pub const REVISION: usize = 15;
-    /// The RSDT's 32-bit address.
-    pub const RSDT_ADDRESS: usize = 16;
-    /// The structure's length.
-    pub const LENGTH: usize = 20;
-    /// The XSDT's 64-bit address.
-    pub const XSDT_ADDRESS: usize = 24;
-    /// The checksum of all 36 bytes.
-    pub const EXTENDED_CHECKSUM: usize = 32;
-}
+pub use protocols::acpi::rsdp::{offset, LEN, SIGNATURE, V1_LEN};
 
 /// Write the RSDP into `out` (its first [`LEN`] bytes; the three reserved bytes are
 /// zeroed).

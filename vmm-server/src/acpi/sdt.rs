@@ -5,8 +5,6 @@
 //! Every table names the project: OEM ID "CAPVMM", OEM table ID "CAPV" followed by the
 //! table's signature (so a dump says which table it is), creator "CVMM".
 
-/// Bytes of the header.
-pub const HEADER_LEN: usize = 36;
 /// The OEM ID of every table and of the RSDP.
 pub const OEM_ID: [u8; 6] = *b"CAPVMM";
 /// The first half of every OEM table ID; the table's signature is the second.
@@ -18,27 +16,7 @@ pub const CREATOR_ID: [u8; 4] = *b"CVMM";
 /// The creator revision.
 pub const CREATOR_REVISION: u32 = 1;
 
-/// Header field offsets.
-pub mod offset {
-    /// The 4-byte signature.
-    pub const SIGNATURE: usize = 0;
-    /// The table's length in bytes, header included.
-    pub const LENGTH: usize = 4;
-    /// The table's revision.
-    pub const REVISION: usize = 8;
-    /// The byte that makes the table sum to zero.
-    pub const CHECKSUM: usize = 9;
-    /// The OEM ID.
-    pub const OEM_ID: usize = 10;
-    /// The OEM table ID.
-    pub const OEM_TABLE_ID: usize = 16;
-    /// The OEM revision.
-    pub const OEM_REVISION: usize = 24;
-    /// The creator ID.
-    pub const CREATOR_ID: usize = 28;
-    /// The creator revision.
-    pub const CREATOR_REVISION: usize = 32;
-}
+pub use protocols::acpi::sdt::{offset, HEADER_LEN};
 
 /// Copy `bytes` to `table` at `at`. Offsets are the table modules' constants and every
 /// table is sized before it is written, so a miss would be a bug the tests catch, never

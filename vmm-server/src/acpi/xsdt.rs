@@ -5,10 +5,7 @@
 
 use super::sdt::{self, put};
 
-/// The XSDT's signature.
-pub const XSDT_SIGNATURE: [u8; 4] = *b"XSDT";
-/// The RSDT's signature.
-pub const RSDT_SIGNATURE: [u8; 4] = *b"RSDT";
+pub use protocols::acpi::sdt::{RSDT_SIGNATURE, XSDT_SIGNATURE};
 /// The revision of both.
 pub const REVISION: u8 = 1;
 /// The tables listed: the FADT and the MADT.

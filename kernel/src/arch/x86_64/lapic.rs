@@ -1,10 +1,10 @@
-//! The local APIC timer as the scheduling tick, calibrated against the PIT. Where the CPU
-//! has no local APIC (or it sits outside the physical window), the PIT's IRQ 0 stays the
-//! tick. Device IRQs keep arriving through the 8259s (virtual-wire mode).
+//! The local APIC timer as the scheduling tick, calibrated against the boot's reference
+//! interval (the ACPI PM timer or the PIT). Where the CPU has no local APIC (or it sits
+//! outside the physical window), the PIT's IRQ 0 stays the tick.
 
 use super::cpu::{self, rdmsr, wrmsr};
 use super::memory::{self, PHYSMAP_SIZE, PHYS_OFFSET};
-use super::pit;
+use super::reference;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Vector of the timer interrupt.
@@ -14,7 +14,11 @@ pub const SPURIOUS_VECTOR: u64 = 0xff;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const ID: u64 = 0x20;
 const EOI: u64 = 0xb0;
+const ICR_LOW: u64 = 0x300;
+/// ICR destination shorthand: this CPU.
+const ICR_SELF: u32 = 1 << 18;
 const SPURIOUS: u64 = 0xf0;
 const LVT_TIMER: u64 = 0x320;
 const INITIAL_COUNT: u64 = 0x380;
@@ -39,11 +43,11 @@ fn read(reg: u64) -> u32 {
     unsafe { ((base + reg) as *const u32).read_volatile() }
 }
 
-/// Count local-APIC timer ticks during 10 ms of PIT channel 2 (which also measures the
-/// TSC).
+/// Count local-APIC timer ticks during the 10 ms reference window (which also measures
+/// the TSC).
 fn calibrate() -> u32 {
-    // A PIT that never counts leaves whatever the bounded wait took: some tick still.
-    let _ = pit::window_10ms(|| write(INITIAL_COUNT, u32::MAX));
+    // A reference that never advances leaves whatever the bounded wait took: some tick.
+    let _ = reference::window_10ms(|| write(INITIAL_COUNT, u32::MAX));
     let elapsed = u32::MAX - read(CURRENT_COUNT);
     write(INITIAL_COUNT, 0);
     elapsed
@@ -74,8 +78,26 @@ pub fn start() -> bool {
     }
     write(LVT_TIMER, LVT_PERIODIC | TIMER_VECTOR as u32);
     write(INITIAL_COUNT, per_tick);
-    crate::kprintln!("kernel: tick from the local APIC timer ({per_tick} counts per 10 ms)");
+    crate::kprintln!(
+        "kernel: tick from the local APIC timer ({per_tick} counts per 10 ms of {})",
+        reference::name()
+    );
     true
+}
+
+/// This CPU's local APIC ID (0 without a local APIC in use).
+pub fn id() -> u32 {
+    if REGS.load(Relaxed) == 0 {
+        return 0;
+    }
+    read(ID) >> 24
+}
+
+/// Raise `vector` on this CPU (fixed delivery, edge).
+pub fn self_ipi(vector: u8) {
+    if REGS.load(Relaxed) != 0 {
+        write(ICR_LOW, ICR_SELF | u32::from(vector));
+    }
 }
 
 /// Acknowledge the timer interrupt.

@@ -1,23 +1,21 @@
-//! The 8254 PIT as the scheduling tick (channel 0, rate generator, IRQ 0), and channel 2
-//! as the boot's one reference interval, against which the local APIC timer and the TSC
-//! are measured.
+//! The 8254 PIT as the scheduling tick where there is no local APIC timer (channel 0,
+//! rate generator, IRQ 0), and channel 2 as the reference interval where the ACPI tables
+//! name no PM timer.
 
 use super::cpu::{inb, outb, rdtsc};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use super::reference;
 
-const PIT_HZ: u64 = 1_193_182;
+/// The PIT's input clock.
+pub const HZ: u64 = 1_193_182;
 /// Scheduling ticks per second.
 pub const TICK_HZ: u32 = 100;
 /// PIT counts in 10 ms: the calibration window.
-const COUNTS_10MS: u16 = 11_932;
+pub const COUNTS_10MS: u128 = 11_932;
 
-/// TSC ticks in the last calibration window (0: none measured).
-static TSC_PER_WINDOW: AtomicU64 = AtomicU64::new(0);
-
-/// Run 10 ms of PIT channel 2 (gated, speaker off), calling `open` as the window opens,
-/// and measure the TSC across it; `false` if the PIT never counted down (the loop is
-/// bounded so such a PIT cannot hang the boot).
-pub fn window_10ms(open: impl FnOnce()) -> bool {
+/// Run 10 ms of PIT channel 2 (gated, speaker off), calling `open` as the window opens;
+/// the TSC ticks across it, or `None` if the PIT never counted down (the loop is bounded
+/// so such a PIT cannot hang the boot).
+pub fn window_10ms(open: impl FnOnce()) -> Option<u64> {
     // SAFETY: port 0x61 and PIT channel 2 belong to the kernel (no capability covers the
     // PIT); the speaker stays disconnected.
     unsafe {
@@ -34,26 +32,19 @@ pub fn window_10ms(open: impl FnOnce()) -> bool {
     for _ in 0..100_000_000u32 {
         // SAFETY: reading port 0x61 has no side effects.
         if unsafe { inb(0x61) } & 0x20 != 0 {
-            TSC_PER_WINDOW.store(rdtsc().wrapping_sub(start), Relaxed);
-            return true;
+            return Some(rdtsc().wrapping_sub(start));
         }
     }
-    false
-}
-
-/// TSC ticks per second as the last window measured them (0: unknown).
-pub fn tsc_hz() -> u64 {
-    let ticks = u128::from(TSC_PER_WINDOW.load(Relaxed));
-    u64::try_from(ticks * u128::from(PIT_HZ) / u128::from(COUNTS_10MS)).unwrap_or(0)
+    None
 }
 
 /// Start the tick and unmask IRQ 0 (every other PIC line stays masked). Without a local
 /// APIC timer nothing has measured the TSC yet: one window does.
 pub fn start() {
-    if TSC_PER_WINDOW.load(Relaxed) == 0 {
-        window_10ms(|| {});
+    if reference::tsc_hz() == 0 {
+        reference::window_10ms(|| {});
     }
-    let divisor = (PIT_HZ / u64::from(TICK_HZ)) as u16;
+    let divisor = (HZ / u64::from(TICK_HZ)) as u16;
     // SAFETY: the PIT and the PIC mask register belong to the kernel.
     unsafe {
         outb(0x43, 0x34); // channel 0, lobyte/hibyte, mode 2

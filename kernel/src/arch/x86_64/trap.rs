@@ -8,7 +8,8 @@
 
 use super::cpu::read_cr2;
 use super::entry::CURRENT_CONTEXT;
-use super::pic::{self, PIC_BASE};
+use super::irq_lines;
+use super::pic::PIC_BASE;
 use super::{exit, lapic};
 use crate::context::UserContext;
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -89,7 +90,7 @@ fn classify(vector: u64) -> Source {
         return Source::Exception;
     }
     let irq = (vector - base) as u8;
-    if !pic::acknowledge(irq) {
+    if !irq_lines::acknowledge(irq) {
         return Source::Spurious;
     }
     if irq == 0 {

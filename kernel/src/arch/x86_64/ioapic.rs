@@ -1,0 +1,154 @@
+//! The I/O APIC as the route of device IRQs where the MADT lists one: each ISA IRQ goes
+//! to its input (the MADT's overrides applied) as vector `PIC_BASE + irq` to the boot
+//! CPU, masked until a driver's IrqHandler unmasks it. Trigger mode and polarity come
+//! from the override (ISA lines: edge, active high). The 8259s stay masked throughout.
+//!
+//! The kernel masks a driver's line each time it fires, until the driver acknowledges.
+//! An 8259 latches an edge that comes while its line is masked; an I/O APIC drops it,
+//! and a device that raised its line once (a UART with a byte to send) would then never
+//! be heard again. So an edge-triggered line is masked here in software: once unmasked
+//! it stays open at the I/O APIC, an edge while the driver has not acknowledged is kept,
+//! and the acknowledgement replays it to this CPU as a self-IPI of the same vector. Edge
+//! lines are open from the start (held), so that an edge before the first unmask is kept
+//! too.
+//! Level-triggered lines are masked at the I/O APIC, where the level is kept anyway.
+
+use super::lapic;
+use super::memory::{self, PHYSMAP_SIZE, PHYS_OFFSET};
+use super::pic::PIC_BASE;
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering::Relaxed};
+use kernel::acpi::Platform;
+
+const IOREGSEL: u64 = 0x00;
+const IOWIN: u64 = 0x10;
+const VERSION: u32 = 0x01;
+const REDIRECTION_TABLE: u32 = 0x10;
+const MASKED: u32 = 1 << 16;
+const LEVEL: u32 = 1 << 15;
+const ACTIVE_LOW: u32 = 1 << 13;
+/// MPS INTI flags: polarity bits 1:0 and trigger bits 3:2, where 3 means low or level.
+const INTI_LOW_OR_LEVEL: u16 = 3;
+/// No input: the ISA IRQ does not reach this I/O APIC.
+const NONE: u8 = u8::MAX;
+const ISA_IRQS: usize = 16;
+/// The PIT's line: the kernel's, never a driver's, and closed here (the local APIC timer
+/// is the tick wherever the I/O APIC is used).
+const TIMER_IRQ: u8 = 0;
+
+/// Virtual address of the registers (0: the 8259s route device IRQs).
+static REGS: AtomicU64 = AtomicU64::new(0);
+/// The input each ISA IRQ arrives on.
+static INPUT: [AtomicU8; ISA_IRQS] = [const { AtomicU8::new(NONE) }; ISA_IRQS];
+/// The edge-triggered lines (a bit per ISA IRQ).
+static EDGE: AtomicU16 = AtomicU16::new(0);
+/// The edge-triggered lines masked in software (all until a driver unmasks one).
+static HELD: AtomicU16 = AtomicU16::new(u16::MAX);
+/// The edges that came while their line was held, to replay on unmask.
+static KEPT: AtomicU16 = AtomicU16::new(0);
+
+fn write(reg: u32, value: u32) {
+    let base = REGS.load(Relaxed);
+    // SAFETY: `base` maps the I/O APIC's register window uncached (set up in `start`);
+    // IOREGSEL and IOWIN are its architectural registers.
+    unsafe {
+        ((base + IOREGSEL) as *mut u32).write_volatile(reg);
+        ((base + IOWIN) as *mut u32).write_volatile(value);
+    }
+}
+
+fn read(reg: u32) -> u32 {
+    let base = REGS.load(Relaxed);
+    // SAFETY: as for `write`.
+    unsafe {
+        ((base + IOREGSEL) as *mut u32).write_volatile(reg);
+        ((base + IOWIN) as *const u32).read_volatile()
+    }
+}
+
+/// Whether device IRQs go through the I/O APIC.
+pub fn in_use() -> bool {
+    REGS.load(Relaxed) != 0
+}
+
+/// Route the ISA IRQs through the I/O APIC whose inputs start at GSI 0, to the CPU with
+/// local APIC ID `boot_cpu`; false (nothing changed) if there is none the kernel can use.
+pub fn start(platform: &Platform, boot_cpu: u32) -> bool {
+    let Some(io) = platform.io_apics.iter().find(|io| io.gsi_base == 0) else { return false };
+    let phys = u64::from(io.address);
+    if phys >= PHYSMAP_SIZE || boot_cpu > 0xff {
+        return false;
+    }
+    memory::uncache(phys);
+    REGS.store(PHYS_OFFSET + phys, Relaxed);
+    let last_input = (read(VERSION) >> 16) & 0xff;
+    for irq in 0..ISA_IRQS as u8 {
+        let over = platform.overrides.iter().find(|o| o.irq == irq);
+        let (gsi, flags) = over.map_or((u32::from(irq), 0), |o| (o.gsi, o.flags));
+        // An input another IRQ's override claims is that IRQ's (the PIT's IRQ 0 on
+        // input 2 leaves the cascade's IRQ 2 without one).
+        let claimed = platform.overrides.iter().any(|o| o.gsi == gsi && o.irq != irq);
+        if gsi > last_input || (over.is_none() && claimed) {
+            continue;
+        }
+        let mut low = u32::from(PIC_BASE + irq);
+        if (flags >> 2) & 3 == INTI_LOW_OR_LEVEL {
+            low |= LEVEL | MASKED;
+        } else if irq == TIMER_IRQ {
+            low |= MASKED;
+        } else {
+            // Open from the start, held in software: an edge before a driver exists
+            // is kept for its first unmask, as an 8259 would keep it.
+            EDGE.fetch_or(1 << irq, Relaxed);
+        }
+        if flags & 3 == INTI_LOW_OR_LEVEL {
+            low |= ACTIVE_LOW;
+        }
+        write(REDIRECTION_TABLE + 2 * gsi + 1, boot_cpu << 24);
+        write(REDIRECTION_TABLE + 2 * gsi, low);
+        INPUT[usize::from(irq)].store(gsi as u8, Relaxed);
+    }
+    true
+}
+
+fn set_mask(irq: u8, masked: bool) {
+    let Some(input) = INPUT.get(usize::from(irq)).map(|i| i.load(Relaxed)) else { return };
+    if input == NONE {
+        return;
+    }
+    let reg = REDIRECTION_TABLE + 2 * u32::from(input);
+    let low = read(reg);
+    write(reg, if masked { low | MASKED } else { low & !MASKED });
+}
+
+fn bit(irq: u8) -> u16 {
+    1u16.checked_shl(u32::from(irq)).unwrap_or(0)
+}
+
+/// Mask ISA IRQ `irq`.
+pub fn mask(irq: u8) {
+    if EDGE.load(Relaxed) & bit(irq) != 0 {
+        HELD.fetch_or(bit(irq), Relaxed);
+    } else {
+        set_mask(irq, true);
+    }
+}
+
+/// Unmask ISA IRQ `irq`, replaying an edge that came while it was held.
+pub fn unmask(irq: u8) {
+    set_mask(irq, false);
+    if HELD.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0
+        && KEPT.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0
+    {
+        lapic::self_ipi(PIC_BASE + irq);
+    }
+}
+
+/// Line `irq` fired (the local APIC has been acknowledged): whether to deliver it now,
+/// or keep it for the unmask because the line is held.
+pub fn fired(irq: u8) -> bool {
+    if HELD.load(Relaxed) & bit(irq) != 0 && EDGE.load(Relaxed) & bit(irq) != 0 {
+        KEPT.fetch_or(bit(irq), Relaxed);
+        return false;
+    }
+    true
+}
