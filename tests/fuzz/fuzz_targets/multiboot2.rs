@@ -7,13 +7,16 @@
 //! Invariants checked on every accepted block: modules have `start <= end`; the
 //! memory-map and module iterators terminate within a bound the block's size implies;
 //! every string points into the block; the block re-parses identically on its own and
-//! with trailing bytes; and an unmutated built block parses to exactly what was built.
+//! with trailing bytes; no two adjacent regions of the map could have been merged; and an
+//! unmutated built block parses to exactly what was built (the EFI map instead of the
+//! Multiboot2 one where there is one, EFI types translated, adjacent regions of one kind
+//! merged, the newer RSDP copy preferred, the EFI system table found).
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use fuzz::multiboot2_mode::{BUILT, RAW_LAST};
 use kernel::multiboot2::builder::{block, tag};
-use kernel::multiboot2::{BootInfo, Error, Region, RegionKind, BOOTLOADER_MAGIC};
+use kernel::multiboot2::{BootInfo, Error, Firmware, Region, RegionKind, BOOTLOADER_MAGIC};
 use libfuzzer_sys::fuzz_target;
 
 /// Everything the kernel can learn from a block, owned, for comparisons.
@@ -24,6 +27,8 @@ struct Summary {
     bootloader: Option<String>,
     modules: Vec<(u64, u64, String)>,
     memory_map: Vec<Region>,
+    firmware: Firmware,
+    rsdp: Option<Vec<u8>>,
 }
 
 /// Whether a string returned by the parser borrows from `block` (or is one of the
@@ -65,12 +70,22 @@ fn summarize(info: &BootInfo<'_>, block: &[u8]) -> Summary {
             assert_ne!(kind, 1, "type 1 is available memory, not reserved");
         }
     }
+    for pair in memory_map.windows(2) {
+        let touching = pair[0].base.checked_add(pair[0].len) == Some(pair[1].base);
+        assert!(!(touching && pair[0].kind == pair[1].kind), "unmerged regions: {pair:?}");
+    }
+    let rsdp = info.rsdp();
+    if let Some(r) = rsdp {
+        assert!(block.as_ptr_range().contains(&r.as_ptr()), "the RSDP points outside the block");
+    }
     Summary {
         size,
         cmdline: cmdline.map(String::from),
         bootloader: bootloader.map(String::from),
         modules: modules.iter().map(|m| (m.start, m.end, m.name.to_string())).collect(),
         memory_map,
+        firmware: info.firmware(),
+        rsdp: rsdp.map(<[u8]>::to_vec),
     }
 }
 
@@ -113,10 +128,53 @@ enum TagSpec {
         extra: u8,
         entries: Vec<(u64, u64, u32)>,
     },
+    /// The firmware's EFI map: `extra` 8-byte words past the 40-byte descriptor, entries
+    /// `(EFI type, start, pages)`.
+    EfiMmap {
+        extra: u8,
+        entries: Vec<(u32, u64, u64)>,
+    },
+    /// The EFI system table's address.
+    EfiSystemTable(u64),
+    /// A copy of the RSDP, ACPI 1.0's (`new` false) or 2.0+'s.
+    Rsdp {
+        new: bool,
+        body: Vec<u8>,
+    },
     Unknown {
         kind: u32,
         body: Vec<u8>,
     },
+}
+
+/// The tag types the parser interprets: end, cmdline, boot loader, module, memory map,
+/// EFI system table, the two RSDP copies, the EFI memory map.
+const INTERPRETED: [u32; 9] = [0, 1, 2, 3, 6, 12, 14, 15, 17];
+
+/// An EFI memory type as the kernel must see it once boot services are gone.
+fn efi_kind(efi_type: u32) -> RegionKind {
+    match efi_type {
+        1..=4 | 7 => RegionKind::Available,
+        8 => RegionKind::Reserved(5),
+        9 => RegionKind::Reserved(3),
+        10 => RegionKind::Reserved(4),
+        _ => RegionKind::Reserved(2),
+    }
+}
+
+/// What the kernel must make of `regions`: each run of touching regions of one kind as
+/// one region.
+fn merge(regions: Vec<Region>) -> Vec<Region> {
+    let mut out: Vec<Region> = Vec::new();
+    for r in regions {
+        match out.last_mut() {
+            Some(last) if last.kind == r.kind && last.base.checked_add(last.len) == Some(r.base) => {
+                last.len = last.len.saturating_add(r.len);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// A block description plus byte mutations applied after building it.
@@ -140,7 +198,10 @@ fn build(spec: &Built) -> (Vec<u8>, Summary) {
         bootloader: None,
         modules: Vec::new(),
         memory_map: Vec::new(),
+        firmware: Firmware::Bios,
+        rsdp: None,
     };
+    let (mut efi_map, mut old_rsdp, mut new_rsdp) = (None::<Vec<Region>>, None, None);
     for t in &spec.tags {
         match t {
             TagSpec::Cmdline(s) | TagSpec::Bootloader(s) => {
@@ -177,16 +238,46 @@ fn build(spec: &Built) -> (Vec<u8>, Summary) {
                 }
                 tag(&mut tags, 6, &body);
             }
+            TagSpec::EfiMmap { extra, entries } => {
+                let size = 40 + 8 * u32::from(*extra % 3);
+                let mut body = Vec::new();
+                body.extend_from_slice(&size.to_le_bytes());
+                body.extend_from_slice(&1u32.to_le_bytes());
+                let map = efi_map.get_or_insert_with(Vec::new);
+                for &(efi_type, start, pages) in entries {
+                    let mut d = vec![0u8; size as usize];
+                    d[0..4].copy_from_slice(&efi_type.to_le_bytes());
+                    d[8..16].copy_from_slice(&start.to_le_bytes());
+                    d[24..32].copy_from_slice(&pages.to_le_bytes());
+                    body.extend_from_slice(&d);
+                    let len = pages.saturating_mul(4096);
+                    map.push(Region { base: start, len, kind: efi_kind(efi_type) });
+                }
+                tag(&mut tags, 17, &body);
+            }
+            TagSpec::EfiSystemTable(address) => {
+                tag(&mut tags, 12, &address.to_le_bytes());
+                if want.firmware == Firmware::Bios {
+                    want.firmware = Firmware::Uefi { system_table: *address };
+                }
+            }
+            TagSpec::Rsdp { new, body } => {
+                tag(&mut tags, if *new { 15 } else { 14 }, body);
+                let slot = if *new { &mut new_rsdp } else { &mut old_rsdp };
+                slot.get_or_insert_with(|| body.clone());
+            }
             TagSpec::Unknown { kind, body } => {
-                // Keep clear of the tag types the parser interprets (end, cmdline,
-                // boot loader, module, memory map); those have their own variants.
-                let kind = if matches!(kind, 0..=3 | 6) { kind + 0x100 } else { *kind };
+                // Keep clear of the tag types the parser interprets; those have their
+                // own variants.
+                let kind = if INTERPRETED.contains(kind) { kind + 0x100 } else { *kind };
                 tag(&mut tags, kind, body);
             }
         }
     }
     let bytes = block(&tags);
     want.size = bytes.len();
+    want.memory_map = merge(efi_map.unwrap_or(want.memory_map));
+    want.rsdp = new_rsdp.or(old_rsdp);
     (bytes, want)
 }
 

@@ -11,6 +11,13 @@ pub mod seeds;
 /// The `syscalls` target's input format and projection live with its harness.
 pub use fuzz_oracles::{project, syscalls};
 
+/// The `acpi` target's mode byte (the first input byte).
+pub mod acpi_mode {
+    /// An `arbitrary` machine whose tables the VMM's ACPI writer lays out; any other
+    /// value: raw physical memory.
+    pub const BUILT: u8 = 0xb0;
+}
+
 /// The `multiboot2` target's mode byte (the first input byte).
 pub mod multiboot2_mode {
     /// Mode bytes up to this one: the rest is a block, passed with the correct magic.

@@ -66,6 +66,51 @@ fn grub_like() -> Vec<u8> {
     block(&t)
 }
 
+/// A block as GRUB's EFI loader passes it: both memory maps (the kernel takes the EFI
+/// one, whose loader and boot-services memory is free again), the EFI system table and
+/// the ACPI 2.0 RSDP copy beside the 1.0 one.
+fn uefi_like() -> Vec<u8> {
+    let mut t = Vec::new();
+    tag(&mut t, 1, b"\0");
+    tag(&mut t, 2, b"GRUB 2.06\0");
+    tag(&mut t, 3, &module(0x24_4000, 0x26_95c8, "init"));
+    tag(&mut t, 6, &mmap(&[(0, 0xa_0000, 1), (0x10_0000, 0x70_0000, 1), (0x80_0000, 0x8000, 4)]));
+    tag(&mut t, 12, &0xf9e_c018u64.to_le_bytes());
+    tag(&mut t, 14, b"RSD PTR \0\0\0\0\0\0\0\0\0\0\0\0");
+    tag(&mut t, 15, &[0x5a; 36]);
+    let mut efi = Vec::new();
+    efi.extend_from_slice(&48u32.to_le_bytes());
+    efi.extend_from_slice(&1u32.to_le_bytes());
+    for (kind, start, pages) in
+        [(7u32, 0u64, 0xa0u64), (2, 0x10_0000, 0x100), (4, 0x20_0000, 0x600), (10, 0x80_0000, 8)]
+    {
+        let mut d = [0u8; 48];
+        d[0..4].copy_from_slice(&kind.to_le_bytes());
+        d[8..16].copy_from_slice(&start.to_le_bytes());
+        d[24..32].copy_from_slice(&pages.to_le_bytes());
+        efi.extend_from_slice(&d);
+    }
+    tag(&mut t, 17, &efi);
+    block(&t)
+}
+
+/// Seeds for the `acpi` target: the VMM's tables for two CPUs as raw memory (the RSDP at
+/// address 0), and `arbitrary` machines.
+pub fn acpi() -> Vec<Seed> {
+    use vmm_server::acpi::{build, AcpiConfig};
+    let mut memory = vec![0u8; 0x1000];
+    let mut raw = vec![0u8];
+    if build(&AcpiConfig::standard(&[0, 1]), 0, &mut memory).is_ok() {
+        raw.extend_from_slice(&memory);
+    }
+    let mut seeds = vec![("vmm-tables-two-cpus".into(), raw)];
+    for i in 0..4 {
+        let built = with_mode(crate::acpi_mode::BUILT, &pseudo_random(40 + i, 96));
+        seeds.push((format!("built-random-{i}"), built));
+    }
+    seeds
+}
+
 /// A block with several modules, two memory maps and a larger entry size.
 fn many_modules() -> Vec<u8> {
     let mut t = Vec::new();
@@ -104,6 +149,7 @@ pub fn multiboot2() -> Vec<Seed> {
     right_magic.extend_from_slice(&block(&[]));
     vec![
         ("grub-like".into(), with_mode(0, &grub_like())),
+        ("uefi-like".into(), with_mode(0, &uefi_like())),
         ("many-modules".into(), with_mode(0, &many_modules())),
         ("empty-block".into(), right_magic),
         ("multiboot1-magic".into(), wrong_magic),
@@ -834,6 +880,7 @@ fn map_write() -> u64 {
 pub fn all(init: Option<&[u8]>) -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("multiboot2", multiboot2()),
+        ("acpi", acpi()),
         ("elf_loader", elf_loader(init)),
         ("guest_image", guest_image()),
         ("frame_alloc", structured(1)),
