@@ -79,7 +79,7 @@ fn bochsrc(iso: &Path, com1: &str, log: &Path, opts: &RunOptions) -> String {
         "megs: {mem}
 romimage: file={bios}
 vgaromimage: file={vgabios}
-cpu: model={cpu}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs={ignore}
+cpu: model={cpu}, count={cpus}, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs={ignore}
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
 ata0-master: type=cdrom, path={iso}, status=inserted
 boot: cdrom
@@ -96,6 +96,7 @@ speaker: enabled=0
 clock: sync=none, time0=local
 ",
         mem = opts.memory_mib,
+        cpus = opts.cpus,
         bios = crate::deps::bochs_bios().display(),
         vgabios = crate::deps::vgabios().display(),
         cpu = opts.bochs_cpu,

@@ -188,6 +188,10 @@ pub struct RunArgs {
     /// The firmware that boots the hybrid ISO (`uefi`: OVMF, QEMU only)
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
+    /// The machine's CPUs (1-16; the kernel starts as many as the firmware lists)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub cpus: u8,
     /// Kill the emulator and fail after this long: a number of seconds, or with a unit
     /// (90s, 5m, 1h)
     #[arg(long, value_name = "TIME", default_value = "120s", value_parser = parse_duration)]
@@ -428,6 +432,8 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(r.firmware, crate::emulator::Firmware::Uefi);
+        let Command::Run(r) = parse("run --cpus 2").unwrap().command else { panic!("not run") };
+        assert_eq!(r.cpus, 2);
         let Command::Fuzz(f) = parse("fuzz repro paging crash-1 --sanitizer none").unwrap().command
         else {
             panic!("not fuzz")
@@ -460,6 +466,8 @@ mod tests {
         refused("run --image nope", &["invalid value 'nope'", "bad-manifest", "default"]);
         refused("run --gdb", &["--gdb needs --emulator qemu"]);
         refused("run --firmware uefi", &["--firmware uefi needs --emulator qemu"]);
+        refused("run --cpus 0", &["--cpus", "1..=16"]);
+        refused("run --cpus 17", &["--cpus", "1..=16"]);
         refused("run --emulator qemu --firmware efi", &["invalid value 'efi'", "bios, uefi"]);
         refused("run --keep 0", &["--keep"]);
         refused("run extra", &["unexpected argument 'extra'"]);

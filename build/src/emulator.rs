@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub memory_mib: u32,
     /// The firmware that boots the ISO.
     pub firmware: Firmware,
+    /// The machine's CPUs.
+    pub cpus: u8,
     /// Keep the folders of this many runs per image under `target/runs/`, removing older
     /// ones; `None` keeps all.
     pub keep_runs: Option<usize>,
@@ -87,6 +89,7 @@ impl Default for RunOptions {
             bochs_cpu: crate::cli::DEFAULT_BOCHS_CPU.into(),
             memory_mib: 256,
             firmware: Firmware::Bios,
+            cpus: 1,
             keep_runs: Some(crate::cli::DEFAULT_KEEP),
             serial_input: crate::serial_input::SerialInput::None,
             ignore_bad_msrs: false,

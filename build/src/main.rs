@@ -88,6 +88,7 @@ fn run(args: RunArgs) -> Result<bool> {
         keep_runs: Some(args.keep),
         memory_mib: image.memory_mib(),
         firmware: args.firmware,
+        cpus: args.cpus,
         ..RunOptions::default()
     };
     if image.linux && args.emulator == Emulator::Bochs {

@@ -24,6 +24,8 @@ pub fn run(iso: &Path, opts: &RunOptions) -> Result<Outcome> {
     let mut cmd = Command::new(crate::deps::qemu());
     cmd.args(["-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m"])
         .arg(opts.memory_mib.to_string())
+        .arg("-smp")
+        .arg(opts.cpus.to_string())
         .arg("-cdrom")
         .arg(iso)
         .args(["-boot", "d", "-display", "none", "-monitor", "none", "-no-reboot"])

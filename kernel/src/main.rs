@@ -21,7 +21,7 @@ mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
     use crate::arch::x86_64::phys_store::PhysStore;
     use crate::arch::x86_64::{exit, init_cpu, ioapic, lapic, pic, pit, reference};
-    use crate::arch::x86_64::{serial::Serial, thread, vcpu_run};
+    use crate::arch::x86_64::{serial::Serial, smp, thread, vcpu_run};
     use crate::{kprintln, root_task};
     use kernel::acpi::Platform;
     use kernel::bootstrap::{self, BootModule, ModuleRefusal, RootTask};
@@ -42,7 +42,7 @@ mod bare {
             kprintln!("kernel: cannot set up paging: {why}; halting");
             exit::exit(false);
         }
-        init_cpu();
+        init_cpu(0);
         let info = match boot_info(magic, u64::from(info_phys)) {
             Ok(info) => info,
             Err(e) => {
@@ -229,6 +229,12 @@ mod bare {
         *crate::KERNEL.lock() = Some(k);
         start_interrupts(info, platform);
         let tsc_hz = reference::tsc_hz();
+        // Other CPUs need the tables' list and a local APIC to send their IPIs from.
+        let cpus = match platform {
+            Some(p) if lapic::id_known() => smp::start(p),
+            _ => 1,
+        };
+        kprintln!("smp: {cpus} CPUs online");
         kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
         crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
         kprintln!("kernel: entering init in ring 3");

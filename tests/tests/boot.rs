@@ -98,6 +98,36 @@ fn qemu_boots_the_same_iso_through_uefi() {
     assert_kernel_quiet_at_run_time(&out);
 }
 
+/// Two CPUs: the kernel finds both in the MADT, starts the second (INIT, STARTUP) and
+/// reports both online; the suite runs as on one CPU (threads run on the boot CPU).
+fn assert_two_cpus_online(out: &Outcome) -> u32 {
+    let skipped = assert_suite_passed(out, INIT_CHECKS);
+    check(out, out.serial.contains("acpi: 2 CPUs, local APIC IDs [0, 1]"), "MADT CPUs");
+    check(out, out.serial.contains("smp: 2 CPUs online"), "the second CPU did not come up");
+    check(out, !out.serial.contains("did not start"), "a CPU did not start");
+    skipped
+}
+
+#[test]
+fn two_cpus_come_online_under_qemu_through_bios_and_uefi() {
+    for firmware in [Firmware::Bios, Firmware::Uefi] {
+        let opts = RunOptions { cpus: 2, firmware, ..RunOptions::default() };
+        let _ = assert_two_cpus_online(&boot_with("default", Emulator::Qemu, &opts));
+    }
+}
+
+#[test]
+fn two_cpus_come_online_under_bochs() {
+    let opts = RunOptions {
+        cpus: 2,
+        timeout: std::time::Duration::from_secs(600),
+        ..RunOptions::default()
+    };
+    let out = boot_with("default", Emulator::Bochs, &opts);
+    let skipped = assert_two_cpus_online(&out);
+    check(&out, skipped == 0, "a VM check was skipped with two CPUs");
+}
+
 #[test]
 fn bochs_boots_init_in_ring3_and_finds_vmx() {
     let out = boot("default", Emulator::Bochs);
@@ -122,6 +152,7 @@ fn the_tick_comes_from_the_local_apic_timer_or_the_pit() {
     for emulator in [Emulator::Qemu, Emulator::Bochs] {
         let out = boot("default", emulator);
         check(&out, out.serial.contains("kernel: tick from the local APIC timer"), "no LAPIC tick");
+        check(&out, out.serial.contains("smp: 1 CPUs online"), "one CPU, reported");
         check(
             &out,
             out.serial.contains("TEST PASS timer_preempts_a_spinning_thread"),

@@ -21,6 +21,7 @@ mb2_header_end:
 
     .section .boot.data, "aw"
     .balign 4096
+    .global boot_pml4
 boot_pml4:      .fill 4096, 1, 0
 boot_pdpt_low:  .fill 4096, 1, 0
 boot_pdpt_high: .fill 4096, 1, 0

@@ -2,7 +2,9 @@
 //! user data, user code, then the TSS.
 //!
 //! The tables are arrays of atomics so they can be filled at boot and the TSS's RSP0
-//! updated on each thread switch without `static mut`.
+//! updated on each thread switch without `static mut`. Each CPU has its own pair (a busy
+//! TSS cannot be loaded twice, and each CPU has its own IST stacks); threads and vCPUs
+//! run on the boot CPU, so RSP0 and the VMCS host state are the boot CPU's.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -20,49 +22,54 @@ pub const IST_DF: u8 = 2;
 /// Machine check.
 pub const IST_MC: u8 = 3;
 
-static GDT: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+const CPUS: usize = kernel::acpi::MAX_CPUS;
+const BOOT_CPU: usize = 0;
+
+static GDT: [[AtomicU64; 7]; CPUS] = [const { [const { AtomicU64::new(0) }; 7] }; CPUS];
 /// 104-byte 64-bit TSS as 32-bit words (its 64-bit fields are not 8-byte aligned).
-static TSS: [AtomicU32; 26] = [const { AtomicU32::new(0) }; 26];
+static TSS: [[AtomicU32; 26]; CPUS] = [const { [const { AtomicU32::new(0) }; 26] }; CPUS];
 
-fn set_tss_u64(word: usize, v: u64) {
-    TSS[word].store(v as u32, Relaxed);
-    TSS[word + 1].store((v >> 32) as u32, Relaxed);
+fn set_tss_u64(cpu: usize, word: usize, v: u64) {
+    TSS[cpu][word].store(v as u32, Relaxed);
+    TSS[cpu][word + 1].store((v >> 32) as u32, Relaxed);
 }
 
-/// The GDT's address (host state for VM exits).
+/// The boot CPU's GDT address (host state for VM exits).
 pub fn gdt_base() -> u64 {
-    GDT.as_ptr() as u64
+    GDT[BOOT_CPU].as_ptr() as u64
 }
 
-/// The TSS's address (host state for VM exits).
+/// The boot CPU's TSS address (host state for VM exits).
 pub fn tss_base() -> u64 {
-    TSS.as_ptr() as u64
+    TSS[BOOT_CPU].as_ptr() as u64
 }
 
 /// The TSS selector.
 pub const TSS_SELECTOR: u16 = TSS_SEL;
 
-/// The stack the CPU switches to on an interrupt from ring 3.
+/// The stack the boot CPU switches to on an interrupt from ring 3.
 pub fn set_rsp0(top: u64) {
-    set_tss_u64(1, top);
+    set_tss_u64(BOOT_CPU, 1, top);
 }
 
-/// Build and load the GDT and TSS.
-pub fn init() {
-    GDT[1].store(0x00af_9a00_0000_ffff, Relaxed); // kernel code, 64-bit
-    GDT[2].store(0x00cf_9200_0000_ffff, Relaxed); // kernel data
-    GDT[3].store(0x00cf_f200_0000_ffff, Relaxed); // user data, DPL 3
-    GDT[4].store(0x00af_fa00_0000_ffff, Relaxed); // user code, 64-bit, DPL 3
+/// Build and load CPU `cpu`'s GDT and TSS (`cpu` < `MAX_CPUS`).
+pub fn init(cpu: usize) {
+    let (gdt, tss) = (&GDT[cpu], &TSS[cpu]);
+    gdt[1].store(0x00af_9a00_0000_ffff, Relaxed); // kernel code, 64-bit
+    gdt[2].store(0x00cf_9200_0000_ffff, Relaxed); // kernel data
+    gdt[3].store(0x00cf_f200_0000_ffff, Relaxed); // user data, DPL 3
+    gdt[4].store(0x00af_fa00_0000_ffff, Relaxed); // user code, 64-bit, DPL 3
     for i in 0..3 {
-        set_tss_u64(9 + 2 * i, super::stacks::ist_top(i)); // IST1 is at byte 36 = word 9
+        // IST1 is at byte 36 = word 9.
+        set_tss_u64(cpu, 9 + 2 * i, super::stacks::ist_top(cpu, i));
     }
     // No I/O permission bitmap yet: the map base points past the TSS limit.
-    TSS[25].store(104 << 16, Relaxed);
-    let base = TSS.as_ptr() as u64;
+    tss[25].store(104 << 16, Relaxed);
+    let base = tss.as_ptr() as u64;
     let limit = 103u64;
     let low = limit | ((base & 0xff_ffff) << 16) | (0x89 << 40) | (((base >> 24) & 0xff) << 56);
-    GDT[5].store(low, Relaxed);
-    GDT[6].store(base >> 32, Relaxed);
+    gdt[5].store(low, Relaxed);
+    gdt[6].store(base >> 32, Relaxed);
 
     #[repr(C, packed)]
     struct Pointer {
@@ -70,7 +77,7 @@ pub fn init() {
         base: u64,
     }
     let ptr =
-        Pointer { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
+        Pointer { limit: (core::mem::size_of_val(gdt) - 1) as u16, base: gdt.as_ptr() as u64 };
     // SAFETY: the GDT is static and holds valid descriptors; the far return reloads CS
     // with the kernel code selector that the new table defines identically.
     unsafe {

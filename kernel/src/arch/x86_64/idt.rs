@@ -35,6 +35,11 @@ pub fn init() {
         IDT[vector as usize * 2].store(low, Relaxed);
         IDT[vector as usize * 2 + 1].store(handler >> 32, Relaxed);
     }
+    load();
+}
+
+/// Load the IDT (the same table on every CPU).
+pub fn load() {
     #[repr(C, packed)]
     struct Pointer {
         limit: u16,

@@ -17,6 +17,12 @@ const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
 const ID: u64 = 0x20;
 const EOI: u64 = 0xb0;
 const ICR_LOW: u64 = 0x300;
+const ICR_HIGH: u64 = 0x310;
+/// ICR delivery modes (level assert): INIT and STARTUP.
+const ICR_INIT: u32 = 0b101 << 8 | 1 << 14;
+const ICR_STARTUP: u32 = 0b110 << 8 | 1 << 14;
+/// ICR delivery status: the IPI has not been sent yet.
+const ICR_PENDING: u32 = 1 << 12;
 /// ICR destination shorthand: this CPU.
 const ICR_SELF: u32 = 1 << 18;
 const SPURIOUS: u64 = 0xf0;
@@ -85,12 +91,50 @@ pub fn start() -> bool {
     true
 }
 
+/// Whether the local APIC is in use (its ID and IPIs mean something).
+pub fn id_known() -> bool {
+    REGS.load(Relaxed) != 0
+}
+
 /// This CPU's local APIC ID (0 without a local APIC in use).
 pub fn id() -> u32 {
     if REGS.load(Relaxed) == 0 {
         return 0;
     }
     read(ID) >> 24
+}
+
+/// This CPU's local APIC on, with the timer masked (a started CPU's; the boot CPU's is
+/// set up by [`start`]).
+pub fn enable_here() {
+    // SAFETY: the boot CPU found a local APIC, and every CPU of one machine has one.
+    let msr = unsafe { rdmsr(IA32_APIC_BASE) };
+    // SAFETY: setting the global enable bit only enables the APIC that exists.
+    unsafe { wrmsr(IA32_APIC_BASE, msr | APIC_GLOBAL_ENABLE) }
+    write(SPURIOUS, 0x100 | SPURIOUS_VECTOR as u32);
+    write(LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
+}
+
+/// Send the IPI `low` to the CPU with APIC ID `apic_id` and wait (bounded) until it left.
+fn send(apic_id: u32, low: u32) {
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, low);
+    for _ in 0..1_000_000 {
+        if read(ICR_LOW) & ICR_PENDING == 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// INIT to the CPU with APIC ID `apic_id`: it resets and waits for a STARTUP.
+pub fn send_init(apic_id: u32) {
+    send(apic_id, ICR_INIT);
+}
+
+/// STARTUP to the CPU with APIC ID `apic_id`: it starts in real mode at `page << 12`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send(apic_id, ICR_STARTUP | u32::from(page));
 }
 
 /// Raise `vector` on this CPU (fixed delivery, edge).

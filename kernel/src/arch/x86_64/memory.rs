@@ -73,11 +73,11 @@ pub fn init() -> Result<(), &'static str> {
     if end - KERNEL_VMA > KERNEL_SPAN {
         return Err("kernel image larger than its 8 MiB mapping");
     }
-    let guards = super::stacks::guard_pages();
+    let is_guard = |va: u64| super::stacks::guard_pages().any(|g| g == va);
     for (i, pt) in PT_KERNEL.iter().enumerate() {
         for (j, e) in pt.0.iter().enumerate() {
             let va = KERNEL_VMA + ((i as u64) << 21) + ((j as u64) << 12);
-            let flags = if guards.contains(&va) {
+            let flags = if is_guard(va) {
                 // Below each kernel stack: an overflow faults here.
                 continue;
             } else if (text..rodata).contains(&va) {

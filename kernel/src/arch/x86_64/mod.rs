@@ -18,6 +18,7 @@ pub mod pit;
 pub mod reference;
 pub mod run_loop;
 pub mod serial;
+pub mod smp;
 pub mod stacks;
 pub mod syscall;
 pub mod thread;
@@ -29,12 +30,16 @@ pub mod vmx_insn;
 
 use cpu::cr4;
 
-/// Bring the CPU into the kernel's state: tables, SSE for user code, SMEP/SMAP where the
-/// CPU has them (the kernel reaches user memory only through the physical window), and
-/// `syscall`.
-pub fn init_cpu() {
-    gdt::init();
-    idt::init();
+/// Bring CPU `cpu` (0: the boot CPU) into the kernel's state: its tables, SSE for user
+/// code, SMEP/SMAP where the CPU has them (the kernel reaches user memory only through
+/// the physical window), and `syscall`.
+pub fn init_cpu(cpu: usize) {
+    gdt::init(cpu);
+    if cpu == 0 {
+        idt::init();
+    } else {
+        idt::load();
+    }
     fpu::init();
     let (_, ebx, _, _) = cpu::cpuid(7, 0);
     let mut extra = 0;
@@ -47,11 +52,14 @@ pub fn init_cpu() {
     // SAFETY: SMEP/SMAP only restrict the kernel's access to user pages, which it never
     // makes directly.
     unsafe { cpu::write_cr4(cpu::read_cr4() | extra) }
+    syscall::init();
+    if cpu != 0 {
+        return;
+    }
     crate::kprintln!(
         "kernel: cpu ready (SMEP {}, SMAP {}, NX {})",
         extra & cr4::SMEP != 0,
         extra & cr4::SMAP != 0,
         memory::nx_enabled()
     );
-    syscall::init();
 }

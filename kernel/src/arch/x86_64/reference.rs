@@ -67,3 +67,23 @@ pub fn window_10ms(open: impl FnOnce()) -> bool {
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Relaxed)
 }
+
+/// Wait until `done` holds or `us` microseconds pass (by the TSC as measured, or a bounded
+/// spin where it is unknown); whether `done` held.
+pub fn wait_us(us: u64, mut done: impl FnMut() -> bool) -> bool {
+    let hz = tsc_hz();
+    let ticks = if hz == 0 { us.saturating_mul(1_000) } else { hz / 1_000_000 * us };
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < ticks {
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    done()
+}
+
+/// Wait `us` microseconds.
+pub fn delay_us(us: u64) {
+    wait_us(us, || false);
+}

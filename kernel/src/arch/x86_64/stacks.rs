@@ -1,5 +1,6 @@
-//! The kernel's stacks: the one every kernel entry runs on and the IST stacks of NMI, #DF
-//! and #MC, each above a guard page that `memory` leaves unmapped.
+//! The kernel's stacks, one set per CPU: the one every kernel entry runs on and the IST
+//! stacks of NMI, #DF and #MC, each above a guard page that `memory` leaves unmapped. The
+//! boot CPU's set comes first; its kernel stack is `kernel_stack_top`.
 //!
 //! An overflow then faults on the guard page instead of overwriting what lies below;
 //! the CPU cannot push that fault's frame on the overflowed stack either, so it raises
@@ -13,6 +14,10 @@ pub const KERNEL_STACK: u64 = 64 * 1024;
 /// Each IST stack's size.
 pub const IST_STACK: u64 = 16 * 1024;
 const GUARD: u64 = 4096;
+/// One CPU's set: the kernel stack and three IST stacks, each with its guard page.
+const SET: u64 = GUARD + KERNEL_STACK + 3 * (GUARD + IST_STACK);
+/// Sets: one per CPU the kernel can start.
+const CPUS: usize = kernel::acpi::MAX_CPUS;
 /// What the unused kernel stack is painted with.
 const PAINT: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
@@ -32,10 +37,12 @@ kernel_stack_top:
     .skip {guard}
     .skip {ist}
     .endr
+    .skip {others}
 "#,
     guard = const GUARD,
     kernel = const KERNEL_STACK,
     ist = const IST_STACK,
+    others = const SET * (CPUS as u64 - 1),
 );
 
 extern "C" {
@@ -43,21 +50,31 @@ extern "C" {
     static kernel_stack_bottom: u8;
 }
 
-/// The guard page below the kernel stack, then those below the three IST stacks.
-pub fn guard_pages() -> [u64; 4] {
-    let start = &raw const kernel_stacks_start as u64;
+/// CPU `cpu`'s guard pages: below its kernel stack, then below its three IST stacks.
+fn guards_of(cpu: usize) -> [u64; 4] {
+    let start = &raw const kernel_stacks_start as u64 + cpu as u64 * SET;
     let ist = |i: u64| start + GUARD + KERNEL_STACK + i * (GUARD + IST_STACK);
     [start, ist(0), ist(1), ist(2)]
 }
 
-/// Whether `addr` lies in one of the guard pages.
-pub fn is_guard(addr: u64) -> bool {
-    guard_pages().iter().any(|g| (*g..*g + GUARD).contains(&addr))
+/// Every CPU's guard pages.
+pub fn guard_pages() -> impl Iterator<Item = u64> {
+    (0..CPUS).flat_map(guards_of)
 }
 
-/// The top of IST stack `i` (0-based).
-pub fn ist_top(i: usize) -> u64 {
-    guard_pages()[1 + i % 3] + GUARD + IST_STACK
+/// Whether `addr` lies in one of the guard pages.
+pub fn is_guard(addr: u64) -> bool {
+    guard_pages().any(|g| (g..g + GUARD).contains(&addr))
+}
+
+/// The top of CPU `cpu`'s kernel stack.
+pub fn kernel_top(cpu: usize) -> u64 {
+    guards_of(cpu)[0] + GUARD + KERNEL_STACK
+}
+
+/// The top of CPU `cpu`'s IST stack `i` (0-based).
+pub fn ist_top(cpu: usize, i: usize) -> u64 {
+    guards_of(cpu)[1 + i % 3] + GUARD + IST_STACK
 }
 
 /// Where the painted part ends (its first word above it was in use at boot).

@@ -1,0 +1,183 @@
+//! Starting the other CPUs the MADT lists, by the SDM's multiprocessor initialization
+//! protocol: INIT, 10 ms, then two STARTUP IPIs naming a real-mode trampoline copied to a
+//! page below 1 MiB. A CPU comes up on the boot page tables (which identity-map the
+//! trampoline and mirror the kernel image), switches to the kernel's, loads its own GDT,
+//! TSS and IST stacks and the shared IDT, enables its local APIC, says it arrived and
+//! parks (interrupts off, halted). Threads and vCPUs run on the boot CPU for now.
+
+use super::cpu::{self, cr4};
+use super::memory::{self, PHYS_OFFSET};
+use super::{lapic, reference, stacks};
+use core::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
+use kernel::acpi::{Platform, MAX_CPUS};
+use protocols::x86::{EFER_LME, EFER_NXE};
+
+/// The trampoline's page: below 1 MiB (a STARTUP IPI names a real-mode page), in the low
+/// megabyte that the frame allocator never hands out.
+const TRAMPOLINE: u64 = 0x8000;
+/// How long a started CPU has to arrive.
+const ARRIVAL_US: u64 = 100_000;
+/// The highest xAPIC ID an IPI can name (0xff is the broadcast).
+const MAX_XAPIC_ID: u32 = 0xfe;
+
+core::arch::global_asm!(
+    r#"
+    .pushsection .rodata.ap_trampoline, "a"
+    .balign 16
+    .global ap_trampoline_start
+ap_trampoline_start:
+    .code16
+    cli
+    cld
+    xorw %ax, %ax
+    movw %ax, %ds
+    lgdtl (ap_gdt_ptr - ap_trampoline_start + {base})
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(ap_32 - ap_trampoline_start + {base})
+    .code32
+ap_32:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl %cr4, %eax
+    orl $(1 << 5), %eax
+    movl %eax, %cr4
+    movl (ap_cr3 - ap_trampoline_start + {base}), %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx
+    rdmsr
+    orl (ap_efer - ap_trampoline_start + {base}), %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80010000, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, $(ap_64 - ap_trampoline_start + {base})
+    .code64
+ap_64:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movq (ap_stack - ap_trampoline_start + {base}), %rsp
+    movq (ap_cpu - ap_trampoline_start + {base}), %rdi
+    movq (ap_entry_address - ap_trampoline_start + {base}), %rax
+    callq *%rax
+2:  cli
+    hlt
+    jmp 2b
+    .balign 8
+ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00af9a000000ffff
+ap_gdt_ptr:
+    .short ap_gdt_ptr - ap_gdt - 1
+    .long ap_gdt - ap_trampoline_start + {base}
+    .balign 8
+    .global ap_cr3
+ap_cr3: .quad 0
+    .global ap_efer
+ap_efer: .quad 0
+    .global ap_stack
+ap_stack: .quad 0
+    .global ap_cpu
+ap_cpu: .quad 0
+    .global ap_entry_address
+ap_entry_address: .quad 0
+    .global ap_trampoline_end
+ap_trampoline_end:
+    .popsection
+"#,
+    base = const TRAMPOLINE,
+    options(att_syntax)
+);
+
+extern "C" {
+    static ap_trampoline_start: u8;
+    static ap_trampoline_end: u8;
+    static ap_cr3: u8;
+    static ap_efer: u8;
+    static ap_stack: u8;
+    static ap_cpu: u8;
+    static ap_entry_address: u8;
+    static boot_pml4: u8;
+}
+
+/// The index of the last CPU that arrived (0: none since the last start).
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a trampoline slot lies in the copy's page.
+fn slot(symbol: *const u8) -> *mut u64 {
+    let offset = symbol as u64 - &raw const ap_trampoline_start as u64;
+    (PHYS_OFFSET + TRAMPOLINE + offset) as *mut u64
+}
+
+fn set(symbol: *const u8, value: u64) {
+    // SAFETY: the slot lies in the trampoline's copy, in the low megabyte the kernel owns
+    // and reaches through the physical window; no CPU runs the trampoline meanwhile.
+    unsafe { slot(symbol).write_volatile(value) }
+}
+
+/// The first Rust a started CPU runs, on its own kernel stack and the boot page tables.
+extern "C" fn ap_entry(cpu: usize) -> ! {
+    // SAFETY: the kernel's tables map the kernel image and this stack where the boot
+    // tables do; only the low identity map goes away, and nothing here uses it.
+    unsafe {
+        cpu::write_cr4(cpu::read_cr4() | cr4::PGE);
+        cpu::write_cr3(memory::kernel_root());
+    }
+    super::init_cpu(cpu);
+    lapic::enable_here();
+    ARRIVED.store(cpu, Release);
+    loop {
+        // SAFETY: parking: interrupts stay off, so only an NMI or INIT wakes the CPU.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}
+
+/// Start every CPU the tables list besides this one; returns how many are online, this
+/// one included.
+pub fn start(platform: &Platform) -> usize {
+    let me = lapic::id();
+    let start = &raw const ap_trampoline_start;
+    let len = &raw const ap_trampoline_end as usize - start as usize;
+    // SAFETY: the trampoline's page lies in the low megabyte, which the frame allocator
+    // never hands out, so nothing else lives there; the source is the kernel's rodata.
+    unsafe { core::ptr::copy_nonoverlapping(start, (PHYS_OFFSET + TRAMPOLINE) as *mut u8, len) }
+    let nx = if memory::nx_enabled() { EFER_NXE } else { 0 };
+    set(&raw const ap_cr3, &raw const boot_pml4 as u64);
+    set(&raw const ap_efer, EFER_LME | nx);
+    set(&raw const ap_entry_address, ap_entry as *const () as u64);
+    let mut online = 1;
+    for cpu in platform.cpus.iter().filter(|c| c.apic_id != me) {
+        if online == MAX_CPUS {
+            break;
+        }
+        if cpu.apic_id > MAX_XAPIC_ID {
+            crate::kprintln!(
+                "smp: CPU with APIC ID {} left off: no xAPIC IPI reaches it",
+                cpu.apic_id
+            );
+            continue;
+        }
+        set(&raw const ap_stack, stacks::kernel_top(online));
+        set(&raw const ap_cpu, online as u64);
+        ARRIVED.store(0, Release);
+        lapic::send_init(cpu.apic_id);
+        reference::delay_us(10_000);
+        for _ in 0..2 {
+            lapic::send_startup(cpu.apic_id, (TRAMPOLINE >> 12) as u8);
+            reference::delay_us(200);
+        }
+        if reference::wait_us(ARRIVAL_US, || ARRIVED.load(Acquire) == online) {
+            online += 1;
+        } else {
+            crate::kprintln!("smp: CPU with APIC ID {} did not start", cpu.apic_id);
+        }
+    }
+    online
+}
