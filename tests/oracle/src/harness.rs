@@ -131,8 +131,11 @@ fn entered(t: &mut Testbed, event: Event, run: impl FnOnce(&mut Testbed) -> Next
     let before = describable(t).then(|| project(t));
     let next = run(t);
     let Some(mut model) = before else { return next };
-    let restarted = t.k.current == cur
-        && t.k.store.tcbs.get(&cur).is_some_and(|x| x.context.rip == rip.wrapping_sub(2));
+    // A delete or revoke that ran out of budget rewinds its thread to the `syscall`
+    // instruction, its partial work done; that work may have woken a thread that now
+    // runs instead (a waiter on a deleted endpoint). The next step starts from the
+    // kernel's state again, so the model only skips this one.
+    let restarted = t.k.store.tcbs.get(&cur).is_some_and(|x| x.context.rip == rip.wrapping_sub(2));
     if restarted || !describable(t) {
         return next;
     }
@@ -1057,6 +1060,9 @@ pub fn run(data: &[u8]) {
             continue;
         }
         let running = t.k.current;
+        if trace() {
+            eprintln!("{running:#x}: {op:?} ...");
+        }
         let go = step(&mut t, &op);
         if trace() {
             let rax = t.k.store.tcbs.get(&running).map_or(0, |x| x.context.rax);
