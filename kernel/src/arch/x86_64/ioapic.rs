@@ -8,9 +8,10 @@
 //! and a device that raised its line once (a UART with a byte to send) would then never
 //! be heard again. So an edge-triggered line is masked here in software: once unmasked
 //! it stays open at the I/O APIC, an edge while the driver has not acknowledged is kept,
-//! and the acknowledgement replays it to this CPU as a self-IPI of the same vector. Edge
-//! lines are open from the start (held), so that an edge before the first unmask is kept
-//! too.
+//! and the acknowledgement replays it to this CPU as a self-IPI of the same vector. A line
+//! stays closed at the I/O APIC until a driver first unmasks it (a line no driver wants
+//! costs nothing); that first unmask also raises the vector once, since an edge may have
+//! come while it was closed and the driver checks its device on any interrupt anyway.
 //! Level-triggered lines are masked at the I/O APIC, where the level is kept anyway.
 
 use super::lapic;
@@ -31,9 +32,6 @@ const INTI_LOW_OR_LEVEL: u16 = 3;
 /// No input: the ISA IRQ does not reach this I/O APIC.
 const NONE: u8 = u8::MAX;
 const ISA_IRQS: usize = 16;
-/// The PIT's line: the kernel's, never a driver's, and closed here (the local APIC timer
-/// is the tick wherever the I/O APIC is used).
-const TIMER_IRQ: u8 = 0;
 
 /// Virtual address of the registers (0: the 8259s route device IRQs).
 static REGS: AtomicU64 = AtomicU64::new(0);
@@ -41,8 +39,10 @@ static REGS: AtomicU64 = AtomicU64::new(0);
 static INPUT: [AtomicU8; ISA_IRQS] = [const { AtomicU8::new(NONE) }; ISA_IRQS];
 /// The edge-triggered lines (a bit per ISA IRQ).
 static EDGE: AtomicU16 = AtomicU16::new(0);
-/// The edge-triggered lines masked in software (all until a driver unmasks one).
-static HELD: AtomicU16 = AtomicU16::new(u16::MAX);
+/// The edge-triggered lines masked in software.
+static HELD: AtomicU16 = AtomicU16::new(0);
+/// The edge-triggered lines a driver has unmasked at least once (open at the I/O APIC).
+static OPENED: AtomicU16 = AtomicU16::new(0);
 /// The edges that came while their line was held, to replay on unmask.
 static KEPT: AtomicU16 = AtomicU16::new(0);
 
@@ -90,14 +90,10 @@ pub fn start(platform: &Platform, boot_cpu: u32) -> bool {
         if gsi > last_input || (over.is_none() && claimed) {
             continue;
         }
-        let mut low = u32::from(PIC_BASE + irq);
+        let mut low = MASKED | u32::from(PIC_BASE + irq);
         if (flags >> 2) & 3 == INTI_LOW_OR_LEVEL {
-            low |= LEVEL | MASKED;
-        } else if irq == TIMER_IRQ {
-            low |= MASKED;
+            low |= LEVEL;
         } else {
-            // Open from the start, held in software: an edge before a driver exists
-            // is kept for its first unmask, as an 8259 would keep it.
             EDGE.fetch_or(1 << irq, Relaxed);
         }
         if flags & 3 == INTI_LOW_OR_LEVEL {
@@ -135,10 +131,11 @@ pub fn mask(irq: u8) {
 
 /// Unmask ISA IRQ `irq`, replaying an edge that came while it was held.
 pub fn unmask(irq: u8) {
+    let edge = EDGE.load(Relaxed) & bit(irq) != 0;
+    let first = edge && OPENED.fetch_or(bit(irq), Relaxed) & bit(irq) == 0;
     set_mask(irq, false);
-    if HELD.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0
-        && KEPT.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0
-    {
+    let held = HELD.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0;
+    if first || (held && KEPT.fetch_and(!bit(irq), Relaxed) & bit(irq) != 0) {
         lapic::self_ipi(PIC_BASE + irq);
     }
 }
