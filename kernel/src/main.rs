@@ -60,6 +60,9 @@ mod bare {
         kprintln!("kernel: {} KiB of free memory", frames.free_bytes() / 1024);
         let platform = platform(&info);
         let vmx = vcpu_run::enable(&mut frames);
+        if let (Some(p), Some(_)) = (&platform, &vmx) {
+            smp::take_vmxon_regions(&mut frames, p);
+        }
         start_init(&info, &mut frames, vmx, platform.as_ref())
     }
 
@@ -235,6 +238,9 @@ mod bare {
             _ => 1,
         };
         kprintln!("smp: {cpus} CPUs online");
+        if cpus > 1 && crate::with_kernel(|k| k.vmx.is_some()) {
+            kprintln!("smp: {} of {} started CPUs in VMX root operation", smp::in_vmx(), cpus - 1);
+        }
         kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
         crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
         kprintln!("kernel: entering init in ring 3");

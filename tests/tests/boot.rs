@@ -126,6 +126,8 @@ fn two_cpus_come_online_under_bochs() {
     let out = boot_with("default", Emulator::Bochs, &opts);
     let skipped = assert_two_cpus_online(&out);
     check(&out, skipped == 0, "a VM check was skipped with two CPUs");
+    let vmx = "smp: 1 of 1 started CPUs in VMX root operation";
+    check(&out, out.serial.contains(vmx), "the second CPU did not enter VMX operation");
 }
 
 #[test]

@@ -2,14 +2,17 @@
 //! protocol: INIT, 10 ms, then two STARTUP IPIs naming a real-mode trampoline copied to a
 //! page below 1 MiB. A CPU comes up on the boot page tables (which identity-map the
 //! trampoline and mirror the kernel image), switches to the kernel's, loads its own GDT,
-//! TSS and IST stacks and the shared IDT, enables its local APIC, says it arrived and
-//! parks (interrupts off, halted). Threads and vCPUs run on the boot CPU for now.
+//! TSS and IST stacks and the shared IDT, enables its local APIC, enters VMX root
+//! operation where the boot CPU did (with a VMXON region of its own, taken from memory
+//! before the root task gets the rest), says it arrived and parks (interrupts off,
+//! halted). Threads and vCPUs run on the boot CPU for now.
 
 use super::cpu::{self, cr4};
-use super::memory::{self, PHYS_OFFSET};
-use super::{lapic, reference, stacks};
-use core::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
+use super::memory::{self, frame_at, PHYS_OFFSET};
+use super::{lapic, reference, stacks, vmx_insn};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Release};
 use kernel::acpi::{Platform, MAX_CPUS};
+use kernel::frame_alloc::FrameAllocator;
 use protocols::x86::{EFER_LME, EFER_NXE};
 
 /// The trampoline's page: below 1 MiB (a STARTUP IPI names a real-mode page), in the low
@@ -109,6 +112,19 @@ extern "C" {
 
 /// The index of the last CPU that arrived (0: none since the last start).
 static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+/// Each CPU's VMXON region (0: the CPU stays out of VMX operation).
+static VMXON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// How many started CPUs entered VMX root operation.
+static IN_VMX: AtomicUsize = AtomicUsize::new(0);
+
+/// Take a VMXON region for each CPU the tables list besides the boot CPU (while the frame
+/// allocator still has memory of its own: the root task gets the rest).
+pub fn take_vmxon_regions(frames: &mut FrameAllocator, platform: &Platform) {
+    for slot in VMXON.iter().skip(1).take(platform.cpus.len().saturating_sub(1)) {
+        let Some(region) = frames.alloc() else { break };
+        slot.store(region, Release);
+    }
+}
 
 /// Where a trampoline slot lies in the copy's page.
 fn slot(symbol: *const u8) -> *mut u64 {
@@ -132,11 +148,22 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
     }
     super::init_cpu(cpu);
     lapic::enable_here();
+    let region = VMXON.get(cpu).map_or(0, |r| r.load(Acquire));
+    // SAFETY: the region was taken from the frame allocator for this CPU alone and is
+    // never freed; nothing else on this CPU changes CR0/CR4 meanwhile.
+    if region != 0 && unsafe { vmx_insn::enable(region, frame_at(region)) }.is_ok() {
+        IN_VMX.fetch_add(1, Release);
+    }
     ARRIVED.store(cpu, Release);
     loop {
         // SAFETY: parking: interrupts stay off, so only an NMI or INIT wakes the CPU.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) }
     }
+}
+
+/// How many started CPUs entered VMX root operation.
+pub fn in_vmx() -> usize {
+    IN_VMX.load(Acquire)
 }
 
 /// Start every CPU the tables list besides this one; returns how many are online, this
