@@ -105,6 +105,21 @@ impl PmTimer {
     }
 }
 
+/// Where an ISA IRQ arrives at the I/O APICs, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IsaRoute {
+    /// The global system interrupt.
+    pub gsi: u32,
+    /// Level-triggered (else edge).
+    pub level: bool,
+    /// Active low (else high).
+    pub active_low: bool,
+}
+
+/// MPS INTI flags: polarity in bits 1:0 and trigger mode in bits 3:2; 3 means low or
+/// level, anything else (bus default, high, edge) is what ISA lines are.
+const INTI_LOW_OR_LEVEL: u16 = 3;
+
 /// What the tables say about the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
@@ -218,6 +233,20 @@ impl Platform {
         let mut platform = Self::from_madt(found_madt.ok_or(Error::NoMadt)?)?;
         platform.pm_timer = found_fadt.map(pm_timer).transpose()?.flatten();
         Ok(platform)
+    }
+
+    /// Where ISA IRQ `irq` arrives: its override's GSI, polarity and trigger, else its
+    /// own number, edge, active high; `None` if another IRQ's override takes that input
+    /// (the PIT's IRQ 0 on input 2 leaves the cascade's IRQ 2 none).
+    pub fn isa_route(&self, irq: u8) -> Option<IsaRoute> {
+        let own = self.overrides.iter().find(|o| o.irq == irq);
+        let (gsi, flags) = own.map_or((u32::from(irq), 0), |o| (o.gsi, o.flags));
+        let taken = self.overrides.iter().any(|o| o.gsi == gsi && o.irq != irq);
+        (own.is_some() || !taken).then_some(IsaRoute {
+            gsi,
+            level: (flags >> 2) & 3 == INTI_LOW_OR_LEVEL,
+            active_low: flags & 3 == INTI_LOW_OR_LEVEL,
+        })
     }
 
     fn from_madt(table: &[u8]) -> Result<Self, Error> {

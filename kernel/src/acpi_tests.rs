@@ -1,7 +1,7 @@
 //! The ACPI reader against the tables the VMM writes for its guests (which the `acpi`
 //! crate reads in the VMM's own tests), and against every way to spoil them.
 
-use crate::acpi::{Cpu, Error, IoApic, Override, Platform, PmTimer, MAX_CPUS};
+use crate::acpi::{Cpu, Error, IoApic, IsaRoute, Override, Platform, PmTimer, MAX_CPUS};
 use vmm_server::acpi::{build, AcpiConfig, AcpiLayout, PmPorts, STANDARD_BASE};
 
 /// Physical memory from 0 to just past the BIOS area.
@@ -163,4 +163,21 @@ fn never_panics_on_spoiled_tables() {
             let _ = m.read();
         }
     }
+}
+
+#[test]
+fn isa_irqs_route_through_their_overrides_and_an_overridden_input_is_taken() {
+    let p = Machine::with_cpus(&[0]).read().unwrap();
+    let edge = |gsi| Some(IsaRoute { gsi, level: false, active_low: false });
+    assert_eq!(p.isa_route(0), edge(2), "the PIT on input 2");
+    assert_eq!(p.isa_route(2), None, "input 2 is the PIT's");
+    assert_eq!(p.isa_route(4), edge(4), "COM1 on its own input");
+    assert_eq!(p.isa_route(9), Some(IsaRoute { gsi: 9, level: true, active_low: false }));
+    let mut low = p.clone();
+    low.overrides[1].flags = 0b1111; // level, active low (a PCI line)
+    assert_eq!(low.isa_route(9), Some(IsaRoute { gsi: 9, level: true, active_low: true }));
+    let mut swapped = p.clone();
+    swapped.overrides[1] = Override { irq: 9, gsi: 4, flags: 0 };
+    assert_eq!(swapped.isa_route(9), edge(4));
+    assert_eq!(swapped.isa_route(4), None, "input 4 is IRQ 9's now");
 }

@@ -27,8 +27,6 @@ const REDIRECTION_TABLE: u32 = 0x10;
 const MASKED: u32 = 1 << 16;
 const LEVEL: u32 = 1 << 15;
 const ACTIVE_LOW: u32 = 1 << 13;
-/// MPS INTI flags: polarity bits 1:0 and trigger bits 3:2, where 3 means low or level.
-const INTI_LOW_OR_LEVEL: u16 = 3;
 /// No input: the ISA IRQ does not reach this I/O APIC.
 const NONE: u8 = u8::MAX;
 const ISA_IRQS: usize = 16;
@@ -82,21 +80,17 @@ pub fn start(platform: &Platform, boot_cpu: u32) -> bool {
     REGS.store(PHYS_OFFSET + phys, Relaxed);
     let last_input = (read(VERSION) >> 16) & 0xff;
     for irq in 0..ISA_IRQS as u8 {
-        let over = platform.overrides.iter().find(|o| o.irq == irq);
-        let (gsi, flags) = over.map_or((u32::from(irq), 0), |o| (o.gsi, o.flags));
-        // An input another IRQ's override claims is that IRQ's (the PIT's IRQ 0 on
-        // input 2 leaves the cascade's IRQ 2 without one).
-        let claimed = platform.overrides.iter().any(|o| o.gsi == gsi && o.irq != irq);
-        if gsi > last_input || (over.is_none() && claimed) {
+        let Some(route) = platform.isa_route(irq).filter(|r| r.gsi <= last_input) else {
             continue;
-        }
+        };
+        let gsi = route.gsi;
         let mut low = MASKED | u32::from(PIC_BASE + irq);
-        if (flags >> 2) & 3 == INTI_LOW_OR_LEVEL {
+        if route.level {
             low |= LEVEL;
         } else {
             EDGE.fetch_or(1 << irq, Relaxed);
         }
-        if flags & 3 == INTI_LOW_OR_LEVEL {
+        if route.active_low {
             low |= ACTIVE_LOW;
         }
         write(REDIRECTION_TABLE + 2 * gsi + 1, boot_cpu << 24);
