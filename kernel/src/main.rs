@@ -234,7 +234,22 @@ mod bare {
         let tsc_hz = reference::tsc_hz();
         // Other CPUs need the tables' list and a local APIC to send their IPIs from.
         let cpus = match platform {
-            Some(p) if lapic::id_known() => smp::start(p),
+            Some(p) if lapic::id_known() && p.cpus.len() > 1 => {
+                // The trampoline page must be RAM nobody else uses; the kernel keeps the
+                // whole low megabyte for itself, so free RAM there is the kernel's.
+                let page = smp::TRAMPOLINE;
+                let free = info.memory_map().any(|r| {
+                    r.kind == RegionKind::Available
+                        && r.base <= page
+                        && r.base.saturating_add(r.len) >= page + 4096
+                });
+                if free {
+                    smp::start(p)
+                } else {
+                    kprintln!("smp: page {page:#x} is not free RAM; the other CPUs stay off");
+                    1
+                }
+            }
             _ => 1,
         };
         kprintln!("smp: {cpus} CPUs online");

@@ -17,7 +17,7 @@ use protocols::x86::{EFER_LME, EFER_NXE};
 
 /// The trampoline's page: below 1 MiB (a STARTUP IPI names a real-mode page), in the low
 /// megabyte that the frame allocator never hands out.
-const TRAMPOLINE: u64 = 0x8000;
+pub const TRAMPOLINE: u64 = 0x8000;
 /// How long a started CPU has to arrive.
 const ARRIVAL_US: u64 = 100_000;
 /// The highest xAPIC ID an IPI can name (0xff is the broadcast).
