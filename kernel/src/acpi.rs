@@ -9,7 +9,9 @@
 //! read past their signature.
 
 use heapless::Vec;
+pub use protocols::acpi::madt::IoApic;
 use protocols::acpi::{fadt, madt, rsdp, sdt};
+use protocols::le::{u16_at, u32_at, u64_at};
 
 /// The most CPUs the kernel records; the MADT's others are counted, not used.
 pub const MAX_CPUS: usize = 16;
@@ -60,17 +62,6 @@ pub struct Cpu {
     pub apic_id: u32,
     /// Its ACPI processor UID.
     pub uid: u32,
-}
-
-/// An I/O APIC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoApic {
-    /// Its APIC ID.
-    pub id: u8,
-    /// Its registers' physical address.
-    pub address: u32,
-    /// The global system interrupt of its input 0.
-    pub gsi_base: u32,
 }
 
 /// An ISA IRQ that reaches the I/O APICs elsewhere than its own number, or not edge
@@ -137,18 +128,6 @@ pub struct Platform {
     pub legacy_pics: bool,
     /// The PM timer, if the FADT declares one in I/O space.
     pub pm_timer: Option<PmTimer>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn sums_to_zero(b: &[u8]) -> bool {

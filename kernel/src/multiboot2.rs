@@ -5,6 +5,7 @@
 //! a typed error rather than a wild read. The parser borrows the bytes and never copies.
 
 use core::str;
+use protocols::le::{u32_at, u64_at};
 
 /// The value the boot loader leaves in `eax`.
 pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
@@ -96,17 +97,6 @@ pub struct BootInfo<'a> {
     bytes: &'a [u8],
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let lo = read_u32(bytes, at)?;
-    let hi = read_u32(bytes, at.checked_add(4)?)?;
-    Some(u64::from(lo) | (u64::from(hi) << 32))
-}
-
 /// A NUL-terminated string inside a tag; invalid UTF-8 is replaced by a marker name.
 fn c_str(bytes: &[u8]) -> &str {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
@@ -124,7 +114,7 @@ impl<'a> BootInfo<'a> {
         if magic != BOOTLOADER_MAGIC {
             return Err(Error::BadMagic(magic));
         }
-        let size = read_u32(bytes, 0).ok_or(Error::Truncated)? as usize;
+        let size = u32_at(bytes, 0).ok_or(Error::Truncated)? as usize;
         if size < 16 || size > bytes.len() {
             return Err(Error::Truncated);
         }
@@ -136,13 +126,13 @@ impl<'a> BootInfo<'a> {
             match kind {
                 TAG_END => saw_end = true,
                 TAG_MMAP => {
-                    let entry = read_u32(body, 0).ok_or(Error::Truncated)?;
+                    let entry = u32_at(body, 0).ok_or(Error::Truncated)?;
                     if entry < 24 || entry % 8 != 0 {
                         return Err(Error::BadMmapEntrySize(entry));
                     }
                 }
                 TAG_EFI_MMAP => {
-                    let entry = read_u32(body, 0).ok_or(Error::Truncated)?;
+                    let entry = u32_at(body, 0).ok_or(Error::Truncated)?;
                     if entry < EFI_DESCRIPTOR_MIN || entry % 8 != 0 {
                         return Err(Error::BadEfiMmapEntrySize(entry));
                     }
@@ -175,7 +165,7 @@ impl<'a> BootInfo<'a> {
             if done {
                 return None;
             }
-            let (Some(kind), Some(size)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4))
+            let (Some(kind), Some(size)) = (u32_at(bytes, offset), u32_at(bytes, offset + 4))
             else {
                 done = true;
                 return Some(Err(Error::MissingEnd));
@@ -222,7 +212,7 @@ impl<'a> BootInfo<'a> {
     pub fn firmware(&self) -> Firmware {
         self.tags()
             .find(|(k, _)| *k == TAG_EFI64_SYSTEM_TABLE)
-            .and_then(|(_, body)| read_u64(body, 0))
+            .and_then(|(_, body)| u64_at(body, 0))
             .map_or(Firmware::Bios, |system_table| Firmware::Uefi { system_table })
     }
 
@@ -241,7 +231,7 @@ impl<'a> BootInfo<'a> {
             if efi { (TAG_EFI_MMAP, efi_region) } else { (TAG_MMAP, mb2_region) };
         let entries = self.tags().filter(move |(k, _)| *k == want).flat_map(move |(_, body)| {
             // `parse` checked the entry size (at least 24, or 40 for EFI descriptors).
-            let size = read_u32(body, 0).unwrap_or(u32::MAX).max(1) as usize;
+            let size = u32_at(body, 0).unwrap_or(u32::MAX).max(1) as usize;
             body.get(8..).unwrap_or_default().chunks_exact(size).filter_map(parse)
         });
         merged(entries)
@@ -251,8 +241,8 @@ impl<'a> BootInfo<'a> {
     pub fn modules(&self) -> impl Iterator<Item = Module<'a>> + 'a {
         self.tags().filter(|(k, _)| *k == TAG_MODULE).filter_map(|(_, body)| {
             Some(Module {
-                start: u64::from(read_u32(body, 0)?),
-                end: u64::from(read_u32(body, 4)?),
+                start: u64::from(u32_at(body, 0)?),
+                end: u64::from(u32_at(body, 4)?),
                 name: c_str(body.get(8..)?),
             })
         })
@@ -268,19 +258,19 @@ impl<'a> BootInfo<'a> {
 type EntryParser = fn(&[u8]) -> Option<Region>;
 
 fn mb2_region(e: &[u8]) -> Option<Region> {
-    let kind = match read_u32(e, 16)? {
+    let kind = match u32_at(e, 16)? {
         1 => RegionKind::Available,
         other => RegionKind::Reserved(other),
     };
-    Some(Region { base: read_u64(e, 0)?, len: read_u64(e, 8)?, kind })
+    Some(Region { base: u64_at(e, 0)?, len: u64_at(e, 8)?, kind })
 }
 
 fn efi_region(e: &[u8]) -> Option<Region> {
-    let pages = read_u64(e, 24)?;
+    let pages = u64_at(e, 24)?;
     Some(Region {
-        base: read_u64(e, 8)?,
+        base: u64_at(e, 8)?,
         len: pages.saturating_mul(4096),
-        kind: efi_region_kind(read_u32(e, 0)?),
+        kind: efi_region_kind(u32_at(e, 0)?),
     })
 }
 
@@ -332,6 +322,22 @@ pub mod builder {
         }
     }
 
+    /// The body of an EFI memory map tag as GRUB passes it (descriptor version 1,
+    /// `size`-byte descriptors) with `(type, start, pages)` entries.
+    pub fn efi_map(size: u32, entries: &[(u32, u64, u64)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&size.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        for &(kind, start, pages) in entries {
+            let mut d = vec![0u8; size as usize];
+            d[0..4].copy_from_slice(&kind.to_le_bytes());
+            d[8..16].copy_from_slice(&start.to_le_bytes());
+            d[24..32].copy_from_slice(&pages.to_le_bytes());
+            body.extend_from_slice(&d);
+        }
+        body
+    }
+
     /// Wrap tags into a block with header and end tag.
     pub fn block(tags: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; 8];
@@ -345,7 +351,7 @@ pub mod builder {
 
 #[cfg(test)]
 mod tests {
-    use super::builder::{block, tag};
+    use super::builder::{block, efi_map, tag};
     use super::{BootInfo, Error, Firmware, Module, Region, RegionKind, BOOTLOADER_MAGIC};
 
     fn sample() -> Vec<u8> {
@@ -388,22 +394,6 @@ mod tests {
             Region { base: 0x10_0000, len: 0xff0_0000, kind: RegionKind::Available }
         );
         assert_eq!(map[2].kind, RegionKind::Reserved(2));
-    }
-
-    /// An EFI memory map tag as GRUB passes it (descriptor version 1, `size`-byte
-    /// descriptors) with `(type, start, pages)` entries.
-    fn efi_map(size: u32, entries: &[(u32, u64, u64)]) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&size.to_le_bytes());
-        body.extend_from_slice(&1u32.to_le_bytes());
-        for &(kind, start, pages) in entries {
-            let mut d = vec![0u8; size as usize];
-            d[0..4].copy_from_slice(&kind.to_le_bytes());
-            d[8..16].copy_from_slice(&start.to_le_bytes());
-            d[24..32].copy_from_slice(&pages.to_le_bytes());
-            body.extend_from_slice(&d);
-        }
-        body
     }
 
     #[test]

@@ -75,6 +75,17 @@ pub mod madt {
     /// Bytes of the fixed part after the header: the local APIC address and the flags.
     pub const FIXED_LEN: usize = 8;
 
+    /// An I/O APIC entry's fields.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct IoApic {
+        /// Its APIC ID.
+        pub id: u8,
+        /// Its registers' physical (for a guest: guest-physical) address.
+        pub address: u32,
+        /// The global system interrupt of its input 0.
+        pub gsi_base: u32,
+    }
+
     /// Interrupt controller structure types and lengths.
     pub mod entry {
         /// Processor Local APIC.

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod io;
 pub mod ipc;
 pub mod layout;
+pub mod le;
 pub mod manifest;
 pub mod object;
 pub mod rights;

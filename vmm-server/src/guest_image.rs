@@ -3,6 +3,7 @@
 //! length is checked against the file and against guest RAM.
 
 use heapless::Vec;
+use protocols::le::{u16_at, u32_at, u64_at};
 
 /// The most loadable segments.
 pub const MAX_SEGMENTS: usize = 8;
@@ -41,18 +42,6 @@ pub enum ImageError {
     OutsideRam,
     /// More than [`MAX_SEGMENTS`] segments.
     TooManySegments,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 /// Check `bytes` for a guest RAM of `ram_bytes` starting at guest-physical 0.

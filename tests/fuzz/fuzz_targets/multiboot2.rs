@@ -15,7 +15,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use fuzz::multiboot2_mode::{BUILT, RAW_LAST};
-use kernel::multiboot2::builder::{block, tag};
+use kernel::multiboot2::builder::{block, efi_map as efi_map_body, tag};
 use kernel::multiboot2::{BootInfo, Error, Firmware, Region, RegionKind, BOOTLOADER_MAGIC};
 use libfuzzer_sys::fuzz_target;
 
@@ -240,20 +240,12 @@ fn build(spec: &Built) -> (Vec<u8>, Summary) {
             }
             TagSpec::EfiMmap { extra, entries } => {
                 let size = 40 + 8 * u32::from(*extra % 3);
-                let mut body = Vec::new();
-                body.extend_from_slice(&size.to_le_bytes());
-                body.extend_from_slice(&1u32.to_le_bytes());
                 let map = efi_map.get_or_insert_with(Vec::new);
                 for &(efi_type, start, pages) in entries {
-                    let mut d = vec![0u8; size as usize];
-                    d[0..4].copy_from_slice(&efi_type.to_le_bytes());
-                    d[8..16].copy_from_slice(&start.to_le_bytes());
-                    d[24..32].copy_from_slice(&pages.to_le_bytes());
-                    body.extend_from_slice(&d);
                     let len = pages.saturating_mul(4096);
                     map.push(Region { base: start, len, kind: efi_kind(efi_type) });
                 }
-                tag(&mut tags, 17, &body);
+                tag(&mut tags, 17, &efi_map_body(size, entries));
             }
             TagSpec::EfiSystemTable(address) => {
                 tag(&mut tags, 12, &address.to_le_bytes());

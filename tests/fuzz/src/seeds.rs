@@ -78,19 +78,9 @@ fn uefi_like() -> Vec<u8> {
     tag(&mut t, 12, &0xf9e_c018u64.to_le_bytes());
     tag(&mut t, 14, b"RSD PTR \0\0\0\0\0\0\0\0\0\0\0\0");
     tag(&mut t, 15, &[0x5a; 36]);
-    let mut efi = Vec::new();
-    efi.extend_from_slice(&48u32.to_le_bytes());
-    efi.extend_from_slice(&1u32.to_le_bytes());
-    for (kind, start, pages) in
-        [(7u32, 0u64, 0xa0u64), (2, 0x10_0000, 0x100), (4, 0x20_0000, 0x600), (10, 0x80_0000, 8)]
-    {
-        let mut d = [0u8; 48];
-        d[0..4].copy_from_slice(&kind.to_le_bytes());
-        d[8..16].copy_from_slice(&start.to_le_bytes());
-        d[24..32].copy_from_slice(&pages.to_le_bytes());
-        efi.extend_from_slice(&d);
-    }
-    tag(&mut t, 17, &efi);
+    let entries =
+        [(7u32, 0u64, 0xa0u64), (2, 0x10_0000, 0x100), (4, 0x20_0000, 0x600), (10, 0x80_0000, 8)];
+    tag(&mut t, 17, &kernel::multiboot2::builder::efi_map(48, &entries));
     block(&t)
 }
 

@@ -18,18 +18,7 @@ pub const NMI_LINT: u8 = 1;
 /// The most CPUs the table describes: UIDs are bytes and 0xFF means all processors.
 pub const MAX_CPUS: usize = 255;
 
-pub use protocols::acpi::madt::{entry, FIXED_LEN, LAPIC_ENABLED, PCAT_COMPAT, SIGNATURE};
-
-/// The IOAPIC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoApic {
-    /// Its APIC ID.
-    pub id: u8,
-    /// The guest-physical address of its registers.
-    pub address: u32,
-    /// The global system interrupt its input 0 is.
-    pub gsi_base: u32,
-}
+pub use protocols::acpi::madt::{entry, IoApic, FIXED_LEN, LAPIC_ENABLED, PCAT_COMPAT, SIGNATURE};
 
 /// An override's input polarity (MPS INTI flags bits 1:0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

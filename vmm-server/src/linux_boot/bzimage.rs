@@ -5,6 +5,7 @@
 //! size the header gives is checked against the file before anything else trusts it.
 
 use super::LinuxBootError;
+pub(super) use protocols::le::{u16_at, u32_at, u64_at};
 
 /// Where the setup header starts in the file (and in `boot_params`).
 pub const SETUP_HEADER: usize = 0x1f1;
@@ -80,22 +81,6 @@ const BOOT_FLAG: u16 = 0xaa55;
 const DEFAULT_SETUP_SECTS: u64 = 4;
 /// A sector.
 const SECTOR: u64 = 512;
-
-fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
-    b.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    bytes_at(b, at).map(u16::from_le_bytes)
-}
-
-pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    bytes_at(b, at).map(u32::from_le_bytes)
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    bytes_at(b, at).map(u64::from_le_bytes)
-}
 
 /// The setup sectors of the smallest bzImage this loader takes: one setup sector,
 /// protocol 2.15, relocatable, 64-bit entry, `pref_address` aligned to 2 MiB, a kernel of
