@@ -14,6 +14,8 @@ pub const SPURIOUS_VECTOR: u64 = 0xff;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE.EXTD: x2APIC mode, in which the register page does not answer.
+const X2APIC_MODE: u64 = 1 << 10;
 const ID: u64 = 0x20;
 const EOI: u64 = 0xb0;
 const ICR_LOW: u64 = 0x300;
@@ -59,6 +61,21 @@ fn calibrate() -> u32 {
     elapsed
 }
 
+/// Enable this CPU's local APIC in xAPIC mode (the kernel drives it through its register
+/// page). Firmware may have left it in x2APIC mode, which cannot go to xAPIC mode
+/// directly: it goes through disabled (SDM vol. 3, 11.12.5), which resets its state.
+///
+/// # Safety
+/// `msr` is this CPU's IA32_APIC_BASE, and nothing on this CPU uses the APIC meanwhile.
+unsafe fn xapic_mode(msr: u64) {
+    if msr & X2APIC_MODE != 0 {
+        // SAFETY: clearing EN and EXTD together is the architectural way out of x2APIC.
+        unsafe { wrmsr(IA32_APIC_BASE, msr & !(X2APIC_MODE | APIC_GLOBAL_ENABLE)) }
+    }
+    // SAFETY: enabling the APIC the CPU reports, in xAPIC mode.
+    unsafe { wrmsr(IA32_APIC_BASE, (msr & !X2APIC_MODE) | APIC_GLOBAL_ENABLE) }
+}
+
 /// Start the local APIC timer at 100 Hz; false if there is none to use.
 pub fn start() -> bool {
     if cpu::cpuid(1, 0).3 & (1 << 9) == 0 {
@@ -70,8 +87,8 @@ pub fn start() -> bool {
     if phys >= PHYSMAP_SIZE {
         return false;
     }
-    // SAFETY: setting the global enable bit only enables the APIC already reported.
-    unsafe { wrmsr(IA32_APIC_BASE, msr | APIC_GLOBAL_ENABLE) }
+    // SAFETY: this is the boot CPU's IA32_APIC_BASE; nothing uses the APIC yet.
+    unsafe { xapic_mode(msr) }
     memory::uncache(phys);
     REGS.store(PHYS_OFFSET + phys, Relaxed);
     write(SPURIOUS, 0x100 | SPURIOUS_VECTOR as u32);
@@ -109,8 +126,8 @@ pub fn id() -> u32 {
 pub fn enable_here() {
     // SAFETY: the boot CPU found a local APIC, and every CPU of one machine has one.
     let msr = unsafe { rdmsr(IA32_APIC_BASE) };
-    // SAFETY: setting the global enable bit only enables the APIC that exists.
-    unsafe { wrmsr(IA32_APIC_BASE, msr | APIC_GLOBAL_ENABLE) }
+    // SAFETY: as in `start`.
+    unsafe { xapic_mode(msr) }
     write(SPURIOUS, 0x100 | SPURIOUS_VECTOR as u32);
     write(LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
 }
