@@ -232,11 +232,23 @@ mod bare {
         *crate::KERNEL.lock() = Some(k);
         start_interrupts(info, platform);
         let tsc_hz = reference::tsc_hz();
-        // Other CPUs need the tables' list and a local APIC to send their IPIs from.
+        start_other_cpus(info, platform);
+        kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
+        crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
+        kprintln!("kernel: entering init in ring 3");
+        crate::with_kernel(thread::activate);
+        // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
+        // return path pops it and `iretq`s.
+        unsafe { crate::arch::x86_64::entry::return_to_user() }
+    }
+
+    /// Start the other CPUs the tables list, and say how many are online. They need the
+    /// tables' list, a local APIC to send their IPIs from, and the trampoline's page free.
+    fn start_other_cpus(info: &BootInfo<'_>, platform: Option<&Platform>) {
         let cpus = match platform {
             Some(p) if lapic::id_known() && p.cpus.len() > 1 => {
-                // The trampoline page must be RAM nobody else uses; the kernel keeps the
-                // whole low megabyte for itself, so free RAM there is the kernel's.
+                // The kernel keeps the whole low megabyte for itself, so free RAM there is
+                // the kernel's to use.
                 let page = smp::TRAMPOLINE;
                 let free = info.memory_map().any(|r| {
                     r.kind == RegionKind::Available
@@ -256,13 +268,6 @@ mod bare {
         if cpus > 1 && crate::with_kernel(|k| k.vmx.is_some()) {
             kprintln!("smp: {} of {} started CPUs in VMX root operation", smp::in_vmx(), cpus - 1);
         }
-        kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
-        crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
-        kprintln!("kernel: entering init in ring 3");
-        crate::with_kernel(thread::activate);
-        // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
-        // return path pops it and `iretq`s.
-        unsafe { crate::arch::x86_64::entry::return_to_user() }
     }
 
     /// The tick and the device IRQ lines: the local APIC timer and the I/O APIC where
