@@ -162,6 +162,10 @@ pub struct BenchArgs {
     /// on bare Bochs and compare
     #[arg(long)]
     pub linux: bool,
+    /// Give the machine this many CPUs (the reference CPU model only, no Linux figure)
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with_all = ["linux", "exit_trace"],
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub cpus: u8,
 }
 
 /// The exit `cargo xtask bench --exit-trace` follows.
@@ -434,6 +438,8 @@ mod tests {
         assert_eq!(r.firmware, crate::emulator::Firmware::Uefi);
         let Command::Run(r) = parse("run --cpus 2").unwrap().command else { panic!("not run") };
         assert_eq!(r.cpus, 2);
+        let Command::Bench(b) = parse("bench --cpus 2").unwrap().command else { panic!("bench") };
+        assert_eq!(b.cpus, 2);
         let Command::Fuzz(f) = parse("fuzz repro paging crash-1 --sanitizer none").unwrap().command
         else {
             panic!("not fuzz")
@@ -467,6 +473,7 @@ mod tests {
         refused("run --gdb", &["--gdb needs --emulator qemu"]);
         refused("run --firmware uefi", &["--firmware uefi needs --emulator qemu"]);
         refused("run --cpus 0", &["--cpus", "1..=16"]);
+        refused("bench --cpus 2 --linux", &["--cpus", "--linux"]);
         refused("run --cpus 17", &["--cpus", "1..=16"]);
         refused("run --emulator qemu --firmware efi", &["invalid value 'efi'", "bios, uefi"]);
         refused("run --keep 0", &["--keep"]);
