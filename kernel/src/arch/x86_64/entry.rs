@@ -1,22 +1,15 @@
 //! Every way into the kernel from ring 3 or from an exception: the 256 interrupt stubs,
 //! the `syscall` entry, and the single return path to user mode.
 //!
-//! A frame from ring 3 is built directly in the current thread's save area
-//! (`CURRENT_CONTEXT`, whose end is also the TSS's RSP0), then the stub switches to the
-//! kernel stack and calls a safe Rust handler. Returning to user mode always reloads
-//! `CURRENT_CONTEXT`, which the handler may have changed to switch threads.
+//! A frame from ring 3 is built directly in the current thread's save area (this CPU's
+//! current context, whose end is also the TSS's RSP0), then the stub switches to the
+//! CPU's kernel stack and calls a safe Rust handler. Returning to user mode always
+//! reloads the current context, which the handler may have changed to switch threads.
+//! The three come from the CPU's block through GS (`percpu.rs`), swapped in on entry from
+//! ring 3 and out on the way back.
 
+use super::percpu;
 use crate::context::{CONTEXT_SIZE, SYSCALL_VECTOR};
-use core::sync::atomic::AtomicU64;
-
-/// Address of the current thread's `UserContext`; read by the stubs.
-#[no_mangle]
-pub static CURRENT_CONTEXT: AtomicU64 = AtomicU64::new(0);
-
-/// Scratch slot for the user stack pointer during `syscall` entry (one CPU, interrupts
-/// off, so one slot suffices).
-#[no_mangle]
-static SYSCALL_USER_RSP: AtomicU64 = AtomicU64::new(0);
 
 /// Size of each interrupt stub; the IDT is filled from `isr_stubs + vector * ISR_STUB_SIZE`.
 pub const ISR_STUB_SIZE: u64 = 16;
@@ -75,8 +68,9 @@ isr_common:
     PUSH_GPRS
     test byte ptr [rsp + 18 * 8], 3
     jz 1f
+    swapgs
     mov rdi, rsp
-    lea rsp, [rip + kernel_stack_top]
+    mov rsp, gs:[{kernel_stack}]
     call trap_from_user
     jmp return_to_user
 1:  mov rdi, rsp
@@ -87,11 +81,12 @@ isr_common:
 
     .global syscall_entry
 syscall_entry:
-    mov [rip + SYSCALL_USER_RSP], rsp
-    mov rsp, [rip + CURRENT_CONTEXT]
+    swapgs
+    mov gs:[{user_rsp}], rsp
+    mov rsp, gs:[{current_context}]
     add rsp, {context_size}
     push {user_ss}
-    push qword ptr [rip + SYSCALL_USER_RSP]
+    push qword ptr gs:[{user_rsp}]
     push r11
     push {user_cs}
     push rcx
@@ -99,15 +94,19 @@ syscall_entry:
     push {syscall_vector}
     PUSH_GPRS
     mov rdi, rsp
-    lea rsp, [rip + kernel_stack_top]
+    mov rsp, gs:[{kernel_stack}]
     call syscall_from_user
     .global return_to_user
 return_to_user:
-    mov rsp, [rip + CURRENT_CONTEXT]
+    mov rsp, gs:[{current_context}]
     POP_GPRS
     add rsp, 16
+    swapgs
     iretq
 "#,
+    current_context = const percpu::CURRENT_CONTEXT,
+    user_rsp = const percpu::USER_RSP,
+    kernel_stack = const percpu::KERNEL_STACK,
     context_size = const CONTEXT_SIZE,
     user_ss = const crate::context::USER_SS,
     user_cs = const crate::context::USER_CS,

@@ -12,6 +12,7 @@ pub mod ioapic;
 pub mod irq_lines;
 pub mod lapic;
 pub mod memory;
+pub mod percpu;
 pub mod phys_store;
 pub mod pic;
 pub mod pit;
@@ -35,6 +36,7 @@ use cpu::cr4;
 /// the physical window), and `syscall`.
 pub fn init_cpu(cpu: usize) {
     gdt::init(cpu);
+    percpu::init(cpu);
     if cpu == 0 {
         idt::init();
     } else {

@@ -1,9 +1,8 @@
 //! Putting a thread on the CPU: its address space, FPU state, and the save area the
 //! entry stubs write to.
 
-use super::entry::CURRENT_CONTEXT;
 use super::memory::PHYS_OFFSET;
-use super::{cpu, fpu, gdt};
+use super::{cpu, fpu, gdt, percpu};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use kernel::context::CONTEXT_SIZE;
 use kernel::state::Kernel;
@@ -11,7 +10,7 @@ use kernel::store::Store;
 
 /// The thread whose FPU registers are in the CPU (0: none).
 static FPU_OWNER: AtomicU64 = AtomicU64::new(0);
-/// The thread whose frame `CURRENT_CONTEXT` points at.
+/// The thread whose frame this CPU's current context is.
 static ON_CPU: AtomicU64 = AtomicU64::new(0);
 
 /// Make the kernel's current thread the one the return path resumes.
@@ -26,7 +25,7 @@ pub fn activate<S: Store>(k: &mut Kernel<S>) {
     fpu::restore(&k.store.tcb(cur).fpu);
     FPU_OWNER.store(cur, Relaxed);
     let ctx = PHYS_OFFSET + cur; // the context is the first field of the TCB
-    CURRENT_CONTEXT.store(ctx, Relaxed);
+    percpu::set_current_context(ctx);
     gdt::set_rsp0(ctx + CONTEXT_SIZE as u64);
     if let Some(root) = k.current_root() {
         if cpu::read_cr3() != root {
@@ -49,5 +48,5 @@ pub fn release_fpu<S: Store>(k: &mut Kernel<S>) {
 /// Forget the thread on the CPU (before idling), so the next activation reloads all.
 pub fn deactivate() {
     ON_CPU.store(0, Relaxed);
-    CURRENT_CONTEXT.store(0, Relaxed);
+    percpu::set_current_context(0);
 }

@@ -7,7 +7,6 @@
 //! stops with a failing verdict, never a triple fault.
 
 use super::cpu::read_cr2;
-use super::entry::CURRENT_CONTEXT;
 use super::irq_lines;
 use super::pic::PIC_BASE;
 use super::{exit, lapic};
@@ -111,7 +110,7 @@ fn device_line(irq: u8) -> Source {
 /// (NMI, #DF, #MC), whose frame is copied there first.
 #[no_mangle]
 extern "C" fn trap_from_user(frame: *mut UserContext) {
-    let ctx = CURRENT_CONTEXT.load(Relaxed);
+    let ctx = super::percpu::current_context();
     if frame as u64 != ctx && ctx != 0 {
         // SAFETY: `frame` is the IST frame the stub just built; `ctx` is the current
         // thread's save area; they do not overlap.

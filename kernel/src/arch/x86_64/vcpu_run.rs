@@ -77,7 +77,7 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
         gs: 0,
         tr: gdt::TSS_SELECTOR,
         fs_base: 0,
-        gs_base: 0,
+        gs_base: super::percpu::base(0),
         tr_base: gdt::tss_base(),
         gdtr_base: gdt::gdt_base(),
         idtr_base: idt::idt_base(),
