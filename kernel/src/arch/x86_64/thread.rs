@@ -47,6 +47,7 @@ pub fn release_fpu<S: Store>(k: &mut Kernel<S>) {
 
 /// Forget the thread on the CPU (before idling), so the next activation reloads all.
 pub fn deactivate() {
+    // The save area stays as it is: only `activate` leads back to ring 3, and it sets the
+    // area first (so no entry from ring 3 can find a stale one).
     ON_CPU.store(0, Relaxed);
-    percpu::set_current_context(0);
 }
