@@ -184,9 +184,9 @@ fn root_entries<'a>(
         return Err(Error::BadRoot);
     }
     let entries = root.get(sdt::HEADER_LEN..).unwrap_or_default();
-    Ok(entries.chunks_exact(entry).take(MAX_TABLES).map(move |e| match *e {
-        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
-        _ => u64::from_le_bytes(e.try_into().unwrap_or_default()),
+    Ok(entries.chunks_exact(entry).take(MAX_TABLES).map(move |e| {
+        let address = if entry == 4 { u32_at(e, 0).map(u64::from) } else { u64_at(e, 0) };
+        address.unwrap_or(0)
     }))
 }
 

@@ -246,7 +246,7 @@ mod bare {
     /// tables' list, a local APIC to send their IPIs from, and the trampoline's page free.
     fn start_other_cpus(info: &BootInfo<'_>, platform: Option<&Platform>) {
         let cpus = match platform {
-            Some(p) if lapic::id_known() && p.cpus.len() > 1 => {
+            Some(p) if lapic::in_use() && p.cpus.len() > 1 => {
                 // The kernel keeps the whole low megabyte for itself, so free RAM there is
                 // the kernel's to use.
                 let page = smp::TRAMPOLINE;

@@ -109,13 +109,13 @@ pub fn start() -> bool {
 }
 
 /// Whether the local APIC is in use (its ID and IPIs mean something).
-pub fn id_known() -> bool {
+pub fn in_use() -> bool {
     REGS.load(Relaxed) != 0
 }
 
 /// This CPU's local APIC ID (0 without a local APIC in use).
 pub fn id() -> u32 {
-    if REGS.load(Relaxed) == 0 {
+    if !in_use() {
         return 0;
     }
     read(ID) >> 24
@@ -156,14 +156,14 @@ pub fn send_startup(apic_id: u32, page: u8) {
 
 /// Raise `vector` on this CPU (fixed delivery, edge).
 pub fn self_ipi(vector: u8) {
-    if REGS.load(Relaxed) != 0 {
+    if in_use() {
         write(ICR_LOW, ICR_SELF | u32::from(vector));
     }
 }
 
 /// Acknowledge the timer interrupt.
 pub fn eoi() {
-    if REGS.load(Relaxed) != 0 {
+    if in_use() {
         write(EOI, 0);
     }
 }

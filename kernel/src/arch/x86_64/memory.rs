@@ -73,11 +73,10 @@ pub fn init() -> Result<(), &'static str> {
     if end - KERNEL_VMA > KERNEL_SPAN {
         return Err("kernel image larger than its 8 MiB mapping");
     }
-    let is_guard = |va: u64| super::stacks::guard_pages().any(|g| g == va);
     for (i, pt) in PT_KERNEL.iter().enumerate() {
         for (j, e) in pt.0.iter().enumerate() {
             let va = KERNEL_VMA + ((i as u64) << 21) + ((j as u64) << 12);
-            let flags = if is_guard(va) {
+            let flags = if super::stacks::is_guard(va) {
                 // Below each kernel stack: an overflow faults here.
                 continue;
             } else if (text..rodata).contains(&va) {
@@ -105,14 +104,24 @@ pub fn init() -> Result<(), &'static str> {
     }
     PML4.0[256].store(phys_of(&PDPT_PHYS) | PRESENT | WRITABLE, Relaxed);
 
-    // SAFETY: the new tables map the running code, stack and data at the same virtual
-    // addresses as the boot tables; only the low identity map goes away, and nothing
-    // after this point uses it.
+    // SAFETY: the tables were just built; the boot CPU runs on the boot tables.
+    unsafe { enter() };
+    Ok(())
+}
+
+/// Leave the boot page tables for the kernel's.
+///
+/// # Safety
+/// `init` has built the kernel's tables, and the caller runs on the boot tables (which map
+/// the kernel image and its stacks where the kernel's do) and uses the low identity map
+/// no more.
+pub unsafe fn enter() {
+    // SAFETY: as the caller guarantees, the new tables map the running code, stack and
+    // data at the same virtual addresses; only the low identity map goes away.
     unsafe {
         cpu::write_cr4(cpu::read_cr4() | cr4::PGE);
         cpu::write_cr3(phys_of(&PML4));
     }
-    Ok(())
 }
 
 /// Make the 2 MiB of the physical window around `phys` uncached (device registers).

@@ -7,7 +7,6 @@
 //! before the root task gets the rest), says it arrived and parks (interrupts off,
 //! halted). Threads and vCPUs run on the boot CPU for now.
 
-use super::cpu::{self, cr4};
 use super::memory::{self, frame_at, PHYS_OFFSET};
 use super::{lapic, reference, stacks, vmx_insn};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Release};
@@ -140,12 +139,9 @@ fn set(symbol: *const u8, value: u64) {
 
 /// The first Rust a started CPU runs, on its own kernel stack and the boot page tables.
 extern "C" fn ap_entry(cpu: usize) -> ! {
-    // SAFETY: the kernel's tables map the kernel image and this stack where the boot
-    // tables do; only the low identity map goes away, and nothing here uses it.
-    unsafe {
-        cpu::write_cr4(cpu::read_cr4() | cr4::PGE);
-        cpu::write_cr3(memory::kernel_root());
-    }
+    // SAFETY: the boot CPU built the kernel's tables before it started this one, which
+    // runs on the boot tables and leaves the trampoline behind for good.
+    unsafe { memory::enter() };
     super::init_cpu(cpu);
     lapic::enable_here();
     let region = VMXON.get(cpu).map_or(0, |r| r.load(Acquire));
