@@ -141,6 +141,7 @@ pub fn start_root_task<S: Store>(
     }
     let mut words = [0u64; 512];
     words[word::MAGIC] = bootinfo::MAGIC;
+    words[word::CPUS] = k.cpus as u64;
     let (mut count, mut bytes) = (0usize, 0u64);
     let all = free.iter().flat_map(|r| untyped::blocks(r.start, r.end, UNTYPED_MIN_BITS, 47));
     for (base, bits) in all.take(MAX_UNTYPED) {

@@ -86,8 +86,10 @@ impl<S: Store> Kernel<S> {
     /// before it (an equal, which the slow path would run first), and it can run.
     #[inline(always)]
     fn fast_can_switch_to(&mut self, tcb: u64) -> bool {
-        let prio = self.store.sched(tcb).priority;
-        (!self.sched.any_at_or_above(prio) || planted!(FastpathIgnoresPriority))
+        let t = *self.store.sched(tcb);
+        usize::from(t.cpu) == self.cpu
+            && (!self.sched.on(self.cpu).any_at_or_above(t.priority)
+                || planted!(FastpathIgnoresPriority))
             && matches!(self.store.slot(tcb_slot(tcb, TcbSlot::VSpace)).cap, Cap::VSpace { .. })
     }
 
@@ -213,9 +215,10 @@ impl<S: Store> Kernel<S> {
             return FastPath::Declined;
         };
         let e = *self.store.endpoint(ep);
-        let prio = self.store.sched(vcpu).priority;
+        let v = *self.store.sched(vcpu);
         if e.state == EndpointState::Sending
-            || self.sched.any_at_or_above(prio)
+            || usize::from(v.cpu) != self.cpu
+            || self.sched.on(self.cpu).any_at_or_above(v.priority)
             || !self.vcpu_runnable(vcpu)
         {
             return FastPath::Declined;

@@ -72,9 +72,10 @@ fn reusable(t: &mut Testbed, untyped: u64, base: u64) {
 
 #[test]
 fn deep_cnode_chain_deleted() {
-    // A small stack: deletion that recursed once per CNode would need megabytes.
-    let run = std::thread::Builder::new().stack_size(256 << 10).spawn(|| {
-        const DEPTH: usize = 10_000;
+    // A small stack (the kernel state's run queues take a few hundred KiB of it in an
+    // unoptimised build): deletion that recursed once per CNode would need megabytes.
+    let run = std::thread::Builder::new().stack_size(1 << 20).spawn(|| {
+        const DEPTH: usize = 20_000;
         let mut t = testbed(24);
         chain(&mut t, DEPTH);
         let before = t.entries;

@@ -84,10 +84,14 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::TcbConfigure, Cap::Tcb { addr }) => {
                 need(3)?;
+                // It may be running on the address space this replaces.
+                self.stop_elsewhere(addr, true);
                 self.tcb_configure(addr, w[0], w[1], w[2])
             }
             (Invocation::TcbWriteRegisters, Cap::Tcb { addr }) => {
                 need(3)?;
+                // Its registers are in memory only while it is not running.
+                self.stop_elsewhere(addr, true);
                 let ctx = &mut self.store.tcb(addr).context;
                 ctx.rip = w[0];
                 ctx.rsp = w[1];
@@ -110,6 +114,15 @@ impl<S: Store> Kernel<S> {
                 self.suspend(addr);
                 Ok(Done::Value(0))
             }
+            (Invocation::TcbSetAffinity, Cap::Tcb { addr } | Cap::VCpu { addr }) => {
+                need(1)?;
+                let cpu = usize::try_from(w[0])
+                    .ok()
+                    .filter(|c| *c < self.cpus)
+                    .ok_or(Error::InvalidArgument)?;
+                self.set_affinity(addr, cpu);
+                Ok(Done::Value(0))
+            }
             (Invocation::TcbSetPriority, Cap::Tcb { addr }) => {
                 need(1)?;
                 let own = self.store.sched(self.current).priority;
@@ -118,7 +131,7 @@ impl<S: Store> Kernel<S> {
                 let queued = self.sched.unlink(&mut self.store, addr);
                 self.store.sched(addr).priority = prio;
                 if queued {
-                    self.sched.enqueue(&mut self.store, addr);
+                    self.enqueue(addr);
                 }
                 Ok(Done::Value(0))
             }
@@ -245,6 +258,10 @@ impl<S: Store> Kernel<S> {
         for (i, dst) in dsts.iter().take(count as usize).enumerate() {
             let addr = start + ((i as u64) << bits);
             self.store.create(ty, addr, bits);
+            if matches!(ty, ObjectType::Tcb | ObjectType::VCpu) {
+                // Made on its creator's CPU.
+                self.store.sched(addr).cpu = self.cpu as u8;
+            }
             let cap = match ty {
                 ObjectType::Untyped => Cap::Untyped { base: addr, size_bits: bits, free: 0 },
                 ObjectType::CNode => Cap::CNode { addr, radix: size_bits },
@@ -410,8 +427,32 @@ impl<S: Store> Kernel<S> {
         }
     }
 
+    /// Move a thread or vCPU to `cpu`. One running on another CPU is stopped there first;
+    /// a VCpu's VMCS, which may still be active on its old CPU, is cleared there.
+    fn set_affinity(&mut self, t: u64, cpu: usize) {
+        let old = usize::from(self.store.sched(t).cpu);
+        if old == cpu {
+            return;
+        }
+        self.stop_elsewhere(t, false);
+        if self.store.sched(t).kind == crate::schedulable::Kind::VCpu {
+            if old == self.cpu {
+                self.vmcs_released = true;
+            } else {
+                (self.stall)(old);
+            }
+        }
+        let queued = self.sched.unlink(&mut self.store, t);
+        self.store.sched(t).cpu = cpu as u8;
+        // The caller moving itself leaves at the next `schedule`.
+        if queued || (t != self.current && self.store.sched(t).state == ThreadState::Ready) {
+            self.enqueue(t);
+        }
+    }
+
     /// Stop a thread: out of every queue, no longer runnable.
     pub(crate) fn suspend(&mut self, tcb: u64) {
+        self.stop_elsewhere(tcb, false);
         match self.store.sched(tcb).state {
             ThreadState::Ready => {
                 self.sched.unlink(&mut self.store, tcb);

@@ -36,6 +36,9 @@ pub struct IrqTable {
 }
 
 impl IrqTable {
+    /// No node, no line handled.
+    pub const EMPTY: Self = Self { node: 0, issued: 0, unmasked: 0, released: 0 };
+
     /// Whether an interrupt can still wake a thread: some handled line is unmasked.
     pub fn armed(&self) -> bool {
         self.unmasked != 0

@@ -53,6 +53,8 @@ pub mod reply;
 mod reply_tests;
 pub mod sched;
 pub mod schedulable;
+#[cfg(test)]
+mod smp_tests;
 pub mod state;
 pub mod store;
 #[cfg(test)]

@@ -13,6 +13,9 @@ pub struct ThreadQueue {
 }
 
 impl ThreadQueue {
+    /// No thread.
+    pub const EMPTY: Self = Self { head: 0, tail: 0 };
+
     /// Whether no thread is queued.
     pub const fn is_empty(&self) -> bool {
         self.head == 0

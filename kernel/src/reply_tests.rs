@@ -134,12 +134,12 @@ fn a_link_to_a_caller_that_no_longer_waits_is_not_saved_or_answered() {
     assert_eq!(t.k.store.sched(server).caller, ROOT_TCB, "the link stays where it was");
     let reply = reply_addr(&mut t);
     t.k.store.reply(reply).caller = ROOT_TCB;
-    let ready = t.k.sched.highest();
+    let ready = t.k.sched.on(0).highest();
     t.sys(Syscall::Send as u64, [REPLY, MsgInfo::new(7, 1).to_raw(), 70, 0, 0, 0]);
     assert_eq!(t.k.store.sched(ROOT_TCB).state, ThreadState::Inactive, "nobody was answered");
     assert_eq!(t.k.store.reply(reply).caller, 0, "the object is empty now");
     // An empty object answers nobody either: no thread 0 is made ready.
     t.sys(Syscall::Send as u64, [REPLY, MsgInfo::new(7, 1).to_raw(), 70, 0, 0, 0]);
-    assert_eq!(t.k.sched.highest(), ready);
+    assert_eq!(t.k.sched.on(0).highest(), ready);
     assert_eq!(t.k.current, server);
 }

@@ -1,26 +1,67 @@
-//! Fixed-priority round-robin run queues. The running thread is not in a queue; a
-//! bitmap finds the highest non-empty priority in four word scans.
+//! Fixed-priority round-robin run queues, one set per CPU: a thread waits in its own
+//! CPU's queues (`Schedulable::cpu`) and only that CPU runs it. The running thread is not
+//! in a queue; a bitmap finds the highest non-empty priority in four word scans.
 
+use crate::acpi::MAX_CPUS;
 use crate::queue::ThreadQueue;
 use crate::store::Store;
 use crate::tcb::ThreadState;
 
-/// One FIFO per priority.
+/// Every CPU's queues.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
-    queues: [ThreadQueue; 256],
-    bitmap: [u64; 4],
+    cpus: [RunQueues; MAX_CPUS],
 }
 
 impl Default for Scheduler {
     fn default() -> Self {
-        Self { queues: [ThreadQueue::default(); 256], bitmap: [0; 4] }
+        Self::new()
     }
 }
 
 impl Scheduler {
-    /// Mark `tcb` ready and append it to its priority's queue.
+    /// No thread queued anywhere.
+    pub const fn new() -> Self {
+        Self { cpus: [RunQueues::EMPTY; MAX_CPUS] }
+    }
+
+    /// CPU `cpu`'s queues (the last CPU's for an index beyond them, which no thread has:
+    /// `TcbSetAffinity` refuses it).
+    #[inline(always)]
+    pub fn on(&self, cpu: usize) -> &RunQueues {
+        &self.cpus[cpu.min(MAX_CPUS - 1)]
+    }
+
+    /// Mark `tcb` ready and append it to its priority's queue on its CPU.
     pub fn enqueue(&mut self, store: &mut impl Store, tcb: u64) {
+        let cpu = usize::from(store.sched(tcb).cpu);
+        self.cpus[cpu.min(MAX_CPUS - 1)].enqueue(store, tcb);
+    }
+
+    /// Take the first thread of the highest priority on `cpu`.
+    pub fn dequeue(&mut self, store: &mut impl Store, cpu: usize) -> Option<u64> {
+        self.cpus[cpu.min(MAX_CPUS - 1)].dequeue(store)
+    }
+
+    /// Remove `tcb` from its run queue if it is in one.
+    pub fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
+        let cpu = usize::from(store.sched(tcb).cpu);
+        self.cpus[cpu.min(MAX_CPUS - 1)].unlink(store, tcb)
+    }
+}
+
+/// One CPU's queues: one FIFO per priority.
+#[derive(Clone, Debug)]
+pub struct RunQueues {
+    queues: [ThreadQueue; 256],
+    bitmap: [u64; 4],
+}
+
+impl RunQueues {
+    const EMPTY: Self = Self { queues: [ThreadQueue::EMPTY; 256], bitmap: [0; 4] };
+
+    /// Mark `tcb` ready and append it to its priority's queue.
+    fn enqueue(&mut self, store: &mut impl Store, tcb: u64) {
         let t = store.sched(tcb);
         t.state = ThreadState::Ready;
         let p = usize::from(t.priority);
@@ -58,7 +99,7 @@ impl Scheduler {
     }
 
     /// Take the first thread of the highest priority.
-    pub fn dequeue(&mut self, store: &mut impl Store) -> Option<u64> {
+    fn dequeue(&mut self, store: &mut impl Store) -> Option<u64> {
         let p = usize::from(self.highest()?);
         let tcb = self.queues[p].pop(store);
         self.update(p);
@@ -66,7 +107,7 @@ impl Scheduler {
     }
 
     /// Remove `tcb` from its run queue if it is in one.
-    pub fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
+    fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
         let p = usize::from(store.sched(tcb).priority);
         let removed = self.queues[p].remove(store, tcb);
         self.update(p);
@@ -82,7 +123,7 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
-    use super::Scheduler;
+    use super::{RunQueues, Scheduler};
     use crate::store::fake::FakeStore;
     use crate::store::Store;
 
@@ -94,10 +135,27 @@ mod tests {
             s.sched(addr).priority = prio;
             q.enqueue(&mut s, addr);
         }
-        assert_eq!(q.highest(), Some(200));
-        let order: Vec<u64> = std::iter::from_fn(|| q.dequeue(&mut s)).collect();
+        assert_eq!(q.on(0).highest(), Some(200));
+        let order: Vec<u64> = std::iter::from_fn(|| q.dequeue(&mut s, 0)).collect();
         assert_eq!(order, [0x2000, 0x1000, 0x3000, 0x4000]);
-        assert_eq!(q.highest(), None);
+        assert_eq!(q.on(0).highest(), None);
+    }
+
+    #[test]
+    fn each_cpu_runs_only_its_own_threads() {
+        let mut s = FakeStore::default();
+        let mut q = Scheduler::default();
+        for (addr, prio, cpu) in [(0x1000, 10, 0), (0x2000, 200, 1), (0x3000, 50, 1)] {
+            s.sched(addr).priority = prio;
+            s.sched(addr).cpu = cpu;
+            q.enqueue(&mut s, addr);
+        }
+        assert_eq!(q.on(0).highest(), Some(10));
+        assert_eq!(q.on(1).highest(), Some(200));
+        assert!(q.unlink(&mut s, 0x2000));
+        assert_eq!(q.dequeue(&mut s, 1), Some(0x3000));
+        assert_eq!(q.dequeue(&mut s, 1), None);
+        assert_eq!(q.dequeue(&mut s, 0), Some(0x1000));
     }
 
     #[test]
@@ -105,7 +163,7 @@ mod tests {
         let mut s = FakeStore::default();
         for prios in [vec![], vec![0], vec![63], vec![64], vec![200, 5], vec![255], vec![127, 128]]
         {
-            let mut q = Scheduler::default();
+            let mut q = RunQueues::EMPTY;
             for (i, p) in prios.iter().enumerate() {
                 let tcb = 0x1000 * (i as u64 + 1);
                 s.sched(tcb).priority = *p;
@@ -133,6 +191,6 @@ mod tests {
         s.sched(0x1000).priority = 70;
         q.enqueue(&mut s, 0x1000);
         assert!(q.unlink(&mut s, 0x1000));
-        assert_eq!(q.highest(), None);
+        assert_eq!(q.on(0).highest(), None);
     }
 }

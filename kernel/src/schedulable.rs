@@ -26,6 +26,8 @@ pub struct Schedulable {
     pub priority: u8,
     /// What running it means.
     pub kind: Kind,
+    /// The CPU that runs it (its affinity): it waits in that CPU's run queue.
+    pub cpu: u8,
     /// Link in whichever queue it is in (run queue, endpoint or notification).
     pub next: u64,
     /// The thread waiting for its reply (0: none).

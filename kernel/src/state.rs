@@ -4,6 +4,7 @@
 //! [`Kernel::syscall`] or [`Kernel::fault`]; everything else is decided here, against
 //! the object store, so the whole syscall layer runs (and is fuzzed) on the host.
 
+use crate::acpi::MAX_CPUS;
 use crate::cap::Cap;
 use crate::cnode::SLOT_BITS;
 use crate::irq::IrqTable;
@@ -66,8 +67,22 @@ pub struct Kernel<S: Store> {
     pub sched: Scheduler,
     /// Live address spaces.
     pub vspaces: VSpaces,
-    /// The running thread's TCB (0: none).
+    /// How many CPUs are online (threads may be moved to `0..cpus`).
+    pub cpus: usize,
+    /// The CPU this kernel entry runs on (set by [`Self::enter_on`]).
+    pub cpu: usize,
+    /// The thread or vCPU running on [`Self::cpu`] (0: it idles).
     pub current: u64,
+    /// What runs on every other CPU (0: it idles); the entry for [`Self::cpu`] is stale.
+    pub elsewhere: [u64; MAX_CPUS],
+    /// CPUs a wake-up or a move gave a thread that outranks what they run: the hardware
+    /// layer sends each a reschedule IPI before this entry ends (bit `i`: CPU `i`).
+    pub reschedule: u64,
+    /// Bring CPU `cpu` into the kernel and wait until it is there, its thread's registers
+    /// saved and its caches of kernel objects (FPU owner, active VMCS, page tables,
+    /// TLB) dropped: before a thread that runs there is changed, moved or deleted. The
+    /// hardware layer's; host tests keep threads' registers in memory and need nothing.
+    pub stall: fn(usize),
     /// PML4 entries 256..511, copied into every new address space.
     pub kernel_half: [u64; 256],
     /// Whether page tables may use the NX bit.
@@ -97,13 +112,19 @@ pub struct Kernel<S: Store> {
 }
 
 impl<S: Store> Kernel<S> {
-    /// A kernel with no threads.
-    pub fn new(store: S, kernel_half: [u64; 256], nx: bool) -> Self {
+    /// A kernel with no threads (built in place at compile time on the machine: its run
+    /// queues are too large for a stack).
+    pub const fn new(store: S, kernel_half: [u64; 256], nx: bool) -> Self {
         Self {
             store,
-            sched: Scheduler::default(),
-            vspaces: VSpaces::default(),
+            sched: Scheduler::new(),
+            vspaces: VSpaces::new(),
+            cpus: 1,
+            cpu: 0,
             current: 0,
+            elsewhere: [0; MAX_CPUS],
+            reschedule: 0,
+            stall: |_| {},
             kernel_half,
             nx,
             vmx: None,
@@ -112,9 +133,61 @@ impl<S: Store> Kernel<S> {
             tlb_stale: false,
             io_ports_generation: 0,
             refusal: None,
-            irqs: IrqTable::default(),
+            irqs: IrqTable::EMPTY,
             dying: 0,
             work_left: crate::finalise::WORK_PER_ENTRY,
+        }
+    }
+
+    /// Take this kernel entry on CPU `cpu`: [`Self::current`] becomes what runs there.
+    #[inline(always)]
+    pub fn enter_on(&mut self, cpu: usize) {
+        if cpu != self.cpu {
+            self.elsewhere[self.cpu] = self.current;
+            self.current = self.elsewhere[cpu.min(MAX_CPUS - 1)];
+            self.cpu = cpu.min(MAX_CPUS - 1);
+        }
+    }
+
+    /// What runs on CPU `cpu` (0: it idles).
+    pub fn running_on(&self, cpu: usize) -> u64 {
+        if cpu == self.cpu {
+            self.current
+        } else {
+            self.elsewhere[cpu]
+        }
+    }
+
+    /// The CPU other than this entry's on which `t` runs, if any.
+    pub(crate) fn cpu_running(&self, t: u64) -> Option<usize> {
+        (t != 0).then_some(())?;
+        (0..MAX_CPUS).find(|&c| c != self.cpu && self.elsewhere[c] == t)
+    }
+
+    /// Take `t` off the other CPU it runs on, if any (stalling that CPU first, so its
+    /// registers are in memory and nothing there refers to it any more). A thread that
+    /// stays ready goes back into its CPU's queue. True if it was running elsewhere.
+    pub(crate) fn stop_elsewhere(&mut self, t: u64, requeue: bool) -> bool {
+        let Some(cpu) = self.cpu_running(t) else { return false };
+        (self.stall)(cpu);
+        self.elsewhere[cpu] = 0;
+        self.reschedule |= 1 << cpu;
+        if requeue && self.store.sched(t).state == ThreadState::Ready {
+            self.enqueue(t);
+        }
+        true
+    }
+
+    /// Queue the ready `tcb` on its CPU; another CPU is asked to reschedule when `tcb`
+    /// outranks what runs there.
+    pub(crate) fn enqueue(&mut self, tcb: u64) {
+        self.sched.enqueue(&mut self.store, tcb);
+        let cpu = usize::from(self.store.sched(tcb).cpu);
+        if cpu != self.cpu {
+            let there = self.running_on(cpu.min(MAX_CPUS - 1));
+            if there == 0 || self.store.sched(tcb).priority > self.store.sched(there).priority {
+                self.reschedule |= 1 << cpu;
+            }
         }
     }
 
@@ -156,14 +229,14 @@ impl<S: Store> Kernel<S> {
     /// Make `tcb` runnable (queued behind threads of its priority).
     pub fn make_ready(&mut self, tcb: u64) {
         if tcb != self.current {
-            self.sched.enqueue(&mut self.store, tcb);
+            self.enqueue(tcb);
         } else {
             self.store.sched(tcb).state = ThreadState::Ready;
         }
     }
 
-    /// Pick the thread to run next. The current thread keeps the CPU if still ready and
-    /// no thread of higher priority waits.
+    /// Pick the thread to run next. The current thread keeps the CPU if still ready, still
+    /// this CPU's, and no thread of higher priority waits here.
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
         if cur != 0 && self.store.sched(cur).state == ThreadState::Ready && !self.runnable(cur) {
@@ -171,13 +244,15 @@ impl<S: Store> Kernel<S> {
         }
         if cur != 0 && self.store.sched(cur).state == ThreadState::Ready {
             let prio = self.store.sched(cur).priority;
-            match self.sched.highest() {
-                Some(p) if p > prio => self.sched.enqueue(&mut self.store, cur),
+            let moved = usize::from(self.store.sched(cur).cpu) != self.cpu;
+            match self.sched.on(self.cpu).highest() {
+                _ if moved => self.enqueue(cur),
+                Some(p) if p > prio => self.enqueue(cur),
                 _ => return Next::Run,
             }
         }
         self.current = 0;
-        while let Some(next) = self.sched.dequeue(&mut self.store) {
+        while let Some(next) = self.sched.dequeue(&mut self.store, self.cpu) {
             if self.runnable(next) {
                 self.current = next;
                 self.store.sched(next).state = ThreadState::Ready;
@@ -203,7 +278,7 @@ impl<S: Store> Kernel<S> {
     pub fn preempt(&mut self) -> Next {
         let cur = self.current;
         if cur != 0 && self.store.sched(cur).state == ThreadState::Ready {
-            self.sched.enqueue(&mut self.store, cur);
+            self.enqueue(cur);
             self.current = 0;
         }
         self.schedule()

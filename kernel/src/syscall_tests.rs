@@ -554,11 +554,11 @@ fn a_tick_while_idle_queues_nothing() {
     assert_eq!(t.sys(Syscall::Recv as u64, [20, 0, 0, 0, 0, 0]), Next::Idle);
     assert_eq!(t.k.current, 0);
     assert_eq!(t.k.preempt(), Next::Idle);
-    assert_eq!((t.k.current, t.k.sched.highest()), (0, None));
+    assert_eq!((t.k.current, t.k.sched.on(0).highest()), (0, None));
     // Nor does a tick that finds the current thread blocked.
     t.k.current = ROOT_TCB;
     assert_eq!(t.k.preempt(), Next::Idle);
-    assert_eq!(t.k.sched.highest(), None, "a blocked thread was queued");
+    assert_eq!(t.k.sched.on(0).highest(), None, "a blocked thread was queued");
 }
 
 #[test]

@@ -795,7 +795,7 @@ fn a_vm_is_built_and_torn_down_a_hundred_times_from_the_same_untyped() {
     let mut t = Testbed::with_vmx();
     let untyped = |t: &mut Testbed| t.cap(slot::UNTYPED);
     let fresh = untyped(&mut t);
-    let idle = t.k.sched.highest();
+    let idle = t.k.sched.on(0).highest();
     let mut first = None;
     for round in 0..100 {
         assert_eq!(retype(&mut t, ObjectType::VCpu, 0, VCPU), 0, "round {round}");
@@ -826,7 +826,7 @@ fn a_vm_is_built_and_torn_down_a_hundred_times_from_the_same_untyped() {
         assert_eq!(untyped(&mut t), fresh, "round {round}: the untyped is not whole again");
         assert_eq!(t.k.current, ROOT_TCB, "round {round}: the root task runs on");
         // Nothing of the VM is left to schedule.
-        assert_eq!(t.k.sched.highest(), idle, "round {round}: a thread is left queued");
+        assert_eq!(t.k.sched.on(0).highest(), idle, "round {round}: a thread is left queued");
     }
 }
 
@@ -841,7 +841,7 @@ fn a_vm_and_its_vmm_are_torn_down_mid_exit_a_hundred_times() {
     const WAKE: u64 = 53;
     let mut t = Testbed::with_vmx();
     let fresh = t.cap(slot::UNTYPED);
-    let idle = t.k.sched.highest();
+    let idle = t.k.sched.on(0).highest();
     for round in 0..100 {
         for (ty, bits, at) in [
             (ObjectType::VCpu, 0, VCPU),
@@ -892,7 +892,7 @@ fn a_vm_and_its_vmm_are_torn_down_mid_exit_a_hundred_times() {
             assert_eq!(t.cap(s), Cap::Null, "round {round}: slot {s} survived the revoke");
         }
         assert_eq!(t.cap(slot::UNTYPED), fresh, "round {round}: the untyped is not whole again");
-        assert_eq!((t.k.current, t.k.sched.highest()), (ROOT_TCB, idle), "round {round}");
+        assert_eq!((t.k.current, t.k.sched.on(0).highest()), (ROOT_TCB, idle), "round {round}");
         assert!(t.k.vmcs_released, "round {round}: the VMCS is let go");
         t.k.vmcs_released = false;
     }

@@ -40,6 +40,13 @@ pub struct VSpaces {
     live: Vec<VSpace, MAX_VSPACES>,
 }
 
+impl VSpaces {
+    /// None live.
+    pub const fn new() -> Self {
+        Self { live: Vec::new() }
+    }
+}
+
 struct Pool<'a>(&'a mut VSpace);
 
 impl FrameSource for Pool<'_> {

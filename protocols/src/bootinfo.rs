@@ -52,6 +52,8 @@ pub mod word {
     pub const MODULE_COUNT: usize = 2;
     /// What VT-x support the kernel offers ([`super::vmx`] bits).
     pub const VMX_FEATURES: usize = 3;
+    /// How many CPUs are online (threads and vCPUs run on CPUs `0..CPUS`).
+    pub const CPUS: usize = 4;
     /// The first `(base, size_bits)` pair; untyped `i` is in slot `FIRST_UNTYPED + i`.
     pub const UNTYPED_LIST: usize = 8;
     /// The module list: per module `[name (16 bytes, NUL-padded) as 2 words, first frame

@@ -162,6 +162,10 @@ pub enum Invocation {
     /// TCB: `[frame slot or u64::MAX]`: the frame (with the write right) that holds the
     /// thread's message words beyond the registers (`ipc::MAX_LEN`), or none.
     TcbSetIpcBuffer = 27,
+    /// TCB or VCpu: `[cpu]`: the CPU that runs it from now on (below the boot
+    /// information's CPU count, `InvalidArgument` otherwise). A thread or vCPU running on
+    /// another CPU is stopped there first; a VCpu's VMCS is cleared on its old CPU.
+    TcbSetAffinity = 28,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -207,7 +211,7 @@ pub mod vm {
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -235,6 +239,7 @@ impl Invocation {
         Self::VCpuSwitchMsr,
         Self::ReplySave,
         Self::TcbSetIpcBuffer,
+        Self::TcbSetAffinity,
     ];
 
     /// Decode a label.

@@ -85,6 +85,14 @@ impl State {
                 self.suspend(addr);
                 Ok(Done::Value(0))
             }
+            (I::TcbSetAffinity, Cap::Tcb { .. } | Cap::VCpu { .. }) => {
+                need(1)?;
+                // One CPU: the only affinity there is.
+                if w[0] != 0 {
+                    return Err(Error::InvalidArgument.into());
+                }
+                Ok(Done::Value(0))
+            }
             (I::TcbSetPriority, Cap::Tcb { addr }) => {
                 need(1)?;
                 let own = self.thread(self.current).priority;

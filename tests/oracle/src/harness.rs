@@ -836,7 +836,11 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
     let mut sched = t.k.sched.clone();
     let mut queued = HashSet::new();
     let mut order = Vec::new();
-    while let Some(th) = sched.dequeue(&mut t.k.store) {
+    // The harness runs one CPU: every other CPU's queues stay empty.
+    for cpu in 1..kernel::acpi::MAX_CPUS {
+        assert_eq!(sched.on(cpu).highest(), None, "CPU {cpu}'s run queue holds a thread");
+    }
+    while let Some(th) = sched.dequeue(&mut t.k.store, 0) {
         assert!(links.contains_key(&th), "the run queue holds {th:#x}, which is no thread");
         assert!(queued.insert(th), "thread {th:#x} queued twice");
         order.push(th);

@@ -106,7 +106,7 @@ fn ready(t: &mut Testbed) -> Vec<u64> {
         schedulables(t).into_iter().filter_map(|a| Some((a, sched_of(t, a)?.next))).collect();
     let mut sched = t.k.sched.clone();
     let mut order = Vec::new();
-    while let Some(th) = sched.dequeue(&mut t.k.store) {
+    while let Some(th) = sched.dequeue(&mut t.k.store, 0) {
         order.push(th);
         if order.len() > links.len() {
             break;
