@@ -19,7 +19,6 @@ fn main() {
 #[cfg(target_os = "none")]
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
-    use crate::arch::x86_64::phys_store::PhysStore;
     use crate::arch::x86_64::{exit, init_cpu, ioapic, lapic, pic, pit, reference};
     use crate::arch::x86_64::{serial::Serial, smp, thread, vcpu_run};
     use crate::{kprintln, root_task};
@@ -27,7 +26,6 @@ mod bare {
     use kernel::bootstrap::{self, BootModule, ModuleRefusal, RootTask};
     use kernel::frame_alloc::{FrameAllocator, PhysRange};
     use kernel::multiboot2::{self, BootInfo, Firmware, RegionKind};
-    use kernel::state::Kernel;
     use kernel::vcpu::VmxInfo;
     use protocols::bootinfo::MAX_MODULES;
     use protocols::layout::ROOT_STACK_TOP;
@@ -208,8 +206,6 @@ mod bare {
         };
         let free: heapless::Vec<PhysRange, { kernel::frame_alloc::MAX_RANGES }> =
             frames.free_ranges().iter().copied().collect();
-        let mut k = Kernel::new(PhysStore, memory::kernel_half(), memory::nx_enabled());
-        k.vmx = vmx;
         let mut modules: heapless::Vec<BootModule<'_>, { MAX_MODULES + 1 }> = heapless::Vec::new();
         let mut refused = |m: &BootModule<'_>, why: ModuleRefusal| {
             kprintln!("kernel: boot module \"{}\" refused: {why}", m.name);
@@ -220,7 +216,21 @@ mod bare {
                 refused(&module, ModuleRefusal::TooMany);
             }
         }
-        match bootstrap::start_root_task(&mut k, &rt, &free, &modules, &mut refused) {
+        // The other CPUs first: the root task learns how many are online. They idle until
+        // a thread is moved to them.
+        start_interrupts(info, platform);
+        let tsc_hz = reference::tsc_hz();
+        let cpus = start_other_cpus(info, platform, vmx.is_some());
+        kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
+        let started = crate::with_kernel(|k| {
+            k.kernel_half = memory::kernel_half();
+            k.nx = memory::nx_enabled();
+            k.vmx = vmx.map(|v| VmxInfo { tsc_hz, ..v });
+            k.cpus = cpus;
+            k.stall = smp::stall;
+            bootstrap::start_root_task(&mut **k, &rt, &free, &modules, &mut refused)
+        });
+        match started {
             Ok((n, bytes)) => {
                 kprintln!("kernel: init receives {n} untyped capabilities, {} KiB", bytes / 1024)
             }
@@ -229,14 +239,8 @@ mod bare {
                 exit::exit(false)
             }
         }
-        *crate::KERNEL.lock() = Some(k);
-        start_interrupts(info, platform);
-        let tsc_hz = reference::tsc_hz();
-        start_other_cpus(info, platform);
-        kprintln!("kernel: TSC at {} kHz", tsc_hz / 1000);
-        crate::with_kernel(|k| k.vmx.as_mut().map(|v| v.tsc_hz = tsc_hz));
         kprintln!("kernel: entering init in ring 3");
-        crate::with_kernel(thread::activate);
+        crate::with_kernel(|k| thread::activate(&mut **k));
         // SAFETY: `activate` made init current with a sanitised ring-3 frame; the
         // return path pops it and `iretq`s.
         unsafe { crate::arch::x86_64::entry::return_to_user() }
@@ -244,7 +248,7 @@ mod bare {
 
     /// Start the other CPUs the tables list, and say how many are online. They need the
     /// tables' list, a local APIC to send their IPIs from, and the trampoline's page free.
-    fn start_other_cpus(info: &BootInfo<'_>, platform: Option<&Platform>) {
+    fn start_other_cpus(info: &BootInfo<'_>, platform: Option<&Platform>, vmx: bool) -> usize {
         let cpus = match platform {
             Some(p) if lapic::in_use() && p.cpus.len() > 1 => {
                 // The kernel keeps the whole low megabyte for itself, so free RAM there is
@@ -265,9 +269,10 @@ mod bare {
             _ => 1,
         };
         kprintln!("smp: {cpus} CPUs online");
-        if cpus > 1 && crate::with_kernel(|k| k.vmx.is_some()) {
+        if cpus > 1 && vmx {
             kprintln!("smp: {} of {} started CPUs in VMX root operation", smp::in_vmx(), cpus - 1);
         }
+        cpus
     }
 
     /// The tick and the device IRQ lines: the local APIC timer and the I/O APIC where
@@ -311,26 +316,8 @@ mod bare {
     }
 }
 
-/// The kernel state, created at boot.
 #[cfg(target_os = "none")]
-static KERNEL: spin::Mutex<Option<kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>>> =
-    spin::Mutex::new(None);
-
-/// Run `f` on the kernel state. The kernel is single-threaded with interrupts off, so
-/// the lock is never contended; a missing state is a boot-order bug.
-#[cfg(target_os = "none")]
-pub fn with_kernel<R>(
-    f: impl FnOnce(&mut kernel::state::Kernel<arch::x86_64::phys_store::PhysStore>) -> R,
-) -> R {
-    let mut guard = KERNEL.lock();
-    match guard.as_mut() {
-        Some(k) => f(k),
-        None => {
-            kprintln!("KERNEL PANIC: entered from user mode before the kernel state exists");
-            arch::x86_64::exit::exit(false)
-        }
-    }
-}
+pub use arch::x86_64::bkl::with_kernel;
 
 /// The machine as the kernel's logic sees it: `DebugWrite`'s console, ports, IRQ lines.
 #[cfg(target_os = "none")]

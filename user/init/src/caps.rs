@@ -215,6 +215,7 @@ pub fn run(t: &mut Suite, a: &mut Alloc) -> Result<Fixture, Error> {
     );
 
     crate::deletion::run(t, a);
+    crate::cross_cpu::run(t, a);
 
     let iso_ep = isolation(t, a)?;
     Ok(Fixture { iso_ep })

@@ -16,6 +16,7 @@ mod alloc;
 mod bench;
 mod caps;
 mod console;
+mod cross_cpu;
 mod deferred_reply;
 mod deletion;
 mod devices;

@@ -3,8 +3,8 @@
 //!
 //! The tables are arrays of atomics so they can be filled at boot and the TSS's RSP0
 //! updated on each thread switch without `static mut`. Each CPU has its own pair (a busy
-//! TSS cannot be loaded twice, and each CPU has its own IST stacks); threads and vCPUs
-//! run on the boot CPU, so RSP0 and the VMCS host state are the boot CPU's.
+//! TSS cannot be loaded twice, and each CPU has its own IST stacks), so RSP0 is set in the
+//! running CPU's TSS and a VMCS's host state names the tables of the CPU it is loaded on.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -23,7 +23,6 @@ pub const IST_DF: u8 = 2;
 pub const IST_MC: u8 = 3;
 
 const CPUS: usize = kernel::acpi::MAX_CPUS;
-const BOOT_CPU: usize = 0;
 
 static GDT: [[AtomicU64; 7]; CPUS] = [const { [const { AtomicU64::new(0) }; 7] }; CPUS];
 /// 104-byte 64-bit TSS as 32-bit words (its 64-bit fields are not 8-byte aligned).
@@ -34,22 +33,22 @@ fn set_tss_u64(cpu: usize, word: usize, v: u64) {
     TSS[cpu][word + 1].store((v >> 32) as u32, Relaxed);
 }
 
-/// The boot CPU's GDT address (host state for VM exits).
-pub fn gdt_base() -> u64 {
-    GDT[BOOT_CPU].as_ptr() as u64
+/// CPU `cpu`'s GDT address (host state for VM exits).
+pub fn gdt_base(cpu: usize) -> u64 {
+    GDT[cpu].as_ptr() as u64
 }
 
-/// The boot CPU's TSS address (host state for VM exits).
-pub fn tss_base() -> u64 {
-    TSS[BOOT_CPU].as_ptr() as u64
+/// CPU `cpu`'s TSS address (host state for VM exits).
+pub fn tss_base(cpu: usize) -> u64 {
+    TSS[cpu].as_ptr() as u64
 }
 
 /// The TSS selector.
 pub const TSS_SELECTOR: u16 = TSS_SEL;
 
-/// The stack the boot CPU switches to on an interrupt from ring 3.
+/// The stack this CPU switches to on an interrupt from ring 3.
 pub fn set_rsp0(top: u64) {
-    set_tss_u64(BOOT_CPU, 1, top);
+    set_tss_u64(super::percpu::cpu(), 1, top);
 }
 
 /// Build and load CPU `cpu`'s GDT and TSS (`cpu` < `MAX_CPUS`).

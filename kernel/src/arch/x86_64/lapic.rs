@@ -23,6 +23,8 @@ const ICR_HIGH: u64 = 0x310;
 /// ICR delivery modes (level assert): INIT and STARTUP.
 const ICR_INIT: u32 = 0b101 << 8 | 1 << 14;
 const ICR_STARTUP: u32 = 0b110 << 8 | 1 << 14;
+/// ICR level: assert (every IPI but INIT de-assert).
+const ICR_ASSERT: u32 = 1 << 14;
 /// ICR delivery status: the IPI has not been sent yet.
 const ICR_PENDING: u32 = 1 << 12;
 /// ICR destination shorthand: this CPU.
@@ -37,6 +39,9 @@ const LVT_PERIODIC: u32 = 1 << 17;
 
 /// Virtual address of the registers (0: no local APIC timer in use).
 static REGS: AtomicU64 = AtomicU64::new(0);
+/// Timer counts per tick, as calibrated on the boot CPU (every CPU's timer runs at the
+/// bus rate).
+static PER_TICK: AtomicU64 = AtomicU64::new(0);
 
 fn write(reg: u64, value: u32) {
     let base = REGS.load(Relaxed);
@@ -99,6 +104,7 @@ pub fn start() -> bool {
         REGS.store(0, Relaxed);
         return false;
     }
+    PER_TICK.store(u64::from(per_tick), Relaxed);
     write(LVT_TIMER, LVT_PERIODIC | TIMER_VECTOR as u32);
     write(INITIAL_COUNT, per_tick);
     crate::kprintln!(
@@ -132,6 +138,17 @@ pub fn enable_here() {
     write(LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
 }
 
+/// Start this CPU's timer at the boot CPU's rate (a started CPU's tick).
+pub fn start_timer_here() {
+    let per_tick = PER_TICK.load(Relaxed) as u32;
+    if !in_use() || per_tick == 0 {
+        return;
+    }
+    write(DIVIDE, 0x3); // divide by 16, as calibrated
+    write(LVT_TIMER, LVT_PERIODIC | TIMER_VECTOR as u32);
+    write(INITIAL_COUNT, per_tick);
+}
+
 /// Send the IPI `low` to the CPU with APIC ID `apic_id` and wait (bounded) until it left.
 fn send(apic_id: u32, low: u32) {
     write(ICR_HIGH, apic_id << 24);
@@ -152,6 +169,13 @@ pub fn send_init(apic_id: u32) {
 /// STARTUP to the CPU with APIC ID `apic_id`: it starts in real mode at `page << 12`.
 pub fn send_startup(apic_id: u32, page: u8) {
     send(apic_id, ICR_STARTUP | u32::from(page));
+}
+
+/// Raise `vector` on the CPU with APIC ID `apic_id` (fixed delivery, edge).
+pub fn send_fixed(apic_id: u32, vector: u8) {
+    if in_use() {
+        send(apic_id, ICR_ASSERT | u32::from(vector));
+    }
 }
 
 /// Raise `vector` on this CPU (fixed delivery, edge).

@@ -1,5 +1,6 @@
 //! The x86-64 hardware layer: the only place with `unsafe` and assembly.
 
+pub mod bkl;
 pub mod boot;
 pub mod cpu;
 pub mod entry;

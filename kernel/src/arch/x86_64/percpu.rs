@@ -26,6 +26,17 @@ pub struct PerCpu {
     user_rsp: AtomicU64,
     /// The top of this CPU's kernel stack.
     kernel_stack: AtomicU64,
+    /// This CPU's index (0: the boot CPU).
+    cpu: AtomicU64,
+    /// The thread whose frame the return path resumes (0: none, after idling, a guest,
+    /// or a stall: the next activation reloads everything).
+    on_cpu: AtomicU64,
+    /// The thread whose FPU registers are in this CPU (0: none).
+    fpu_owner: AtomicU64,
+    /// The VMCS active on this CPU (0: none).
+    active_vmcs: AtomicU64,
+    /// A tick arrived while a guest ran or the CPU idled (1: yes).
+    tick: AtomicU64,
 }
 
 /// Offsets the stubs use.
@@ -34,12 +45,27 @@ pub const CURRENT_CONTEXT: usize = offset_of!(PerCpu, current_context);
 pub const USER_RSP: usize = offset_of!(PerCpu, user_rsp);
 /// See [`PerCpu::kernel_stack`].
 pub const KERNEL_STACK: usize = offset_of!(PerCpu, kernel_stack);
+/// See [`PerCpu::cpu`].
+pub const CPU: usize = offset_of!(PerCpu, cpu);
+/// See [`PerCpu::on_cpu`].
+pub const ON_CPU: usize = offset_of!(PerCpu, on_cpu);
+/// See [`PerCpu::fpu_owner`].
+pub const FPU_OWNER: usize = offset_of!(PerCpu, fpu_owner);
+/// See [`PerCpu::active_vmcs`].
+pub const ACTIVE_VMCS: usize = offset_of!(PerCpu, active_vmcs);
+/// See [`PerCpu::tick`].
+pub const TICK: usize = offset_of!(PerCpu, tick);
 
 static BLOCKS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         current_context: AtomicU64::new(0),
         user_rsp: AtomicU64::new(0),
         kernel_stack: AtomicU64::new(0),
+        cpu: AtomicU64::new(0),
+        on_cpu: AtomicU64::new(0),
+        fpu_owner: AtomicU64::new(0),
+        active_vmcs: AtomicU64::new(0),
+        tick: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -51,6 +77,7 @@ pub fn base(cpu: usize) -> u64 {
 /// Point this CPU's GS at block `cpu` (ring 3's GS base starts at 0).
 pub fn init(cpu: usize) {
     BLOCKS[cpu].kernel_stack.store(stacks::kernel_top(cpu), Relaxed);
+    BLOCKS[cpu].cpu.store(cpu as u64, Relaxed);
     // SAFETY: both MSRs exist on every x86-64 CPU; the kernel reaches its block through
     // GS only from here on, and ring 3 has no GS base of its own yet.
     unsafe {
@@ -59,23 +86,42 @@ pub fn init(cpu: usize) {
     }
 }
 
-/// The current thread's save area on this CPU (0: none).
-pub fn current_context() -> u64 {
+/// Field `OFF` of this CPU's block.
+#[inline(always)]
+pub fn get<const OFF: usize>() -> u64 {
     let value: u64;
-    // SAFETY: GS is this CPU's block while the kernel runs; the load is a plain read.
+    // SAFETY: GS is this CPU's block while the kernel runs, and `OFF` one of its fields
+    // (the constants above); the load is a plain read.
     unsafe {
-        core::arch::asm!("mov {}, gs:[{off}]", out(reg) value, off = const CURRENT_CONTEXT,
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) value, off = const OFF,
             options(nostack, readonly, preserves_flags));
     }
     value
 }
 
-/// Make `context` the current save area on this CPU.
-pub fn set_current_context(context: u64) {
-    // SAFETY: GS is this CPU's block while the kernel runs; the stubs read the slot only
-    // on the next entry from ring 3.
+/// Set field `OFF` of this CPU's block.
+#[inline(always)]
+pub fn set<const OFF: usize>(value: u64) {
+    // SAFETY: as for `get`; only this CPU writes its block (another reads it only where
+    // its comment says so).
     unsafe {
-        core::arch::asm!("mov gs:[{off}], {}", in(reg) context, off = const CURRENT_CONTEXT,
+        core::arch::asm!("mov gs:[{off}], {}", in(reg) value, off = const OFF,
             options(nostack, preserves_flags));
     }
+}
+
+/// The current thread's save area on this CPU (0: none).
+pub fn current_context() -> u64 {
+    get::<CURRENT_CONTEXT>()
+}
+
+/// Make `context` the current save area on this CPU.
+pub fn set_current_context(context: u64) {
+    set::<CURRENT_CONTEXT>(context);
+}
+
+/// This CPU's index.
+#[inline(always)]
+pub fn cpu() -> usize {
+    get::<CPU>() as usize
 }

@@ -2,10 +2,11 @@
 //! (return to a thread in ring 3, enter a vCPU's guest, or idle until an interrupt)
 //! until something returns to ring 3 or the machine stops.
 
+use super::bkl::Held;
+use super::percpu::{self, TICK};
 use super::phys_store::PhysStore;
 use super::{cpu, thread, vcpu_run};
 use crate::kprintln;
-use core::sync::atomic::Ordering::Relaxed;
 use kernel::schedulable::Kind;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
@@ -19,33 +20,43 @@ pub fn no_runnable_thread() -> ! {
 }
 
 /// Act on what the kernel decided after a syscall or trap.
-pub fn resume(k: &mut Kernel<PhysStore>, next: Next) {
-    super::vcpu_run::flush(k);
+pub fn resume(k: &mut Held, next: Next) {
+    super::vcpu_run::flush(&mut **k);
     run_next(k, next);
 }
 
 /// [`resume`] for a caller that has nothing to flush first or whose next step flushes
 /// itself (entering a vCPU does).
-pub fn run_next(k: &mut Kernel<PhysStore>, mut next: Next) {
+pub fn run_next(k: &mut Held, mut next: Next) {
     loop {
+        let cur = k.current;
         match next {
-            // A vCPU runs right here, in the kernel, until an exit its VMM must see (an
-            // interrupt that came meanwhile may wake a driver).
-            Next::Run if k.store.sched(k.current).kind == Kind::VCpu => {
+            // A vCPU runs right here, in the kernel (with the lock released while the
+            // guest runs), until an exit its VMM must see (an interrupt that came
+            // meanwhile may wake a driver).
+            Next::Run if k.store.sched(cur).kind == Kind::VCpu => {
                 next = vcpu_run::run(k);
                 next = deliver_interrupts(k, next);
             }
-            Next::Run => return thread::activate(k),
-            // Every thread waits. If a driver waits for its device, sleep until an
-            // interrupt; otherwise nothing can ever run again.
+            Next::Run => {
+                // What the last vCPU exit or idle wake-up asked of other CPUs.
+                vcpu_run::flush(&mut **k);
+                return thread::activate(&mut **k);
+            }
+            // Every thread here waits: sleep, with the lock released, until an interrupt
+            // (a driver's device, this CPU's tick, or another CPU's reschedule IPI). The
+            // boot CPU stops the machine when nothing anywhere can ever run again.
             Next::Idle => {
+                thread::release_fpu(&mut **k);
                 thread::deactivate();
-                if !k.irqs.armed() {
+                if percpu::cpu() == 0 && nothing_can_run(k) {
                     no_runnable_thread()
                 }
-                cpu::wait_for_interrupt();
+                k.unlocked(cpu::wait_for_interrupt);
                 // Ticks that woke the CPU while nothing ran preempt nobody.
-                vcpu_run::TICK.store(false, Relaxed);
+                percpu::set::<TICK>(0);
+                // Another CPU may have queued a thread here meanwhile.
+                next = k.schedule();
                 next = deliver_interrupts(k, next);
             }
             Next::Shutdown(status) => {
@@ -63,6 +74,13 @@ pub fn run_next(k: &mut Kernel<PhysStore>, mut next: Next) {
             }
         }
     }
+}
+
+/// Whether no CPU runs anything, no run queue holds a thread, and no interrupt can wake
+/// one (no handled line is unmasked).
+fn nothing_can_run(k: &Kernel<PhysStore>) -> bool {
+    !k.irqs.armed()
+        && (0..k.cpus).all(|c| k.running_on(c) == 0 && k.sched.on(c).highest().is_none())
 }
 
 /// Deliver the device interrupts taken since they were last delivered (they are noted

@@ -29,8 +29,12 @@ pub fn init() {
 #[no_mangle]
 extern "C" fn syscall_from_user(_frame: *mut UserContext) {
     crate::with_kernel(|k| {
+        if super::thread::on_cpu() == 0 {
+            return dropped(k);
+        }
+        let cur = k.current;
         super::exit_trace::syscall_entered(
-            &mut kernel::store::Store::tcb(&mut k.store, k.current).context,
+            &mut kernel::store::Store::tcb(&mut k.store, cur).context,
         );
         // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
         // or EPT, so it needs none of the general resume path's work; a VMM's reply that
@@ -44,10 +48,19 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
     });
 }
 
+/// A stall dropped this syscall while it waited for the lock (and wound the thread back
+/// to make it again): whatever runs here now runs.
+#[cold]
+#[inline(never)]
+fn dropped(k: &mut super::bkl::Held) {
+    let next = k.schedule();
+    super::run_loop::resume(k, next);
+}
+
 /// The fastpath applied a VMM's reply and switched to its vCPU. Out of line, like the
 /// slow path, so the thread-to-thread fastpath's frame stays small.
 #[inline(never)]
-fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
+fn enter_guest(k: &mut super::bkl::Held) {
     // `vcpu_run::run` flushes what the fastpath could have left (nothing) itself.
     super::run_loop::run_next(k, kernel::state::Next::Run);
 }
@@ -56,7 +69,7 @@ fn enter_guest(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
 /// frame stays small: the slow path's large locals and saved registers cost every
 /// syscall otherwise.
 #[inline(never)]
-fn slowpath(k: &mut kernel::state::Kernel<super::phys_store::PhysStore>) {
+fn slowpath(k: &mut super::bkl::Held) {
     super::stacks::paint_once_running();
     let next = k.syscall(&mut crate::Console);
     super::run_loop::resume(k, next);

@@ -73,6 +73,8 @@ enum Source {
     Device,
     /// A spurious PIC interrupt: nothing happened.
     Spurious,
+    /// Another CPU asked this one to reschedule (or to stall, answered on the way in).
+    Reschedule,
 }
 
 fn classify(vector: u64) -> Source {
@@ -82,6 +84,10 @@ fn classify(vector: u64) -> Source {
             return Source::Tick;
         }
         lapic::SPURIOUS_VECTOR => return Source::Spurious,
+        super::smp::IPI_VECTOR => {
+            lapic::eoi();
+            return Source::Reschedule;
+        }
         _ => {}
     }
     let base = u64::from(PIC_BASE);
@@ -121,15 +127,23 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     if super::exit_trace::single_step(c.vector, c.rip) {
         return;
     }
+    let source = classify(c.vector);
+    let addr = if c.vector == 14 { read_cr2() } else { 0 };
     crate::with_kernel(|k| {
-        let next = match classify(c.vector) {
+        if super::thread::on_cpu() == 0 {
+            // A stall dropped this entry while it waited for the lock: the thread may be
+            // gone or changed. A fault happens again when it runs; device lines stay
+            // pending.
+            let next = k.schedule();
+            let next = super::run_loop::deliver_interrupts(k, next);
+            return super::run_loop::resume(k, next);
+        }
+        let next = match source {
             Source::Tick => k.preempt(),
             Source::Device => super::run_loop::deliver_interrupts(k, kernel::state::Next::Run),
+            Source::Reschedule => k.schedule(),
             Source::Spurious => return,
-            Source::Exception => {
-                let addr = if c.vector == 14 { read_cr2() } else { 0 };
-                k.fault(c.vector, c.error_code, addr)
-            }
+            Source::Exception => k.fault(c.vector, c.error_code, addr),
         };
         super::run_loop::resume(k, next);
     });
@@ -146,10 +160,11 @@ extern "C" fn trap_from_kernel(frame: *mut UserContext) {
     match classify(c.vector) {
         Source::Tick => {
             // A tick that interrupted a guest: the vCPU loop reschedules.
-            super::vcpu_run::TICK.store(true, Relaxed);
+            super::percpu::set::<{ super::percpu::TICK }>(1);
             return;
         }
-        Source::Device | Source::Spurious => return,
+        // The idle loop and the vCPU loop reschedule after every interrupt.
+        Source::Device | Source::Spurious | Source::Reschedule => return,
         Source::Exception => {}
     }
     if super::stacks::is_guard(read_cr2()) {

@@ -1,16 +1,20 @@
 //! Running a vCPU: VMX root operation at boot, and the loop body that enters the guest,
 //! reads what the exit says, and hands it to `kernel::vcpu`.
 //!
-//! At most one VMCS is active at a time: switching to another vCPU VMCLEARs the previous
-//! one, so a destroyed VCpu's memory is never in use by the CPU once the kernel has
-//! cleared the active VMCS (which it does whenever the kernel reports a release).
+//! At most one VMCS is active on a CPU at a time: switching to another vCPU VMCLEARs the
+//! previous one, so a destroyed VCpu's memory is never in use by the CPU once the kernel
+//! has cleared the active VMCS (which it does whenever the kernel reports a release; the
+//! other CPUs clear theirs when stalled). The guest runs with the kernel lock released.
 
+use super::bkl::Held;
 use super::cpu::{self, rdmsr};
 use super::memory::{self, frame_at};
+use super::percpu::{self, ACTIVE_VMCS, TICK};
 use super::vm_entry;
 use super::vmx_insn::{self, VmxRoot};
-use super::{fpu, gdt, idt, thread, vmx};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use super::{fpu, gdt, idt, smp, thread, vmx};
+use core::cell::UnsafeCell;
+use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
@@ -25,12 +29,26 @@ use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
 
-/// VMX root operation, while the kernel is in it (taken at shutdown for VMXOFF).
-static ROOT: spin::Mutex<Option<VmxRoot>> = spin::Mutex::new(None);
-/// The VMCS currently active on this CPU (0: none).
-static ACTIVE: AtomicU64 = AtomicU64::new(0);
-/// A timer tick arrived while a guest ran.
-pub static TICK: AtomicBool = AtomicBool::new(false);
+/// Each CPU's proof of VMX root operation, while it is in it.
+struct Roots([UnsafeCell<Option<VmxRoot>>; MAX_CPUS]);
+
+// SAFETY: each CPU reaches only its own entry ([`root`], [`set_root`], [`shutdown`]).
+unsafe impl Sync for Roots {}
+
+static ROOTS: Roots = Roots([const { UnsafeCell::new(None) }; MAX_CPUS]);
+
+/// This CPU's VMX root token, if it is in VMX root operation.
+fn root() -> Option<&'static VmxRoot> {
+    // SAFETY: only this CPU touches its entry; it is written once, by `set_root` before
+    // any read, and taken only at shutdown, after which no VMX instruction runs.
+    unsafe { (*ROOTS.0[percpu::cpu()].get()).as_ref() }
+}
+
+/// This CPU entered VMX root operation.
+pub fn set_root(token: VmxRoot) {
+    // SAFETY: see `root`: this is the one write, before any read on this CPU.
+    unsafe { *ROOTS.0[percpu::cpu()].get() = Some(token) }
+}
 
 const MSR_EPT_VPID_CAP: u32 = 0x48c;
 const MSR_EFER: u32 = 0xc000_0080;
@@ -62,6 +80,7 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     // SAFETY: the EPT/VPID capability MSR exists when EPT or VPID may be enabled, which
     // `Policy::unsupported` just confirmed for EPT.
     let ept = EptVpidCaps::from_raw(unsafe { rdmsr(MSR_EPT_VPID_CAP) });
+    smp::use_ept(ept.raw());
     let maxphyaddr = (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8;
     // SAFETY: EFER and PAT exist on every x86-64 CPU.
     let (efer, pat) = unsafe { (rdmsr(MSR_EFER), rdmsr(MSR_PAT)) };
@@ -78,8 +97,8 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
         tr: gdt::TSS_SELECTOR,
         fs_base: 0,
         gs_base: super::percpu::base(0),
-        tr_base: gdt::tss_base(),
-        gdtr_base: gdt::gdt_base(),
+        tr_base: gdt::tss_base(0),
+        gdtr_base: gdt::gdt_base(0),
         idtr_base: idt::idt_base(),
         rip: vm_entry::host_rip(),
         rsp: 0xffff_ffff_8000_0000,
@@ -89,7 +108,7 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
         efer,
         pat,
     };
-    *ROOT.lock() = Some(root);
+    set_root(root);
     crate::kprintln!("vmx: VMX root operation entered; VCpus available");
     // The TSC rate follows once the tick is calibrated (`main`).
     Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs(), tsc_hz: 0 })
@@ -118,31 +137,32 @@ fn vmread(root: &VmxRoot, f: Field) -> u64 {
     vmx_insn::vmread_or_zero(root, f)
 }
 
-/// Carry out what the kernel asked of the hardware: flush the TLB after a mapping went,
-/// clear the active VMCS after a VCpu was destroyed, invalidate EPT translations after a
-/// guest mapping went.
+/// Carry out what the kernel asked of the hardware: reschedule IPIs to the CPUs a
+/// wake-up concerns; and after a mapping or a VCpu went, the other CPUs stalled (which
+/// flushes their TLBs and EPT translations and clears their active VMCS) and then the
+/// same here: flush the TLB, clear the active VMCS, invalidate EPT translations.
 #[inline]
 pub fn flush<S: Store>(k: &mut Kernel<S>) {
     // Usually nothing: then neither the VMX token nor anything else is touched.
-    if k.tlb_stale || k.vmcs_released || k.ept_stale {
+    if k.tlb_stale || k.vmcs_released || k.ept_stale || k.reschedule != 0 {
         flush_now(k);
     }
 }
 
 #[inline(never)]
 fn flush_now<S: Store>(k: &mut Kernel<S>) {
+    let reschedule = core::mem::take(&mut k.reschedule);
+    if k.tlb_stale || k.vmcs_released || k.ept_stale {
+        smp::stall_others(k.cpus);
+    }
+    smp::send_reschedule(reschedule);
     if core::mem::take(&mut k.tlb_stale) {
         // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
         unsafe { cpu::write_cr3(cpu::read_cr3()) }
     }
-    let guard = ROOT.lock();
-    let Some(root) = guard.as_ref() else { return };
+    let Some(root) = root() else { return };
     if core::mem::take(&mut k.vmcs_released) {
-        let active = ACTIVE.swap(0, Relaxed);
-        if active != 0 {
-            // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
-            let _ = unsafe { vmx_insn::vmclear(root, active) };
-        }
+        clear_active(root);
     }
     if core::mem::take(&mut k.ept_stale) {
         if let Some(vmx) = k.vmx {
@@ -244,21 +264,41 @@ fn fail<S: Store>(
     k.vcpu_failed(VmxFailure { instruction, field, error })
 }
 
+/// VMCLEAR the VMCS active on this CPU, if any.
+fn clear_active(root: &VmxRoot) {
+    let active = percpu::get::<ACTIVE_VMCS>();
+    if active != 0 {
+        percpu::set::<ACTIVE_VMCS>(0);
+        // SAFETY: `active` is a VMCS this CPU loaded; clearing it only writes it back.
+        let _ = unsafe { vmx_insn::vmclear(root, active) };
+    }
+}
+
+/// For a stall: clear this CPU's active VMCS and drop every EPT translation it holds
+/// (the stalling CPU may be about to free the VCpu or a guest's page).
+pub fn drop_vmx_state(ept: Option<EptVpidCaps>) {
+    let Some(root) = root() else { return };
+    clear_active(root);
+    if let Some(ept) = ept {
+        if let Ok(any) = Ept::from_root(0, ept).eptp(false) {
+            let _ = vmx_insn::invept(root, ept, InveptType::AllContext, any);
+        }
+    }
+}
+
 /// Run the current vCPU until its next exit that the VMM must see (or a tick).
-pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
-    // Before taking the VMX token: `flush` takes it too.
-    flush(k);
-    let guard = ROOT.lock();
-    let Some(root) = guard.as_ref() else {
-        // VMX operation ends only at shutdown, after which nothing runs.
-        return fail(k, VmxInstruction::Vmptrld, None, VmxError::Unsupported);
+pub fn run(k: &mut Held) -> Next {
+    flush(&mut **k);
+    let Some(root) = root() else {
+        // This CPU is not in VMX operation (or left it at shutdown).
+        return fail(&mut **k, VmxInstruction::Vmptrld, None, VmxError::Unsupported);
     };
     thread::deactivate();
     let v = k.current;
     // Ports whose pass-through capability went exit again from this entry on.
     k.refresh_pass_through(v);
     let vmcs = v + VMCS_OFFSET;
-    let active = ACTIVE.load(Relaxed);
+    let active = percpu::get::<ACTIVE_VMCS>();
     // Only asked, never moved: the initial VMCS is nearly 2 KiB, and this is the hot path.
     let fresh = k.store.vcpu(v).init.is_some();
     if active != vmcs || fresh {
@@ -282,7 +322,7 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         if let Err(e) = unsafe { vmx_insn::vmptrld(root, vmcs) } {
             return fail(k, VmxInstruction::Vmptrld, None, e);
         }
-        ACTIVE.store(vmcs, Relaxed);
+        percpu::set::<ACTIVE_VMCS>(vmcs);
     }
     if fresh {
         let data = k.store.vcpu(v);
@@ -295,6 +335,22 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         data.init = None;
         if let Err((f, e)) = written {
             return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+        }
+    }
+    if active != vmcs || fresh {
+        // The host state names this CPU's tables and block (the initial VMCS names the
+        // boot CPU's).
+        let me = percpu::cpu();
+        let host = [
+            (Field::HostGsBase, percpu::base(me)),
+            (Field::HostTrBase, gdt::tss_base(me)),
+            (Field::HostGdtrBase, gdt::gdt_base(me)),
+        ];
+        for (f, val) in host {
+            // SAFETY: this CPU's own GS block, TSS and GDT, which live as long as it runs.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+            }
         }
     }
     let data = k.store.vcpu(v);
@@ -321,14 +377,23 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         unsafe { cpu::write_cr2(data.cr2) };
     }
     let launched = data.launched;
-    thread::release_fpu(k);
+    thread::release_fpu(&mut **k);
     fpu::restore(&k.store.vcpu(v).fpu);
     super::exit_trace::entering_guest();
-    let entry_tsc = cpu::rdtsc();
-    // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host state,
-    // and interrupts are disabled in the kernel.
-    let entered = unsafe { vm_entry::enter(root, &mut k.store.vcpu(v).gprs, launched) };
-    let exit_tsc = cpu::rdtsc();
+    let gprs: *mut Gprs = &mut k.store.vcpu(v).gprs;
+    let (entered, entry_tsc, exit_tsc) = k.unlocked(|| {
+        let entry_tsc = cpu::rdtsc();
+        // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host
+        // state, and interrupts are disabled in the kernel. The VCpu's memory stays: a CPU
+        // that would change or delete it stalls this one first, which waits for the exit.
+        let entered = unsafe { vm_entry::enter(root, &mut *gprs, launched) };
+        (entered, entry_tsc, cpu::rdtsc())
+    });
+    if k.current != v || percpu::get::<ACTIVE_VMCS>() != vmcs {
+        // Stalled while taking the lock again: the VMCS was cleared (and the vCPU perhaps
+        // moved or deleted). The exit is dropped; the guest meets it again when it runs.
+        return k.schedule();
+    }
     let data = k.store.vcpu(v);
     fpu::save(&mut data.fpu);
     if let Err(e) = entered {
@@ -350,7 +415,10 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
         // acknowledge the line and note the tick.
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
-        return if TICK.swap(false, Relaxed) { k.preempt() } else { Next::Run };
+        let tick = percpu::get::<TICK>() != 0;
+        percpu::set::<TICK>(0);
+        // Not a tick: a device, or another CPU asking this one to reschedule.
+        return if tick { k.preempt() } else { k.schedule() };
     }
     if let Some(proc) = k.proc_controls_after_exit(reason) {
         // SAFETY: only interrupt-window exiting goes, which every CPU allows to be 0.
@@ -426,12 +494,9 @@ pub fn run<S: Store>(k: &mut Kernel<S>) -> Next {
 
 /// Leave VMX operation at shutdown: VMCLEAR the active VMCS, VMXOFF, clear CR4.VMXE.
 pub fn shutdown() {
-    let Some(root) = ROOT.lock().take() else { return };
-    let active = ACTIVE.swap(0, Relaxed);
-    if active != 0 {
-        // SAFETY: `active` is a VMCS this code loaded; clearing it only writes it back.
-        let _ = unsafe { vmx_insn::vmclear(&root, active) };
-    }
+    // SAFETY: see `root`: the last access on this CPU; nothing runs after shutdown.
+    let Some(root) = (unsafe { (*ROOTS.0[percpu::cpu()].get()).take() }) else { return };
+    clear_active(&root);
     match vmx_insn::disable(root) {
         Ok(()) => crate::kprintln!("vmx: VMX operation left (VMXOFF, CR4.VMXE clear)"),
         Err((_, e)) => crate::kprintln!("vmx: VMXOFF failed: {e}"),

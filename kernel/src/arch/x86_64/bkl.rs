@@ -1,0 +1,99 @@
+//! The big kernel lock: one ticket lock around the kernel state, taken by every kernel
+//! entry on every CPU (syscall, exception, interrupt, VM exit, a wake-up from idle) and
+//! released on the way out, so the kernel's logic stays single-threaded. A CPU waiting
+//! for its turn answers stall requests (`smp::answer_stall`): the holder may be waiting
+//! for exactly that CPU. Idling and running a guest happen with the lock released
+//! ([`Held::unlocked`]).
+
+use super::phys_store::PhysStore;
+use super::{percpu, smp};
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use kernel::state::Kernel;
+
+/// The kernel state of this machine.
+pub type State = Kernel<PhysStore>;
+
+struct Bkl {
+    /// The next ticket to hand out.
+    next: AtomicU32,
+    /// The ticket whose holder may enter.
+    serving: AtomicU32,
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: the state is reached only through `Held`, and a `Held` exists only while its
+// CPU holds the ticket being served: one at a time.
+unsafe impl Sync for Bkl {}
+
+/// Built in place: the run queues of every CPU are too large for a boot stack. The boot
+/// code fills in what the machine says before the first thread runs.
+static BKL: Bkl = Bkl {
+    next: AtomicU32::new(0),
+    serving: AtomicU32::new(0),
+    state: UnsafeCell::new(Kernel::new(PhysStore, [0; 256], false)),
+};
+
+fn acquire() {
+    let ticket = BKL.next.fetch_add(1, Relaxed);
+    while BKL.serving.load(Acquire) != ticket {
+        smp::answer_stall();
+        core::hint::spin_loop();
+    }
+}
+
+fn release() {
+    // Only the holder writes `serving`.
+    BKL.serving.store(BKL.serving.load(Relaxed).wrapping_add(1), Release);
+}
+
+/// The kernel state, while this CPU holds the lock. Not `Send`: it stays on its CPU.
+pub struct Held {
+    _on_this_cpu: PhantomData<*mut ()>,
+}
+
+impl Deref for Held {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // SAFETY: this CPU holds the lock (see `Bkl`'s `Sync`).
+        unsafe { &*BKL.state.get() }
+    }
+}
+
+impl DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut State {
+        // SAFETY: as for `deref`; `&mut self` makes the reference unique on this CPU.
+        unsafe { &mut *BKL.state.get() }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        release();
+    }
+}
+
+impl Held {
+    /// Run `f` with the lock released (idling, a guest running), then take it again. `f`
+    /// cannot reach the state: it is borrowed for the call.
+    pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        release();
+        let r = f();
+        acquire();
+        let cpu = percpu::cpu();
+        self.enter_on(cpu);
+        r
+    }
+}
+
+/// Run `f` on the kernel state, on this CPU's behalf.
+#[inline(always)]
+pub fn with_kernel<R>(f: impl FnOnce(&mut Held) -> R) -> R {
+    acquire();
+    let mut held = Held { _on_this_cpu: PhantomData };
+    let cpu = percpu::cpu();
+    held.enter_on(cpu);
+    f(&mut held)
+}
