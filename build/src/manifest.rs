@@ -80,6 +80,9 @@ struct Vm {
     cmdline: Option<String>,
     memory_mib: u64,
     priority: u8,
+    /// The CPU it runs on (CPU 0 where that one is not online).
+    #[serde(default)]
+    cpu: u8,
     #[serde(default)]
     phase: u8,
     #[serde(default)]
@@ -270,6 +273,7 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
             mode,
             memory_bits: memory_bits(vm).map_err(at)?,
             priority: vm.priority,
+            cpu: vm.cpu,
             phase: vm.phase,
             hostile: vm.hostile,
             mutate: vm.mutate,

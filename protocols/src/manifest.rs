@@ -88,6 +88,9 @@ pub struct VmEntry<'a> {
     pub memory_bits: u8,
     /// The VMM's scheduling priority (its vCPU runs at the same).
     pub priority: u8,
+    /// The CPU the VMM, its vCPU and its device process run on; a CPU that is not online
+    /// means CPU 0 (the root task says so).
+    pub cpu: u8,
     /// Start only after every VM of a lower phase has ended (benchmarks run alone).
     pub phase: u8,
     /// Hostile VMM (see `vmm::flags::HOSTILE`).
@@ -395,6 +398,7 @@ mod tests {
             mode: GuestMode::Long64,
             memory_bits: 22,
             priority: 200,
+            cpu: 0,
             phase: 0,
             hostile: false,
             mutate: false,

@@ -6,8 +6,8 @@
 //! space instead). The same ISO boots through UEFI (OVMF under QEMU) as through a BIOS.
 
 use system_tests::{
-    assert_kernel_quiet_at_run_time, assert_suite_passed, boot, boot_with, check, Emulator,
-    Firmware, Outcome, RunOptions,
+    assert_cross_cpu_checks_passed, assert_kernel_quiet_at_run_time, assert_suite_passed, boot,
+    boot_with, check, Emulator, Firmware, Outcome, RunOptions,
 };
 
 /// How many checks init runs at least.
@@ -102,6 +102,7 @@ fn qemu_boots_the_same_iso_through_uefi() {
 /// reports both online; the suite runs as on one CPU (threads run on the boot CPU).
 fn assert_two_cpus_online(out: &Outcome) -> u32 {
     let skipped = assert_suite_passed(out, INIT_CHECKS);
+    assert_cross_cpu_checks_passed(out);
     check(out, out.serial.contains("acpi: 2 CPUs, local APIC IDs [0, 1]"), "MADT CPUs");
     check(out, out.serial.contains("smp: 2 CPUs online"), "the second CPU did not come up");
     check(out, !out.serial.contains("did not start"), "a CPU did not start");
@@ -128,6 +129,11 @@ fn two_cpus_come_online_under_bochs() {
     check(&out, skipped == 0, "a VM check was skipped with two CPUs");
     let vmx = "smp: 1 of 1 started CPUs in VMX root operation";
     check(&out, out.serial.contains(vmx), "the second CPU did not enter VMX operation");
+    // Two VMs at once, one on each CPU (vm_guest64 on CPU 0, beside it vm_guest32).
+    check(&out, out.serial.contains("init: vm_guest32: runs on CPU 1"), "vm_guest32 not moved");
+    for vm in ["vm_guest32", "vm_guest64"] {
+        check(&out, out.serial.contains(&format!("TEST PASS {vm}")), vm);
+    }
 }
 
 #[test]

@@ -217,6 +217,7 @@ impl Supervisor<'_> {
         let run = (u64::from(vm.priority), v.fault, arg);
         let p = process::spawn_in(self.a, self.images, &module, old.cnode, run)?;
         *v = Vmm { process: p, restarts: v.restarts + 1, ..*v };
+        invoke(p.tcb, Invocation::TcbSetAffinity, &[cpu_of(vm)])?;
         Ok(process::start(&p)?)
     }
 }
@@ -303,8 +304,25 @@ fn start_vmm(
         .with_devices(&devices);
     let description = describe(a, &d)?;
     invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
+    // Its vCPU is made on the CPU the VMM runs on.
+    let cpu = cpu_of(vm);
+    if cpu != 0 {
+        rt::println!("init: {}: runs on CPU {cpu}", vm.name);
+    }
+    invoke(p.tcb, Invocation::TcbSetAffinity, &[cpu])?;
     process::start(&p)?;
     Ok(Vmm { process: p, fault, arg, restarts: 0 })
+}
+
+/// The CPU `vm` runs on: its manifest's, or CPU 0 where that one is not online.
+fn cpu_of(vm: &VmEntry<'_>) -> u64 {
+    let cpu = u64::from(vm.cpu);
+    let online = crate::cross_cpu::cpus();
+    if cpu >= online {
+        rt::println!("init: {}: CPU {cpu} is not online ({online} are): it runs on CPU 0", vm.name);
+        return 0;
+    }
+    cpu
 }
 
 /// Start the process of `vm`'s device out of process, `d`, beside its VMM (whose CNode
@@ -347,6 +365,7 @@ fn start_device(
     if let Some(c) = console {
         c.grant(p.cnode, device_model::slot::CONSOLE, FIRST_DEVICE_BADGE + badge)?;
     }
+    invoke(p.tcb, Invocation::TcbSetAffinity, &[cpu_of(vm)])?;
     process::start(&p)
 }
 
