@@ -6,7 +6,9 @@
 //! of the same sequence without the `syscall` instruction.
 
 use crate::alloc::Alloc;
+use crate::cross_cpu::spawn_on;
 use crate::threads::spawn;
+use core::sync::atomic::{AtomicU64, Ordering};
 use protocols::error::Error;
 use protocols::object::{Invocation, ObjectType};
 use protocols::rights::Rights;
@@ -197,7 +199,78 @@ pub fn run(a: &mut Alloc, iso_ep: u64) -> Result<(), Error> {
     rt::println!("bench: notification signal: {signal} ticks");
     rt::println!("bench: notification poll: {poll} ticks");
     rt::println!("bench: notification signal + poll: {} ticks", signal + poll);
-    partnered(a, n)
+    partnered(a, n)?;
+    cross_cpu(a)
+}
+
+/// Rounds of the remote wake-up measurement (each waits for the waiter to sleep again).
+const WAKE_ROUNDS: u64 = 200;
+/// Reads of a counter the root task lets pass after each wake-up, so the waiter is
+/// asleep again before the next signal.
+const SETTLE: u64 = 20_000;
+
+/// When the waiter on the other CPU ran after its last wake-up (0: not yet).
+static WOKE_AT: AtomicU64 = AtomicU64::new(0);
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Waits on its notification for ever, noting when each wake-up let it run.
+extern "C" fn remote_waiter(n: u64) -> ! {
+    loop {
+        let _ = rt::ipc::recv(n);
+        WOKE_AT.store(rdtsc(), Ordering::Relaxed);
+    }
+}
+
+/// With a second CPU: a call round trip to a server there (the slow path both ways, a
+/// reschedule IPI each way), and a remote wake-up, from the signal here until the waiter
+/// runs there (the time-stamp counter is one clock for both CPUs).
+fn cross_cpu(a: &mut Alloc) -> Result<(), Error> {
+    if crate::cross_cpu::cpus() < 2 {
+        rt::println!("bench: ipc cross-cpu round trip: SKIP (one CPU online)");
+        rt::println!("bench: remote wake-up: SKIP (one CPU online)");
+        return Ok(());
+    }
+    let ep = a.make(ObjectType::Endpoint, 0)?;
+    let server = spawn_on(a, 1, bench_server_entry(), ep, 254, u64::MAX)?;
+    let round_trip = average(Syscall::Call as u64, ep, 1);
+    rt::println!(
+        "bench: ipc cross-cpu round trip (call + reply_recv, server on CPU 1): {round_trip} ticks"
+    );
+    invoke(server, Invocation::TcbSuspend, &[])?;
+    let n = a.make(ObjectType::Notification, 0)?;
+    let waiter = spawn_on(a, 1, remote_waiter, n, 254, u64::MAX)?;
+    let settle = || (0..SETTLE).for_each(|_| core::hint::spin_loop());
+    settle();
+    let mut total = 0;
+    for _ in 0..WAKE_ROUNDS {
+        WOKE_AT.store(0, Ordering::Relaxed);
+        let sent = rdtsc();
+        rt::ipc::send(n, &rt::ipc::Msg::default())?;
+        while WOKE_AT.load(Ordering::Relaxed) == 0 {
+            core::hint::spin_loop();
+        }
+        total += WOKE_AT.load(Ordering::Relaxed).wrapping_sub(sent);
+        settle();
+    }
+    invoke(waiter, Invocation::TcbSuspend, &[])?;
+    rt::println!(
+        "bench: remote wake-up (signal until the waiter runs on CPU 1): {} ticks",
+        total / WAKE_ROUNDS
+    );
+    Ok(())
+}
+
+/// [`bench_server`] as a thread entry.
+fn bench_server_entry() -> extern "C" fn(u64) -> ! {
+    extern "C" fn server(ep: u64) -> ! {
+        // SAFETY: `bench_server` is a thread body that never returns.
+        unsafe { bench_server(ep) }
+    }
+    server
 }
 
 /// The signal+wait and fault round trips, measured in a thread of priority 200 against

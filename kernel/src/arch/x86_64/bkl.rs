@@ -36,14 +36,26 @@ static BKL: Bkl = Bkl {
     state: UnsafeCell::new(Kernel::new(PhysStore, [0; 256], false)),
 };
 
+#[inline(always)]
 fn acquire() {
     let ticket = BKL.next.fetch_add(1, Relaxed);
+    if BKL.serving.load(Acquire) != ticket {
+        wait(ticket);
+    }
+}
+
+/// Another CPU holds the lock: wait for `ticket`'s turn. Out of line, so the
+/// uncontended path (every fastpath syscall's) stays a few instructions.
+#[cold]
+#[inline(never)]
+fn wait(ticket: u32) {
     while BKL.serving.load(Acquire) != ticket {
         smp::answer_stall();
         core::hint::spin_loop();
     }
 }
 
+#[inline(always)]
 fn release() {
     // Only the holder writes `serving`.
     BKL.serving.store(BKL.serving.load(Relaxed).wrapping_add(1), Release);
@@ -69,6 +81,27 @@ impl DerefMut for Held {
     }
 }
 
+/// Take the state for this CPU: true if a stall dropped the entry being made.
+#[inline(always)]
+fn enter(held: &mut Held) -> bool {
+    // One test: this CPU's key is its index unless a stall dropped the entry.
+    let key = percpu::get::<{ percpu::KEY }>();
+    if key as usize == held.cpu {
+        return false;
+    }
+    enter_other(held, key)
+}
+
+/// The state was last another CPU's, or a stall dropped this entry.
+#[cold]
+#[inline(never)]
+fn enter_other(held: &mut Held, key: u64) -> bool {
+    let cpu = percpu::cpu();
+    percpu::set::<{ percpu::KEY }>(cpu as u64);
+    held.enter_on(cpu);
+    key == percpu::DROPPED
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         release();
@@ -82,18 +115,31 @@ impl Held {
         release();
         let r = f();
         acquire();
-        let cpu = percpu::cpu();
-        self.enter_on(cpu);
+        // Entered from the kernel (idle, a guest): nothing to drop.
+        let _ = enter(self);
         r
     }
 }
 
-/// Run `f` on the kernel state, on this CPU's behalf.
+/// Run `f` on the kernel state, on this CPU's behalf (an entry not from ring 3).
 #[inline(always)]
 pub fn with_kernel<R>(f: impl FnOnce(&mut Held) -> R) -> R {
     acquire();
     let mut held = Held { _on_this_cpu: PhantomData };
-    let cpu = percpu::cpu();
-    held.enter_on(cpu);
+    let _ = enter(&mut held);
     f(&mut held)
+}
+
+/// Run `f` on the kernel state for an entry from ring 3 (a syscall, a fault, an
+/// interrupt), unless a stall dropped the entry while this CPU waited for the lock:
+/// then `dropped` runs instead (the thread was wound back, or changed, or is gone).
+#[inline(always)]
+pub fn from_user(f: impl FnOnce(&mut Held), dropped: impl FnOnce(&mut Held)) {
+    acquire();
+    let mut held = Held { _on_this_cpu: PhantomData };
+    if enter(&mut held) {
+        dropped(&mut held)
+    } else {
+        f(&mut held)
+    }
 }

@@ -48,7 +48,12 @@ pub const TSS_SELECTOR: u16 = TSS_SEL;
 
 /// The stack this CPU switches to on an interrupt from ring 3.
 pub fn set_rsp0(top: u64) {
-    set_tss_u64(super::percpu::cpu(), 1, top);
+    let tss = super::percpu::get::<{ super::percpu::TSS }>() as *const AtomicU32;
+    // SAFETY: the block holds this CPU's TSS (`percpu::init`), a static of 26 words, of
+    // which RSP0 is words 1 and 2.
+    let (low, high) = unsafe { (&*tss.add(1), &*tss.add(2)) };
+    low.store(top as u32, Relaxed);
+    high.store((top >> 32) as u32, Relaxed);
 }
 
 /// Build and load CPU `cpu`'s GDT and TSS (`cpu` < `MAX_CPUS`).

@@ -37,7 +37,15 @@ pub struct PerCpu {
     active_vmcs: AtomicU64,
     /// A tick arrived while a guest ran or the CPU idled (1: yes).
     tick: AtomicU64,
+    /// What a kernel entry compares with the kernel state's CPU: this CPU's index, or
+    /// [`DROPPED`] after a stall dropped the entry being made (one test for both).
+    key: AtomicU64,
+    /// This CPU's TSS (RSP0 is set on every thread switch).
+    tss: AtomicU64,
 }
+
+/// [`PerCpu::key`] after a stall dropped an entry from ring 3.
+pub const DROPPED: u64 = u64::MAX;
 
 /// Offsets the stubs use.
 pub const CURRENT_CONTEXT: usize = offset_of!(PerCpu, current_context);
@@ -55,6 +63,10 @@ pub const FPU_OWNER: usize = offset_of!(PerCpu, fpu_owner);
 pub const ACTIVE_VMCS: usize = offset_of!(PerCpu, active_vmcs);
 /// See [`PerCpu::tick`].
 pub const TICK: usize = offset_of!(PerCpu, tick);
+/// See [`PerCpu::key`].
+pub const KEY: usize = offset_of!(PerCpu, key);
+/// See [`PerCpu::tss`].
+pub const TSS: usize = offset_of!(PerCpu, tss);
 
 static BLOCKS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
@@ -66,6 +78,8 @@ static BLOCKS: [PerCpu; MAX_CPUS] = [const {
         fpu_owner: AtomicU64::new(0),
         active_vmcs: AtomicU64::new(0),
         tick: AtomicU64::new(0),
+        key: AtomicU64::new(0),
+        tss: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -78,6 +92,8 @@ pub fn base(cpu: usize) -> u64 {
 pub fn init(cpu: usize) {
     BLOCKS[cpu].kernel_stack.store(stacks::kernel_top(cpu), Relaxed);
     BLOCKS[cpu].cpu.store(cpu as u64, Relaxed);
+    BLOCKS[cpu].key.store(cpu as u64, Relaxed);
+    BLOCKS[cpu].tss.store(super::gdt::tss_base(cpu), Relaxed);
     // SAFETY: both MSRs exist on every x86-64 CPU; the kernel reaches its block through
     // GS only from here on, and ring 3 has no GS base of its own yet.
     unsafe {

@@ -37,12 +37,10 @@ pub fn run_next(k: &mut Held, mut next: Next) {
             Next::Run if k.store.sched(cur).kind == Kind::VCpu => {
                 next = vcpu_run::run(k);
                 next = deliver_interrupts(k, next);
-            }
-            Next::Run => {
-                // What the last vCPU exit or idle wake-up asked of other CPUs.
+                // What the exit asked of other CPUs (its VMM may wait on one).
                 vcpu_run::flush(&mut **k);
-                return thread::activate(&mut **k);
             }
+            Next::Run => return thread::activate(&mut **k),
             // Every thread here waits: sleep, with the lock released, until an interrupt
             // (a driver's device, this CPU's tick, or another CPU's reschedule IPI). The
             // boot CPU stops the machine when nothing anywhere can ever run again.
@@ -58,6 +56,7 @@ pub fn run_next(k: &mut Held, mut next: Next) {
                 // Another CPU may have queued a thread here meanwhile.
                 next = k.schedule();
                 next = deliver_interrupts(k, next);
+                vcpu_run::flush(&mut **k);
             }
             Next::Shutdown(status) => {
                 crate::end_driver_line();

@@ -238,6 +238,7 @@ pub fn answer_stall() {
             frame.rip = frame.rip.wrapping_sub(2);
         }
         thread::deactivate();
+        percpu::set::<{ percpu::KEY }>(percpu::DROPPED);
     }
     let owner = percpu::get::<FPU_OWNER>();
     if owner != 0 {

@@ -28,24 +28,24 @@ pub fn init() {
 /// Called by the entry stub after it saved the registers in the current TCB.
 #[no_mangle]
 extern "C" fn syscall_from_user(_frame: *mut UserContext) {
-    crate::with_kernel(|k| {
-        if super::thread::on_cpu() == 0 {
-            return dropped(k);
-        }
-        let cur = k.current;
-        super::exit_trace::syscall_entered(
-            &mut kernel::store::Store::tcb(&mut k.store, cur).context,
-        );
-        // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
-        // or EPT, so it needs none of the general resume path's work; a VMM's reply that
-        // switched straight back to its vCPU enters the guest.
-        match k.fastpath() {
-            FastPath::Thread => return super::thread::activate(k),
-            FastPath::Guest => return enter_guest(k),
-            FastPath::Declined => {}
-        }
-        slowpath(k);
-    });
+    super::bkl::from_user(
+        |k| {
+            let cur = k.current;
+            super::exit_trace::syscall_entered(
+                &mut kernel::store::Store::tcb(&mut k.store, cur).context,
+            );
+            // The fastpath switches between two ring-3 threads and changes no mapping, VMCS
+            // or EPT, so it needs none of the general resume path's work; a VMM's reply that
+            // switched straight back to its vCPU enters the guest.
+            match k.fastpath() {
+                FastPath::Thread => return super::thread::activate(k),
+                FastPath::Guest => return enter_guest(k),
+                FastPath::Declined => {}
+            }
+            slowpath(k);
+        },
+        dropped,
+    );
 }
 
 /// A stall dropped this syscall while it waited for the lock (and wound the thread back

@@ -129,24 +129,27 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     }
     let source = classify(c.vector);
     let addr = if c.vector == 14 { read_cr2() } else { 0 };
-    crate::with_kernel(|k| {
-        if super::thread::on_cpu() == 0 {
-            // A stall dropped this entry while it waited for the lock: the thread may be
-            // gone or changed. A fault happens again when it runs; device lines stay
-            // pending.
-            let next = k.schedule();
-            let next = super::run_loop::deliver_interrupts(k, next);
-            return super::run_loop::resume(k, next);
-        }
-        let next = match source {
-            Source::Tick => k.preempt(),
-            Source::Device => super::run_loop::deliver_interrupts(k, kernel::state::Next::Run),
-            Source::Reschedule => k.schedule(),
-            Source::Spurious => return,
-            Source::Exception => k.fault(c.vector, c.error_code, addr),
-        };
+    // A stall that drops this entry while it waits for the lock leaves the thread changed
+    // or gone: whatever runs now runs (a fault happens again when the thread runs; device
+    // lines stay pending and are delivered).
+    let dropped = |k: &mut super::bkl::Held| {
+        let next = k.schedule();
+        let next = super::run_loop::deliver_interrupts(k, next);
         super::run_loop::resume(k, next);
-    });
+    };
+    super::bkl::from_user(
+        |k| {
+            let next = match source {
+                Source::Tick => k.preempt(),
+                Source::Device => super::run_loop::deliver_interrupts(k, kernel::state::Next::Run),
+                Source::Reschedule => k.schedule(),
+                Source::Spurious => return,
+                Source::Exception => k.fault(c.vector, c.error_code, addr),
+            };
+            super::run_loop::resume(k, next);
+        },
+        dropped,
+    );
 }
 
 /// From ring 0: only interrupts while idle are expected; anything else is a kernel bug.
