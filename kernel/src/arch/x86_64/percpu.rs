@@ -42,6 +42,8 @@ pub struct PerCpu {
     key: AtomicU64,
     /// This CPU's TSS (RSP0 is set on every thread switch).
     tss: AtomicU64,
+    /// This CPU's VMX root token while it is in VMX root operation (0: it is not).
+    vmx_root: AtomicU64,
 }
 
 /// [`PerCpu::key`] after a stall dropped an entry from ring 3.
@@ -67,6 +69,8 @@ pub const TICK: usize = offset_of!(PerCpu, tick);
 pub const KEY: usize = offset_of!(PerCpu, key);
 /// See [`PerCpu::tss`].
 pub const TSS: usize = offset_of!(PerCpu, tss);
+/// See [`PerCpu::vmx_root`].
+pub const VMX_ROOT: usize = offset_of!(PerCpu, vmx_root);
 
 static BLOCKS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
@@ -80,6 +84,7 @@ static BLOCKS: [PerCpu; MAX_CPUS] = [const {
         tick: AtomicU64::new(0),
         key: AtomicU64::new(0),
         tss: AtomicU64::new(0),
+        vmx_root: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

@@ -37,8 +37,11 @@ pub fn run_next(k: &mut Held, mut next: Next) {
             Next::Run if k.store.sched(cur).kind == Kind::VCpu => {
                 next = vcpu_run::run(k);
                 next = deliver_interrupts(k, next);
-                // What the exit asked of other CPUs (its VMM may wait on one).
-                vcpu_run::flush(&mut **k);
+                // The exit may have woken its VMM on another CPU (an exit changes no
+                // mapping: only a reschedule can be due).
+                if k.reschedule != 0 {
+                    vcpu_run::flush(&mut **k);
+                }
             }
             Next::Run => return thread::activate(&mut **k),
             // Every thread here waits: sleep, with the lock released, until an interrupt

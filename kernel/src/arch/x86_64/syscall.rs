@@ -61,7 +61,7 @@ fn dropped(k: &mut super::bkl::Held) {
 /// slow path, so the thread-to-thread fastpath's frame stays small.
 #[inline(never)]
 fn enter_guest(k: &mut super::bkl::Held) {
-    // `vcpu_run::run` flushes what the fastpath could have left (nothing) itself.
+    // The fastpath changed no mapping and woke nobody elsewhere: nothing to flush.
     super::run_loop::run_next(k, kernel::state::Next::Run);
 }
 

@@ -37,17 +37,23 @@ unsafe impl Sync for Roots {}
 
 static ROOTS: Roots = Roots([const { UnsafeCell::new(None) }; MAX_CPUS]);
 
-/// This CPU's VMX root token, if it is in VMX root operation.
+/// This CPU's VMX root token, if it is in VMX root operation (one load: the block
+/// holds its address).
+#[inline(always)]
 fn root() -> Option<&'static VmxRoot> {
-    // SAFETY: only this CPU touches its entry; it is written once, by `set_root` before
-    // any read, and taken only at shutdown, after which no VMX instruction runs.
-    unsafe { (*ROOTS.0[percpu::cpu()].get()).as_ref() }
+    let at = percpu::get::<{ percpu::VMX_ROOT }>() as *const VmxRoot;
+    // SAFETY: `at` is 0 or this CPU's entry of `ROOTS`, set by `set_root` after its one
+    // write and cleared by `shutdown` before the token is taken; only this CPU touches it.
+    unsafe { at.as_ref() }
 }
 
 /// This CPU entered VMX root operation.
 pub fn set_root(token: VmxRoot) {
-    // SAFETY: see `root`: this is the one write, before any read on this CPU.
-    unsafe { *ROOTS.0[percpu::cpu()].get() = Some(token) }
+    let cell = ROOTS.0[percpu::cpu()].get();
+    // SAFETY: only this CPU touches its entry, and nothing reads it before this write:
+    // the block names it only afterwards.
+    let stored = unsafe { (*cell).insert(token) };
+    percpu::set::<{ percpu::VMX_ROOT }>(stored as *const VmxRoot as u64);
 }
 
 const MSR_EPT_VPID_CAP: u32 = 0x48c;
@@ -286,9 +292,9 @@ pub fn drop_vmx_state(ept: Option<EptVpidCaps>) {
     }
 }
 
-/// Run the current vCPU until its next exit that the VMM must see (or a tick).
+/// Run the current vCPU until its next exit that the VMM must see (or a tick). Every way
+/// here has flushed already ([`super::run_loop`]); the fastpath leaves nothing to flush.
 pub fn run(k: &mut Held) -> Next {
-    flush(&mut **k);
     let Some(root) = root() else {
         // This CPU is not in VMX operation (or left it at shutdown).
         return fail(&mut **k, VmxInstruction::Vmptrld, None, VmxError::Unsupported);
@@ -389,9 +395,10 @@ pub fn run(k: &mut Held) -> Next {
         let entered = unsafe { vm_entry::enter(root, &mut *gprs, launched) };
         (entered, entry_tsc, cpu::rdtsc())
     });
-    if k.current != v || percpu::get::<ACTIVE_VMCS>() != vmcs {
+    if percpu::get::<ACTIVE_VMCS>() != vmcs {
         // Stalled while taking the lock again: the VMCS was cleared (and the vCPU perhaps
-        // moved or deleted). The exit is dropped; the guest meets it again when it runs.
+        // moved or deleted: only a stall does either). The exit is dropped; the guest
+        // meets it again when it runs (a trap-like exit, such as a monitor trap, is lost).
         return k.schedule();
     }
     let data = k.store.vcpu(v);
@@ -494,7 +501,9 @@ pub fn run(k: &mut Held) -> Next {
 
 /// Leave VMX operation at shutdown: VMCLEAR the active VMCS, VMXOFF, clear CR4.VMXE.
 pub fn shutdown() {
-    // SAFETY: see `root`: the last access on this CPU; nothing runs after shutdown.
+    percpu::set::<{ percpu::VMX_ROOT }>(0);
+    // SAFETY: see `root`: the block no longer names the entry, and this is the last VMX
+    // code on this CPU.
     let Some(root) = (unsafe { (*ROOTS.0[percpu::cpu()].get()).take() }) else { return };
     clear_active(&root);
     match vmx_insn::disable(root) {
