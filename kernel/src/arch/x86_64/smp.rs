@@ -162,9 +162,9 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
     super::init_cpu(cpu);
     lapic::enable_here();
     let region = VMXON.get(cpu).map_or(0, |r| r.load(Acquire));
-    // SAFETY: the region was taken from the frame allocator for this CPU alone and is
-    // never freed; nothing else on this CPU changes CR0/CR4 meanwhile.
     if region != 0 {
+        // SAFETY: the region was taken from the frame allocator for this CPU alone and is
+        // never freed; nothing else on this CPU changes CR0/CR4 meanwhile.
         if let Ok(root) = unsafe { vmx_insn::enable(region, frame_at(region)) } {
             vcpu_run::set_root(root);
             IN_VMX.fetch_add(1, Release);
