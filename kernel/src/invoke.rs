@@ -40,6 +40,11 @@ impl<S: Store> Kernel<S> {
         let info = MsgInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
         let label = Invocation::from_raw(info.label).ok_or(Error::InvalidArgument)?;
         let (at, cap) = self.lookup(cptr)?;
+        if let Cap::Tcb { addr } | Cap::VCpu { addr } = cap {
+            // A thread or vCPU running on another CPU is stopped there first: its
+            // registers are in memory only then, and a guest runs without the lock.
+            self.stop_elsewhere(addr, true);
+        }
         let c = self.store.tcb(self.current).context;
         let w = [c.rdx, c.r10, c.r8, c.r9];
         let need = |n: u8| if info.len >= n { Ok(()) } else { Err(Error::InvalidArgument) };
@@ -84,14 +89,10 @@ impl<S: Store> Kernel<S> {
             }
             (Invocation::TcbConfigure, Cap::Tcb { addr }) => {
                 need(3)?;
-                // It may be running on the address space this replaces.
-                self.stop_elsewhere(addr, true);
                 self.tcb_configure(addr, w[0], w[1], w[2])
             }
             (Invocation::TcbWriteRegisters, Cap::Tcb { addr }) => {
                 need(3)?;
-                // Its registers are in memory only while it is not running.
-                self.stop_elsewhere(addr, true);
                 let ctx = &mut self.store.tcb(addr).context;
                 ctx.rip = w[0];
                 ctx.rsp = w[1];

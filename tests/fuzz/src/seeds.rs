@@ -344,6 +344,40 @@ pub fn syscalls() -> Vec<Seed> {
             sys(S::Yield, 0, 0, &[]),
         ],
     );
+    // Two CPUs: a server moved to CPU 1 answers a call from CPU 0 (the slow path both
+    // ways, a reschedule IPI each way); a thread spinning there is given new registers,
+    // moved back and suspended from CPU 0.
+    let cpu = |which: u8| Op::Cpu { which };
+    add(
+        "two-cpus",
+        false,
+        &[
+            retype(T::Endpoint, 0, 20, 1),
+            inv(I::CNodeMint, CNODE, &[20, 21, all, 0xbeef]),
+            spawn(30, u64::MAX, 100),
+            inv(I::TcbSetAffinity, 30, &[1]),
+            cpu(1),
+            sys(S::Recv, 20, 0, &[]),
+            cpu(0),
+            sys(S::Call, 21, 7, &[11, 22, 33]),
+            cpu(1),
+            sys(S::ReplyRecv, 20, 9, &[555]),
+            cpu(0),
+            spawn(31, u64::MAX, 50),
+            inv(I::TcbSetAffinity, 31, &[1]),
+            cpu(1),
+            cpu(0),
+            inv(I::TcbWriteRegisters, 31, &[0x40_1000, 0, 5]),
+            inv(I::TcbSetAffinity, 31, &[0]),
+            inv(I::TcbSetAffinity, 31, &[1]),
+            cpu(1),
+            cpu(0),
+            inv(I::TcbSuspend, 31, &[]),
+            inv(I::TcbSetAffinity, 1, &[1]),
+            cpu(1),
+            sys(S::Yield, 0, 0, &[]),
+        ],
+    );
     // Copies with fewer rights and a badge, then the original revoked.
     add(
         "revoke",

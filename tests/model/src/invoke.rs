@@ -22,6 +22,9 @@ impl State {
         let info = MsgInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
         let label = Invocation::from_raw(info.label).ok_or(Error::InvalidArgument)?;
         let (at, cap) = self.lookup(cptr)?;
+        if let Cap::Tcb { addr } | Cap::VCpu { addr } = cap {
+            self.stop_elsewhere(addr, true);
+        }
         let w = self.thread(self.current).regs.words();
         let need = |n: u8| if info.len >= n { Ok(()) } else { Err(Error::InvalidArgument) };
         use Invocation as I;
@@ -85,11 +88,20 @@ impl State {
                 self.suspend(addr);
                 Ok(Done::Value(0))
             }
-            (I::TcbSetAffinity, Cap::Tcb { .. } | Cap::VCpu { .. }) => {
+            (I::TcbSetAffinity, Cap::Tcb { addr } | Cap::VCpu { addr }) => {
                 need(1)?;
-                // One CPU: the only affinity there is.
-                if w[0] != 0 {
-                    return Err(Error::InvalidArgument.into());
+                let cpu = u8::try_from(w[0])
+                    .ok()
+                    .filter(|c| *c < self.cpus)
+                    .ok_or(Error::InvalidArgument)?;
+                if self.thread(addr).cpu != cpu {
+                    let queued = self.unlink(addr);
+                    self.thread(addr).cpu = cpu;
+                    let ready = self.thread(addr).state == ThreadState::Ready;
+                    // The caller moving itself leaves at the next scheduling decision.
+                    if queued || (addr != self.current && ready) {
+                        self.enqueue(addr);
+                    }
                 }
                 Ok(Done::Value(0))
             }
@@ -258,7 +270,7 @@ impl State {
             ObjectType::Untyped => Cap::Untyped { base: addr, bits, free: 0 },
             ObjectType::CNode => Cap::CNode { addr, radix: size_bits },
             ObjectType::Tcb => {
-                self.threads.insert(addr, Thread::default());
+                self.threads.insert(addr, Thread { cpu: self.cpu, ..Thread::default() });
                 Cap::Tcb { addr }
             }
             ObjectType::Endpoint => Cap::Endpoint { addr, badge: 0, rights: rw },
@@ -270,7 +282,8 @@ impl State {
             ObjectType::VSpace => Cap::VSpace { addr, bits },
             ObjectType::GuestSpace => Cap::GuestSpace { addr, bits },
             ObjectType::VCpu => {
-                self.threads.insert(addr, Thread { vcpu: true, ..Thread::default() });
+                self.threads
+                    .insert(addr, Thread { vcpu: true, cpu: self.cpu, ..Thread::default() });
                 Cap::VCpu { addr }
             }
             ObjectType::Reply => Cap::Reply { addr },
@@ -319,6 +332,7 @@ impl State {
 
     /// Stop a thread: out of every queue; a caller waiting for its reply is released.
     pub(crate) fn suspend(&mut self, tcb: u64) {
+        self.stop_elsewhere(tcb, false);
         match self.thread(tcb).state {
             ThreadState::Ready => {
                 self.unlink(tcb);

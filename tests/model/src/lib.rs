@@ -153,6 +153,8 @@ pub struct Thread {
     pub vcpu: bool,
     /// A vCPU that was started.
     pub started: bool,
+    /// The CPU that runs it.
+    pub cpu: u8,
 }
 
 /// Which kind of thread an endpoint queues.
@@ -215,10 +217,17 @@ pub struct State {
     /// The first [`protocols::ipc::IPC_BUFFER_WORDS`] words of every frame (where a long
     /// message goes once the frame is bound as an IPC buffer).
     pub buffers: BTreeMap<u64, Vec<u64>>,
-    /// Ready threads other than the current one, in the order they became ready.
+    /// Ready threads other than the running ones, in the order they became ready (each
+    /// CPU takes its own, in this order).
     pub ready: Vec<u64>,
-    /// The running thread (0: the CPU idles).
+    /// The thread running on the CPU that takes this step (0: that CPU idles).
     pub current: u64,
+    /// The CPU that takes the step.
+    pub cpu: u8,
+    /// How many CPUs are online.
+    pub cpus: u8,
+    /// What runs on each other CPU (absent: it idles).
+    pub elsewhere: BTreeMap<u8, u64>,
     /// IRQ lines.
     pub irqs: Irqs,
     /// How many more address spaces (VSpaces and GuestSpaces) the kernel can track.
@@ -242,6 +251,8 @@ pub enum Event {
     /// Interrupts on these lines (the unmasked ones: the interrupt controller masks the
     /// others).
     Irqs(u16),
+    /// Another CPU asked this one to reschedule (or it woke from idle).
+    Reschedule,
 }
 
 /// What the step did.
@@ -279,6 +290,10 @@ impl State {
                 self.interrupts(lines);
                 Ok(false)
             }
+            Event::Reschedule => {
+                self.schedule();
+                Ok(false)
+            }
         };
         match r {
             Ok(true) => Outcome::Shutdown,
@@ -307,9 +322,15 @@ impl State {
         if s.current != 0 {
             live.insert(s.current);
         }
+        s.elsewhere.retain(|_, t| *t != 0);
+        live.extend(s.elsewhere.values());
         s.threads.retain(|a, _| live.contains(a));
-        // The run queue as the order threads leave it: by priority, then first come.
-        let prio = |t: &u64| core::cmp::Reverse(s.threads.get(t).map_or(0, |x| x.priority));
+        // The run queues as the order threads leave them: each CPU's by priority, then
+        // first come.
+        let prio = |t: &u64| {
+            let x = s.threads.get(t);
+            (x.map_or(0, |x| x.cpu), core::cmp::Reverse(x.map_or(0, |x| x.priority)))
+        };
         let mut ready = s.ready.clone();
         ready.sort_by_key(prio);
         s.ready = ready;

@@ -33,18 +33,46 @@ impl State {
         }
     }
 
-    /// The highest priority among queued threads.
+    /// The highest priority among threads queued on this CPU.
     fn highest(&mut self) -> Option<u8> {
-        let ready = self.ready.clone();
-        ready.iter().map(|t| self.thread(*t).priority).max()
+        let (ready, cpu) = (self.ready.clone(), self.cpu);
+        ready.iter().map(|t| *self.thread(*t)).filter(|x| x.cpu == cpu).map(|x| x.priority).max()
     }
 
-    /// Take the first queued thread of the highest priority.
+    /// Take the first thread of the highest priority queued on this CPU.
     fn dequeue(&mut self) -> Option<u64> {
         let top = self.highest()?;
-        let ready = self.ready.clone();
-        let i = ready.iter().position(|t| self.thread(*t).priority == top)?;
+        let (ready, cpu) = (self.ready.clone(), self.cpu);
+        let i = ready.iter().position(|t| {
+            let x = self.thread(*t);
+            x.cpu == cpu && x.priority == top
+        })?;
         Some(self.ready.remove(i))
+    }
+
+    /// This step's CPU becomes `cpu` (what runs there is current).
+    pub fn enter_on(&mut self, cpu: u8) {
+        if cpu == self.cpu {
+            return;
+        }
+        let here = core::mem::take(&mut self.current);
+        if here != 0 {
+            self.elsewhere.insert(self.cpu, here);
+        }
+        self.current = self.elsewhere.remove(&cpu).unwrap_or(0);
+        self.cpu = cpu;
+    }
+
+    /// Take `t` off the other CPU it runs on, if any; one that stays ready goes back into
+    /// its CPU's queue when `requeue`.
+    pub(crate) fn stop_elsewhere(&mut self, t: u64, requeue: bool) {
+        let Some(cpu) = self.elsewhere.iter().find(|(_, x)| **x == t).map(|(c, _)| *c) else {
+            return;
+        };
+        self.elsewhere.remove(&cpu);
+        if requeue && self.thread(t).state == ThreadState::Ready {
+            self.enqueue(t);
+        }
     }
 
     /// Take `tcb` out of the run queue; whether it was there.
@@ -62,7 +90,9 @@ impl State {
         }
         if cur != 0 && self.thread(cur).state == ThreadState::Ready {
             let prio = self.thread(cur).priority;
+            let moved = self.thread(cur).cpu != self.cpu;
             match self.highest() {
+                _ if moved => self.enqueue(cur),
                 Some(p) if p > prio => self.enqueue(cur),
                 _ => return,
             }

@@ -455,6 +455,11 @@ fn step(t: &mut Testbed, op: &Op) -> Option<()> {
             Next::Run
         }
         Op::Tick => entered(t, Event::Tick, |t| t.k.preempt()),
+        Op::Cpu { which } => {
+            let cpu = usize::from(*which) % t.k.cpus;
+            t.k.enter_on(cpu);
+            entered(t, Event::Reschedule, |t| t.k.schedule())
+        }
         Op::Irq { lines } => {
             let fired = *lines & t.out.unmasked;
             entered(t, Event::Irqs(fired), |t| t.k.interrupts(&mut t.out, fired))
@@ -826,7 +831,7 @@ fn queue(t: &mut Testbed, head: u64, bound: usize) -> Vec<u64> {
 }
 
 /// Run queue, current thread and IPC queues.
-fn check_threads(t: &mut Testbed, objects: &[Object]) {
+fn check_threads(t: &mut Testbed, objects: &[Object], pending: u64) {
     let threads = live_threads(objects);
     let all = schedulables(t);
     let bound = all.len();
@@ -835,37 +840,54 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         all.iter().filter_map(|a| Some((*a, sched_of(t, *a)?.next))).collect();
     let mut sched = t.k.sched.clone();
     let mut queued = HashSet::new();
-    let mut order = Vec::new();
-    // The harness runs one CPU: every other CPU's queues stay empty.
-    for cpu in 1..kernel::acpi::MAX_CPUS {
-        assert_eq!(sched.on(cpu).highest(), None, "CPU {cpu}'s run queue holds a thread");
-    }
-    while let Some(th) = sched.dequeue(&mut t.k.store, 0) {
-        assert!(links.contains_key(&th), "the run queue holds {th:#x}, which is no thread");
-        assert!(queued.insert(th), "thread {th:#x} queued twice");
-        order.push(th);
-        assert!(order.len() <= bound, "the run queue does not end");
+    let mut orders = Vec::new();
+    for cpu in 0..kernel::acpi::MAX_CPUS {
+        let mut order = Vec::new();
+        while let Some(th) = sched.dequeue(&mut t.k.store, cpu) {
+            assert!(links.contains_key(&th), "the run queue holds {th:#x}, which is no thread");
+            assert!(queued.insert(th), "thread {th:#x} queued twice");
+            order.push(th);
+            assert!(queued.len() <= bound, "the run queue does not end");
+        }
+        assert!(cpu < t.k.cpus || order.is_empty(), "CPU {cpu}, not online, has a run queue");
+        orders.push(order);
     }
     for (a, n) in &links {
         t.k.store.sched(*a).next = *n;
     }
-    let mut last = u8::MAX;
-    for th in &order {
-        let tcb = t.k.store.sched(*th);
-        assert_eq!(tcb.state, ThreadState::Ready, "thread {th:#x} in the run queue is not Ready");
-        assert!(threads.contains(th), "the run queue holds a destroyed thread {th:#x}");
-        assert!(tcb.priority <= last, "run queue out of priority order");
-        last = tcb.priority;
+    for (cpu, order) in orders.iter().enumerate() {
+        let mut last = u8::MAX;
+        for th in order {
+            let tcb = t.k.store.sched(*th);
+            assert_eq!(tcb.state, ThreadState::Ready, "thread {th:#x} in a run queue is not Ready");
+            assert!(threads.contains(th), "the run queue holds a destroyed thread {th:#x}");
+            assert!(tcb.priority <= last, "CPU {cpu}'s run queue out of priority order");
+            assert_eq!(usize::from(tcb.cpu), cpu, "thread {th:#x} waits in another CPU's queue");
+            last = tcb.priority;
+        }
     }
-    let cur = t.k.current;
-    if cur != 0 {
+    // One current thread per CPU, each ready, of that CPU, in no queue; none outranked
+    // by a thread queued on its CPU unless a reschedule IPI is on its way there.
+    let mut running = HashSet::new();
+    for (cpu, order) in orders.iter().enumerate().take(t.k.cpus) {
+        let cur = t.k.running_on(cpu);
+        let top = order.first().map(|th| t.k.store.sched(*th).priority);
+        if pending & (1 << cpu) == 0 {
+            let outranked = match cur {
+                0 => top.is_some(),
+                _ => top.is_some_and(|p| p > t.k.store.sched(cur).priority),
+            };
+            assert!(!outranked, "CPU {cpu} runs {cur:#x} while a thread of priority {top:?} waits");
+        }
+        if cur == 0 {
+            continue;
+        }
+        assert!(running.insert(cur), "{cur:#x} runs on two CPUs");
         assert!(threads.contains(&cur), "the current thread {cur:#x} was destroyed");
-        assert_eq!(
-            t.k.store.sched(cur).state,
-            ThreadState::Ready,
-            "the current thread is not Ready"
-        );
-        assert!(!queued.contains(&cur), "the current thread is also queued");
+        let s = *t.k.store.sched(cur);
+        assert_eq!(s.state, ThreadState::Ready, "the current thread {cur:#x} is not Ready");
+        assert_eq!(usize::from(s.cpu), cpu, "{cur:#x} runs on CPU {cpu}, not its own");
+        assert!(!queued.contains(&cur), "the current thread {cur:#x} is also queued");
     }
     // IPC queues: only threads blocked there, each in one queue, and none missing.
     let mut waiting: HashMap<u64, ThreadState> = HashMap::new();
@@ -938,7 +960,7 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
         match tcb.state {
             ThreadState::Ready => {
                 assert!(
-                    *th == cur || queued.contains(th),
+                    running.contains(th) || queued.contains(th),
                     "Ready thread {th:#x} is neither running nor queued"
                 );
             }
@@ -991,7 +1013,8 @@ fn check_threads(t: &mut Testbed, objects: &[Object]) {
     }
 }
 
-fn check(t: &mut Testbed, log: &mut RetypeLog) {
+/// Check every invariant; `pending`: the CPUs a reschedule IPI is on its way to.
+fn check(t: &mut Testbed, log: &mut RetypeLog, pending: u64) {
     // The fake store makes an empty slot on every lookup; an empty slot and a missing one
     // are the same to the kernel, so drop them (after checking they are really empty) to
     // keep every later walk short.
@@ -1004,7 +1027,7 @@ fn check(t: &mut Testbed, log: &mut RetypeLog) {
     check_tree(&t.k.store.slots);
     let objects = check_objects(t, log);
     check_mappings(t, &objects);
-    check_threads(t, &objects);
+    check_threads(t, &objects, pending);
     check_pass_through(t, &objects);
 }
 
@@ -1054,17 +1077,24 @@ fn trace() -> bool {
 pub fn run(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else { return };
     let mut t = if vmx_flag(first) { Testbed::with_vmx() } else { Testbed::new() };
+    // Two CPUs: threads stay on the first unless moved; `Op::Cpu` interleaves them.
+    t.k.cpus = CPUS;
     let mut r = Reader::new(rest);
     let mut log = RetypeLog::default();
-    check(&mut t, &mut log);
+    // CPUs asked to reschedule and not yet switched to (their IPI is on its way).
+    let mut pending = 0u64;
+    check(&mut t, &mut log, pending);
     for _ in 0..MAX_OPS {
         if r.done() {
             break;
         }
         let op = r.op();
-        if t.k.current == 0 && !matches!(op, Op::Irq { .. }) {
+        if t.k.current == 0 && !matches!(op, Op::Irq { .. } | Op::Cpu { .. }) {
             // The CPU idles: only an interrupt can happen.
             continue;
+        }
+        if let Op::Cpu { which } = op {
+            pending &= !(1 << (usize::from(which) % CPUS));
         }
         let running = t.k.current;
         if trace() {
@@ -1078,6 +1108,10 @@ pub fn run(data: &[u8]) {
         if go.is_none() {
             break;
         }
-        check(&mut t, &mut log);
+        pending |= core::mem::take(&mut t.k.reschedule);
+        check(&mut t, &mut log, pending);
     }
 }
+
+/// CPUs the harness runs.
+const CPUS: usize = 2;

@@ -99,17 +99,19 @@ fn queue(t: &Testbed, head: u64) -> Vec<u64> {
     out
 }
 
-/// The run queue in the order threads would be taken from it.
+/// The run queues in the order threads would be taken from them, CPU by CPU.
 fn ready(t: &mut Testbed) -> Vec<u64> {
     // The queues are private: dequeue from a copy and put the links back.
     let links: Vec<(u64, u64)> =
         schedulables(t).into_iter().filter_map(|a| Some((a, sched_of(t, a)?.next))).collect();
     let mut sched = t.k.sched.clone();
     let mut order = Vec::new();
-    while let Some(th) = sched.dequeue(&mut t.k.store, 0) {
-        order.push(th);
-        if order.len() > links.len() {
-            break;
+    for cpu in 0..kernel::acpi::MAX_CPUS {
+        while let Some(th) = sched.dequeue(&mut t.k.store, cpu) {
+            order.push(th);
+            if order.len() > links.len() {
+                break;
+            }
         }
     }
     for (a, n) in links {
@@ -142,6 +144,7 @@ pub fn project(t: &mut Testbed) -> State {
             message,
             vcpu,
             started: vcpu && t.k.store.vcpus.get(&a).is_some_and(|v| v.started),
+            cpu: x.cpu,
             ..Thread::default()
         };
         // A vCPU has no ring-3 registers: the model's stay as they were made.
@@ -215,6 +218,12 @@ pub fn project(t: &mut Testbed) -> State {
         buffers,
         ready: ready(t),
         current: t.k.current,
+        cpu: t.k.cpu as u8,
+        cpus: t.k.cpus as u8,
+        elsewhere: (0..t.k.cpus)
+            .filter(|c| *c != t.k.cpu && t.k.elsewhere[*c] != 0)
+            .map(|c| (c as u8, t.k.elsewhere[c]))
+            .collect(),
         irqs: Irqs {
             node: t.k.irqs.node,
             issued: t.k.irqs.issued(),

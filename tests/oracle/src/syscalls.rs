@@ -234,6 +234,9 @@ pub enum Op {
     /// capability to the next, its top in slot `dst` (built in `dst + 1`): deleting it
     /// takes more than one kernel entry once it is a few hundred deep.
     Chain { untyped: Word, dst: Word, depth: u8 },
+    /// The next steps happen on CPU `which` (modulo the CPUs online), which first takes a
+    /// reschedule IPI: it runs whatever it should.
+    Cpu { which: u8 },
 }
 
 impl Op {
@@ -284,7 +287,7 @@ impl Op {
                 g(untyped);
                 g(dst);
             }
-            Op::Tick | Op::Irq { .. } => {}
+            Op::Tick | Op::Irq { .. } | Op::Cpu { .. } => {}
         }
         op
     }
@@ -343,7 +346,7 @@ impl<'a> Reader<'a> {
 
     /// The next operation.
     pub fn op(&mut self) -> Op {
-        match self.byte() % 13 {
+        match self.byte() % 14 {
             0 => Op::Syscall {
                 number: self.byte(),
                 rdi: self.word(),
@@ -413,6 +416,7 @@ impl<'a> Reader<'a> {
             9 => Op::Fault { vector: self.byte(), error: self.word(), addr: self.word() },
             11 => Op::Irq { lines: self.u16() },
             12 => Op::Chain { untyped: self.word(), dst: self.word(), depth: self.byte() },
+            13 => Op::Cpu { which: self.byte() },
             // A second tag for the most common operation, so mutations land on it often.
             _ => Op::Invoke {
                 which: self.byte(),
@@ -554,6 +558,10 @@ impl Writer {
                 words.iter().take(51).for_each(|w| self.word(*w));
             }
             Op::Tick => self.byte(8),
+            Op::Cpu { which } => {
+                self.byte(13);
+                self.byte(*which);
+            }
             Op::Fault { vector, error, addr } => {
                 self.byte(9);
                 self.byte(*vector);
@@ -606,6 +614,7 @@ mod tests {
                 writes: vec![(3, Word(0x1000)), (200, Word(5))],
             },
             Op::Tick,
+            Op::Cpu { which: 1 },
             Op::Irq { lines: 0x10 },
             Op::Invoke {
                 which: 3,
