@@ -114,7 +114,7 @@ impl Held {
     /// else can want the lock, and it stays held (as a one-CPU build of seL4 has none).
     #[inline(always)]
     pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        if self.cpus == 1 {
+        if smp::online() == 1 {
             return f();
         }
         release();

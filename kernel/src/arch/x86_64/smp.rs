@@ -132,6 +132,8 @@ static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 static VMXON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// How many started CPUs entered VMX root operation.
 static IN_VMX: AtomicUsize = AtomicUsize::new(0);
+/// How many CPUs run the kernel (the boot CPU, and each started one from its arrival).
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 /// Take a VMXON region for each CPU the tables list besides the boot CPU (while the frame
 /// allocator still has memory of its own: the root task gets the rest).
@@ -171,6 +173,7 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
         }
     }
     lapic::start_timer_here();
+    ONLINE.fetch_add(1, Release);
     ARRIVED.store(cpu, Release);
     // Nothing runs here yet: the run loop idles until a thread is moved to this CPU.
     crate::with_kernel(|k| {
@@ -256,6 +259,12 @@ pub fn answer_stall() {
 /// The EPT capabilities the stalls invalidate with (set once VT-x is in use).
 pub fn use_ept(caps: u64) {
     EPT_CAPS.store(caps, Relaxed);
+}
+
+/// How many CPUs run the kernel now.
+#[inline(always)]
+pub fn online() -> usize {
+    ONLINE.load(Acquire)
 }
 
 /// How many started CPUs entered VMX root operation.
