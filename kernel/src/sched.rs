@@ -7,6 +7,15 @@ use crate::queue::ThreadQueue;
 use crate::store::Store;
 use crate::tcb::ThreadState;
 
+/// `cpu` as an index of the per-CPU tables: one AND, no bounds check. No thread has a
+/// CPU beyond them (`TcbSetAffinity` refuses it), so the wrap never happens.
+#[inline(always)]
+pub fn index(cpu: usize) -> usize {
+    cpu % MAX_CPUS
+}
+
+const _: () = assert!(MAX_CPUS.is_power_of_two(), "a CPU index is masked, not checked");
+
 /// Every CPU's queues.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
@@ -25,28 +34,27 @@ impl Scheduler {
         Self { cpus: [RunQueues::EMPTY; MAX_CPUS] }
     }
 
-    /// CPU `cpu`'s queues (the last CPU's for an index beyond them, which no thread has:
-    /// `TcbSetAffinity` refuses it).
+    /// CPU `cpu`'s queues.
     #[inline(always)]
     pub fn on(&self, cpu: usize) -> &RunQueues {
-        &self.cpus[cpu.min(MAX_CPUS - 1)]
+        &self.cpus[index(cpu)]
     }
 
     /// Mark `tcb` ready and append it to its priority's queue on its CPU.
     pub fn enqueue(&mut self, store: &mut impl Store, tcb: u64) {
         let cpu = usize::from(store.sched(tcb).cpu);
-        self.cpus[cpu.min(MAX_CPUS - 1)].enqueue(store, tcb);
+        self.cpus[index(cpu)].enqueue(store, tcb);
     }
 
     /// Take the first thread of the highest priority on `cpu`.
     pub fn dequeue(&mut self, store: &mut impl Store, cpu: usize) -> Option<u64> {
-        self.cpus[cpu.min(MAX_CPUS - 1)].dequeue(store)
+        self.cpus[index(cpu)].dequeue(store)
     }
 
     /// Remove `tcb` from its run queue if it is in one.
     pub fn unlink(&mut self, store: &mut impl Store, tcb: u64) -> bool {
         let cpu = usize::from(store.sched(tcb).cpu);
-        self.cpus[cpu.min(MAX_CPUS - 1)].unlink(store, tcb)
+        self.cpus[index(cpu)].unlink(store, tcb)
     }
 }
 

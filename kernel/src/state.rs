@@ -144,8 +144,8 @@ impl<S: Store> Kernel<S> {
     pub fn enter_on(&mut self, cpu: usize) {
         if cpu != self.cpu {
             self.elsewhere[self.cpu] = self.current;
-            self.current = self.elsewhere[cpu.min(MAX_CPUS - 1)];
-            self.cpu = cpu.min(MAX_CPUS - 1);
+            self.cpu = crate::sched::index(cpu);
+            self.current = self.elsewhere[self.cpu];
         }
     }
 
@@ -154,7 +154,7 @@ impl<S: Store> Kernel<S> {
         if cpu == self.cpu {
             self.current
         } else {
-            self.elsewhere[cpu]
+            self.elsewhere[crate::sched::index(cpu)]
         }
     }
 
@@ -184,7 +184,7 @@ impl<S: Store> Kernel<S> {
         self.sched.enqueue(&mut self.store, tcb);
         let cpu = usize::from(self.store.sched(tcb).cpu);
         if cpu != self.cpu {
-            let there = self.running_on(cpu.min(MAX_CPUS - 1));
+            let there = self.running_on(crate::sched::index(cpu));
             if there == 0 || self.store.sched(tcb).priority > self.store.sched(there).priority {
                 self.reschedule |= 1 << cpu;
             }
