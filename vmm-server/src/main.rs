@@ -522,7 +522,17 @@ mod process {
             }
         }
 
+        /// An exit: the entry leg of the last timed reply ends here. Only after a timed
+        /// reply is there anything to do (one test on the other exits).
+        #[inline(always)]
         fn exit(&mut self, msg: &ExitMessage) {
+            if self.replied.is_some() {
+                self.entered(msg);
+            }
+        }
+
+        #[inline(never)]
+        fn entered(&mut self, msg: &ExitMessage) {
             if let Some((k, at)) = self.replied.take() {
                 if let (Some(sum), Some(count)) = (self.sum.get_mut(k), self.count.get_mut(k)) {
                     sum[2] = sum[2].wrapping_add(msg.entry_tsc.wrapping_sub(at));

@@ -113,16 +113,18 @@ impl Held {
     /// cannot reach the state: it is borrowed for the call. With one CPU online nobody
     /// else can want the lock, and it stays held (as a one-CPU build of seL4 has none).
     #[inline(always)]
-    pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    /// The second value says whether the lock was released (another CPU may have run
+    /// the kernel meanwhile).
+    pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> (R, bool) {
         if smp::online() == 1 {
-            return f();
+            return (f(), false);
         }
         release();
         let r = f();
         acquire();
         // Entered from the kernel (idle, a guest): nothing to drop.
         let _ = enter(self);
-        r
+        (r, true)
     }
 }
 

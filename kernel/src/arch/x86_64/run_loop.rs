@@ -53,7 +53,7 @@ pub fn run_next(k: &mut Held, mut next: Next) {
                 if percpu::cpu() == 0 && nothing_can_run(k) {
                     no_runnable_thread()
                 }
-                k.unlocked(cpu::wait_for_interrupt);
+                let _ = k.unlocked(cpu::wait_for_interrupt);
                 // Ticks that woke the CPU while nothing ran preempt nobody.
                 percpu::set::<TICK>(0);
                 // Another CPU may have queued a thread here meanwhile.

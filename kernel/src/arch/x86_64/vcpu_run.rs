@@ -387,7 +387,7 @@ pub fn run(k: &mut Held) -> Next {
     fpu::restore(&k.store.vcpu(v).fpu);
     super::exit_trace::entering_guest();
     let gprs: *mut Gprs = &mut k.store.vcpu(v).gprs;
-    let (entered, entry_tsc, exit_tsc) = k.unlocked(|| {
+    let ((entered, entry_tsc, exit_tsc), released) = k.unlocked(|| {
         let entry_tsc = cpu::rdtsc();
         // SAFETY: the current VMCS was set up by `initial_vmcs` with this CPU's host
         // state, and interrupts are disabled in the kernel. The VCpu's memory stays: a CPU
@@ -395,7 +395,7 @@ pub fn run(k: &mut Held) -> Next {
         let entered = unsafe { vm_entry::enter(root, &mut *gprs, launched) };
         (entered, entry_tsc, cpu::rdtsc())
     });
-    if percpu::get::<ACTIVE_VMCS>() != vmcs {
+    if released && percpu::get::<ACTIVE_VMCS>() != vmcs {
         // Stalled while taking the lock again: the VMCS was cleared (and the vCPU perhaps
         // moved or deleted: only a stall does either). The exit is dropped; the guest
         // meets it again when it runs (a trap-like exit, such as a monitor trap, is lost).
