@@ -37,7 +37,7 @@ pub fn cpus() -> u64 {
     unsafe { (BOOTINFO_ADDR as *const u64).add(bootinfo::word::CPUS).read() }
 }
 
-/// Start a thread of the root task's on `cpu`, made, moved and only then resumed.
+/// Start a thread of the root task's on `cpu` (moved before it is resumed).
 pub fn spawn_on(
     a: &mut Alloc,
     cpu: u64,
@@ -46,15 +46,7 @@ pub fn spawn_on(
     priority: u64,
     fault_ep: u64,
 ) -> Result<u64, Error> {
-    let tcb = a.make(ObjectType::Tcb, 0)?;
-    let (_, stack) = a.page()?;
-    invoke(tcb, Invocation::TcbConfigure, &[slot::CNODE, slot::VSPACE, fault_ep])?;
-    let start = [entry as *const () as u64, stack + 4096 - 8, arg];
-    invoke(tcb, Invocation::TcbWriteRegisters, &start)?;
-    invoke(tcb, Invocation::TcbSetPriority, &[priority])?;
-    invoke(tcb, Invocation::TcbSetAffinity, &[cpu])?;
-    invoke(tcb, Invocation::TcbResume, &[])?;
-    Ok(tcb)
+    crate::threads::spawn_on(a, Some(cpu), entry as *const () as u64, arg, priority, fault_ep)
 }
 
 /// Counts as fast as it can.
