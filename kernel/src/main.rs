@@ -19,7 +19,7 @@ fn main() {
 #[cfg(target_os = "none")]
 mod bare {
     use crate::arch::x86_64::memory::{self, PhysMap, PHYSMAP_SIZE};
-    use crate::arch::x86_64::{exit, init_cpu, ioapic, lapic, pic, pit, reference};
+    use crate::arch::x86_64::{exit, init_cpu, ioapic, ipi, lapic, pic, pit, reference};
     use crate::arch::x86_64::{serial::Serial, smp, thread, vcpu_run};
     use crate::{kprintln, root_task};
     use kernel::acpi::Platform;
@@ -227,7 +227,7 @@ mod bare {
             k.nx = memory::nx_enabled();
             k.vmx = vmx.map(|v| VmxInfo { tsc_hz, ..v });
             k.cpus = cpus;
-            k.stall = smp::stall;
+            k.stall = ipi::stall;
             bootstrap::start_root_task(&mut **k, &rt, &free, &modules, &mut refused)
         });
         match started {

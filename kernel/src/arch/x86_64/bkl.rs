@@ -1,12 +1,12 @@
 //! The big kernel lock: one ticket lock around the kernel state, taken by every kernel
 //! entry on every CPU (syscall, exception, interrupt, VM exit, a wake-up from idle) and
 //! released on the way out, so the kernel's logic stays single-threaded. A CPU waiting
-//! for its turn answers stall requests (`smp::answer_stall`): the holder may be waiting
+//! for its turn answers stall requests (`ipi::answer_stall`): the holder may be waiting
 //! for exactly that CPU. Idling and running a guest happen with the lock released
 //! ([`Held::unlocked`]).
 
 use super::phys_store::PhysStore;
-use super::{percpu, smp};
+use super::{ipi, percpu, smp};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
@@ -50,7 +50,7 @@ fn acquire() {
 #[inline(never)]
 fn wait(ticket: u32) {
     while BKL.serving.load(Acquire) != ticket {
-        smp::answer_stall();
+        ipi::answer_stall();
         core::hint::spin_loop();
     }
 }

@@ -10,6 +10,7 @@ pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
+pub mod ipi;
 pub mod irq_lines;
 pub mod lapic;
 pub mod memory;

@@ -84,7 +84,7 @@ fn classify(vector: u64) -> Source {
             return Source::Tick;
         }
         lapic::SPURIOUS_VECTOR => return Source::Spurious,
-        super::smp::IPI_VECTOR => {
+        super::ipi::IPI_VECTOR => {
             lapic::eoi();
             return Source::Reschedule;
         }

@@ -12,7 +12,7 @@ use super::memory::{self, frame_at};
 use super::percpu::{self, ACTIVE_VMCS, TICK};
 use super::vm_entry;
 use super::vmx_insn::{self, VmxRoot};
-use super::{fpu, gdt, idt, smp, thread, vmx};
+use super::{fpu, gdt, idt, ipi, thread, vmx};
 use core::cell::UnsafeCell;
 use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
@@ -86,7 +86,7 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     // SAFETY: the EPT/VPID capability MSR exists when EPT or VPID may be enabled, which
     // `Policy::unsupported` just confirmed for EPT.
     let ept = EptVpidCaps::from_raw(unsafe { rdmsr(MSR_EPT_VPID_CAP) });
-    smp::use_ept(ept.raw());
+    ipi::use_ept(ept.raw());
     let maxphyaddr = (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8;
     // SAFETY: EFER and PAT exist on every x86-64 CPU.
     let (efer, pat) = unsafe { (rdmsr(MSR_EFER), rdmsr(MSR_PAT)) };
@@ -159,9 +159,9 @@ pub fn flush<S: Store>(k: &mut Kernel<S>) {
 fn flush_now<S: Store>(k: &mut Kernel<S>) {
     let reschedule = core::mem::take(&mut k.reschedule);
     if k.tlb_stale || k.vmcs_released || k.ept_stale {
-        smp::stall_others(k.cpus);
+        ipi::stall_others(k.cpus);
     }
-    smp::send_reschedule(reschedule);
+    ipi::send_reschedule(reschedule);
     if core::mem::take(&mut k.tlb_stale) {
         // SAFETY: reloading CR3 with its own value only drops non-global TLB entries.
         unsafe { cpu::write_cr3(cpu::read_cr3()) }
