@@ -428,14 +428,14 @@ impl<S: Store> Kernel<S> {
         }
     }
 
-    /// Move a thread or vCPU to `cpu`. One running on another CPU is stopped there first;
-    /// a VCpu's VMCS, which may still be active on its old CPU, is cleared there.
+    /// Move a thread or vCPU to `cpu` (one that ran on another CPU was stopped there
+    /// before any invocation on it); a VCpu's VMCS, which may still be active on its old
+    /// CPU, is cleared there.
     fn set_affinity(&mut self, t: u64, cpu: usize) {
         let old = usize::from(self.store.sched(t).cpu);
         if old == cpu {
             return;
         }
-        self.stop_elsewhere(t, false);
         if self.store.sched(t).kind == crate::schedulable::Kind::VCpu {
             if old == self.cpu {
                 self.vmcs_released = true;

@@ -160,22 +160,23 @@ impl<S: Store> Kernel<S> {
 
     /// The CPU other than this entry's on which `t` runs, if any.
     pub(crate) fn cpu_running(&self, t: u64) -> Option<usize> {
-        (t != 0).then_some(())?;
+        if t == 0 {
+            return None;
+        }
         (0..MAX_CPUS).find(|&c| c != self.cpu && self.elsewhere[c] == t)
     }
 
     /// Take `t` off the other CPU it runs on, if any (stalling that CPU first, so its
     /// registers are in memory and nothing there refers to it any more). A thread that
-    /// stays ready goes back into its CPU's queue. True if it was running elsewhere.
-    pub(crate) fn stop_elsewhere(&mut self, t: u64, requeue: bool) -> bool {
-        let Some(cpu) = self.cpu_running(t) else { return false };
+    /// stays ready goes back into its CPU's queue when `requeue`.
+    pub(crate) fn stop_elsewhere(&mut self, t: u64, requeue: bool) {
+        let Some(cpu) = self.cpu_running(t) else { return };
         (self.stall)(cpu);
         self.elsewhere[cpu] = 0;
         self.reschedule |= 1 << cpu;
         if requeue && self.store.sched(t).state == ThreadState::Ready {
             self.enqueue(t);
         }
-        true
     }
 
     /// Queue the ready `tcb` on its CPU; another CPU is asked to reschedule when `tcb`
@@ -245,11 +246,10 @@ impl<S: Store> Kernel<S> {
         if cur != 0 && self.store.sched(cur).state == ThreadState::Ready {
             let prio = self.store.sched(cur).priority;
             let moved = usize::from(self.store.sched(cur).cpu) != self.cpu;
-            match self.sched.on(self.cpu).highest() {
-                _ if moved => self.enqueue(cur),
-                Some(p) if p > prio => self.enqueue(cur),
-                _ => return Next::Run,
+            if !moved && !self.sched.on(self.cpu).any_above(prio) {
+                return Next::Run;
             }
+            self.enqueue(cur);
         }
         self.current = 0;
         while let Some(next) = self.sched.dequeue(&mut self.store, self.cpu) {

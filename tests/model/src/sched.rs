@@ -91,11 +91,10 @@ impl State {
         if cur != 0 && self.thread(cur).state == ThreadState::Ready {
             let prio = self.thread(cur).priority;
             let moved = self.thread(cur).cpu != self.cpu;
-            match self.highest() {
-                _ if moved => self.enqueue(cur),
-                Some(p) if p > prio => self.enqueue(cur),
-                _ => return,
+            if !moved && self.highest().is_none_or(|p| p <= prio) {
+                return;
             }
+            self.enqueue(cur);
         }
         self.current = 0;
         while let Some(next) = self.dequeue() {

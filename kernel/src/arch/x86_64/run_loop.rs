@@ -78,6 +78,18 @@ pub fn run_next(k: &mut Held, mut next: Next) {
     }
 }
 
+/// A stall dropped the entry from ring 3 this CPU was making while it waited for the
+/// lock (a syscall wound back to be made again; a fault happens again when its thread
+/// runs; device lines stay pending): the thread may be changed or gone, so whatever
+/// should run here now runs.
+#[cold]
+#[inline(never)]
+pub fn dropped(k: &mut Held) {
+    let next = k.schedule();
+    let next = deliver_interrupts(k, next);
+    resume(k, next);
+}
+
 /// Whether no CPU runs anything, no run queue holds a thread, and no interrupt can wake
 /// one (no handled line is unmasked).
 fn nothing_can_run(k: &Kernel<PhysStore>) -> bool {

@@ -44,17 +44,8 @@ extern "C" fn syscall_from_user(_frame: *mut UserContext) {
             }
             slowpath(k);
         },
-        dropped,
+        super::run_loop::dropped,
     );
-}
-
-/// A stall dropped this syscall while it waited for the lock (and wound the thread back
-/// to make it again): whatever runs here now runs.
-#[cold]
-#[inline(never)]
-fn dropped(k: &mut super::bkl::Held) {
-    let next = k.schedule();
-    super::run_loop::resume(k, next);
 }
 
 /// The fastpath applied a VMM's reply and switched to its vCPU. Out of line, like the

@@ -129,14 +129,6 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
     }
     let source = classify(c.vector);
     let addr = if c.vector == 14 { read_cr2() } else { 0 };
-    // A stall that drops this entry while it waits for the lock leaves the thread changed
-    // or gone: whatever runs now runs (a fault happens again when the thread runs; device
-    // lines stay pending and are delivered).
-    let dropped = |k: &mut super::bkl::Held| {
-        let next = k.schedule();
-        let next = super::run_loop::deliver_interrupts(k, next);
-        super::run_loop::resume(k, next);
-    };
     super::bkl::from_user(
         |k| {
             let next = match source {
@@ -148,7 +140,7 @@ extern "C" fn trap_from_user(frame: *mut UserContext) {
             };
             super::run_loop::resume(k, next);
         },
-        dropped,
+        super::run_loop::dropped,
     );
 }
 
