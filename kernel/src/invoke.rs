@@ -40,6 +40,10 @@ impl<S: Store> Kernel<S> {
         let info = MsgInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
         let label = Invocation::from_raw(info.label).ok_or(Error::InvalidArgument)?;
         let (at, cap) = self.lookup(cptr)?;
+        if let (Invocation::VCpuKick, Cap::VCpu { addr }) = (label, cap) {
+            // Never a stall: the vCPU goes on where it runs, and leaves its guest at once.
+            return self.vcpu_kick(addr);
+        }
         if let Cap::Tcb { addr } | Cap::VCpu { addr } = cap {
             // A thread or vCPU running on another CPU is stopped there first: its
             // registers are in memory only then, and a guest runs without the lock.

@@ -116,6 +116,11 @@ pub struct VcpuData {
     pub cr2: u64,
     /// The linear address of the page fault the last exit intercepted, if it was one.
     pub page_fault: Option<u64>,
+    /// Where a kick (`VCpuKick`) stands: see [`Kick`].
+    pub kick: Kick,
+    /// The VMX-preemption-timer value the VMM's controls had while a kick's zero value
+    /// replaced it.
+    pub kick_saved_timer: u64,
     /// `passed[i]`: the port range whose exits are off because pass-through slot `i`
     /// holds an `IoPorts` capability for it.
     pub passed: [Option<(u16, u16)>; crate::store::VCPU_PASS_SLOTS],
@@ -140,8 +145,25 @@ impl Default for VcpuData {
             msr_areas_changed: false,
             cr2: 0,
             page_fault: None,
+            kick: Kick::None,
+            kick_saved_timer: 0,
         }
     }
+}
+
+/// A kick's way from `VCpuKick` to the exit it causes. The VMX-preemption timer, armed
+/// at zero for one entry, makes the guest exit before its first instruction (SDM
+/// 26.7.4, out of HLT too), so the VMM gets an ordinary exit with the full state, and no
+/// exit reason is the kernel's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kick {
+    /// Nothing asked.
+    #[default]
+    None,
+    /// Asked: the next entry arms the timer at zero.
+    Asked,
+    /// Armed in the VMCS: the next exit puts the VMM's timer controls back.
+    Armed,
 }
 
 impl VcpuData {
@@ -296,6 +318,28 @@ impl<S: Store> Kernel<S> {
         }
         *cached &= !WINDOW;
         Some(*cached)
+    }
+
+    /// `VCpuKick`: a vCPU in its guest or ready to enter it leaves at its next entry (a
+    /// CPU running it now is sent a reschedule IPI, whose exit brings it to that entry);
+    /// one that waits for its VMM or is stopped has nothing to leave. The result says
+    /// which (1: kicked).
+    pub(crate) fn vcpu_kick(&mut self, v: u64) -> Result<Done, Error> {
+        let vmx = self.vmx.ok_or(Error::NotSupported)?;
+        if !vmx.caps.pinbased.allows(pin::PREEMPTION_TIMER) {
+            return Err(Error::NotSupported);
+        }
+        if self.store.sched(v).state != ThreadState::Ready || !self.store.vcpu(v).started {
+            return Ok(Done::Value(0));
+        }
+        let data = self.store.vcpu(v);
+        if data.kick == Kick::None {
+            data.kick = Kick::Asked;
+        }
+        if let Some(cpu) = self.cpu_running(v) {
+            self.reschedule |= 1 << cpu;
+        }
+        Ok(Done::Value(1))
     }
 
     /// A VMX instruction failed while the current vCPU was to run: it stops, and its VMM
@@ -553,6 +597,8 @@ impl<S: Store> Kernel<S> {
         data.msr_areas_changed = false;
         data.page_fault = None;
         data.cr2 = 0;
+        // The initial VMCS sets the timer controls afresh: no kick is armed there.
+        data.kick = Kick::None;
         if with_batch {
             // The batch is validated against the initial state and written after it.
             if let Err((e, code, field)) = self.accept_reply(v) {

@@ -955,3 +955,55 @@ fn configure_checks_its_rights_and_rebinds() {
     assert_eq!(t.k.current, ROOT_TCB, "the exit reached the new endpoint");
     assert_eq!(t.k.store.sched(v).state, ThreadState::BlockedReply { server: ROOT_TCB });
 }
+
+/// `VCpuKick`: a vCPU ready to enter its guest is marked for an exit at its next entry;
+/// running on another CPU, that CPU is asked to reschedule (an IPI, never a stall);
+/// waiting for its VMM, nothing changes and the result says so; a stopped one likewise.
+#[test]
+fn a_kick_marks_a_ready_vcpu_and_reaches_the_cpu_that_runs_it() {
+    use crate::vcpu::Kick;
+    let (mut t, v, _) = started();
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), 0);
+    assert_eq!(t.regs(ROOT_TCB)[3], 1, "kicked");
+    assert_eq!(t.k.store.vcpu(v).kick, Kick::Asked);
+    assert_eq!(t.k.reschedule, 0, "it runs on no other CPU");
+    // Kicked twice before it ran: still one exit to come.
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), 0);
+    assert_eq!(t.k.store.vcpu(v).kick, Kick::Asked);
+
+    // Running on CPU 1 (the kicker on CPU 0): CPU 1 gets a reschedule, and no stall.
+    t.k.cpus = 2;
+    t.k.stall = |_| panic!("a kick stalled a CPU");
+    t.k.store.vcpu(v).kick = Kick::None;
+    t.k.elsewhere[1] = v;
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), 0);
+    assert_eq!((t.k.reschedule, t.k.store.vcpu(v).kick), (1 << 1, Kick::Asked));
+    assert_eq!(t.k.elsewhere[1], v, "the vCPU runs on there");
+    t.k.elsewhere[1] = 0;
+    t.k.reschedule = 0;
+
+    // Waiting for its VMM: its exit reaches the VMM anyway.
+    let (mut t, v, _) = started();
+    exit_with_cpuid(&mut t, v);
+    assert!(matches!(t.k.store.sched(v).state, ThreadState::BlockedReply { .. }));
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), 0);
+    assert_eq!((t.regs(ROOT_TCB)[3], t.k.store.vcpu(v).kick), (0, Kick::None));
+
+    // Never started: nothing to leave.
+    let mut t = configured();
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), 0);
+    assert_eq!(t.regs(ROOT_TCB)[3], 0);
+    // A TCB is no VCpu.
+    assert_eq!(invoke(&mut t, slot::TCB, Invocation::VCpuKick, &[]), Error::WrongType as u64);
+}
+
+/// Without a VMX-preemption timer there is no kick.
+#[test]
+fn without_a_preemption_timer_a_kick_is_not_supported() {
+    let (mut t, _, _) = started();
+    if let Some(vmx) = &mut t.k.vmx {
+        vmx.caps.pinbased.may_be_one &= !protocols::vmcs::ctl::pin::PREEMPTION_TIMER;
+    }
+    assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), Error::NotSupported as u64);
+}

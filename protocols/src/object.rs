@@ -166,6 +166,14 @@ pub enum Invocation {
     /// information's CPU count, `InvalidArgument` otherwise). A thread or vCPU running on
     /// another CPU is stopped there first; a VCpu's VMCS is cleared on its old CPU.
     TcbSetAffinity = 28,
+    /// VCpu: `[]`: make the vCPU leave its guest for its VMM soon, so that an interrupt
+    /// the VMM made pending for it (an IPI from another vCPU, a device's message) is
+    /// injected. A vCPU in its guest (here or on another CPU) or ready to enter it takes
+    /// a VMX-preemption-timer exit (reason 52) before its next guest instruction; the
+    /// result is 1. A vCPU that waits for its VMM's reply, or is stopped, needs no kick:
+    /// nothing changes and the result is 0. `NotSupported` where the CPU has no
+    /// VMX-preemption timer.
+    VCpuKick = 29,
 }
 
 /// Guest modes for `VCpuStart`.
@@ -211,7 +219,7 @@ pub mod vm {
 
 impl Invocation {
     /// Every invocation, in ABI order.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 29] = [
         Self::UntypedRetype,
         Self::CNodeCopy,
         Self::CNodeMint,
@@ -240,6 +248,7 @@ impl Invocation {
         Self::ReplySave,
         Self::TcbSetIpcBuffer,
         Self::TcbSetAffinity,
+        Self::VCpuKick,
     ];
 
     /// Decode a label.

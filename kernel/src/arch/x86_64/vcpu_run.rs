@@ -18,13 +18,13 @@ use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::vcpu::{ExitCore, VmxInfo, VMCS_OFFSET};
+use kernel::vcpu::{ExitCore, Kick, VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
-use protocols::vmcs::ctl::proc2;
+use protocols::vmcs::ctl::{pin, proc2};
 use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
@@ -377,6 +377,19 @@ pub fn run(k: &mut Held) -> Next {
             }
         }
     }
+    if data.kick == Kick::Asked {
+        // The guest leaves before its first instruction: a zero VMX-preemption timer.
+        data.kick_saved_timer = vmread(root, Field::PreemptionTimerValue);
+        let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
+        for (f, val) in [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, 0)] {
+            // SAFETY: `VCpuKick` checked that the CPU has the preemption timer; the value
+            // field takes any 32-bit number.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+            }
+        }
+        data.kick = Kick::Armed;
+    }
     if cpu::read_cr2() != data.cr2 {
         // SAFETY: CR2 only reports page-fault addresses; the kernel never reads it but
         // in its fault handlers, which record it at once.
@@ -409,6 +422,21 @@ pub fn run(k: &mut Held) -> Next {
     }
     let reason = vmread(root, Field::ExitReason) as u32;
     super::exit_trace::exit_taken(reason & 0xffff);
+    if data.kick == Kick::Armed {
+        // The VMM's own timer controls again. An exit the kernel keeps (an interrupt of
+        // the host's) has not reached the VMM: the kick waits for the next entry.
+        let external = reason & 0xffff == ExitReason::ExternalInterrupt as u32;
+        data.kick = if external { Kick::Asked } else { Kick::None };
+        let pin = u64::from(data.cached.controls.pin);
+        for (f, val) in
+            [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, data.kick_saved_timer)]
+        {
+            // SAFETY: the values the VMM's validated controls had before the kick.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+            }
+        }
+    }
     // A VM entry that failed its checks (bit 31) leaves the launch state as it was: a
     // VMCS whose VMLAUNCH failed must be launched again, not resumed.
     if reason & EXIT_REASON_ENTRY_FAILURE == 0 {
