@@ -110,6 +110,13 @@ struct Vm {
     /// Its devices; without the key, the standard PC.
     #[serde(default)]
     devices: Option<Vec<devices::Entry>>,
+    /// Its vCPUs (1 without the key).
+    #[serde(default = "one")]
+    vcpus: u8,
+}
+
+fn one() -> u8 {
+    1
 }
 
 /// The guest's start mode and, for a Linux VM, how it boots. A test guest names its
@@ -292,7 +299,11 @@ pub fn encode(path: &Path, text: &str, modules: &[&str]) -> Result<Vec<u8>> {
                 .transpose()
                 .map_err(at)?,
             device_process,
+            vcpus: vm.vcpus,
         };
+        if let Some(why) = entry.vcpus_refused() {
+            return Err(at(err!("vm {:?}: vcpus = {}: {why}", vm.name, vm.vcpus)));
+        }
         manifest
             .vms
             .push(entry)

@@ -129,6 +129,9 @@ pub struct VmEntry<'a> {
     /// which the root task starts beside the VMM; `None`: every device runs in the VMM.
     #[serde(borrow)]
     pub device_process: Option<DeviceProcess<'a>>,
+    /// Its vCPUs (1..=[`crate::vmm::MAX_VCPUS`]): the guest's processors, each a VCpu of
+    /// its own that the VMM places on the CPUs after the VM's own where they are online.
+    pub vcpus: u8,
 }
 
 /// A VM's device that runs out of process: its kind, and the boot module of the device
@@ -151,6 +154,23 @@ impl VmEntry<'_> {
     /// The VM's devices, checked again.
     pub fn device_set(&self) -> Result<DeviceSet, DeviceError> {
         self.devices.as_ref().map_or(Ok(DeviceSet::STANDARD), DeviceSet::recheck)
+    }
+
+    /// Why its vCPU count cannot be served, if it cannot: out of range, or several vCPUs
+    /// where the VMM serves the VM a way that has one (the test modes, which act on one
+    /// vCPU's exits; a restartable VMM, whose saved state holds one vCPU's).
+    pub fn vcpus_refused(&self) -> Option<&'static str> {
+        if !(1..=crate::vmm::MAX_VCPUS).contains(&self.vcpus) {
+            return Some("a VM has 1 to 8 vCPUs");
+        }
+        let single = [
+            (self.hostile, "a hostile VMM attacks one vCPU"),
+            (self.mutate, "a mutating VMM mutates one vCPU's replies"),
+            (self.trace, "a traced VM records one vCPU's exits"),
+            (self.crash || self.restart, "a restartable or crashing VMM saves one vCPU's state"),
+        ];
+        let why = single.iter().find(|(on, _)| *on).map(|(_, why)| *why)?;
+        (self.vcpus > 1).then_some(why)
     }
 }
 
@@ -210,6 +230,9 @@ pub enum Error<'a> {
     /// A device out of process that is not in the VM's devices, or of a kind no device
     /// model exists for, or whose module name is empty or too long.
     DeviceProcess { name: &'a str, kind: Kind, why: &'static str },
+    /// `vcpus` is outside 1..=[`crate::vmm::MAX_VCPUS`], or asks for several vCPUs where
+    /// the VM is served in a way that has one (said in `why`).
+    BadVcpus { name: &'a str, vcpus: u8, why: &'static str },
 }
 
 impl core::fmt::Display for Error<'_> {
@@ -263,6 +286,7 @@ impl core::fmt::Display for Error<'_> {
             Self::DeviceProcess { name, kind, why } => {
                 write!(f, "vm {name:?}: device {}: cannot run out of process: {why}", kind.name())
             }
+            Self::BadVcpus { name, vcpus, why } => write!(f, "vm {name:?}: vcpus = {vcpus}: {why}"),
         }
     }
 }
@@ -323,6 +347,9 @@ impl<'a> Manifest<'a> {
             }
             if vm.priority > 254 {
                 return Err(Error::BadPriority { name: vm.name, priority: vm.priority });
+            }
+            if let Some(why) = vm.vcpus_refused() {
+                return Err(Error::BadVcpus { name: vm.name, vcpus: vm.vcpus, why });
             }
             if !name_ok(vm.vmm) || !name_ok(vm.guest) {
                 return Err(Error::BadModule { name: vm.name });
@@ -412,6 +439,7 @@ mod tests {
             console_input: false,
             devices: None,
             device_process: None,
+            vcpus: 1,
         }
     }
 

@@ -47,11 +47,13 @@ pub mod slot {
 
 /// log2 of a VMM process's CNode slot count.
 pub const CNODE_RADIX: u8 = 13;
+/// The most vCPUs one VM has (the manifest's `vcpus`).
+pub const MAX_VCPUS: u8 = 8;
 /// The most image pages a VMM takes (a Linux VM's kernel and initramfs together).
 pub const MAX_IMAGE_PAGES: u64 = 6144;
 
 /// log2 of the untyped memory for a VM's objects (slot [`slot::UNTYPED`]).
-pub const OBJECT_BITS: u8 = 18;
+pub const OBJECT_BITS: u8 = 19;
 /// Smallest and largest VM RAM, as log2 of its bytes: one 2 MiB frame .. 1 GiB.
 pub const RAM_BITS_MIN: u8 = 21;
 /// See [`RAM_BITS_MIN`].
@@ -156,6 +158,13 @@ pub struct VmDescription {
     pub cmdline: [u8; VmDescription::CMDLINE_ROOM],
     /// The VM's devices.
     pub devices: DeviceTable,
+    /// Its vCPUs (1..=[`MAX_VCPUS`]; the VMM refuses other counts).
+    pub vcpus: u64,
+    /// The CPU the VMM runs on, and how many the machine has online: vCPU `i` goes on
+    /// CPU `(cpu + i) % cpus`.
+    pub cpu: u64,
+    /// See `cpu`.
+    pub cpus: u64,
 }
 
 impl VmDescription {
@@ -177,6 +186,9 @@ impl VmDescription {
             name: [0; MAX_NAME],
             cmdline: [0; Self::CMDLINE_ROOM],
             devices: DeviceTable::new(&DeviceSet::STANDARD),
+            vcpus: 1,
+            cpu: 0,
+            cpus: 1,
         };
         let len = name.len().min(MAX_NAME);
         d.name[..len].copy_from_slice(&name.as_bytes()[..len]);
@@ -190,6 +202,12 @@ impl VmDescription {
     /// The same description with the devices of `set`.
     pub fn with_devices(mut self, set: &DeviceSet) -> Self {
         self.devices = DeviceTable::new(set);
+        self
+    }
+
+    /// The same description with `vcpus` vCPUs, the VMM on CPU `cpu` of `cpus` online.
+    pub fn with_vcpus(mut self, vcpus: u8, cpu: u64, cpus: u64) -> Self {
+        (self.vcpus, self.cpu, self.cpus) = (vcpus.into(), cpu, cpus);
         self
     }
 

@@ -28,8 +28,8 @@ use crate::bus::{Bus, BusError};
 #[cfg(any(test, feature = "test-modes"))]
 use crate::controls;
 use crate::cpuid::{CpuidConfig, CpuidRegs, CpuidTable};
-use crate::cr::{CrEnv, CrOutcome, CrState, LongModeState};
-use crate::debug_regs::{DebugRegs, DrAccess};
+use crate::cr::{CrEnv, CrOutcome};
+use crate::debug_regs::DrAccess;
 use crate::devices::acpi_pm;
 use crate::devices::ioapic;
 use crate::devices::lapic::{self, Lapic, LapicConfig, TimerClock};
@@ -51,8 +51,10 @@ use crate::platform::{MmioKey, Platform, PortKey, PORT_SLOTS};
 use crate::reply::ReplyBuilder;
 use protocols::devices::{DeviceSet, Kind};
 use protocols::vcpu_page::Clock;
+use protocols::vmm::MAX_VCPUS;
 use protocols::x86::RFLAGS_IF;
 use protocols::x86::{CR0_NE, CR4_VMXE, EFER_LMA};
+use vcpus::VcpuState;
 
 /// Exception vectors the dispatcher injects or reflects.
 const DB: u8 = 1;
@@ -232,6 +234,8 @@ pub struct Stats {
     pub hypercalls: u64,
     /// NMIs injected (at the guest's request).
     pub nmis_injected: u64,
+    /// INIT and STARTUP IPIs to a vCPU not waiting for them.
+    pub ignored_start_signals: u64,
 }
 
 impl Stats {
@@ -315,6 +319,9 @@ pub struct VmConfig {
     /// The UART runs as a process of its own, reached through this link (`None`: the
     /// model inside the VMM).
     pub uart_model: Option<Link>,
+    /// How many vCPUs (1..=`MAX_VCPUS`): vCPU 0 starts as configured, the others wait for
+    /// INIT and STARTUP from it, in real mode.
+    pub vcpus: u8,
 }
 
 impl Default for VmConfig {
@@ -331,11 +338,12 @@ impl Default for VmConfig {
             unix_time: 0,
             clock: Clock::default(),
             uart_model: None,
+            vcpus: 1,
         }
     }
 }
 
-/// One virtual machine with one vCPU.
+/// One virtual machine: its devices, memory and vCPUs.
 pub struct Vm<M, S> {
     platform: Platform<S>,
     /// Where the LAPIC's xAPIC page is mapped on the MMIO bus ([`NO_PAGE`]: nowhere,
@@ -354,16 +362,15 @@ pub struct Vm<M, S> {
     memory: M,
     cpuid: CpuidTable,
     msr: MsrPolicy,
-    cr: CrState,
-    long_mode: LongModeState,
+    /// The served vCPU's own state.
+    cpu: VcpuState,
+    /// Every vCPU's own state by index (empty with one vCPU); the served vCPU's entry is
+    /// stale ([`vcpus`]).
+    parked: heapless::Vec<VcpuState, { MAX_VCPUS as usize }>,
     state: RunState,
     stats: Stats,
     tests: TestReport,
-    /// While RDTSC exits: the TSC value the next RDTSC returns.
-    tsc: Option<u64>,
-    /// The guest's debug registers (MOV DR always exits).
-    dr: DebugRegs,
-    /// Guest time: the PIT's clock and the preemption timer.
+    /// Guest time: the PIT's clock and the served vCPU's preemption timer.
     time: GuestTime,
 }
 
@@ -416,7 +423,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let cpuid = CpuidTable::from_host(&cpuid_config, host_cpuid);
         let devices = config.devices;
         let lapic = lapic_config(&cpuid, &config.clock);
-        let mut platform = Platform::new(devices, sink, config.unix_time, lapic);
+        let mut platform =
+            Platform::new(devices, sink, config.unix_time, lapic).with_vcpus(config.vcpus);
+        let time = GuestTime::new(&config.clock);
         let remote = config.uart_model.map(|link| RemoteDevice::new(Kind::Uart16550, link));
         if let Some(r) = remote {
             platform = platform.with_remote(r);
@@ -440,15 +449,9 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             unclaimed_reported: false,
             memory,
             msr: MsrPolicy::new(&cpuid),
-            cr: CrState::new(
-                &cpuid,
-                config.cr0,
-                config.cr4,
-                config.cr0_forced_on,
-                config.cr4_forced_on,
-            ),
+            cpu: VcpuState::new(&cpuid, config, time.fresh_timer()),
+            parked: vcpus::parked(&cpuid, config, &time),
             cpuid,
-            long_mode: LongModeState { efer: config.efer, entry_controls: config.entry_controls },
             state: RunState::Running,
             stats: Stats {
                 exits: [0; REASONS],
@@ -457,11 +460,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                 exceptions_injected: 0,
                 hypercalls: 0,
                 nmis_injected: 0,
+                ignored_start_signals: 0,
             },
             tests: TestReport::default(),
-            tsc: None,
-            dr: DebugRegs::default(),
-            time: GuestTime::new(&config.clock),
+            time,
         })
     }
 
@@ -469,7 +471,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
     pub fn setup_reply(&self) -> ExitReply {
         let mut area = ExitReply::new();
         let mut r = ReplyBuilder::within(&mut area);
-        self.cr.setup_writes(&mut r);
+        self.cpu.cr.setup_writes(&mut r);
         r.finish()
     }
 
@@ -618,10 +620,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         self.state = RunState::Running;
         // State the message carries is fresher than anything remembered.
         if msg.transfer.contains(TransferMask::EFER_PAT) {
-            self.long_mode.efer = msg.efer;
+            self.cpu.long_mode.efer = msg.efer;
         }
         if msg.transfer.contains(TransferMask::CONTROLS) {
-            self.long_mode.entry_controls = Some(msg.controls.entry);
+            self.cpu.long_mode.entry_controls = Some(msg.controls.entry);
         }
         let mut reply = ReplyBuilder::within(out);
         // One comparison unless the exit is past the next timer edge (or anchors the
@@ -732,7 +734,12 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     fn cpuid_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let reg = |r: u8| msg.gprs.get(r).unwrap_or(0) as u32;
-        let out = self.cpuid.lookup(reg(Gprs::RAX), reg(Gprs::RCX));
+        let leaf = reg(Gprs::RAX);
+        let mut out = self.cpuid.lookup(leaf, reg(Gprs::RCX));
+        if leaf == 1 {
+            // Each vCPU's own initial APIC ID (the table holds vCPU 0's).
+            out.ebx = out.ebx & 0x00ff_ffff | (self.platform.lapic.apic_id() & 0xff) << 24;
+        }
         // CPUID writes 32-bit registers, which zero-extends them.
         reply.set_gpr(Gprs::RAX, u64::from(out.eax));
         reply.set_gpr(Gprs::RBX, u64::from(out.ebx));
@@ -744,7 +751,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     /// The guest's long-mode EFER as best known.
     fn efer(&self) -> u64 {
-        self.long_mode.efer
+        self.cpu.long_mode.efer
     }
 
     fn io_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
@@ -855,7 +862,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             self.time.sync_lapic(msg, &mut self.platform);
         }
         // Refreshed from the message when it carries EFER (`handle_into`).
-        let efer = mmio::effective_efer(self.long_mode.efer, msg.cr0);
+        let efer = mmio::effective_efer(self.cpu.long_mode.efer, msg.cr0);
         let ctx =
             MmioContext { efer, decoded: &mut self.mmio_decoded, sites: &mut self.mmio_sites };
         match mmio::emulate(
@@ -992,13 +999,13 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         if self.apic_msr(msg, index, Some(value), reply).is_some() {
             return Ok(());
         }
-        let ctx = MsrContext { cr0: self.cr.guest_cr0(msg.cr0), efer: self.efer() };
+        let ctx = MsrContext { cr0: self.cpu.cr.guest_cr0(msg.cr0), efer: self.efer() };
         match self.msr.write(index, value, &ctx) {
             MsrWrite::Done => {}
             MsrWrite::GuestState(m, v) => {
                 reply.write(m.field(), v);
                 if m == GuestStateMsr::Efer {
-                    self.long_mode.efer = v;
+                    self.cpu.long_mode.efer = v;
                 }
             }
             MsrWrite::Gp => {
@@ -1016,11 +1023,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             .map_err(|error| StopReason::BadQualification { reason: msg.reason as u16, error })?;
         let op64 = self.efer() & EFER_LMA != 0 && cs_long(msg).unwrap_or(true);
         // CR8 is the APIC's TPR (bits 7:4).
-        self.cr.tpr = self.platform.lapic.cr8() as u8;
-        let mut env = CrEnv { msg, op64, long_mode: &mut self.long_mode, mem: &self.memory };
-        let outcome = self.cr.emulate(access, &mut env, reply);
+        self.cpu.cr.tpr = self.platform.lapic.cr8() as u8;
+        let mut env = CrEnv { msg, op64, long_mode: &mut self.cpu.long_mode, mem: &self.memory };
+        let outcome = self.cpu.cr.emulate(access, &mut env, reply);
         if let CrAccess::MovToCr { cr: 8, .. } = access {
-            self.platform.lapic.set_cr8(self.cr.tpr.into());
+            self.platform.lapic.set_cr8(self.cpu.cr.tpr.into());
         }
         match outcome {
             CrOutcome::Done => {
@@ -1055,8 +1062,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     /// RDTSC while the VMM emulates the TSC: the next value, one more each time.
     fn rdtsc_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
-        let tsc = self.tsc.ok_or(StopReason::Unhandled { reason: msg.reason })?;
-        self.tsc = Some(tsc.wrapping_add(1));
+        let tsc = self.cpu.tsc.ok_or(StopReason::Unhandled { reason: msg.reason })?;
+        self.cpu.tsc = Some(tsc.wrapping_add(1));
         reply.set_gpr(Gprs::RAX, tsc & 0xffff_ffff);
         reply.set_gpr(Gprs::RDX, tsc >> 32);
         reply.flag(ReplyFlags::ADVANCE_RIP);
@@ -1071,11 +1078,11 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         let (n, read, gpr) = ((q & 7) as u8, q & 1 << 4 != 0, (q >> 8 & 0xf) as u8);
         let long = self.efer() & EFER_LMA != 0;
         if read {
-            let value = self.dr.read(n);
+            let value = self.cpu.dr.read(n);
             reply.set_gpr(gpr, if long { value } else { value & u64::from(u32::MAX) });
         } else {
             let value = msg.gprs.get(gpr).unwrap_or(0);
-            if self.dr.write(n, value, long) == DrAccess::Fault {
+            if self.cpu.dr.write(n, value, long) == DrAccess::Fault {
                 self.inject_exception(reply, GP, 0);
                 return Ok(());
             }
@@ -1138,7 +1145,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             }
             Hypercall::RdtscExiting(tsc) => {
                 controls::rdtsc_exiting(msg, tsc.is_some(), reply).map_err(needs)?;
-                self.tsc = tsc;
+                self.cpu.tsc = tsc;
                 hypercall::STATUS_OK
             }
             Hypercall::TscOffset(offset) => {
@@ -1187,7 +1194,7 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
             EventType::Nmi => Ok(()),
             EventType::HardwareException if vector != 2 && vector < 32 => {
                 if vector == DB {
-                    self.dr.debug_exception(msg.qualification);
+                    self.cpu.dr.debug_exception(msg.qualification);
                 }
                 let event = EventInjection::exception(vector);
                 reply.inject(event, msg.exit_intr_error, 0);
@@ -1310,3 +1317,4 @@ fn cs_long(msg: &ExitMessage) -> Option<bool> {
 
 #[cfg(test)]
 mod tests;
+mod vcpus;

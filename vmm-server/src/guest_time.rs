@@ -46,18 +46,27 @@ fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// The guest time of one VM.
+/// What of guest time is one vCPU's: when its exits must count time, and its
+/// VMX-preemption timer. (The clock, the PIT and the TSC offset are the VM's.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuTimer {
+    /// The host TSC from which an exit must count time: the next channel 0 edge or APIC
+    /// timer expiry; 0 until the first exit anchors the clock; `u64::MAX` without a clock
+    /// or an event to come.
+    deadline: u64,
+    /// The VMX-preemption-timer value last written, `None` while the timer is off.
+    preemption: Option<u32>,
+}
+
+/// The guest time of one VM, with the timer of the vCPU being served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestTime {
     /// The clock, where the kernel told the TSC's rate.
     clock: Option<GuestClock>,
     /// What the kernel lets this VMM use.
     host: Clock,
-    /// The host TSC from which an exit must count time: the next channel 0 edge; 0 until
-    /// the first exit anchors the clock; `u64::MAX` without a clock or an edge to come.
-    deadline: u64,
-    /// The VMX-preemption-timer value last written, `None` while the timer is off.
-    preemption: Option<u32>,
+    /// The served vCPU's timer (the others' wait in their `dispatch` state).
+    cpu: VcpuTimer,
 }
 
 impl GuestTime {
@@ -65,8 +74,21 @@ impl GuestTime {
     /// only when a halted guest skips ahead).
     pub fn new(host: &Clock) -> Self {
         let clock = GuestClock::new(host);
-        let deadline = if clock.is_some() { 0 } else { u64::MAX };
-        Self { clock, host: *host, deadline, preemption: None }
+        let mut time =
+            Self { clock, host: *host, cpu: VcpuTimer { deadline: 0, preemption: None } };
+        time.cpu = time.fresh_timer();
+        time
+    }
+
+    /// A timer for a vCPU that has not run: its first exit counts time.
+    pub fn fresh_timer(&self) -> VcpuTimer {
+        let deadline = if self.clock.is_some() { 0 } else { u64::MAX };
+        VcpuTimer { deadline, preemption: None }
+    }
+
+    /// Serve another vCPU: its timer comes in, the served one's goes out into `other`.
+    pub fn swap_timer(&mut self, other: &mut VcpuTimer) {
+        core::mem::swap(&mut self.cpu, other);
     }
 
     /// The clock, if one runs.
@@ -76,13 +98,13 @@ impl GuestTime {
 
     /// The VMX-preemption-timer value the VMCS holds (`None`: the timer is off).
     pub fn preemption_timer(&self) -> Option<u32> {
-        self.preemption
+        self.cpu.preemption
     }
 
     /// Whether the exit stamped `exit_tsc` must count time: the one test every exit makes.
     #[inline(always)]
     pub fn due(&self, exit_tsc: u64) -> bool {
-        exit_tsc >= self.deadline
+        exit_tsc >= self.cpu.deadline
     }
 
     /// Bring the PIT and the APIC timer up to the exit's time (edges raise IRQ 0 in the
@@ -134,7 +156,7 @@ impl GuestTime {
         let edge = platform.pit.next_edge_in(0).and_then(|t| c.deadline(t));
         let expiry = platform.lapic.next_deadline();
         let next = earliest(edge, expiry);
-        self.deadline = next.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
+        self.cpu.deadline = next.map_or(u64::MAX, |g| g.wrapping_sub(c.offset()));
         let period = match platform.pit.period(0) {
             Some(p) if self.host.has_preemption_timer() => Some(c.preemption_ticks(p)),
             _ => None,
@@ -148,7 +170,7 @@ impl GuestTime {
         let want = earliest(period, left);
         // The pin-based controls come from the message; without them nothing is written
         // and the next retime tries again.
-        if want == self.preemption || !msg.transfer.contains(TransferMask::CONTROLS) {
+        if want == self.cpu.preemption || !msg.transfer.contains(TransferMask::CONTROLS) {
             return;
         }
         let on = msg.controls.pin | pin::PREEMPTION_TIMER;
@@ -161,7 +183,7 @@ impl GuestTime {
             }
             None => reply.write(Field::PinBasedControls, (on & !pin::PREEMPTION_TIMER).into()),
         }
-        self.preemption = want;
+        self.cpu.preemption = want;
     }
 
     /// A halted guest waits for its next timer event (a PIT edge or the APIC timer's

@@ -40,4 +40,5 @@ pub mod serve;
 pub mod testing;
 #[cfg(any(test, feature = "test-modes"))]
 pub mod trace;
+pub mod vcpu_apics;
 pub mod vcpu_refusal;

@@ -39,6 +39,7 @@ use crate::devices::remote::{LinkError, RemoteDevice};
 #[cfg(any(test, feature = "test-modes"))]
 use crate::devices::scratch::Scratch;
 use crate::devices::uart16550::{SerialSink, Uart16550};
+use crate::vcpu_apics::VcpuApics;
 use protocols::devices::{DeviceSet, Kind};
 
 /// Port ranges a [`Platform`] bus can hold.
@@ -107,8 +108,12 @@ pub struct Platform<S> {
     devices: DeviceSet,
     /// The 8259 pair.
     pub pic: DualPic,
-    /// The vCPU's local APIC.
+    /// The local APIC of the vCPU being served.
     pub lapic: Lapic,
+    /// The other vCPUs' local APICs.
+    pub apics: VcpuApics,
+    /// IPIs that named no APIC.
+    pub dropped_ipis: u64,
     /// The I/O APIC.
     pub ioapic: Ioapic,
     /// I/O APIC messages the local APIC could not take (disabled, another destination,
@@ -159,6 +164,8 @@ impl<S: SerialSink> Platform<S> {
             devices,
             pic: DualPic::new(),
             lapic: apic,
+            apics: VcpuApics::default(),
+            dropped_ipis: 0,
             ioapic: Ioapic::new(),
             dropped_messages: 0,
             lines: 0,
@@ -175,6 +182,11 @@ impl<S: SerialSink> Platform<S> {
             unix_start: unix_time,
             remote: None,
         }
+    }
+
+    /// The same platform with `vcpus` vCPUs (the others' APICs as after RESET).
+    pub fn with_vcpus(self, vcpus: u8) -> Self {
+        Self { apics: VcpuApics::new(self.lapic.config(), vcpus), ..self }
     }
 
     /// The same platform with its UART out of process, reached as `remote`.
@@ -304,9 +316,8 @@ impl<S: SerialSink> Platform<S> {
         }
     }
 
-    /// Raise the I/O APIC's waiting messages at the local APIC (the one vCPU's: a
-    /// message for another destination, or in a mode a lone vCPU has no use for, is
-    /// dropped and counted).
+    /// Raise the I/O APIC's waiting messages at the local APICs they name (a message
+    /// for no APIC, or in a mode the vCPUs have no use for, is dropped and counted).
     fn route_ioapic(&mut self) {
         while let Some(m) = self.ioapic.take_message() {
             let ours = self.lapic.accepts(m.destination, m.logical);
@@ -320,7 +331,7 @@ impl<S: SerialSink> Platform<S> {
                 }
                 _ => false,
             };
-            if !taken {
+            if !self.apics.route_message(&m, taken) {
                 self.dropped_messages = self.dropped_messages.wrapping_add(1);
             }
         }
@@ -331,6 +342,11 @@ impl<S: SerialSink> Platform<S> {
     pub fn apic_written(&mut self) {
         while let Some(vector) = self.lapic.take_eoi_broadcast() {
             self.ioapic.eoi(vector);
+        }
+        if let Some(ipi) = self.lapic.take_outgoing() {
+            if !self.apics.route_ipi(&ipi) {
+                self.dropped_ipis = self.dropped_ipis.wrapping_add(1);
+            }
         }
         if self.ioapic.has_message() {
             self.route_ioapic();

@@ -300,15 +300,16 @@ fn start_vmm(
     let cmdline = vm.linux.as_ref().map_or("", |linux| linux.cmdline);
     // The manifest was checked: its device list keeps the rules.
     let devices = vm.device_set().map_err(|_| Error::InvalidArgument)?;
-    let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date)
-        .with_devices(&devices);
-    let description = describe(a, &d)?;
-    invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
-    // Its vCPU is made on the CPU the VMM runs on.
+    // Its vCPUs are made on the CPU the VMM runs on (the VMM moves the others on).
     let cpu = cpu_of(vm);
     if cpu != 0 {
         rt::println!("init: {}: runs on CPU {cpu}", vm.name);
     }
+    let d = VmDescription::new(vm.name, cmdline, initrd.map_or(0, |m| m.size), date)
+        .with_devices(&devices)
+        .with_vcpus(vm.vcpus, cpu, crate::cross_cpu::cpus());
+    let description = describe(a, &d)?;
+    invoke(p.cnode, Invocation::CNodeMove, &[description, slot::DESCRIPTION])?;
     invoke(p.tcb, Invocation::TcbSetAffinity, &[cpu])?;
     process::start(&p)?;
     Ok(Vmm { process: p, fault, arg, restarts: 0 })

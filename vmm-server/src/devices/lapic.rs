@@ -30,6 +30,7 @@ mod registers;
 mod timer;
 mod x2apic;
 
+pub use ipi::{Ipi, StartSignal};
 pub use lint::{LintAction, LintPin};
 pub use registers::LVT_MASKED;
 pub use timer::{TimerClock, TimerMode};
@@ -174,6 +175,10 @@ pub struct Lapic {
     nmi_pending: bool,
     dropped_writes: u64,
     dropped_ipis: u64,
+    /// An IPI for other APICs, until the platform takes it.
+    outgoing: Option<Ipi>,
+    /// An INIT, and a STARTUP's vector, another vCPU sent, until the VMM takes them.
+    start_signals: (bool, Option<u8>),
 }
 
 impl Lapic {
@@ -204,6 +209,8 @@ impl Lapic {
             nmi_pending: false,
             dropped_writes: 0,
             dropped_ipis: 0,
+            outgoing: None,
+            start_signals: (false, None),
         }
     }
 
@@ -233,6 +240,16 @@ impl Lapic {
     }
 
     // ---- Global state: IA32_APIC_BASE ----
+
+    /// How it was made.
+    pub fn config(&self) -> LapicConfig {
+        self.config
+    }
+
+    /// The APIC ID (the x2APIC ID; its low 8 bits are the xAPIC ID).
+    pub fn apic_id(&self) -> u32 {
+        self.config.apic_id
+    }
 
     /// The APIC's mode.
     pub fn mode(&self) -> ApicMode {

@@ -1,8 +1,8 @@
 //! The local APIC against the numbers of Intel SDM Vol. 3 chapter 11.
 
 use super::{
-    ApicMode, Eoi, Lapic, LapicConfig, LintAction, LintPin, MsrError, RaiseError, TimerClock,
-    Trigger, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, IA32_TSC_DEADLINE,
+    ApicMode, Eoi, Lapic, LapicConfig, LintAction, LintPin, MsrError, RaiseError, StartSignal,
+    TimerClock, Trigger, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, IA32_TSC_DEADLINE,
 };
 use crate::bus::BusDevice;
 
@@ -298,11 +298,14 @@ fn self_ipis_by_icr() {
     wr(&mut l, off::ICR_LO, 0x66);
     assert!(irr(&mut l, 0x66));
     assert_eq!(rd(&mut l, off::ICR_LO) & 1 << 12, 0, "delivery status idle");
-    // Another APIC: nobody there.
+    assert_eq!(l.take_outgoing(), None, "to this APIC alone");
+    // Another APIC: kept for the platform, not raised here.
     wr(&mut l, off::ICR_HI, 4 << 24);
     wr(&mut l, off::ICR_LO, 0x67);
     assert!(!irr(&mut l, 0x67));
-    assert_eq!(l.dropped_ipis(), 1);
+    let out = l.take_outgoing().expect("an IPI for APIC 4");
+    assert_eq!((out.dest, out.vector, out.logical, out.broadcast), (4, 0x67, false, false));
+    assert_eq!(l.take_outgoing(), None, "taken once");
     // Physical broadcast 0xFF includes self.
     wr(&mut l, off::ICR_HI, 0xff << 24);
     wr(&mut l, off::ICR_LO, 0x68);
@@ -324,11 +327,16 @@ fn self_ipis_by_icr() {
     wr(&mut l, off::ICR_HI, 0x21 << 24);
     wr(&mut l, off::ICR_LO, 1 << 11 | 0x6c);
     assert!(!irr(&mut l, 0x6c), "another cluster");
-    // All excluding self reaches nobody; INIT to self is dropped.
+    // All excluding self goes to the others only; INIT to self is dropped.
     wr(&mut l, off::ICR_LO, 3 << 18 | 0x6d);
-    wr(&mut l, off::ICR_LO, 1 << 18 | 5 << 8);
     assert!(!irr(&mut l, 0x6d));
-    assert_eq!(l.dropped_ipis(), 5, "ID 4, two logical misses, all-but-self, INIT");
+    assert!(l.take_outgoing().is_some_and(|i| i.broadcast && i.vector == 0x6d));
+    wr(&mut l, off::ICR_LO, 1 << 18 | 5 << 8);
+    assert_eq!(l.take_outgoing(), None);
+    assert_eq!(l.dropped_ipis(), 1, "INIT to self");
+    // An INIT level de-assert changes nobody.
+    wr(&mut l, off::ICR_LO, 1 << 15 | 5 << 8);
+    assert_eq!(l.take_outgoing(), None);
     // NMI to self.
     wr(&mut l, off::ICR_LO, 1 << 18 | 4 << 8);
     assert!(l.take_nmi());
@@ -634,4 +642,40 @@ fn lint_in_fixed_mode() {
     l.eoi();
     assert_eq!(rd(&mut l, off::LINT1), 1 << 15 | 0x52, "remote IRR cleared");
     assert_eq!(l.lint(LintPin::Lint1, true), LintAction::Fixed(0x52), "still high");
+}
+
+/// IPIs between two APICs: a fixed vector by physical and by logical (flat) destination,
+/// INIT and STARTUP latched for the VMM, and an all-excluding-self broadcast.
+#[test]
+fn ipis_reach_the_apic_they_name() {
+    let (mut a, mut b) = (Lapic::new(config(0)), Lapic::new(config(1)));
+    for l in [&mut a, &mut b] {
+        wr(l, off::SVR, 0x1ff);
+    }
+    wr(&mut b, off::LDR, 0x02 << 24);
+    wr(&mut a, off::ICR_HI, 1 << 24);
+    wr(&mut a, off::ICR_LO, 0x40);
+    let ipi = a.take_outgoing().unwrap();
+    assert!(b.is_named_by(&ipi) && b.receive(&ipi) && irr(&mut b, 0x40));
+    wr(&mut a, off::ICR_HI, 0x02 << 24);
+    wr(&mut a, off::ICR_LO, 1 << 11 | 0x41);
+    let ipi = a.take_outgoing().unwrap();
+    assert!(b.is_named_by(&ipi) && b.receive(&ipi) && irr(&mut b, 0x41));
+    wr(&mut a, off::ICR_HI, 0x04 << 24);
+    wr(&mut a, off::ICR_LO, 1 << 11 | 0x42);
+    assert!(!b.is_named_by(&a.take_outgoing().unwrap()), "logical ID 2 is not 4");
+    // INIT (assert), de-assert (nothing goes out), STARTUP at page 0x9a.
+    wr(&mut a, off::ICR_HI, 1 << 24);
+    wr(&mut a, off::ICR_LO, 1 << 15 | 1 << 14 | 5 << 8);
+    assert!(!b.receive(&a.take_outgoing().unwrap()), "nothing to inject");
+    assert_eq!(b.take_start_signal(), Some(StartSignal::Init));
+    wr(&mut a, off::ICR_LO, 1 << 15 | 5 << 8);
+    assert_eq!(a.take_outgoing(), None);
+    wr(&mut a, off::ICR_LO, 6 << 8 | 0x9a);
+    assert!(!b.receive(&a.take_outgoing().unwrap()));
+    assert_eq!(b.take_start_signal(), Some(StartSignal::Startup(0x9a)));
+    assert_eq!(b.take_start_signal(), None);
+    wr(&mut a, off::ICR_LO, 3 << 18 | 0x43);
+    let ipi = a.take_outgoing().unwrap();
+    assert!(b.is_named_by(&ipi) && !irr(&mut a, 0x43));
 }

@@ -236,3 +236,75 @@ fn device_lines_reach_the_vcpu_through_the_ioapic() {
 fn out_eoi() -> ExitMessage {
     super::out_byte(0x20, 0x20)
 }
+
+/// Two vCPUs: vCPU 0 starts vCPU 1 with INIT and STARTUP written to its ICR (the start
+/// batch enters real mode at the STARTUP page), each vCPU reads its own APIC ID by CPUID
+/// and in its APIC page, and a fixed IPI from one raises the vector in the other's APIC,
+/// marks that vCPU to be kicked, and is injected at its next exit.
+#[test]
+fn two_vcpus_start_and_interrupt_each_other() {
+    use crate::dispatch::VmConfig;
+    use crate::guest_memory::GuestMemory;
+    let config = VmConfig { vcpus: 2, ..VmConfig::default() };
+    let mut v = crate::dispatch::Vm::new(
+        &config,
+        super::host_cpuid,
+        super::Ram(vec![0; 0x10000]),
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(v.vcpus(), 2);
+    assert!(!v.serve_vcpu(1), "vCPU 1 waits for INIT and STARTUP");
+    assert!(!v.serve_vcpu(2), "no vCPU 2");
+    // INIT level assert, its de-assert, then STARTUP at page 0x9a, to APIC ID 1.
+    for low in [0xc500, 0x8500, 0x069a] {
+        let m = store(&mut v, 0x310, 1 << 24);
+        v.handle(&m);
+        let m = store(&mut v, 0x300, low);
+        v.handle(&m);
+    }
+    assert_eq!(v.take_start(), Some((1, 0x9a)));
+    assert_eq!(v.take_start(), None);
+    let batch = v.start_batch(1, 0x9a).unwrap();
+    for w in [(Field::GuestCsSelector, 0x9a00), (Field::GuestCsBase, 0x9a000), (Field::GuestRip, 0)]
+    {
+        assert!(batch.writes().iter().any(|x| (x.field, x.value) == (w.0 as u32, w.1)), "{w:?}");
+    }
+    assert!(batch.writes().iter().any(|x| x.field == Field::Cr0ReadShadow as u32));
+    // Each vCPU's own APIC ID.
+    let cpuid = with_gprs(exit(ExitReason::Cpuid, 0), &[(Gprs::RAX, 1)]);
+    assert_eq!(gpr(&v.handle(&cpuid), Gprs::RBX).map(|b| b >> 24), Some(0));
+    assert!(v.serve_vcpu(1));
+    assert_eq!(v.served_vcpu(), 1);
+    assert_eq!(gpr(&v.handle(&cpuid), Gprs::RBX).map(|b| b >> 24), Some(1));
+    assert_eq!(read_reg(&mut v, 0x20), 1 << 24, "APIC ID register");
+    assert_eq!(read_reg(&mut v, 0xf0) & 0x100, 0, "software-disabled after RESET");
+    let m = store(&mut v, 0xf0, 0x1ff);
+    v.handle(&m);
+    // vCPU 1 sends vector 0x40 to APIC 0 (physical): vCPU 0 is to be kicked.
+    let m = store(&mut v, 0x310, 0);
+    v.handle(&m);
+    let m = store(&mut v, 0x300, 0x40);
+    let r = v.handle(&m);
+    assert_eq!(injected(&r), None, "not to itself");
+    assert_eq!(v.take_kicks(), 1 << 0);
+    assert_eq!(v.take_kicks(), 0);
+    assert!(v.serve_vcpu(0));
+    let r = v.handle(&exit(ExitReason::PreemptionTimer, 0));
+    assert_eq!(injected(&r), Some(0x40), "the kick's exit injects it");
+    // A broadcast to all but self reaches vCPU 1.
+    let m = store(&mut v, 0x300, 3 << 18 | 0x41);
+    v.handle(&m);
+    assert_eq!(v.take_kicks(), 1 << 1);
+    assert!(v.serve_vcpu(1));
+    let r = v.handle(&exit(ExitReason::PreemptionTimer, 0));
+    assert_eq!(injected(&r), Some(0x41));
+    // A second STARTUP to a running vCPU changes nothing.
+    let m = store(&mut v, 0x310, 0);
+    v.handle(&m);
+    let m = store(&mut v, 0x300, 0x069a);
+    v.handle(&m);
+    assert!(v.serve_vcpu(0));
+    assert_eq!(v.take_start(), None);
+    let _ = v.memory_mut().write(0, &[0]);
+}
