@@ -162,6 +162,15 @@ pub const IMAGES: &[Image] = &[
         broken_linux: false,
     },
     Image {
+        name: "linux-smp",
+        init: InitVariant::Intact,
+        manifest: "linux-smp.toml",
+        corrupt_manifest: false,
+        cmdline: "",
+        linux: true,
+        broken_linux: false,
+    },
+    Image {
         name: "linux-refused",
         init: InitVariant::Intact,
         manifest: "linux-refused.toml",

@@ -163,6 +163,70 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
     assert_suite_passed(&out, 1);
 }
 
+/// Every CPU's count on a `/proc/interrupts` line (one column per CPU, as the header's
+/// `CPU0 CPU1 ...` names them).
+fn counts(listing: &[&str], name: &str, cpus: usize) -> Option<Vec<u64>> {
+    let line = listing.iter().find(|l| l.trim_start().starts_with(name))?;
+    let counts: Option<Vec<u64>> =
+        line.split_whitespace().skip(1).take(cpus).map(|c| c.parse().ok()).collect();
+    counts.filter(|c| c.len() == cpus)
+}
+
+/// The same Linux in a VM of two vCPUs on a machine of two CPUs: the kernel brings its
+/// second processor up through the VMM's local APIC model (INIT and STARTUP), `nproc`
+/// says 2, and each CPU's local APIC timer ticks (its `LOC` column rises between two
+/// looks). Work on both CPUs (two shells counting at once) ends, and the VM powers off.
+#[test]
+fn linux_boots_on_two_vcpus_and_both_take_timer_interrupts() {
+    if !guest_prepared("linux_boots_on_two_vcpus") {
+        return;
+    }
+    let commands = [
+        "nproc",
+        "cat /proc/interrupts",
+        "sleep 1; cat /proc/interrupts",
+        "grep -c processor /proc/cpuinfo",
+        "poweroff -f",
+    ];
+    let mut script = vec![Step::new(INIT_MARKER, "")];
+    script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
+    let image = xtask::image::find("linux-smp").unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(1200),
+        memory_mib: image.memory_mib(),
+        cpus: 2,
+        serial_input: SerialInput::Script(script),
+        ..RunOptions::default()
+    };
+    let out = boot_with("linux-smp", Emulator::Bochs, &opts);
+    check(&out, out.serial.contains(INIT_MARKER), "Linux did not reach /init");
+    check(&out, out.serial.contains("vmm vm_linux_smp: vCPU 1 started at "), "no STARTUP");
+    check(
+        &out,
+        out.serial.contains("smp: Brought up 1 node, 2 CPUs"),
+        "Linux did not bring its second CPU up",
+    );
+    let nproc = answer(&out, "nproc", 0);
+    check(&out, nproc == ["2"], &format!("nproc: {nproc:?}"));
+    let cpuinfo = answer(&out, "grep -c processor /proc/cpuinfo", 0);
+    check(&out, cpuinfo == ["2"], &format!("processors in /proc/cpuinfo: {cpuinfo:?}"));
+    let first = counts(&answer(&out, "cat /proc/interrupts", 0), "LOC:", 2);
+    let second = counts(&answer(&out, "sleep 1; cat /proc/interrupts", 0), "LOC:", 2);
+    let rose =
+        matches!((&first, &second), (Some(a), Some(b)) if a.iter().zip(b).all(|(x, y)| y > x));
+    check(
+        &out,
+        rose,
+        &format!("LOC (local timer) per CPU {first:?} then {second:?}: each CPU's must rise"),
+    );
+    check(
+        &out,
+        out.serial.contains("vmm vm_linux_smp: VM stopped: powered off"),
+        "the VMM did not say power-off",
+    );
+    assert_suite_passed(&out, 1);
+}
+
 /// Bad inputs for Linux VMs: each refused with a message naming the cause, while the
 /// test guest beside them runs to its end.
 #[test]

@@ -83,8 +83,23 @@ mod process {
     const MSG_FRAME: u64 = GUEST_SPACE + 3;
     /// The saved-state region's frames (a restartable VM), after `input::SLOTS`.
     const STATE_FIRST: u64 = GUEST_SPACE + 7;
-    const _: () = assert!(STATE_FIRST + state_region::MAX_PAGES <= 1 << vmm::CNODE_RADIX);
+    /// vCPUs 1 and up: each one's VCpu, badged exit endpoint and message frame, in
+    /// threes after the saved-state region (vCPU 0's are `VCPU`, `EXIT_EP`, `MSG_FRAME`).
+    const OTHER_VCPUS: u64 = STATE_FIRST + state_region::MAX_PAGES;
+    const _: () = assert!(OTHER_VCPUS + 3 * vmm::MAX_VCPUS as u64 <= 1 << vmm::CNODE_RADIX);
     const PRIORITY: u64 = 200;
+
+    /// vCPU `index`'s slots: its VCpu, its exit endpoint (badged with the index, which
+    /// the serving loop reads), its message frame.
+    const fn vcpu_slots(index: usize) -> (u64, u64, u64) {
+        match index {
+            0 => (VCPU, EXIT_EP, MSG_FRAME),
+            i => {
+                let at = OTHER_VCPUS + 3 * (i as u64 - 1);
+                (at, at + 1, at + 2)
+            }
+        }
+    }
 
     fn rdtsc() -> u64 {
         // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear).
@@ -150,6 +165,16 @@ mod process {
     fn map_frame(frame: u64, va: u64, rights: u64) -> Result<(), Error> {
         invoke(frame, Invocation::FrameUnmap, &[])?;
         invoke(frame, Invocation::FrameMap, &[slot::VSPACE, va, rights]).map(|_| ())
+    }
+
+    /// The VM's vCPUs and where they go: `(count, first CPU, CPUs online)`, checked.
+    fn vcpus_described() -> Result<(usize, u64, u64), Error> {
+        let Some(d) = described() else { return Err(Error::InvalidArgument) };
+        if !(1..=u64::from(vmm::MAX_VCPUS)).contains(&d.vcpus) {
+            say!("the VM's description asks for {} vCPUs (1 to {})", d.vcpus, vmm::MAX_VCPUS);
+            return Err(Error::InvalidArgument);
+        }
+        Ok((d.vcpus as usize, d.cpu, d.cpus.max(1)))
     }
 
     /// Map the VM's description (once, first thing: the log lines need its name).
@@ -229,6 +254,19 @@ mod process {
         retype(slot::UNTYPED, ObjectType::Frame, 0, MSG_FRAME, 1)?;
         invoke(MSG_FRAME, Invocation::FrameMap, &[slot::VSPACE, MSG_VA, map::WRITE])?;
         let all = u64::from(Rights::ALL.bits());
+        let (vcpus, first_cpu, cpus) = vcpus_described()?;
+        for index in 1..vcpus {
+            let (vcpu, ep, frame) = vcpu_slots(index);
+            retype(slot::UNTYPED, ObjectType::VCpu, 0, vcpu, 1)?;
+            retype(slot::UNTYPED, ObjectType::Frame, 0, frame, 1)?;
+            invoke(frame, Invocation::FrameMap, &[slot::VSPACE, page_va(index), map::WRITE])?;
+            invoke(slot::CNODE, Invocation::CNodeMint, &[EXIT_EP, ep, all, index as u64])?;
+            // Each on a CPU of its own where there are enough.
+            let cpu = (first_cpu + index as u64) % cpus;
+            if let Err(e) = invoke(vcpu, Invocation::TcbSetAffinity, &[cpu]) {
+                say!("vCPU {index} stays on CPU {first_cpu}: CPU {cpu} refused ({})", e.name());
+            }
+        }
         // One capability per 2 MiB: a 128 MiB VM takes 64 frames, not 32,768.
         let frames = ram_bytes / RAM_FRAME;
         retype(slot::RAM_UNTYPED, ObjectType::LargeFrame, 0, RAM_GUEST, frames)?;
@@ -243,7 +281,9 @@ mod process {
         // stay mapped for the VMM's life and nothing else in this process aliases them.
         let ram = unsafe { core::slice::from_raw_parts_mut(RAM_VA as *mut u8, ram_bytes as usize) };
         let start = match boot.linux {
-            Some((initrd, cmdline)) => load_linux(boot.image, initrd, cmdline, &boot.devices, ram)?,
+            Some((initrd, cmdline)) => {
+                load_linux(boot.image, initrd, cmdline, (&boot.devices, vcpus), ram)?
+            }
             None => {
                 let img = guest_image::parse(boot.image, ram_bytes).map_err(|e| {
                     say!("guest image refused: {e:?}");
@@ -253,22 +293,26 @@ mod process {
                 Start::test_guest(mode, img.entry)
             }
         };
-        invoke(
-            VCPU,
-            Invocation::VCpuConfigure,
-            // The controls on every exit: they cost no VMREAD (the kernel's own copy).
-            &[GUEST_SPACE, EXIT_EP, MSG_FRAME, TransferMask::CONTROLS.bits()],
-        )?;
-        // What each exit carries: what the dispatcher reads of it, no more.
-        if let Some(table) = vcpu_page::transfer_table_mut(page()) {
-            *table = vmm_server::serve::transfer_table();
+        for index in 0..vcpus {
+            let (vcpu, ep, frame) = vcpu_slots(index);
+            invoke(
+                vcpu,
+                Invocation::VCpuConfigure,
+                // The controls on every exit: they cost no VMREAD (the kernel's own copy).
+                &[GUEST_SPACE, ep, frame, TransferMask::CONTROLS.bits()],
+            )?;
+            // What each exit carries: what the dispatcher reads of it, no more.
+            if let Some(table) = vcpu_page::transfer_table_mut(page(index)) {
+                *table = vmm_server::serve::transfer_table();
+            }
+            pass_through(vcpu)?;
         }
-        pass_through()?;
-        if let (Some(entry), Some(reply)) = (&start.linux, vcpu_page::reply_mut(page())) {
+        if let (Some(entry), Some(reply)) = (&start.linux, vcpu_page::reply_mut(page(0))) {
             *reply = linux_boot::start_batch(entry);
         }
         let started = rdtsc();
-        start_vcpu(mode, &start)?;
+        let words = start_words(mode, &start, vcpus > 1);
+        start_vcpu(VCPU, &words)?;
         Ok(Built {
             ram,
             #[cfg(feature = "test-modes")]
@@ -315,7 +359,7 @@ mod process {
         kernel: &[u8],
         initrd: &[u8],
         cmdline: &str,
-        devices: &DeviceSet,
+        (devices, vcpus): (&DeviceSet, usize),
         ram: &mut [u8],
     ) -> Result<Start, Error> {
         let refused = |e: LinuxBootError| {
@@ -329,7 +373,9 @@ mod process {
         // The platform's ACPI tables, as firmware would leave them in the BIOS area (the
         // e820 map reserves it): the APIC, the IOAPIC, the PM registers, S5, as far as
         // the VM has them (none without the PM registers).
-        if let Some(config) = acpi::AcpiConfig::for_devices(&[0], devices) {
+        // One processor entry per vCPU, APIC IDs 0 up (as `Vm` gives them).
+        let ids: heapless::Vec<u8, { vmm::MAX_VCPUS as usize }> = (0..vcpus as u8).collect();
+        if let Some(config) = acpi::AcpiConfig::for_devices(&ids, devices) {
             let tables = ram
                 .get_mut(acpi::STANDARD_BASE as usize..)
                 .and_then(|r| r.get_mut(..acpi::STANDARD_REGION_LEN))
@@ -356,11 +402,11 @@ mod process {
         Ok(Start { rip: e.rip, rsp: e.rsp, cr3: e.cr3, linux: Some(e) })
     }
 
-    /// `VCpuStart`. The kernel prints nothing: a refusal names the check its initial VMCS
-    /// failed in the result registers, and this VMM says it.
-    fn start_vcpu(mode: u64, start: &Start) -> Result<(), Error> {
-        let start = Msg::new(Invocation::VCpuStart as u64, &start_words(mode, start));
-        let (status, r) = ipc_raw(Syscall::Call, VCPU, &start, 0, 0);
+    /// `VCpuStart` on `vcpu` with `words`. The kernel prints nothing: a refusal names the
+    /// check its initial VMCS failed in the result registers, and this VMM says it.
+    fn start_vcpu(vcpu: u64, words: &[u64; 4]) -> Result<(), Error> {
+        let start = Msg::new(Invocation::VCpuStart as u64, words);
+        let (status, r) = ipc_raw(Syscall::Call, vcpu, &start, 0, 0);
         let Err(e) = protocols::error::check(status).map_err(rt::ipc::error) else {
             return Ok(());
         };
@@ -389,13 +435,13 @@ mod process {
     /// `IoPorts` capability the root task gave this VMM, if any, and the MSRs the VMCS
     /// does not hold, which the kernel switches on entry and exit (starting at their reset
     /// value, 0). An MSR this CPU lacks stays intercepted (and stops the VM if used).
-    fn pass_through() -> Result<(), Error> {
-        match invoke(VCPU, Invocation::VCpuPassPorts, &[slot::PASS_PORTS]) {
+    fn pass_through(vcpu: u64) -> Result<(), Error> {
+        match invoke(vcpu, Invocation::VCpuPassPorts, &[slot::PASS_PORTS]) {
             Ok(_) | Err(Error::InvalidCapability) => {}
             Err(e) => return Err(e),
         }
         for msr in vm::SWITCHABLE_MSRS {
-            match invoke(VCPU, Invocation::VCpuSwitchMsr, &[msr.into(), 0]) {
+            match invoke(vcpu, Invocation::VCpuSwitchMsr, &[msr.into(), 0]) {
                 Ok(_) | Err(Error::NotSupported) => {}
                 Err(e) => return Err(e),
             }
@@ -403,27 +449,74 @@ mod process {
         Ok(())
     }
 
-    /// `VCpuStart`'s words: the mode (with the start batch for Linux), this VMM's
-    /// priority, the exits the guests rely on (HLT, MONITOR, MWAIT), RIP, RSP and CR3.
-    fn start_words(mode: u64, start: &Start) -> [u64; 4] {
-        let controls = u64::from(proc::HLT_EXITING | proc::MWAIT_EXITING | proc::MONITOR_EXITING);
+    /// `VCpuStart`'s words: the mode (with the start batch for Linux), the vCPU's
+    /// priority and exits ([`vcpu_controls`]), RIP, RSP and CR3.
+    fn start_words(mode: u64, start: &Start, smp: bool) -> [u64; 4] {
         let mode = if start.linux.is_some() { mode | vcpu_mode::WITH_BATCH } else { mode };
-        [mode | (PRIORITY << 8) | (controls << 16), start.rip, start.rsp, start.cr3]
+        [mode | vcpu_controls(smp), start.rip, start.rsp, start.cr3]
     }
 
-    /// The vCPU state page, mapped at MSG_VA. The kernel writes its exit area only while
-    /// the serving thread is blocked in a syscall, and reads the reply area only then (the
-    /// input thread never touches the page): each view lives from one syscall to the next.
-    fn page() -> &'static mut [u8] {
-        // SAFETY: the frame is mapped writable at MSG_VA for the VMM's life (`build`), and
-        // no other view of it outlives the caller's use between two syscalls.
-        unsafe { core::slice::from_raw_parts_mut(MSG_VA as *mut u8, vcpu_page::PAGE_SIZE) }
+    /// `VCpuStart`'s priority and primary controls. One vCPU runs at this VMM's priority
+    /// and exits on HLT (a halted guest skips to its next timer event, or its reply waits
+    /// for input). Several vCPUs run one below it, so that this VMM, on vCPU 0's CPU,
+    /// takes the others' exits at once; and they halt in their guests, where an
+    /// interrupt, their preemption timer or a kick wakes them (time cannot skip for one
+    /// vCPU while another runs). Both exit on MONITOR and MWAIT.
+    fn vcpu_controls(smp: bool) -> u64 {
+        let mut controls = proc::MWAIT_EXITING | proc::MONITOR_EXITING;
+        if !smp {
+            controls |= proc::HLT_EXITING;
+        }
+        let priority = if smp { PRIORITY - 1 } else { PRIORITY };
+        (priority << 8) | (u64::from(controls) << 16)
+    }
+
+    /// Start application processor `index` as its STARTUP asks, in real mode at page
+    /// `vector`, with its control-register policy: the start batch in its page.
+    fn start_application_processor(vm: &ServedVm, index: usize, vector: u8) {
+        let (Some(batch), Some(reply)) =
+            (vm.start_batch(index, vector), vcpu_page::reply_mut(page(index)))
+        else {
+            return;
+        };
+        *reply = batch;
+        let words = [vcpu_mode::REAL | vcpu_mode::WITH_BATCH | vcpu_controls(true), 0, 0, 0];
+        if start_vcpu(vcpu_slots(index).0, &words).is_ok() {
+            say!("vCPU {index} started at {:#x}", u64::from(vector) << 12);
+        }
+    }
+
+    /// Make the vCPUs in `mask` leave their guests for this VMM (`VCpuKick`): an
+    /// interrupt waits for each.
+    fn kick(mut mask: u32) {
+        while mask != 0 {
+            let index = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            // A vCPU waiting for this VMM needs none; the kernel says so and does nothing.
+            let _ = invoke(vcpu_slots(index).0, Invocation::VCpuKick, &[]);
+        }
+    }
+
+    /// Where vCPU `index`'s state page is mapped: one page each from MSG_VA.
+    const fn page_va(index: usize) -> u64 {
+        MSG_VA + index as u64 * vcpu_page::PAGE_SIZE as u64
+    }
+
+    /// vCPU `index`'s state page. The kernel writes its exit area only while the serving
+    /// thread is blocked in a syscall, and reads the reply area only then (the input
+    /// thread never touches the pages): each view lives from one syscall to the next.
+    fn page(index: usize) -> &'static mut [u8] {
+        let index = index.min(vmm::MAX_VCPUS as usize - 1);
+        // SAFETY: the frames are mapped writable from MSG_VA for the VMM's life (`build`;
+        // vCPU 0's always, the others' before any exit of theirs), and no other view of
+        // one outlives the caller's use between two syscalls.
+        unsafe { core::slice::from_raw_parts_mut(page_va(index) as *mut u8, vcpu_page::PAGE_SIZE) }
     }
 
     /// The clock the kernel wrote into the vCPU state page at `VCpuConfigure`: the host's
     /// TSC rate and what of the preemption timer and TSC offsetting this VMM may use.
     fn host_clock() -> vcpu_page::Clock {
-        vcpu_page::clock(page()).copied().unwrap_or_default()
+        vcpu_page::clock(page(0)).copied().unwrap_or_default()
     }
 
     /// Where this VMM sees the page it shares with its device process.
@@ -624,6 +717,8 @@ mod process {
         // The loop reads only the label of what arrives; a kernel notice is decoded.
         let mut next = recv_regs()?;
         let mut legs = Legs::default();
+        // With several vCPUs each exit names its vCPU by the endpoint's badge.
+        let smp = vm.vcpus() > 1;
         loop {
             // Every `Legs::SAMPLE`th exit is timed: the VMM does not time itself on
             // every exit.
@@ -636,10 +731,16 @@ mod process {
                     pending.push(chunk.as_bytes());
                     offer_input(&mut vm, &mut pending);
                     if parked
-                        && vcpu_page::reply_mut(page()).is_some_and(|r| wake_parked(&mut vm, r))
+                        && vcpu_page::reply_mut(page(0)).is_some_and(|r| wake_parked(&mut vm, r))
                     {
                         parked = false;
                         let _ = rt::ipc::send(input::SLOTS.parked, &Msg::default());
+                    }
+                    if smp {
+                        // The vCPU the UART's interrupt went to may be halted in its
+                        // guest: the one served last too.
+                        let served = vm.platform().interrupt_pending();
+                        kick(vm.take_kicks() | u32::from(served) << vm.served_vcpu());
                     }
                     next = recv_regs()?;
                     continue;
@@ -653,8 +754,13 @@ mod process {
                 next = recv_regs()?;
                 continue;
             }
+            let index = next.badge as usize;
+            if smp && !vm.serve_vcpu(index) {
+                say!("an exit from vCPU {index}, which this VM has not started");
+                return Ok((stop::OTHER, 0, vm.stats().total_exits()));
+            }
             // The exit is read and the reply built in place, in the vCPU state page.
-            let Some((msg, reply)) = vcpu_page::exit_and_reply(page()) else {
+            let Some((msg, reply)) = vcpu_page::exit_and_reply(page(index)) else {
                 say!("malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
@@ -701,6 +807,13 @@ mod process {
                 });
             }
             after.answered(&vm, msg);
+            if smp {
+                // What this exit did to the other vCPUs: a start, an interrupt.
+                while let Some((ap, vector)) = vm.take_start() {
+                    start_application_processor(&vm, ap, vector);
+                }
+                kick(vm.take_kicks());
+            }
             // Halted with no timer edge ahead: only input can wake the guest, so its
             // reply waits rather than stopping the vCPU.
             if input
@@ -827,6 +940,7 @@ mod process {
                     unix_time,
                     devices,
                     uart_model,
+                    vcpus: vcpus_described().map_or(1, |(n, _, _)| n as u8),
                     ..vmm_server::serve::config(mode)
                 };
                 if flags & vmm_flags::LINUX != 0 {

@@ -456,10 +456,18 @@ impl<S: SerialSink> Uart16550<S> {
                 // Bits 7:4 are always zero on a 16550A (Linux's probe relies on it).
                 let value = value & 0x0f;
                 let enabling_thre = value & IER_THRE != 0 && self.ier & IER_THRE == 0;
+                let disabling_thre = value & IER_THRE == 0 && self.ier & IER_THRE != 0;
                 self.ier = value;
                 // Enabling the THRE interrupt while THR is empty raises it at once.
                 if enabling_thre {
                     self.thre_pending = true;
+                }
+                // An interrupt-driven driver turns THRE off when it has nothing more to
+                // send (Linux's 8250 stop_tx): the burst is over, and what a sink holds
+                // back (a prompt without its newline) is all the output for now. A guest
+                // waiting in HLT without exiting (several vCPUs) says so no other way.
+                if disabling_thre {
+                    self.sink.flush();
                 }
             }
             reg::IIR_FCR => {
@@ -610,6 +618,26 @@ mod tests {
         let mut u = uart();
         wr(&mut u, reg::IER, 0xff);
         assert_eq!(rd(&mut u, reg::IER), 0x0f);
+    }
+
+    /// Turning the THRE interrupt off ends a burst: a line sink passes on the prompt it
+    /// held back; turning it on, or writing IER again with it off, flushes nothing.
+    #[test]
+    fn turning_thre_off_flushes_the_unfinished_line() {
+        use std::sync::Mutex;
+        static OUT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+        let mut u =
+            Uart16550::new(crate::LineSink::new(|line| OUT.lock().unwrap().push(line.to_vec())));
+        u.write(reg::IER, &[IER_THRE]);
+        for b in b"~ # " {
+            u.write(reg::DATA, &[*b]);
+        }
+        assert!(OUT.lock().unwrap().is_empty(), "held back: no newline yet");
+        u.write(reg::IER, &[IER_RDA]);
+        assert_eq!(*OUT.lock().unwrap(), [b"~ # ".to_vec()]);
+        u.write(reg::DATA, b"x");
+        u.write(reg::IER, &[IER_RDA]);
+        assert_eq!(OUT.lock().unwrap().len(), 1, "THRE was off already");
     }
 
     #[test]

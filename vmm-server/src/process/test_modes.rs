@@ -3,7 +3,8 @@
 //! exits with mutated replies. The production VMM is built without them.
 
 use super::{
-    host_cpuid, kernel_stopped, page, start_vcpu, LineSink, ServedVm, Start, EXIT_EP, VCPU,
+    host_cpuid, kernel_stopped, page, start_vcpu, start_words, LineSink, ServedVm, Start, EXIT_EP,
+    VCPU,
 };
 use protocols::error::Error;
 use protocols::object::Invocation;
@@ -24,12 +25,12 @@ use vmm_server::trace;
 
 /// The exit, read in place.
 fn read_exit() -> Option<&'static ExitMessage> {
-    vcpu_page::exit(page())
+    vcpu_page::exit(page(0))
 }
 
 /// Put `reply` into the reply area.
 fn write_reply(reply: &ExitReply) {
-    if let Some(area) = vcpu_page::reply_mut(page()) {
+    if let Some(area) = vcpu_page::reply_mut(page(0)) {
         *area = *reply;
     }
 }
@@ -188,7 +189,7 @@ pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
     for (i, h) in HOSTILE.iter().enumerate() {
         if i > 0 {
             // The previous refusal left the vCPU stopped: start it afresh.
-            start_vcpu(mode, &Start::test_guest(mode, entry))?;
+            start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
         }
         if kernel_stopped(&recv(EXIT_EP)?) {
             return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
@@ -272,7 +273,7 @@ pub(super) fn mutated(
                 stop_it.flags = ReplyFlags::STOP_VCPU;
                 write_reply(&stop_it);
                 let _ = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-                start_vcpu(mode, &Start::test_guest(mode, entry))?;
+                start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
                 continue 'restart;
             }
             let real = answer(&mut vm, msg, core::mem::take(&mut first));
@@ -291,7 +292,10 @@ pub(super) fn mutated(
                         // The CPU refused an entry after a batch the kernel accepted:
                         // the kernel should have refused it.
                         wrong += 1;
-                        start_vcpu(mode, &Start::test_guest(mode, entry))?;
+                        start_vcpu(
+                            VCPU,
+                            &start_words(mode, &Start::test_guest(mode, entry), false),
+                        )?;
                         continue 'restart;
                     }
                     continue;
@@ -313,7 +317,7 @@ pub(super) fn mutated(
                 }
             }
             if sent < MUTATED_EXITS {
-                start_vcpu(mode, &Start::test_guest(mode, entry))?;
+                start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
             }
             continue 'restart;
         }

@@ -28,6 +28,7 @@ use protocols::vmcs::ctl::{pin, proc2};
 use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
+use protocols::x86::CR0_PG;
 
 /// Each CPU's proof of VMX root operation, while it is in it.
 struct Roots([UnsafeCell<Option<VmxRoot>>; MAX_CPUS]);
@@ -445,6 +446,13 @@ pub fn run(k: &mut Held) -> Next {
     // VM exits leave CR2 as the guest had it.
     data.cr2 = cpu::read_cr2();
     data.gprs.set(Gprs::RSP, vmread(root, Field::GuestRsp));
+    let cr0 = vmread(root, Field::GuestCr0);
+    if (cr0 ^ data.cached.cr0) & CR0_PG != 0 {
+        // Paging went on or off without an exit (CR0.PG is the guest's own under
+        // unrestricted guest), and long mode with it: the exit recorded EFER.LMA in the
+        // "IA-32e mode guest" entry control, which the validator's view must follow.
+        data.cached.controls.entry = vmread(root, Field::EntryControls) as u32;
+    }
     if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
         // The interrupt is still pending: let it in, in the kernel, then reschedule.
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
@@ -482,7 +490,7 @@ pub fn run(k: &mut Held) -> Next {
         interruptibility: vmread(root, Field::GuestInterruptibility) as u32,
         rip: vmread(root, Field::GuestRip),
         rflags: vmread(root, Field::GuestRflags),
-        cr0: vmread(root, Field::GuestCr0),
+        cr0,
         cr4: vmread(root, Field::GuestCr4),
     };
     if let Some((_, m, data)) = area.as_mut() {
