@@ -306,6 +306,9 @@ mod tests {
         assert_eq!(offset_of!(VmDescription, name), 40);
         assert_eq!(offset_of!(VmDescription, cmdline), 72);
         assert_eq!(offset_of!(VmDescription, devices), 72 + 2048);
-        assert_eq!(size_of::<VmDescription>(), 72 + 2048 + 248);
+        assert_eq!(offset_of!(VmDescription, vcpus), 72 + 2048 + 248);
+        assert_eq!(offset_of!(VmDescription, cpu), 72 + 2048 + 256);
+        assert_eq!(offset_of!(VmDescription, cpus), 72 + 2048 + 264);
+        assert_eq!(size_of::<VmDescription>(), 72 + 2048 + 272);
     }
 }

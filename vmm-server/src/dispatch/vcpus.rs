@@ -138,7 +138,10 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
                     v.power = Power::Running;
                     return Some((index, vector));
                 }
-                _ => self.stats.ignored_start_signals += 1,
+                _ => {
+                    self.stats.ignored_start_signals =
+                        self.stats.ignored_start_signals.saturating_add(1);
+                }
             }
         }
         None
