@@ -486,6 +486,28 @@ mod process {
         }
     }
 
+    /// Serve the vCPU the exit endpoint's `badge` names; returns its state page, or
+    /// `None` (said) for a vCPU this VM has not started. Out of line: one vCPU never
+    /// comes here.
+    #[inline(never)]
+    fn serve_vcpu(vm: &mut ServedVm, badge: u64) -> Option<&'static mut [u8]> {
+        let index = badge as usize;
+        if !vm.serve_vcpu(index) {
+            say!("an exit from vCPU {index}, which this VM has not started");
+            return None;
+        }
+        Some(page(index))
+    }
+
+    /// What an exit did to the other vCPUs: a start, an interrupt to inject.
+    #[inline(never)]
+    fn after_vcpu_exit(vm: &mut ServedVm) {
+        while let Some((ap, vector)) = vm.take_start() {
+            start_application_processor(vm, ap, vector);
+        }
+        kick(vm.take_kicks());
+    }
+
     /// Make the vCPUs in `mask` leave their guests for this VMM (`VCpuKick`): an
     /// interrupt waits for each.
     fn kick(mut mask: u32) {
@@ -754,13 +776,17 @@ mod process {
                 next = recv_regs()?;
                 continue;
             }
-            let index = next.badge as usize;
-            if smp && !vm.serve_vcpu(index) {
-                say!("an exit from vCPU {index}, which this VM has not started");
-                return Ok((stop::OTHER, 0, vm.stats().total_exits()));
-            }
-            // The exit is read and the reply built in place, in the vCPU state page.
-            let Some((msg, reply)) = vcpu_page::exit_and_reply(page(index)) else {
+            // The exit is read and the reply built in place, in the vCPU state page (one
+            // vCPU's is always the first: no badge to read on its hot path).
+            let page = if smp {
+                let Some(page) = serve_vcpu(&mut vm, next.badge) else {
+                    return Ok((stop::OTHER, 0, vm.stats().total_exits()));
+                };
+                page
+            } else {
+                page(0)
+            };
+            let Some((msg, reply)) = vcpu_page::exit_and_reply(page) else {
                 say!("malformed exit message");
                 return Ok((stop::OTHER, 0, 0));
             };
@@ -808,11 +834,7 @@ mod process {
             }
             after.answered(&vm, msg);
             if smp {
-                // What this exit did to the other vCPUs: a start, an interrupt.
-                while let Some((ap, vector)) = vm.take_start() {
-                    start_application_processor(&vm, ap, vector);
-                }
-                kick(vm.take_kicks());
+                after_vcpu_exit(&mut vm);
             }
             // Halted with no timer edge ahead: only input can wake the guest, so its
             // reply waits rather than stopping the vCPU.
