@@ -259,6 +259,17 @@ impl CpuidTable {
             .map(|e| e.regs)
     }
 
+    /// Leaf 1's initial APIC ID (EBX bits 31:24) becomes `id`: a VM of several vCPUs
+    /// sets the served vCPU's whenever it switches (so CPUID itself never asks which).
+    pub fn set_apic_id(&mut self, id: u8) {
+        let len = self.len;
+        if let Some(e) =
+            self.entries.get_mut(..len).and_then(|es| es.iter_mut().find(|e| e.leaf == 1))
+        {
+            e.regs.ebx = e.regs.ebx & 0x00ff_ffff | u32::from(id) << 24;
+        }
+    }
+
     /// Highest basic leaf the guest sees.
     pub fn max_basic_leaf(&self) -> u32 {
         self.max_basic

@@ -734,23 +734,14 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
 
     fn cpuid_exit(&mut self, msg: &ExitMessage, reply: &mut ReplyBuilder) -> Handled {
         let reg = |r: u8| msg.gprs.get(r).unwrap_or(0) as u32;
-        let leaf = reg(Gprs::RAX);
-        let out = self.cpuid.lookup(leaf, reg(Gprs::RCX));
-        // Each vCPU's own initial APIC ID (the table holds vCPU 0's).
-        let ebx = if leaf == 1 { self.own_apic_id(out.ebx) } else { out.ebx };
+        let out = self.cpuid.lookup(reg(Gprs::RAX), reg(Gprs::RCX));
         // CPUID writes 32-bit registers, which zero-extends them.
         reply.set_gpr(Gprs::RAX, u64::from(out.eax));
-        reply.set_gpr(Gprs::RBX, u64::from(ebx));
+        reply.set_gpr(Gprs::RBX, u64::from(out.ebx));
         reply.set_gpr(Gprs::RCX, u64::from(out.ecx));
         reply.set_gpr(Gprs::RDX, u64::from(out.edx));
         reply.flag(ReplyFlags::ADVANCE_RIP);
         Ok(())
-    }
-
-    /// Leaf 1's EBX with the served vCPU's APIC ID in bits 31:24.
-    #[cold]
-    fn own_apic_id(&self, ebx: u32) -> u32 {
-        ebx & 0x00ff_ffff | (self.platform.lapic.apic_id() & 0xff) << 24
     }
 
     /// The guest's long-mode EFER as best known.

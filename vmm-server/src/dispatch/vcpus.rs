@@ -117,6 +117,8 @@ impl<M: GuestMemory, S: SerialSink> Vm<M, S> {
         }
         self.parked.swap(index, current);
         self.time.swap_timer(&mut self.cpu.timer);
+        // CPUID leaf 1 tells each vCPU its own APIC ID.
+        self.cpuid.set_apic_id(self.platform.lapic.apic_id() as u8);
         true
     }
 
