@@ -151,6 +151,18 @@ impl Default for VcpuData {
     }
 }
 
+/// The VM-entry interruption information that delivers again the event an exit the
+/// kernel keeps (an interrupt of the host's) cut short, from the exit's IDT-vectoring
+/// information; `None` when no delivery was under way. The VMM never sees such an exit,
+/// so without this the event (an interrupt the VMM injected, an exception the guest
+/// raised) would be lost (SDM 27.2.4: the VMM must inject it again). The formats agree
+/// but for bit 12, undefined in the one and reserved in the other.
+pub fn reinjection(vectoring: u32) -> Option<u32> {
+    const VALID: u32 = 1 << 31;
+    const KEPT: u32 = VALID | 0xfff;
+    (vectoring & VALID != 0).then_some(vectoring & KEPT)
+}
+
 /// A kick's way from `VCpuKick` to the exit it causes. The VMX-preemption timer, armed
 /// at zero for one entry, makes the guest exit before its first instruction (SDM
 /// 26.7.4, out of HLT too), so the VMM gets an ordinary exit with the full state, and no

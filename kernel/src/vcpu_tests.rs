@@ -1007,3 +1007,17 @@ fn without_a_preemption_timer_a_kick_is_not_supported() {
     }
     assert_eq!(invoke(&mut t, VCPU, Invocation::VCpuKick, &[]), Error::NotSupported as u64);
 }
+
+/// An exit the kernel keeps (a host interrupt) that cut an event's delivery short gives
+/// the event to deliver again, bit 12 (NMI unblocking, undefined here) dropped; without
+/// a delivery under way there is nothing to inject.
+#[test]
+fn an_event_cut_short_by_a_host_interrupt_is_delivered_again() {
+    use crate::vcpu::reinjection;
+    // External interrupt 0xfd (a Linux reschedule IPI the VMM injected).
+    assert_eq!(reinjection(0x8000_00fd), Some(0x8000_00fd));
+    // A #PF with its error code, bit 12 set by the CPU.
+    assert_eq!(reinjection(0x8000_1b0e), Some(0x8000_0b0e));
+    assert_eq!(reinjection(0x0000_00fd), None, "not valid");
+    assert_eq!(reinjection(0), None);
+}

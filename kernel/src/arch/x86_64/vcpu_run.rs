@@ -18,7 +18,7 @@ use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::vcpu::{ExitCore, Kick, VmxInfo, VMCS_OFFSET};
+use kernel::vcpu::{reinjection, ExitCore, Kick, VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
@@ -454,6 +454,23 @@ pub fn run(k: &mut Held) -> Next {
         data.cached.controls.entry = vmread(root, Field::EntryControls) as u32;
     }
     if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
+        if let Some(info) = reinjection(vmread(root, Field::IdtVectoringInfo) as u32) {
+            // The interrupt cut an event's delivery short: it goes in again at the next
+            // entry (the VMM never sees this exit).
+            let error = vmread(root, Field::IdtVectoringErrorCode);
+            let len = vmread(root, Field::ExitInstructionLength);
+            let writes = [
+                (Field::EntryInterruptionInfo, u64::from(info)),
+                (Field::EntryExceptionErrorCode, error),
+                (Field::EntryInstructionLength, len),
+            ];
+            for (f, val) in writes {
+                // SAFETY: the event the CPU itself was delivering, as it reported it.
+                if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                    return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+                }
+            }
+        }
         // The interrupt is still pending: let it in, in the kernel, then reschedule.
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
         // acknowledge the line and note the tick.
