@@ -60,6 +60,22 @@ fn guest_prepared(test: &str) -> bool {
     false
 }
 
+/// Boot `image` under Bochs with `cpus` CPUs and type `commands` at its shell, each at
+/// the next prompt once /init runs; killed after `timeout` seconds.
+fn shell_session(image: &str, commands: &[&str], cpus: u8, timeout: u64) -> Outcome {
+    let mut script = vec![Step::new(INIT_MARKER, "")];
+    script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
+    let found = xtask::image::find(image).unwrap_or_else(|e| panic!("{e}"));
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(timeout),
+        memory_mib: found.memory_mib(),
+        cpus,
+        serial_input: SerialInput::Script(script),
+        ..RunOptions::default()
+    };
+    boot_with(image, Emulator::Bochs, &opts)
+}
+
 #[test]
 fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
     if !guest_prepared("linux_boots_to_a_shell") {
@@ -75,16 +91,7 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
         "free -m",
         "poweroff -f",
     ];
-    let mut script = vec![Step::new(INIT_MARKER, "")];
-    script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
-    let image = xtask::image::find("linux").unwrap_or_else(|e| panic!("{e}"));
-    let opts = RunOptions {
-        timeout: std::time::Duration::from_secs(900),
-        memory_mib: image.memory_mib(),
-        serial_input: SerialInput::Script(script),
-        ..RunOptions::default()
-    };
-    let out = boot_with("linux", Emulator::Bochs, &opts);
+    let out = shell_session("linux", &commands, 1, 900);
     check(&out, out.serial.contains(INIT_MARKER), "Linux did not reach /init");
     let release = out
         .serial
@@ -189,17 +196,7 @@ fn linux_boots_on_two_vcpus_and_both_take_timer_interrupts() {
         "grep -c processor /proc/cpuinfo",
         "poweroff -f",
     ];
-    let mut script = vec![Step::new(INIT_MARKER, "")];
-    script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
-    let image = xtask::image::find("linux-smp").unwrap_or_else(|e| panic!("{e}"));
-    let opts = RunOptions {
-        timeout: std::time::Duration::from_secs(1200),
-        memory_mib: image.memory_mib(),
-        cpus: 2,
-        serial_input: SerialInput::Script(script),
-        ..RunOptions::default()
-    };
-    let out = boot_with("linux-smp", Emulator::Bochs, &opts);
+    let out = shell_session("linux-smp", &commands, 2, 1200);
     check(&out, out.serial.contains(INIT_MARKER), "Linux did not reach /init");
     check(&out, out.serial.contains("vmm vm_linux_smp: vCPU 1 started at "), "no STARTUP");
     check(

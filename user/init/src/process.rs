@@ -29,9 +29,10 @@ pub(crate) use code_between;
 
 /// Top of a new process's stack.
 const STACK_TOP: u64 = 0x0000_7fff_0000_0000;
-/// Its size in pages: 64 KiB, room for a VMM's exit loop (the VM's state lives in its
-/// frame) on top of the Linux loader's page-sized temporaries.
-const STACK_PAGES: u64 = 16;
+/// Its size in pages: 128 KiB, room for a VMM's exit loop (the VM's state, 9 KiB with
+/// room for 8 vCPUs, lives in its frame, and a restarted VMM moves it through several)
+/// on top of the Linux loader's page-sized temporaries.
+const STACK_PAGES: u64 = 32;
 
 /// A process made by [`spawn`].
 #[derive(Clone, Copy)]
