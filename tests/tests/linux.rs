@@ -62,7 +62,7 @@ fn guest_prepared(test: &str) -> bool {
 
 /// Boot `image` under Bochs with `cpus` CPUs and type `commands` at its shell, each at
 /// the next prompt once /init runs; killed after `timeout` seconds.
-fn shell_session(image: &str, commands: &[&str], cpus: u8, timeout: u64) -> Outcome {
+fn shell_session(image: &'static str, commands: &[&str], cpus: u8, timeout: u64) -> Outcome {
     let mut script = vec![Step::new(INIT_MARKER, "")];
     script.extend(commands.iter().map(|c| Step::new(PROMPT, &format!("{c}\n"))));
     let found = xtask::image::find(image).unwrap_or_else(|e| panic!("{e}"));
