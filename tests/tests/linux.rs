@@ -182,7 +182,7 @@ fn counts(listing: &[&str], name: &str, cpus: usize) -> Option<Vec<u64>> {
 /// The same Linux in a VM of two vCPUs on a machine of two CPUs: the kernel brings its
 /// second processor up through the VMM's local APIC model (INIT and STARTUP), `nproc`
 /// says 2, and each CPU's local APIC timer ticks (its `LOC` column rises between two
-/// looks). Work on both CPUs (two shells counting at once) ends, and the VM powers off.
+/// looks); /proc/cpuinfo lists two processors, and the VM powers off.
 #[test]
 #[ignore = "Linux brings its second vCPU up, then stalls (docs/smp.md, step 5): run it with --ignored"]
 fn linux_boots_on_two_vcpus_and_both_take_timer_interrupts() {

@@ -319,6 +319,7 @@ mod process {
             entry: start.rip,
             unix_time: boot.unix_time,
             devices: boot.devices,
+            vcpus: vcpus as u8,
             started,
         })
     }
@@ -332,6 +333,8 @@ mod process {
         entry: u64,
         unix_time: i64,
         devices: DeviceSet,
+        /// How many vCPUs were made (the description's count, checked).
+        vcpus: u8,
         started: u64,
     }
 
@@ -948,7 +951,7 @@ mod process {
                 );
                 (stop::OTHER, 0, 0)
             }
-            Ok(Built { ram, unix_time, devices, started, .. }) => {
+            Ok(Built { ram, unix_time, devices, vcpus, started, .. }) => {
                 let uart_model = match device_process() {
                     Ok(true) => Some(device_link as vmm_server::devices::remote::Link),
                     Ok(false) => None,
@@ -962,7 +965,7 @@ mod process {
                     unix_time,
                     devices,
                     uart_model,
-                    vcpus: vcpus_described().map_or(1, |(n, _, _)| n as u8),
+                    vcpus,
                     ..vmm_server::serve::config(mode)
                 };
                 if flags & vmm_flags::LINUX != 0 {
