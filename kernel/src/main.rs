@@ -225,7 +225,7 @@ mod bare {
         let started = crate::with_kernel(|k| {
             k.kernel_half = memory::kernel_half();
             k.nx = memory::nx_enabled();
-            k.vmx = vmx.map(|v| VmxInfo { tsc_hz, ..v });
+            k.vmx = vmx.map(|v| v.with_clock(tsc_hz, pit::TICK_HZ));
             k.cpus = cpus;
             k.stall = ipi::stall;
             bootstrap::start_root_task(&mut **k, &rt, &free, &modules, &mut refused)

@@ -153,15 +153,19 @@ impl Testbed {
         use crate::vmx::{caps::VmxCaps, ept::EptVpidCaps, samples, validator::Policy};
         let mut t = Self::new();
         let caps = VmxCaps::from_all(&samples::SKYLAKE);
-        t.k.vmx = Some(crate::vcpu::VmxInfo {
-            caps,
-            policy: Policy::new(&caps, true, false),
-            ept: EptVpidCaps::from_raw(samples::EPT_CAPS),
-            host: samples::host(),
-            maxphyaddr: samples::MAXPHYADDR,
-            host_msrs: samples::host_msrs(),
-            tsc_hz: samples::TSC_HZ,
-        });
+        t.k.vmx = Some(
+            crate::vcpu::VmxInfo {
+                caps,
+                policy: Policy::new(&caps, true, false),
+                ept: EptVpidCaps::from_raw(samples::EPT_CAPS),
+                host: samples::host(),
+                maxphyaddr: samples::MAXPHYADDR,
+                host_msrs: samples::host_msrs(),
+                tsc_hz: 0,
+                backstop: 0,
+            }
+            .with_clock(samples::TSC_HZ, 100),
+        );
         t
     }
 

@@ -64,9 +64,27 @@ pub struct VmxInfo {
     pub host_msrs: HostMsrs,
     /// TSC ticks per second (0: unknown), measured at boot once the tick is calibrated.
     pub tsc_hz: u64,
+    /// The VMX-preemption-timer value that spans one scheduling tick: the backstop a
+    /// guest runs under while its VMM's timer is off (0: none, for want of the timer or
+    /// a known TSC rate). See [`VcpuData::backstop`].
+    pub backstop: u32,
 }
 
 impl VmxInfo {
+    /// This VT-x support once the TSC is measured at `tsc_hz` and the scheduling tick
+    /// runs at `tick_hz`: the TSC rate, and the backstop timer value that spans a tick
+    /// (rounded up, at least 1, at most the field's 32 bits).
+    pub fn with_clock(self, tsc_hz: u64, tick_hz: u32) -> Self {
+        let backstop = if self.caps.pinbased.allows(pin::PREEMPTION_TIMER) && tick_hz != 0 {
+            let tick = tsc_hz.div_ceil(u64::from(tick_hz));
+            let units = tick.div_ceil(1 << self.caps.preemption_timer_shift());
+            u32::try_from(units).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        Self { tsc_hz, backstop, ..self }
+    }
+
     /// What `VCpuConfigure` tells a VMM about time: the TSC rate, and whether and how
     /// fast the VMX-preemption timer and TSC offsetting can be used (the validator lets a
     /// VMM turn both on wherever the CPU has them).
@@ -121,6 +139,17 @@ pub struct VcpuData {
     /// The VMX-preemption-timer value the VMM's controls had while a kick's zero value
     /// replaced it.
     pub kick_saved_timer: u64,
+    /// The preemption timer's value field, as the kernel follows it (no VMREAD).
+    pub timer: TimerCount,
+    /// The VMCS's timer is the kernel's backstop: the VMM's timer is off, and the
+    /// kernel's counts one tick ([`VmxInfo::backstop`]) from each entry. A host interrupt
+    /// always makes a guest exit, but an emulator may hold it back while the guest runs
+    /// with interrupts disabled (Bochs 2.7 does until the guest's RFLAGS.IF changes):
+    /// the backstop bounds that at one tick, so the kernel regains the CPU whatever the
+    /// guest does. Its expiry is an exit the kernel keeps; the VMM never sees it. Any
+    /// write of the VMM's to the timer's controls or value disarms it (the next entry
+    /// arms it again if the timer is still off).
+    pub backstop: bool,
     /// `passed[i]`: the port range whose exits are off because pass-through slot `i`
     /// holds an `IoPorts` capability for it.
     pub passed: [Option<(u16, u16)>; crate::store::VCPU_PASS_SLOTS],
@@ -147,6 +176,8 @@ impl Default for VcpuData {
             page_fault: None,
             kick: Kick::None,
             kick_saved_timer: 0,
+            timer: TimerCount::default(),
+            backstop: false,
         }
     }
 }
@@ -176,6 +207,34 @@ pub enum Kick {
     Asked,
     /// Armed in the VMCS: the next exit puts the VMM's timer controls back.
     Armed,
+}
+
+/// The VMX-preemption timer's value field. The CPU loads it at each entry and counts
+/// down from there: an exit the kernel keeps (a host interrupt) and the entry after it
+/// would start the VMM's count afresh, so that a guest halted with a timer longer than
+/// the host's tick never saw it expire. The kernel therefore writes what is left at such
+/// an exit, and the VMM's own value again at the next exit it sees, where the VMM's
+/// count restarts as it always has (from each entry after a reply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerCount {
+    /// The value the field held at the last entry.
+    pub loaded: u32,
+    /// The VMM's value, as it last wrote it.
+    pub vmm: u32,
+    /// Kept exits counted `loaded` down from `vmm`: the next exit the VMM sees puts
+    /// `vmm` back.
+    pub reduced: bool,
+}
+
+impl TimerCount {
+    /// What is left of `loaded` after the guest ran from `entry_tsc` to `exit_tsc`, on a
+    /// timer that counts down once every 2^`shift` TSC ticks. The span includes the VM
+    /// entry and exit, so the timer may expire a little early, never late.
+    pub fn left(&self, entry_tsc: u64, exit_tsc: u64, shift: u8) -> u32 {
+        let units = exit_tsc.wrapping_sub(entry_tsc) >> shift.min(63);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        self.loaded.saturating_sub(units)
+    }
 }
 
 impl VcpuData {
@@ -609,8 +668,11 @@ impl<S: Store> Kernel<S> {
         data.msr_areas_changed = false;
         data.page_fault = None;
         data.cr2 = 0;
-        // The initial VMCS sets the timer controls afresh: no kick is armed there.
+        // The initial VMCS sets the timer controls afresh: no kick or backstop is armed
+        // there.
         data.kick = Kick::None;
+        data.backstop = false;
+        data.timer = TimerCount::default();
         if with_batch {
             // The batch is validated against the initial state and written after it.
             if let Err((e, code, field)) = self.accept_reply(v) {

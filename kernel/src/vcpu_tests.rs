@@ -1021,3 +1021,55 @@ fn an_event_cut_short_by_a_host_interrupt_is_delivered_again() {
     assert_eq!(reinjection(0x0000_00fd), None, "not valid");
     assert_eq!(reinjection(0), None);
 }
+
+/// The backstop timer (`VcpuData::backstop`) spans one scheduling tick: the TSC ticks of
+/// a tick in preemption-timer units, each rounded up; none without the timer or a tick.
+#[test]
+fn the_backstop_timer_spans_one_tick() {
+    use crate::vcpu::VmxInfo;
+    let t = Testbed::with_vmx();
+    let Some(vmx) = t.k.vmx else { panic!("no VT-x in the testbed") };
+    // The Skylake model's timer counts at the TSC rate (shift 0).
+    assert_eq!(vmx.backstop, 21_120_000);
+    let at = |msrs: &VmxMsrs, tsc_hz, tick_hz| {
+        let caps = VmxCaps::from_all(msrs);
+        VmxInfo { caps, backstop: 7, ..vmx }.with_clock(tsc_hz, tick_hz)
+    };
+    // Shift 5: 21,120,001 ticks are 660,000.03 units, so 660,001.
+    let slow = VmxMsrs { misc: SKYLAKE.misc | 5, ..SKYLAKE };
+    assert_eq!(at(&slow, 2_112_000_001, 100).backstop, 660_001);
+    assert_eq!(at(&slow, 2_112_000_001, 100).tsc_hz, 2_112_000_001);
+    // A tick longer than the field holds: the field's largest value.
+    assert_eq!(at(&SKYLAKE, u64::MAX, 1).backstop, u32::MAX);
+    // A slow TSC still gets a timer that expires: at least one unit.
+    assert_eq!(at(&slow, 1, 100).backstop, 1);
+    // Without the timer (allowed-1 bit 6 clear), or before the TSC is measured: none.
+    let no_timer = VmxMsrs { pinbased: 0x0000_003f_0000_0016, ..SKYLAKE };
+    assert_eq!(at(&no_timer, 2_112_000_000, 100).backstop, 0);
+    assert_eq!(at(&SKYLAKE, 0, 100).backstop, 0);
+    assert_eq!(at(&SKYLAKE, 2_112_000_000, 0).backstop, 0);
+}
+
+/// What an exit the kernel keeps leaves of the preemption timer's count: the units the
+/// guest ran, at the timer's rate, come off (never below zero), so a halted guest's timer
+/// still expires under host ticks that each end an entry.
+#[test]
+fn kept_exits_count_the_preemption_timer_down() {
+    use crate::vcpu::TimerCount;
+    let count = TimerCount { loaded: 1000, vmm: 1000, reduced: false };
+    assert_eq!(count.left(5_000, 5_300, 0), 700);
+    // Shift 5: 320 TSC ticks are 10 units.
+    assert_eq!(count.left(5_000, 5_320, 5), 990);
+    // The span includes the entry and exit: it may end the count early, never late.
+    assert_eq!(count.left(0, 1_000_000, 0), 0);
+    assert_eq!(count.left(0, u64::MAX, 0), 0);
+    // A TSC that wrapped between entry and exit still counts the ticks between.
+    assert_eq!(count.left(u64::MAX - 99, 100, 0), 800);
+    // Ten host ticks of a 100-unit tick each leave a count of 1000 at zero: the timer
+    // expires, where entries that started it afresh would never let it.
+    let mut c = count;
+    for i in 0..10u64 {
+        c.loaded = c.left(i * 100, (i + 1) * 100, 0);
+    }
+    assert_eq!(c.loaded, 0);
+}

@@ -184,7 +184,6 @@ fn counts(listing: &[&str], name: &str, cpus: usize) -> Option<Vec<u64>> {
 /// says 2, and each CPU's local APIC timer ticks (its `LOC` column rises between two
 /// looks); /proc/cpuinfo lists two processors, and the VM powers off.
 #[test]
-#[ignore = "Linux brings its second vCPU up, then stalls (docs/smp.md, step 5): run it with --ignored"]
 fn linux_boots_on_two_vcpus_and_both_take_timer_interrupts() {
     if !guest_prepared("linux_boots_on_two_vcpus") {
         return;

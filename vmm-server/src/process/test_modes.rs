@@ -14,6 +14,7 @@ use protocols::vmcs::ctl::{pin, proc};
 use protocols::vmcs::{activity, Field};
 use protocols::vmexit::{BatchError, ExitMessage, ExitReply, ReplyFlags};
 use protocols::vmm::{slot, stop};
+use protocols::x86::RFLAGS_IF;
 use rt::ipc::{invoke, ipc_raw, recv, Msg};
 use vmm_server::devices::scratch;
 use vmm_server::dispatch::{Vm, VmConfig};
@@ -227,7 +228,42 @@ pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
             missed += 1;
         }
     }
-    Ok((stop::EXITED, missed, HOSTILE.len() as u64))
+    match halt_with_interrupts_off(mode, entry)? {
+        true => rt::println!("hostile: a guest halted with interrupts off gave the CPU back"),
+        false => missed += 1,
+    }
+    Ok((stop::EXITED, missed, HOSTILE.len() as u64 + 1))
+}
+
+/// The last hostile case, which the kernel must accept: park the guest in HLT with
+/// RFLAGS.IF clear and no preemption timer, then yield to it. A CPU delivers the host's
+/// tick as an exit whatever the guest's IF (an emulator may not: the kernel's backstop
+/// timer covers that), so the kernel regains the CPU and this VMM, at the guest's
+/// priority, runs again; the VCpu then goes. False (said) if the batch was refused.
+fn halt_with_interrupts_off(mode: u64, entry: u64) -> Result<bool, Error> {
+    start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+    if kernel_stopped(&recv(EXIT_EP)?) {
+        return Ok(false);
+    }
+    let Some(msg) = read_exit() else {
+        say!("malformed exit message");
+        return Ok(false);
+    };
+    let mut reply = ExitReply::new();
+    let _ = reply.write(Field::GuestRflags, msg.rflags & !RFLAGS_IF);
+    let _ = reply.write(Field::GuestActivityState, activity::HLT);
+    let _ =
+        reply.write(Field::PinBasedControls, u64::from(msg.controls.pin & !pin::PREEMPTION_TIMER));
+    write_reply(&reply);
+    let (status, _) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
+    if status != 0 {
+        rt::println!("hostile: halt-with-interrupts-off refused (status {status})");
+        return Ok(false);
+    }
+    // The guest (this VMM's equal) runs now, and halts for good.
+    rt::syscall::yield_now();
+    invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
+    Ok(true)
 }
 
 /// Exits a mutating VMM answers (`vmm::flags::MUTATE`) before it stops.

@@ -18,7 +18,7 @@ use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::vcpu::{reinjection, ExitCore, Kick, VmxInfo, VMCS_OFFSET};
+use kernel::vcpu::{reinjection, ExitCore, Kick, TimerCount, VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
@@ -118,7 +118,16 @@ pub fn enable(frames: &mut FrameAllocator) -> Option<VmxInfo> {
     set_root(root);
     crate::kprintln!("vmx: VMX root operation entered; VCpus available");
     // The TSC rate follows once the tick is calibrated (`main`).
-    Some(VmxInfo { caps, policy, ept, host, maxphyaddr, host_msrs: host_msrs(), tsc_hz: 0 })
+    Some(VmxInfo {
+        caps,
+        policy,
+        ept,
+        host,
+        maxphyaddr,
+        host_msrs: host_msrs(),
+        tsc_hz: 0,
+        backstop: 0,
+    })
 }
 
 /// The kernel's values of the MSRs a VCpu may switch (set by `syscall::init`, never
@@ -360,14 +369,26 @@ pub fn run(k: &mut Held) -> Next {
             }
         }
     }
+    let (backstop_units, shift) =
+        k.vmx.as_ref().map_or((0, 0), |x| (x.backstop, x.caps.preemption_timer_shift()));
     let data = k.store.vcpu(v);
+    let (mut pin_written, mut timer_value) = (false, None);
     for &(f, val) in data.pending() {
+        pin_written |= f == Field::PinBasedControls;
+        if f == Field::PreemptionTimerValue {
+            timer_value = Some(val as u32);
+        }
         // SAFETY: the writes passed the batch validator.
         if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
             return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
     }
     data.pending.clear();
+    if let Some(value) = timer_value {
+        data.timer = TimerCount { loaded: value, vmm: value, reduced: false };
+    }
+    data.backstop &= !(pin_written || timer_value.is_some());
+    data.timer.reduced &= !pin_written;
     if core::mem::take(&mut data.msr_areas_changed) {
         let count = u64::from(data.msr_count);
         for f in [Field::EntryMsrLoadCount, Field::ExitMsrStoreCount, Field::ExitMsrLoadCount] {
@@ -380,7 +401,8 @@ pub fn run(k: &mut Held) -> Next {
     }
     if data.kick == Kick::Asked {
         // The guest leaves before its first instruction: a zero VMX-preemption timer.
-        data.kick_saved_timer = vmread(root, Field::PreemptionTimerValue);
+        data.kick_saved_timer = data.timer.loaded.into();
+        data.timer.loaded = 0;
         let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
         for (f, val) in [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, 0)] {
             // SAFETY: `VCpuKick` checked that the CPU has the preemption timer; the value
@@ -390,6 +412,23 @@ pub fn run(k: &mut Held) -> Next {
             }
         }
         data.kick = Kick::Armed;
+    } else if !data.backstop
+        && data.cached.controls.pin & pin::PREEMPTION_TIMER == 0
+        && backstop_units != 0
+    {
+        // The VMM's timer is off: the kernel's counts one tick (`VcpuData::backstop`).
+        let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
+        for (f, val) in
+            [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, backstop_units.into())]
+        {
+            // SAFETY: `backstop_units` is non-zero only where the CPU has the preemption timer;
+            // the value field takes any 32-bit number.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+            }
+        }
+        data.backstop = true;
+        data.timer.loaded = backstop_units;
     }
     if cpu::read_cr2() != data.cr2 {
         // SAFETY: CR2 only reports page-fault addresses; the kernel never reads it but
@@ -428,6 +467,9 @@ pub fn run(k: &mut Held) -> Next {
         // the host's) has not reached the VMM: the kick waits for the next entry.
         let external = reason & 0xffff == ExitReason::ExternalInterrupt as u32;
         data.kick = if external { Kick::Asked } else { Kick::None };
+        // The VMM's controls replace the backstop's too.
+        data.backstop = false;
+        data.timer.loaded = data.kick_saved_timer as u32;
         let pin = u64::from(data.cached.controls.pin);
         for (f, val) in
             [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, data.kick_saved_timer)]
@@ -453,7 +495,23 @@ pub fn run(k: &mut Held) -> Next {
         // "IA-32e mode guest" entry control, which the validator's view must follow.
         data.cached.controls.entry = vmread(root, Field::EntryControls) as u32;
     }
-    if reason & 0xffff == ExitReason::ExternalInterrupt as u32 {
+    // The backstop's expiry (never a kick's: that disarmed it above) is the kernel's, as
+    // a tick: the next entry arms it afresh.
+    let backstop = reason & 0xffff == ExitReason::PreemptionTimer as u32 && data.backstop;
+    if reason & 0xffff == ExitReason::ExternalInterrupt as u32 || backstop {
+        data.backstop &= !backstop;
+        if !backstop && (data.backstop || data.cached.controls.pin & pin::PREEMPTION_TIMER != 0) {
+            // The count goes on from what is left, not afresh (`TimerCount`).
+            let left = data.timer.left(entry_tsc, exit_tsc, shift);
+            data.timer.loaded = left;
+            data.timer.reduced |= !data.backstop;
+            // SAFETY: the value field takes any 32-bit number.
+            if let Err(e) =
+                unsafe { vmx_insn::vmwrite(root, Field::PreemptionTimerValue, left.into()) }
+            {
+                return fail(k, VmxInstruction::Vmwrite, Some(Field::PreemptionTimerValue), e);
+            }
+        }
         if let Some(info) = reinjection(vmread(root, Field::IdtVectoringInfo) as u32) {
             // The interrupt cut an event's delivery short: it goes in again at the next
             // entry (the VMM never sees this exit).
@@ -475,10 +533,20 @@ pub fn run(k: &mut Held) -> Next {
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
         // acknowledge the line and note the tick.
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
-        let tick = percpu::get::<TICK>() != 0;
+        let tick = percpu::get::<TICK>() != 0 || backstop;
         percpu::set::<TICK>(0);
         // Not a tick: a device, or another CPU asking this one to reschedule.
         return if tick { k.preempt() } else { k.schedule() };
+    }
+    if data.timer.reduced {
+        // The VMM sees this exit: its count starts afresh at the next entry, as it would
+        // have without the exits the kernel kept.
+        data.timer = TimerCount { loaded: data.timer.vmm, reduced: false, ..data.timer };
+        let value = data.timer.vmm.into();
+        // SAFETY: the VMM's own value, validated when it wrote it.
+        if let Err(e) = unsafe { vmx_insn::vmwrite(root, Field::PreemptionTimerValue, value) } {
+            return fail(k, VmxInstruction::Vmwrite, Some(Field::PreemptionTimerValue), e);
+        }
     }
     if let Some(proc) = k.proc_controls_after_exit(reason) {
         // SAFETY: only interrupt-window exiting goes, which every CPU allows to be 0.
