@@ -505,11 +505,10 @@ pub fn run(k: &mut Held) -> Next {
             let left = data.timer.left(entry_tsc, exit_tsc, shift);
             data.timer.loaded = left;
             data.timer.reduced |= !data.backstop;
+            let field = Field::PreemptionTimerValue;
             // SAFETY: the value field takes any 32-bit number.
-            if let Err(e) =
-                unsafe { vmx_insn::vmwrite(root, Field::PreemptionTimerValue, left.into()) }
-            {
-                return fail(k, VmxInstruction::Vmwrite, Some(Field::PreemptionTimerValue), e);
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, field, left.into()) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(field), e);
             }
         }
         if let Some(info) = reinjection(vmread(root, Field::IdtVectoringInfo) as u32) {
