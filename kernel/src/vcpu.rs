@@ -238,6 +238,31 @@ impl TimerCount {
 }
 
 impl VcpuData {
+    /// A batch was taken that writes the preemption timer, or kept exits counted the
+    /// VMM's timer down: follow the VMM's writes (which replace the backstop's controls
+    /// or value: the next entry arms it again if the VMM's timer is off) and, where the
+    /// VMM left its value alone, start its count afresh with a write of the kernel's own
+    /// (`TimerCount`).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn take_timer_writes(&mut self) {
+        let writes = self.pending.timer;
+        if let Some(value) = writes.value() {
+            self.timer = TimerCount { loaded: value, vmm: value, reduced: false };
+        }
+        if writes.any() {
+            self.backstop = false;
+        }
+        // A VMM that turns its timer off and on again writes its value with it.
+        self.timer.reduced &= !writes.controls();
+        if self.timer.reduced
+            && self.pending.push(Field::PreemptionTimerValue, self.timer.vmm.into()).is_ok()
+        {
+            self.timer.loaded = self.timer.vmm;
+            self.timer.reduced = false;
+        }
+    }
+
     /// The writes to apply before the next entry.
     pub fn pending(&self) -> &[(Field, u64)] {
         self.pending.writes()
@@ -496,6 +521,9 @@ impl<S: Store> Kernel<S> {
     fn take_batch_state(&mut self, v: u64) {
         let data = self.store.vcpu(v);
         data.cached = data.pending.next;
+        if data.timer.reduced || data.pending.timer.any() {
+            data.take_timer_writes();
+        }
         // Only a batch that injects a #PF touches CR2: one test for every other.
         if let Some(fault) = data.pending.page_fault {
             data.pending.page_fault = None;

@@ -1073,3 +1073,56 @@ fn kept_exits_count_the_preemption_timer_down() {
     }
     assert_eq!(c.loaded, 0);
 }
+
+/// The VMM's writes to the preemption timer replace the kernel's backstop (the next
+/// entry arms it again while the VMM's timer is off) and become the count the kernel
+/// follows; after kept exits counted the VMM's timer down, a reply that leaves its value
+/// alone gets it written back, so the VMM's count starts afresh as it always did.
+#[test]
+fn timer_writes_replace_the_backstop_and_a_reply_restarts_a_counted_down_timer() {
+    use crate::vcpu::TimerCount;
+    use protocols::vmcs::ctl::pin;
+    let (mut t, v, msg) = started();
+    let reply_with = |t: &mut Testbed, writes: &[(Field, u64)]| {
+        exit_with_cpuid(t, v);
+        let mut reply = ExitReply::new();
+        reply.flags = ReplyFlags::ADVANCE_RIP;
+        for &(f, value) in writes {
+            reply.write(f, value).unwrap();
+        }
+        write_reply(t, msg, &reply);
+        t.sys(Syscall::Reply as u64, [0; 6]);
+        assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
+        t.k.store.vcpu(v).pending().to_vec()
+    };
+    // The backstop armed (as an entry arms it): a reply without timer writes keeps it.
+    t.k.store.vcpu(v).backstop = true;
+    let pending = reply_with(&mut t, &[]);
+    assert!(t.k.store.vcpu(v).backstop);
+    assert!(!pending.iter().any(|&(f, _)| f == Field::PreemptionTimerValue));
+    // The VMM turns its timer on with a value: the backstop is gone, the value followed.
+    let on = t.k.store.vcpu(v).cached.controls.pin | pin::PREEMPTION_TIMER;
+    reply_with(&mut t, &[(Field::PinBasedControls, on.into()), (Field::PreemptionTimerValue, 900)]);
+    let data = t.k.store.vcpu(v);
+    assert!(!data.backstop);
+    assert_eq!(data.timer, TimerCount { loaded: 900, vmm: 900, reduced: false });
+    // Kept exits counted it down to 300; the VMM's next reply leaves the value alone: the
+    // kernel writes 900 back.
+    data.timer = TimerCount { loaded: 300, vmm: 900, reduced: true };
+    let pending = reply_with(&mut t, &[]);
+    assert!(pending.contains(&(Field::PreemptionTimerValue, 900)), "{pending:?}");
+    assert_eq!(t.k.store.vcpu(v).timer, TimerCount { loaded: 900, vmm: 900, reduced: false });
+    // A reply that writes its own value: that one, once.
+    t.k.store.vcpu(v).timer = TimerCount { loaded: 300, vmm: 900, reduced: true };
+    let pending = reply_with(&mut t, &[(Field::PreemptionTimerValue, 50)]);
+    let written: Vec<_> =
+        pending.iter().filter(|&&(f, _)| f == Field::PreemptionTimerValue).collect();
+    assert_eq!(written, [&(Field::PreemptionTimerValue, 50)]);
+    assert_eq!(t.k.store.vcpu(v).timer, TimerCount { loaded: 50, vmm: 50, reduced: false });
+    // The VMM turns its timer off: the backstop may come back, and nothing is restored.
+    t.k.store.vcpu(v).timer.reduced = true;
+    let off = on & !pin::PREEMPTION_TIMER;
+    let pending = reply_with(&mut t, &[(Field::PinBasedControls, off.into())]);
+    assert!(!pending.iter().any(|&(f, _)| f == Field::PreemptionTimerValue));
+    assert!(!t.k.store.vcpu(v).timer.reduced);
+}

@@ -245,8 +245,53 @@ pub struct ValidatedBatch {
     /// with it, cleared when a batch is refused, so the common reply neither writes nor
     /// clears it).
     pub page_fault: Option<InjectedPageFault>,
+    /// What the batch writes of the VMX-preemption timer, which the kernel borrows while
+    /// the VMM's is off (`kernel::vcpu::VcpuData::backstop`).
+    pub timer: TimerWrites,
     /// The kernel's cached state once the batch is applied.
     pub next: VcpuState,
+}
+
+/// A batch's writes to the VMX-preemption timer: its control word, its value (one byte
+/// says which, so that a batch writing neither costs one test).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerWrites {
+    written: u8,
+    value: u32,
+}
+
+impl TimerWrites {
+    /// Neither.
+    pub const NONE: Self = Self { written: 0, value: 0 };
+    const CONTROLS: u8 = 1;
+    const VALUE: u8 = 2;
+
+    /// Whether the batch writes the pin-based controls or the timer's value.
+    pub fn any(&self) -> bool {
+        self.written != 0
+    }
+
+    /// Whether it writes the pin-based controls, which turn the timer on or off.
+    pub fn controls(&self) -> bool {
+        self.written & Self::CONTROLS != 0
+    }
+
+    /// The timer value it writes, if it writes one.
+    pub fn value(&self) -> Option<u32> {
+        (self.written & Self::VALUE != 0).then_some(self.value)
+    }
+
+    fn note(&mut self, field: Field, value: u64) {
+        match field {
+            Field::PinBasedControls => self.written |= Self::CONTROLS,
+            Field::PreemptionTimerValue => {
+                self.written |= Self::VALUE;
+                // The width check made it 32-bit.
+                self.value = value as u32;
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Default for ValidatedBatch {
@@ -257,6 +302,7 @@ impl Default for ValidatedBatch {
             gpr_mask: 0,
             stop: false,
             page_fault: None,
+            timer: TimerWrites::NONE,
             next: VcpuState::default(),
         }
     }
@@ -306,7 +352,7 @@ impl ValidatedBatch {
     }
 
     /// Append a write; each field at most once, so the result does not depend on order.
-    fn push(&mut self, field: Field, value: u64) -> Result<(), BatchError> {
+    pub(crate) fn push(&mut self, field: Field, value: u64) -> Result<(), BatchError> {
         if self.writes_field(field) {
             return Err(BatchError::DuplicateField { field: field as u32 });
         }
@@ -438,6 +484,7 @@ fn validate(
     let flags = head.flags;
     out.gpr_mask = head.gpr_mask & !(1 << Gprs::RSP);
     out.stop = flags.contains(ReplyFlags::STOP_VCPU);
+    out.timer = TimerWrites::NONE;
     out.next = *now;
     let mut inj = Injection::default();
     let mut efer = None;
@@ -473,6 +520,9 @@ fn validate(
             FieldClass::ControlPointer | FieldClass::HostState | FieldClass::ReadOnly => {
                 return Err(BatchError::FieldNotWritable { field: write.field })
             }
+        }
+        if matches!(field, Field::PinBasedControls | Field::PreemptionTimerValue) {
+            out.timer.note(field, value);
         }
         out.push(field, value)?;
     }

@@ -18,7 +18,7 @@ use kernel::acpi::MAX_CPUS;
 use kernel::frame_alloc::FrameAllocator;
 use kernel::state::{Kernel, Next};
 use kernel::store::Store;
-use kernel::vcpu::{reinjection, ExitCore, Kick, TimerCount, VmxInfo, VMCS_OFFSET};
+use kernel::vcpu::{reinjection, ExitCore, Kick, VmxInfo, VMCS_OFFSET};
 use kernel::vcpu_passthrough::HostMsrs;
 use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
@@ -369,26 +369,14 @@ pub fn run(k: &mut Held) -> Next {
             }
         }
     }
-    let (backstop_units, shift) =
-        k.vmx.as_ref().map_or((0, 0), |x| (x.backstop, x.caps.preemption_timer_shift()));
     let data = k.store.vcpu(v);
-    let (mut pin_written, mut timer_value) = (false, None);
     for &(f, val) in data.pending() {
-        pin_written |= f == Field::PinBasedControls;
-        if f == Field::PreemptionTimerValue {
-            timer_value = Some(val as u32);
-        }
         // SAFETY: the writes passed the batch validator.
         if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
             return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
     }
     data.pending.clear();
-    if let Some(value) = timer_value {
-        data.timer = TimerCount { loaded: value, vmm: value, reduced: false };
-    }
-    data.backstop &= !(pin_written || timer_value.is_some());
-    data.timer.reduced &= !pin_written;
     if core::mem::take(&mut data.msr_areas_changed) {
         let count = u64::from(data.msr_count);
         for f in [Field::EntryMsrLoadCount, Field::ExitMsrStoreCount, Field::ExitMsrLoadCount] {
@@ -412,24 +400,12 @@ pub fn run(k: &mut Held) -> Next {
             }
         }
         data.kick = Kick::Armed;
-    } else if !data.backstop
-        && data.cached.controls.pin & pin::PREEMPTION_TIMER == 0
-        && backstop_units != 0
-    {
-        // The VMM's timer is off: the kernel's counts one tick (`VcpuData::backstop`).
-        let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
-        for (f, val) in
-            [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, backstop_units.into())]
-        {
-            // SAFETY: `backstop_units` is non-zero only where the CPU has the preemption timer;
-            // the value field takes any 32-bit number.
-            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
-                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
-            }
+    } else if !data.backstop && data.cached.controls.pin & pin::PREEMPTION_TIMER == 0 {
+        if let Err((f, e)) = arm_backstop(k, root, v) {
+            return fail(k, VmxInstruction::Vmwrite, Some(f), e);
         }
-        data.backstop = true;
-        data.timer.loaded = backstop_units;
     }
+    let data = k.store.vcpu(v);
     if cpu::read_cr2() != data.cr2 {
         // SAFETY: CR2 only reports page-fault addresses; the kernel never reads it but
         // in its fault handlers, which record it at once.
@@ -497,11 +473,16 @@ pub fn run(k: &mut Held) -> Next {
     }
     // The backstop's expiry (never a kick's: that disarmed it above) is the kernel's, as
     // a tick: the next entry arms it afresh.
-    let backstop = reason & 0xffff == ExitReason::PreemptionTimer as u32 && data.backstop;
-    if reason & 0xffff == ExitReason::ExternalInterrupt as u32 || backstop {
+    let basic = reason & 0xffff;
+    if basic == ExitReason::ExternalInterrupt as u32
+        || (basic == ExitReason::PreemptionTimer as u32 && data.backstop)
+    {
+        let backstop = basic == ExitReason::PreemptionTimer as u32;
         data.backstop &= !backstop;
         if !backstop && (data.backstop || data.cached.controls.pin & pin::PREEMPTION_TIMER != 0) {
             // The count goes on from what is left, not afresh (`TimerCount`).
+            let shift = k.vmx.as_ref().map_or(0, |x| x.caps.preemption_timer_shift());
+            let data = k.store.vcpu(v);
             let left = data.timer.left(entry_tsc, exit_tsc, shift);
             data.timer.loaded = left;
             data.timer.reduced |= !data.backstop;
@@ -536,16 +517,6 @@ pub fn run(k: &mut Held) -> Next {
         percpu::set::<TICK>(0);
         // Not a tick: a device, or another CPU asking this one to reschedule.
         return if tick { k.preempt() } else { k.schedule() };
-    }
-    if data.timer.reduced {
-        // The VMM sees this exit: its count starts afresh at the next entry, as it would
-        // have without the exits the kernel kept.
-        data.timer = TimerCount { loaded: data.timer.vmm, reduced: false, ..data.timer };
-        let value = data.timer.vmm.into();
-        // SAFETY: the VMM's own value, validated when it wrote it.
-        if let Err(e) = unsafe { vmx_insn::vmwrite(root, Field::PreemptionTimerValue, value) } {
-            return fail(k, VmxInstruction::Vmwrite, Some(Field::PreemptionTimerValue), e);
-        }
     }
     if let Some(proc) = k.proc_controls_after_exit(reason) {
         // SAFETY: only interrupt-window exiting goes, which every CPU allows to be 0.
@@ -617,6 +588,28 @@ pub fn run(k: &mut Held) -> Next {
         read_groups(root, groups, m);
     }
     k.vcpu_exited(&core)
+}
+
+/// The VMM's timer is off: arm the kernel's backstop in it, one tick from each entry
+/// (`VcpuData::backstop`), where the CPU has the timer and the TSC rate is known. Out of
+/// line: armed once, it stays until the VMM writes the timer or it expires.
+#[cold]
+#[inline(never)]
+fn arm_backstop(k: &mut Held, root: &VmxRoot, v: u64) -> Result<(), (Field, VmxError)> {
+    let units = k.vmx.as_ref().map_or(0, |x| x.backstop);
+    if units == 0 {
+        return Ok(());
+    }
+    let data = k.store.vcpu(v);
+    let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
+    for (f, val) in [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, units.into())] {
+        // SAFETY: `units` is non-zero only where the CPU has the preemption timer, and
+        // the value field takes any 32-bit number.
+        unsafe { vmx_insn::vmwrite(root, f, val) }.map_err(|e| (f, e))?;
+    }
+    data.backstop = true;
+    data.timer.loaded = units;
+    Ok(())
 }
 
 /// Leave VMX operation at shutdown: VMCLEAR the active VMCS, VMXOFF, clear CR4.VMXE.
