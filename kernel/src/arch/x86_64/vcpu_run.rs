@@ -479,13 +479,14 @@ pub fn run(k: &mut Held) -> Next {
     {
         let backstop = basic == ExitReason::PreemptionTimer as u32;
         data.backstop &= !backstop;
-        if !backstop && (data.backstop || data.cached.controls.pin & pin::PREEMPTION_TIMER != 0) {
-            // The count goes on from what is left, not afresh (`TimerCount`).
+        // The VMM's timer (on only while the backstop is not) goes on from what is left,
+        // not afresh (`TimerCount`). The backstop starts afresh: a host interrupt came.
+        if !backstop && data.cached.controls.pin & pin::PREEMPTION_TIMER != 0 {
             let shift = k.vmx.as_ref().map_or(0, |x| x.caps.preemption_timer_shift());
             let data = k.store.vcpu(v);
             let left = data.timer.left(entry_tsc, exit_tsc, shift);
             data.timer.loaded = left;
-            data.timer.reduced |= !data.backstop;
+            data.timer.reduced = true;
             let field = Field::PreemptionTimerValue;
             // SAFETY: the value field takes any 32-bit number.
             if let Err(e) = unsafe { vmx_insn::vmwrite(root, field, left.into()) } {
