@@ -24,7 +24,7 @@ use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
-use protocols::vmcs::ctl::{pin, proc2};
+use protocols::vmcs::ctl::{exit, pin, proc2};
 use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
@@ -389,7 +389,7 @@ pub fn run(k: &mut Held) -> Next {
     }
     if data.kick == Kick::Asked {
         // The guest leaves before its first instruction: a zero VMX-preemption timer.
-        data.kick_saved_timer = data.timer.loaded.into();
+        data.kick_saved_timer = vmread(root, Field::PreemptionTimerValue);
         data.timer.loaded = 0;
         let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
         for (f, val) in [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, 0)] {
@@ -480,8 +480,13 @@ pub fn run(k: &mut Held) -> Next {
         let backstop = basic == ExitReason::PreemptionTimer as u32;
         data.backstop &= !backstop;
         // The VMM's timer (on only while the backstop is not) goes on from what is left,
-        // not afresh (`TimerCount`). The backstop starts afresh: a host interrupt came.
-        if !backstop && data.cached.controls.pin & pin::PREEMPTION_TIMER != 0 {
+        // not afresh (`TimerCount`), unless the CPU saved what is left itself (the VMM's
+        // "save" exit control). The backstop starts afresh: a host interrupt came.
+        let controls = data.cached.controls;
+        if !backstop
+            && controls.pin & pin::PREEMPTION_TIMER != 0
+            && controls.exit & exit::SAVE_PREEMPTION_TIMER == 0
+        {
             let shift = k.vmx.as_ref().map_or(0, |x| x.caps.preemption_timer_shift());
             let data = k.store.vcpu(v);
             let left = data.timer.left(entry_tsc, exit_tsc, shift);
