@@ -321,10 +321,12 @@ impl ExitCore {
         }
     }
 
-    /// Whether the exit is a page fault the exception bitmap intercepted.
-    fn intercepted_page_fault(&self) -> bool {
-        ExitReason::from_raw(self.reason as u16) == Some(ExitReason::ExceptionOrNmi)
-            && is_page_fault(self.exit_intr_info)
+    /// Whether an exception-or-NMI exit is a host NMI's: with NMI exiting (always on)
+    /// every NMI that arrives while the guest runs exits, and it is the machine's, not
+    /// the guest's.
+    fn host_nmi(&self) -> bool {
+        let info = EventInjection::from_raw(self.exit_intr_info);
+        info.is_valid() && info.event_type() == Some(EventType::Nmi)
     }
 }
 
@@ -380,7 +382,12 @@ impl<S: Store> Kernel<S> {
         (c.cr0, c.cr4, c.rflags, c.rip) = (core.cr0, core.cr4, core.rflags, core.rip);
         c.interruptibility = core.interruptibility;
         c.exit_instruction_len = core.instruction_len;
-        data.page_fault = core.intercepted_page_fault().then_some(core.qualification);
+        data.page_fault = None;
+        // Exception exits are rare: one test for every other.
+        let basic = core.reason & 0xffff;
+        if basic == ExitReason::ExceptionOrNmi as u32 && self.exception_exit(v, core) {
+            return Next::Run;
+        }
         let exit_ep = self.store.slot(vcpu_slot(v, VCpuSlot::ExitEndpoint)).cap;
         match (self.message_frame(v), exit_ep) {
             (Some(_), Cap::Endpoint { addr, badge, .. }) => {
@@ -398,6 +405,22 @@ impl<S: Store> Kernel<S> {
             _ => self.store.sched(v).state = ThreadState::Inactive,
         }
         self.schedule()
+    }
+
+    /// An exception-or-NMI exit: a page fault the exception bitmap intercepted is noted
+    /// (reflecting it gives the guest its address). True for a host NMI's, which the
+    /// kernel keeps: it sends none and has nothing to do for one (a watchdog's, a board
+    /// button's), so the VMM never sees it and the vCPU enters its guest again.
+    #[cold]
+    #[inline(never)]
+    fn exception_exit(&mut self, v: u64, core: &ExitCore) -> bool {
+        if core.host_nmi() {
+            return true;
+        }
+        if is_page_fault(core.exit_intr_info) {
+            self.store.vcpu(v).page_fault = Some(core.qualification);
+        }
+        false
     }
 
     /// Interrupt-window exiting is one-shot: at the exit it asked for, the window is

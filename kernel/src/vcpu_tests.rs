@@ -1126,3 +1126,32 @@ fn timer_writes_replace_the_backstop_and_a_reply_restarts_a_counted_down_timer()
     assert!(!pending.iter().any(|&(f, _)| f == Field::PreemptionTimerValue));
     assert!(!t.k.store.vcpu(v).timer.reduced);
 }
+
+/// An NMI that ends the guest's run is the host's (NMI exiting is always on): the kernel
+/// keeps the exit, the VMM never sees it, and the vCPU enters its guest again. A page
+/// fault the exception bitmap intercepted still reaches the VMM, its address noted.
+#[test]
+fn a_host_nmi_exit_stays_in_the_kernel() {
+    let (mut t, v, _) = started();
+    t.sys(Syscall::Recv as u64, [EXIT_EP, 0, 0, 0, 0, 0]);
+    assert_eq!(t.k.current, v, "the vCPU runs once the VMM blocks");
+    let nmi = ExitMessage {
+        reason: ExitReason::ExceptionOrNmi as u32,
+        exit_intr_info: 0x8000_0202,
+        ..exit()
+    };
+    assert_eq!(t.k.vcpu_exit(&nmi), Next::Run);
+    assert_eq!(t.k.current, v, "the vCPU runs on");
+    assert_eq!(t.k.store.sched(v).state, ThreadState::Ready);
+    assert!(matches!(t.k.store.sched(ROOT_TCB).state, ThreadState::BlockedRecv { .. }));
+    // A #PF (hardware exception 14 with an error code) goes to the VMM.
+    let fault = ExitMessage {
+        reason: ExitReason::ExceptionOrNmi as u32,
+        exit_intr_info: 0x8000_0b0e,
+        qualification: 0xdead_b000,
+        ..exit()
+    };
+    assert_eq!(t.k.vcpu_exit(&fault), Next::Run);
+    assert_eq!(t.k.current, ROOT_TCB, "the exit reached the VMM");
+    assert_eq!(t.k.store.vcpu(v).page_fault, Some(0xdead_b000));
+}

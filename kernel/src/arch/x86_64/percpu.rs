@@ -4,8 +4,9 @@
 //! loads the block as the host GS base (the VMCS host state).
 //!
 //! Interrupts reach the kernel from ring 0 only while it idles (with GS already the
-//! block's); an NMI or #MC between `syscall` and its `swapgs` is reported as a kernel
-//! fault, which does not use the block.
+//! block's); an NMI there, even between `syscall` and its `swapgs`, is ignored without
+//! reading the block (`trap::classify`), and an #MC is reported as a kernel fault, which
+//! does not use it either.
 
 use super::cpu::wrmsr;
 use super::stacks;

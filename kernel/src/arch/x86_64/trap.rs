@@ -71,14 +71,22 @@ enum Source {
     Tick,
     /// A device line, acknowledged at the PIC and noted in [`PENDING`].
     Device,
-    /// A spurious PIC interrupt: nothing happened.
+    /// A spurious PIC interrupt, or an NMI: nothing to do.
     Spurious,
     /// Another CPU asked this one to reschedule (or to stall, answered on the way in).
     Reschedule,
 }
 
+/// The NMI's vector.
+const NMI_VECTOR: u64 = 2;
+
 fn classify(vector: u64) -> Source {
     match vector {
+        // The kernel sends no NMIs; one from elsewhere (a watchdog, a board's button, a
+        // debugger) is nobody's fault: the thread or the kernel goes on. Nothing on this
+        // path reads GS, which an NMI between `syscall` and its `swapgs` finds still
+        // ring 3's.
+        NMI_VECTOR => return Source::Spurious,
         lapic::TIMER_VECTOR => {
             lapic::eoi();
             return Source::Tick;
