@@ -78,6 +78,10 @@ pub struct RunOptions {
     /// Commands for Bochs's debugger at start (the default continues, then quits at the
     /// kernel's magic breakpoint); its answers land in the run's `stdout.txt`.
     pub bochs_debugger: Option<String>,
+    /// From the moment the serial console shows this text, send an NMI to every CPU every
+    /// 50 ms until the run ends, through QEMU's monitor (QEMU only); how many went is in
+    /// the run folder's `nmis.txt`.
+    pub nmis_after: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -94,6 +98,7 @@ impl Default for RunOptions {
             serial_input: crate::serial_input::SerialInput::None,
             ignore_bad_msrs: false,
             bochs_debugger: None,
+            nmis_after: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod plant;
 pub mod programs;
 pub mod progress;
 pub mod qemu;
+pub mod qemu_monitor;
 pub mod serial_input;
 pub mod trace;
 

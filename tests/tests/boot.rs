@@ -4,6 +4,7 @@
 //! the VT-x probe says what each emulator offers, and after its boot log the kernel prints
 //! nothing until its closing lines (init's threads exit and fault, and those reach user
 //! space instead). The same ISO boots through UEFI (OVMF under QEMU) as through a BIOS.
+//! NMIs sent while it runs change nothing.
 
 use system_tests::{
     assert_cross_cpu_checks_passed, assert_kernel_quiet_at_run_time, assert_suite_passed, boot,
@@ -66,6 +67,25 @@ fn qemu_boots_init_in_ring3_and_reports_no_vmx() {
     check(&out, out.serial.contains("kernel: firmware: BIOS"), "not booted through a BIOS");
     assert_platform_from_acpi(&out);
     assert_kernel_quiet_at_run_time(&out);
+}
+
+/// NMIs are nobody's fault: sent to both CPUs every 50 ms from the moment init runs
+/// until the machine stops (arriving in ring 3, in the kernel, while a CPU idles), they
+/// kill no thread and stop no kernel, and the suite passes as without them.
+#[test]
+fn nmis_while_the_suite_runs_change_nothing() {
+    let opts = RunOptions {
+        cpus: 2,
+        nmis_after: Some("init: hello from ring 3".into()),
+        ..RunOptions::default()
+    };
+    let out = boot_with("default", Emulator::Qemu, &opts);
+    let sent = std::fs::read_to_string(out.dir.join("nmis.txt")).unwrap_or_default();
+    let sent: u32 = sent.trim().parse().unwrap_or(0);
+    check(&out, sent >= 10, &format!("only {sent} NMIs went: the run proves nothing"));
+    check(&out, !out.serial.contains("KERNEL PANIC"), "an NMI stopped the kernel");
+    assert_suite_passed(&out, INIT_CHECKS);
+    assert_cross_cpu_checks_passed(&out);
 }
 
 /// The kernel read the machine from the firmware's ACPI tables (one CPU, the I/O APIC,
