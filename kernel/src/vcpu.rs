@@ -213,8 +213,10 @@ pub enum Kick {
 /// down from there: an exit the kernel keeps (a host interrupt) and the entry after it
 /// would start the VMM's count afresh, so that a guest halted with a timer longer than
 /// the host's tick never saw it expire. The kernel therefore writes what is left at such
-/// an exit, and the VMM's own value again at the next exit it sees, where the VMM's
-/// count restarts as it always has (from each entry after a reply).
+/// an exit, and the VMM's own value again with the next reply that leaves the value
+/// alone, so that the VMM's count restarts as it always has (from each entry after a
+/// reply). Where the VMM's "save" exit control has the CPU keep the count, the kernel
+/// leaves the field alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimerCount {
     /// The value the field held at the last entry.
