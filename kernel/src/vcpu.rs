@@ -28,7 +28,7 @@ use protocols::error::Error;
 use protocols::object::{map, vcpu_mode};
 use protocols::rights::Rights;
 use protocols::vcpu_page;
-use protocols::vmcs::ctl::{pin, proc};
+use protocols::vmcs::ctl::{exit, pin, proc};
 use protocols::vmcs::Field;
 use protocols::vmexit::{
     BatchError, EventInjection, EventType, ExitMessage, ExitReason, Gprs, TransferMask,
@@ -215,16 +215,21 @@ pub enum Kick {
 /// the host's tick never saw it expire. The kernel therefore writes what is left at such
 /// an exit, and the VMM's own value again with the next reply that leaves the value
 /// alone, so that the VMM's count restarts as it always has (from each entry after a
-/// reply). Where the VMM's "save" exit control has the CPU keep the count, the kernel
-/// leaves the field alone.
+/// reply). And the field never holds more than the backstop's tick ([`VmxInfo::backstop`]):
+/// the rest of a longer count waits in `over`, and an expiry with some left over is the
+/// kernel's, as a tick, so no timer value a VMM writes keeps the kernel from its CPU.
+/// Where the VMM's "save" exit control has the CPU keep the count, the kernel leaves the
+/// field alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimerCount {
     /// The value the field held at the last entry.
     pub loaded: u32,
+    /// What is left of the VMM's count beyond `loaded`.
+    pub over: u32,
     /// The VMM's value, as it last wrote it.
     pub vmm: u32,
-    /// Kept exits counted `loaded` down from `vmm`: the next exit the VMM sees puts
-    /// `vmm` back.
+    /// Kept exits counted the VMM's count down from `vmm`: the next reply that leaves
+    /// the value alone puts `vmm` back.
     pub reduced: bool,
 }
 
@@ -237,32 +242,65 @@ impl TimerCount {
         let units = u32::try_from(units).unwrap_or(u32::MAX);
         self.loaded.saturating_sub(units)
     }
+
+    /// Count `count` from the next entry: at most `cap` in the field (none with `cap`
+    /// 0), the rest in `over`.
+    pub fn count(&mut self, count: u32, cap: u32) {
+        self.loaded = if cap == 0 { count } else { count.min(cap) };
+        self.over = count - self.loaded;
+    }
 }
 
 impl VcpuData {
     /// A batch was taken that writes the preemption timer, or kept exits counted the
     /// VMM's timer down: follow the VMM's writes (which replace the backstop's controls
-    /// or value: the next entry arms it again if the VMM's timer is off) and, where the
-    /// VMM left its value alone, start its count afresh with a write of the kernel's own
-    /// (`TimerCount`).
+    /// or value: the next entry arms it again if the VMM's timer is off), hold back what
+    /// of its value exceeds `cap` (`TimerCount`), and, where the VMM left its value alone,
+    /// start its count afresh with a write of the kernel's own.
     #[cold]
     #[inline(never)]
-    pub(crate) fn take_timer_writes(&mut self) {
+    pub(crate) fn take_timer_writes(&mut self, cap: u32) {
+        let saved = self.cached.controls.exit & exit::SAVE_PREEMPTION_TIMER != 0;
+        let cap = if saved { 0 } else { cap };
         let writes = self.pending.timer;
         if let Some(value) = writes.value() {
-            self.timer = TimerCount { loaded: value, vmm: value, reduced: false };
+            self.timer.vmm = value;
+            self.timer.reduced = false;
+            self.timer.count(value, cap);
+            if self.timer.loaded != value {
+                self.pending.replace(Field::PreemptionTimerValue, self.timer.loaded.into());
+            }
         }
         if writes.any() {
             self.backstop = false;
         }
         // A VMM that turns its timer off and on again writes its value with it.
-        self.timer.reduced &= !writes.controls();
-        if self.timer.reduced
-            && self.pending.push(Field::PreemptionTimerValue, self.timer.vmm.into()).is_ok()
-        {
-            self.timer.loaded = self.timer.vmm;
+        if writes.controls() {
             self.timer.reduced = false;
+            if self.cached.controls.pin & pin::PREEMPTION_TIMER == 0 {
+                self.timer.over = 0;
+            }
         }
+        if self.timer.reduced {
+            let mut t = self.timer;
+            t.count(t.vmm, cap);
+            if self.pending.push(Field::PreemptionTimerValue, t.loaded.into()).is_ok() {
+                self.timer = TimerCount { reduced: false, ..t };
+            }
+        }
+    }
+
+    /// Whether the kernel counts the VMM's timer (`TimerCount`): it is on, and the CPU
+    /// does not keep the count itself (the VMM's "save" exit control).
+    pub fn timer_counted(&self) -> bool {
+        let c = &self.cached.controls;
+        c.pin & pin::PREEMPTION_TIMER != 0 && c.exit & exit::SAVE_PREEMPTION_TIMER == 0
+    }
+
+    /// Whether a preemption-timer expiry (not a kick's) is the kernel's, as a tick: the
+    /// timer was its backstop, or the VMM's count goes on beyond it.
+    pub fn kernel_timer(&self) -> bool {
+        self.backstop || (self.timer.over != 0 && self.timer_counted())
     }
 
     /// The writes to apply before the next entry.
@@ -547,7 +585,7 @@ impl<S: Store> Kernel<S> {
         let data = self.store.vcpu(v);
         data.cached = data.pending.next;
         if data.timer.reduced || data.pending.timer.any() {
-            data.take_timer_writes();
+            data.take_timer_writes(self.vmx.as_ref().map_or(0, |x| x.backstop));
         }
         // Only a batch that injects a #PF touches CR2: one test for every other.
         if let Some(fault) = data.pending.page_fault {

@@ -1056,7 +1056,7 @@ fn the_backstop_timer_spans_one_tick() {
 #[test]
 fn kept_exits_count_the_preemption_timer_down() {
     use crate::vcpu::TimerCount;
-    let count = TimerCount { loaded: 1000, vmm: 1000, reduced: false };
+    let count = TimerCount { loaded: 1000, over: 0, vmm: 1000, reduced: false };
     assert_eq!(count.left(5_000, 5_300, 0), 700);
     // Shift 5: 320 TSC ticks are 10 units.
     assert_eq!(count.left(5_000, 5_320, 5), 990);
@@ -1074,6 +1074,21 @@ fn kept_exits_count_the_preemption_timer_down() {
     assert_eq!(c.loaded, 0);
 }
 
+/// The vCPU exits with CPUID and the VMM replies with `writes` (and ADVANCE_RIP); the
+/// batch the kernel then holds for the next entry.
+fn reply_to_cpuid(t: &mut Testbed, v: u64, msg: u64, writes: &[(Field, u64)]) -> Vec<(Field, u64)> {
+    exit_with_cpuid(t, v);
+    let mut reply = ExitReply::new();
+    reply.flags = ReplyFlags::ADVANCE_RIP;
+    for &(f, value) in writes {
+        reply.write(f, value).unwrap();
+    }
+    write_reply(t, msg, &reply);
+    t.sys(Syscall::Reply as u64, [0; 6]);
+    assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
+    t.k.store.vcpu(v).pending().to_vec()
+}
+
 /// The VMM's writes to the preemption timer replace the kernel's backstop (the next
 /// entry arms it again while the VMM's timer is off) and become the count the kernel
 /// follows; after kept exits counted the VMM's timer down, a reply that leaves its value
@@ -1083,18 +1098,7 @@ fn timer_writes_replace_the_backstop_and_a_reply_restarts_a_counted_down_timer()
     use crate::vcpu::TimerCount;
     use protocols::vmcs::ctl::pin;
     let (mut t, v, msg) = started();
-    let reply_with = |t: &mut Testbed, writes: &[(Field, u64)]| {
-        exit_with_cpuid(t, v);
-        let mut reply = ExitReply::new();
-        reply.flags = ReplyFlags::ADVANCE_RIP;
-        for &(f, value) in writes {
-            reply.write(f, value).unwrap();
-        }
-        write_reply(t, msg, &reply);
-        t.sys(Syscall::Reply as u64, [0; 6]);
-        assert_eq!(t.regs(ROOT_TCB)[0], 0, "refused: {:?}", t.regs(ROOT_TCB));
-        t.k.store.vcpu(v).pending().to_vec()
-    };
+    let reply_with = |t: &mut Testbed, writes: &[(Field, u64)]| reply_to_cpuid(t, v, msg, writes);
     // The backstop armed (as an entry arms it): a reply without timer writes keeps it.
     t.k.store.vcpu(v).backstop = true;
     let pending = reply_with(&mut t, &[]);
@@ -1105,20 +1109,26 @@ fn timer_writes_replace_the_backstop_and_a_reply_restarts_a_counted_down_timer()
     reply_with(&mut t, &[(Field::PinBasedControls, on.into()), (Field::PreemptionTimerValue, 900)]);
     let data = t.k.store.vcpu(v);
     assert!(!data.backstop);
-    assert_eq!(data.timer, TimerCount { loaded: 900, vmm: 900, reduced: false });
+    assert_eq!(data.timer, TimerCount { loaded: 900, over: 0, vmm: 900, reduced: false });
     // Kept exits counted it down to 300; the VMM's next reply leaves the value alone: the
     // kernel writes 900 back.
-    data.timer = TimerCount { loaded: 300, vmm: 900, reduced: true };
+    data.timer = TimerCount { loaded: 300, over: 0, vmm: 900, reduced: true };
     let pending = reply_with(&mut t, &[]);
     assert!(pending.contains(&(Field::PreemptionTimerValue, 900)), "{pending:?}");
-    assert_eq!(t.k.store.vcpu(v).timer, TimerCount { loaded: 900, vmm: 900, reduced: false });
+    assert_eq!(
+        t.k.store.vcpu(v).timer,
+        TimerCount { loaded: 900, over: 0, vmm: 900, reduced: false }
+    );
     // A reply that writes its own value: that one, once.
-    t.k.store.vcpu(v).timer = TimerCount { loaded: 300, vmm: 900, reduced: true };
+    t.k.store.vcpu(v).timer = TimerCount { loaded: 300, over: 0, vmm: 900, reduced: true };
     let pending = reply_with(&mut t, &[(Field::PreemptionTimerValue, 50)]);
     let written: Vec<_> =
         pending.iter().filter(|&&(f, _)| f == Field::PreemptionTimerValue).collect();
     assert_eq!(written, [&(Field::PreemptionTimerValue, 50)]);
-    assert_eq!(t.k.store.vcpu(v).timer, TimerCount { loaded: 50, vmm: 50, reduced: false });
+    assert_eq!(
+        t.k.store.vcpu(v).timer,
+        TimerCount { loaded: 50, over: 0, vmm: 50, reduced: false }
+    );
     // The VMM turns its timer off: the backstop may come back, and nothing is restored.
     t.k.store.vcpu(v).timer.reduced = true;
     let off = on & !pin::PREEMPTION_TIMER;
@@ -1154,4 +1164,56 @@ fn a_host_nmi_exit_stays_in_the_kernel() {
     assert_eq!(t.k.vcpu_exit(&fault), Next::Run);
     assert_eq!(t.k.current, ROOT_TCB, "the exit reached the VMM");
     assert_eq!(t.k.store.vcpu(v).page_fault, Some(0xdead_b000));
+}
+
+/// A VMM's timer value longer than the backstop's tick goes into the field as one tick,
+/// the rest held back (`TimerCount::over`), and its expiry is then the kernel's: no value
+/// keeps the kernel from its CPU. With the VMM's "save" exit control the CPU keeps the
+/// count, and the field gets the value whole.
+#[test]
+fn a_timer_longer_than_a_tick_is_counted_a_tick_at_a_time() {
+    use crate::vcpu::TimerCount;
+    use protocols::vmcs::ctl::{exit, pin};
+    let mut c = TimerCount::default();
+    c.count(100, 0);
+    assert_eq!((c.loaded, c.over), (100, 0), "no cap");
+    c.count(100, 30);
+    assert_eq!((c.loaded, c.over), (30, 70));
+    c.count(20, 30);
+    assert_eq!((c.loaded, c.over), (20, 0));
+
+    let (mut t, v, msg) = started();
+    let Some(vmx) = t.k.vmx else { panic!("no VT-x in the testbed") };
+    let cap = vmx.backstop;
+    let on = t.k.store.vcpu(v).cached.controls.pin | pin::PREEMPTION_TIMER;
+    let long = u64::from(u32::MAX);
+    let pending = reply_to_cpuid(
+        &mut t,
+        v,
+        msg,
+        &[(Field::PinBasedControls, on.into()), (Field::PreemptionTimerValue, long)],
+    );
+    assert!(pending.contains(&(Field::PreemptionTimerValue, cap.into())), "{pending:?}");
+    assert!(!pending.contains(&(Field::PreemptionTimerValue, long)));
+    let data = t.k.store.vcpu(v);
+    assert_eq!(
+        data.timer,
+        TimerCount { loaded: cap, over: u32::MAX - cap, vmm: u32::MAX, reduced: false }
+    );
+    assert!(data.timer_counted() && data.kernel_timer(), "its expiry is the kernel's");
+    // A value within the tick: whole, and its expiry the VMM's.
+    let pending = reply_to_cpuid(&mut t, v, msg, &[(Field::PreemptionTimerValue, 5_000)]);
+    assert!(pending.contains(&(Field::PreemptionTimerValue, 5_000)));
+    assert!(!t.k.store.vcpu(v).kernel_timer());
+    // The save control: the CPU counts, the kernel neither caps nor claims the expiry.
+    let saving = t.k.store.vcpu(v).cached.controls.exit | exit::SAVE_PREEMPTION_TIMER;
+    let pending = reply_to_cpuid(
+        &mut t,
+        v,
+        msg,
+        &[(Field::ExitControls, saving.into()), (Field::PreemptionTimerValue, long)],
+    );
+    assert!(pending.contains(&(Field::PreemptionTimerValue, long)), "{pending:?}");
+    let data = t.k.store.vcpu(v);
+    assert_eq!((data.timer.over, data.timer_counted(), data.kernel_timer()), (0, false, false));
 }

@@ -937,8 +937,8 @@ mod process {
         }
         let outcome = match build(size, ram_bits, mode, flags) {
             #[cfg(feature = "test-modes")]
-            Ok(Built { entry, .. }) if flags & vmm_flags::HOSTILE != 0 => {
-                test_modes::attack(mode, entry).unwrap_or((stop::OTHER, 0, 0))
+            Ok(Built { ram, entry, .. }) if flags & vmm_flags::HOSTILE != 0 => {
+                test_modes::attack(ram, mode, entry).unwrap_or((stop::OTHER, 0, 0))
             }
             #[cfg(feature = "test-modes")]
             Ok(Built { ram, entry, .. }) if flags & vmm_flags::MUTATE != 0 => {

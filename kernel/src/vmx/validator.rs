@@ -352,6 +352,16 @@ impl ValidatedBatch {
     }
 
     /// Append a write; each field at most once, so the result does not depend on order.
+    /// Give the write of `field`, if the batch has one, `value` instead.
+    pub(crate) fn replace(&mut self, field: Field, value: u64) {
+        let len = self.len;
+        if let Some(w) =
+            self.writes.get_mut(..len).and_then(|w| w.iter_mut().find(|w| w.0 == field))
+        {
+            w.1 = value;
+        }
+    }
+
     pub(crate) fn push(&mut self, field: Field, value: u64) -> Result<(), BatchError> {
         if self.writes_field(field) {
             return Err(BatchError::DuplicateField { field: field as u32 });

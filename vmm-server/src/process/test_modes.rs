@@ -185,7 +185,7 @@ const HOSTILE: [Hostile; 16] = [
 
 /// Hostile mode: answer exits with forbidden batches, one per case; each must be
 /// refused with the expected error naming its field. Returns how many were not.
-pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
+pub(super) fn attack(ram: &mut [u8], mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
     let mut missed = 0u64;
     for (i, h) in HOSTILE.iter().enumerate() {
         if i > 0 {
@@ -228,20 +228,53 @@ pub(super) fn attack(mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
             missed += 1;
         }
     }
-    match halt_with_interrupts_off(mode, entry)? {
-        true => rt::println!("hostile: a guest halted with interrupts off gave the CPU back"),
-        false => missed += 1,
+    start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+    // A `jmp $` in the last page of the guest's RAM, which the test guests leave alone
+    // (they run flat: a linear address is the physical one).
+    let spin = ram.len().saturating_sub(PAGE) as u64;
+    if let Some(code) = ram.get_mut(spin as usize..).and_then(|r| r.get_mut(..JMP_SELF.len())) {
+        code.copy_from_slice(&JMP_SELF);
     }
-    Ok((stop::EXITED, missed, HOSTILE.len() as u64 + 1))
+    let cases = [
+        (Keep::Halt, None, "halted with interrupts off and no timer"),
+        (Keep::Spin(spin), Some(u32::MAX), "spinning with interrupts off and a timer of 2^32 - 1"),
+    ];
+    for (keep, timer, what) in cases {
+        if !keep_the_cpu(keep, timer)? {
+            // An exit (or a refusal) ended the case: the vCPU waits for no kick.
+            missed += 1;
+            break;
+        }
+        rt::println!("hostile: a guest {what} gave the CPU back");
+        // The guest keeps at it: a kick brings its next exit here.
+        invoke(VCPU, Invocation::VCpuKick, &[])?;
+    }
+    invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
+    Ok((stop::EXITED, missed, HOSTILE.len() as u64 + cases.len() as u64))
 }
 
-/// The last hostile case, which the kernel must accept: park the guest in HLT with
-/// RFLAGS.IF clear and no preemption timer, then yield to it. A CPU delivers the host's
-/// tick as an exit whatever the guest's IF (an emulator may not: the kernel's backstop
-/// timer covers that), so the kernel regains the CPU and this VMM, at the guest's
-/// priority, runs again; the VCpu then goes. False (said) if the batch was refused.
-fn halt_with_interrupts_off(mode: u64, entry: u64) -> Result<bool, Error> {
-    start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+/// A guest page.
+const PAGE: usize = 4096;
+/// `jmp $`.
+const JMP_SELF: [u8; 2] = [0xeb, 0xfe];
+
+/// How a hostile guest tries to keep its CPU with interrupts off.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// In the HLT activity state.
+    Halt,
+    /// Spinning in a `jmp $` at this address.
+    Spin(u64),
+}
+
+/// The last hostile cases, which the kernel must accept: at the vCPU's next exit, clear
+/// the guest's RFLAGS.IF, set the VMM's preemption timer to `timer` (off with `None`),
+/// make the guest halt or spin, and yield to it. A CPU delivers the host's tick as an
+/// exit whatever the guest's IF (an emulator may not: the kernel's backstop covers that,
+/// and it counts a VMM's timer one tick at a time), so the kernel regains the CPU and this
+/// VMM, at the guest's priority, runs again while the guest keeps at it. False (said) if
+/// the batch was refused or the guest exited meanwhile.
+fn keep_the_cpu(keep: Keep, timer: Option<u32>) -> Result<bool, Error> {
     if kernel_stopped(&recv(EXIT_EP)?) {
         return Ok(false);
     }
@@ -251,19 +284,44 @@ fn halt_with_interrupts_off(mode: u64, entry: u64) -> Result<bool, Error> {
     };
     let mut reply = ExitReply::new();
     let _ = reply.write(Field::GuestRflags, msg.rflags & !RFLAGS_IF);
-    let _ = reply.write(Field::GuestActivityState, activity::HLT);
-    let _ =
-        reply.write(Field::PinBasedControls, u64::from(msg.controls.pin & !pin::PREEMPTION_TIMER));
+    match keep {
+        Keep::Halt => {
+            let _ = reply.write(Field::GuestActivityState, activity::HLT);
+        }
+        Keep::Spin(rip) => {
+            let _ = reply.write(Field::GuestActivityState, activity::ACTIVE);
+            let _ = reply.write(Field::GuestRip, rip);
+        }
+    }
+    let pin = msg.controls.pin & !pin::PREEMPTION_TIMER;
+    match timer {
+        Some(value) => {
+            let _ = reply.write(Field::PinBasedControls, (pin | pin::PREEMPTION_TIMER).into());
+            let _ = reply.write(Field::PreemptionTimerValue, value.into());
+        }
+        None => {
+            let _ = reply.write(Field::PinBasedControls, pin.into());
+        }
+    }
     write_reply(&reply);
     let (status, _) = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
     if status != 0 {
-        rt::println!("hostile: halt-with-interrupts-off refused (status {status})");
+        rt::println!("hostile: keeping the CPU refused (status {status})");
         return Ok(false);
     }
-    // The guest (this VMM's equal) runs now, and halts for good.
+    // The guest (this VMM's equal) runs now. This VMM runs again once the kernel takes
+    // the CPU back from it; the guest must still be at it then (no exit of its waits
+    // here), or the CPU came back through an exit of the guest's, which proves nothing.
     rt::syscall::yield_now();
-    invoke(slot::CNODE, Invocation::CNodeDelete, &[VCPU])?;
-    Ok(true)
+    match rt::ipc::nb_recv(EXIT_EP) {
+        Err(Error::WouldBlock) => Ok(true),
+        Ok(_) => {
+            let reason = read_exit().map_or(u32::MAX, |m| m.reason);
+            rt::println!("hostile: the guest left its loop (exit reason {reason}) before the kernel took its CPU back");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Exits a mutating VMM answers (`vmm::flags::MUTATE`) before it stops.

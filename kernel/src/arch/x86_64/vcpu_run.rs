@@ -24,7 +24,7 @@ use kernel::vmx::ept::{Ept, EptVpidCaps, InveptType};
 use kernel::vmx::validator::Policy;
 use kernel::vmx::vmcs_setup::HostState;
 use protocols::object::vm::SWITCHABLE_MSRS;
-use protocols::vmcs::ctl::{exit, pin, proc2};
+use protocols::vmcs::ctl::{pin, proc2};
 use protocols::vmcs::{Field, SEGMENT_FIELDS};
 use protocols::vmexit::{ExitMessage, ExitReason, Gprs, TransferMask, EXIT_REASON_ENTRY_FAILURE};
 use protocols::vmx_failure::{VmxError, VmxFailure, VmxInstruction};
@@ -438,7 +438,8 @@ pub fn run(k: &mut Held) -> Next {
     }
     let reason = vmread(root, Field::ExitReason) as u32;
     super::exit_trace::exit_taken(reason & 0xffff);
-    if data.kick == Kick::Armed {
+    let kicked = data.kick == Kick::Armed;
+    if kicked {
         // The VMM's own timer controls again. An exit the kernel keeps (an interrupt of
         // the host's) has not reached the VMM: the kick waits for the next entry.
         let external = reason & 0xffff == ExitReason::ExternalInterrupt as u32;
@@ -471,30 +472,28 @@ pub fn run(k: &mut Held) -> Next {
         // "IA-32e mode guest" entry control, which the validator's view must follow.
         data.cached.controls.entry = vmread(root, Field::EntryControls) as u32;
     }
-    // The backstop's expiry (never a kick's: that disarmed it above) is the kernel's, as
-    // a tick: the next entry arms it afresh.
+    // A timer expiry is the kernel's, as a tick, where the timer was its backstop or the
+    // VMM's count goes on beyond it (`TimerCount::over`); never a kick's.
     let basic = reason & 0xffff;
     if basic == ExitReason::ExternalInterrupt as u32
-        || (basic == ExitReason::PreemptionTimer as u32 && data.backstop)
+        || (basic == ExitReason::PreemptionTimer as u32 && !kicked && data.kernel_timer())
     {
-        let backstop = basic == ExitReason::PreemptionTimer as u32;
-        data.backstop &= !backstop;
-        // The VMM's timer (on only while the backstop is not) goes on from what is left,
-        // not afresh (`TimerCount`), unless the CPU saved what is left itself (the VMM's
-        // "save" exit control). The backstop starts afresh: a host interrupt came.
-        let controls = data.cached.controls;
-        if !backstop
-            && controls.pin & pin::PREEMPTION_TIMER != 0
-            && controls.exit & exit::SAVE_PREEMPTION_TIMER == 0
-        {
-            let shift = k.vmx.as_ref().map_or(0, |x| x.caps.preemption_timer_shift());
+        let expired = basic == ExitReason::PreemptionTimer as u32;
+        if data.backstop {
+            // It starts afresh at the next entry: it expired, or a host interrupt came.
+            data.backstop &= !expired;
+        } else if data.timer_counted() {
+            // The VMM's count goes on from what is left, not afresh (`TimerCount`).
+            let (cap, shift) =
+                k.vmx.as_ref().map_or((0, 0), |x| (x.backstop, x.caps.preemption_timer_shift()));
             let data = k.store.vcpu(v);
-            let left = data.timer.left(entry_tsc, exit_tsc, shift);
-            data.timer.loaded = left;
+            let left = if expired { 0 } else { data.timer.left(entry_tsc, exit_tsc, shift) };
+            let count = left.saturating_add(data.timer.over);
+            data.timer.count(count, cap);
             data.timer.reduced = true;
-            let field = Field::PreemptionTimerValue;
+            let (field, value) = (Field::PreemptionTimerValue, data.timer.loaded.into());
             // SAFETY: the value field takes any 32-bit number.
-            if let Err(e) = unsafe { vmx_insn::vmwrite(root, field, left.into()) } {
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, field, value) } {
                 return fail(k, VmxInstruction::Vmwrite, Some(field), e);
             }
         }
@@ -519,7 +518,7 @@ pub fn run(k: &mut Held) -> Next {
         // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
         // acknowledge the line and note the tick.
         unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
-        let tick = percpu::get::<TICK>() != 0 || backstop;
+        let tick = percpu::get::<TICK>() != 0 || basic == ExitReason::PreemptionTimer as u32;
         percpu::set::<TICK>(0);
         // Not a tick: a device, or another CPU asking this one to reschedule.
         return if tick { k.preempt() } else { k.schedule() };
