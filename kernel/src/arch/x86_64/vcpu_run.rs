@@ -438,12 +438,17 @@ pub fn run(k: &mut Held) -> Next {
     }
     let reason = vmread(root, Field::ExitReason) as u32;
     super::exit_trace::exit_taken(reason & 0xffff);
-    let kicked = data.kick == Kick::Armed;
-    if kicked {
+    if data.kick == Kick::Armed {
         // The VMM's own timer controls again. An exit the kernel keeps (an interrupt of
         // the host's) has not reached the VMM: the kick waits for the next entry.
         let external = reason & 0xffff == ExitReason::ExternalInterrupt as u32;
         data.kick = if external { Kick::Asked } else { Kick::None };
+        if !external {
+            // The VMM sees this exit (so the timer check below leaves it alone): its
+            // count starts afresh with its reply (`TimerCount`).
+            data.timer.over = 0;
+            data.timer.reduced = true;
+        }
         // The VMM's controls replace the backstop's too.
         data.backstop = false;
         data.timer.loaded = data.kick_saved_timer as u32;
@@ -473,55 +478,12 @@ pub fn run(k: &mut Held) -> Next {
         data.cached.controls.entry = vmread(root, Field::EntryControls) as u32;
     }
     // A timer expiry is the kernel's, as a tick, where the timer was its backstop or the
-    // VMM's count goes on beyond it (`TimerCount::over`); never a kick's.
+    // VMM's count goes on beyond it (`TimerCount::over`); never a kick's (see above).
     let basic = reason & 0xffff;
     if basic == ExitReason::ExternalInterrupt as u32
-        || (basic == ExitReason::PreemptionTimer as u32 && !kicked && data.kernel_timer())
+        || (basic == ExitReason::PreemptionTimer as u32 && data.kernel_timer())
     {
-        let expired = basic == ExitReason::PreemptionTimer as u32;
-        if data.backstop {
-            // It starts afresh at the next entry: it expired, or a host interrupt came.
-            data.backstop &= !expired;
-        } else if data.timer_counted() {
-            // The VMM's count goes on from what is left, not afresh (`TimerCount`).
-            let (cap, shift) =
-                k.vmx.as_ref().map_or((0, 0), |x| (x.backstop, x.caps.preemption_timer_shift()));
-            let data = k.store.vcpu(v);
-            let left = if expired { 0 } else { data.timer.left(entry_tsc, exit_tsc, shift) };
-            let count = left.saturating_add(data.timer.over);
-            data.timer.count(count, cap);
-            data.timer.reduced = true;
-            let (field, value) = (Field::PreemptionTimerValue, data.timer.loaded.into());
-            // SAFETY: the value field takes any 32-bit number.
-            if let Err(e) = unsafe { vmx_insn::vmwrite(root, field, value) } {
-                return fail(k, VmxInstruction::Vmwrite, Some(field), e);
-            }
-        }
-        if let Some(info) = reinjection(vmread(root, Field::IdtVectoringInfo) as u32) {
-            // The interrupt cut an event's delivery short: it goes in again at the next
-            // entry (the VMM never sees this exit).
-            let error = vmread(root, Field::IdtVectoringErrorCode);
-            let len = vmread(root, Field::ExitInstructionLength);
-            let writes = [
-                (Field::EntryInterruptionInfo, u64::from(info)),
-                (Field::EntryExceptionErrorCode, error),
-                (Field::EntryInstructionLength, len),
-            ];
-            for (f, val) in writes {
-                // SAFETY: the event the CPU itself was delivering, as it reported it.
-                if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
-                    return fail(k, VmxInstruction::Vmwrite, Some(f), e);
-                }
-            }
-        }
-        // The interrupt is still pending: let it in, in the kernel, then reschedule.
-        // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
-        // acknowledge the line and note the tick.
-        unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
-        let tick = percpu::get::<TICK>() != 0 || basic == ExitReason::PreemptionTimer as u32;
-        percpu::set::<TICK>(0);
-        // Not a tick: a device, or another CPU asking this one to reschedule.
-        return if tick { k.preempt() } else { k.schedule() };
+        return kept_exit(k, root, v, basic, (entry_tsc, exit_tsc));
     }
     if let Some(proc) = k.proc_controls_after_exit(reason) {
         // SAFETY: only interrupt-window exiting goes, which every CPU allows to be 0.
@@ -593,6 +555,76 @@ pub fn run(k: &mut Held) -> Next {
         read_groups(root, groups, m);
     }
     k.vcpu_exited(&core)
+}
+
+/// An exit the kernel keeps: a host interrupt (`basic` 1), or an expiry of its own timer
+/// (52). The timer's count is kept (`timer_after_kept_exit`), an event the exit cut short
+/// goes in again, the interrupt is let in, and the CPU reschedules (a tick, or its own
+/// expiry, preempts). Out of line: the hot path is the exits the VMM sees.
+#[inline(never)]
+fn kept_exit(k: &mut Held, root: &VmxRoot, v: u64, basic: u32, tsc: (u64, u64)) -> Next {
+    let expired = basic == ExitReason::PreemptionTimer as u32;
+    if let Err((f, e)) = timer_after_kept_exit(k, root, v, expired, tsc) {
+        return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+    }
+    if let Some(info) = reinjection(vmread(root, Field::IdtVectoringInfo) as u32) {
+        // The interrupt cut an event's delivery short: it goes in again at the next
+        // entry (the VMM never sees this exit).
+        let error = vmread(root, Field::IdtVectoringErrorCode);
+        let len = vmread(root, Field::ExitInstructionLength);
+        let writes = [
+            (Field::EntryInterruptionInfo, u64::from(info)),
+            (Field::EntryExceptionErrorCode, error),
+            (Field::EntryInstructionLength, len),
+        ];
+        for (f, val) in writes {
+            // SAFETY: the event the CPU itself was delivering, as it reported it.
+            if let Err(e) = unsafe { vmx_insn::vmwrite(root, f, val) } {
+                return fail(k, VmxInstruction::Vmwrite, Some(f), e);
+            }
+        }
+    }
+    // The interrupt is still pending: let it in, in the kernel, then reschedule.
+    // SAFETY: the kernel's interrupt handlers run on the kernel stack and only
+    // acknowledge the line and note the tick.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    let tick = percpu::get::<TICK>() != 0 || basic == ExitReason::PreemptionTimer as u32;
+    percpu::set::<TICK>(0);
+    // Not a tick: a device, or another CPU asking this one to reschedule.
+    if tick {
+        k.preempt()
+    } else {
+        k.schedule()
+    }
+}
+
+/// An exit the kernel keeps (a host interrupt, or an expiry of its own: `expired`): the
+/// backstop starts afresh at the next entry; the VMM's count goes on from what is left,
+/// not afresh (`TimerCount`).
+fn timer_after_kept_exit(
+    k: &mut Held,
+    root: &VmxRoot,
+    v: u64,
+    expired: bool,
+    (entry_tsc, exit_tsc): (u64, u64),
+) -> Result<(), (Field, VmxError)> {
+    let (cap, shift) =
+        k.vmx.as_ref().map_or((0, 0), |x| (x.backstop, x.caps.preemption_timer_shift()));
+    let data = k.store.vcpu(v);
+    if data.backstop {
+        // Armed again at the next entry if it expired; else the CPU reloads it.
+        data.backstop = !expired;
+        return Ok(());
+    }
+    if !data.timer_counted() {
+        return Ok(());
+    }
+    let left = if expired { 0 } else { data.timer.left(entry_tsc, exit_tsc, shift) };
+    data.timer.count(left.saturating_add(data.timer.over), cap);
+    data.timer.reduced = true;
+    let (field, value) = (Field::PreemptionTimerValue, data.timer.loaded.into());
+    // SAFETY: the value field takes any 32-bit number.
+    unsafe { vmx_insn::vmwrite(root, field, value) }.map_err(|e| (field, e))
 }
 
 /// The VMM's timer is off: arm the kernel's backstop in it, one tick from each entry
