@@ -146,9 +146,10 @@ pub struct VcpuData {
     /// always makes a guest exit, but an emulator may hold it back while the guest runs
     /// with interrupts disabled (Bochs 2.7 does until the guest's RFLAGS.IF changes):
     /// the backstop bounds that at one tick, so the kernel regains the CPU whatever the
-    /// guest does (a VMM's own timer is bounded the same way: `TimerCount`). Its expiry is an exit the kernel keeps; the VMM never sees it. Any
-    /// write of the VMM's to the timer's controls or value disarms it (the next entry
-    /// arms it again if the timer is still off).
+    /// guest does (a VMM's own timer is bounded the same way: `TimerCount`). Its expiry
+    /// is an exit the kernel keeps; the VMM never sees it. Any write of the VMM's to the
+    /// timer's controls or value disarms it (the next entry arms it again if the timer is
+    /// still off).
     pub backstop: bool,
     /// `passed[i]`: the port range whose exits are off because pass-through slot `i`
     /// holds an `IoPorts` capability for it.

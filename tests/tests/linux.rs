@@ -162,12 +162,7 @@ fn linux_boots_to_a_shell_that_answers_over_the_serial_console() {
         total.is_some_and(|t| (64..=128).contains(&t)),
         &format!("free -m: total {total:?} MiB of the manifest's 128"),
     );
-    check(
-        &out,
-        out.serial.contains("vmm vm_linux: VM stopped: powered off"),
-        "the VMM did not say power-off",
-    );
-    assert_suite_passed(&out, 1);
+    assert_powered_off(&out, "vm_linux");
 }
 
 /// Every CPU's count on a `/proc/interrupts` line (one column per CPU, as the header's
@@ -177,6 +172,15 @@ fn counts(listing: &[&str], name: &str, cpus: usize) -> Option<Vec<u64>> {
     let counts: Option<Vec<u64>> =
         line.split_whitespace().skip(1).take(cpus).map(|c| c.parse().ok()).collect();
     counts.filter(|c| c.len() == cpus)
+}
+
+/// The run ended as the shell's `poweroff -f` ends it: VM `vm`'s VMM says power-off, and
+/// the image's one check (that VM's) passed.
+#[track_caller]
+fn assert_powered_off(out: &Outcome, vm: &str) {
+    let line = format!("vmm {vm}: VM stopped: powered off");
+    check(out, out.serial.contains(&line), "the VMM did not say power-off");
+    assert_suite_passed(out, 1);
 }
 
 /// The same Linux in a VM of two vCPUs on a machine of two CPUs: the kernel brings its
@@ -216,12 +220,7 @@ fn linux_boots_on_two_vcpus_and_both_take_timer_interrupts() {
         rose,
         &format!("LOC (local timer) per CPU {first:?} then {second:?}: each CPU's must rise"),
     );
-    check(
-        &out,
-        out.serial.contains("vmm vm_linux_smp: VM stopped: powered off"),
-        "the VMM did not say power-off",
-    );
-    assert_suite_passed(&out, 1);
+    assert_powered_off(&out, "vm_linux_smp");
 }
 
 /// Bad inputs for Linux VMs: each refused with a message naming the cause, while the

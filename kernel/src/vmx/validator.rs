@@ -281,6 +281,7 @@ impl TimerWrites {
         (self.written & Self::VALUE != 0).then_some(self.value)
     }
 
+    /// Note a write if it is one of the timer's.
     fn note(&mut self, field: Field, value: u64) {
         match field {
             Field::PinBasedControls => self.written |= Self::CONTROLS,
@@ -351,7 +352,6 @@ impl ValidatedBatch {
         false
     }
 
-    /// Append a write; each field at most once, so the result does not depend on order.
     /// Give the write of `field`, if the batch has one, `value` instead.
     pub(crate) fn replace(&mut self, field: Field, value: u64) {
         let len = self.len;
@@ -362,6 +362,7 @@ impl ValidatedBatch {
         }
     }
 
+    /// Append a write; each field at most once, so the result does not depend on order.
     pub(crate) fn push(&mut self, field: Field, value: u64) -> Result<(), BatchError> {
         if self.writes_field(field) {
             return Err(BatchError::DuplicateField { field: field as u32 });
@@ -531,9 +532,7 @@ fn validate(
                 return Err(BatchError::FieldNotWritable { field: write.field })
             }
         }
-        if matches!(field, Field::PinBasedControls | Field::PreemptionTimerValue) {
-            out.timer.note(field, value);
-        }
+        out.timer.note(field, value);
         out.push(field, value)?;
     }
 

@@ -183,6 +183,12 @@ const HOSTILE: [Hostile; 16] = [
     hostile("injection-vector-32", Field::EntryInterruptionInfo, 0x8000_0320, INJECTION),
 ];
 
+/// `VCpuStart` at the test guest's entry: the first start of a test mode's vCPU, or a
+/// fresh one after a batch left it stopped.
+fn start_test_guest(mode: u64, entry: u64) -> Result<(), Error> {
+    start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))
+}
+
 /// Hostile mode: answer exits with forbidden batches, one per case; each must be
 /// refused with the expected error naming its field. Returns how many were not.
 pub(super) fn attack(ram: &mut [u8], mode: u64, entry: u64) -> Result<(u64, u64, u64), Error> {
@@ -190,7 +196,7 @@ pub(super) fn attack(ram: &mut [u8], mode: u64, entry: u64) -> Result<(u64, u64,
     for (i, h) in HOSTILE.iter().enumerate() {
         if i > 0 {
             // The previous refusal left the vCPU stopped: start it afresh.
-            start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+            start_test_guest(mode, entry)?;
         }
         if kernel_stopped(&recv(EXIT_EP)?) {
             return Ok((stop::OTHER, missed, HOSTILE.len() as u64));
@@ -228,7 +234,7 @@ pub(super) fn attack(ram: &mut [u8], mode: u64, entry: u64) -> Result<(u64, u64,
             missed += 1;
         }
     }
-    start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+    start_test_guest(mode, entry)?;
     // A `jmp $` in the last page of the guest's RAM, which the test guests leave alone
     // (they run flat: a linear address is the physical one).
     let spin = ram.len().saturating_sub(PAGE) as u64;
@@ -367,7 +373,7 @@ pub(super) fn mutated(
                 stop_it.flags = ReplyFlags::STOP_VCPU;
                 write_reply(&stop_it);
                 let _ = ipc_raw(Syscall::Reply, 0, &Msg::default(), 0, 0);
-                start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+                start_test_guest(mode, entry)?;
                 continue 'restart;
             }
             let real = answer(&mut vm, msg, core::mem::take(&mut first));
@@ -386,10 +392,7 @@ pub(super) fn mutated(
                         // The CPU refused an entry after a batch the kernel accepted:
                         // the kernel should have refused it.
                         wrong += 1;
-                        start_vcpu(
-                            VCPU,
-                            &start_words(mode, &Start::test_guest(mode, entry), false),
-                        )?;
+                        start_test_guest(mode, entry)?;
                         continue 'restart;
                     }
                     continue;
@@ -411,7 +414,7 @@ pub(super) fn mutated(
                 }
             }
             if sent < MUTATED_EXITS {
-                start_vcpu(VCPU, &start_words(mode, &Start::test_guest(mode, entry), false))?;
+                start_test_guest(mode, entry)?;
             }
             continue 'restart;
         }

@@ -390,7 +390,6 @@ pub fn run(k: &mut Held) -> Next {
     if data.kick == Kick::Asked {
         // The guest leaves before its first instruction: a zero VMX-preemption timer.
         data.kick_saved_timer = vmread(root, Field::PreemptionTimerValue);
-        data.timer.loaded = 0;
         let pin = u64::from(data.cached.controls.pin | pin::PREEMPTION_TIMER);
         for (f, val) in [(Field::PinBasedControls, pin), (Field::PreemptionTimerValue, 0)] {
             // SAFETY: `VCpuKick` checked that the CPU has the preemption timer; the value
